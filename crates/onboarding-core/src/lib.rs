@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod error;
+pub mod model;
+pub mod validate;
+
+pub mod cache;
+pub mod events;
+pub mod processor;
+pub mod queue;
+pub mod repository;
+
+pub mod memory;
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
+
+pub use cache::Cache;
+pub use error::{Error, ErrorKind, FieldError, Result};
+pub use events::{Event, EventSink};
+pub use processor::{NoopProcessor, ProcessError, Processor, WorkItem};
+pub use queue::{Delivery, Job, JobQueue, QueueDepth, Receipt};
+pub use repository::OrgRepository;

@@ -1,0 +1,528 @@
+//! Domain types: organizations, batches, batch items and their states.
+
+use std::fmt;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A point in time, UTC, with microsecond precision (what every SQL engine stores).
+pub type Timestamp = DateTime<Utc>;
+
+/// The current time, truncated to microseconds so it round-trips through every backend.
+pub fn now() -> Timestamp {
+    Utc::now().trunc_subsecs(6)
+}
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new, time-ordered (UUIDv7) id.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// Identifies a batch (one accepted submission).
+    BatchId
+);
+uuid_id!(
+    /// Identifies one batch item: one organization in one batch, the unit of work.
+    ItemId
+);
+uuid_id!(
+    /// Identifies an organization row (one per normalized domain).
+    OrganizationId
+);
+
+/// A fencing token handed out with each claim; every later write of that
+/// attempt must present it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseToken(pub Uuid);
+
+impl LeaseToken {
+    /// A new random token.
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl Default for LeaseToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The owner of batches: every query is scoped to one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// Longest accepted tenant id, in bytes.
+    pub const MAX_LEN: usize = 64;
+
+    /// Parses a tenant id: 1-64 ASCII letters, digits, `-`, `_` or `.`.
+    pub fn parse(value: impl Into<String>) -> Result<Self> {
+        let value = value.into();
+        let ok = !value.is_empty()
+            && value.len() <= Self::MAX_LEN
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if ok {
+            Ok(Self(value))
+        } else {
+            Err(Error::new(
+                ErrorKind::Invalid,
+                format!(
+                    "tenant id {value:?} must be 1-{} ASCII letters, digits, '-', '_' or '.'",
+                    Self::MAX_LEN
+                ),
+            ))
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A normalized domain: lowercase, punycode (IDNA), no trailing dot, with a
+/// registrable public suffix. Build one with [`crate::validate::normalize_domain`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Domain(String);
+
+impl Domain {
+    /// Wraps a domain that was normalized before it was stored. Adapters use
+    /// this when reading rows back; anything else goes through validation.
+    pub fn from_normalized(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The domain as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A validated organization as submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOrganization {
+    /// Display name, trimmed, 1-255 characters, no control characters.
+    pub name: String,
+    /// The normalized domain: the key of the upsert.
+    pub domain: Domain,
+    /// A syntactically valid email address.
+    pub contact_email: String,
+}
+
+/// An organization as stored: one per domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Organization {
+    /// Row id.
+    pub id: OrganizationId,
+    /// Display name.
+    pub name: String,
+    /// Normalized domain (unique).
+    pub domain: Domain,
+    /// Contact address.
+    pub contact_email: String,
+    /// Processing status of its latest submission.
+    pub status: ItemStatus,
+    /// Incremented on every change of name or contact_email.
+    pub version: i64,
+    /// When the row was first inserted.
+    pub created_at: Timestamp,
+    /// When the row last changed.
+    pub updated_at: Timestamp,
+    /// Soft-delete marker.
+    pub deleted_at: Option<Timestamp>,
+}
+
+/// What to do when a submitted domain already exists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictPolicy {
+    /// Overwrite name and contact_email (the original service's upsert).
+    #[default]
+    Update,
+    /// Keep the existing row untouched.
+    Skip,
+}
+
+/// How a request with some invalid organizations is treated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubmitMode {
+    /// Any invalid organization rejects the whole request.
+    #[default]
+    Atomic,
+    /// Valid organizations are accepted; invalid ones are listed as rejected.
+    Partial,
+}
+
+/// Where one batch item is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    /// Waiting to be claimed (possibly not before `available_at`).
+    Pending,
+    /// Claimed by a worker holding a live lease.
+    Processing,
+    /// Done (terminal).
+    Completed,
+    /// Failed permanently or out of attempts: the dead-letter list (terminal until re-driven).
+    Failed,
+    /// Its batch was cancelled before it was claimed (terminal).
+    Cancelled,
+}
+
+impl ItemStatus {
+    /// Every status, in life order.
+    pub const ALL: [ItemStatus; 5] = [
+        Self::Pending,
+        Self::Processing,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// Whether the item will not change again on its own.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    /// A stable snake_case name (also the stored value in SQL backends).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses [`ItemStatus::as_str`] back.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+}
+
+/// What the upsert did to the organization row, relative to the data it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// No row had this domain.
+    Created,
+    /// The row existed and name or contact_email changed.
+    Updated,
+    /// The row existed with identical data.
+    Unchanged,
+    /// The row existed and the policy was `skip`.
+    Skipped,
+}
+
+impl Change {
+    /// Every change, in order.
+    pub const ALL: [Change; 4] = [
+        Self::Created,
+        Self::Updated,
+        Self::Unchanged,
+        Self::Skipped,
+    ];
+
+    /// A stable snake_case name (also the stored value in SQL backends).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Unchanged => "unchanged",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    /// Parses [`Change::as_str`] back.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+}
+
+/// The result a client sees for one organization of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemOutcome {
+    /// Inserted.
+    Created,
+    /// Existing row updated.
+    Updated,
+    /// Existing row identical.
+    Unchanged,
+    /// Existing row kept (policy `skip`).
+    Skipped,
+    /// Processing failed permanently or ran out of attempts.
+    Failed,
+}
+
+impl ItemOutcome {
+    /// The outcome of an item with this status and change.
+    pub fn of(status: ItemStatus, change: Change) -> Self {
+        if status == ItemStatus::Failed {
+            return Self::Failed;
+        }
+        match change {
+            Change::Created => Self::Created,
+            Change::Updated => Self::Updated,
+            Change::Unchanged => Self::Unchanged,
+            Change::Skipped => Self::Skipped,
+        }
+    }
+}
+
+/// One failed attempt, kept in the item's error history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// Which attempt (1-based) failed.
+    pub attempt: u32,
+    /// When it failed.
+    pub at: Timestamp,
+    /// What the processor said.
+    pub message: String,
+    /// Whether the processor declared it permanent.
+    pub permanent: bool,
+}
+
+/// A batch as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Batch id.
+    pub id: BatchId,
+    /// Owner.
+    pub tenant: TenantId,
+    /// Client-chosen idempotency key, unique per tenant.
+    pub idempotency_key: Option<String>,
+    /// SHA-256 (hex) of the normalized request, to tell a replay from a reuse.
+    pub request_hash: String,
+    /// Number of items.
+    pub total: u32,
+    /// Conflict policy of the request.
+    pub policy: ConflictPolicy,
+    /// Submit mode of the request.
+    pub mode: SubmitMode,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+    /// When its last item reached a terminal status (cleared by a re-drive).
+    pub completed_at: Option<Timestamp>,
+    /// When it was cancelled.
+    pub cancelled_at: Option<Timestamp>,
+    /// When `BatchCompleted` was handed to the event sink for the current completion.
+    pub announced_at: Option<Timestamp>,
+}
+
+/// Exact item counts of one batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchCounts {
+    /// Items waiting.
+    pub pending: u32,
+    /// Items claimed.
+    pub processing: u32,
+    /// Items done.
+    pub completed: u32,
+    /// Items in the dead-letter list.
+    pub failed: u32,
+    /// Items stopped by a cancel.
+    pub cancelled: u32,
+    /// Items whose upsert inserted the row.
+    pub created: u32,
+    /// Items whose upsert changed the row.
+    pub updated: u32,
+    /// Items whose upsert found identical data.
+    pub unchanged: u32,
+    /// Items whose upsert kept the row (policy `skip`).
+    pub skipped: u32,
+}
+
+impl BatchCounts {
+    /// Adds one item.
+    pub fn add(&mut self, status: ItemStatus, change: Change) {
+        match status {
+            ItemStatus::Pending => self.pending += 1,
+            ItemStatus::Processing => self.processing += 1,
+            ItemStatus::Completed => self.completed += 1,
+            ItemStatus::Failed => self.failed += 1,
+            ItemStatus::Cancelled => self.cancelled += 1,
+        }
+        match change {
+            Change::Created => self.created += 1,
+            Change::Updated => self.updated += 1,
+            Change::Unchanged => self.unchanged += 1,
+            Change::Skipped => self.skipped += 1,
+        }
+    }
+
+    /// All items.
+    pub fn total(&self) -> u32 {
+        self.pending + self.processing + self.completed + self.failed + self.cancelled
+    }
+
+    /// Items in a terminal status.
+    pub fn finished(&self) -> u32 {
+        self.completed + self.failed + self.cancelled
+    }
+
+    /// Share of finished items, 0.0-100.0 (100 for an empty batch).
+    pub fn percent(&self) -> f64 {
+        match self.total() {
+            0 => 100.0,
+            total => f64::from(self.finished()) * 100.0 / f64::from(total),
+        }
+    }
+}
+
+/// A batch with its exact counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchStatus {
+    /// The batch row.
+    pub batch: Batch,
+    /// Counts derived from its items.
+    pub counts: BatchCounts,
+}
+
+impl BatchStatus {
+    /// Whether every item is terminal.
+    pub fn is_finished(&self) -> bool {
+        self.counts.pending == 0 && self.counts.processing == 0
+    }
+}
+
+/// One item of a batch as a client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchItem {
+    /// Item id.
+    pub id: ItemId,
+    /// Its batch.
+    pub batch_id: BatchId,
+    /// Position in the submitted `organizations` array.
+    pub position: u32,
+    /// The organization row it upserted.
+    pub organization_id: OrganizationId,
+    /// The normalized domain.
+    pub domain: Domain,
+    /// Where it is in its life.
+    pub status: ItemStatus,
+    /// What the upsert did.
+    pub change: Change,
+    /// Claims so far (attempts started).
+    pub attempts: u32,
+    /// Not claimable before this time.
+    pub available_at: Timestamp,
+    /// Lease expiry while processing.
+    pub lease_until: Option<Timestamp>,
+    /// Every failed attempt, oldest first.
+    pub errors: Vec<AttemptError>,
+    /// When the item was stored.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// When it reached its terminal status.
+    pub finished_at: Option<Timestamp>,
+}
+
+impl BatchItem {
+    /// The client-facing outcome.
+    pub fn outcome(&self) -> ItemOutcome {
+        ItemOutcome::of(self.status, self.change)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_are_checked() {
+        assert!(TenantId::parse("acme-1.eu_west").is_ok());
+        for bad in ["", "a b", "ümlaut", &"x".repeat(65), "a/b"] {
+            assert_eq!(
+                TenantId::parse(bad).map_err(|e| e.kind()).err(),
+                Some(ErrorKind::Invalid),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn status_and_change_names_round_trip() {
+        for s in ItemStatus::ALL {
+            assert_eq!(ItemStatus::parse(s.as_str()), Some(s));
+        }
+        for c in Change::ALL {
+            assert_eq!(Change::parse(c.as_str()), Some(c));
+        }
+    }
+
+    #[test]
+    fn counts_percent_and_outcome() {
+        let mut c = BatchCounts::default();
+        c.add(ItemStatus::Completed, Change::Created);
+        c.add(ItemStatus::Failed, Change::Updated);
+        c.add(ItemStatus::Pending, Change::Created);
+        c.add(ItemStatus::Processing, Change::Unchanged);
+        assert_eq!(c.total(), 4);
+        assert_eq!(c.finished(), 2);
+        assert!((c.percent() - 50.0).abs() < f64::EPSILON);
+        assert_eq!(
+            ItemOutcome::of(ItemStatus::Failed, Change::Created),
+            ItemOutcome::Failed
+        );
+        assert_eq!(
+            ItemOutcome::of(ItemStatus::Completed, Change::Skipped),
+            ItemOutcome::Skipped
+        );
+    }
+}

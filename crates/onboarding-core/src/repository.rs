@@ -1,0 +1,347 @@
+//! The `OrgRepository` trait: the source of truth for organizations, batches
+//! and batch items, and the only place item state changes.
+//!
+//! Every method on the worker's hot path takes many items per call so that a
+//! SQL adapter can use one set-based statement. Callers pass `now`
+//! explicitly: the engine owns the clock, which keeps adapters deterministic
+//! and lets the conformance suite move time forward without sleeping.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::model::{
+    Batch, BatchId, BatchItem, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus,
+    LeaseToken, NewOrganization, Organization, OrganizationId, SubmitMode, TenantId, Timestamp,
+};
+use crate::queue::Job;
+
+/// Everything needed to store one accepted request atomically.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// Id of the batch to create.
+    pub batch_id: BatchId,
+    /// Owner.
+    pub tenant: TenantId,
+    /// Optional idempotency key (unique per tenant).
+    pub idempotency_key: Option<String>,
+    /// SHA-256 hex of the normalized request.
+    pub request_hash: String,
+    /// What to do with existing domains.
+    pub policy: ConflictPolicy,
+    /// The request's mode (recorded on the batch).
+    pub mode: SubmitMode,
+    /// Valid organizations with their positions in the request, domains unique.
+    pub organizations: Vec<(u32, NewOrganization)>,
+    /// How many organizations one upsert statement may carry (the adapter may use fewer to stay under a bind limit).
+    pub chunk_size: usize,
+    /// Whether an `unchanged` organization whose last processing completed is processed again.
+    pub reprocess_unchanged: bool,
+    /// The submission time: `created_at` of the batch and items, `available_at` of new work.
+    pub now: Timestamp,
+    /// When a pending item that nobody claimed is first considered lost by [`OrgRepository::sweep`].
+    pub sweep_at: Timestamp,
+}
+
+/// One stored item, as the ingest service needs it to enqueue and emit events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredItem {
+    /// Item id.
+    pub item_id: ItemId,
+    /// Position in the request.
+    pub position: u32,
+    /// The organization row.
+    pub organization_id: OrganizationId,
+    /// Its domain.
+    pub domain: Domain,
+    /// What the upsert did.
+    pub change: Change,
+    /// `Pending` when it needs processing, `Completed` when nothing is left to do
+    /// (skipped, or unchanged and already processed).
+    pub status: ItemStatus,
+}
+
+/// The answer to [`OrgRepository::store_submission`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreResult {
+    /// A new batch was stored.
+    Stored {
+        /// The batch as stored.
+        batch: Batch,
+        /// Its items, in request order.
+        items: Vec<StoredItem>,
+    },
+    /// The tenant already used this idempotency key for the same request: nothing was written.
+    Replayed {
+        /// The earlier batch.
+        batch: Batch,
+    },
+    /// The tenant already used this idempotency key for another request: nothing was written.
+    KeyConflict {
+        /// The earlier batch.
+        batch: Batch,
+    },
+}
+
+/// A fencing reference: an item together with the lease token of one claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Lease {
+    /// The item.
+    pub item_id: ItemId,
+    /// The token its claim returned.
+    pub token: LeaseToken,
+}
+
+/// A request to claim many items at once.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// The items to try.
+    pub item_ids: Vec<ItemId>,
+    /// The token every claimed item gets.
+    pub token: LeaseToken,
+    /// The caller's clock.
+    pub now: Timestamp,
+    /// Lease expiry to set.
+    pub lease_until: Timestamp,
+}
+
+/// An item a worker now holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedItem {
+    /// The lease to present on every later write.
+    pub lease: Lease,
+    /// The item's batch.
+    pub batch_id: BatchId,
+    /// The batch owner.
+    pub tenant: TenantId,
+    /// This attempt's number (1-based: attempts after the claim).
+    pub attempt: u32,
+    /// What the upsert did.
+    pub change: Change,
+    /// The organization as stored now.
+    pub organization: Organization,
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Processing succeeded.
+    Completed,
+    /// A retryable failure: back to pending, claimable again at `available_at`.
+    Retry {
+        /// Not claimable before this.
+        available_at: Timestamp,
+        /// What went wrong (appended to the error history).
+        error: String,
+    },
+    /// A permanent failure or the last attempt: to the dead-letter list.
+    Failed {
+        /// What went wrong (appended to the error history).
+        error: String,
+        /// Whether the processor declared it permanent (vs. out of attempts).
+        permanent: bool,
+    },
+}
+
+/// One attempt's end, fenced by its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    /// The claim this result belongs to.
+    pub lease: Lease,
+    /// The result.
+    pub resolution: Resolution,
+}
+
+/// Which items a page lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemQuery {
+    /// Only items with this status.
+    pub status: Option<ItemStatus>,
+    /// At most this many (adapters may cap it).
+    pub limit: u32,
+    /// Only items at positions after this one (the previous page's `next_cursor`).
+    pub after_position: Option<u32>,
+}
+
+/// One page of a batch's items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemPage {
+    /// Items ordered by position.
+    pub items: Vec<BatchItem>,
+    /// The position to pass as `after_position` for the next page; `None` on the last page.
+    pub next_cursor: Option<u32>,
+}
+
+/// The source of truth for organizations, batches and items.
+///
+/// Implementations must be safe to share between any number of workers and
+/// processes. The conformance suite in [`crate::testing`] checks every
+/// `# Behavior` bullet below.
+#[async_trait]
+pub trait OrgRepository: Send + Sync + 'static {
+    /// Stores a submission: the batch, one item per organization, and the
+    /// upsert of every organization, all in one transaction.
+    ///
+    /// # Behavior
+    /// - All or nothing: on any error nothing of the submission is visible.
+    /// - A new domain is inserted (`Created`, version 1, status pending).
+    /// - An existing domain with policy `Update` and different name or
+    ///   contact_email is updated (`Updated`, version + 1); with identical
+    ///   data it is left as it is (`Unchanged`, version and `updated_at` kept).
+    /// - An existing domain with policy `Skip` is left as it is (`Skipped`).
+    /// - Items that need processing are `Pending` with `available_at = now`;
+    ///   `Skipped` items, and `Unchanged` items whose organization's status is
+    ///   `Completed` (unless `reprocess_unchanged`), are stored `Completed`.
+    /// - The organization's status becomes `Pending` when its item is pending.
+    /// - The same `(tenant, idempotency_key)` with the same `request_hash`
+    ///   answers `Replayed` with the first batch; with another hash
+    ///   `KeyConflict`. Both write nothing, also under concurrent calls.
+    /// - A batch whose items are all completed at store time is stored with `completed_at = now`.
+    async fn store_submission(&self, submission: &Submission) -> Result<StoreResult>;
+
+    /// Claims the listed items that are claimable: `Pending` with
+    /// `available_at <= now`, or `Processing` with `lease_until <= now`.
+    ///
+    /// # Behavior
+    /// - A claimed item becomes `Processing` with the request's token and
+    ///   `lease_until`, `attempts + 1`; its organization becomes `Processing`.
+    /// - Items not claimable (leased, not yet available, terminal, unknown) are
+    ///   left out of the answer, never an error.
+    /// - Two concurrent claims of one item: at most one gets it.
+    async fn claim_items(&self, request: &ClaimRequest) -> Result<Vec<ClaimedItem>>;
+
+    /// Extends the leases still held.
+    ///
+    /// # Behavior
+    /// - Returns the items whose token matches and that are still
+    ///   `Processing`, after setting their `lease_until`; others are left out.
+    async fn extend_leases(
+        &self,
+        leases: &[Lease],
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<ItemId>>;
+
+    /// Records the end of many attempts.
+    ///
+    /// # Behavior
+    /// - Applies only where the item is `Processing` with the same token
+    ///   (fencing): a zombie's finish is left out and changes nothing.
+    /// - `Completed` → item and organization `Completed`, `finished_at = now`.
+    /// - `Retry` → `Pending` with the given `available_at`, lease cleared,
+    ///   error appended, and `sweep_at = available_at + stale_after`.
+    /// - `Failed` → item and organization `Failed`, error appended, `finished_at = now`.
+    /// - Returns the ids it applied.
+    async fn finish_items(
+        &self,
+        finishes: &[Finish],
+        now: Timestamp,
+        stale_after: Duration,
+    ) -> Result<Vec<ItemId>>;
+
+    /// Gives leased items back without counting the attempt (graceful shutdown).
+    ///
+    /// # Behavior
+    /// - Fenced like `finish_items`; released items are `Pending`, available
+    ///   at `now`, lease cleared, `attempts - 1`. Returns jobs to enqueue for them.
+    async fn release_items(&self, leases: &[Lease], now: Timestamp) -> Result<Vec<Job>>;
+
+    /// Finds work that no live message or live worker will finish, and
+    /// returns it to be enqueued again.
+    ///
+    /// # Behavior
+    /// - `Pending` items with `sweep_at <= now` are returned, and their
+    ///   `sweep_at` moves to `now + stale_after` (so one item is not returned again at once).
+    /// - `Processing` items with `lease_until <= now` are returned (their
+    ///   next claim takes them over), and `lease_until` is not changed.
+    /// - At most `limit` jobs; items of cancelled batches are never returned.
+    async fn sweep(&self, now: Timestamp, stale_after: Duration, limit: u32) -> Result<Vec<Job>>;
+
+    /// Marks finished batches completed, exactly once each.
+    ///
+    /// # Behavior
+    /// - For each listed batch (or every open batch when `candidates` is
+    ///   `None`) whose items are all terminal and whose `completed_at` is
+    ///   unset: sets `completed_at = now` and returns its status.
+    /// - A batch is returned by at most one call per completion, under concurrency.
+    async fn complete_batches(
+        &self,
+        candidates: Option<&[BatchId]>,
+        now: Timestamp,
+    ) -> Result<Vec<BatchStatus>>;
+
+    /// Completed batches whose `BatchCompleted` was not yet announced.
+    ///
+    /// # Behavior
+    /// - Returns batches with `completed_at <= completed_before` and no `announced_at`, at most `limit`.
+    async fn unannounced_batches(
+        &self,
+        completed_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<BatchStatus>>;
+
+    /// Records that `BatchCompleted` was handed to the event sink.
+    ///
+    /// # Behavior
+    /// - Sets `announced_at = now` on the listed batches that are completed.
+    async fn mark_announced(&self, batches: &[BatchId], now: Timestamp) -> Result<()>;
+
+    /// Stops a batch's pending items.
+    ///
+    /// # Behavior
+    /// - `None` when the batch does not exist for this tenant.
+    /// - Its `Pending` items become `Cancelled`; processing ones finish
+    ///   normally; `cancelled_at` is set once. Returns the status after the change.
+    async fn cancel_batch(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        now: Timestamp,
+    ) -> Result<Option<BatchStatus>>;
+
+    /// Re-drives a batch's failed items (the dead-letter list).
+    ///
+    /// # Behavior
+    /// - `None` when the batch does not exist for this tenant.
+    /// - Its `Failed` items become `Pending`, available at `now`, attempts 0,
+    ///   error history kept; the batch's `completed_at` and `announced_at` are
+    ///   cleared when any item was re-driven. Returns jobs to enqueue.
+    async fn retry_failed(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        now: Timestamp,
+    ) -> Result<Option<Vec<Job>>>;
+
+    /// A batch and its exact counts.
+    ///
+    /// # Behavior
+    /// - `None` when the batch does not exist or belongs to another tenant.
+    async fn batch_status(&self, tenant: &TenantId, batch: BatchId) -> Result<Option<BatchStatus>>;
+
+    /// One page of a batch's items, ordered by position.
+    ///
+    /// # Behavior
+    /// - `None` when the batch does not exist for this tenant.
+    /// - Filters by status; pages never repeat or skip an item.
+    async fn list_items(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        query: &ItemQuery,
+    ) -> Result<Option<ItemPage>>;
+
+    /// The organization stored for a normalized domain.
+    async fn organization_by_domain(&self, domain: &Domain) -> Result<Option<Organization>>;
+
+    /// Deletes batches (and their items) completed before `finished_before`.
+    ///
+    /// # Behavior
+    /// - Open batches and organizations are never deleted. Returns how many batches went.
+    async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64>;
+
+    /// Checks that the backend answers.
+    async fn ping(&self) -> Result<()>;
+}

@@ -1,0 +1,4 @@
+//! bulk-onboarding: The axum HTTP layer (see its issue; not yet built).
+//!
+//! This crate is a placeholder in the workspace so the facade's feature
+//! exists; its implementation lands with its own issue.
