@@ -9,11 +9,14 @@ use async_trait::async_trait;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 
+/// Value and expiry per key.
+type Entries = HashMap<String, (Vec<u8>, Instant)>;
+
 /// An in-process cache; expired entries are dropped when read and swept when
 /// the map grows past `max_entries`.
 #[derive(Debug)]
 pub struct MemoryCache {
-    entries: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+    entries: Mutex<Entries>,
     max_entries: usize,
 }
 
@@ -26,7 +29,7 @@ impl MemoryCache {
         }
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, HashMap<String, (Vec<u8>, Instant)>>> {
+    fn lock(&self) -> Result<MutexGuard<'_, Entries>> {
         self.entries
             .lock()
             .map_err(|_| Error::internal("memory cache lock poisoned by a panic"))
