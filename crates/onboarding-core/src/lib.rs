@@ -13,13 +13,21 @@ pub mod repository;
 
 pub mod memory;
 
+mod backends;
+mod completion;
+pub mod service;
+pub mod worker;
+
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
+pub use backends::{batch_status_cache_key, Backends};
 pub use cache::Cache;
 pub use error::{Error, ErrorKind, FieldError, Result};
 pub use events::{Event, EventSink};
 pub use processor::{NoopProcessor, ProcessError, Processor, WorkItem};
 pub use queue::{Delivery, Job, JobQueue, QueueDepth, Receipt};
 pub use repository::OrgRepository;
+pub use service::{Accepted, IngestConfig, OnboardingService, SubmitOptions};
+pub use worker::{RetryPolicy, Worker, WorkerConfig, WorkerHandle};

@@ -270,12 +270,7 @@ pub enum Change {
 
 impl Change {
     /// Every change, in order.
-    pub const ALL: [Change; 4] = [
-        Self::Created,
-        Self::Updated,
-        Self::Unchanged,
-        Self::Skipped,
-    ];
+    pub const ALL: [Change; 4] = [Self::Created, Self::Updated, Self::Unchanged, Self::Skipped];
 
     /// A stable snake_case name (also the stored value in SQL backends).
     pub fn as_str(self) -> &'static str {

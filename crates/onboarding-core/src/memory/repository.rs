@@ -1,0 +1,608 @@
+//! `MemoryRepository`: every table in one mutex-guarded map set.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::model::{
+    AttemptError, Batch, BatchCounts, BatchId, BatchItem, BatchStatus, Change, ConflictPolicy,
+    Domain, ItemId, ItemStatus, LeaseToken, Organization, OrganizationId, TenantId, Timestamp,
+};
+use crate::queue::Job;
+use crate::repository::{
+    ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, Resolution,
+    StoreResult, StoredItem, Submission,
+};
+
+/// The fastest backend and the test baseline: all state in process memory.
+///
+/// Nothing survives the process; use it for tests, benchmarks and
+/// single-process tools.
+#[derive(Debug, Default)]
+pub struct MemoryRepository {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    organizations: HashMap<Domain, Organization>,
+    batches: HashMap<BatchId, BatchRow>,
+    idempotency: HashMap<(TenantId, String), BatchId>,
+    items: HashMap<ItemId, ItemRow>,
+}
+
+#[derive(Debug)]
+struct BatchRow {
+    batch: Batch,
+    /// Item ids in position order.
+    items: Vec<ItemId>,
+}
+
+#[derive(Debug)]
+struct ItemRow {
+    item: BatchItem,
+    tenant: TenantId,
+    token: Option<LeaseToken>,
+    sweep_at: Timestamp,
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl MemoryRepository {
+    /// An empty repository.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        // A poisoned lock means a panic mid-update: the state may be torn.
+        self.state
+            .lock()
+            .map_err(|_| Error::internal("memory repository lock poisoned by a panic"))
+    }
+}
+
+impl State {
+    fn status(&self, id: BatchId) -> Option<BatchStatus> {
+        let row = self.batches.get(&id)?;
+        let mut counts = BatchCounts::default();
+        for item_id in &row.items {
+            if let Some(item) = self.items.get(item_id) {
+                counts.add(item.item.status, item.item.change);
+            }
+        }
+        Some(BatchStatus {
+            batch: row.batch.clone(),
+            counts,
+        })
+    }
+
+    /// Sets `completed_at` on the finished, not yet completed batches among `ids`.
+    fn complete(
+        &mut self,
+        ids: impl IntoIterator<Item = BatchId>,
+        now: Timestamp,
+    ) -> Vec<BatchStatus> {
+        let mut done = Vec::new();
+        for id in ids {
+            let Some(status) = self.status(id) else {
+                continue;
+            };
+            if status.batch.completed_at.is_some() || !status.is_finished() {
+                continue;
+            }
+            if let Some(row) = self.batches.get_mut(&id) {
+                row.batch.completed_at = Some(now);
+                done.push(BatchStatus {
+                    batch: row.batch.clone(),
+                    counts: status.counts,
+                });
+            }
+        }
+        done
+    }
+
+    fn tenant_batch(&self, tenant: &TenantId, id: BatchId) -> Option<&BatchRow> {
+        self.batches.get(&id).filter(|b| &b.batch.tenant == tenant)
+    }
+
+    fn set_org_status(&mut self, domain: &Domain, status: ItemStatus, now: Timestamp) {
+        if let Some(org) = self.organizations.get_mut(domain) {
+            org.status = status;
+            org.updated_at = now;
+        }
+    }
+
+    /// The item row of a live lease, if the token still holds it.
+    fn leased_mut(&mut self, lease: &Lease) -> Option<&mut ItemRow> {
+        self.items.get_mut(&lease.item_id).filter(|row| {
+            row.item.status == ItemStatus::Processing && row.token == Some(lease.token)
+        })
+    }
+}
+
+#[async_trait]
+impl OrgRepository for MemoryRepository {
+    async fn store_submission(&self, s: &Submission) -> Result<StoreResult> {
+        let mut st = self.lock()?;
+        if let Some(key) = &s.idempotency_key {
+            if let Some(id) = st.idempotency.get(&(s.tenant.clone(), key.clone())) {
+                let batch = st
+                    .batches
+                    .get(id)
+                    .map(|b| b.batch.clone())
+                    .ok_or_else(|| Error::internal("idempotency key points to no batch"))?;
+                return Ok(if batch.request_hash == s.request_hash {
+                    StoreResult::Replayed { batch }
+                } else {
+                    StoreResult::KeyConflict { batch }
+                });
+            }
+        }
+        let now = s.now;
+        let mut items = Vec::with_capacity(s.organizations.len());
+        let mut item_ids = Vec::with_capacity(s.organizations.len());
+        for (position, new) in &s.organizations {
+            let (change, org) = match st.organizations.get_mut(&new.domain) {
+                None => {
+                    let org = Organization {
+                        id: OrganizationId::new(),
+                        name: new.name.clone(),
+                        domain: new.domain.clone(),
+                        contact_email: new.contact_email.clone(),
+                        status: ItemStatus::Pending,
+                        version: 1,
+                        created_at: now,
+                        updated_at: now,
+                        deleted_at: None,
+                    };
+                    st.organizations.insert(new.domain.clone(), org.clone());
+                    (Change::Created, org)
+                }
+                Some(org) if s.policy == ConflictPolicy::Skip => (Change::Skipped, org.clone()),
+                Some(org) if org.name == new.name && org.contact_email == new.contact_email => {
+                    (Change::Unchanged, org.clone())
+                }
+                Some(org) => {
+                    org.name = new.name.clone();
+                    org.contact_email = new.contact_email.clone();
+                    org.version += 1;
+                    org.updated_at = now;
+                    (Change::Updated, org.clone())
+                }
+            };
+            let done = change == Change::Skipped
+                || (change == Change::Unchanged
+                    && org.status == ItemStatus::Completed
+                    && !s.reprocess_unchanged);
+            let status = if done {
+                ItemStatus::Completed
+            } else {
+                st.set_org_status(&new.domain, ItemStatus::Pending, now);
+                ItemStatus::Pending
+            };
+            let item = BatchItem {
+                id: ItemId::new(),
+                batch_id: s.batch_id,
+                position: *position,
+                organization_id: org.id,
+                domain: new.domain.clone(),
+                status,
+                change,
+                attempts: 0,
+                available_at: now,
+                lease_until: None,
+                errors: Vec::new(),
+                created_at: now,
+                updated_at: now,
+                finished_at: done.then_some(now),
+            };
+            items.push(StoredItem {
+                item_id: item.id,
+                position: *position,
+                organization_id: org.id,
+                domain: new.domain.clone(),
+                change,
+                status,
+            });
+            item_ids.push(item.id);
+            st.items.insert(
+                item.id,
+                ItemRow {
+                    item,
+                    tenant: s.tenant.clone(),
+                    token: None,
+                    sweep_at: s.sweep_at,
+                },
+            );
+        }
+        let all_done = items.iter().all(|i| i.status == ItemStatus::Completed);
+        let batch = Batch {
+            id: s.batch_id,
+            tenant: s.tenant.clone(),
+            idempotency_key: s.idempotency_key.clone(),
+            request_hash: s.request_hash.clone(),
+            total: u32::try_from(items.len()).unwrap_or(u32::MAX),
+            policy: s.policy,
+            mode: s.mode,
+            created_at: now,
+            completed_at: all_done.then_some(now),
+            cancelled_at: None,
+            announced_at: None,
+        };
+        if let Some(key) = &s.idempotency_key {
+            st.idempotency
+                .insert((s.tenant.clone(), key.clone()), s.batch_id);
+        }
+        st.batches.insert(
+            s.batch_id,
+            BatchRow {
+                batch: batch.clone(),
+                items: item_ids,
+            },
+        );
+        Ok(StoreResult::Stored { batch, items })
+    }
+
+    async fn claim_items(&self, r: &ClaimRequest) -> Result<Vec<ClaimedItem>> {
+        let mut st = self.lock()?;
+        let mut claimed = Vec::new();
+        for id in &r.item_ids {
+            let Some(row) = st.items.get_mut(id) else {
+                continue;
+            };
+            let claimable = match row.item.status {
+                ItemStatus::Pending => row.item.available_at <= r.now,
+                ItemStatus::Processing => row.item.lease_until.is_some_and(|l| l <= r.now),
+                _ => false,
+            };
+            if !claimable {
+                continue;
+            }
+            row.item.status = ItemStatus::Processing;
+            row.item.attempts += 1;
+            row.item.lease_until = Some(r.lease_until);
+            row.item.updated_at = r.now;
+            row.token = Some(r.token);
+            let (attempt, change, batch_id, tenant, domain) = (
+                row.item.attempts,
+                row.item.change,
+                row.item.batch_id,
+                row.tenant.clone(),
+                row.item.domain.clone(),
+            );
+            st.set_org_status(&domain, ItemStatus::Processing, r.now);
+            let Some(organization) = st.organizations.get(&domain).cloned() else {
+                return Err(Error::internal(format!("item {id} has no organization")));
+            };
+            claimed.push(ClaimedItem {
+                lease: Lease {
+                    item_id: *id,
+                    token: r.token,
+                },
+                batch_id,
+                tenant,
+                attempt,
+                change,
+                organization,
+            });
+        }
+        Ok(claimed)
+    }
+
+    async fn extend_leases(
+        &self,
+        leases: &[Lease],
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<ItemId>> {
+        let mut st = self.lock()?;
+        let mut held = Vec::new();
+        for lease in leases {
+            if let Some(row) = st.leased_mut(lease) {
+                row.item.lease_until = Some(lease_until);
+                row.item.updated_at = now;
+                held.push(lease.item_id);
+            }
+        }
+        Ok(held)
+    }
+
+    async fn finish_items(
+        &self,
+        finishes: &[Finish],
+        now: Timestamp,
+        stale_after: Duration,
+    ) -> Result<Vec<ItemId>> {
+        let mut st = self.lock()?;
+        let mut applied = Vec::new();
+        for finish in finishes {
+            let Some(row) = st.leased_mut(&finish.lease) else {
+                continue;
+            };
+            row.token = None;
+            row.item.lease_until = None;
+            row.item.updated_at = now;
+            let attempt = row.item.attempts;
+            let org_status = match &finish.resolution {
+                Resolution::Completed => {
+                    row.item.status = ItemStatus::Completed;
+                    row.item.finished_at = Some(now);
+                    ItemStatus::Completed
+                }
+                Resolution::Retry {
+                    available_at,
+                    error,
+                } => {
+                    row.item.status = ItemStatus::Pending;
+                    row.item.available_at = *available_at;
+                    row.sweep_at = add(*available_at, stale_after);
+                    row.item.errors.push(AttemptError {
+                        attempt,
+                        at: now,
+                        message: error.clone(),
+                        permanent: false,
+                    });
+                    ItemStatus::Pending
+                }
+                Resolution::Failed { error, permanent } => {
+                    row.item.status = ItemStatus::Failed;
+                    row.item.finished_at = Some(now);
+                    row.item.errors.push(AttemptError {
+                        attempt,
+                        at: now,
+                        message: error.clone(),
+                        permanent: *permanent,
+                    });
+                    ItemStatus::Failed
+                }
+            };
+            let domain = row.item.domain.clone();
+            st.set_org_status(&domain, org_status, now);
+            applied.push(finish.lease.item_id);
+        }
+        Ok(applied)
+    }
+
+    async fn release_items(&self, leases: &[Lease], now: Timestamp) -> Result<Vec<Job>> {
+        let mut st = self.lock()?;
+        let mut jobs = Vec::new();
+        for lease in leases {
+            let Some(row) = st.leased_mut(lease) else {
+                continue;
+            };
+            row.token = None;
+            row.item.status = ItemStatus::Pending;
+            row.item.lease_until = None;
+            row.item.available_at = now;
+            row.item.attempts = row.item.attempts.saturating_sub(1);
+            row.item.updated_at = now;
+            jobs.push(Job {
+                item_id: lease.item_id,
+                tenant: row.tenant.clone(),
+                not_before: None,
+            });
+            let domain = row.item.domain.clone();
+            st.set_org_status(&domain, ItemStatus::Pending, now);
+        }
+        Ok(jobs)
+    }
+
+    async fn sweep(&self, now: Timestamp, stale_after: Duration, limit: u32) -> Result<Vec<Job>> {
+        let mut st = self.lock()?;
+        let mut jobs = Vec::new();
+        for row in st.items.values_mut() {
+            if jobs.len() >= limit as usize {
+                break;
+            }
+            let due = match row.item.status {
+                ItemStatus::Pending if row.sweep_at <= now => {
+                    row.sweep_at = add(now, stale_after);
+                    true
+                }
+                ItemStatus::Processing => row.item.lease_until.is_some_and(|l| l <= now),
+                _ => false,
+            };
+            if due {
+                jobs.push(Job {
+                    item_id: row.item.id,
+                    tenant: row.tenant.clone(),
+                    not_before: (row.item.available_at > now).then_some(row.item.available_at),
+                });
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn complete_batches(
+        &self,
+        batches: &[BatchId],
+        now: Timestamp,
+    ) -> Result<Vec<BatchStatus>> {
+        let mut st = self.lock()?;
+        Ok(st.complete(batches.iter().copied(), now))
+    }
+
+    async fn complete_open_batches(&self, now: Timestamp, limit: u32) -> Result<Vec<BatchStatus>> {
+        let mut st = self.lock()?;
+        let open: Vec<BatchId> = st
+            .batches
+            .values()
+            .filter(|b| b.batch.completed_at.is_none())
+            .map(|b| b.batch.id)
+            .collect();
+        let mut done = st.complete(open, now);
+        done.truncate(limit as usize);
+        Ok(done)
+    }
+
+    async fn unannounced_batches(
+        &self,
+        completed_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<BatchStatus>> {
+        let st = self.lock()?;
+        Ok(st
+            .batches
+            .values()
+            .filter(|b| {
+                b.batch.announced_at.is_none()
+                    && b.batch.completed_at.is_some_and(|c| c <= completed_before)
+            })
+            .take(limit as usize)
+            .filter_map(|b| st.status(b.batch.id))
+            .collect())
+    }
+
+    async fn mark_announced(&self, batches: &[BatchId], now: Timestamp) -> Result<()> {
+        let mut st = self.lock()?;
+        for id in batches {
+            if let Some(row) = st.batches.get_mut(id) {
+                if row.batch.completed_at.is_some() && row.batch.announced_at.is_none() {
+                    row.batch.announced_at = Some(now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn cancel_batch(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        now: Timestamp,
+    ) -> Result<Option<BatchStatus>> {
+        let mut st = self.lock()?;
+        let Some(row) = st.tenant_batch(tenant, batch) else {
+            return Ok(None);
+        };
+        let ids = row.items.clone();
+        for id in &ids {
+            if let Some(item) = st.items.get_mut(id) {
+                if item.item.status == ItemStatus::Pending {
+                    item.item.status = ItemStatus::Cancelled;
+                    item.item.finished_at = Some(now);
+                    item.item.updated_at = now;
+                    let domain = item.item.domain.clone();
+                    st.set_org_status(&domain, ItemStatus::Cancelled, now);
+                }
+            }
+        }
+        if let Some(row) = st.batches.get_mut(&batch) {
+            row.batch.cancelled_at.get_or_insert(now);
+        }
+        Ok(st.status(batch))
+    }
+
+    async fn retry_failed(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        now: Timestamp,
+    ) -> Result<Option<Vec<Job>>> {
+        let mut st = self.lock()?;
+        let Some(row) = st.tenant_batch(tenant, batch) else {
+            return Ok(None);
+        };
+        let ids = row.items.clone();
+        let mut jobs = Vec::new();
+        for id in &ids {
+            if let Some(item) = st.items.get_mut(id) {
+                if item.item.status == ItemStatus::Failed {
+                    item.item.status = ItemStatus::Pending;
+                    item.item.attempts = 0;
+                    item.item.available_at = now;
+                    item.item.finished_at = None;
+                    item.item.updated_at = now;
+                    item.sweep_at = now;
+                    jobs.push(Job {
+                        item_id: *id,
+                        tenant: item.tenant.clone(),
+                        not_before: None,
+                    });
+                    let domain = item.item.domain.clone();
+                    st.set_org_status(&domain, ItemStatus::Pending, now);
+                }
+            }
+        }
+        if !jobs.is_empty() {
+            if let Some(row) = st.batches.get_mut(&batch) {
+                row.batch.completed_at = None;
+                row.batch.announced_at = None;
+            }
+        }
+        Ok(Some(jobs))
+    }
+
+    async fn batch_status(&self, tenant: &TenantId, batch: BatchId) -> Result<Option<BatchStatus>> {
+        let st = self.lock()?;
+        Ok(st
+            .tenant_batch(tenant, batch)
+            .and_then(|b| st.status(b.batch.id)))
+    }
+
+    async fn list_items(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        query: &ItemQuery,
+    ) -> Result<Option<ItemPage>> {
+        let st = self.lock()?;
+        let Some(row) = st.tenant_batch(tenant, batch) else {
+            return Ok(None);
+        };
+        let limit = query.limit.max(1) as usize;
+        let mut items: Vec<BatchItem> = row
+            .items
+            .iter()
+            .filter_map(|id| st.items.get(id))
+            .map(|r| &r.item)
+            .filter(|i| query.after_position.is_none_or(|after| i.position > after))
+            .filter(|i| query.status.is_none_or(|s| i.status == s))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|i| i.position)
+        } else {
+            None
+        };
+        Ok(Some(ItemPage { items, next_cursor }))
+    }
+
+    async fn organization_by_domain(&self, domain: &Domain) -> Result<Option<Organization>> {
+        Ok(self.lock()?.organizations.get(domain).cloned())
+    }
+
+    async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {
+        let mut st = self.lock()?;
+        let old: Vec<BatchId> = st
+            .batches
+            .values()
+            .filter(|b| b.batch.completed_at.is_some_and(|c| c < finished_before))
+            .take(limit as usize)
+            .map(|b| b.batch.id)
+            .collect();
+        for id in &old {
+            if let Some(row) = st.batches.remove(id) {
+                for item in &row.items {
+                    st.items.remove(item);
+                }
+                if let Some(key) = row.batch.idempotency_key {
+                    st.idempotency.remove(&(row.batch.tenant, key));
+                }
+            }
+        }
+        Ok(old.len() as u64)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.lock().map(|_| ())
+    }
+}

@@ -1,0 +1,474 @@
+//! The ingest service: validate → dedupe → chunk → one atomic store →
+//! enqueue, plus the batch operations a client calls.
+//!
+//! [`OnboardingService`] is the handle an HTTP layer (or any embedder)
+//! holds; it is cheap to clone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::backends::{batch_status_cache_key, Backends};
+use crate::completion::{announce, complete_and_announce};
+use crate::error::{Error, ErrorKind, FieldError, Result};
+use crate::events::Event;
+use crate::model::{
+    now, BatchCounts, BatchId, BatchStatus, Change, Domain, ItemStatus, Organization, TenantId,
+};
+use crate::queue::Job;
+use crate::repository::{ItemPage, ItemQuery, StoreResult, Submission};
+use crate::validate::{self, Limits, Rejection, SubmitRequest, ValidRequest};
+
+/// How the ingest service behaves. Every field has a sane default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct IngestConfig {
+    /// Request limits (default: at most 1000 organizations).
+    pub limits: Limits,
+    /// Organizations per upsert statement (default 500, the original's chunk size).
+    pub chunk_size: usize,
+    /// A pending item nobody claimed this long is re-enqueued by the sweeper
+    /// (default 60 s; keep equal to the workers' `stale_after`).
+    pub stale_after: Duration,
+    /// How long a batch status stays cached while the batch runs (default 30 s;
+    /// workers invalidate it whenever counts change).
+    pub status_cache_ttl: Duration,
+    /// How long an organization lookup stays cached (default 30 s).
+    pub organization_cache_ttl: Duration,
+    /// Re-process organizations that a submission leaves unchanged and that
+    /// were already processed (default false).
+    pub reprocess_unchanged: bool,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            chunk_size: 500,
+            stale_after: Duration::from_secs(60),
+            status_cache_ttl: Duration::from_secs(30),
+            organization_cache_ttl: Duration::from_secs(30),
+            reprocess_unchanged: false,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// Sets the request limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the chunk size (at least 1).
+    pub fn with_chunk_size(mut self, n: usize) -> Self {
+        self.chunk_size = n.max(1);
+        self
+    }
+
+    /// Sets when unclaimed pending work counts as lost.
+    pub fn with_stale_after(mut self, d: Duration) -> Self {
+        self.stale_after = d;
+        self
+    }
+}
+
+/// Per-call options of a submission.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct SubmitOptions {
+    /// Same key + same request → the same batch; same key + another request → a conflict.
+    pub idempotency_key: Option<String>,
+    /// Overrides [`IngestConfig::reprocess_unchanged`] for this call.
+    pub reprocess_unchanged: Option<bool>,
+}
+
+impl SubmitOptions {
+    /// Sets the idempotency key.
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets whether unchanged, already processed organizations run again.
+    pub fn with_reprocess_unchanged(mut self, on: bool) -> Self {
+        self.reprocess_unchanged = Some(on);
+        self
+    }
+}
+
+/// The answer to an accepted submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Accepted {
+    /// The batch to watch.
+    pub batch_id: BatchId,
+    /// Organizations accepted into the batch.
+    pub organizations_count: u32,
+    /// Whether this answer replays an earlier submission with the same idempotency key.
+    pub replayed: bool,
+    /// Organizations rejected (partial mode only).
+    pub rejected: Vec<Rejection>,
+    /// Items that need processing (the rest were skipped or already done).
+    pub queued: u32,
+}
+
+/// Readiness of each backend.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Readiness {
+    /// The repository answered.
+    pub database: Result<()>,
+    /// The queue answered.
+    pub queue: Result<()>,
+    /// The cache answered.
+    pub cache: Result<()>,
+}
+
+impl Readiness {
+    /// Whether every backend answered.
+    pub fn is_ready(&self) -> bool {
+        self.database.is_ok() && self.queue.is_ok() && self.cache.is_ok()
+    }
+}
+
+/// Longest accepted idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The onboarding service handle.
+#[derive(Clone, Debug)]
+pub struct OnboardingService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    backends: Backends,
+    config: IngestConfig,
+}
+
+fn chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl OnboardingService {
+    /// A service over `backends`.
+    pub fn new(backends: Backends, config: IngestConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner { backends, config }),
+        }
+    }
+
+    /// The backends it uses.
+    pub fn backends(&self) -> &Backends {
+        &self.inner.backends
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &IngestConfig {
+        &self.inner.config
+    }
+
+    /// Validates a typed request without storing anything (dry run).
+    pub fn validate(&self, request: &SubmitRequest) -> Result<ValidRequest> {
+        validate::validate_request(request, &self.inner.config.limits)
+    }
+
+    /// Validates a JSON body without storing anything (dry run).
+    pub fn validate_json(&self, body: &Value) -> Result<ValidRequest> {
+        validate::validate_json(body, &self.inner.config.limits)
+    }
+
+    /// Validates and stores a typed request, then enqueues its work.
+    pub async fn submit(
+        &self,
+        tenant: &TenantId,
+        request: &SubmitRequest,
+        options: SubmitOptions,
+    ) -> Result<Accepted> {
+        let valid = self.validate(request)?;
+        self.submit_valid(tenant, valid, options).await
+    }
+
+    /// Validates and stores a JSON body, then enqueues its work.
+    pub async fn submit_json(
+        &self,
+        tenant: &TenantId,
+        body: &Value,
+        options: SubmitOptions,
+    ) -> Result<Accepted> {
+        let valid = self.validate_json(body)?;
+        self.submit_valid(tenant, valid, options).await
+    }
+
+    /// Stores an already validated request and enqueues its work.
+    ///
+    /// The batch, its items and every upsert commit together or not at all.
+    /// A failed enqueue after the commit is not an error: the items are
+    /// pending in the repository and the sweeper enqueues them.
+    pub async fn submit_valid(
+        &self,
+        tenant: &TenantId,
+        valid: ValidRequest,
+        options: SubmitOptions,
+    ) -> Result<Accepted> {
+        if let Some(key) = &options.idempotency_key {
+            check_idempotency_key(key)?;
+        }
+        let config = &self.inner.config;
+        let backends = &self.inner.backends;
+        let at = now();
+        let submission = Submission {
+            batch_id: BatchId::new(),
+            tenant: tenant.clone(),
+            idempotency_key: options.idempotency_key.clone(),
+            request_hash: valid.request_hash(),
+            policy: valid.policy,
+            mode: valid.mode,
+            organizations: valid.organizations,
+            chunk_size: config.chunk_size,
+            reprocess_unchanged: options
+                .reprocess_unchanged
+                .unwrap_or(config.reprocess_unchanged),
+            now: at,
+            sweep_at: at + chrono(config.stale_after),
+        };
+        let (batch, items) = match backends.repository.store_submission(&submission).await? {
+            StoreResult::Stored { batch, items } => (batch, items),
+            StoreResult::Replayed { batch } => {
+                return Ok(Accepted {
+                    batch_id: batch.id,
+                    organizations_count: batch.total,
+                    replayed: true,
+                    rejected: valid.rejected,
+                    queued: 0,
+                })
+            }
+            StoreResult::KeyConflict { batch } => {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "idempotency key {:?} was already used for a different request (batch {})",
+                        options.idempotency_key.unwrap_or_default(),
+                        batch.id
+                    ),
+                ))
+            }
+        };
+        let jobs: Vec<Job> = items
+            .iter()
+            .filter(|i| i.status == ItemStatus::Pending)
+            .map(|i| Job {
+                item_id: i.item_id,
+                tenant: tenant.clone(),
+                not_before: None,
+            })
+            .collect();
+        if let Err(e) = backends.queue.enqueue(&jobs).await {
+            tracing::warn!(batch_id = %batch.id, jobs = jobs.len(), error = %e,
+                "enqueue after commit failed; the sweeper will deliver the work");
+        }
+        let events: Vec<Event> = items
+            .iter()
+            .filter_map(|i| {
+                let (tenant, batch_id, organization_id, domain) = (
+                    tenant.clone(),
+                    batch.id,
+                    i.organization_id,
+                    i.domain.clone(),
+                );
+                match i.change {
+                    Change::Created => Some(Event::OrganizationCreated {
+                        tenant,
+                        batch_id,
+                        organization_id,
+                        domain,
+                    }),
+                    Change::Updated => Some(Event::OrganizationUpdated {
+                        tenant,
+                        batch_id,
+                        organization_id,
+                        domain,
+                    }),
+                    Change::Unchanged | Change::Skipped => None,
+                }
+            })
+            .collect();
+        if !events.is_empty() {
+            if let Err(e) = backends.events.publish(&events).await {
+                tracing::warn!(batch_id = %batch.id, error = %e, "event sink refused organization events");
+            }
+        }
+        if batch.completed_at.is_some() {
+            // Nothing to process: announce now rather than at the next sweep.
+            let mut counts = BatchCounts::default();
+            for item in &items {
+                counts.add(item.status, item.change);
+            }
+            announce(
+                backends,
+                &[BatchStatus {
+                    batch: batch.clone(),
+                    counts,
+                }],
+            )
+            .await;
+        }
+        tracing::info!(batch_id = %batch.id, %tenant, organizations = batch.total, queued = jobs.len(), "batch accepted");
+        Ok(Accepted {
+            batch_id: batch.id,
+            organizations_count: batch.total,
+            replayed: false,
+            rejected: valid.rejected,
+            queued: u32::try_from(jobs.len()).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// A batch's status with exact counts, served from the cache when fresh.
+    pub async fn batch_status(&self, tenant: &TenantId, batch: BatchId) -> Result<BatchStatus> {
+        let key = batch_status_cache_key(batch);
+        let cache = &self.inner.backends.cache;
+        if let Ok(Some(bytes)) = cache.get(&key).await {
+            if let Ok(status) = serde_json::from_slice::<BatchStatus>(&bytes) {
+                if &status.batch.tenant == tenant {
+                    return Ok(status);
+                }
+            }
+        }
+        let status = self
+            .inner
+            .backends
+            .repository
+            .batch_status(tenant, batch)
+            .await?
+            .ok_or_else(|| batch_not_found(batch))?;
+        if let Ok(bytes) = serde_json::to_vec(&status) {
+            let ttl = if status.batch.completed_at.is_some() {
+                self.inner.config.status_cache_ttl * 2
+            } else {
+                self.inner.config.status_cache_ttl
+            };
+            if let Err(e) = cache.set(&key, &bytes, ttl).await {
+                tracing::debug!(error = %e, "cache write failed");
+            }
+        }
+        Ok(status)
+    }
+
+    /// One page of a batch's items.
+    pub async fn list_items(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        query: &ItemQuery,
+    ) -> Result<ItemPage> {
+        let mut query = query.clone();
+        query.limit = query.limit.clamp(1, 1000);
+        self.inner
+            .backends
+            .repository
+            .list_items(tenant, batch, &query)
+            .await?
+            .ok_or_else(|| batch_not_found(batch))
+    }
+
+    /// Re-drives a batch's failed items and enqueues them.
+    pub async fn retry_failed(&self, tenant: &TenantId, batch: BatchId) -> Result<u32> {
+        let backends = &self.inner.backends;
+        let jobs = backends
+            .repository
+            .retry_failed(tenant, batch, now())
+            .await?
+            .ok_or_else(|| batch_not_found(batch))?;
+        self.invalidate(batch).await;
+        if let Err(e) = backends.queue.enqueue(&jobs).await {
+            tracing::warn!(batch_id = %batch, error = %e, "re-driven items not enqueued; the sweeper will");
+        }
+        Ok(u32::try_from(jobs.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Cancels a batch's pending items.
+    pub async fn cancel(&self, tenant: &TenantId, batch: BatchId) -> Result<BatchStatus> {
+        let status = self
+            .inner
+            .backends
+            .repository
+            .cancel_batch(tenant, batch, now())
+            .await?
+            .ok_or_else(|| batch_not_found(batch))?;
+        self.invalidate(batch).await;
+        if let Err(e) = complete_and_announce(&self.inner.backends, &[batch]).await {
+            tracing::warn!(error = %e, "completing the cancelled batch failed; the sweeper will");
+        }
+        Ok(status)
+    }
+
+    /// The organization stored for a domain (normalized first), served from the cache when fresh.
+    pub async fn organization(&self, domain: &str) -> Result<Organization> {
+        let domain: Domain = validate::normalize_domain(domain)
+            .map_err(|e| Error::invalid(vec![e.into_field_error("/domain")]))?;
+        let key = format!("onboarding:organization:{domain}");
+        let cache = &self.inner.backends.cache;
+        if let Ok(Some(bytes)) = cache.get(&key).await {
+            if let Ok(org) = serde_json::from_slice::<Organization>(&bytes) {
+                return Ok(org);
+            }
+        }
+        let org = self
+            .inner
+            .backends
+            .repository
+            .organization_by_domain(&domain)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("no organization has domain {domain}")))?;
+        if let Ok(bytes) = serde_json::to_vec(&org) {
+            let _ = cache
+                .set(&key, &bytes, self.inner.config.organization_cache_ttl)
+                .await;
+        }
+        Ok(org)
+    }
+
+    /// Asks every backend whether it answers.
+    pub async fn readiness(&self) -> Readiness {
+        let b = &self.inner.backends;
+        let (database, queue, cache) =
+            tokio::join!(b.repository.ping(), b.queue.ping(), b.cache.ping());
+        Readiness {
+            database,
+            queue,
+            cache,
+        }
+    }
+
+    async fn invalidate(&self, batch: BatchId) {
+        let _ = self
+            .inner
+            .backends
+            .cache
+            .delete(&[batch_status_cache_key(batch)])
+            .await;
+    }
+}
+
+fn batch_not_found(batch: BatchId) -> Error {
+    Error::not_found(format!("batch {batch} does not exist"))
+}
+
+fn check_idempotency_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
+        && key.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(vec![FieldError::new(
+            "",
+            "idempotency_key_invalid",
+            format!(
+                "the idempotency key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+            ),
+        )]))
+    }
+}

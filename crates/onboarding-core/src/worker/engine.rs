@@ -1,0 +1,398 @@
+//! The fetch loop, processing tasks, and the worker's lifecycle.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use super::flush::{flush_loop, Done};
+use super::maintenance::{heartbeat_loop, sweep_once, sweeper_loop, SweepReport};
+use super::{Counters, SharedCounters, WorkerConfig, WorkerStats};
+use crate::backends::{batch_status_cache_key, Backends};
+use crate::error::Result;
+use crate::model::{now, BatchId, ItemId, LeaseToken};
+use crate::processor::{ProcessError, Processor, WorkItem};
+use crate::queue::Receipt;
+use crate::repository::{ClaimRequest, ClaimedItem, Lease};
+
+/// State every task of one worker shares.
+pub(crate) struct Shared {
+    pub(crate) backends: Backends,
+    pub(crate) processor: Arc<dyn Processor>,
+    pub(crate) config: WorkerConfig,
+    /// Leases in hand: claimed and not yet recorded.
+    pub(crate) in_flight: Mutex<HashMap<ItemId, Lease>>,
+    pub(crate) counters: SharedCounters,
+}
+
+impl Shared {
+    pub(crate) fn leases_in_hand(&self) -> Vec<Lease> {
+        self.in_flight
+            .lock()
+            .map(|m| m.values().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn forget(&self, items: impl IntoIterator<Item = ItemId>) {
+        if let Ok(mut m) = self.in_flight.lock() {
+            for id in items {
+                m.remove(&id);
+            }
+        }
+    }
+
+    /// Drops cached batch status so readers see fresh counts.
+    pub(crate) async fn invalidate(&self, batches: impl IntoIterator<Item = BatchId>) {
+        let keys: Vec<String> = batches
+            .into_iter()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .map(batch_status_cache_key)
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        if let Err(e) = self.backends.cache.delete(&keys).await {
+            tracing::debug!(error = %e, "cache invalidation failed; entries expire on their own");
+        }
+    }
+}
+
+/// A worker, configured and not yet running.
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker that processes items of `backends` with `processor`.
+    pub fn new(backends: Backends, processor: Arc<dyn Processor>, config: WorkerConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                backends,
+                processor,
+                config,
+                in_flight: Mutex::new(HashMap::new()),
+                counters: Arc::new(Counters::default()),
+            }),
+        }
+    }
+
+    /// Starts the worker's tasks on the current tokio runtime.
+    pub fn start(self) -> WorkerHandle {
+        let shared = self.shared;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let fetch = tokio::spawn(fetch_loop(shared.clone(), done_tx, stop_rx.clone()));
+        let flush = tokio::spawn(flush_loop(shared.clone(), done_rx));
+        let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
+        let sweeper = shared
+            .config
+            .run_sweeper
+            .then(|| tokio::spawn(sweeper_loop(shared.clone(), stop_rx)));
+        WorkerHandle {
+            shared,
+            stop: stop_tx,
+            fetch,
+            flush,
+            heartbeat,
+            sweeper,
+        }
+    }
+
+    /// Runs until `signal` resolves, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> ShutdownReport {
+        let handle = self.start();
+        signal.await;
+        handle.shutdown().await
+    }
+}
+
+/// A running worker.
+pub struct WorkerHandle {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    fetch: JoinHandle<()>,
+    flush: JoinHandle<()>,
+    heartbeat: JoinHandle<()>,
+    sweeper: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a graceful shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Items still in hand at the deadline, given back to the queue.
+    pub released: usize,
+    /// Counters at exit.
+    pub stats: WorkerStats,
+}
+
+impl WorkerHandle {
+    /// The worker's counters now.
+    pub fn stats(&self) -> WorkerStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Items claimed and not yet recorded.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Runs one sweep now (also when this worker runs no sweeper).
+    pub async fn sweep_now(&self) -> Result<SweepReport> {
+        sweep_once(&self.shared).await
+    }
+
+    /// Stops claiming, lets in-flight items finish until the shutdown
+    /// deadline, releases the rest at once, records every result, and stops.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let _ = self.stop.send(true);
+        // The fetch loop owns the processing tasks: it returns once they are done or aborted.
+        if let Err(e) = self.fetch.await {
+            tracing::error!(error = %e, "worker fetch task ended abnormally");
+        }
+        // With the fetch loop gone, the result channel closes: the flusher drains and exits.
+        if let Err(e) = self.flush.await {
+            tracing::error!(error = %e, "worker flush task ended abnormally");
+        }
+        let leftover = self.shared.leases_in_hand();
+        let mut released = 0;
+        if !leftover.is_empty() {
+            match self
+                .shared
+                .backends
+                .repository
+                .release_items(&leftover, now())
+                .await
+            {
+                Ok(jobs) => {
+                    released = jobs.len();
+                    Counters::bump(&self.shared.counters.released, released);
+                    if let Err(e) = self.shared.backends.queue.enqueue(&jobs).await {
+                        tracing::warn!(error = %e, "released items not enqueued; the sweeper will");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, items = leftover.len(), "could not release items; their leases will expire");
+                }
+            }
+            self.shared.forget(leftover.iter().map(|l| l.item_id));
+        }
+        self.heartbeat.abort();
+        if let Some(sweeper) = self.sweeper {
+            sweeper.abort();
+            let _ = sweeper.await;
+        }
+        let _ = self.heartbeat.await;
+        ShutdownReport {
+            released,
+            stats: self.shared.counters.snapshot(),
+        }
+    }
+}
+
+/// Grows a pause after backend errors, resets after a success.
+pub(crate) struct ErrorBackoff {
+    current: Duration,
+}
+
+impl ErrorBackoff {
+    const MIN: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(5);
+
+    pub(crate) fn new() -> Self {
+        Self { current: Self::MIN }
+    }
+
+    pub(crate) fn next(&mut self) -> Duration {
+        let d = self.current;
+        self.current = (self.current * 2).min(Self::MAX);
+        d
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.current = Self::MIN;
+    }
+}
+
+async fn fetch_loop(
+    shared: Arc<Shared>,
+    done: mpsc::UnboundedSender<Done>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let config = &shared.config;
+    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    let mut backoff = ErrorBackoff::new();
+    loop {
+        while tasks.try_join_next().is_some() {}
+        if *stop.borrow() {
+            break;
+        }
+        let first = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => break,
+        };
+        let mut held = vec![first];
+        while held.len() < config.claim_batch.max(1) {
+            match permits.clone().try_acquire_owned() {
+                Ok(p) => held.push(p),
+                Err(_) => break,
+            }
+        }
+        let dequeued = tokio::select! {
+            r = shared.backends.queue.dequeue(held.len(), config.poll_wait) => r,
+            _ = stop.changed() => break,
+        };
+        let deliveries = match dequeued {
+            Ok(d) => d,
+            Err(e) => {
+                Counters::bump(&shared.counters.backend_errors, 1);
+                tracing::warn!(error = %e, "dequeue failed");
+                pause(&mut stop, backoff.next()).await;
+                continue;
+            }
+        };
+        if deliveries.is_empty() {
+            continue;
+        }
+        let mut seen = HashSet::new();
+        let item_ids: Vec<ItemId> = deliveries
+            .iter()
+            .map(|d| d.job.item_id)
+            .filter(|id| seen.insert(*id))
+            .collect();
+        let receipts: Vec<Receipt> = deliveries.into_iter().map(|d| d.receipt).collect();
+        let claim_now = now();
+        let request = ClaimRequest {
+            item_ids,
+            token: LeaseToken::new(),
+            now: claim_now,
+            lease_until: claim_now
+                + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::MAX),
+        };
+        let claimed = match shared.backends.repository.claim_items(&request).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Not acked: the queue delivers these again after its visibility timeout.
+                Counters::bump(&shared.counters.backend_errors, 1);
+                tracing::warn!(error = %e, "claim failed");
+                pause(&mut stop, backoff.next()).await;
+                continue;
+            }
+        };
+        backoff.reset();
+        Counters::bump(&shared.counters.claimed, claimed.len());
+        Counters::bump(
+            &shared.counters.claim_misses,
+            request.item_ids.len() - claimed.len(),
+        );
+        if let Ok(mut m) = shared.in_flight.lock() {
+            m.extend(claimed.iter().map(|c| (c.lease.item_id, c.lease)));
+        }
+        // The item is safe in the repository now (leased, or someone else's, or done).
+        if let Err(e) = shared.backends.queue.ack(&receipts).await {
+            Counters::bump(&shared.counters.backend_errors, 1);
+            tracing::warn!(error = %e, "ack failed; the messages come back and their claims miss");
+        }
+        shared.invalidate(claimed.iter().map(|c| c.batch_id)).await;
+        for (item, permit) in claimed.into_iter().zip(held) {
+            let (shared, done) = (shared.clone(), done.clone());
+            tasks.spawn(async move {
+                let resolution = process_one(&shared, &item).await;
+                let _ = done.send(Done { item, resolution });
+                drop(permit);
+            });
+        }
+    }
+    drain(&mut tasks, shared.config.shutdown_timeout).await;
+}
+
+/// Waits for processing tasks until `timeout`, then aborts the rest (their
+/// leases stay in hand and are released by the shutdown).
+async fn drain(tasks: &mut JoinSet<()>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::info!(
+                    tasks = tasks.len(),
+                    "shutdown deadline reached; releasing items in hand"
+                );
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                return;
+            }
+        }
+    }
+}
+
+async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(d) => {}
+        _ = stop.changed() => {}
+    }
+}
+
+async fn process_one(shared: &Shared, item: &ClaimedItem) -> crate::repository::Resolution {
+    let work = WorkItem {
+        item_id: item.lease.item_id,
+        batch_id: item.batch_id,
+        tenant: item.tenant.clone(),
+        attempt: item.attempt,
+        change: item.change,
+        organization: item.organization.clone(),
+    };
+    let started = Instant::now();
+    let call = AssertUnwindSafe(shared.processor.process(&work)).catch_unwind();
+    let result = match tokio::time::timeout(shared.config.process_timeout, call).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-string payload".to_owned());
+            Err(ProcessError::Retryable(format!(
+                "processor panicked: {what}"
+            )))
+        }
+        Err(_) => Err(ProcessError::Retryable(format!(
+            "processing timed out after {:?}",
+            shared.config.process_timeout
+        ))),
+    };
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    shared
+        .counters
+        .processing_micros
+        .fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+    if let Err(e) = &result {
+        tracing::debug!(item_id = %work.item_id, batch_id = %work.batch_id, attempt = work.attempt, error = e.message(), "attempt failed");
+    }
+    shared.config.retry.resolve(item.attempt, result, now())
+}

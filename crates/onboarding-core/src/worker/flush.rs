@@ -1,0 +1,132 @@
+//! Records results in set-based flushes, then enqueues retries, publishes
+//! events and completes batches.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::engine::{ErrorBackoff, Shared};
+use super::Counters;
+use crate::completion::complete_and_announce;
+use crate::events::Event;
+use crate::model::{now, ItemId};
+use crate::queue::Job;
+use crate::repository::{ClaimedItem, Finish, Resolution};
+
+/// One attempt's result, waiting to be recorded.
+pub(crate) struct Done {
+    pub(crate) item: ClaimedItem,
+    pub(crate) resolution: Resolution,
+}
+
+pub(crate) async fn flush_loop(shared: Arc<Shared>, mut results: mpsc::UnboundedReceiver<Done>) {
+    let max = shared.config.flush_max.max(1);
+    let mut buffer = Vec::with_capacity(max);
+    while let Some(first) = results.recv().await {
+        buffer.push(first);
+        let deadline = Instant::now() + shared.config.flush_interval;
+        while buffer.len() < max {
+            match tokio::time::timeout_at(deadline, results.recv()).await {
+                Ok(Some(done)) => buffer.push(done),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        flush(&shared, std::mem::take(&mut buffer)).await;
+    }
+}
+
+async fn flush(shared: &Shared, batch: Vec<Done>) {
+    let repo = &shared.backends.repository;
+    let finishes: Vec<Finish> = batch
+        .iter()
+        .map(|d| Finish {
+            lease: d.item.lease,
+            resolution: d.resolution.clone(),
+        })
+        .collect();
+    // Keep trying while the lease could still be ours; after that another
+    // worker may redo the item (at-least-once), and our write would be fenced off anyway.
+    let give_up = Instant::now() + shared.config.lease;
+    let mut backoff = ErrorBackoff::new();
+    let applied: HashSet<ItemId> = loop {
+        match repo
+            .finish_items(&finishes, now(), shared.config.stale_after)
+            .await
+        {
+            Ok(ids) => break ids.into_iter().collect(),
+            Err(e) if Instant::now() < give_up => {
+                Counters::bump(&shared.counters.backend_errors, 1);
+                tracing::warn!(error = %e, items = finishes.len(), "recording results failed; retrying");
+                tokio::time::sleep(backoff.next()).await;
+            }
+            Err(e) => {
+                Counters::bump(&shared.counters.backend_errors, 1);
+                tracing::error!(error = %e, items = finishes.len(), "results not recorded; the items will be redone after their leases expire");
+                break HashSet::new();
+            }
+        }
+    };
+    shared.forget(batch.iter().map(|d| d.item.lease.item_id));
+    Counters::bump(&shared.counters.fenced_off, batch.len() - applied.len());
+
+    let mut retries = Vec::new();
+    let mut events = Vec::new();
+    let mut touched = Vec::new();
+    let mut finished_batches = Vec::new();
+    for done in batch
+        .iter()
+        .filter(|d| applied.contains(&d.item.lease.item_id))
+    {
+        let item = &done.item;
+        touched.push(item.batch_id);
+        match &done.resolution {
+            Resolution::Completed => {
+                Counters::bump(&shared.counters.completed, 1);
+                finished_batches.push(item.batch_id);
+                events.push(Event::OrganizationProcessed {
+                    tenant: item.tenant.clone(),
+                    batch_id: item.batch_id,
+                    item_id: item.lease.item_id,
+                    organization_id: item.organization.id,
+                    domain: item.organization.domain.clone(),
+                });
+            }
+            Resolution::Retry { available_at, .. } => {
+                Counters::bump(&shared.counters.retried, 1);
+                retries.push(Job {
+                    item_id: item.lease.item_id,
+                    tenant: item.tenant.clone(),
+                    not_before: Some(*available_at),
+                });
+            }
+            Resolution::Failed { error, .. } => {
+                Counters::bump(&shared.counters.failed, 1);
+                finished_batches.push(item.batch_id);
+                events.push(Event::OrganizationFailed {
+                    tenant: item.tenant.clone(),
+                    batch_id: item.batch_id,
+                    item_id: item.lease.item_id,
+                    organization_id: item.organization.id,
+                    domain: item.organization.domain.clone(),
+                    error: error.clone(),
+                });
+            }
+        }
+    }
+    if let Err(e) = shared.backends.queue.enqueue(&retries).await {
+        Counters::bump(&shared.counters.backend_errors, 1);
+        tracing::warn!(error = %e, jobs = retries.len(), "retry wake-ups not enqueued; the sweeper will");
+    }
+    if !events.is_empty() {
+        if let Err(e) = shared.backends.events.publish(&events).await {
+            tracing::warn!(error = %e, events = events.len(), "event sink refused organization events");
+        }
+    }
+    if let Err(e) = complete_and_announce(&shared.backends, &finished_batches).await {
+        Counters::bump(&shared.counters.backend_errors, 1);
+        tracing::warn!(error = %e, "completing batches failed; the sweeper will");
+    }
+    shared.invalidate(touched).await;
+}

@@ -1,0 +1,224 @@
+//! The worker engine: claim with a lease, process, record the result in
+//! set-based flushes, retry with backoff, dead-letter, sweep, shut down
+//! gracefully.
+//!
+//! One [`Worker`] runs these tasks:
+//! - **fetch**: dequeues wake-ups, claims their items in one call, acks the
+//!   messages, and spawns one processing task per claimed item (bounded by
+//!   `concurrency`);
+//! - **flush**: gathers results and records them with one `finish_items`
+//!   call per flush (every `flush_max` results or `flush_interval`), then
+//!   enqueues delayed retries, publishes events and completes batches;
+//! - **heartbeat**: renews the leases of every item in hand with one call;
+//! - **sweeper** (optional): re-enqueues lost work, completes and announces
+//!   batches nobody completed, prunes old batches.
+
+mod engine;
+mod flush;
+mod maintenance;
+mod retry;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use engine::{ShutdownReport, Worker, WorkerHandle};
+pub use retry::RetryPolicy;
+
+/// How a worker behaves. Every field has a sane default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerConfig {
+    /// Items processed at once (default 8).
+    pub concurrency: usize,
+    /// Most messages taken and items claimed per round trip (default 100).
+    pub claim_batch: usize,
+    /// How long a claim holds an item without a heartbeat (default 30 s).
+    pub lease: Duration,
+    /// How often leases are renewed (default lease / 3).
+    pub heartbeat_interval: Duration,
+    /// Longest wait for a message in one dequeue (default 1 s).
+    pub poll_wait: Duration,
+    /// Results recorded per flush at most (default 100).
+    pub flush_max: usize,
+    /// Longest a result waits to be flushed (default 5 ms).
+    pub flush_interval: Duration,
+    /// Attempts and backoff.
+    pub retry: RetryPolicy,
+    /// A processor call running longer counts as a retryable failure (default 5 min).
+    pub process_timeout: Duration,
+    /// Whether this worker runs the sweeper (default true; several sweepers are safe).
+    pub run_sweeper: bool,
+    /// How often the sweeper runs (default 5 s).
+    pub sweep_interval: Duration,
+    /// A pending item nobody claimed this long after it became available is re-enqueued (default 60 s).
+    pub stale_after: Duration,
+    /// A completed batch not announced this long after completion is announced by the sweeper (default 10 s).
+    pub announce_grace: Duration,
+    /// Finished batches older than this are pruned (default 7 days).
+    pub retention: Duration,
+    /// How often pruning runs (default 1 h).
+    pub prune_interval: Duration,
+    /// How long shutdown waits for in-flight items before releasing them (default 10 s).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        let lease = Duration::from_secs(30);
+        Self {
+            concurrency: 8,
+            claim_batch: 100,
+            lease,
+            heartbeat_interval: lease / 3,
+            poll_wait: Duration::from_secs(1),
+            flush_max: 100,
+            flush_interval: Duration::from_millis(5),
+            retry: RetryPolicy::default(),
+            process_timeout: Duration::from_secs(300),
+            run_sweeper: true,
+            sweep_interval: Duration::from_secs(5),
+            stale_after: Duration::from_secs(60),
+            announce_grace: Duration::from_secs(10),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            prune_interval: Duration::from_secs(3600),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Sets the concurrency (at least 1).
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Sets the lease and a heartbeat of a third of it.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self.heartbeat_interval = lease / 3;
+        self
+    }
+
+    /// Sets the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets how often the sweeper runs and when pending work counts as lost.
+    pub fn with_sweep(mut self, interval: Duration, stale_after: Duration) -> Self {
+        self.sweep_interval = interval;
+        self.stale_after = stale_after;
+        self
+    }
+
+    /// Turns the sweeper on or off.
+    pub fn with_sweeper(mut self, on: bool) -> Self {
+        self.run_sweeper = on;
+        self
+    }
+
+    /// Sets the shutdown deadline.
+    pub fn with_shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = d;
+        self
+    }
+
+    /// Sets the longest wait of one dequeue.
+    pub fn with_poll_wait(mut self, d: Duration) -> Self {
+        self.poll_wait = d;
+        self
+    }
+
+    /// Sets the processor timeout.
+    pub fn with_process_timeout(mut self, d: Duration) -> Self {
+        self.process_timeout = d;
+        self
+    }
+
+    /// Sets how long finished batches are kept.
+    pub fn with_retention(mut self, retention: Duration, prune_interval: Duration) -> Self {
+        self.retention = retention;
+        self.prune_interval = prune_interval;
+        self
+    }
+
+    /// Sets the announce grace period of the sweeper.
+    pub fn with_announce_grace(mut self, d: Duration) -> Self {
+        self.announce_grace = d;
+        self
+    }
+}
+
+/// Counters of one worker since it started (for metrics).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) claimed: AtomicU64,
+    pub(crate) claim_misses: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) fenced_off: AtomicU64,
+    pub(crate) leases_lost: AtomicU64,
+    pub(crate) swept: AtomicU64,
+    pub(crate) released: AtomicU64,
+    pub(crate) backend_errors: AtomicU64,
+    pub(crate) processing_micros: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> WorkerStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        WorkerStats {
+            claimed: get(&self.claimed),
+            claim_misses: get(&self.claim_misses),
+            completed: get(&self.completed),
+            retried: get(&self.retried),
+            failed: get(&self.failed),
+            fenced_off: get(&self.fenced_off),
+            leases_lost: get(&self.leases_lost),
+            swept: get(&self.swept),
+            released: get(&self.released),
+            backend_errors: get(&self.backend_errors),
+            processing_micros: get(&self.processing_micros),
+        }
+    }
+}
+
+/// A snapshot of a worker's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// Items claimed.
+    pub claimed: u64,
+    /// Messages whose item could not be claimed (done, leased elsewhere, early).
+    pub claim_misses: u64,
+    /// Items completed by this worker.
+    pub completed: u64,
+    /// Attempts that will be retried.
+    pub retried: u64,
+    /// Items dead-lettered by this worker.
+    pub failed: u64,
+    /// Results refused because another worker took the item over.
+    pub fenced_off: u64,
+    /// Leases that could not be renewed.
+    pub leases_lost: u64,
+    /// Jobs re-enqueued by this worker's sweeper.
+    pub swept: u64,
+    /// Items released at shutdown.
+    pub released: u64,
+    /// Backend calls that failed (each retried or left to the sweeper).
+    pub backend_errors: u64,
+    /// Total time spent in the processor, in microseconds.
+    pub processing_micros: u64,
+}
+
+pub(crate) type SharedCounters = Arc<Counters>;
