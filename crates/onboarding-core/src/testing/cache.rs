@@ -1,4 +1,4 @@
-//! [`Cache`](crate::Cache) cases: one per `# Behavior` bullet (and per method).
+//! [`Cache`] cases: one per `# Behavior` bullet (and per method).
 //!
 //! Keys are random, so the cache may be shared by every case and by other
 //! tests.
@@ -49,6 +49,7 @@ pub async fn set_then_get_returns_value(backend: TestBackend) {
             .await
             .expect("cache set failed");
         assert_eq!(get(cache, &key).await.as_deref(), Some(value));
+        cache.delete(&[key]).await.expect("cache delete failed");
     }
 }
 

@@ -419,7 +419,7 @@ pub fn cache_key(name: &str) -> String {
 }
 
 /// Serializes, within one process, the cases that call repository
-/// operations acting on every tenant (`sweep`, `complete_batches(None, ..)`)
+/// operations acting on every tenant (`sweep`, `complete_open_batches`)
 /// against the cases whose assertions those operations would disturb.
 static GLOBAL: RwLock<()> = RwLock::const_new(());
 

@@ -28,16 +28,19 @@
 //!   run, reused by later runs). Cases never flush it: each works in its own
 //!   random tenant with random domains and asserts only on its own rows.
 //!   The few operations that act on every tenant at once (`sweep`,
-//!   `complete_batches(None, ..)`) are serialized by a lock inside the suite,
+//!   `complete_open_batches`) are serialized by a lock inside the suite,
 //!   so no two cases of one process disturb each other; do not point two
 //!   processes running the suite at the same database at the same time.
 //!   `unannounced_batches` and `prune` cases keep to their own time range
 //!   in the past (the 1980s and 1990s) so they never see or delete other
-//!   cases' batches.
+//!   cases' batches. Cases clean up what would disturb later runs (they
+//!   cancel their open batches, finish their leases, announce or prune
+//!   their past batches); the rows themselves stay.
 //! - **Queue**: must be a **fresh, isolated queue on every call** (its own
 //!   queue name, key prefix or in-memory instance) because queue cases count
 //!   every job they dequeue. Its visibility timeout must be **between 500 ms
 //!   and 2 s**: the redelivery case waits for it (polling, up to 10 s).
+//!   Cases may leave delayed jobs behind: drop or expire the queue later.
 //! - **Cache**: may be shared: cases use random keys.
 //!
 //! A backend that implements only some traits runs only their cases
@@ -144,7 +147,7 @@ macro_rules! __conformance_cases {
                 sweep_never_returns_cancelled_items,
                 sweep_respects_limit,
                 complete_batches_marks_finished_batches_once,
-                complete_batches_without_candidates_checks_open_batches,
+                complete_open_batches_completes_each_finished_batch_once,
                 complete_batches_once_under_concurrency,
                 unannounced_batches_lists_completed_unannounced,
                 mark_announced_sets_announced_at_on_completed_batches,

@@ -62,7 +62,7 @@ pub async fn complete_batches_marks_finished_batches_once(backend: TestBackend) 
 
     let t1 = t0 + secs(1);
     let none = repo
-        .complete_batches(Some(&[batch.id, unknown]), t1)
+        .complete_batches(&[batch.id, unknown], t1)
         .await
         .expect("complete_batches failed");
     assert!(
@@ -92,7 +92,7 @@ pub async fn complete_batches_marks_finished_batches_once(backend: TestBackend) 
 
     let t2 = t0 + secs(2);
     let done = repo
-        .complete_batches(Some(&[batch.id, already.id, cancelled.id, unknown]), t2)
+        .complete_batches(&[batch.id, already.id, cancelled.id, unknown], t2)
         .await
         .expect("complete_batches failed");
     let returned: HashSet<BatchId> = done.iter().map(|s| s.batch.id).collect();
@@ -117,7 +117,7 @@ pub async fn complete_batches_marks_finished_batches_once(backend: TestBackend) 
     );
 
     let again = repo
-        .complete_batches(Some(&[batch.id, already.id, cancelled.id]), t2 + secs(1))
+        .complete_batches(&[batch.id, already.id, cancelled.id], t2 + secs(1))
         .await
         .expect("complete_batches failed");
     assert!(
@@ -126,14 +126,18 @@ pub async fn complete_batches_marks_finished_batches_once(backend: TestBackend) 
     );
 }
 
-/// With `candidates = None`, every open batch is considered.
-pub async fn complete_batches_without_candidates_checks_open_batches(backend: TestBackend) {
+/// `complete_open_batches` completes at most `limit` finished open batches
+/// per call, each exactly once (also under concurrent calls), and leaves
+/// unfinished ones open.
+pub async fn complete_open_batches_completes_each_finished_batch_once(backend: TestBackend) {
+    const TASKS: usize = 4;
     let _exclusive = fixtures::exclusive().await;
-    let repo = &*backend.repository;
+    let repo = Arc::clone(&backend.repository);
     let tenant = fixtures::tenant();
-    let finished = finished_batch(repo, &tenant, 2).await;
+    let first = finished_batch(&*repo, &tenant, 2).await;
+    let second = finished_batch(&*repo, &tenant, 1).await;
     let open = fixtures::store(
-        repo,
+        &*repo,
         &fixtures::submission(&tenant, 1, ConflictPolicy::Update),
     )
     .await
@@ -141,31 +145,73 @@ pub async fn complete_batches_without_candidates_checks_open_batches(backend: Te
     .id;
 
     let now = crate::model::now();
-    let done = repo
-        .complete_batches(None, now)
+    let one = repo
+        .complete_open_batches(now, 1)
         .await
-        .expect("complete_batches(None) failed");
-    let mine: Vec<_> = done.iter().filter(|s| s.batch.tenant == tenant).collect();
+        .expect("complete_open_batches failed");
     assert_eq!(
-        mine.len(),
+        one.len(),
         1,
-        "exactly the finished batch is completed: {mine:?}"
+        "complete_open_batches(limit 1) with at least two finished open batches completed {}",
+        one.len()
     );
-    assert_eq!(mine[0].batch.id, finished);
-    assert_eq!(mine[0].batch.completed_at, Some(now));
-    assert_eq!(mine[0].counts.completed, 2);
-
-    let again = repo
-        .complete_batches(None, now + secs(1))
-        .await
-        .expect("complete_batches(None) failed");
+    let mut returned: HashMap<BatchId, usize> = HashMap::new();
+    for status in &one {
+        *returned.entry(status.batch.id).or_default() += 1;
+    }
+    // The rest, by concurrent calls, until none is left.
+    for _ in 0..1000 {
+        let barrier = Arc::new(Barrier::new(TASKS));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let repo = Arc::clone(&repo);
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    repo.complete_open_batches(now, 100).await
+                })
+            })
+            .collect();
+        let mut done = 0;
+        for task in tasks {
+            let completed = task
+                .await
+                .expect("a complete_open_batches task panicked")
+                .expect("a concurrent complete_open_batches failed");
+            assert!(
+                completed.len() <= 100,
+                "complete_open_batches exceeded its limit"
+            );
+            done += completed.len();
+            for status in completed {
+                *returned.entry(status.batch.id).or_default() += 1;
+            }
+        }
+        if done == 0 {
+            break;
+        }
+    }
+    for batch in [first, second] {
+        let times = returned.get(&batch).copied().unwrap_or(0);
+        assert_eq!(
+            times, 1,
+            "finished open batch {batch} was completed {times} times"
+        );
+        let status = fixtures::status(&*repo, &tenant, batch).await;
+        assert_eq!(status.batch.completed_at, Some(now));
+    }
     assert!(
-        again
-            .iter()
-            .all(|s| s.batch.id != finished && s.batch.id != open),
-        "a completed batch is not completed again"
+        !returned.contains_key(&open),
+        "an unfinished batch was completed"
     );
-    fixtures::cancel_quietly(repo, &tenant, &[open]).await;
+    assert_eq!(
+        fixtures::status(&*repo, &tenant, open)
+            .await
+            .batch
+            .completed_at,
+        None
+    );
+    fixtures::cancel_quietly(&*repo, &tenant, &[open]).await;
 }
 
 /// A batch is returned by at most one call per completion, under
@@ -188,7 +234,7 @@ pub async fn complete_batches_once_under_concurrency(backend: TestBackend) {
             let batches = batches.clone();
             tokio::spawn(async move {
                 barrier.wait().await;
-                repo.complete_batches(Some(&batches), now).await
+                repo.complete_batches(&batches, now).await
             })
         })
         .collect();
@@ -484,7 +530,7 @@ pub async fn retry_failed_redrives_failed_items(backend: TestBackend) {
     fixtures::process(repo, &ids[2..], t0 + secs(1)).await;
 
     let t2 = t0 + secs(2);
-    repo.complete_batches(Some(&[batch.id]), t2)
+    repo.complete_batches(&[batch.id], t2)
         .await
         .expect("complete_batches failed");
     repo.mark_announced(&[batch.id], t2)
@@ -542,7 +588,7 @@ pub async fn retry_failed_redrives_failed_items(backend: TestBackend) {
 
     // Nothing to re-drive: Some(no jobs), the batch stays completed.
     let clean = finished_batch(repo, &tenant, 1).await;
-    repo.complete_batches(Some(&[clean]), t3)
+    repo.complete_batches(&[clean], t3)
         .await
         .expect("complete_batches failed");
     let completed_at = fixtures::status(repo, &tenant, clean)
