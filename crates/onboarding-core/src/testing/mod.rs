@@ -6,7 +6,7 @@
 //! turns the list into one `#[test]` per case for a backend's `setup`
 //! function:
 //!
-//! ```ignore
+//! ```text
 //! // tests/conformance.rs of an adapter crate, whose dev-dependencies
 //! // enable `onboarding-core/testing`.
 //! async fn setup() -> onboarding_core::testing::TestBackend {
@@ -63,6 +63,7 @@ use crate::repository::OrgRepository;
 
 pub mod cache;
 pub mod fixtures;
+pub mod guarantees;
 pub mod queue;
 pub mod repository;
 
@@ -181,6 +182,22 @@ macro_rules! __conformance_cases {
             ]
         }
     };
+    (guarantees, $setup:path) => {
+        $crate::__conformance_tests! {
+            $setup, guarantees, [
+                submission_is_all_or_nothing,
+                zombie_worker_is_fenced_off,
+                lost_messages_are_swept,
+                dead_workers_items_are_taken_over,
+                retries_and_dead_letters,
+                duplicates_follow_the_policy,
+                counts_are_exact_and_cancel_stops_pending,
+                batch_completed_exactly_once,
+                tenants_are_interleaved,
+                graceful_shutdown_releases_in_flight,
+            ]
+        }
+    };
     (cache, $setup:path) => {
         $crate::__conformance_tests! {
             $setup, cache, [
@@ -247,14 +264,14 @@ macro_rules! __conformance_module {
 /// `conformance::<trait>::<case>`, e.g.
 /// `conformance::repository::claim_is_exclusive_under_concurrency`.
 ///
-/// ```ignore
+/// ```text
 /// async fn setup() -> onboarding_core::testing::TestBackend { /* .. */ }
 /// onboarding_core::conformance_tests!(setup);
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
     ($setup:path $(,)?) => {
-        $crate::__conformance_module!(conformance, $setup, [repository, queue, cache]);
+        $crate::__conformance_module!(conformance, $setup, [repository, queue, cache, guarantees]);
     };
 }
 
