@@ -256,15 +256,27 @@ impl RedisQueue {
     }
 
     /// Waits up to `timeout` for a wake-up token, on a connection of its own.
-    async fn wait_for_signal(&self, timeout: Duration) -> Result<()> {
+    ///
+    /// A failure here is not reported: the connection is dropped (not
+    /// pooled), the call sleeps out `timeout` instead, and the next take
+    /// reports an outage if there is one.
+    async fn wait_for_signal(&self, timeout: Duration) {
         let pooled = self
             .blocking
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        let mut conn = match pooled {
-            Some(conn) => conn,
-            None => connect::connect(&self.client, self.blocking_settings()).await?,
+        let conn = match pooled {
+            Some(conn) => Ok(conn),
+            None => connect::connect(&self.client, self.blocking_settings()).await,
+        };
+        let mut conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::debug!(error = %e, "no blocking connection; sleeping instead");
+                tokio::time::sleep(timeout).await;
+                return;
+            }
         };
         let seconds = timeout.as_secs_f64().max(0.001);
         let answer: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
@@ -272,15 +284,19 @@ impl RedisQueue {
             .arg(format!("{seconds:.3}"))
             .query_async(&mut conn)
             .await;
-        {
-            let mut pool = self.blocking.lock().unwrap_or_else(PoisonError::into_inner);
-            if pool.len() < MAX_IDLE_BLOCKING {
-                pool.push(conn);
+        match answer {
+            Ok(_) => {
+                let mut pool = self.blocking.lock().unwrap_or_else(PoisonError::into_inner);
+                if pool.len() < MAX_IDLE_BLOCKING {
+                    pool.push(conn);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "blocking read failed; sleeping instead");
+                drop(conn);
+                tokio::time::sleep(timeout).await;
             }
         }
-        answer
-            .map(|_| ())
-            .map_err(|e| from_redis("dequeue (waiting)", e))
     }
 }
 
@@ -338,7 +354,7 @@ impl JobQueue for RedisQueue {
                 block = block.min(wake);
             }
             if block >= Duration::from_millis(1) {
-                self.wait_for_signal(block).await?;
+                self.wait_for_signal(block).await;
             }
         }
     }
