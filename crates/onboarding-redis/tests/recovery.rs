@@ -131,7 +131,10 @@ async fn every_item_completes_when_the_queue_loses_its_keys_mid_run() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let stats = worker.stats();
     let report = worker.shutdown().await;
+    // The sweeper put the lost wake-ups back.
+    assert!(stats.swept > 0, "{stats:?}");
     assert_eq!(last.counts.completed as usize, N, "{:?}", last.counts);
     assert_eq!(last.counts.failed, 0);
     let attempts = processor.attempts.lock().unwrap();
