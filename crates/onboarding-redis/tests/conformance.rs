@@ -37,5 +37,6 @@ async fn setup() -> TestBackend {
     }
 }
 
-onboarding_core::queue_conformance_tests!(setup);
-onboarding_core::cache_conformance_tests!(setup);
+// The whole suite: the repository cases run on a fresh memory repository,
+// and the guarantee cases run real workers over this Redis queue.
+onboarding_core::conformance_tests!(setup);
