@@ -67,8 +67,12 @@ mod error;
 mod rows;
 mod wake;
 
+#[cfg(feature = "mysql")]
+mod mysql;
 #[cfg(feature = "postgres")]
 mod pg;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 /// Which SQL engine a backend talks to.
 #[non_exhaustive]
@@ -324,6 +328,10 @@ pub async fn connect(url: &str, options: SqlOptions) -> Result<SqlBackend> {
     match engine {
         #[cfg(feature = "postgres")]
         Engine::Postgres => pg::connect(url, &options).await,
+        #[cfg(feature = "mysql")]
+        Engine::MySql => mysql::connect(url, &options).await,
+        #[cfg(feature = "sqlite")]
+        Engine::Sqlite => sqlite::connect(url, &options).await,
         #[allow(unreachable_patterns)]
         other => Err(Error::new(
             ErrorKind::Invalid,

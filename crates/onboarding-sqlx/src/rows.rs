@@ -201,13 +201,32 @@ pub(crate) fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
     t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// One error-history entry as JSON text, to append to the stored array.
-pub(crate) fn error_entry(attempt: i64, at: Timestamp, message: &str, permanent: bool) -> String {
+/// One error-history entry, to append to the stored array.
+pub(crate) fn error_entry(
+    attempt: i64,
+    at: Timestamp,
+    message: &str,
+    permanent: bool,
+) -> serde_json::Value {
     serde_json::json!({
         "attempt": attempt,
         "at": at,
         "message": message,
         "permanent": permanent,
     })
-    .to_string()
+}
+
+/// Cuts the `limit + 1` rows fetched into a page and its cursor.
+pub(crate) fn page(rows: Vec<ItemRow>, limit: u32) -> Result<Option<onboarding_core::repository::ItemPage>> {
+    let mut items = rows
+        .into_iter()
+        .map(ItemRow::into_model)
+        .collect::<Result<Vec<_>>>()?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|i| i.position)
+    } else {
+        None
+    };
+    Ok(Some(onboarding_core::repository::ItemPage { items, next_cursor }))
 }

@@ -687,7 +687,7 @@ impl OrgRepository for PgRepository {
         .fetch_all(&self.pool)
         .await
         .db()?;
-        page(rows, limit)
+        rows::page(rows, limit)
     }
 
     async fn organization_by_domain(&self, domain: &Domain) -> Result<Option<Organization>> {
@@ -743,17 +743,3 @@ fn claimed(row: &PgRow, r: &ClaimRequest, organization: Organization) -> Result<
     })
 }
 
-/// Cuts the `limit + 1` rows fetched into a page and its cursor.
-pub(crate) fn page(rows: Vec<ItemRow>, limit: u32) -> Result<Option<ItemPage>> {
-    let mut items = rows
-        .into_iter()
-        .map(ItemRow::into_model)
-        .collect::<Result<Vec<_>>>()?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|i| i.position)
-    } else {
-        None
-    };
-    Ok(Some(ItemPage { items, next_cursor }))
-}
