@@ -82,6 +82,31 @@ impl State {
         })
     }
 
+    /// Sets `completed_at` on the finished, not yet completed batches among `ids`.
+    fn complete(
+        &mut self,
+        ids: impl IntoIterator<Item = BatchId>,
+        now: Timestamp,
+    ) -> Vec<BatchStatus> {
+        let mut done = Vec::new();
+        for id in ids {
+            let Some(status) = self.status(id) else {
+                continue;
+            };
+            if status.batch.completed_at.is_some() || !status.is_finished() {
+                continue;
+            }
+            if let Some(row) = self.batches.get_mut(&id) {
+                row.batch.completed_at = Some(now);
+                done.push(BatchStatus {
+                    batch: row.batch.clone(),
+                    counts: status.counts,
+                });
+            }
+        }
+        done
+    }
+
     fn tenant_batch(&self, tenant: &TenantId, id: BatchId) -> Option<&BatchRow> {
         self.batches.get(&id).filter(|b| &b.batch.tenant == tenant)
     }
@@ -396,35 +421,23 @@ impl OrgRepository for MemoryRepository {
 
     async fn complete_batches(
         &self,
-        candidates: Option<&[BatchId]>,
+        batches: &[BatchId],
         now: Timestamp,
     ) -> Result<Vec<BatchStatus>> {
         let mut st = self.lock()?;
-        let ids: Vec<BatchId> = match candidates {
-            Some(ids) => ids.to_vec(),
-            None => st
-                .batches
-                .values()
-                .filter(|b| b.batch.completed_at.is_none())
-                .map(|b| b.batch.id)
-                .collect(),
-        };
-        let mut done = Vec::new();
-        for id in ids {
-            let Some(status) = st.status(id) else {
-                continue;
-            };
-            if status.batch.completed_at.is_some() || !status.is_finished() {
-                continue;
-            }
-            if let Some(row) = st.batches.get_mut(&id) {
-                row.batch.completed_at = Some(now);
-                done.push(BatchStatus {
-                    batch: row.batch.clone(),
-                    counts: status.counts,
-                });
-            }
-        }
+        Ok(st.complete(batches.iter().copied(), now))
+    }
+
+    async fn complete_open_batches(&self, now: Timestamp, limit: u32) -> Result<Vec<BatchStatus>> {
+        let mut st = self.lock()?;
+        let open: Vec<BatchId> = st
+            .batches
+            .values()
+            .filter(|b| b.batch.completed_at.is_none())
+            .map(|b| b.batch.id)
+            .collect();
+        let mut done = st.complete(open, now);
+        done.truncate(limit as usize);
         Ok(done)
     }
 
