@@ -165,6 +165,30 @@ async fn set_org_status(tx: &mut Tx, ids: &[Uuid], status: ItemStatus, now: Time
     Ok(())
 }
 
+/// Open batches with no pending or processing item (filter on `b.id` and lock after it).
+const FINISHED_OPEN: &str = "SELECT b.id, b.tenant, b.idempotency_key, b.request_hash, b.total, b.policy, b.mode,
+    b.created_at, b.completed_at, b.cancelled_at, b.announced_at
+    FROM batches b WHERE b.completed_at IS NULL
+    AND NOT EXISTS (SELECT 1 FROM batch_items i
+                    WHERE i.batch_id = b.id AND i.status IN ('pending', 'processing'))";
+
+/// Sets `completed_at` on the batches read (and locked) in `tx`, and commits.
+async fn mark_completed(mut tx: Tx, mut done: Vec<BatchRow>, now: Timestamp) -> Result<Vec<BatchStatus>> {
+    let ids: Vec<Uuid> = done.iter().map(|b| b.id).collect();
+    for chunk in ids.chunks(rows_per(1)) {
+        let mut qb = QueryBuilder::new("UPDATE batches SET completed_at = ");
+        qb.push_bind(now).push(" WHERE id IN ");
+        push_in(&mut qb, chunk);
+        qb.build().execute(&mut *tx).await.db()?;
+    }
+    for b in &mut done {
+        b.completed_at = Some(now);
+    }
+    let out = counts_on(&mut *tx, done).await?;
+    tx.commit().await.db()?;
+    Ok(out)
+}
+
 /// Appends one attempt's error to a stored JSON history.
 fn append_error(history: &str, entry: serde_json::Value) -> Result<String> {
     let mut list: Vec<serde_json::Value> = serde_json::from_str(history)
@@ -627,47 +651,32 @@ impl OrgRepository for LockRepository {
 
     async fn complete_batches(
         &self,
-        candidates: Option<&[BatchId]>,
+        batches: &[BatchId],
         now: Timestamp,
     ) -> Result<Vec<BatchStatus>> {
-        let mut ids: Vec<Uuid> = candidates.map(|c| c.iter().map(|b| b.0).collect()).unwrap_or_default();
-        if candidates.is_some() && ids.is_empty() {
+        let mut ids: Vec<Uuid> = batches.iter().map(|b| b.0).collect();
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
         ids.sort_unstable();
         ids.dedup();
         let mut tx = self.begin().await?;
         let mut done: Vec<BatchRow> = Vec::new();
-        let base = format!(
-            "SELECT {BATCH_COLUMNS} FROM batches b WHERE b.completed_at IS NULL
-             AND NOT EXISTS (SELECT 1 FROM batch_items i
-                             WHERE i.batch_id = b.id AND i.status IN ('pending', 'processing'))"
-        );
-        if candidates.is_some() {
-            for chunk in ids.chunks(rows_per(1)) {
-                let mut qb = QueryBuilder::new(format!("{base} AND b.id IN "));
-                push_in(&mut qb, chunk);
-                qb.push(dialect::FOR_UPDATE);
-                done.extend(qb.build_query_as::<BatchRow>().fetch_all(&mut *tx).await.db()?);
-            }
-        } else {
-            let mut qb = QueryBuilder::new(format!("{base} LIMIT 1000"));
-            qb.push(dialect::SKIP_LOCKED);
+        for chunk in ids.chunks(rows_per(1)) {
+            let mut qb = QueryBuilder::new(format!("{FINISHED_OPEN} AND b.id IN "));
+            push_in(&mut qb, chunk);
+            qb.push(dialect::FOR_UPDATE);
             done.extend(qb.build_query_as::<BatchRow>().fetch_all(&mut *tx).await.db()?);
         }
-        let done_ids: Vec<Uuid> = done.iter().map(|b| b.id).collect();
-        for chunk in done_ids.chunks(rows_per(1)) {
-            let mut qb = QueryBuilder::new("UPDATE batches SET completed_at = ");
-            qb.push_bind(now).push(" WHERE id IN ");
-            push_in(&mut qb, chunk);
-            qb.build().execute(&mut *tx).await.db()?;
-        }
-        for b in &mut done {
-            b.completed_at = Some(now);
-        }
-        let out = counts_on(&mut *tx, done).await?;
-        tx.commit().await.db()?;
-        Ok(out)
+        mark_completed(tx, done, now).await
+    }
+
+    async fn complete_open_batches(&self, now: Timestamp, limit: u32) -> Result<Vec<BatchStatus>> {
+        let mut tx = self.begin().await?;
+        let mut qb = QueryBuilder::new(format!("{FINISHED_OPEN} ORDER BY b.created_at LIMIT "));
+        qb.push_bind(i64::from(limit)).push(dialect::SKIP_LOCKED);
+        let done = qb.build_query_as::<BatchRow>().fetch_all(&mut *tx).await.db()?;
+        mark_completed(tx, done, now).await
     }
 
     async fn unannounced_batches(

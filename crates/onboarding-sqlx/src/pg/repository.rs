@@ -531,22 +531,49 @@ impl OrgRepository for PgRepository {
 
     async fn complete_batches(
         &self,
-        candidates: Option<&[BatchId]>,
+        batches: &[BatchId],
         now: Timestamp,
     ) -> Result<Vec<BatchStatus>> {
-        let ids: Option<Vec<Uuid>> = candidates.map(|c| c.iter().map(|b| b.0).collect());
-        if ids.as_ref().is_some_and(Vec::is_empty) {
+        if batches.is_empty() {
             return Ok(Vec::new());
         }
+        let ids: Vec<Uuid> = batches.iter().map(|b| b.0).collect();
         let done: Vec<BatchRow> = sqlx::query_as(&format!(
             "UPDATE batches b SET completed_at = $2
-             WHERE ($1::uuid[] IS NULL OR b.id = ANY($1)) AND b.completed_at IS NULL
+             WHERE b.id = ANY($1) AND b.completed_at IS NULL
                AND NOT EXISTS (SELECT 1 FROM batch_items i
                                WHERE i.batch_id = b.id AND i.status IN ('pending', 'processing'))
              RETURNING {BATCH_COLUMNS}"
         ))
         .bind(ids)
         .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        with_counts(&self.pool, done).await
+    }
+
+    async fn complete_open_batches(&self, now: Timestamp, limit: u32) -> Result<Vec<BatchStatus>> {
+        let done: Vec<BatchRow> = sqlx::query_as(&format!(
+            "WITH open AS (
+                SELECT b.id FROM batches b
+                WHERE b.completed_at IS NULL
+                  AND NOT EXISTS (SELECT 1 FROM batch_items i
+                                  WHERE i.batch_id = b.id AND i.status IN ('pending', 'processing'))
+                ORDER BY b.created_at LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE batches b SET completed_at = $1
+            FROM open WHERE b.id = open.id AND b.completed_at IS NULL
+            RETURNING {}",
+            BATCH_COLUMNS
+                .split(", ")
+                .map(|c| format!("b.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .db()?;
