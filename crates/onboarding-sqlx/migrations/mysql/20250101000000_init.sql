@@ -9,7 +9,7 @@ CREATE TABLE organizations (
     updated_at    DATETIME(6)  NOT NULL,
     deleted_at    DATETIME(6)  NULL,
     UNIQUE KEY organizations_domain (domain)
-) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
 CREATE TABLE batches (
     id              BINARY(16)   NOT NULL PRIMARY KEY,
@@ -25,7 +25,7 @@ CREATE TABLE batches (
     announced_at    DATETIME(6)  NULL,
     UNIQUE KEY batches_idempotency (tenant, idempotency_key),
     KEY batches_completed (completed_at)
-) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
 CREATE TABLE batch_items (
     id              BINARY(16)   NOT NULL PRIMARY KEY,
@@ -47,7 +47,7 @@ CREATE TABLE batch_items (
     finished_at     DATETIME(6)  NULL,
     UNIQUE KEY batch_items_position (batch_id, position),
     KEY batch_items_sweep (status, sweep_at)
-) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
 CREATE TABLE jobs (
     id           BIGINT      NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -56,4 +56,4 @@ CREATE TABLE jobs (
     available_at DATETIME(6) NOT NULL,
     leased_until DATETIME(6) NULL,
     KEY jobs_available (available_at)
-) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;

@@ -162,9 +162,9 @@ impl JobQueue for LockQueue {
         let at = now();
         let row = sqlx::query(
             "SELECT
-                COUNT(CASE WHEN available_at <= ? THEN 1 END) AS ready,
-                COUNT(CASE WHEN available_at > ? AND leased_until IS NULL THEN 1 END) AS delayed,
-                COUNT(CASE WHEN available_at > ? AND leased_until IS NOT NULL THEN 1 END) AS in_flight
+                COUNT(CASE WHEN available_at <= ? THEN 1 END) AS n_ready,
+                COUNT(CASE WHEN available_at > ? AND leased_until IS NULL THEN 1 END) AS n_delayed,
+                COUNT(CASE WHEN available_at > ? AND leased_until IS NOT NULL THEN 1 END) AS n_in_flight
              FROM jobs",
         )
         .bind(at)
@@ -178,9 +178,9 @@ impl JobQueue for LockQueue {
             Ok(u64::try_from(n).unwrap_or(0))
         };
         Ok(QueueDepth {
-            ready: get("ready")?,
-            delayed: get("delayed")?,
-            in_flight: get("in_flight")?,
+            ready: get("n_ready")?,
+            delayed: get("n_delayed")?,
+            in_flight: get("n_in_flight")?,
         })
     }
 

@@ -99,6 +99,8 @@ where
     .fetch_optional(exec)
     .await
     .db()
+    // MySQL compares text case-insensitively: the tenant must match exactly.
+    .map(|row: Option<BatchRow>| row.filter(|b| b.tenant == tenant.as_str()))
 }
 
 fn parse_tenant(s: String) -> Result<TenantId> {

@@ -31,11 +31,13 @@ pub(crate) mod dialect {
     pub(crate) const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
     /// Rank this many times `max` jobs, so rows held by other consumers can be skipped.
     pub(crate) const DEQUEUE_OVERFETCH: usize = 4;
-    /// Appended to the multi-row insert of new and changed organizations
-    /// (`version` is assigned first: MySQL applies assignments in order).
+    /// Appended to the multi-row insert of new and changed organizations.
+    /// Only rows the locking read found missing or different are written, so
+    /// an existing row here is a change (text columns use a case-insensitive
+    /// collation, so the comparison is made exactly, in Rust, not in SQL).
     pub(crate) const UPSERT: &str = " ON DUPLICATE KEY UPDATE
-        version = IF(name <=> VALUES(name) AND contact_email <=> VALUES(contact_email), version, version + 1),
-        updated_at = IF(name <=> VALUES(name) AND contact_email <=> VALUES(contact_email), updated_at, VALUES(updated_at)),
+        version = version + 1,
+        updated_at = VALUES(updated_at),
         status = 'pending',
         name = VALUES(name),
         contact_email = VALUES(contact_email)";
