@@ -46,7 +46,8 @@
 //! A `jobs` table (`id`, `item_id`, `tenant`, `available_at`, `leased_until`).
 //! A dequeue takes up to `max` ready jobs in one statement, ranked by
 //! `ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY id)` so tenants
-//! interleave, locked with `FOR UPDATE SKIP LOCKED` (PostgreSQL, MariaDB
+//! interleave (ties between tenants broken at random, so one-job dequeues
+//! rotate among tenants too), locked with `FOR UPDATE SKIP LOCKED` (PostgreSQL, MariaDB
 //! 10.6+) or inside a `BEGIN IMMEDIATE` transaction (SQLite), and made
 //! invisible by moving `available_at` to `now + visibility_timeout`. `ack`
 //! deletes by id. `dequeue` waits by polling every

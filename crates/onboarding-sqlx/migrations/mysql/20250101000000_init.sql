@@ -55,5 +55,6 @@ CREATE TABLE jobs (
     tenant       VARCHAR(64) NOT NULL,
     available_at DATETIME(6) NOT NULL,
     leased_until DATETIME(6) NULL,
+    not_before   DATETIME(6) NULL,
     KEY jobs_available (available_at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;

@@ -63,6 +63,7 @@ CREATE TABLE jobs (
     item_id      uuid        NOT NULL,
     tenant       text        NOT NULL,
     available_at timestamptz NOT NULL,
-    leased_until timestamptz
+    leased_until timestamptz,
+    not_before   timestamptz
 );
 CREATE INDEX jobs_available ON jobs (available_at);

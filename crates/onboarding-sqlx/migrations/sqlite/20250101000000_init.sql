@@ -57,6 +57,7 @@ CREATE TABLE jobs (
     item_id      BLOB    NOT NULL,
     tenant       TEXT    NOT NULL,
     available_at TEXT    NOT NULL,
-    leased_until TEXT
+    leased_until TEXT,
+    not_before   TEXT
 );
 CREATE INDEX jobs_available ON jobs (available_at);

@@ -46,12 +46,16 @@ impl LockQueue {
         let mut tx = dialect::begin_write(&self.pool).await?;
         // Rank without locks (window functions cannot be locked), over-fetch
         // so that rows a concurrent consumer holds can be skipped.
-        let ranked = sqlx::query(
-            "SELECT id, rn FROM (
+        // Ties (the n-th job of each tenant) are broken at random, so that
+        // dequeues of one job rotate among tenants instead of always
+        // serving the tenant with the oldest job.
+        let ranked = sqlx::query(&format!(
+            "SELECT id FROM (
                 SELECT id, ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY id) AS rn
                 FROM jobs WHERE available_at <= ?
-             ) r ORDER BY rn, id LIMIT ?",
-        )
+             ) r ORDER BY rn, {} LIMIT ?",
+            dialect::RANDOM
+        ))
         .bind(at)
         .bind(i64::try_from(max.saturating_mul(dialect::DEQUEUE_OVERFETCH)).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
@@ -62,12 +66,11 @@ impl LockQueue {
             return Ok(Vec::new());
         }
         let mut rank = std::collections::HashMap::with_capacity(ranked.len());
-        for row in &ranked {
+        for (order, row) in ranked.iter().enumerate() {
             let id: i64 = row.try_get("id").db()?;
-            let rn: i64 = row.try_get("rn").db()?;
-            rank.insert(id, rn);
+            rank.insert(id, order);
         }
-        let mut qb = QueryBuilder::new("SELECT id, item_id, tenant FROM jobs WHERE id IN (");
+        let mut qb = QueryBuilder::new("SELECT id, item_id, tenant, not_before FROM jobs WHERE id IN (");
         let mut sep = qb.separated(", ");
         for id in rank.keys() {
             sep.push_bind(*id);
@@ -81,7 +84,8 @@ impl LockQueue {
             let id: i64 = row.try_get("id").db()?;
             let item: Uuid = row.try_get("item_id").db()?;
             let tenant: String = row.try_get("tenant").db()?;
-            picked.push((rank.get(&id).copied().unwrap_or(i64::MAX), id, item, tenant));
+            let not_before: Option<chrono::DateTime<chrono::Utc>> = row.try_get("not_before").db()?;
+            picked.push((rank.get(&id).copied().unwrap_or(usize::MAX), id, item, tenant, not_before));
         }
         picked.sort_by_key(|p| (p.0, p.1));
         picked.truncate(max);
@@ -102,12 +106,12 @@ impl LockQueue {
         tx.commit().await.db()?;
         picked
             .into_iter()
-            .map(|(_, id, item, tenant)| {
+            .map(|(_, id, item, tenant, not_before)| {
                 Ok(Delivery {
                     job: Job {
                         item_id: ItemId(item),
                         tenant: TenantId::parse(tenant)?,
-                        not_before: None,
+                        not_before,
                     },
                     receipt: Receipt(id.to_string()),
                 })
@@ -124,12 +128,13 @@ impl JobQueue for LockQueue {
         }
         let at = now();
         let mut tx = self.pool.begin().await.db()?;
-        for chunk in jobs.chunks(chunk_len(usize::MAX, dialect::MAX_PARAMS, 3)) {
-            let mut qb = QueryBuilder::new("INSERT INTO jobs (item_id, tenant, available_at) ");
+        for chunk in jobs.chunks(chunk_len(usize::MAX, dialect::MAX_PARAMS, 4)) {
+            let mut qb = QueryBuilder::new("INSERT INTO jobs (item_id, tenant, available_at, not_before) ");
             qb.push_values(chunk, |mut b, j| {
                 b.push_bind(j.item_id.0)
                     .push_bind(j.tenant.as_str())
-                    .push_bind(j.not_before.map_or(at, |t| t.max(at)));
+                    .push_bind(j.not_before.map_or(at, |t| t.max(at)))
+                    .push_bind(j.not_before);
             });
             qb.build().execute(&mut *tx).await.db()?;
         }

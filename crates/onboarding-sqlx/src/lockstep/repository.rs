@@ -151,16 +151,14 @@ async fn leased(tx: &mut Tx, leases: &[Lease]) -> Result<Vec<Leased>> {
 }
 
 /// `UPDATE organizations SET status = ?, updated_at = ? WHERE id IN (…)`.
-async fn set_org_status(tx: &mut Tx, ids: &[Uuid], status: ItemStatus, now: Timestamp) -> Result<()> {
+async fn set_org_status(tx: &mut Tx, ids: &[Uuid], status: ItemStatus) -> Result<()> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
     for chunk in ids.chunks(rows_per(1)) {
+        // `updated_at` tracks changes of the data (like `version`), not of the status.
         let mut qb = QueryBuilder::new("UPDATE organizations SET status = ");
-        qb.push_bind(status.as_str())
-            .push(", updated_at = ")
-            .push_bind(now)
-            .push(" WHERE id IN ");
+        qb.push_bind(status.as_str()).push(" WHERE id IN ");
         push_in(&mut qb, chunk);
         qb.build().execute(&mut **tx).await.db()?;
     }
@@ -315,7 +313,7 @@ impl OrgRepository for LockRepository {
                 qb.push(dialect::UPSERT);
                 qb.build().execute(&mut *tx).await.db()?;
             }
-            set_org_status(&mut tx, &to_pending, ItemStatus::Pending, s.now).await?;
+            set_org_status(&mut tx, &to_pending, ItemStatus::Pending).await?;
         }
         for chunk in items.chunks(chunk_len(s.chunk_size, dialect::MAX_PARAMS, 15)) {
             let mut qb = QueryBuilder::new(
@@ -408,7 +406,7 @@ impl OrgRepository for LockRepository {
             push_in(&mut qb, chunk);
             qb.build().execute(&mut *tx).await.db()?;
         }
-        set_org_status(&mut tx, &org_ids, ItemStatus::Processing, r.now).await?;
+        set_org_status(&mut tx, &org_ids, ItemStatus::Processing).await?;
         let org_cols = ORG_COLUMNS
             .split(", ")
             .map(|c| format!("o.{c}"))
@@ -565,9 +563,9 @@ impl OrgRepository for LockRepository {
             sep.push_unseparated(")");
             qb.build().execute(&mut *tx).await.db()?;
         }
-        set_org_status(&mut tx, &org_done, ItemStatus::Completed, now).await?;
-        set_org_status(&mut tx, &org_pending, ItemStatus::Pending, now).await?;
-        set_org_status(&mut tx, &org_failed, ItemStatus::Failed, now).await?;
+        set_org_status(&mut tx, &org_done, ItemStatus::Completed).await?;
+        set_org_status(&mut tx, &org_pending, ItemStatus::Pending).await?;
+        set_org_status(&mut tx, &org_failed, ItemStatus::Failed).await?;
         tx.commit().await.db()?;
         Ok(held.into_iter().map(|l| ItemId(l.id)).collect())
     }
@@ -589,7 +587,7 @@ impl OrgRepository for LockRepository {
             qb.build().execute(&mut *tx).await.db()?;
         }
         let orgs: Vec<Uuid> = held.iter().map(|l| l.organization_id).collect();
-        set_org_status(&mut tx, &orgs, ItemStatus::Pending, now).await?;
+        set_org_status(&mut tx, &orgs, ItemStatus::Pending).await?;
         tx.commit().await.db()?;
         held.into_iter()
             .map(|l| {
@@ -745,7 +743,7 @@ impl OrgRepository for LockRepository {
         .execute(&mut *tx)
         .await
         .db()?;
-        set_org_status(&mut tx, &orgs, ItemStatus::Cancelled, now).await?;
+        set_org_status(&mut tx, &orgs, ItemStatus::Cancelled).await?;
         if row.cancelled_at.is_none() {
             sqlx::query("UPDATE batches SET cancelled_at = ? WHERE id = ?")
                 .bind(now)
@@ -801,7 +799,7 @@ impl OrgRepository for LockRepository {
             .execute(&mut *tx)
             .await
             .db()?;
-            set_org_status(&mut tx, &orgs, ItemStatus::Pending, now).await?;
+            set_org_status(&mut tx, &orgs, ItemStatus::Pending).await?;
             sqlx::query("UPDATE batches SET completed_at = NULL, announced_at = NULL WHERE id = ?")
                 .bind(batch.0)
                 .execute(&mut *tx)

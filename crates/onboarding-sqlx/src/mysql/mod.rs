@@ -31,6 +31,8 @@ pub(crate) mod dialect {
     pub(crate) const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
     /// Rank this many times `max` jobs, so rows held by other consumers can be skipped.
     pub(crate) const DEQUEUE_OVERFETCH: usize = 4;
+    /// A random number, to break ties between tenants in a dequeue.
+    pub(crate) const RANDOM: &str = "RAND()";
     /// Appended to the multi-row insert of new and changed organizations.
     /// Only rows the locking read found missing or different are written, so
     /// an existing row here is a change (text columns use a case-insensitive

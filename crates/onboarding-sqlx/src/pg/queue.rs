@@ -31,13 +31,13 @@ WITH ranked AS (
 ), pick AS (
     SELECT j.id, r.rn FROM jobs j JOIN ranked r ON r.id = j.id
     WHERE j.available_at <= $1
-    ORDER BY r.rn, r.id
+    ORDER BY r.rn, random()
     LIMIT $2
     FOR UPDATE OF j SKIP LOCKED
 )
 UPDATE jobs SET available_at = $3, leased_until = $3
 FROM pick WHERE jobs.id = pick.id
-RETURNING jobs.id, jobs.item_id, jobs.tenant, pick.rn";
+RETURNING jobs.id, jobs.item_id, jobs.tenant, jobs.not_before, pick.rn";
 
 impl PgQueue {
     pub(crate) fn new(pool: PgPool, options: &SqlOptions) -> Self {
@@ -64,6 +64,7 @@ impl PgQueue {
             let item: Uuid = row.try_get("item_id").db()?;
             let tenant: String = row.try_get("tenant").db()?;
             let rn: i64 = row.try_get("rn").db()?;
+            let not_before: Option<chrono::DateTime<chrono::Utc>> = row.try_get("not_before").db()?;
             out.push((
                 rn,
                 id,
@@ -71,7 +72,7 @@ impl PgQueue {
                     job: Job {
                         item_id: ItemId(item),
                         tenant: TenantId::parse(tenant)?,
-                        not_before: None,
+                        not_before,
                     },
                     receipt: Receipt(id.to_string()),
                 },
@@ -95,13 +96,16 @@ impl JobQueue for PgQueue {
             .iter()
             .map(|j| j.not_before.map_or(at, |t| t.max(at)))
             .collect();
+        let not_before: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+            jobs.iter().map(|j| j.not_before).collect();
         sqlx::query(
-            "INSERT INTO jobs (item_id, tenant, available_at)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[])",
+            "INSERT INTO jobs (item_id, tenant, available_at, not_before)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[])",
         )
         .bind(items)
         .bind(tenants)
         .bind(due)
+        .bind(not_before)
         .execute(&self.pool)
         .await
         .db()?;

@@ -251,10 +251,9 @@ impl OrgRepository for PgRepository {
             }
             if !to_pending.is_empty() {
                 sqlx::query(
-                    "UPDATE organizations SET status = 'pending', updated_at = $2 WHERE id = ANY($1)",
+                    "UPDATE organizations SET status = 'pending' WHERE id = ANY($1)",
                 )
                 .bind(&to_pending)
-                .bind(s.now)
                 .execute(&mut *tx)
                 .await
                 .db()?;
@@ -328,7 +327,7 @@ impl OrgRepository for PgRepository {
                     OR (status = 'processing' AND lease_until <= $3))
                 RETURNING id, batch_id, tenant, attempts, change_kind, organization_id
             ), o AS (
-                UPDATE organizations o SET status = 'processing', updated_at = $3
+                UPDATE organizations o SET status = 'processing'
                 FROM c WHERE o.id = c.organization_id
                 RETURNING o.*
             )
@@ -436,7 +435,7 @@ impl OrgRepository for PgRepository {
                 WHERE b.id = f.id AND b.lease_token = f.token AND b.status = 'processing'
                 RETURNING b.id, b.organization_id, b.status
             ), o AS (
-                UPDATE organizations o SET status = u.status, updated_at = $8
+                UPDATE organizations o SET status = u.status
                 FROM u WHERE o.id = u.organization_id
             )
             SELECT id FROM u",
@@ -471,7 +470,7 @@ impl OrgRepository for PgRepository {
                 WHERE b.id = l.id AND b.lease_token = l.token AND b.status = 'processing'
                 RETURNING b.id, b.tenant, b.organization_id
             ), o AS (
-                UPDATE organizations o SET status = 'pending', updated_at = $3
+                UPDATE organizations o SET status = 'pending'
                 FROM u WHERE o.id = u.organization_id
             )
             SELECT id, tenant FROM u",
@@ -631,7 +630,7 @@ impl OrgRepository for PgRepository {
                 WHERE batch_id = $1 AND status = 'pending'
                 RETURNING organization_id
             ), o AS (
-                UPDATE organizations o SET status = 'cancelled', updated_at = $2
+                UPDATE organizations o SET status = 'cancelled'
                 FROM u WHERE o.id = u.organization_id
             )
             UPDATE batches SET cancelled_at = COALESCE(cancelled_at, $2) WHERE id = $1
@@ -663,7 +662,7 @@ impl OrgRepository for PgRepository {
                 WHERE batch_id = $1 AND status = 'failed'
                 RETURNING id, tenant, organization_id
             ), o AS (
-                UPDATE organizations o SET status = 'pending', updated_at = $2
+                UPDATE organizations o SET status = 'pending'
                 FROM u WHERE o.id = u.organization_id
             )
             SELECT id, tenant FROM u",

@@ -31,6 +31,8 @@ pub(crate) mod dialect {
     pub(crate) const SKIP_LOCKED: &str = "";
     /// Nothing is locked by others, so the first `max` ranked jobs suffice.
     pub(crate) const DEQUEUE_OVERFETCH: usize = 1;
+    /// A random number, to break ties between tenants in a dequeue.
+    pub(crate) const RANDOM: &str = "RANDOM()";
     /// Appended to the multi-row insert of new and changed organizations.
     pub(crate) const UPSERT: &str = " ON CONFLICT (domain) DO UPDATE SET
         name = excluded.name,

@@ -25,8 +25,66 @@ fn options() -> SqlOptions {
         .with_poll_interval(Duration::from_millis(20))
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `onb_test_<unix seconds>_<random>`: the time lets later runs drop what
+/// earlier runs left (the conformance suite has no teardown hook).
 fn db_name() -> String {
-    format!("onb_test_{}", uuid::Uuid::new_v4().simple())
+    format!(
+        "onb_test_{}_{}",
+        unix_now(),
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// Test databases older than this are dropped by the first setup of a run.
+const STALE_AFTER_SECS: u64 = 3600;
+
+fn is_stale(name: &str) -> bool {
+    name.strip_prefix("onb_test_")
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|t| t.parse::<u64>().ok())
+        .is_some_and(|t| t + STALE_AFTER_SECS < unix_now())
+}
+
+/// Drops stale test databases, once per process.
+async fn drop_stale_postgres(conn: &mut sqlx::PgConnection) {
+    static ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if ONCE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let names: Vec<(String,)> =
+        sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'onb_test_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    for (name,) in names.into_iter().filter(|(n,)| is_stale(n)) {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut *conn)
+            .await;
+    }
+}
+
+async fn drop_stale_mysql(conn: &mut sqlx::MySqlConnection) {
+    static ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if ONCE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let names: Vec<(String,)> = sqlx::query_as(
+        "SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'onb\\_test\\_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
+    for (name,) in names.into_iter().filter(|(n,)| is_stale(n)) {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+            .execute(&mut *conn)
+            .await;
+    }
 }
 
 /// `url` with its database (path) replaced by `db`.
@@ -63,6 +121,7 @@ pub async fn postgres() -> TestDb {
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .expect("PostgreSQL must be reachable (ONBOARDING_TEST_POSTGRES_URL)");
+    drop_stale_postgres(&mut conn).await;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
         .await
@@ -85,6 +144,7 @@ pub async fn mysql() -> TestDb {
     let mut conn = sqlx::MySqlConnection::connect(&admin)
         .await
         .expect("MariaDB/MySQL must be reachable (ONBOARDING_TEST_MYSQL_URL)");
+    drop_stale_mysql(&mut conn).await;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
         .await
@@ -116,6 +176,20 @@ pub async fn sqlite() -> TestDb {
 }
 
 impl TestDb {
+    /// The backends for one conformance case. The database (or SQLite file)
+    /// outlives the case; a later run drops it once it is stale.
+    pub fn into_test_backend(self) -> onboarding_core::testing::TestBackend {
+        if let Some(dir) = self._dir {
+            // Keep the file: the pool outlives this function.
+            let _ = dir.keep();
+        }
+        onboarding_core::testing::TestBackend {
+            repository: self.backend.repository(),
+            queue: self.backend.queue(),
+            cache: std::sync::Arc::new(onboarding_core::memory::MemoryCache::new(100_000)),
+        }
+    }
+
     /// Closes the pool and drops the database.
     pub async fn drop_db(self) {
         self.backend.close().await;
