@@ -14,8 +14,12 @@ use crate::{DatabaseUrl, Engine, SqlBackend, SqlOptions};
 
 pub(crate) type Db = sqlx::MySql;
 
+// The same source is compiled once per engine, each time with this
+// module's `Db` and `dialect`: that is the point, not an accident.
+#[allow(clippy::duplicate_mod)]
 #[path = "../lockstep/queue.rs"]
 mod queue;
+#[allow(clippy::duplicate_mod)]
 #[path = "../lockstep/repository.rs"]
 mod repository;
 
