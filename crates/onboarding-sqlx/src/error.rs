@@ -79,6 +79,7 @@ impl<T> DbResultExt<T> for Result<T, sqlx::Error> {
 }
 
 /// Whether `err` is a unique-constraint violation.
+#[cfg_attr(not(any(feature = "mysql", feature = "sqlite")), allow(dead_code))]
 pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }

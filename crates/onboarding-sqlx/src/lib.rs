@@ -57,6 +57,11 @@
 //! a very deep queue would want a per-tenant lateral scan instead.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Without an engine feature the crate only has its types and an error-returning `connect`.
+#![cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
+    allow(dead_code, unused_variables, unused_imports)
+)]
 
 use std::fmt;
 use std::sync::Arc;
@@ -343,6 +348,7 @@ pub async fn connect(url: &str, options: SqlOptions) -> Result<SqlBackend> {
 
 /// Splits `len` rows into chunks of at most `chunk_size` rows and at most
 /// `max_params / params_per_row` rows.
+#[cfg_attr(not(any(feature = "mysql", feature = "sqlite")), allow(dead_code))]
 pub(crate) fn chunk_len(chunk_size: usize, max_params: usize, params_per_row: usize) -> usize {
     chunk_size.max(1).min((max_params / params_per_row.max(1)).max(1))
 }

@@ -202,6 +202,7 @@ pub(crate) fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
 }
 
 /// One error-history entry, to append to the stored array.
+#[cfg_attr(not(any(feature = "mysql", feature = "sqlite")), allow(dead_code))]
 pub(crate) fn error_entry(
     attempt: i64,
     at: Timestamp,
