@@ -24,10 +24,7 @@ pub(crate) async fn complete_and_announce(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let completed = backends
-        .repository
-        .complete_batches(Some(&unique), now())
-        .await?;
+    let completed = backends.repository.complete_batches(&unique, now()).await?;
     announce(backends, &completed).await;
     Ok(())
 }

@@ -15,7 +15,7 @@ pub mod memory;
 
 mod backends;
 mod completion;
-// pub mod service; (enabled when the validation module lands)
+pub mod service;
 pub mod worker;
 
 #[cfg(feature = "testing")]
@@ -29,4 +29,5 @@ pub use events::{Event, EventSink};
 pub use processor::{NoopProcessor, ProcessError, Processor, WorkItem};
 pub use queue::{Delivery, Job, JobQueue, QueueDepth, Receipt};
 pub use repository::OrgRepository;
+pub use service::{Accepted, IngestConfig, OnboardingService, SubmitOptions};
 pub use worker::{RetryPolicy, Worker, WorkerConfig, WorkerHandle};

@@ -256,21 +256,29 @@ pub trait OrgRepository: Send + Sync + 'static {
     ///   `sweep_at` moves to `now + stale_after` (so one item is not returned again at once).
     /// - `Processing` items with `lease_until <= now` are returned (their
     ///   next claim takes them over), and `lease_until` is not changed.
-    /// - At most `limit` jobs; items of cancelled batches are never returned.
+    /// - At most `limit` jobs, oldest due first where the backend can order cheaply.
+    /// - `Cancelled` items are never returned; an expired lease of a
+    ///   cancelled batch is (the item must still reach a terminal status).
     async fn sweep(&self, now: Timestamp, stale_after: Duration, limit: u32) -> Result<Vec<Job>>;
 
-    /// Marks finished batches completed, exactly once each.
+    /// Marks the listed batches completed where they are finished, exactly once each.
     ///
     /// # Behavior
-    /// - For each listed batch (or every open batch when `candidates` is
-    ///   `None`) whose items are all terminal and whose `completed_at` is
-    ///   unset: sets `completed_at = now` and returns its status.
+    /// - For each listed batch whose items are all terminal and whose
+    ///   `completed_at` is unset: sets `completed_at = now` and returns its status.
     /// - A batch is returned by at most one call per completion, under concurrency.
     async fn complete_batches(
         &self,
-        candidates: Option<&[BatchId]>,
+        batches: &[BatchId],
         now: Timestamp,
     ) -> Result<Vec<BatchStatus>>;
+
+    /// Like [`OrgRepository::complete_batches`] over every open batch (the
+    /// sweeper's safety net for a worker that died before completing one).
+    ///
+    /// # Behavior
+    /// - Completes at most `limit` finished open batches, each exactly once.
+    async fn complete_open_batches(&self, now: Timestamp, limit: u32) -> Result<Vec<BatchStatus>>;
 
     /// Completed batches whose `BatchCompleted` was not yet announced.
     ///

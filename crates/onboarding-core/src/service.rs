@@ -272,8 +272,12 @@ impl OnboardingService {
         let events: Vec<Event> = items
             .iter()
             .filter_map(|i| {
-                let (tenant, batch_id, organization_id, domain) =
-                    (tenant.clone(), batch.id, i.organization_id, i.domain.clone());
+                let (tenant, batch_id, organization_id, domain) = (
+                    tenant.clone(),
+                    batch.id,
+                    i.organization_id,
+                    i.domain.clone(),
+                );
                 match i.change {
                     Change::Created => Some(Event::OrganizationCreated {
                         tenant,
@@ -302,7 +306,14 @@ impl OnboardingService {
             for item in &items {
                 counts.add(item.status, item.change);
             }
-            announce(backends, &[BatchStatus { batch: batch.clone(), counts }]).await;
+            announce(
+                backends,
+                &[BatchStatus {
+                    batch: batch.clone(),
+                    counts,
+                }],
+            )
+            .await;
         }
         tracing::info!(batch_id = %batch.id, %tenant, organizations = batch.total, queued = jobs.len(), "batch accepted");
         Ok(Accepted {
@@ -395,13 +406,8 @@ impl OnboardingService {
 
     /// The organization stored for a domain (normalized first), served from the cache when fresh.
     pub async fn organization(&self, domain: &str) -> Result<Organization> {
-        let domain: Domain = validate::normalize_domain(domain).map_err(|e| {
-            Error::invalid(vec![FieldError::new(
-                "/domain",
-                e.code(),
-                e.to_string(),
-            )])
-        })?;
+        let domain: Domain = validate::normalize_domain(domain)
+            .map_err(|e| Error::invalid(vec![e.into_field_error("/domain")]))?;
         let key = format!("onboarding:organization:{domain}");
         let cache = &self.inner.backends.cache;
         if let Ok(Some(bytes)) = cache.get(&key).await {

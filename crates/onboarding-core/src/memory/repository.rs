@@ -82,14 +82,39 @@ impl State {
         })
     }
 
+    /// Sets `completed_at` on the finished, not yet completed batches among `ids`.
+    fn complete(
+        &mut self,
+        ids: impl IntoIterator<Item = BatchId>,
+        now: Timestamp,
+    ) -> Vec<BatchStatus> {
+        let mut done = Vec::new();
+        for id in ids {
+            let Some(status) = self.status(id) else {
+                continue;
+            };
+            if status.batch.completed_at.is_some() || !status.is_finished() {
+                continue;
+            }
+            if let Some(row) = self.batches.get_mut(&id) {
+                row.batch.completed_at = Some(now);
+                done.push(BatchStatus {
+                    batch: row.batch.clone(),
+                    counts: status.counts,
+                });
+            }
+        }
+        done
+    }
+
     fn tenant_batch(&self, tenant: &TenantId, id: BatchId) -> Option<&BatchRow> {
         self.batches.get(&id).filter(|b| &b.batch.tenant == tenant)
     }
 
-    fn set_org_status(&mut self, domain: &Domain, status: ItemStatus, now: Timestamp) {
+    fn set_org_status(&mut self, domain: &Domain, status: ItemStatus) {
+        // `updated_at` tracks changes of the data (like `version`), not of the status.
         if let Some(org) = self.organizations.get_mut(domain) {
             org.status = status;
-            org.updated_at = now;
         }
     }
 
@@ -158,7 +183,7 @@ impl OrgRepository for MemoryRepository {
             let status = if done {
                 ItemStatus::Completed
             } else {
-                st.set_org_status(&new.domain, ItemStatus::Pending, now);
+                st.set_org_status(&new.domain, ItemStatus::Pending);
                 ItemStatus::Pending
             };
             let item = BatchItem {
@@ -251,7 +276,7 @@ impl OrgRepository for MemoryRepository {
                 row.tenant.clone(),
                 row.item.domain.clone(),
             );
-            st.set_org_status(&domain, ItemStatus::Processing, r.now);
+            st.set_org_status(&domain, ItemStatus::Processing);
             let Some(organization) = st.organizations.get(&domain).cloned() else {
                 return Err(Error::internal(format!("item {id} has no organization")));
             };
@@ -338,7 +363,7 @@ impl OrgRepository for MemoryRepository {
                 }
             };
             let domain = row.item.domain.clone();
-            st.set_org_status(&domain, org_status, now);
+            st.set_org_status(&domain, org_status);
             applied.push(finish.lease.item_id);
         }
         Ok(applied)
@@ -363,7 +388,7 @@ impl OrgRepository for MemoryRepository {
                 not_before: None,
             });
             let domain = row.item.domain.clone();
-            st.set_org_status(&domain, ItemStatus::Pending, now);
+            st.set_org_status(&domain, ItemStatus::Pending);
         }
         Ok(jobs)
     }
@@ -396,36 +421,24 @@ impl OrgRepository for MemoryRepository {
 
     async fn complete_batches(
         &self,
-        candidates: Option<&[BatchId]>,
+        batches: &[BatchId],
         now: Timestamp,
     ) -> Result<Vec<BatchStatus>> {
         let mut st = self.lock()?;
-        let ids: Vec<BatchId> = match candidates {
-            Some(ids) => ids.to_vec(),
-            None => st
-                .batches
-                .values()
-                .filter(|b| b.batch.completed_at.is_none())
-                .map(|b| b.batch.id)
-                .collect(),
-        };
-        let mut done = Vec::new();
-        for id in ids {
-            let Some(status) = st.status(id) else {
-                continue;
-            };
-            if status.batch.completed_at.is_some() || !status.is_finished() {
-                continue;
-            }
-            if let Some(row) = st.batches.get_mut(&id) {
-                row.batch.completed_at = Some(now);
-                done.push(BatchStatus {
-                    batch: row.batch.clone(),
-                    counts: status.counts,
-                });
-            }
-        }
-        Ok(done)
+        Ok(st.complete(batches.iter().copied(), now))
+    }
+
+    async fn complete_open_batches(&self, now: Timestamp, limit: u32) -> Result<Vec<BatchStatus>> {
+        let mut st = self.lock()?;
+        let finished: Vec<BatchId> = st
+            .batches
+            .values()
+            .filter(|b| b.batch.completed_at.is_none())
+            .map(|b| b.batch.id)
+            .filter(|id| st.status(*id).is_some_and(|s| s.is_finished()))
+            .take(limit as usize)
+            .collect();
+        Ok(st.complete(finished, now))
     }
 
     async fn unannounced_batches(
@@ -476,7 +489,7 @@ impl OrgRepository for MemoryRepository {
                     item.item.finished_at = Some(now);
                     item.item.updated_at = now;
                     let domain = item.item.domain.clone();
-                    st.set_org_status(&domain, ItemStatus::Cancelled, now);
+                    st.set_org_status(&domain, ItemStatus::Cancelled);
                 }
             }
         }
@@ -513,7 +526,7 @@ impl OrgRepository for MemoryRepository {
                         not_before: None,
                     });
                     let domain = item.item.domain.clone();
-                    st.set_org_status(&domain, ItemStatus::Pending, now);
+                    st.set_org_status(&domain, ItemStatus::Pending);
                 }
             }
         }

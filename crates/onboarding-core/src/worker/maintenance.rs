@@ -132,7 +132,7 @@ pub(crate) async fn sweep_once(shared: &Shared) -> Result<SweepReport> {
             break;
         }
     }
-    let completed = repo.complete_batches(None, now()).await?;
+    let completed = repo.complete_open_batches(now(), 1000).await?;
     report.completed_batches = completed.len();
     announce(&shared.backends, &completed).await;
     let overdue = repo
