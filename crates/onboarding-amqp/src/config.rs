@@ -36,6 +36,11 @@ pub struct AmqpConfig {
     /// holds delays of `[2^n, 2^(n+1))` seconds (queue 0: under 2 s); longer
     /// delays go to the last one. See the crate documentation for accuracy.
     pub delay_buckets: u8,
+    /// Lets the broker delete each queue once it has had no consumer and no
+    /// declaration for this long (`x-expires`; default `None`, never). For
+    /// tests and throw-away deployments: a wait queue has no consumer, so it
+    /// expires (with its delayed jobs) this long after the last connection.
+    pub queue_expiry: Option<Duration>,
 }
 
 impl AmqpConfig {
@@ -50,6 +55,7 @@ impl AmqpConfig {
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             delay_buckets: 16,
+            queue_expiry: None,
         }
     }
 
@@ -87,6 +93,12 @@ impl AmqpConfig {
     /// Sets the number of wait queues (1 to 32).
     pub fn with_delay_buckets(mut self, buckets: u8) -> Self {
         self.delay_buckets = buckets.clamp(1, 32);
+        self
+    }
+
+    /// Sets the queue expiry (`x-expires`); see [`AmqpConfig::queue_expiry`].
+    pub fn with_queue_expiry(mut self, expiry: Duration) -> Self {
+        self.queue_expiry = Some(expiry.max(Duration::from_millis(1)));
         self
     }
 
@@ -131,6 +143,7 @@ impl fmt::Debug for AmqpConfig {
             .field("reconnect_max", &self.reconnect_max)
             .field("connect_timeout", &self.connect_timeout)
             .field("delay_buckets", &self.delay_buckets)
+            .field("queue_expiry", &self.queue_expiry)
             .finish()
     }
 }

@@ -17,9 +17,13 @@ fn text(value: &str) -> AMQPValue {
 /// Arguments shared by every queue: classic type, so that no delivery limit
 /// (RabbitMQ 4 quorum queues default to 20 deliveries) ever drops a message,
 /// whatever the vhost's default queue type.
-fn classic() -> FieldTable {
+fn classic(config: &AmqpConfig) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), text("classic"));
+    if let Some(expiry) = config.queue_expiry {
+        let ms = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX);
+        args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
+    }
     args
 }
 
@@ -32,12 +36,12 @@ pub(crate) async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<()
     let dead = config.dead_letter_queue();
     let work = config.work_queue();
     channel
-        .queue_declare(dead.as_str().into(), durable, classic())
+        .queue_declare(dead.as_str().into(), durable, classic(config))
         .await
         .map_err(AmqpError::lapin("declaring the dead-letter queue"))?;
 
     // Rejected (unprocessable) messages go to the dead-letter queue.
-    let mut args = classic();
+    let mut args = classic(config);
     args.insert("x-dead-letter-exchange".into(), text(""));
     args.insert("x-dead-letter-routing-key".into(), text(&dead));
     channel
@@ -47,7 +51,7 @@ pub(crate) async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<()
 
     // Expired delayed messages go to the work queue.
     for bucket in 0..config.delay_buckets {
-        let mut args = classic();
+        let mut args = classic(config);
         args.insert("x-dead-letter-exchange".into(), text(""));
         args.insert("x-dead-letter-routing-key".into(), text(&work));
         channel

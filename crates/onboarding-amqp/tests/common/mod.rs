@@ -30,6 +30,9 @@ pub fn config(visibility: Duration) -> AmqpConfig {
         .with_prefix(prefix)
         .with_visibility_timeout(visibility)
         .with_reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
+        // Queues a test leaves behind (conformance cases do not clean up)
+        // are deleted by the broker.
+        .with_queue_expiry(Duration::from_secs(300))
 }
 
 /// A connected queue; a missing broker fails the test.
