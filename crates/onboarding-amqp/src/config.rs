@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use onboarding_core::model::TenantId;
+
 /// Configuration of an [`AmqpQueue`](crate::AmqpQueue).
 ///
 /// Build one with [`AmqpConfig::new`] and the `with_*` methods; its `Debug`
@@ -41,6 +43,12 @@ pub struct AmqpConfig {
     /// tests and throw-away deployments: a wait queue has no consumer, so it
     /// expires (with its delayed jobs) this long after the last connection.
     pub queue_expiry: Option<Duration>,
+    /// Lets the broker delete a tenant's work queue once it has had no
+    /// consumer and no declaration for this long (default 7 days), so
+    /// queues of tenants gone quiet do not pile up. Jobs still in such a
+    /// queue are lost with it and re-enqueued by the sweeper. `None` falls
+    /// back to `queue_expiry`.
+    pub tenant_queue_expiry: Option<Duration>,
 }
 
 impl AmqpConfig {
@@ -56,6 +64,7 @@ impl AmqpConfig {
             connect_timeout: Duration::from_secs(10),
             delay_buckets: 16,
             queue_expiry: None,
+            tenant_queue_expiry: Some(Duration::from_secs(7 * 24 * 3600)),
         }
     }
 
@@ -102,9 +111,51 @@ impl AmqpConfig {
         self
     }
 
-    /// The work queue: ready jobs.
+    /// Sets the tenant queue expiry; see [`AmqpConfig::tenant_queue_expiry`].
+    pub fn with_tenant_queue_expiry(mut self, expiry: Option<Duration>) -> Self {
+        self.tenant_queue_expiry = expiry.map(|e| e.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// The shared work queue: jobs whose tenant queue is missing.
     pub fn work_queue(&self) -> String {
         format!("{}.jobs", self.prefix)
+    }
+
+    /// The work queue of one tenant.
+    pub fn tenant_queue(&self, tenant: &TenantId) -> String {
+        format!("{}.jobs.t.{tenant}", self.prefix)
+    }
+
+    /// The direct exchange routing ready jobs to their tenant's queue.
+    pub fn route_exchange(&self) -> String {
+        format!("{}.route", self.prefix)
+    }
+
+    /// The fanout receiving what matches no tenant queue.
+    pub fn unrouted_exchange(&self) -> String {
+        format!("{}.unrouted", self.prefix)
+    }
+
+    /// The fanout into wait queue number `bucket`.
+    pub fn wait_exchange(&self, bucket: u8) -> String {
+        format!("{}.wait.{bucket}", self.prefix)
+    }
+
+    /// The fanout announcing tenants with new jobs to every consumer.
+    pub fn announce_exchange(&self) -> String {
+        format!("{}.announce", self.prefix)
+    }
+
+    /// Every exchange this configuration uses.
+    pub fn exchange_names(&self) -> Vec<String> {
+        let mut names = vec![
+            self.route_exchange(),
+            self.unrouted_exchange(),
+            self.announce_exchange(),
+        ];
+        names.extend((0..self.delay_buckets).map(|b| self.wait_exchange(b)));
+        names
     }
 
     /// The dead-letter queue: messages that cannot be processed.
@@ -117,7 +168,8 @@ impl AmqpConfig {
         format!("{}.jobs.wait.{bucket}", self.prefix)
     }
 
-    /// Every queue this configuration uses: work, dead-letter, then wait queues.
+    /// Every queue this configuration uses but the tenant queues: work,
+    /// dead-letter, then wait queues.
     pub fn queue_names(&self) -> Vec<String> {
         let mut names = vec![self.work_queue(), self.dead_letter_queue()];
         names.extend((0..self.delay_buckets).map(|b| self.wait_queue(b)));
@@ -144,6 +196,7 @@ impl fmt::Debug for AmqpConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("delay_buckets", &self.delay_buckets)
             .field("queue_expiry", &self.queue_expiry)
+            .field("tenant_queue_expiry", &self.tenant_queue_expiry)
             .finish()
     }
 }

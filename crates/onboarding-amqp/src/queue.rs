@@ -1,24 +1,26 @@
 //! `AmqpQueue`: the [`JobQueue`] on RabbitMQ.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::join_all;
 use lapin::options::{
-    BasicAckOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use lapin::Confirmation;
-use onboarding_core::model::now;
+use onboarding_core::model::{now, TenantId};
 use onboarding_core::{Delivery, Job, JobQueue, QueueDepth, Receipt, Result};
 use tokio::time::Instant;
 
 use crate::config::AmqpConfig;
 use crate::error::AmqpError;
 use crate::local::parse_receipt;
-use crate::session::Session;
+use crate::session::{lock, Session, Shared, Tenants};
 use crate::topology;
 
 /// A durable job queue on RabbitMQ. See the crate documentation for the
@@ -27,6 +29,11 @@ use crate::topology;
 pub struct AmqpQueue {
     config: AmqpConfig,
     slot: tokio::sync::Mutex<Slot>,
+    /// Tenants this queue enqueued for or heard announced: a new session
+    /// consumes all their queues.
+    tenants: Tenants,
+    /// Connections opened so far.
+    connections: AtomicU64,
 }
 
 /// The current session, or when the next connection attempt is due.
@@ -58,6 +65,8 @@ impl AmqpQueue {
         Self {
             config,
             slot: tokio::sync::Mutex::new(Slot::default()),
+            tenants: Tenants::default(),
+            connections: AtomicU64::new(0),
         }
     }
 
@@ -66,6 +75,12 @@ impl AmqpQueue {
         let queue = Self::new(config);
         queue.session().await?;
         Ok(queue)
+    }
+
+    /// How many times the queue connected again after losing its
+    /// connection (for metrics and tests).
+    pub fn reconnects(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed).saturating_sub(1)
     }
 
     /// Its configuration.
@@ -85,11 +100,23 @@ impl AmqpQueue {
     /// closes the connection. Meant for tests and teardown.
     pub async fn delete_queues(&self) -> Result<()> {
         let s = self.session().await?;
-        for name in self.config.queue_names() {
+        let tenants: Vec<TenantId> = lock(&self.tenants).iter().cloned().collect();
+        let queues = self
+            .config
+            .queue_names()
+            .into_iter()
+            .chain(tenants.iter().map(|t| self.config.tenant_queue(t)));
+        for name in queues {
             s.publish
                 .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
                 .await
                 .map_err(s.fail("deleting a queue"))?;
+        }
+        for name in self.config.exchange_names() {
+            s.publish
+                .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                .await
+                .map_err(s.fail("deleting an exchange"))?;
         }
         self.close().await;
         Ok(())
@@ -125,12 +152,13 @@ impl AmqpQueue {
         let generation = slot.generation;
         let opened = tokio::time::timeout(
             self.config.connect_timeout,
-            Session::open(&self.config, generation),
+            Session::open(&self.config, generation, self.tenants.clone()),
         )
         .await
         .unwrap_or(Err(AmqpError::ConnectTimeout(self.config.connect_timeout)));
         match opened {
             Ok(s) => {
+                self.connections.fetch_add(1, Ordering::Relaxed);
                 if slot.failures > 0 {
                     tracing::info!(generation, "reconnected to rabbitmq");
                 }
@@ -161,9 +189,22 @@ impl AmqpQueue {
 
     async fn publish(&self, jobs: &[Job]) -> Result<(), AmqpError> {
         let s = self.session().await?;
-        let work = self.config.work_queue();
+        let mut tenants: Vec<&TenantId> = Vec::new();
+        for job in jobs {
+            if !tenants.contains(&&job.tenant) {
+                tenants.push(&job.tenant);
+            }
+        }
+        for tenant in &tenants {
+            s.ensure_tenant(tenant).await?;
+        }
+        let route = self.config.route_exchange();
         let wall = now();
-        let mut confirms = Vec::with_capacity(jobs.len());
+        let mandatory = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let mut confirms = Vec::with_capacity(jobs.len() + tenants.len());
         for job in jobs {
             let payload = serde_json::to_vec(job).map_err(AmqpError::Encode)?;
             let mut properties = BasicProperties::default()
@@ -173,31 +214,43 @@ impl AmqpQueue {
                 .not_before
                 .and_then(|at| (at - wall).to_std().ok())
                 .filter(|d| !d.is_zero());
-            let queue = match delay {
+            let exchange = match delay {
                 Some(delay) => {
                     // Rounded up: a message never expires early.
                     let ms = delay.as_nanos().div_ceil(1_000_000);
                     properties = properties.with_expiration(ms.to_string().as_str().into());
                     self.config
-                        .wait_queue(topology::bucket(delay, self.config.delay_buckets))
+                        .wait_exchange(topology::bucket(delay, self.config.delay_buckets))
                 }
-                None => work.clone(),
-            };
-            let options = BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
+                None => route.clone(),
             };
             let confirm = s
                 .publish
                 .basic_publish(
-                    "".into(),
-                    queue.as_str().into(),
-                    options,
+                    exchange.as_str().into(),
+                    job.tenant.as_str().into(),
+                    mandatory,
                     &payload,
                     properties,
                 )
                 .await
                 .map_err(s.fail("publishing"))?;
+            confirms.push(confirm);
+        }
+        // Tell every consuming process to consume these tenants' queues.
+        let announce = self.config.announce_exchange();
+        for tenant in &tenants {
+            let confirm = s
+                .publish
+                .basic_publish(
+                    announce.as_str().into(),
+                    "".into(),
+                    BasicPublishOptions::default(),
+                    tenant.as_str().as_bytes(),
+                    BasicProperties::default(),
+                )
+                .await
+                .map_err(s.fail("announcing a tenant"))?;
             confirms.push(confirm);
         }
         let (mut nacked, mut unroutable) = (0, 0);
@@ -209,7 +262,7 @@ impl AmqpQueue {
             }
         }
         if unroutable > 0 {
-            // The queues are gone: declare them again on a new session.
+            // The exchanges or queues are gone: declare them again on a new session.
             s.mark_broken();
             return Err(AmqpError::Unroutable(unroutable));
         }
@@ -223,41 +276,32 @@ impl AmqpQueue {
         let max = max.max(1);
         let s = self.session().await?;
         let deadline = Instant::now() + wait;
+        if !s.consuming() {
+            s.start_consuming().await?;
+            // The first deliveries of every tenant queue arrive together:
+            // let them, so the first pick already interleaves tenants.
+            settle(&s.shared, deadline).await;
+        }
         loop {
             // Register interest before looking, so no wake-up is missed.
-            let notified = s.changed.notified();
+            let notified = s.shared.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if s.is_broken() {
+            if !s.healthy() {
+                // Buffered deliveries of a lost connection come back on the next one.
+                s.mark_broken();
                 return Err(AmqpError::ConnectionLost);
             }
-            // Everything the client already received joins the buffer before
-            // picking, so tenants interleave over the whole prefetch window.
-            let mut held = s.try_hold();
-            if let Some(h) = held.as_mut() {
-                s.drain(h).await?;
-            }
-            let got = s.take(max, &self.config);
+            let got = s.take(max);
             if !got.is_empty() {
                 return Ok(got);
             }
             if Instant::now() >= deadline {
                 return Ok(Vec::new());
             }
-            match held.as_mut() {
-                Some(h) => {
-                    tokio::select! {
-                        r = s.receive(h) => r?,
-                        () = tokio::time::sleep_until(deadline) => {}
-                        () = &mut notified => {}
-                    }
-                }
-                None => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(deadline) => {}
-                        () = &mut notified => {}
-                    }
-                }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = &mut notified => {}
             }
         }
     }
@@ -269,7 +313,7 @@ impl AmqpQueue {
             return Ok(());
         };
         let tags: Vec<u64> = {
-            let mut local = s.local();
+            let mut local = s.shared.local();
             receipts
                 .iter()
                 .filter_map(parse_receipt)
@@ -288,29 +332,63 @@ impl AmqpQueue {
 
     async fn counts(&self) -> Result<QueueDepth, AmqpError> {
         let s = self.session().await?;
-        if let Some(mut h) = s.try_hold() {
-            s.drain(&mut h).await?;
-        }
-        let work_queue = self.config.work_queue();
-        let work = count(&s, &work_queue);
-        let waits: Vec<String> = (0..self.config.delay_buckets)
-            .map(|b| self.config.wait_queue(b))
-            .collect();
-        let delayed = join_all(waits.iter().map(|name| count(&s, name)));
-        let (work, delayed) = tokio::join!(work, delayed);
+        let channel = &s.publish;
+        let config = &self.config;
+        let tenants: Vec<TenantId> = lock(&self.tenants).iter().cloned().collect();
+        // Full declarations (idempotent) rather than passive ones: a queue
+        // that expired is re-created instead of closing the channel.
+        let work = topology::work_queue(channel, config);
+        let waits =
+            join_all((0..config.delay_buckets).map(|b| topology::wait_queue(channel, config, b)));
+        let per_tenant = join_all(
+            tenants
+                .iter()
+                .map(|t| topology::tenant_queue(channel, config, t)),
+        );
+        let (work, waits, per_tenant) = tokio::join!(work, waits, per_tenant);
         let (buffered, in_flight) = {
-            let local = s.local();
+            let local = s.shared.local();
             (local.buffered(), local.in_flight())
         };
         let mut depth = QueueDepth {
-            ready: u64::from(work?) + buffered as u64,
+            ready: buffered as u64,
             delayed: 0,
             in_flight: in_flight as u64,
         };
-        for d in delayed {
-            depth.delayed += u64::from(d?);
+        let checked = |r: Result<u32, AmqpError>| {
+            if r.is_err() {
+                s.mark_broken();
+            }
+            r.map(u64::from)
+        };
+        depth.ready += checked(work)?;
+        for n in per_tenant {
+            depth.ready += checked(n)?;
+        }
+        for n in waits {
+            depth.delayed += checked(n)?;
         }
         Ok(depth)
+    }
+}
+
+/// Waits until deliveries stop arriving for a moment (20 ms, at most 200 ms
+/// in all, never past `deadline`).
+async fn settle(shared: &Shared, deadline: Instant) {
+    const QUIET: Duration = Duration::from_millis(20);
+    let until = deadline.min(Instant::now() + Duration::from_millis(200));
+    loop {
+        let notified = shared.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let quiet = (Instant::now() + QUIET).min(until);
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(quiet) => return,
+        }
+        if Instant::now() >= until {
+            return;
+        }
     }
 }
 

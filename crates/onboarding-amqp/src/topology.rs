@@ -1,11 +1,23 @@
-//! The queues: a work queue, a dead-letter queue and wait queues for delayed
-//! jobs, all classic, durable, declared by every session.
+//! Exchanges and queues, all durable and classic:
+//!
+//! - `{prefix}.jobs.t.{tenant}`: one work queue per tenant, bound to the
+//!   direct exchange `{prefix}.route` with the tenant as routing key;
+//! - `{prefix}.route` sends what matches no tenant queue (a tenant queue
+//!   that expired) to its alternate exchange `{prefix}.unrouted`, a fanout
+//!   into the shared work queue `{prefix}.jobs`, consumed like the others;
+//! - `{prefix}.wait.{n}` fanout exchanges, each into wait queue
+//!   `{prefix}.jobs.wait.{n}`, whose expired messages are dead-lettered to
+//!   `{prefix}.route` with their original routing key (the tenant);
+//! - work queues dead-letter rejected messages to `{prefix}.jobs.dead`;
+//! - `{prefix}.announce`, a fanout of tenant names: every consuming process
+//!   binds a private queue to it and starts consuming the tenants it hears of.
 
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::Channel;
+use lapin::{Channel, ExchangeKind};
+use onboarding_core::model::TenantId;
 
 use crate::config::AmqpConfig;
 use crate::error::AmqpError;
@@ -14,52 +26,175 @@ fn text(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
 }
 
+fn millis(d: Duration) -> AMQPValue {
+    AMQPValue::LongLongInt(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+const DURABLE: QueueDeclareOptions = QueueDeclareOptions {
+    passive: false,
+    durable: true,
+    exclusive: false,
+    auto_delete: false,
+    nowait: false,
+};
+
 /// Arguments shared by every queue: classic type, so that no delivery limit
 /// (RabbitMQ 4 quorum queues default to 20 deliveries) ever drops a message,
-/// whatever the vhost's default queue type.
-fn classic(config: &AmqpConfig) -> FieldTable {
+/// whatever the vhost's default queue type; and the configured expiry.
+fn classic(expiry: Option<Duration>) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), text("classic"));
-    if let Some(expiry) = config.queue_expiry {
-        let ms = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX);
-        args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
+    if let Some(expiry) = expiry {
+        args.insert("x-expires".into(), millis(expiry));
     }
     args
 }
 
-/// Declares every queue of `config` on `channel`.
-pub(crate) async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<(), AmqpError> {
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    let dead = config.dead_letter_queue();
-    let work = config.work_queue();
-    channel
-        .queue_declare(dead.as_str().into(), durable, classic(config))
-        .await
-        .map_err(AmqpError::lapin("declaring the dead-letter queue"))?;
-
-    // Rejected (unprocessable) messages go to the dead-letter queue.
-    let mut args = classic(config);
+/// A work queue's arguments: rejected messages go to the dead-letter queue.
+fn work_args(config: &AmqpConfig, expiry: Option<Duration>) -> FieldTable {
+    let mut args = classic(expiry);
     args.insert("x-dead-letter-exchange".into(), text(""));
-    args.insert("x-dead-letter-routing-key".into(), text(&dead));
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        text(&config.dead_letter_queue()),
+    );
+    args
+}
+
+async fn exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+    args: FieldTable,
+) -> Result<(), AmqpError> {
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
     channel
-        .queue_declare(work.as_str().into(), durable, args)
+        .exchange_declare(name.into(), kind, options, args)
+        .await
+        .map_err(AmqpError::lapin("declaring an exchange"))
+}
+
+async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), AmqpError> {
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(AmqpError::lapin("binding a queue"))
+}
+
+/// Declares the shared work queue; answers its ready messages.
+pub(crate) async fn work_queue(channel: &Channel, config: &AmqpConfig) -> Result<u32, AmqpError> {
+    let args = work_args(config, config.queue_expiry);
+    let queue = channel
+        .queue_declare(config.work_queue().as_str().into(), DURABLE, args)
         .await
         .map_err(AmqpError::lapin("declaring the work queue"))?;
+    Ok(queue.message_count())
+}
 
-    // Expired delayed messages go to the work queue.
+/// Declares wait queue `bucket`; answers its messages.
+pub(crate) async fn wait_queue(
+    channel: &Channel,
+    config: &AmqpConfig,
+    bucket: u8,
+) -> Result<u32, AmqpError> {
+    let mut args = classic(config.queue_expiry);
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        text(&config.route_exchange()),
+    );
+    let queue = channel
+        .queue_declare(config.wait_queue(bucket).as_str().into(), DURABLE, args)
+        .await
+        .map_err(AmqpError::lapin("declaring a wait queue"))?;
+    Ok(queue.message_count())
+}
+
+/// Declares a tenant's work queue and its binding; answers its ready messages.
+pub(crate) async fn tenant_queue(
+    channel: &Channel,
+    config: &AmqpConfig,
+    tenant: &TenantId,
+) -> Result<u32, AmqpError> {
+    let name = config.tenant_queue(tenant);
+    let expiry = config.tenant_queue_expiry.or(config.queue_expiry);
+    let queue = channel
+        .queue_declare(name.as_str().into(), DURABLE, work_args(config, expiry))
+        .await
+        .map_err(AmqpError::lapin("declaring a tenant queue"))?;
+    bind(channel, &name, &config.route_exchange(), tenant.as_str()).await?;
+    Ok(queue.message_count())
+}
+
+/// Declares everything but the tenant queues.
+pub(crate) async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<(), AmqpError> {
+    channel
+        .queue_declare(
+            config.dead_letter_queue().as_str().into(),
+            DURABLE,
+            classic(config.queue_expiry),
+        )
+        .await
+        .map_err(AmqpError::lapin("declaring the dead-letter queue"))?;
+    work_queue(channel, config).await?;
+    let unrouted = config.unrouted_exchange();
+    exchange(
+        channel,
+        &unrouted,
+        ExchangeKind::Fanout,
+        FieldTable::default(),
+    )
+    .await?;
+    bind(channel, &config.work_queue(), &unrouted, "").await?;
+    let mut args = FieldTable::default();
+    args.insert("alternate-exchange".into(), text(&unrouted));
+    exchange(
+        channel,
+        &config.route_exchange(),
+        ExchangeKind::Direct,
+        args,
+    )
+    .await?;
     for bucket in 0..config.delay_buckets {
-        let mut args = classic(config);
-        args.insert("x-dead-letter-exchange".into(), text(""));
-        args.insert("x-dead-letter-routing-key".into(), text(&work));
-        channel
-            .queue_declare(config.wait_queue(bucket).as_str().into(), durable, args)
-            .await
-            .map_err(AmqpError::lapin("declaring a wait queue"))?;
+        let name = config.wait_exchange(bucket);
+        exchange(channel, &name, ExchangeKind::Fanout, FieldTable::default()).await?;
+        wait_queue(channel, config, bucket).await?;
+        bind(channel, &config.wait_queue(bucket), &name, "").await?;
     }
-    Ok(())
+    exchange(
+        channel,
+        &config.announce_exchange(),
+        ExchangeKind::Fanout,
+        FieldTable::default(),
+    )
+    .await
+}
+
+/// Declares this process's private announcement queue; answers its name.
+pub(crate) async fn announce_queue(
+    channel: &Channel,
+    config: &AmqpConfig,
+) -> Result<String, AmqpError> {
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    let queue = channel
+        .queue_declare("".into(), options, classic(None))
+        .await
+        .map_err(AmqpError::lapin("declaring the announcement queue"))?;
+    let name = queue.name().to_string();
+    bind(channel, &name, &config.announce_exchange(), "").await?;
+    Ok(name)
 }
 
 /// The wait queue for a delay: bucket `n ≥ 1` holds `[2^n, 2^(n+1))`

@@ -151,7 +151,64 @@ async fn a_dropped_consumer_without_acks_gives_its_jobs_back() {
     assert_eq!(got.len(), 3);
     drop(first);
 
+    // A fresh process learns of tenant "a" when something is enqueued for
+    // it (a new submission, a retry, the sweeper): then it consumes the
+    // whole tenant queue, including what the dropped consumer held.
     let second = AmqpQueue::connect(config).await.expect("connect");
+    let woken = job("a");
+    second
+        .enqueue(std::slice::from_ref(&woken))
+        .await
+        .expect("enqueue");
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < 4 && Instant::now() < deadline {
+        for d in second
+            .dequeue(4, Duration::from_secs(1))
+            .await
+            .expect("dequeue")
+        {
+            seen.insert(d.job.item_id);
+            second.ack(&[d.receipt]).await.expect("ack");
+        }
+    }
+    let mut expected: HashSet<_> = jobs.iter().map(|j| j.item_id).collect();
+    expected.insert(woken.item_id);
+    assert_eq!(seen, expected);
+    second.delete_queues().await.expect("cleanup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_consumer_takes_over_what_a_dropped_one_held() {
+    let config = common::config(Duration::from_secs(60));
+    let first = AmqpQueue::connect(config.clone()).await.expect("connect");
+    let second = AmqpQueue::connect(config).await.expect("connect");
+    // The second consumer runs (and hears announcements) before any job exists.
+    assert!(second
+        .dequeue(1, Duration::from_millis(100))
+        .await
+        .expect("dequeue")
+        .is_empty());
+    // So does the first; it subscribes to the tenant queue first (at
+    // enqueue), the second when it hears the announcement, so both may hold
+    // some of the jobs.
+    assert!(first
+        .dequeue(1, Duration::from_millis(100))
+        .await
+        .expect("dequeue")
+        .is_empty());
+    let jobs: Vec<_> = (0..3).map(|_| job("a")).collect();
+    first.enqueue(&jobs).await.expect("enqueue");
+    let held = first
+        .dequeue(3, Duration::from_secs(1))
+        .await
+        .expect("dequeue");
+    eprintln!(
+        "the first consumer held {} of 3 jobs when dropped",
+        held.len()
+    );
+    drop(first);
+
     let mut seen = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while seen.len() < 3 && Instant::now() < deadline {
