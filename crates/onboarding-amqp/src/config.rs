@@ -46,8 +46,8 @@ pub struct AmqpConfig {
     /// Lets the broker delete a tenant's work queue once it has had no
     /// consumer and no declaration for this long (default 7 days), so
     /// queues of tenants gone quiet do not pile up. Jobs still in such a
-    /// queue are lost with it and re-enqueued by the sweeper. `None` falls
-    /// back to `queue_expiry`.
+    /// queue are lost with it and re-enqueued by the sweeper. The shorter of
+    /// this and `queue_expiry` applies.
     pub tenant_queue_expiry: Option<Duration>,
 }
 
@@ -142,7 +142,7 @@ impl AmqpConfig {
         format!("{}.wait.{bucket}", self.prefix)
     }
 
-    /// The fanout announcing tenants with new jobs to every consumer.
+    /// The direct exchange announcing tenants with new jobs to every consumer.
     pub fn announce_exchange(&self) -> String {
         format!("{}.announce", self.prefix)
     }

@@ -244,7 +244,7 @@ impl AmqpQueue {
                 .publish
                 .basic_publish(
                     announce.as_str().into(),
-                    "".into(),
+                    topology::ANNOUNCE_KEY.into(),
                     BasicPublishOptions::default(),
                     tenant.as_str().as_bytes(),
                     BasicProperties::default(),

@@ -9,8 +9,9 @@
 //!   `{prefix}.jobs.wait.{n}`, whose expired messages are dead-lettered to
 //!   `{prefix}.route` with their original routing key (the tenant);
 //! - work queues dead-letter rejected messages to `{prefix}.jobs.dead`;
-//! - `{prefix}.announce`, a fanout of tenant names: every consuming process
-//!   binds a private queue to it and starts consuming the tenants it hears of.
+//! - `{prefix}.announce`, a direct exchange of tenant names (key `tenants`):
+//!   every consuming process binds a private queue to it and starts consuming
+//!   the tenants it hears of.
 
 use std::time::Duration;
 
@@ -61,14 +62,18 @@ fn work_args(config: &AmqpConfig, expiry: Option<Duration>) -> FieldTable {
     args
 }
 
+/// Declares an exchange; with a queue expiry it is auto-deleted with its
+/// last binding (so it goes when the queues expire).
 async fn exchange(
     channel: &Channel,
+    config: &AmqpConfig,
     name: &str,
     kind: ExchangeKind,
     args: FieldTable,
 ) -> Result<(), AmqpError> {
     let options = ExchangeDeclareOptions {
         durable: true,
+        auto_delete: config.queue_expiry.is_some(),
         ..ExchangeDeclareOptions::default()
     };
     channel
@@ -125,7 +130,10 @@ pub(crate) async fn tenant_queue(
     tenant: &TenantId,
 ) -> Result<u32, AmqpError> {
     let name = config.tenant_queue(tenant);
-    let expiry = config.tenant_queue_expiry.or(config.queue_expiry);
+    let expiry = match (config.tenant_queue_expiry, config.queue_expiry) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let queue = channel
         .queue_declare(name.as_str().into(), DURABLE, work_args(config, expiry))
         .await
@@ -133,6 +141,9 @@ pub(crate) async fn tenant_queue(
     bind(channel, &name, &config.route_exchange(), tenant.as_str()).await?;
     Ok(queue.message_count())
 }
+
+/// Routing key of announcements.
+pub(crate) const ANNOUNCE_KEY: &str = "tenants";
 
 /// Declares everything but the tenant queues.
 pub(crate) async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<(), AmqpError> {
@@ -144,38 +155,52 @@ pub(crate) async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<()
         )
         .await
         .map_err(AmqpError::lapin("declaring the dead-letter queue"))?;
+    let work = config.work_queue();
     work_queue(channel, config).await?;
     let unrouted = config.unrouted_exchange();
     exchange(
         channel,
+        config,
         &unrouted,
         ExchangeKind::Fanout,
         FieldTable::default(),
     )
     .await?;
-    bind(channel, &config.work_queue(), &unrouted, "").await?;
+    bind(channel, &work, &unrouted, "").await?;
     let mut args = FieldTable::default();
     args.insert("alternate-exchange".into(), text(&unrouted));
-    exchange(
-        channel,
-        &config.route_exchange(),
-        ExchangeKind::Direct,
-        args,
-    )
-    .await?;
+    let route = config.route_exchange();
+    exchange(channel, config, &route, ExchangeKind::Direct, args).await?;
     for bucket in 0..config.delay_buckets {
         let name = config.wait_exchange(bucket);
-        exchange(channel, &name, ExchangeKind::Fanout, FieldTable::default()).await?;
+        exchange(
+            channel,
+            config,
+            &name,
+            ExchangeKind::Fanout,
+            FieldTable::default(),
+        )
+        .await?;
         wait_queue(channel, config, bucket).await?;
         bind(channel, &config.wait_queue(bucket), &name, "").await?;
     }
+    let announce = config.announce_exchange();
     exchange(
         channel,
-        &config.announce_exchange(),
-        ExchangeKind::Fanout,
+        config,
+        &announce,
+        ExchangeKind::Direct,
         FieldTable::default(),
     )
-    .await
+    .await?;
+    if config.queue_expiry.is_some() {
+        // Auto-deleted exchanges live as long as a binding: tie these two
+        // to the work queue, with keys no message carries (a tenant id is
+        // never empty; announcements use another key).
+        bind(channel, &work, &route, "").await?;
+        bind(channel, &work, &announce, "").await?;
+    }
+    Ok(())
 }
 
 /// Declares this process's private announcement queue; answers its name.
@@ -193,7 +218,7 @@ pub(crate) async fn announce_queue(
         .await
         .map_err(AmqpError::lapin("declaring the announcement queue"))?;
     let name = queue.name().to_string();
-    bind(channel, &name, &config.announce_exchange(), "").await?;
+    bind(channel, &name, &config.announce_exchange(), ANNOUNCE_KEY).await?;
     Ok(name)
 }
 

@@ -284,3 +284,38 @@ async fn a_missing_broker_is_unavailable_and_retryable() {
     assert!(e.is_retryable());
     assert!(std::error::Error::source(&e).is_some(), "{e:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_queue_expiry_queues_and_exchanges_go_away() {
+    let config = common::config(Duration::from_secs(30)).with_queue_expiry(Duration::from_secs(1));
+    let q = AmqpQueue::connect(config.clone()).await.expect("connect");
+    q.enqueue(&[job("a")]).await.expect("enqueue");
+    assert_eq!(
+        q.dequeue(1, Duration::from_secs(5))
+            .await
+            .expect("dequeue")
+            .len(),
+        1
+    );
+    q.close().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let conn = lapin::Connection::connect(&common::url(), Default::default())
+        .await
+        .expect("connect");
+    for name in config.exchange_names() {
+        let channel = conn.create_channel().await.expect("channel");
+        let passive = lapin::options::ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let found = channel
+            .exchange_declare(
+                name.as_str().into(),
+                lapin::ExchangeKind::Direct,
+                passive,
+                Default::default(),
+            )
+            .await;
+        assert!(found.is_err(), "exchange {name} is still there");
+    }
+}
