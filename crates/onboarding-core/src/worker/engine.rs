@@ -202,7 +202,12 @@ async fn release(shared: &Shared, leases: &[Lease]) -> usize {
     let mut backoff = ErrorBackoff::new();
     let mut released = 0;
     for attempt in 1..=RELEASE_TRIES {
-        match shared.backends.repository.release_items(leases, now()).await {
+        match shared
+            .backends
+            .repository
+            .release_items(leases, now())
+            .await
+        {
             Ok(jobs) => {
                 released = jobs.len();
                 Counters::bump(&shared.counters.released, released);
