@@ -1,6 +1,8 @@
 //! End-to-end over real HTTP: a server on an ephemeral port with real
 //! workers, and a webhook receiver on another.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use std::net::SocketAddr;
