@@ -178,7 +178,7 @@ pub struct Organization {
     pub version: i64,
     /// When the row was first inserted.
     pub created_at: Timestamp,
-    /// When the row last changed.
+    /// When name or contact_email last changed (status changes do not count).
     pub updated_at: Timestamp,
     /// Soft-delete marker.
     pub deleted_at: Option<Timestamp>,

@@ -256,7 +256,9 @@ pub trait OrgRepository: Send + Sync + 'static {
     ///   `sweep_at` moves to `now + stale_after` (so one item is not returned again at once).
     /// - `Processing` items with `lease_until <= now` are returned (their
     ///   next claim takes them over), and `lease_until` is not changed.
-    /// - At most `limit` jobs; items of cancelled batches are never returned.
+    /// - At most `limit` jobs, oldest due first where the backend can order cheaply.
+    /// - `Cancelled` items are never returned; an expired lease of a
+    ///   cancelled batch is (the item must still reach a terminal status).
     async fn sweep(&self, now: Timestamp, stale_after: Duration, limit: u32) -> Result<Vec<Job>>;
 
     /// Marks the listed batches completed where they are finished, exactly once each.

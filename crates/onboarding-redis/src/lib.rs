@@ -1,4 +1,12 @@
-//! bulk-onboarding: Redis job queue and cache (see its issue; not yet built).
-//!
-//! This crate is a placeholder in the workspace so the facade's feature
-//! exists; its implementation lands with its own issue.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod cache;
+mod config;
+mod connect;
+mod error;
+mod queue;
+
+pub use cache::RedisCache;
+pub use config::RedisConfig;
+pub use queue::RedisQueue;

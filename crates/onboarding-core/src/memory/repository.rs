@@ -111,10 +111,10 @@ impl State {
         self.batches.get(&id).filter(|b| &b.batch.tenant == tenant)
     }
 
-    fn set_org_status(&mut self, domain: &Domain, status: ItemStatus, now: Timestamp) {
+    fn set_org_status(&mut self, domain: &Domain, status: ItemStatus) {
+        // `updated_at` tracks changes of the data (like `version`), not of the status.
         if let Some(org) = self.organizations.get_mut(domain) {
             org.status = status;
-            org.updated_at = now;
         }
     }
 
@@ -183,7 +183,7 @@ impl OrgRepository for MemoryRepository {
             let status = if done {
                 ItemStatus::Completed
             } else {
-                st.set_org_status(&new.domain, ItemStatus::Pending, now);
+                st.set_org_status(&new.domain, ItemStatus::Pending);
                 ItemStatus::Pending
             };
             let item = BatchItem {
@@ -276,7 +276,7 @@ impl OrgRepository for MemoryRepository {
                 row.tenant.clone(),
                 row.item.domain.clone(),
             );
-            st.set_org_status(&domain, ItemStatus::Processing, r.now);
+            st.set_org_status(&domain, ItemStatus::Processing);
             let Some(organization) = st.organizations.get(&domain).cloned() else {
                 return Err(Error::internal(format!("item {id} has no organization")));
             };
@@ -363,7 +363,7 @@ impl OrgRepository for MemoryRepository {
                 }
             };
             let domain = row.item.domain.clone();
-            st.set_org_status(&domain, org_status, now);
+            st.set_org_status(&domain, org_status);
             applied.push(finish.lease.item_id);
         }
         Ok(applied)
@@ -388,7 +388,7 @@ impl OrgRepository for MemoryRepository {
                 not_before: None,
             });
             let domain = row.item.domain.clone();
-            st.set_org_status(&domain, ItemStatus::Pending, now);
+            st.set_org_status(&domain, ItemStatus::Pending);
         }
         Ok(jobs)
     }
@@ -430,15 +430,15 @@ impl OrgRepository for MemoryRepository {
 
     async fn complete_open_batches(&self, now: Timestamp, limit: u32) -> Result<Vec<BatchStatus>> {
         let mut st = self.lock()?;
-        let open: Vec<BatchId> = st
+        let finished: Vec<BatchId> = st
             .batches
             .values()
             .filter(|b| b.batch.completed_at.is_none())
             .map(|b| b.batch.id)
+            .filter(|id| st.status(*id).is_some_and(|s| s.is_finished()))
+            .take(limit as usize)
             .collect();
-        let mut done = st.complete(open, now);
-        done.truncate(limit as usize);
-        Ok(done)
+        Ok(st.complete(finished, now))
     }
 
     async fn unannounced_batches(
@@ -489,7 +489,7 @@ impl OrgRepository for MemoryRepository {
                     item.item.finished_at = Some(now);
                     item.item.updated_at = now;
                     let domain = item.item.domain.clone();
-                    st.set_org_status(&domain, ItemStatus::Cancelled, now);
+                    st.set_org_status(&domain, ItemStatus::Cancelled);
                 }
             }
         }
@@ -526,7 +526,7 @@ impl OrgRepository for MemoryRepository {
                         not_before: None,
                     });
                     let domain = item.item.domain.clone();
-                    st.set_org_status(&domain, ItemStatus::Pending, now);
+                    st.set_org_status(&domain, ItemStatus::Pending);
                 }
             }
         }

@@ -1,1 +1,308 @@
-//! Conformance suite (in progress).
+//! The conformance suite every backend runs.
+//!
+//! Each `# Behavior` bullet of [`OrgRepository`], [`JobQueue`] and [`Cache`]
+//! is one case: a plain `pub async fn case(backend: TestBackend)` in
+//! [`repository`], [`queue`] or [`cache`]. [`conformance_tests!`](crate::conformance_tests)
+//! turns the list into one `#[test]` per case for a backend's `setup`
+//! function:
+//!
+//! ```text
+//! // tests/conformance.rs of an adapter crate, whose dev-dependencies
+//! // enable `onboarding-core/testing`.
+//! async fn setup() -> onboarding_core::testing::TestBackend {
+//!     onboarding_core::testing::TestBackend {
+//!         repository: /* Arc<dyn OrgRepository> on the shared test database */,
+//!         queue: /* a fresh queue with its own name or key prefix */,
+//!         cache: /* the cache, any key prefix */,
+//!     }
+//! }
+//!
+//! onboarding_core::conformance_tests!(setup);
+//! ```
+//!
+//! # What `setup` must return
+//!
+//! `setup` is called once per case, and cases run in parallel.
+//!
+//! - **Repository**: may be shared by every case (one database for the whole
+//!   run, reused by later runs). Cases never flush it: each works in its own
+//!   random tenant with random domains and asserts only on its own rows.
+//!   The few operations that act on every tenant at once (`sweep`,
+//!   `complete_open_batches`) are serialized by a lock inside the suite,
+//!   so no two cases of one process disturb each other; do not point two
+//!   processes running the suite at the same database at the same time.
+//!   `unannounced_batches` and `prune` cases keep to their own time range
+//!   in the past (the 1980s and 1990s) so they never see or delete other
+//!   cases' batches. Cases clean up what would disturb later runs (they
+//!   cancel their open batches, finish their leases, announce or prune
+//!   their past batches); the rows themselves stay.
+//! - **Queue**: must be a **fresh, isolated queue on every call** (its own
+//!   queue name, key prefix or in-memory instance) because queue cases count
+//!   every job they dequeue. Its visibility timeout must be **between 500 ms
+//!   and 2 s**: the redelivery case waits for it (polling, up to 10 s).
+//!   Cases may leave delayed jobs behind: drop or expire the queue later.
+//! - **Cache**: may be shared: cases use random keys.
+//!
+//! A backend that implements only some traits runs only their cases
+//! ([`repository_conformance_tests!`](crate::repository_conformance_tests),
+//! [`queue_conformance_tests!`](crate::queue_conformance_tests),
+//! [`cache_conformance_tests!`](crate::cache_conformance_tests)) and puts
+//! in-memory backends in the other fields.
+//!
+//! [`OrgRepository`]: crate::OrgRepository
+//! [`JobQueue`]: crate::JobQueue
+//! [`Cache`]: crate::Cache
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::Cache;
+use crate::queue::JobQueue;
+use crate::repository::OrgRepository;
+
+pub mod cache;
+pub mod fixtures;
+pub mod guarantees;
+pub mod queue;
+pub mod repository;
+
+/// The backends one conformance case runs against.
+///
+/// See the [module documentation](self) for what each field must satisfy
+/// (a fresh queue per call with a visibility timeout of 500 ms to 2 s).
+#[derive(Clone)]
+pub struct TestBackend {
+    /// The repository under test (may be shared between cases).
+    pub repository: Arc<dyn OrgRepository>,
+    /// A queue of its own for this case.
+    pub queue: Arc<dyn JobQueue>,
+    /// The cache under test (may be shared between cases).
+    pub cache: Arc<dyn Cache>,
+}
+
+impl std::fmt::Debug for TestBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestBackend").finish_non_exhaustive()
+    }
+}
+
+/// Longest a case may run before [`run`] fails it instead of hanging.
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs an async test body on a fresh multi-thread tokio runtime (2 worker
+/// threads), so the generated tests need no tokio in the caller.
+///
+/// # Panics
+///
+/// When the runtime cannot be built, when `future` panics, or when it runs
+/// longer than [`CASE_TIMEOUT`].
+pub fn run<F: Future<Output = ()>>(future: F) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime of a conformance case failed");
+    runtime.block_on(async {
+        tokio::time::timeout(CASE_TIMEOUT, future)
+            .await
+            .expect("the conformance case did not finish within CASE_TIMEOUT");
+    });
+}
+
+/// The single list of conformance cases, per trait.
+///
+/// Adding a case: write `pub async fn name(backend: TestBackend)` in the
+/// trait's module and add `name` here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    (repository, $setup:path) => {
+        $crate::__conformance_tests! {
+            $setup, repository, [
+                store_is_all_or_nothing,
+                store_inserts_new_domains,
+                store_updates_changed_domains,
+                store_keeps_identical_domains_unchanged,
+                store_skips_existing_domains,
+                store_completes_skipped_and_already_processed_items,
+                store_makes_organization_pending_with_its_item,
+                store_replays_same_key_and_hash,
+                store_rejects_same_key_with_other_hash,
+                store_idempotency_holds_under_concurrency,
+                store_completes_batch_when_nothing_is_pending,
+                store_stores_large_submissions,
+                claim_marks_items_processing,
+                claim_leaves_out_unclaimable_items,
+                claim_takes_over_expired_leases,
+                claim_is_exclusive_under_concurrency,
+                extend_leases_only_for_matching_tokens,
+                finish_is_fenced_by_lease_token,
+                finish_completed_completes_item_and_organization,
+                finish_retry_returns_item_to_pending,
+                finish_failed_moves_item_to_dead_letter,
+                release_returns_items_to_pending,
+                sweep_returns_stale_pending_items_once,
+                sweep_returns_retried_items_after_stale_after,
+                sweep_returns_expired_leases_unchanged,
+                sweep_never_returns_cancelled_items,
+                sweep_respects_limit,
+                complete_batches_marks_finished_batches_once,
+                complete_open_batches_completes_each_finished_batch_once,
+                complete_batches_once_under_concurrency,
+                unannounced_batches_lists_completed_unannounced,
+                mark_announced_sets_announced_at_on_completed_batches,
+                cancel_batch_of_unknown_or_foreign_batch_is_none,
+                cancel_batch_cancels_pending_items,
+                retry_failed_of_unknown_or_foreign_batch_is_none,
+                retry_failed_redrives_failed_items,
+                batch_status_counts_exactly,
+                batch_status_of_unknown_or_foreign_batch_is_none,
+                list_items_of_unknown_or_foreign_batch_is_none,
+                list_items_pages_without_repeats_or_gaps,
+                organization_by_domain_finds_stored_rows,
+                prune_deletes_only_batches_completed_before,
+                repository_ping_answers,
+            ]
+        }
+    };
+    (queue, $setup:path) => {
+        $crate::__conformance_tests! {
+            $setup, queue, [
+                enqueue_empty_is_noop,
+                enqueue_then_dequeue_returns_jobs,
+                dequeue_on_empty_queue_returns_empty_after_wait,
+                dequeue_returns_early_when_a_job_arrives,
+                delayed_job_is_not_delivered_before_not_before,
+                unacked_delivery_is_redelivered_after_visibility_timeout,
+                ack_of_unknown_receipt_is_noop,
+                dequeue_interleaves_tenants,
+                depth_counts_ready_delayed_and_in_flight,
+                queue_ping_answers,
+            ]
+        }
+    };
+    (guarantees, $setup:path) => {
+        $crate::__conformance_tests! {
+            $setup, guarantees, [
+                submission_is_all_or_nothing,
+                zombie_worker_is_fenced_off,
+                lost_messages_are_swept,
+                dead_workers_items_are_taken_over,
+                retries_and_dead_letters,
+                duplicates_follow_the_policy,
+                counts_are_exact_and_cancel_stops_pending,
+                batch_completed_exactly_once,
+                tenants_are_interleaved,
+                graceful_shutdown_releases_in_flight,
+            ]
+        }
+    };
+    (cache, $setup:path) => {
+        $crate::__conformance_tests! {
+            $setup, cache, [
+                get_missing_key_is_none,
+                set_then_get_returns_value,
+                set_value_expires_after_ttl,
+                set_replaces_value_and_ttl,
+                delete_removes_keys_and_ignores_unknown,
+                cache_ping_answers,
+            ]
+        }
+    };
+}
+
+/// Emits one `#[test]` per case of one trait, in the current module.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($setup:path, $module:ident, [$($case:ident),* $(,)?]) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::testing::run(async {
+                    $crate::testing::$module::$case($setup().await).await
+                })
+            }
+        )*
+    };
+}
+
+/// Emits `mod $name { mod <trait> { #[test] fn <case>() .. } .. }` for the
+/// listed traits, calling `$setup` from the call site.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_module {
+    ($name:ident, $setup:path, [$($module:ident),+]) => {
+        #[allow(unused_imports, dead_code, missing_docs, unreachable_pub)]
+        mod $name {
+            use super::*;
+
+            async fn __conformance_setup() -> $crate::testing::TestBackend {
+                $setup().await
+            }
+
+            $(
+                mod $module {
+                    $crate::__conformance_cases!($module, super::__conformance_setup);
+                }
+            )+
+        }
+    };
+}
+
+/// Generates the whole conformance suite (repository, queue and cache
+/// cases) as plain `#[test]` functions in a module named `conformance`.
+///
+/// `$setup` is the path of an `async fn() -> TestBackend`, called once per
+/// case. It is resolved from inside the generated module, which imports
+/// everything of the calling module (`use super::*`): pass a name in scope
+/// at the call site (`setup`) or a `crate::` path, not `self::` or `super::`.
+///
+/// The caller needs no imports and no tokio: each test builds its own
+/// runtime with [`testing::run`](crate::testing::run). Tests are named
+/// `conformance::<trait>::<case>`, e.g.
+/// `conformance::repository::claim_is_exclusive_under_concurrency`.
+///
+/// ```text
+/// async fn setup() -> onboarding_core::testing::TestBackend { /* .. */ }
+/// onboarding_core::conformance_tests!(setup);
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($setup:path $(,)?) => {
+        $crate::__conformance_module!(conformance, $setup, [repository, queue, cache, guarantees]);
+    };
+}
+
+/// Generates the [`OrgRepository`](crate::OrgRepository) cases only, in a
+/// module named `repository_conformance` (tests
+/// `repository_conformance::repository::<case>`). See
+/// [`conformance_tests!`](crate::conformance_tests) for `$setup`.
+#[macro_export]
+macro_rules! repository_conformance_tests {
+    ($setup:path $(,)?) => {
+        $crate::__conformance_module!(repository_conformance, $setup, [repository]);
+    };
+}
+
+/// Generates the [`JobQueue`](crate::JobQueue) cases only, in a module named
+/// `queue_conformance` (tests `queue_conformance::queue::<case>`). See
+/// [`conformance_tests!`](crate::conformance_tests) for `$setup`; the queue
+/// it returns must be fresh on every call.
+#[macro_export]
+macro_rules! queue_conformance_tests {
+    ($setup:path $(,)?) => {
+        $crate::__conformance_module!(queue_conformance, $setup, [queue]);
+    };
+}
+
+/// Generates the [`Cache`](crate::Cache) cases only, in a module named
+/// `cache_conformance` (tests `cache_conformance::cache::<case>`). See
+/// [`conformance_tests!`](crate::conformance_tests) for `$setup`.
+#[macro_export]
+macro_rules! cache_conformance_tests {
+    ($setup:path $(,)?) => {
+        $crate::__conformance_module!(cache_conformance, $setup, [cache]);
+    };
+}

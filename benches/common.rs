@@ -1,0 +1,61 @@
+//! Shared helpers for the benchmarks: request builders and a completion wait.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use onboarding::model::{BatchId, TenantId};
+use onboarding::validate::{OrganizationInput, SubmitRequest};
+use onboarding::OnboardingService;
+
+/// A request of `n` organizations whose domains carry `tag` (unique per call site).
+pub(crate) fn request(n: usize, tag: &str) -> SubmitRequest {
+    SubmitRequest {
+        organizations: (0..n)
+            .map(|i| OrganizationInput {
+                name: format!("Organization {i} of {tag}"),
+                domain: format!("org{i}-{tag}.example.com"),
+                contact_email: format!("ops{i}@example.com"),
+            })
+            .collect(),
+        on_conflict: Default::default(),
+        mode: Default::default(),
+    }
+}
+
+/// The same request as a JSON body.
+pub(crate) fn json_body(n: usize, tag: &str) -> serde_json::Value {
+    serde_json::to_value(request(n, tag)).expect("serializable")
+}
+
+/// A tag unlike any before it in this process.
+pub(crate) fn unique_tag() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// Polls until every item of `batches` is finished (panics after 10 minutes).
+pub(crate) async fn wait_finished(
+    service: &OnboardingService,
+    tenant: &TenantId,
+    batches: &[BatchId],
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    for batch in batches {
+        loop {
+            let status = service
+                .backends()
+                .repository
+                .batch_status(tenant, *batch)
+                .await
+                .expect("status")
+                .expect("batch exists");
+            if status.is_finished() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "batch {batch} did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}

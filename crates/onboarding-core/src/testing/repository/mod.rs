@@ -1,0 +1,16 @@
+//! [`OrgRepository`](crate::OrgRepository) cases: one per `# Behavior` bullet.
+//!
+//! Every case works in its own random tenant with random domains and
+//! asserts only on its own rows, so the repository may be one database
+//! shared by all cases and by later runs. Time moves by passing a later
+//! `now`, never by sleeping.
+
+mod batches;
+mod leases;
+mod store;
+mod sweep;
+
+pub use batches::*;
+pub use leases::*;
+pub use store::*;
+pub use sweep::*;

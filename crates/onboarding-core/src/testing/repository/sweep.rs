@@ -1,0 +1,229 @@
+//! Cases of `sweep`.
+//!
+//! `sweep` acts on every tenant, so these cases hold the suite's exclusive
+//! lock (no other sweep runs meanwhile in this process), call it until it
+//! has nothing new to say ([`fixtures::sweep_all`]) and count only their own
+//! items among the jobs.
+
+use crate::model::{ConflictPolicy, ItemStatus};
+use crate::repository::Resolution;
+use crate::testing::fixtures::{self, count_jobs, secs, sweep_all};
+use crate::testing::TestBackend;
+
+/// Largest `limit` the sweep cases pass when they want everything.
+const ALL: u32 = 1000;
+
+/// `Pending` items with `sweep_at <= now` are returned once, and their
+/// `sweep_at` moves to `now + stale_after`.
+pub async fn sweep_returns_stale_pending_items_once(backend: TestBackend) {
+    let _exclusive = fixtures::exclusive().await;
+    let repo = &*backend.repository;
+    let tenant = fixtures::tenant();
+    let submission = fixtures::submission(&tenant, 2, ConflictPolicy::Update);
+    let sweep_at = submission.sweep_at;
+    let (batch, items) = fixtures::store(repo, &submission).await;
+    let stale = fixtures::delta(fixtures::STALE_AFTER);
+
+    let jobs = sweep_all(repo, sweep_at - secs(1), ALL).await;
+    for item in &items {
+        assert_eq!(
+            count_jobs(&jobs, item.item_id),
+            0,
+            "a pending item is not swept before its sweep_at"
+        );
+    }
+    let jobs = sweep_all(repo, sweep_at, ALL).await;
+    for item in &items {
+        assert_eq!(
+            count_jobs(&jobs, item.item_id),
+            1,
+            "a pending item is swept once when sweep_at <= now"
+        );
+        let job = jobs
+            .iter()
+            .find(|j| j.item_id == item.item_id)
+            .expect("counted above");
+        assert_eq!(job.tenant, tenant, "a swept job carries its tenant");
+    }
+    let jobs = sweep_all(repo, sweep_at, ALL).await;
+    let jobs_before = sweep_all(repo, sweep_at + stale - secs(1), ALL).await;
+    for item in &items {
+        assert_eq!(
+            count_jobs(&jobs, item.item_id) + count_jobs(&jobs_before, item.item_id),
+            0,
+            "a swept item is not swept again before now + stale_after"
+        );
+    }
+    let jobs = sweep_all(repo, sweep_at + stale, ALL).await;
+    for item in &items {
+        assert_eq!(
+            count_jobs(&jobs, item.item_id),
+            1,
+            "a swept item that is still pending is swept again after stale_after"
+        );
+    }
+    for listed in fixtures::all_items(repo, &tenant, batch.id).await {
+        assert_eq!(
+            (listed.status, listed.attempts),
+            (ItemStatus::Pending, 0),
+            "sweep does not change an item's status"
+        );
+    }
+    fixtures::cancel_quietly(repo, &tenant, &[batch.id]).await;
+}
+
+/// After a `Retry`, the item is swept at `available_at + stale_after`, not before.
+pub async fn sweep_returns_retried_items_after_stale_after(backend: TestBackend) {
+    let _exclusive = fixtures::exclusive().await;
+    let repo = &*backend.repository;
+    let tenant = fixtures::tenant();
+    let submission = fixtures::submission(&tenant, 1, ConflictPolicy::Update);
+    let t0 = submission.now;
+    let (batch, items) = fixtures::store(repo, &submission).await;
+    let id = items[0].item_id;
+    let claimed = fixtures::claim(repo, &[id], t0).await;
+    let available_at = t0 + secs(10);
+    let retry = Resolution::Retry {
+        available_at,
+        error: "later".into(),
+    };
+    fixtures::finish(repo, &fixtures::leases(&claimed), retry, t0 + secs(1)).await;
+
+    let sweep_at = available_at + fixtures::delta(fixtures::STALE_AFTER);
+    // Past the submission's sweep_at (t0 + 60 s), before the retry's.
+    let jobs = sweep_all(repo, sweep_at - secs(1), ALL).await;
+    assert_eq!(
+        count_jobs(&jobs, id),
+        0,
+        "a retried item is not swept before available_at + stale_after"
+    );
+    let jobs = sweep_all(repo, sweep_at, ALL).await;
+    assert_eq!(
+        count_jobs(&jobs, id),
+        1,
+        "a retried item is swept at available_at + stale_after"
+    );
+    fixtures::cancel_quietly(repo, &tenant, &[batch.id]).await;
+}
+
+/// `Processing` items with `lease_until <= now` are returned, and their
+/// `lease_until` is not changed; their next claim takes them over.
+pub async fn sweep_returns_expired_leases_unchanged(backend: TestBackend) {
+    let _exclusive = fixtures::exclusive().await;
+    let repo = &*backend.repository;
+    let tenant = fixtures::tenant();
+    let submission = fixtures::submission(&tenant, 2, ConflictPolicy::Update);
+    let t0 = submission.now;
+    let (batch, items) = fixtures::store(repo, &submission).await;
+    let (held, pending) = (items[0].item_id, items[1].item_id);
+    fixtures::claim(repo, &[held], t0).await;
+    let lease_until = t0 + fixtures::delta(fixtures::LEASE);
+
+    let jobs = sweep_all(repo, lease_until - secs(1), ALL).await;
+    assert_eq!(count_jobs(&jobs, held), 0, "a live lease is not swept");
+    for now in [lease_until, lease_until + secs(1)] {
+        let jobs = sweep_all(repo, now, ALL).await;
+        assert!(
+            count_jobs(&jobs, held) >= 1,
+            "an expired lease is swept (until a claim takes it over)"
+        );
+        assert_eq!(
+            count_jobs(&jobs, pending),
+            0,
+            "a pending item is not swept before its sweep_at"
+        );
+        let listed = fixtures::item(repo, &tenant, batch.id, held).await;
+        assert_eq!(listed.status, ItemStatus::Processing);
+        assert_eq!(
+            listed.lease_until,
+            Some(lease_until),
+            "sweep keeps lease_until"
+        );
+        assert_eq!(listed.attempts, 1);
+    }
+
+    let t1 = lease_until + secs(1);
+    let takeover = fixtures::claim(repo, &[held], t1).await;
+    assert_eq!(takeover[0].attempt, 2);
+    let jobs = sweep_all(repo, t1 + secs(1), ALL).await;
+    assert_eq!(
+        count_jobs(&jobs, held),
+        0,
+        "a taken-over lease is live again"
+    );
+    fixtures::finish(
+        repo,
+        &fixtures::leases(&takeover),
+        Resolution::Completed,
+        t1,
+    )
+    .await;
+    fixtures::cancel_quietly(repo, &tenant, &[batch.id]).await;
+}
+
+/// Cancelled items are never returned; an item still processing when its
+/// batch was cancelled is returned once its lease expires.
+pub async fn sweep_never_returns_cancelled_items(backend: TestBackend) {
+    let _exclusive = fixtures::exclusive().await;
+    let repo = &*backend.repository;
+    let tenant = fixtures::tenant();
+    let submission = fixtures::submission(&tenant, 3, ConflictPolicy::Update);
+    let t0 = submission.now;
+    let (batch, items) = fixtures::store(repo, &submission).await;
+    let held = fixtures::claim(repo, &[items[0].item_id], t0).await;
+    repo.cancel_batch(&tenant, batch.id, t0 + secs(1))
+        .await
+        .expect("cancel_batch failed")
+        .expect("the batch exists");
+
+    // Past every sweep_at and the lease.
+    let jobs = sweep_all(repo, t0 + secs(3600), ALL).await;
+    for item in &items[1..] {
+        assert_eq!(
+            count_jobs(&jobs, item.item_id),
+            0,
+            "a cancelled item is never swept"
+        );
+    }
+    assert_eq!(
+        count_jobs(&jobs, items[0].item_id),
+        1,
+        "an expired lease of a cancelled batch is swept: the item must still finish"
+    );
+    fixtures::finish(
+        repo,
+        &fixtures::leases(&held),
+        Resolution::Completed,
+        t0 + secs(3600),
+    )
+    .await;
+}
+
+/// At most `limit` jobs per call; the rest come with the next calls.
+pub async fn sweep_respects_limit(backend: TestBackend) {
+    let _exclusive = fixtures::exclusive().await;
+    let repo = &*backend.repository;
+    let tenant = fixtures::tenant();
+    let submission = fixtures::submission(&tenant, 3, ConflictPolicy::Update);
+    let sweep_at = submission.sweep_at;
+    let (batch, items) = fixtures::store(repo, &submission).await;
+
+    let first = repo
+        .sweep(sweep_at, fixtures::STALE_AFTER, 2)
+        .await
+        .expect("sweep failed");
+    assert!(
+        !first.is_empty() && first.len() <= 2,
+        "sweep with limit 2 and at least 3 stale items returned {} jobs",
+        first.len()
+    );
+    let rest = sweep_all(repo, sweep_at, ALL).await;
+    for item in &items {
+        assert_eq!(
+            count_jobs(&first, item.item_id) + count_jobs(&rest, item.item_id),
+            1,
+            "every stale item is swept exactly once across limited calls"
+        );
+    }
+    fixtures::cancel_quietly(repo, &tenant, &[batch.id]).await;
+}

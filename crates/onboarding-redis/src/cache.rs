@@ -1,0 +1,134 @@
+//! `RedisCache`: `GET`, `SET … PX`, `DEL` under `{prefix}:cache:`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use onboarding_core::{Cache, Result};
+use redis::aio::ConnectionManager;
+
+use crate::config::RedisConfig;
+use crate::connect;
+use crate::error::from_redis;
+
+/// Keys per `DEL` command of one `delete`.
+const DELETE_CHUNK: usize = 1000;
+
+/// A [`Cache`] on Redis. Every call is one round trip; while Redis is down
+/// every call fails with `Unavailable`, which callers treat as a miss.
+#[derive(Clone)]
+pub struct RedisCache {
+    conn: ConnectionManager,
+    key_prefix: String,
+    config: RedisConfig,
+}
+
+impl std::fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisCache {
+    /// Connects to Redis; fails with `Unavailable` when it does not answer
+    /// and with `Invalid` when the URL is not valid.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let client = connect::client(&config)?;
+        let conn = connect::connect(
+            &client,
+            connect::manager_config(&config, config.response_timeout),
+        )
+        .await?;
+        Ok(Self::from_parts(conn, config))
+    }
+
+    /// Builds the cache without connecting (a cache that is down must not
+    /// stop a service from starting); the first call connects. Must be
+    /// called inside a Tokio runtime.
+    pub fn connect_lazy(config: RedisConfig) -> Result<Self> {
+        let client = connect::client(&config)?;
+        let conn = connect::connect_lazy(
+            &client,
+            connect::manager_config(&config, config.response_timeout),
+        )?;
+        Ok(Self::from_parts(conn, config))
+    }
+
+    fn from_parts(conn: ConnectionManager, config: RedisConfig) -> Self {
+        Self {
+            conn,
+            key_prefix: format!("{}:cache:", config.prefix),
+            config,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.key_prefix)
+    }
+}
+
+#[async_trait]
+impl Cache for RedisCache {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET")
+            .arg(self.key(key))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| from_redis("cache get", e))
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        let mut conn = self.conn.clone();
+        // Redis refuses `PX 0`; a zero TTL means "expired at once", i.e. absent.
+        let ms = ttl.as_nanos().div_ceil(1_000_000);
+        let cmd = if ms == 0 {
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(self.key(key));
+            cmd
+        } else {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.key(key))
+                .arg(value)
+                .arg("PX")
+                .arg(u64::try_from(ms).unwrap_or(u64::MAX));
+            cmd
+        };
+        cmd.query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| from_redis("cache set", e))
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for chunk in keys.chunks(DELETE_CHUNK) {
+            let cmd = pipe.cmd("DEL");
+            for key in chunk {
+                cmd.arg(self.key(key));
+            }
+            cmd.ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| from_redis("cache delete", e))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| from_redis("cache ping", e))
+    }
+}

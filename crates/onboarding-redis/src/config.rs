@@ -1,0 +1,159 @@
+//! `RedisConfig`: where Redis is, which key prefix to use, and the timeouts.
+
+use std::fmt;
+use std::time::Duration;
+
+/// How to reach Redis and how the queue and cache behave there.
+///
+/// Build one with [`RedisConfig::new`] and the `with_*` methods; its `Debug`
+/// output hides the password of the URL.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// `redis://[user[:password]@]host[:port][/db]` (or `rediss://` when the
+    /// `redis` crate is built with TLS, `redis+unix:///path` for a socket).
+    pub url: String,
+    /// Every key starts with `{prefix}:` (default `onboarding`). Use a hash
+    /// tag such as `{onboarding}` to keep all keys in one Cluster slot.
+    pub prefix: String,
+    /// A delivery not acknowledged within this time is delivered again (default 30 s).
+    pub visibility_timeout: Duration,
+    /// Longest a blocked `dequeue` sleeps before it checks for due delayed
+    /// jobs and expired deliveries again (default 200 ms).
+    pub poll_interval: Duration,
+    /// Longest wait for one answer from Redis (default 5 s).
+    pub response_timeout: Duration,
+    /// Longest wait for one connection attempt (default 2 s).
+    pub connection_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// A configuration for `url` with every other field at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "onboarding".to_owned(),
+            visibility_timeout: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(200),
+            response_timeout: Duration::from_secs(5),
+            connection_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Sets the key prefix (without the trailing `:`).
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets the visibility timeout (at least 1 ms).
+    pub fn with_visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.visibility_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Sets the longest sleep of a blocked `dequeue` (between 10 ms and 5 s).
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.clamp(Duration::from_millis(10), Duration::from_secs(5));
+        self
+    }
+
+    /// Sets the response timeout (at least 100 ms).
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Sets the connection timeout (at least 10 ms).
+    pub fn with_connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+}
+
+impl Default for RedisConfig {
+    /// `redis://127.0.0.1:6379`, prefix `onboarding`.
+    fn default() -> Self {
+        Self::new("redis://127.0.0.1:6379")
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("visibility_timeout", &self.visibility_timeout)
+            .field("poll_interval", &self.poll_interval)
+            .field("response_timeout", &self.response_timeout)
+            .field("connection_timeout", &self.connection_timeout)
+            .finish()
+    }
+}
+
+/// The URL with the password of its user info replaced by `***`.
+///
+/// `redis://user:secret@host` → `redis://user:***@host`; a URL that is not
+/// of the `scheme://authority` shape is hidden whole, since it cannot be
+/// told where a secret would be.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return "***".to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let user_info = &authority[..at];
+    let user = match user_info.find(':') {
+        Some(colon) => &user_info[..colon],
+        // `redis://secret@host`: some clients read a lone user info as the password.
+        None => "",
+    };
+    format!("{}{}:***{}", &url[..scheme_end + 3], user, &rest[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_password() {
+        let config = RedisConfig::new("redis://app:s3cret@cache.internal:6380/2");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("redis://app:***@cache.internal:6380/2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn redact_url_cases() {
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(redact_url("redis://:pw@h/0"), "redis://:***@h/0");
+        assert_eq!(redact_url("redis://pw@h"), "redis://:***@h");
+        assert_eq!(redact_url("rediss://u:p@ss@h"), "rediss://u:***@h");
+        assert_eq!(redact_url("not a url with secret"), "***");
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock"),
+            "redis+unix:///run/redis.sock"
+        );
+    }
+
+    #[test]
+    fn builder_sets_fields() {
+        let c = RedisConfig::default()
+            .with_prefix("p")
+            .with_visibility_timeout(Duration::from_secs(2))
+            .with_poll_interval(Duration::ZERO);
+        assert_eq!(c.prefix, "p");
+        assert_eq!(c.visibility_timeout, Duration::from_secs(2));
+        assert_eq!(c.poll_interval, Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,94 @@
+//! `RedisCache` against a real Redis.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use onboarding_core::{Cache, ErrorKind};
+use onboarding_redis::{RedisCache, RedisConfig};
+use support::{cache, fresh_prefix, keys, Cleanup};
+
+#[tokio::test]
+async fn set_get_replace_and_delete() {
+    let prefix = fresh_prefix();
+    let _clean = Cleanup(prefix.clone());
+    let c = cache(&prefix).await;
+    c.ping().await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), None);
+    c.set("k", b"\x00binary\xff", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(c.get("k").await.unwrap(), Some(b"\x00binary\xff".to_vec()));
+    c.set("k", b"two", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), Some(b"two".to_vec()));
+    // Every key lives under the prefix.
+    assert_eq!(keys(&prefix), vec![format!("{prefix}:cache:k")]);
+
+    c.set("other", b"x", Duration::from_secs(60)).await.unwrap();
+    c.delete(&["k".to_owned(), "other".to_owned(), "unknown".to_owned()])
+        .await
+        .unwrap();
+    c.delete(&[]).await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), None);
+    assert_eq!(c.get("other").await.unwrap(), None);
+    assert!(keys(&prefix).is_empty());
+}
+
+#[tokio::test]
+async fn entries_expire_and_a_new_set_replaces_the_ttl() {
+    let prefix = fresh_prefix();
+    let _clean = Cleanup(prefix.clone());
+    let c = cache(&prefix).await;
+    c.set("short", b"v", Duration::from_millis(150))
+        .await
+        .unwrap();
+    c.set("renewed", b"v", Duration::from_millis(150))
+        .await
+        .unwrap();
+    c.set("renewed", b"w", Duration::from_secs(60))
+        .await
+        .unwrap();
+    c.set("zero", b"v", Duration::ZERO).await.unwrap();
+    assert_eq!(c.get("zero").await.unwrap(), None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.get("short").await.unwrap(), None);
+    assert_eq!(c.get("renewed").await.unwrap(), Some(b"w".to_vec()));
+}
+
+#[tokio::test]
+async fn many_keys_are_deleted_in_one_call() {
+    let prefix = fresh_prefix();
+    let _clean = Cleanup(prefix.clone());
+    let c = cache(&prefix).await;
+    let names: Vec<String> = (0..2500).map(|i| format!("key-{i}")).collect();
+    for name in names.iter().step_by(100) {
+        c.set(name, b"v", Duration::from_secs(60)).await.unwrap();
+    }
+    assert_eq!(keys(&prefix).len(), 25);
+    c.delete(&names).await.unwrap();
+    assert!(keys(&prefix).is_empty());
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_unavailable_for_every_call() {
+    let config =
+        RedisConfig::new("redis://127.0.0.1:1").with_connection_timeout(Duration::from_millis(200));
+    let err = RedisCache::connect(config.clone()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+
+    let c = RedisCache::connect_lazy(config).unwrap();
+    let errors = [
+        c.get("k").await.unwrap_err(),
+        c.set("k", b"v", Duration::from_secs(1)).await.unwrap_err(),
+        c.delete(&["k".to_owned()]).await.unwrap_err(),
+        c.ping().await.unwrap_err(),
+    ];
+    for err in errors {
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(err.is_retryable());
+        assert!(std::error::Error::source(&err).is_some());
+    }
+    assert!(!format!("{c:?}").is_empty());
+}

@@ -1,0 +1,196 @@
+//! The `jobs` table queue for MySQL/MariaDB and SQLite (compiled once per
+//! engine, like `repository.rs`).
+//!
+//! A dequeue ranks ready jobs per tenant with `ROW_NUMBER()`, then, in one
+//! write transaction, locks candidates (`FOR UPDATE SKIP LOCKED` on MariaDB
+//! 10.6+/MySQL 8; the `BEGIN IMMEDIATE` write lock on SQLite) and moves
+//! their `available_at` past the visibility timeout.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use onboarding_core::model::{now, ItemId, TenantId};
+use onboarding_core::{Delivery, Job, JobQueue, QueueDepth, Receipt, Result};
+use sqlx::{Pool, QueryBuilder, Row};
+use uuid::Uuid;
+
+use super::{dialect, Db};
+use crate::chunk_len;
+use crate::error::DbResultExt;
+use crate::rows::add;
+use crate::wake::Waker;
+use crate::SqlOptions;
+
+/// The queue of this engine.
+#[derive(Debug)]
+pub(crate) struct LockQueue {
+    pool: Pool<Db>,
+    visibility_timeout: Duration,
+    poll_interval: Duration,
+    waker: Waker,
+}
+
+impl LockQueue {
+    pub(crate) fn new(pool: Pool<Db>, options: &SqlOptions) -> Self {
+        Self {
+            pool,
+            visibility_timeout: options.visibility_timeout,
+            poll_interval: options.poll_interval,
+            waker: Waker::default(),
+        }
+    }
+
+    async fn take(&self, max: usize) -> Result<Vec<Delivery>> {
+        let at = now();
+        let max = max.max(1);
+        let mut tx = dialect::begin_write(&self.pool).await?;
+        // Rank without locks (window functions cannot be locked), over-fetch
+        // so that rows a concurrent consumer holds can be skipped.
+        // Ties (the n-th job of each tenant) are broken at random, so that
+        // dequeues of one job rotate among tenants instead of always
+        // serving the tenant with the oldest job.
+        let ranked = sqlx::query(&format!(
+            "SELECT id FROM (
+                SELECT id, ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY id) AS rn
+                FROM jobs WHERE available_at <= ?
+             ) r ORDER BY rn, {} LIMIT ?",
+            dialect::RANDOM
+        ))
+        .bind(at)
+        .bind(i64::try_from(max.saturating_mul(dialect::DEQUEUE_OVERFETCH)).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .db()?;
+        if ranked.is_empty() {
+            tx.commit().await.db()?;
+            return Ok(Vec::new());
+        }
+        let mut rank = std::collections::HashMap::with_capacity(ranked.len());
+        for (order, row) in ranked.iter().enumerate() {
+            let id: i64 = row.try_get("id").db()?;
+            rank.insert(id, order);
+        }
+        let mut qb = QueryBuilder::new("SELECT id, item_id, tenant, not_before FROM jobs WHERE id IN (");
+        let mut sep = qb.separated(", ");
+        for id in rank.keys() {
+            sep.push_bind(*id);
+        }
+        sep.push_unseparated(")");
+        qb.push(" AND available_at <= ").push_bind(at);
+        qb.push(dialect::SKIP_LOCKED);
+        let locked = qb.build().fetch_all(&mut *tx).await.db()?;
+        let mut picked = Vec::with_capacity(locked.len());
+        for row in locked {
+            let id: i64 = row.try_get("id").db()?;
+            let item: Uuid = row.try_get("item_id").db()?;
+            let tenant: String = row.try_get("tenant").db()?;
+            let not_before: Option<chrono::DateTime<chrono::Utc>> = row.try_get("not_before").db()?;
+            picked.push((rank.get(&id).copied().unwrap_or(usize::MAX), id, item, tenant, not_before));
+        }
+        picked.sort_by_key(|p| (p.0, p.1));
+        picked.truncate(max);
+        if !picked.is_empty() {
+            let until = add(at, self.visibility_timeout);
+            let mut qb = QueryBuilder::new("UPDATE jobs SET available_at = ");
+            qb.push_bind(until)
+                .push(", leased_until = ")
+                .push_bind(until)
+                .push(" WHERE id IN (");
+            let mut sep = qb.separated(", ");
+            for p in &picked {
+                sep.push_bind(p.1);
+            }
+            sep.push_unseparated(")");
+            qb.build().execute(&mut *tx).await.db()?;
+        }
+        tx.commit().await.db()?;
+        picked
+            .into_iter()
+            .map(|(_, id, item, tenant, not_before)| {
+                Ok(Delivery {
+                    job: Job {
+                        item_id: ItemId(item),
+                        tenant: TenantId::parse(tenant)?,
+                        not_before,
+                    },
+                    receipt: Receipt(id.to_string()),
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl JobQueue for LockQueue {
+    async fn enqueue(&self, jobs: &[Job]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let at = now();
+        let mut tx = self.pool.begin().await.db()?;
+        for chunk in jobs.chunks(chunk_len(usize::MAX, dialect::MAX_PARAMS, 4)) {
+            let mut qb = QueryBuilder::new("INSERT INTO jobs (item_id, tenant, available_at, not_before) ");
+            qb.push_values(chunk, |mut b, j| {
+                b.push_bind(j.item_id.0)
+                    .push_bind(j.tenant.as_str())
+                    .push_bind(j.not_before.map_or(at, |t| t.max(at)))
+                    .push_bind(j.not_before);
+            });
+            qb.build().execute(&mut *tx).await.db()?;
+        }
+        tx.commit().await.db()?;
+        self.waker.wake();
+        Ok(())
+    }
+
+    async fn dequeue(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        self.waker
+            .poll(wait, self.poll_interval, || self.take(max))
+            .await
+    }
+
+    async fn ack(&self, receipts: &[Receipt]) -> Result<()> {
+        let ids: Vec<i64> = receipts.iter().filter_map(|r| r.0.parse().ok()).collect();
+        for chunk in ids.chunks(chunk_len(usize::MAX, dialect::MAX_PARAMS, 1)) {
+            let mut qb = QueryBuilder::new("DELETE FROM jobs WHERE id IN (");
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            sep.push_unseparated(")");
+            qb.build().execute(&self.pool).await.db()?;
+        }
+        Ok(())
+    }
+
+    async fn depth(&self) -> Result<QueueDepth> {
+        let at = now();
+        let row = sqlx::query(
+            "SELECT
+                COUNT(CASE WHEN available_at <= ? THEN 1 END) AS n_ready,
+                COUNT(CASE WHEN available_at > ? AND leased_until IS NULL THEN 1 END) AS n_delayed,
+                COUNT(CASE WHEN available_at > ? AND leased_until IS NOT NULL THEN 1 END) AS n_in_flight
+             FROM jobs",
+        )
+        .bind(at)
+        .bind(at)
+        .bind(at)
+        .fetch_one(&self.pool)
+        .await
+        .db()?;
+        let get = |c: &str| -> Result<u64> {
+            let n: i64 = row.try_get(c).db()?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(QueueDepth {
+            ready: get("n_ready")?,
+            delayed: get("n_delayed")?,
+            in_flight: get("n_in_flight")?,
+        })
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.db()?;
+        Ok(())
+    }
+}

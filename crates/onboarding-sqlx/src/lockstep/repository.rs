@@ -1,0 +1,890 @@
+//! `OrgRepository` for engines without `UPDATE … RETURNING` everywhere
+//! (MySQL/MariaDB) or with a single writer (SQLite): each write runs in a
+//! transaction that first reads the affected rows with a locking read
+//! (`FOR UPDATE [SKIP LOCKED]` on MySQL; the `BEGIN IMMEDIATE` write lock on
+//! SQLite), decides in Rust, then writes with one set-based statement per
+//! kind of change (`IN (…)` lists, `CASE id WHEN …` for per-row values).
+//!
+//! This file is compiled once per engine (`#[path]`): `super::Db` and
+//! `super::dialect` are that engine's.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use onboarding_core::model::{
+    Batch, BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus,
+    Organization, OrganizationId, TenantId, Timestamp,
+};
+use onboarding_core::queue::Job;
+use onboarding_core::repository::{
+    ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, Resolution,
+    StoreResult, StoredItem, Submission,
+};
+use onboarding_core::{Error, Result};
+use sqlx::{FromRow, Pool, QueryBuilder, Row, Transaction};
+use uuid::Uuid;
+
+use super::{dialect, Db};
+use crate::chunk_len;
+use crate::error::{is_unique_violation, DbResultExt};
+use crate::rows::{
+    self, add, error_entry, mode_str, policy_str, BatchRow, CountRow, ItemRow, OrgRow,
+    BATCH_COLUMNS, ITEM_COLUMNS, ORG_COLUMNS,
+};
+
+type Tx = Transaction<'static, Db>;
+
+/// The repository of this engine.
+#[derive(Debug, Clone)]
+pub(crate) struct LockRepository {
+    pool: Pool<Db>,
+}
+
+impl LockRepository {
+    pub(crate) fn new(pool: Pool<Db>) -> Self {
+        Self { pool }
+    }
+
+    async fn begin(&self) -> Result<Tx> {
+        dialect::begin_write(&self.pool).await
+    }
+}
+
+/// Rows per statement when each row binds `per_row` parameters.
+fn rows_per(per_row: usize) -> usize {
+    chunk_len(usize::MAX, dialect::MAX_PARAMS, per_row)
+}
+
+/// Pushes `(?, ?, …)` for `ids`.
+fn push_in<'a>(qb: &mut QueryBuilder<'a, Db>, ids: &'a [Uuid]) {
+    qb.push("(");
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    sep.push_unseparated(")");
+}
+
+async fn with_counts(exec: &mut sqlx::pool::PoolConnection<Db>, batches: Vec<BatchRow>) -> Result<Vec<BatchStatus>> {
+    counts_on(&mut **exec, batches).await
+}
+
+async fn counts_on<'e, E>(exec: E, batches: Vec<BatchRow>) -> Result<Vec<BatchStatus>>
+where
+    E: sqlx::Executor<'e, Database = Db>,
+{
+    if batches.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = batches.iter().map(|b| b.id).collect();
+    let mut qb = QueryBuilder::new(
+        "SELECT batch_id, status, change_kind, COUNT(*) AS n FROM batch_items WHERE batch_id IN ",
+    );
+    push_in(&mut qb, &ids);
+    qb.push(" GROUP BY batch_id, status, change_kind");
+    let counts: Vec<CountRow> = qb.build_query_as().fetch_all(exec).await.db()?;
+    rows::statuses(batches, counts)
+}
+
+async fn tenant_batch<'e, E>(exec: E, tenant: &TenantId, batch: BatchId, lock: &str) -> Result<Option<BatchRow>>
+where
+    E: sqlx::Executor<'e, Database = Db>,
+{
+    sqlx::query_as(&format!(
+        "SELECT {BATCH_COLUMNS} FROM batches WHERE id = ? AND tenant = ?{lock}"
+    ))
+    .bind(batch.0)
+    .bind(tenant.as_str())
+    .fetch_optional(exec)
+    .await
+    .db()
+    // MySQL compares text case-insensitively: the tenant must match exactly.
+    .map(|row: Option<BatchRow>| row.filter(|b| b.tenant == tenant.as_str()))
+}
+
+fn parse_tenant(s: String) -> Result<TenantId> {
+    TenantId::parse(s)
+}
+
+/// The existing organization a submission found for one domain.
+#[derive(Debug, sqlx::FromRow)]
+struct Existing {
+    id: Uuid,
+    domain: String,
+    name: String,
+    contact_email: String,
+    status: String,
+}
+
+/// One leased item as read under lock before a fenced write.
+#[derive(Debug, sqlx::FromRow)]
+struct Leased {
+    id: Uuid,
+    lease_token: Option<Uuid>,
+    attempts: i64,
+    errors: String,
+    organization_id: Uuid,
+    tenant: String,
+}
+
+/// Reads the listed items that are processing, under lock, and keeps those whose token matches.
+async fn leased(tx: &mut Tx, leases: &[Lease]) -> Result<Vec<Leased>> {
+    let tokens: HashMap<Uuid, Uuid> = leases.iter().map(|l| (l.item_id.0, l.token.0)).collect();
+    let mut ids: Vec<Uuid> = tokens.keys().copied().collect();
+    ids.sort_unstable();
+    let mut out = Vec::new();
+    for chunk in ids.chunks(rows_per(1)) {
+        let mut qb = QueryBuilder::new(
+            "SELECT id, lease_token, attempts, errors, organization_id, tenant FROM batch_items WHERE status = 'processing' AND id IN ",
+        );
+        push_in(&mut qb, chunk);
+        qb.push(dialect::FOR_UPDATE);
+        let found: Vec<Leased> = qb.build_query_as().fetch_all(&mut **tx).await.db()?;
+        out.extend(
+            found
+                .into_iter()
+                .filter(|r| r.lease_token.is_some() && r.lease_token == tokens.get(&r.id).copied()),
+        );
+    }
+    Ok(out)
+}
+
+/// `UPDATE organizations SET status = ?, updated_at = ? WHERE id IN (…)`.
+async fn set_org_status(tx: &mut Tx, ids: &[Uuid], status: ItemStatus) -> Result<()> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for chunk in ids.chunks(rows_per(1)) {
+        // `updated_at` tracks changes of the data (like `version`), not of the status.
+        let mut qb = QueryBuilder::new("UPDATE organizations SET status = ");
+        qb.push_bind(status.as_str()).push(" WHERE id IN ");
+        push_in(&mut qb, chunk);
+        qb.build().execute(&mut **tx).await.db()?;
+    }
+    Ok(())
+}
+
+/// Open batches with no pending or processing item (filter on `b.id` and lock after it).
+const FINISHED_OPEN: &str = "SELECT b.id, b.tenant, b.idempotency_key, b.request_hash, b.total, b.policy, b.mode,
+    b.created_at, b.completed_at, b.cancelled_at, b.announced_at
+    FROM batches b WHERE b.completed_at IS NULL
+    AND NOT EXISTS (SELECT 1 FROM batch_items i
+                    WHERE i.batch_id = b.id AND i.status IN ('pending', 'processing'))";
+
+/// Sets `completed_at` on the batches read (and locked) in `tx`, and commits.
+async fn mark_completed(mut tx: Tx, mut done: Vec<BatchRow>, now: Timestamp) -> Result<Vec<BatchStatus>> {
+    let ids: Vec<Uuid> = done.iter().map(|b| b.id).collect();
+    for chunk in ids.chunks(rows_per(1)) {
+        let mut qb = QueryBuilder::new("UPDATE batches SET completed_at = ");
+        qb.push_bind(now).push(" WHERE id IN ");
+        push_in(&mut qb, chunk);
+        qb.build().execute(&mut *tx).await.db()?;
+    }
+    for b in &mut done {
+        b.completed_at = Some(now);
+    }
+    let out = counts_on(&mut *tx, done).await?;
+    tx.commit().await.db()?;
+    Ok(out)
+}
+
+/// Appends one attempt's error to a stored JSON history.
+fn append_error(history: &str, entry: serde_json::Value) -> Result<String> {
+    let mut list: Vec<serde_json::Value> = serde_json::from_str(history)
+        .map_err(|e| Error::internal("stored error history is not valid JSON").with_source(e))?;
+    list.push(entry);
+    Ok(serde_json::Value::Array(list).to_string())
+}
+
+fn job_of(id: Uuid, tenant: String, available: Timestamp, now: Timestamp) -> Result<Job> {
+    Ok(Job {
+        item_id: ItemId(id),
+        tenant: parse_tenant(tenant)?,
+        not_before: (available > now).then_some(available),
+    })
+}
+
+#[async_trait]
+impl OrgRepository for LockRepository {
+    async fn store_submission(&self, s: &Submission) -> Result<StoreResult> {
+        let mut tx = self.begin().await?;
+        let total = i64::try_from(s.organizations.len()).unwrap_or(i64::MAX);
+        let inserted = sqlx::query(
+            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.batch_id.0)
+        .bind(s.tenant.as_str())
+        .bind(s.idempotency_key.as_deref())
+        .bind(&s.request_hash)
+        .bind(total)
+        .bind(policy_str(s.policy))
+        .bind(mode_str(s.mode))
+        .bind(s.now)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            if !(is_unique_violation(&e) && s.idempotency_key.is_some()) {
+                return Err(crate::error::driver(e));
+            }
+            tx.rollback().await.db()?;
+            let key = s.idempotency_key.as_deref().unwrap_or_default();
+            let batch: BatchRow = sqlx::query_as(&format!(
+                "SELECT {BATCH_COLUMNS} FROM batches WHERE tenant = ? AND idempotency_key = ?"
+            ))
+            .bind(s.tenant.as_str())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .db()?
+            .ok_or_else(|| Error::internal("idempotency key conflict without a batch"))?;
+            let batch = batch.into_model()?;
+            return Ok(if batch.request_hash == s.request_hash {
+                StoreResult::Replayed { batch }
+            } else {
+                StoreResult::KeyConflict { batch }
+            });
+        }
+
+        let mut items = Vec::with_capacity(s.organizations.len());
+        let org_chunk = chunk_len(s.chunk_size, dialect::MAX_PARAMS, 8);
+        for chunk in s.organizations.chunks(org_chunk) {
+            let domains: Vec<&str> = chunk.iter().map(|(_, o)| o.domain.as_str()).collect();
+            let mut qb = QueryBuilder::new(
+                "SELECT id, domain, name, contact_email, status FROM organizations WHERE domain IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for d in &domains {
+                sep.push_bind(*d);
+            }
+            sep.push_unseparated(")");
+            qb.push(dialect::FOR_UPDATE);
+            let existing: Vec<Existing> = qb.build_query_as().fetch_all(&mut *tx).await.db()?;
+            let existing: HashMap<String, Existing> =
+                existing.into_iter().map(|e| (e.domain.clone(), e)).collect();
+
+            let mut writes = Vec::new();
+            let mut to_pending = Vec::new();
+            for (position, org) in chunk {
+                let (id, change, done) = match existing.get(org.domain.as_str()) {
+                    None => {
+                        let id = OrganizationId::new().0;
+                        writes.push((id, org));
+                        (id, Change::Created, false)
+                    }
+                    Some(e) if s.policy == ConflictPolicy::Skip => (e.id, Change::Skipped, true),
+                    Some(e) if e.name == org.name && e.contact_email == org.contact_email => {
+                        let done = rows::status(&e.status)? == ItemStatus::Completed
+                            && !s.reprocess_unchanged;
+                        if !done {
+                            to_pending.push(e.id);
+                        }
+                        (e.id, Change::Unchanged, done)
+                    }
+                    Some(e) => {
+                        writes.push((e.id, org));
+                        (e.id, Change::Updated, false)
+                    }
+                };
+                items.push(StoredItem {
+                    item_id: ItemId::new(),
+                    position: *position,
+                    organization_id: OrganizationId(id),
+                    domain: org.domain.clone(),
+                    change,
+                    status: if done { ItemStatus::Completed } else { ItemStatus::Pending },
+                });
+            }
+            if !writes.is_empty() {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO organizations (id, name, domain, contact_email, status, version, created_at, updated_at) ",
+                );
+                qb.push_values(&writes, |mut b, (id, org)| {
+                    b.push_bind(*id)
+                        .push_bind(org.name.as_str())
+                        .push_bind(org.domain.as_str())
+                        .push_bind(org.contact_email.as_str())
+                        .push_bind("pending")
+                        .push_bind(1_i64)
+                        .push_bind(s.now)
+                        .push_bind(s.now);
+                });
+                qb.push(dialect::UPSERT);
+                qb.build().execute(&mut *tx).await.db()?;
+            }
+            set_org_status(&mut tx, &to_pending, ItemStatus::Pending).await?;
+        }
+        for chunk in items.chunks(chunk_len(s.chunk_size, dialect::MAX_PARAMS, 15)) {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO batch_items (id, batch_id, tenant, position, organization_id, domain, status,
+                    change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at, finished_at) ",
+            );
+            qb.push_values(chunk, |mut b, i| {
+                let done = i.status == ItemStatus::Completed;
+                b.push_bind(i.item_id.0)
+                    .push_bind(s.batch_id.0)
+                    .push_bind(s.tenant.as_str())
+                    .push_bind(i64::from(i.position))
+                    .push_bind(i.organization_id.0)
+                    .push_bind(i.domain.as_str())
+                    .push_bind(i.status.as_str())
+                    .push_bind(i.change.as_str())
+                    .push_bind(0_i64)
+                    .push_bind(s.now)
+                    .push_bind(s.sweep_at)
+                    .push_bind("[]")
+                    .push_bind(s.now)
+                    .push_bind(s.now)
+                    .push_bind(done.then_some(s.now));
+            });
+            qb.build().execute(&mut *tx).await.db()?;
+        }
+        let all_done = items.iter().all(|i| i.status == ItemStatus::Completed);
+        if all_done {
+            sqlx::query("UPDATE batches SET completed_at = ? WHERE id = ?")
+                .bind(s.now)
+                .bind(s.batch_id.0)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+        }
+        tx.commit().await.db()?;
+        let batch = Batch {
+            id: s.batch_id,
+            tenant: s.tenant.clone(),
+            idempotency_key: s.idempotency_key.clone(),
+            request_hash: s.request_hash.clone(),
+            total: u32::try_from(items.len()).unwrap_or(u32::MAX),
+            policy: s.policy,
+            mode: s.mode,
+            created_at: s.now,
+            completed_at: all_done.then_some(s.now),
+            cancelled_at: None,
+            announced_at: None,
+        };
+        Ok(StoreResult::Stored { batch, items })
+    }
+
+    async fn claim_items(&self, r: &ClaimRequest) -> Result<Vec<ClaimedItem>> {
+        if r.item_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids: Vec<Uuid> = r.item_ids.iter().map(|i| i.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut tx = self.begin().await?;
+        let mut claimable: Vec<(Uuid, Uuid)> = Vec::new();
+        for chunk in ids.chunks(rows_per(1)) {
+            let mut qb = QueryBuilder::new("SELECT id, organization_id FROM batch_items WHERE id IN ");
+            push_in(&mut qb, chunk);
+            qb.push(" AND ((status = 'pending' AND available_at <= ")
+                .push_bind(r.now)
+                .push(") OR (status = 'processing' AND lease_until <= ")
+                .push_bind(r.now)
+                .push("))")
+                .push(dialect::SKIP_LOCKED);
+            let rows = qb.build().fetch_all(&mut *tx).await.db()?;
+            for row in rows {
+                claimable.push((row.try_get("id").db()?, row.try_get("organization_id").db()?));
+            }
+        }
+        if claimable.is_empty() {
+            tx.commit().await.db()?;
+            return Ok(Vec::new());
+        }
+        let item_ids: Vec<Uuid> = claimable.iter().map(|c| c.0).collect();
+        let org_ids: Vec<Uuid> = claimable.iter().map(|c| c.1).collect();
+        for chunk in item_ids.chunks(rows_per(1)) {
+            let mut qb = QueryBuilder::new("UPDATE batch_items SET status = 'processing', lease_token = ");
+            qb.push_bind(r.token.0)
+                .push(", lease_until = ")
+                .push_bind(r.lease_until)
+                .push(", attempts = attempts + 1, updated_at = ")
+                .push_bind(r.now)
+                .push(" WHERE id IN ");
+            push_in(&mut qb, chunk);
+            qb.build().execute(&mut *tx).await.db()?;
+        }
+        set_org_status(&mut tx, &org_ids, ItemStatus::Processing).await?;
+        let org_cols = ORG_COLUMNS
+            .split(", ")
+            .map(|c| format!("o.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut out = Vec::with_capacity(item_ids.len());
+        for chunk in item_ids.chunks(rows_per(1)) {
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT i.id AS item_id, i.batch_id, i.tenant, i.attempts, i.change_kind, {org_cols}
+                 FROM batch_items i JOIN organizations o ON o.id = i.organization_id WHERE i.id IN "
+            ));
+            push_in(&mut qb, chunk);
+            let rows = qb.build().fetch_all(&mut *tx).await.db()?;
+            for row in rows {
+                let organization = OrgRow::from_row(&row).db()?.into_model()?;
+                let id: Uuid = row.try_get("item_id").db()?;
+                let batch: Uuid = row.try_get("batch_id").db()?;
+                let tenant: String = row.try_get("tenant").db()?;
+                let attempts: i64 = row.try_get("attempts").db()?;
+                let change: String = row.try_get("change_kind").db()?;
+                out.push(ClaimedItem {
+                    lease: Lease {
+                        item_id: ItemId(id),
+                        token: r.token,
+                    },
+                    batch_id: BatchId(batch),
+                    tenant: parse_tenant(tenant)?,
+                    attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    change: rows::change(&change)?,
+                    organization,
+                });
+            }
+        }
+        tx.commit().await.db()?;
+        Ok(out)
+    }
+
+    async fn extend_leases(
+        &self,
+        leases: &[Lease],
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<ItemId>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let held: Vec<Uuid> = leased(&mut tx, leases).await?.into_iter().map(|l| l.id).collect();
+        for chunk in held.chunks(rows_per(1)) {
+            let mut qb = QueryBuilder::new("UPDATE batch_items SET lease_until = ");
+            qb.push_bind(lease_until)
+                .push(", updated_at = ")
+                .push_bind(now)
+                .push(" WHERE id IN ");
+            push_in(&mut qb, chunk);
+            qb.build().execute(&mut *tx).await.db()?;
+        }
+        tx.commit().await.db()?;
+        Ok(held.into_iter().map(ItemId).collect())
+    }
+
+    async fn finish_items(
+        &self,
+        finishes: &[Finish],
+        now: Timestamp,
+        stale_after: Duration,
+    ) -> Result<Vec<ItemId>> {
+        if finishes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let leases: Vec<Lease> = finishes.iter().map(|f| f.lease).collect();
+        let by_id: HashMap<Uuid, &Resolution> =
+            finishes.iter().map(|f| (f.lease.item_id.0, &f.resolution)).collect();
+        let mut tx = self.begin().await?;
+        let held = leased(&mut tx, &leases).await?;
+        let mut completed = Vec::new();
+        let mut retried: Vec<(Uuid, Timestamp, Timestamp, String)> = Vec::new();
+        let mut failed: Vec<(Uuid, String)> = Vec::new();
+        let mut org_done = Vec::new();
+        let mut org_pending = Vec::new();
+        let mut org_failed = Vec::new();
+        for row in &held {
+            let Some(resolution) = by_id.get(&row.id) else {
+                continue;
+            };
+            match resolution {
+                Resolution::Completed => {
+                    completed.push(row.id);
+                    org_done.push(row.organization_id);
+                }
+                Resolution::Retry {
+                    available_at,
+                    error,
+                } => {
+                    let errors = append_error(&row.errors, error_entry(row.attempts, now, error, false))?;
+                    retried.push((row.id, *available_at, add(*available_at, stale_after), errors));
+                    org_pending.push(row.organization_id);
+                }
+                Resolution::Failed { error, permanent } => {
+                    let errors =
+                        append_error(&row.errors, error_entry(row.attempts, now, error, *permanent))?;
+                    failed.push((row.id, errors));
+                    org_failed.push(row.organization_id);
+                }
+            }
+        }
+        for chunk in completed.chunks(rows_per(1)) {
+            let mut qb = QueryBuilder::new(
+                "UPDATE batch_items SET status = 'completed', lease_token = NULL, lease_until = NULL, finished_at = ",
+            );
+            qb.push_bind(now).push(", updated_at = ").push_bind(now).push(" WHERE id IN ");
+            push_in(&mut qb, chunk);
+            qb.build().execute(&mut *tx).await.db()?;
+        }
+        for chunk in retried.chunks(rows_per(7)) {
+            let mut qb = QueryBuilder::new(
+                "UPDATE batch_items SET status = 'pending', lease_token = NULL, lease_until = NULL, updated_at = ",
+            );
+            qb.push_bind(now).push(", available_at = CASE id");
+            for (id, at, _, _) in chunk {
+                qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(*at);
+            }
+            qb.push(" END, sweep_at = CASE id");
+            for (id, _, sweep, _) in chunk {
+                qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(*sweep);
+            }
+            qb.push(" END, errors = CASE id");
+            for (id, _, _, errors) in chunk {
+                qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(errors.as_str());
+            }
+            qb.push(" END WHERE id IN ");
+            let ids: Vec<Uuid> = chunk.iter().map(|c| c.0).collect();
+            qb.push("(");
+            let mut sep = qb.separated(", ");
+            for id in &ids {
+                sep.push_bind(*id);
+            }
+            sep.push_unseparated(")");
+            qb.build().execute(&mut *tx).await.db()?;
+        }
+        for chunk in failed.chunks(rows_per(3)) {
+            let mut qb = QueryBuilder::new(
+                "UPDATE batch_items SET status = 'failed', lease_token = NULL, lease_until = NULL, finished_at = ",
+            );
+            qb.push_bind(now).push(", updated_at = ").push_bind(now).push(", errors = CASE id");
+            for (id, errors) in chunk {
+                qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(errors.as_str());
+            }
+            qb.push(" END WHERE id IN (");
+            let mut sep = qb.separated(", ");
+            for (id, _) in chunk {
+                sep.push_bind(*id);
+            }
+            sep.push_unseparated(")");
+            qb.build().execute(&mut *tx).await.db()?;
+        }
+        set_org_status(&mut tx, &org_done, ItemStatus::Completed).await?;
+        set_org_status(&mut tx, &org_pending, ItemStatus::Pending).await?;
+        set_org_status(&mut tx, &org_failed, ItemStatus::Failed).await?;
+        tx.commit().await.db()?;
+        Ok(held.into_iter().map(|l| ItemId(l.id)).collect())
+    }
+
+    async fn release_items(&self, leases: &[Lease], now: Timestamp) -> Result<Vec<Job>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let held = leased(&mut tx, leases).await?;
+        let ids: Vec<Uuid> = held.iter().map(|l| l.id).collect();
+        for chunk in ids.chunks(rows_per(1)) {
+            let mut qb = QueryBuilder::new(
+                "UPDATE batch_items SET status = 'pending', lease_token = NULL, lease_until = NULL,
+                 attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, available_at = ",
+            );
+            qb.push_bind(now).push(", updated_at = ").push_bind(now).push(" WHERE id IN ");
+            push_in(&mut qb, chunk);
+            qb.build().execute(&mut *tx).await.db()?;
+        }
+        let orgs: Vec<Uuid> = held.iter().map(|l| l.organization_id).collect();
+        set_org_status(&mut tx, &orgs, ItemStatus::Pending).await?;
+        tx.commit().await.db()?;
+        held.into_iter()
+            .map(|l| {
+                Ok(Job {
+                    item_id: ItemId(l.id),
+                    tenant: parse_tenant(l.tenant)?,
+                    not_before: None,
+                })
+            })
+            .collect()
+    }
+
+    async fn sweep(&self, now: Timestamp, stale_after: Duration, limit: u32) -> Result<Vec<Job>> {
+        let mut tx = self.begin().await?;
+        let pending = sqlx::query(&format!(
+            "SELECT id, tenant, available_at FROM batch_items
+             WHERE status = 'pending' AND sweep_at <= ? ORDER BY sweep_at LIMIT ?{}",
+            dialect::SKIP_LOCKED
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .db()?;
+        let mut jobs = Vec::new();
+        let mut ids = Vec::new();
+        for row in pending {
+            let id: Uuid = row.try_get("id").db()?;
+            ids.push(id);
+            jobs.push(job_of(id, row.try_get("tenant").db()?, row.try_get("available_at").db()?, now)?);
+        }
+        for chunk in ids.chunks(rows_per(1)) {
+            let mut qb = QueryBuilder::new("UPDATE batch_items SET sweep_at = ");
+            qb.push_bind(add(now, stale_after)).push(" WHERE id IN ");
+            push_in(&mut qb, chunk);
+            qb.build().execute(&mut *tx).await.db()?;
+        }
+        let left = i64::from(limit) - i64::try_from(jobs.len()).unwrap_or(0);
+        if left > 0 {
+            let expired = sqlx::query(
+                "SELECT id, tenant, available_at FROM batch_items
+                 WHERE status = 'processing' AND lease_until <= ? LIMIT ?",
+            )
+            .bind(now)
+            .bind(left)
+            .fetch_all(&mut *tx)
+            .await
+            .db()?;
+            for row in expired {
+                jobs.push(job_of(
+                    row.try_get("id").db()?,
+                    row.try_get("tenant").db()?,
+                    row.try_get("available_at").db()?,
+                    now,
+                )?);
+            }
+        }
+        tx.commit().await.db()?;
+        Ok(jobs)
+    }
+
+    async fn complete_batches(
+        &self,
+        batches: &[BatchId],
+        now: Timestamp,
+    ) -> Result<Vec<BatchStatus>> {
+        let mut ids: Vec<Uuid> = batches.iter().map(|b| b.0).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut tx = self.begin().await?;
+        let mut done: Vec<BatchRow> = Vec::new();
+        for chunk in ids.chunks(rows_per(1)) {
+            let mut qb = QueryBuilder::new(format!("{FINISHED_OPEN} AND b.id IN "));
+            push_in(&mut qb, chunk);
+            qb.push(dialect::FOR_UPDATE);
+            done.extend(qb.build_query_as::<BatchRow>().fetch_all(&mut *tx).await.db()?);
+        }
+        mark_completed(tx, done, now).await
+    }
+
+    async fn complete_open_batches(&self, now: Timestamp, limit: u32) -> Result<Vec<BatchStatus>> {
+        let mut tx = self.begin().await?;
+        let mut qb = QueryBuilder::new(format!("{FINISHED_OPEN} ORDER BY b.created_at LIMIT "));
+        qb.push_bind(i64::from(limit)).push(dialect::SKIP_LOCKED);
+        let done = qb.build_query_as::<BatchRow>().fetch_all(&mut *tx).await.db()?;
+        mark_completed(tx, done, now).await
+    }
+
+    async fn unannounced_batches(
+        &self,
+        completed_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<BatchStatus>> {
+        let batches: Vec<BatchRow> = sqlx::query_as(&format!(
+            "SELECT {BATCH_COLUMNS} FROM batches
+             WHERE announced_at IS NULL AND completed_at IS NOT NULL AND completed_at <= ?
+             ORDER BY completed_at LIMIT ?"
+        ))
+        .bind(completed_before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        let mut conn = self.pool.acquire().await.db()?;
+        with_counts(&mut conn, batches).await
+    }
+
+    async fn mark_announced(&self, batches: &[BatchId], now: Timestamp) -> Result<()> {
+        let ids: Vec<Uuid> = batches.iter().map(|b| b.0).collect();
+        for chunk in ids.chunks(rows_per(1)) {
+            let mut qb = QueryBuilder::new("UPDATE batches SET announced_at = ");
+            qb.push_bind(now).push(
+                " WHERE completed_at IS NOT NULL AND announced_at IS NULL AND id IN ",
+            );
+            push_in(&mut qb, chunk);
+            qb.build().execute(&self.pool).await.db()?;
+        }
+        Ok(())
+    }
+
+    async fn cancel_batch(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        now: Timestamp,
+    ) -> Result<Option<BatchStatus>> {
+        let mut tx = self.begin().await?;
+        let Some(mut row) = tenant_batch(&mut *tx, tenant, batch, dialect::FOR_UPDATE).await? else {
+            return Ok(None);
+        };
+        let pending = sqlx::query(&format!(
+            "SELECT id, organization_id FROM batch_items WHERE batch_id = ? AND status = 'pending'{}",
+            dialect::FOR_UPDATE
+        ))
+        .bind(batch.0)
+        .fetch_all(&mut *tx)
+        .await
+        .db()?;
+        let mut orgs = Vec::with_capacity(pending.len());
+        for r in &pending {
+            orgs.push(r.try_get::<Uuid, _>("organization_id").db()?);
+        }
+        sqlx::query(
+            "UPDATE batch_items SET status = 'cancelled', finished_at = ?, updated_at = ?
+             WHERE batch_id = ? AND status = 'pending'",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(batch.0)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        set_org_status(&mut tx, &orgs, ItemStatus::Cancelled).await?;
+        if row.cancelled_at.is_none() {
+            sqlx::query("UPDATE batches SET cancelled_at = ? WHERE id = ?")
+                .bind(now)
+                .bind(batch.0)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+            row.cancelled_at = Some(now);
+        }
+        let out = counts_on(&mut *tx, vec![row]).await?;
+        tx.commit().await.db()?;
+        Ok(out.into_iter().next())
+    }
+
+    async fn retry_failed(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        now: Timestamp,
+    ) -> Result<Option<Vec<Job>>> {
+        let mut tx = self.begin().await?;
+        if tenant_batch(&mut *tx, tenant, batch, dialect::FOR_UPDATE).await?.is_none() {
+            return Ok(None);
+        }
+        let failed = sqlx::query(&format!(
+            "SELECT id, tenant, organization_id FROM batch_items WHERE batch_id = ? AND status = 'failed'{}",
+            dialect::FOR_UPDATE
+        ))
+        .bind(batch.0)
+        .fetch_all(&mut *tx)
+        .await
+        .db()?;
+        let mut jobs = Vec::with_capacity(failed.len());
+        let mut orgs = Vec::with_capacity(failed.len());
+        for r in failed {
+            orgs.push(r.try_get::<Uuid, _>("organization_id").db()?);
+            jobs.push(Job {
+                item_id: ItemId(r.try_get("id").db()?),
+                tenant: parse_tenant(r.try_get("tenant").db()?)?,
+                not_before: None,
+            });
+        }
+        if !jobs.is_empty() {
+            sqlx::query(
+                "UPDATE batch_items SET status = 'pending', attempts = 0, available_at = ?,
+                    finished_at = NULL, updated_at = ?, sweep_at = ?
+                 WHERE batch_id = ? AND status = 'failed'",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .bind(batch.0)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+            set_org_status(&mut tx, &orgs, ItemStatus::Pending).await?;
+            sqlx::query("UPDATE batches SET completed_at = NULL, announced_at = NULL WHERE id = ?")
+                .bind(batch.0)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+        }
+        tx.commit().await.db()?;
+        Ok(Some(jobs))
+    }
+
+    async fn batch_status(&self, tenant: &TenantId, batch: BatchId) -> Result<Option<BatchStatus>> {
+        let mut conn = self.pool.acquire().await.db()?;
+        let Some(row) = tenant_batch(&mut *conn, tenant, batch, "").await? else {
+            return Ok(None);
+        };
+        Ok(with_counts(&mut conn, vec![row]).await?.into_iter().next())
+    }
+
+    async fn list_items(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        query: &ItemQuery,
+    ) -> Result<Option<ItemPage>> {
+        let mut conn = self.pool.acquire().await.db()?;
+        if tenant_batch(&mut *conn, tenant, batch, "").await?.is_none() {
+            return Ok(None);
+        }
+        let limit = query.limit.max(1);
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT {ITEM_COLUMNS} FROM batch_items WHERE batch_id = "
+        ));
+        qb.push_bind(batch.0);
+        if let Some(status) = query.status {
+            qb.push(" AND status = ").push_bind(status.as_str());
+        }
+        qb.push(" AND position > ")
+            .push_bind(query.after_position.map_or(-1, i64::from))
+            .push(" ORDER BY position LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows: Vec<ItemRow> = qb.build_query_as().fetch_all(&mut *conn).await.db()?;
+        crate::rows::page(rows, limit)
+    }
+
+    async fn organization_by_domain(&self, domain: &Domain) -> Result<Option<Organization>> {
+        let row: Option<OrgRow> = sqlx::query_as(&format!(
+            "SELECT {ORG_COLUMNS} FROM organizations WHERE domain = ?"
+        ))
+        .bind(domain.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .db()?;
+        row.map(OrgRow::into_model).transpose()
+    }
+
+    async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let old = sqlx::query(&format!(
+            "SELECT id FROM batches WHERE completed_at IS NOT NULL AND completed_at < ?
+             ORDER BY completed_at LIMIT ?{}",
+            dialect::FOR_UPDATE
+        ))
+        .bind(finished_before)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .db()?;
+        let ids: Vec<Uuid> = old
+            .iter()
+            .map(|r| r.try_get("id").db())
+            .collect::<Result<_>>()?;
+        for chunk in ids.chunks(rows_per(1)) {
+            let mut qb = QueryBuilder::new("DELETE FROM batch_items WHERE batch_id IN ");
+            push_in(&mut qb, chunk);
+            qb.build().execute(&mut *tx).await.db()?;
+            let mut qb = QueryBuilder::new("DELETE FROM batches WHERE id IN ");
+            push_in(&mut qb, chunk);
+            qb.build().execute(&mut *tx).await.db()?;
+        }
+        tx.commit().await.db()?;
+        Ok(ids.len() as u64)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.db()?;
+        Ok(())
+    }
+}

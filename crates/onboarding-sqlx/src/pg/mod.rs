@@ -1,0 +1,45 @@
+//! PostgreSQL: set-based statements over `UNNEST` arrays, data-modifying
+//! CTEs, `RETURNING`, and `FOR UPDATE SKIP LOCKED` for the queue.
+
+use std::sync::Arc;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::error::{DbResultExt, SqlError};
+use crate::{DatabaseUrl, Engine, SqlBackend, SqlOptions};
+
+mod queue;
+mod repository;
+
+pub(crate) use queue::PgQueue;
+pub(crate) use repository::PgRepository;
+
+/// Connects, migrates and builds the backend.
+pub(crate) async fn connect(
+    url: DatabaseUrl,
+    options: &SqlOptions,
+) -> onboarding_core::Result<SqlBackend> {
+    let pool = PgPoolOptions::new()
+        .max_connections(options.max_connections)
+        .acquire_timeout(options.acquire_timeout)
+        .connect(url.expose())
+        .await
+        .db()?;
+    if options.run_migrations {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(SqlError::from)?;
+    }
+    Ok(from_pool(url, pool, options))
+}
+
+fn from_pool(url: DatabaseUrl, pool: PgPool, options: &SqlOptions) -> SqlBackend {
+    SqlBackend {
+        engine: Engine::Postgres,
+        url,
+        repository: Arc::new(PgRepository::new(pool.clone())),
+        queue: Arc::new(PgQueue::new(pool.clone(), options)),
+        closer: Arc::new(pool),
+    }
+}

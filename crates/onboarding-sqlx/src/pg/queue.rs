@@ -1,0 +1,162 @@
+//! The PostgreSQL `jobs` table queue.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use onboarding_core::model::{now, ItemId, TenantId};
+use onboarding_core::{Delivery, Job, JobQueue, QueueDepth, Receipt, Result};
+use sqlx::postgres::PgPool;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::error::DbResultExt;
+use crate::rows::add;
+use crate::wake::Waker;
+use crate::SqlOptions;
+
+/// A durable queue in the `jobs` table: `FOR UPDATE SKIP LOCKED` dequeues
+/// ranked per tenant, visibility by moving `available_at`.
+#[derive(Debug)]
+pub(crate) struct PgQueue {
+    pool: PgPool,
+    visibility_timeout: Duration,
+    poll_interval: Duration,
+    waker: Waker,
+}
+
+const DEQUEUE: &str = "
+WITH ranked AS (
+    SELECT id, ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY id) AS rn
+    FROM jobs WHERE available_at <= $1
+), pick AS (
+    SELECT j.id, r.rn FROM jobs j JOIN ranked r ON r.id = j.id
+    WHERE j.available_at <= $1
+    ORDER BY r.rn, random()
+    LIMIT $2
+    FOR UPDATE OF j SKIP LOCKED
+)
+UPDATE jobs SET available_at = $3, leased_until = $3
+FROM pick WHERE jobs.id = pick.id
+RETURNING jobs.id, jobs.item_id, jobs.tenant, jobs.not_before, pick.rn";
+
+impl PgQueue {
+    pub(crate) fn new(pool: PgPool, options: &SqlOptions) -> Self {
+        Self {
+            pool,
+            visibility_timeout: options.visibility_timeout,
+            poll_interval: options.poll_interval,
+            waker: Waker::default(),
+        }
+    }
+
+    async fn take(&self, max: usize) -> Result<Vec<Delivery>> {
+        let at = now();
+        let rows = sqlx::query(DEQUEUE)
+            .bind(at)
+            .bind(i64::try_from(max.max(1)).unwrap_or(i64::MAX))
+            .bind(add(at, self.visibility_timeout))
+            .fetch_all(&self.pool)
+            .await
+            .db()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.try_get("id").db()?;
+            let item: Uuid = row.try_get("item_id").db()?;
+            let tenant: String = row.try_get("tenant").db()?;
+            let rn: i64 = row.try_get("rn").db()?;
+            let not_before: Option<chrono::DateTime<chrono::Utc>> = row.try_get("not_before").db()?;
+            out.push((
+                rn,
+                id,
+                Delivery {
+                    job: Job {
+                        item_id: ItemId(item),
+                        tenant: TenantId::parse(tenant)?,
+                        not_before,
+                    },
+                    receipt: Receipt(id.to_string()),
+                },
+            ));
+        }
+        out.sort_by_key(|(rn, id, _)| (*rn, *id));
+        Ok(out.into_iter().map(|(_, _, d)| d).collect())
+    }
+}
+
+#[async_trait]
+impl JobQueue for PgQueue {
+    async fn enqueue(&self, jobs: &[Job]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let at = now();
+        let items: Vec<Uuid> = jobs.iter().map(|j| j.item_id.0).collect();
+        let tenants: Vec<String> = jobs.iter().map(|j| j.tenant.as_str().to_owned()).collect();
+        let due: Vec<chrono::DateTime<chrono::Utc>> = jobs
+            .iter()
+            .map(|j| j.not_before.map_or(at, |t| t.max(at)))
+            .collect();
+        let not_before: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+            jobs.iter().map(|j| j.not_before).collect();
+        sqlx::query(
+            "INSERT INTO jobs (item_id, tenant, available_at, not_before)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[])",
+        )
+        .bind(items)
+        .bind(tenants)
+        .bind(due)
+        .bind(not_before)
+        .execute(&self.pool)
+        .await
+        .db()?;
+        self.waker.wake();
+        Ok(())
+    }
+
+    async fn dequeue(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        self.waker
+            .poll(wait, self.poll_interval, || self.take(max))
+            .await
+    }
+
+    async fn ack(&self, receipts: &[Receipt]) -> Result<()> {
+        let ids: Vec<i64> = receipts.iter().filter_map(|r| r.0.parse().ok()).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM jobs WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .db()?;
+        Ok(())
+    }
+
+    async fn depth(&self) -> Result<QueueDepth> {
+        let row = sqlx::query(
+            "SELECT
+                COUNT(*) FILTER (WHERE available_at <= $1) AS ready,
+                COUNT(*) FILTER (WHERE available_at > $1 AND leased_until IS NULL) AS delayed,
+                COUNT(*) FILTER (WHERE available_at > $1 AND leased_until IS NOT NULL) AS in_flight
+             FROM jobs",
+        )
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await
+        .db()?;
+        let get = |c: &str| -> Result<u64> {
+            let n: i64 = row.try_get(c).db()?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(QueueDepth {
+            ready: get("ready")?,
+            delayed: get("delayed")?,
+            in_flight: get("in_flight")?,
+        })
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.db()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,771 @@
+//! `OrgRepository` on PostgreSQL.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use onboarding_core::model::{
+    BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus, Organization,
+    OrganizationId, TenantId, Timestamp,
+};
+use onboarding_core::queue::Job;
+use onboarding_core::repository::{
+    ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, Resolution,
+    StoreResult, StoredItem, Submission,
+};
+use onboarding_core::{Error, Result};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{FromRow, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::error::{DbResultExt, SqlError};
+use crate::rows::{
+    self, add, mode_str, policy_str, BatchRow, CountRow, ItemRow, OrgRow, BATCH_COLUMNS,
+    ITEM_COLUMNS, ORG_COLUMNS,
+};
+
+/// The PostgreSQL repository.
+#[derive(Debug, Clone)]
+pub(crate) struct PgRepository {
+    pool: PgPool,
+}
+
+type Tx = Transaction<'static, Postgres>;
+
+impl PgRepository {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    async fn begin(&self) -> Result<Tx> {
+        self.pool.begin().await.db()
+    }
+}
+
+/// Statuses (with counts) of `ids`, in the order of `batches`.
+async fn with_counts<'e, E>(exec: E, batches: Vec<BatchRow>) -> Result<Vec<BatchStatus>>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    if batches.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = batches.iter().map(|b| b.id).collect();
+    let counts: Vec<CountRow> = sqlx::query_as(
+        "SELECT batch_id, status, change_kind, COUNT(*) AS n FROM batch_items
+         WHERE batch_id = ANY($1) GROUP BY batch_id, status, change_kind",
+    )
+    .bind(ids)
+    .fetch_all(exec)
+    .await
+    .db()?;
+    rows::statuses(batches, counts)
+}
+
+async fn tenant_batch<'e, E>(exec: E, tenant: &TenantId, batch: BatchId) -> Result<Option<BatchRow>>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    sqlx::query_as(&format!(
+        "SELECT {BATCH_COLUMNS} FROM batches WHERE id = $1 AND tenant = $2"
+    ))
+    .bind(batch.0)
+    .bind(tenant.as_str())
+    .fetch_optional(exec)
+    .await
+    .db()
+}
+
+async fn batch_by_key(pool: &PgPool, tenant: &TenantId, key: &str) -> Result<Option<BatchRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {BATCH_COLUMNS} FROM batches WHERE tenant = $1 AND idempotency_key = $2"
+    ))
+    .bind(tenant.as_str())
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+    .db()
+}
+
+fn job_rows(rows: Vec<PgRow>) -> Result<Vec<Job>> {
+    rows.into_iter()
+        .map(|r| {
+            let id: Uuid = r.try_get("id").db()?;
+            let tenant: String = r.try_get("tenant").db()?;
+            Ok(Job {
+                item_id: ItemId(id),
+                tenant: TenantId::parse(tenant)?,
+                not_before: None,
+            })
+        })
+        .collect()
+}
+
+/// What the upsert of one chunk found, per domain.
+struct Upserted {
+    id: Uuid,
+    change: Change,
+    /// The organization's status before this submission (for `Unchanged`).
+    status: ItemStatus,
+}
+
+async fn upsert_chunk(
+    tx: &mut Tx,
+    s: &Submission,
+    chunk: &[(u32, onboarding_core::model::NewOrganization)],
+) -> Result<HashMap<String, Upserted>> {
+    let ids: Vec<Uuid> = chunk.iter().map(|_| OrganizationId::new().0).collect();
+    let names: Vec<&str> = chunk.iter().map(|(_, o)| o.name.as_str()).collect();
+    let domains: Vec<&str> = chunk.iter().map(|(_, o)| o.domain.as_str()).collect();
+    let emails: Vec<&str> = chunk.iter().map(|(_, o)| o.contact_email.as_str()).collect();
+    let on_conflict = match s.policy {
+        ConflictPolicy::Skip => "ON CONFLICT (domain) DO NOTHING",
+        ConflictPolicy::Update => {
+            "ON CONFLICT (domain) DO UPDATE SET
+                name = EXCLUDED.name,
+                contact_email = EXCLUDED.contact_email,
+                version = o.version + 1,
+                status = 'pending',
+                updated_at = EXCLUDED.updated_at
+             WHERE (o.name, o.contact_email) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.contact_email)"
+        }
+    };
+    let sql = format!(
+        "INSERT INTO organizations AS o (id, name, domain, contact_email, status, version, created_at, updated_at)
+         SELECT u.id, u.name, u.domain, u.email, 'pending', 1, $5, $5
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS u(id, name, domain, email)
+         {on_conflict}
+         RETURNING o.id, o.domain, (o.xmax = 0) AS inserted"
+    );
+    let written = sqlx::query(&sql)
+        .bind(&ids)
+        .bind(&names)
+        .bind(&domains)
+        .bind(&emails)
+        .bind(s.now)
+        .fetch_all(&mut **tx)
+        .await
+        .db()?;
+    let mut found = HashMap::with_capacity(chunk.len());
+    for row in written {
+        let domain: String = row.try_get("domain").db()?;
+        let inserted: bool = row.try_get("inserted").db()?;
+        found.insert(
+            domain,
+            Upserted {
+                id: row.try_get("id").db()?,
+                change: if inserted { Change::Created } else { Change::Updated },
+                status: ItemStatus::Pending,
+            },
+        );
+    }
+    if found.len() < chunk.len() {
+        let missing: Vec<&str> = domains
+            .iter()
+            .copied()
+            .filter(|d| !found.contains_key(*d))
+            .collect();
+        let existing = sqlx::query("SELECT id, domain, status FROM organizations WHERE domain = ANY($1)")
+            .bind(&missing)
+            .fetch_all(&mut **tx)
+            .await
+            .db()?;
+        let kept = match s.policy {
+            ConflictPolicy::Skip => Change::Skipped,
+            ConflictPolicy::Update => Change::Unchanged,
+        };
+        for row in existing {
+            let domain: String = row.try_get("domain").db()?;
+            let status: String = row.try_get("status").db()?;
+            found.insert(
+                domain,
+                Upserted {
+                    id: row.try_get("id").db()?,
+                    change: kept,
+                    status: rows::status(&status)?,
+                },
+            );
+        }
+    }
+    Ok(found)
+}
+
+#[async_trait]
+impl OrgRepository for PgRepository {
+    async fn store_submission(&self, s: &Submission) -> Result<StoreResult> {
+        let mut tx = self.begin().await?;
+        let total = i64::try_from(s.organizations.len()).unwrap_or(i64::MAX);
+        let inserted = sqlx::query(
+            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (tenant, idempotency_key) DO NOTHING",
+        )
+        .bind(s.batch_id.0)
+        .bind(s.tenant.as_str())
+        .bind(s.idempotency_key.as_deref())
+        .bind(&s.request_hash)
+        .bind(total)
+        .bind(policy_str(s.policy))
+        .bind(mode_str(s.mode))
+        .bind(s.now)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await.db()?;
+            let key = s.idempotency_key.as_deref().unwrap_or_default();
+            let batch = batch_by_key(&self.pool, &s.tenant, key)
+                .await?
+                .ok_or_else(|| Error::internal("idempotency key conflict without a batch"))?
+                .into_model()?;
+            return Ok(if batch.request_hash == s.request_hash {
+                StoreResult::Replayed { batch }
+            } else {
+                StoreResult::KeyConflict { batch }
+            });
+        }
+
+        let mut items = Vec::with_capacity(s.organizations.len());
+        for chunk in s.organizations.chunks(s.chunk_size.max(1)) {
+            let found = upsert_chunk(&mut tx, s, chunk).await?;
+            let mut to_pending = Vec::new();
+            for (position, org) in chunk {
+                let up = found.get(org.domain.as_str()).ok_or_else(|| {
+                    Error::internal(format!("upsert lost domain {}", org.domain))
+                })?;
+                let done = up.change == Change::Skipped
+                    || (up.change == Change::Unchanged
+                        && up.status == ItemStatus::Completed
+                        && !s.reprocess_unchanged);
+                if up.change == Change::Unchanged && !done {
+                    to_pending.push(up.id);
+                }
+                items.push(StoredItem {
+                    item_id: ItemId::new(),
+                    position: *position,
+                    organization_id: OrganizationId(up.id),
+                    domain: org.domain.clone(),
+                    change: up.change,
+                    status: if done { ItemStatus::Completed } else { ItemStatus::Pending },
+                });
+            }
+            if !to_pending.is_empty() {
+                sqlx::query(
+                    "UPDATE organizations SET status = 'pending' WHERE id = ANY($1)",
+                )
+                .bind(&to_pending)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+            }
+        }
+        for chunk in items.chunks(s.chunk_size.max(1)) {
+            let ids: Vec<Uuid> = chunk.iter().map(|i| i.item_id.0).collect();
+            let positions: Vec<i64> = chunk.iter().map(|i| i64::from(i.position)).collect();
+            let orgs: Vec<Uuid> = chunk.iter().map(|i| i.organization_id.0).collect();
+            let domains: Vec<&str> = chunk.iter().map(|i| i.domain.as_str()).collect();
+            let statuses: Vec<&str> = chunk.iter().map(|i| i.status.as_str()).collect();
+            let changes: Vec<&str> = chunk.iter().map(|i| i.change.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO batch_items (id, batch_id, tenant, position, organization_id, domain, status,
+                    change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at, finished_at)
+                 SELECT u.id, $7, $8, u.position, u.org, u.domain, u.status, u.change, 0, $9, $10, '[]', $9, $9,
+                    CASE WHEN u.status = 'completed' THEN $9 END
+                 FROM UNNEST($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[])
+                    AS u(id, position, org, domain, status, change)",
+            )
+            .bind(ids)
+            .bind(positions)
+            .bind(orgs)
+            .bind(domains)
+            .bind(statuses)
+            .bind(changes)
+            .bind(s.batch_id.0)
+            .bind(s.tenant.as_str())
+            .bind(s.now)
+            .bind(s.sweep_at)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        }
+        let all_done = items.iter().all(|i| i.status == ItemStatus::Completed);
+        let batch: BatchRow = sqlx::query_as(&format!(
+            "UPDATE batches SET completed_at = CASE WHEN $2 THEN $3 END WHERE id = $1 RETURNING {BATCH_COLUMNS}"
+        ))
+        .bind(s.batch_id.0)
+        .bind(all_done)
+        .bind(s.now)
+        .fetch_one(&mut *tx)
+        .await
+        .db()?;
+        match tx.commit().await {
+            Ok(()) => {}
+            Err(e) => return Err(SqlError::from(e).into()),
+        }
+        Ok(StoreResult::Stored {
+            batch: batch.into_model()?,
+            items,
+        })
+    }
+
+    async fn claim_items(&self, r: &ClaimRequest) -> Result<Vec<ClaimedItem>> {
+        if r.item_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = r.item_ids.iter().map(|i| i.0).collect();
+        let org_cols = ORG_COLUMNS
+            .split(", ")
+            .map(|c| format!("o.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "WITH c AS (
+                UPDATE batch_items SET status = 'processing', lease_token = $2, lease_until = $4,
+                    attempts = attempts + 1, updated_at = $3
+                WHERE id = ANY($1) AND (
+                    (status = 'pending' AND available_at <= $3)
+                    OR (status = 'processing' AND lease_until <= $3))
+                RETURNING id, batch_id, tenant, attempts, change_kind, organization_id
+            ), o AS (
+                UPDATE organizations o SET status = 'processing'
+                FROM c WHERE o.id = c.organization_id
+                RETURNING o.*
+            )
+            SELECT c.id AS item_id, c.batch_id, c.tenant, c.attempts, c.change_kind, {org_cols}
+            FROM c JOIN o ON o.id = c.organization_id"
+        );
+        let found = sqlx::query(&sql)
+            .bind(ids)
+            .bind(r.token.0)
+            .bind(r.now)
+            .bind(r.lease_until)
+            .fetch_all(&self.pool)
+            .await
+            .db()?;
+        found
+            .into_iter()
+            .map(|row| {
+                let org = OrgRow::from_row(&row).db()?.into_model()?;
+                claimed(&row, r, org)
+            })
+            .collect()
+    }
+
+    async fn extend_leases(
+        &self,
+        leases: &[Lease],
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<ItemId>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, tokens) = split(leases);
+        let rows = sqlx::query(
+            "UPDATE batch_items b SET lease_until = $3, updated_at = $4
+             FROM UNNEST($1::uuid[], $2::uuid[]) AS l(id, token)
+             WHERE b.id = l.id AND b.lease_token = l.token AND b.status = 'processing'
+             RETURNING b.id",
+        )
+        .bind(ids)
+        .bind(tokens)
+        .bind(lease_until)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        rows.into_iter()
+            .map(|r| Ok(ItemId(r.try_get("id").db()?)))
+            .collect()
+    }
+
+    async fn finish_items(
+        &self,
+        finishes: &[Finish],
+        now: Timestamp,
+        stale_after: Duration,
+    ) -> Result<Vec<ItemId>> {
+        if finishes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = finishes.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut tokens = Vec::with_capacity(n);
+        let mut kinds = Vec::with_capacity(n);
+        let mut available = Vec::with_capacity(n);
+        let mut sweep = Vec::with_capacity(n);
+        let mut messages = Vec::with_capacity(n);
+        let mut permanent = Vec::with_capacity(n);
+        for f in finishes {
+            ids.push(f.lease.item_id.0);
+            tokens.push(f.lease.token.0);
+            let (kind, at, msg, perm) = match &f.resolution {
+                Resolution::Completed => ("completed", now, "", false),
+                Resolution::Retry {
+                    available_at,
+                    error,
+                } => ("retry", *available_at, error.as_str(), false),
+                Resolution::Failed { error, permanent } => ("failed", now, error.as_str(), *permanent),
+            };
+            kinds.push(kind);
+            available.push(at);
+            sweep.push(add(at, stale_after));
+            messages.push(msg);
+            permanent.push(perm);
+        }
+        let rows = sqlx::query(
+            "WITH f AS (
+                SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[],
+                    $5::timestamptz[], $6::text[], $7::bool[])
+                    AS f(id, token, kind, available_at, sweep_at, message, permanent)
+            ), u AS (
+                UPDATE batch_items b SET
+                    status = CASE f.kind WHEN 'retry' THEN 'pending' ELSE f.kind END,
+                    lease_token = NULL,
+                    lease_until = NULL,
+                    updated_at = $8,
+                    available_at = CASE WHEN f.kind = 'retry' THEN f.available_at ELSE b.available_at END,
+                    sweep_at = CASE WHEN f.kind = 'retry' THEN f.sweep_at ELSE b.sweep_at END,
+                    finished_at = CASE WHEN f.kind = 'retry' THEN b.finished_at ELSE $8 END,
+                    errors = CASE WHEN f.kind = 'completed' THEN b.errors ELSE
+                        (b.errors::jsonb || jsonb_build_array(jsonb_build_object(
+                            'attempt', b.attempts, 'at', $9::text,
+                            'message', f.message, 'permanent', f.permanent)))::text END
+                FROM f
+                WHERE b.id = f.id AND b.lease_token = f.token AND b.status = 'processing'
+                RETURNING b.id, b.organization_id, b.status
+            ), o AS (
+                UPDATE organizations o SET status = u.status
+                FROM u WHERE o.id = u.organization_id
+            )
+            SELECT id FROM u",
+        )
+        .bind(ids)
+        .bind(tokens)
+        .bind(kinds)
+        .bind(available)
+        .bind(sweep)
+        .bind(messages)
+        .bind(permanent)
+        .bind(now)
+        .bind(now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        rows.into_iter()
+            .map(|r| Ok(ItemId(r.try_get("id").db()?)))
+            .collect()
+    }
+
+    async fn release_items(&self, leases: &[Lease], now: Timestamp) -> Result<Vec<Job>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, tokens) = split(leases);
+        let rows = sqlx::query(
+            "WITH u AS (
+                UPDATE batch_items b SET status = 'pending', lease_token = NULL, lease_until = NULL,
+                    available_at = $3, attempts = GREATEST(b.attempts - 1, 0), updated_at = $3
+                FROM UNNEST($1::uuid[], $2::uuid[]) AS l(id, token)
+                WHERE b.id = l.id AND b.lease_token = l.token AND b.status = 'processing'
+                RETURNING b.id, b.tenant, b.organization_id
+            ), o AS (
+                UPDATE organizations o SET status = 'pending'
+                FROM u WHERE o.id = u.organization_id
+            )
+            SELECT id, tenant FROM u",
+        )
+        .bind(ids)
+        .bind(tokens)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        job_rows(rows)
+    }
+
+    async fn sweep(&self, now: Timestamp, stale_after: Duration, limit: u32) -> Result<Vec<Job>> {
+        let pending = sqlx::query(
+            "WITH p AS (
+                SELECT id FROM batch_items WHERE status = 'pending' AND sweep_at <= $1
+                ORDER BY sweep_at LIMIT $3 FOR UPDATE SKIP LOCKED
+            )
+            UPDATE batch_items b SET sweep_at = $2 FROM p WHERE b.id = p.id
+            RETURNING b.id, b.tenant, b.available_at",
+        )
+        .bind(now)
+        .bind(add(now, stale_after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        let left = i64::from(limit) - i64::try_from(pending.len()).unwrap_or(0);
+        let expired = if left > 0 {
+            sqlx::query(
+                "SELECT id, tenant, available_at FROM batch_items
+                 WHERE status = 'processing' AND lease_until <= $1 LIMIT $2",
+            )
+            .bind(now)
+            .bind(left)
+            .fetch_all(&self.pool)
+            .await
+            .db()?
+        } else {
+            Vec::new()
+        };
+        pending
+            .into_iter()
+            .chain(expired)
+            .map(|r| {
+                let available: Timestamp = r.try_get("available_at").db()?;
+                let tenant: String = r.try_get("tenant").db()?;
+                Ok(Job {
+                    item_id: ItemId(r.try_get("id").db()?),
+                    tenant: TenantId::parse(tenant)?,
+                    not_before: (available > now).then_some(available),
+                })
+            })
+            .collect()
+    }
+
+    async fn complete_batches(
+        &self,
+        batches: &[BatchId],
+        now: Timestamp,
+    ) -> Result<Vec<BatchStatus>> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = batches.iter().map(|b| b.0).collect();
+        let done: Vec<BatchRow> = sqlx::query_as(&format!(
+            "UPDATE batches b SET completed_at = $2
+             WHERE b.id = ANY($1) AND b.completed_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM batch_items i
+                               WHERE i.batch_id = b.id AND i.status IN ('pending', 'processing'))
+             RETURNING {BATCH_COLUMNS}"
+        ))
+        .bind(ids)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        with_counts(&self.pool, done).await
+    }
+
+    async fn complete_open_batches(&self, now: Timestamp, limit: u32) -> Result<Vec<BatchStatus>> {
+        let done: Vec<BatchRow> = sqlx::query_as(&format!(
+            "WITH open AS (
+                SELECT b.id FROM batches b
+                WHERE b.completed_at IS NULL
+                  AND NOT EXISTS (SELECT 1 FROM batch_items i
+                                  WHERE i.batch_id = b.id AND i.status IN ('pending', 'processing'))
+                ORDER BY b.created_at LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE batches b SET completed_at = $1
+            FROM open WHERE b.id = open.id AND b.completed_at IS NULL
+            RETURNING {}",
+            BATCH_COLUMNS
+                .split(", ")
+                .map(|c| format!("b.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        with_counts(&self.pool, done).await
+    }
+
+    async fn unannounced_batches(
+        &self,
+        completed_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<BatchStatus>> {
+        let batches: Vec<BatchRow> = sqlx::query_as(&format!(
+            "SELECT {BATCH_COLUMNS} FROM batches
+             WHERE announced_at IS NULL AND completed_at <= $1
+             ORDER BY completed_at LIMIT $2"
+        ))
+        .bind(completed_before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        with_counts(&self.pool, batches).await
+    }
+
+    async fn mark_announced(&self, batches: &[BatchId], now: Timestamp) -> Result<()> {
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = batches.iter().map(|b| b.0).collect();
+        sqlx::query(
+            "UPDATE batches SET announced_at = $2
+             WHERE id = ANY($1) AND completed_at IS NOT NULL AND announced_at IS NULL",
+        )
+        .bind(ids)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .db()?;
+        Ok(())
+    }
+
+    async fn cancel_batch(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        now: Timestamp,
+    ) -> Result<Option<BatchStatus>> {
+        let mut tx = self.begin().await?;
+        if tenant_batch(&mut *tx, tenant, batch).await?.is_none() {
+            return Ok(None);
+        }
+        let row: BatchRow = sqlx::query_as(&format!(
+            "WITH u AS (
+                UPDATE batch_items SET status = 'cancelled', finished_at = $2, updated_at = $2
+                WHERE batch_id = $1 AND status = 'pending'
+                RETURNING organization_id
+            ), o AS (
+                UPDATE organizations o SET status = 'cancelled'
+                FROM u WHERE o.id = u.organization_id
+            )
+            UPDATE batches SET cancelled_at = COALESCE(cancelled_at, $2) WHERE id = $1
+            RETURNING {BATCH_COLUMNS}"
+        ))
+        .bind(batch.0)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .db()?;
+        tx.commit().await.db()?;
+        Ok(with_counts(&self.pool, vec![row]).await?.into_iter().next())
+    }
+
+    async fn retry_failed(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        now: Timestamp,
+    ) -> Result<Option<Vec<Job>>> {
+        let mut tx = self.begin().await?;
+        if tenant_batch(&mut *tx, tenant, batch).await?.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "WITH u AS (
+                UPDATE batch_items SET status = 'pending', attempts = 0, available_at = $2,
+                    finished_at = NULL, updated_at = $2, sweep_at = $2
+                WHERE batch_id = $1 AND status = 'failed'
+                RETURNING id, tenant, organization_id
+            ), o AS (
+                UPDATE organizations o SET status = 'pending'
+                FROM u WHERE o.id = u.organization_id
+            )
+            SELECT id, tenant FROM u",
+        )
+        .bind(batch.0)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .db()?;
+        let jobs = job_rows(rows)?;
+        if !jobs.is_empty() {
+            sqlx::query("UPDATE batches SET completed_at = NULL, announced_at = NULL WHERE id = $1")
+                .bind(batch.0)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+        }
+        tx.commit().await.db()?;
+        Ok(Some(jobs))
+    }
+
+    async fn batch_status(&self, tenant: &TenantId, batch: BatchId) -> Result<Option<BatchStatus>> {
+        let Some(row) = tenant_batch(&self.pool, tenant, batch).await? else {
+            return Ok(None);
+        };
+        Ok(with_counts(&self.pool, vec![row]).await?.into_iter().next())
+    }
+
+    async fn list_items(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        query: &ItemQuery,
+    ) -> Result<Option<ItemPage>> {
+        if tenant_batch(&self.pool, tenant, batch).await?.is_none() {
+            return Ok(None);
+        }
+        let limit = query.limit.max(1);
+        let rows: Vec<ItemRow> = sqlx::query_as(&format!(
+            "SELECT {ITEM_COLUMNS} FROM batch_items
+             WHERE batch_id = $1 AND ($2::text IS NULL OR status = $2) AND position > $3
+             ORDER BY position LIMIT $4"
+        ))
+        .bind(batch.0)
+        .bind(query.status.map(ItemStatus::as_str))
+        .bind(query.after_position.map_or(-1, i64::from))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        rows::page(rows, limit)
+    }
+
+    async fn organization_by_domain(&self, domain: &Domain) -> Result<Option<Organization>> {
+        let row: Option<OrgRow> = sqlx::query_as(&format!(
+            "SELECT {ORG_COLUMNS} FROM organizations WHERE domain = $1"
+        ))
+        .bind(domain.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .db()?;
+        row.map(OrgRow::into_model).transpose()
+    }
+
+    async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM batches WHERE id IN (
+                SELECT id FROM batches WHERE completed_at < $1 ORDER BY completed_at LIMIT $2)",
+        )
+        .bind(finished_before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .db()?;
+        Ok(done.rows_affected())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.db()?;
+        Ok(())
+    }
+}
+
+fn split(leases: &[Lease]) -> (Vec<Uuid>, Vec<Uuid>) {
+    leases.iter().map(|l| (l.item_id.0, l.token.0)).unzip()
+}
+
+fn claimed(row: &PgRow, r: &ClaimRequest, organization: Organization) -> Result<ClaimedItem> {
+    let id: Uuid = row.try_get("item_id").db()?;
+    let batch: Uuid = row.try_get("batch_id").db()?;
+    let tenant: String = row.try_get("tenant").db()?;
+    let attempts: i64 = row.try_get("attempts").db()?;
+    let change: String = row.try_get("change_kind").db()?;
+    Ok(ClaimedItem {
+        lease: Lease {
+            item_id: ItemId(id),
+            token: r.token,
+        },
+        batch_id: BatchId(batch),
+        tenant: TenantId::parse(tenant)?,
+        attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+        change: rows::change(&change)?,
+        organization,
+    })
+}
+

@@ -1,0 +1,233 @@
+//! Row shapes shared by every engine, and their conversion to the core's model.
+
+use onboarding_core::model::{
+    AttemptError, Batch, BatchCounts, BatchId, BatchItem, BatchStatus, Change, ConflictPolicy,
+    Domain, ItemId, ItemStatus, Organization, OrganizationId, SubmitMode, TenantId, Timestamp,
+};
+use onboarding_core::{Error, Result};
+use uuid::Uuid;
+
+/// Columns of `organizations`, in this order, for `SELECT`s that build an [`OrgRow`].
+pub(crate) const ORG_COLUMNS: &str =
+    "id, name, domain, contact_email, status, version, created_at, updated_at, deleted_at";
+
+/// Columns of `batches` for a [`BatchRow`].
+pub(crate) const BATCH_COLUMNS: &str = "id, tenant, idempotency_key, request_hash, total, policy, mode, created_at, completed_at, cancelled_at, announced_at";
+
+/// Columns of `batch_items` for an [`ItemRow`].
+pub(crate) const ITEM_COLUMNS: &str = "id, batch_id, position, organization_id, domain, status, change_kind, attempts, available_at, lease_until, errors, created_at, updated_at, finished_at";
+
+/// One `organizations` row.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct OrgRow {
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
+    pub(crate) domain: String,
+    pub(crate) contact_email: String,
+    pub(crate) status: String,
+    pub(crate) version: i64,
+    pub(crate) created_at: Timestamp,
+    pub(crate) updated_at: Timestamp,
+    pub(crate) deleted_at: Option<Timestamp>,
+}
+
+impl OrgRow {
+    pub(crate) fn into_model(self) -> Result<Organization> {
+        Ok(Organization {
+            id: OrganizationId(self.id),
+            name: self.name,
+            domain: Domain::from_normalized(self.domain),
+            contact_email: self.contact_email,
+            status: status(&self.status)?,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            deleted_at: self.deleted_at,
+        })
+    }
+}
+
+/// One `batches` row.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct BatchRow {
+    pub(crate) id: Uuid,
+    pub(crate) tenant: String,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) request_hash: String,
+    pub(crate) total: i64,
+    pub(crate) policy: String,
+    pub(crate) mode: String,
+    pub(crate) created_at: Timestamp,
+    pub(crate) completed_at: Option<Timestamp>,
+    pub(crate) cancelled_at: Option<Timestamp>,
+    pub(crate) announced_at: Option<Timestamp>,
+}
+
+impl BatchRow {
+    pub(crate) fn into_model(self) -> Result<Batch> {
+        Ok(Batch {
+            id: BatchId(self.id),
+            tenant: TenantId::parse(self.tenant)?,
+            idempotency_key: self.idempotency_key,
+            request_hash: self.request_hash,
+            total: u32::try_from(self.total).unwrap_or(u32::MAX),
+            policy: match self.policy.as_str() {
+                "skip" => ConflictPolicy::Skip,
+                _ => ConflictPolicy::Update,
+            },
+            mode: match self.mode.as_str() {
+                "partial" => SubmitMode::Partial,
+                _ => SubmitMode::Atomic,
+            },
+            created_at: self.created_at,
+            completed_at: self.completed_at,
+            cancelled_at: self.cancelled_at,
+            announced_at: self.announced_at,
+        })
+    }
+}
+
+/// One `batch_items` row.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ItemRow {
+    pub(crate) id: Uuid,
+    pub(crate) batch_id: Uuid,
+    pub(crate) position: i64,
+    pub(crate) organization_id: Uuid,
+    pub(crate) domain: String,
+    pub(crate) status: String,
+    pub(crate) change_kind: String,
+    pub(crate) attempts: i64,
+    pub(crate) available_at: Timestamp,
+    pub(crate) lease_until: Option<Timestamp>,
+    pub(crate) errors: String,
+    pub(crate) created_at: Timestamp,
+    pub(crate) updated_at: Timestamp,
+    pub(crate) finished_at: Option<Timestamp>,
+}
+
+impl ItemRow {
+    pub(crate) fn into_model(self) -> Result<BatchItem> {
+        let errors: Vec<AttemptError> = serde_json::from_str(&self.errors)
+            .map_err(|e| Error::internal("stored error history is not valid JSON").with_source(e))?;
+        Ok(BatchItem {
+            id: ItemId(self.id),
+            batch_id: BatchId(self.batch_id),
+            position: u32::try_from(self.position).unwrap_or(u32::MAX),
+            organization_id: OrganizationId(self.organization_id),
+            domain: Domain::from_normalized(self.domain),
+            status: status(&self.status)?,
+            change: change(&self.change_kind)?,
+            attempts: u32::try_from(self.attempts).unwrap_or(0),
+            available_at: self.available_at,
+            lease_until: self.lease_until,
+            errors,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            finished_at: self.finished_at,
+        })
+    }
+}
+
+/// One `(status, change, n)` group of a batch's items.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct CountRow {
+    pub(crate) batch_id: Uuid,
+    pub(crate) status: String,
+    pub(crate) change_kind: String,
+    pub(crate) n: i64,
+}
+
+/// Parses a stored item status.
+pub(crate) fn status(s: &str) -> Result<ItemStatus> {
+    ItemStatus::parse(s).ok_or_else(|| Error::internal(format!("unknown stored status {s:?}")))
+}
+
+/// Parses a stored change.
+pub(crate) fn change(s: &str) -> Result<Change> {
+    Change::parse(s).ok_or_else(|| Error::internal(format!("unknown stored change {s:?}")))
+}
+
+/// Adds count groups to per-batch counts.
+pub(crate) fn fold_counts(rows: Vec<CountRow>) -> Result<std::collections::HashMap<Uuid, BatchCounts>> {
+    let mut out: std::collections::HashMap<Uuid, BatchCounts> = std::collections::HashMap::new();
+    for row in rows {
+        let st = status(&row.status)?;
+        let ch = change(&row.change_kind)?;
+        let c = out.entry(row.batch_id).or_default();
+        for _ in 0..row.n.max(0) {
+            c.add(st, ch);
+        }
+    }
+    Ok(out)
+}
+
+/// Joins batches with their counts.
+pub(crate) fn statuses(
+    batches: Vec<BatchRow>,
+    counts: Vec<CountRow>,
+) -> Result<Vec<BatchStatus>> {
+    let mut counts = fold_counts(counts)?;
+    batches
+        .into_iter()
+        .map(|b| {
+            let c = counts.remove(&b.id).unwrap_or_default();
+            Ok(BatchStatus {
+                batch: b.into_model()?,
+                counts: c,
+            })
+        })
+        .collect()
+}
+
+/// The stored name of a policy.
+pub(crate) fn policy_str(p: ConflictPolicy) -> &'static str {
+    match p {
+        ConflictPolicy::Update => "update",
+        ConflictPolicy::Skip => "skip",
+    }
+}
+
+/// The stored name of a mode.
+pub(crate) fn mode_str(m: SubmitMode) -> &'static str {
+    match m {
+        SubmitMode::Atomic => "atomic",
+        SubmitMode::Partial => "partial",
+    }
+}
+
+/// `t + d`, saturating.
+pub(crate) fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
+    t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// One error-history entry, to append to the stored array.
+#[cfg_attr(not(any(feature = "mysql", feature = "sqlite")), allow(dead_code))]
+pub(crate) fn error_entry(
+    attempt: i64,
+    at: Timestamp,
+    message: &str,
+    permanent: bool,
+) -> serde_json::Value {
+    serde_json::json!({
+        "attempt": attempt,
+        "at": at,
+        "message": message,
+        "permanent": permanent,
+    })
+}
+
+/// Cuts the `limit + 1` rows fetched into a page and its cursor.
+pub(crate) fn page(rows: Vec<ItemRow>, limit: u32) -> Result<Option<onboarding_core::repository::ItemPage>> {
+    let mut items = rows
+        .into_iter()
+        .map(ItemRow::into_model)
+        .collect::<Result<Vec<_>>>()?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|i| i.position)
+    } else {
+        None
+    };
+    Ok(Some(onboarding_core::repository::ItemPage { items, next_cursor }))
+}
