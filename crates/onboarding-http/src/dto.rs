@@ -168,9 +168,10 @@ impl From<&ValidRequest> for ValidationSummary {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchState {
-    /// Items are pending or processing.
+    /// Items are pending or processing (or the last ones just finished and
+    /// the completion is being recorded).
     Running,
-    /// Every item is terminal.
+    /// Every item is terminal and the completion is recorded (`completed_at` is set).
     Completed,
     /// The batch was cancelled (pending items stopped).
     Cancelled,
@@ -243,7 +244,7 @@ impl BatchStatusResponse {
         let b = &status.batch;
         let state = if b.cancelled_at.is_some() {
             BatchState::Cancelled
-        } else if b.completed_at.is_some() || status.is_finished() {
+        } else if b.completed_at.is_some() {
             BatchState::Completed
         } else {
             BatchState::Running

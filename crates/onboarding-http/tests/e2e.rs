@@ -118,8 +118,76 @@ impl Client {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_request_over_http_reaches_completed() {
-    let backends = Backends::memory();
+async fn seed_request_over_http_reaches_completed_on_memory() {
+    seed_request_reaches_completed(Backends::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_request_over_http_reaches_completed_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!(
+        "onboarding-http-e2e-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("e2e.db").display());
+    let sql = onboarding_sqlx::connect(&url, onboarding_sqlx::SqlOptions::default())
+        .await
+        .unwrap();
+    let backends = Backends::new(
+        sql.repository(),
+        sql.queue(),
+        Arc::new(MemoryCache::default()),
+        Arc::new(TracingEventSink),
+    );
+    seed_request_reaches_completed(backends).await;
+    sql.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// PostgreSQL (a fresh database per run) + the Redis queue and cache (a fresh key prefix).
+/// Needs the servers `.ci/services.sh` starts; a missing server fails the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_request_over_http_reaches_completed_on_postgres_and_redis() {
+    use sqlx::Connection as _;
+    let admin = std::env::var("ONBOARDING_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let redis_url = std::env::var("ONBOARDING_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let name = format!("onboarding_http_e2e_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL must be reachable (ONBOARDING_TEST_POSTGRES_URL)");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    let sql = onboarding_sqlx::connect(
+        &format!("{base}/{name}"),
+        onboarding_sqlx::SqlOptions::default(),
+    )
+    .await
+    .unwrap();
+    let redis = onboarding_redis::RedisConfig::new(redis_url)
+        .with_prefix(format!("http-e2e-{}", uuid::Uuid::new_v4().simple()));
+    let queue = onboarding_redis::RedisQueue::connect(redis.clone())
+        .await
+        .expect("Redis must be reachable (ONBOARDING_TEST_REDIS_URL)");
+    let cache = onboarding_redis::RedisCache::connect(redis).await.unwrap();
+    let backends = Backends::new(
+        sql.repository(),
+        Arc::new(queue),
+        Arc::new(cache),
+        Arc::new(TracingEventSink),
+    );
+    seed_request_reaches_completed(backends).await;
+    sql.close().await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await;
+}
+
+async fn seed_request_reaches_completed(backends: Backends) {
     let service = OnboardingService::new(backends.clone(), IngestConfig::default());
     let metrics = Metrics::new();
     let worker = Worker::new(
