@@ -11,7 +11,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-        --features http,sqlite,postgres,mysql,redis \
+        --features http,sqlite,postgres,mysql,redis,amqp \
         --example server --example worker \
  && mkdir -p /out \
  && cp target/release/examples/server /out/onboarding-server \

@@ -222,11 +222,17 @@ async fn redis_cache(_url: &str) -> Result<Arc<dyn Cache>, String> {
     Err(needs("redis", "CACHE_URL=redis://…"))
 }
 
+#[cfg(feature = "amqp")]
 async fn amqp_queue(url: &str) -> Result<Arc<dyn JobQueue>, String> {
-    Err(format!(
-        "QUEUE_URL {}: the RabbitMQ queue (onboarding-amqp) is not wired into this example yet",
-        redact(url)
-    ))
+    let queue = onboarding::amqp::AmqpQueue::connect(onboarding::amqp::AmqpConfig::new(url))
+        .await
+        .map_err(|e| format!("QUEUE_URL {}: {e}", redact(url)))?;
+    Ok(Arc::new(queue))
+}
+
+#[cfg(not(feature = "amqp"))]
+async fn amqp_queue(_url: &str) -> Result<Arc<dyn JobQueue>, String> {
+    Err(needs("amqp", "QUEUE_URL=amqp://…"))
 }
 
 /// The processor the flags ask for.

@@ -1,4 +1,11 @@
-//! bulk-onboarding: RabbitMQ job queue (see its issue; not yet built).
-//!
-//! This crate is a placeholder in the workspace so the facade's feature
-//! exists; its implementation lands with its own issue.
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod error;
+mod local;
+mod queue;
+mod session;
+mod topology;
+
+pub use config::AmqpConfig;
+pub use queue::AmqpQueue;

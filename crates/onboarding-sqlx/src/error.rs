@@ -53,7 +53,10 @@ pub(crate) fn driver(err: sqlx::Error) -> Error {
             #[cfg(not(feature = "mysql"))]
             let mysql_transient = false;
             if transient_code(&code) || mysql_transient {
-                Error::unavailable("the database refused the operation for now", SqlError::Driver(err))
+                Error::unavailable(
+                    "the database refused the operation for now",
+                    SqlError::Driver(err),
+                )
             } else if db.is_unique_violation() {
                 Error::new(ErrorKind::Conflict, "a unique constraint was violated")
                     .with_source(SqlError::Driver(err))
@@ -62,7 +65,8 @@ pub(crate) fn driver(err: sqlx::Error) -> Error {
                     .with_source(SqlError::Driver(err))
             }
         }
-        _ => Error::new(ErrorKind::Internal, "database driver error").with_source(SqlError::Driver(err)),
+        _ => Error::new(ErrorKind::Internal, "database driver error")
+            .with_source(SqlError::Driver(err)),
     }
 }
 

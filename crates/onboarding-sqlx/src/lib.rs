@@ -95,7 +95,11 @@ pub enum Engine {
 impl Engine {
     /// The engine a URL names by its scheme.
     pub fn from_url(url: &str) -> Result<Self> {
-        let scheme = url.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        let scheme = url
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         match scheme.as_str() {
             "postgres" | "postgresql" => Ok(Self::Postgres),
             "mysql" | "mariadb" => Ok(Self::MySql),
@@ -350,7 +354,9 @@ pub async fn connect(url: &str, options: SqlOptions) -> Result<SqlBackend> {
 /// `max_params / params_per_row` rows.
 #[cfg_attr(not(any(feature = "mysql", feature = "sqlite")), allow(dead_code))]
 pub(crate) fn chunk_len(chunk_size: usize, max_params: usize, params_per_row: usize) -> usize {
-    chunk_size.max(1).min((max_params / params_per_row.max(1)).max(1))
+    chunk_size
+        .max(1)
+        .min((max_params / params_per_row.max(1)).max(1))
 }
 
 #[cfg(test)]
@@ -360,18 +366,30 @@ mod tests {
     #[test]
     fn urls_hide_passwords() {
         let u = DatabaseUrl::new("postgres://app:s3cret@db:5432/onb?sslmode=disable");
-        assert_eq!(format!("{u:?}"), "\"postgres://app:***@db:5432/onb?sslmode=disable\"");
+        assert_eq!(
+            format!("{u:?}"),
+            "\"postgres://app:***@db:5432/onb?sslmode=disable\""
+        );
         assert!(!format!("{u}").contains("s3cret"));
         let u = DatabaseUrl::new("mysql://root@127.0.0.1/x?password=hunter2&ssl-mode=disabled");
-        assert_eq!(u.redacted(), "mysql://root@127.0.0.1/x?password=***&ssl-mode=disabled");
+        assert_eq!(
+            u.redacted(),
+            "mysql://root@127.0.0.1/x?password=***&ssl-mode=disabled"
+        );
         assert_eq!(redact("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
     }
 
     #[test]
     fn engines_by_scheme() {
-        assert_eq!(Engine::from_url("postgresql://x/y").ok(), Some(Engine::Postgres));
+        assert_eq!(
+            Engine::from_url("postgresql://x/y").ok(),
+            Some(Engine::Postgres)
+        );
         assert_eq!(Engine::from_url("mariadb://x/y").ok(), Some(Engine::MySql));
-        assert_eq!(Engine::from_url("sqlite::memory:").ok(), Some(Engine::Sqlite));
+        assert_eq!(
+            Engine::from_url("sqlite::memory:").ok(),
+            Some(Engine::Sqlite)
+        );
         assert!(Engine::from_url("redis://x").is_err());
     }
 }

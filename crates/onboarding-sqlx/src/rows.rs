@@ -108,8 +108,9 @@ pub(crate) struct ItemRow {
 
 impl ItemRow {
     pub(crate) fn into_model(self) -> Result<BatchItem> {
-        let errors: Vec<AttemptError> = serde_json::from_str(&self.errors)
-            .map_err(|e| Error::internal("stored error history is not valid JSON").with_source(e))?;
+        let errors: Vec<AttemptError> = serde_json::from_str(&self.errors).map_err(|e| {
+            Error::internal("stored error history is not valid JSON").with_source(e)
+        })?;
         Ok(BatchItem {
             id: ItemId(self.id),
             batch_id: BatchId(self.batch_id),
@@ -149,7 +150,9 @@ pub(crate) fn change(s: &str) -> Result<Change> {
 }
 
 /// Adds count groups to per-batch counts.
-pub(crate) fn fold_counts(rows: Vec<CountRow>) -> Result<std::collections::HashMap<Uuid, BatchCounts>> {
+pub(crate) fn fold_counts(
+    rows: Vec<CountRow>,
+) -> Result<std::collections::HashMap<Uuid, BatchCounts>> {
     let mut out: std::collections::HashMap<Uuid, BatchCounts> = std::collections::HashMap::new();
     for row in rows {
         let st = status(&row.status)?;
@@ -163,10 +166,7 @@ pub(crate) fn fold_counts(rows: Vec<CountRow>) -> Result<std::collections::HashM
 }
 
 /// Joins batches with their counts.
-pub(crate) fn statuses(
-    batches: Vec<BatchRow>,
-    counts: Vec<CountRow>,
-) -> Result<Vec<BatchStatus>> {
+pub(crate) fn statuses(batches: Vec<BatchRow>, counts: Vec<CountRow>) -> Result<Vec<BatchStatus>> {
     let mut counts = fold_counts(counts)?;
     batches
         .into_iter()
@@ -218,7 +218,10 @@ pub(crate) fn error_entry(
 }
 
 /// Cuts the `limit + 1` rows fetched into a page and its cursor.
-pub(crate) fn page(rows: Vec<ItemRow>, limit: u32) -> Result<Option<onboarding_core::repository::ItemPage>> {
+pub(crate) fn page(
+    rows: Vec<ItemRow>,
+    limit: u32,
+) -> Result<Option<onboarding_core::repository::ItemPage>> {
     let mut items = rows
         .into_iter()
         .map(ItemRow::into_model)
@@ -229,5 +232,8 @@ pub(crate) fn page(rows: Vec<ItemRow>, limit: u32) -> Result<Option<onboarding_c
     } else {
         None
     };
-    Ok(Some(onboarding_core::repository::ItemPage { items, next_cursor }))
+    Ok(Some(onboarding_core::repository::ItemPage {
+        items,
+        next_cursor,
+    }))
 }

@@ -178,28 +178,11 @@ impl WorkerHandle {
             tracing::error!(error = %e, "worker flush task ended abnormally");
         }
         let leftover = self.shared.leases_in_hand();
-        let mut released = 0;
-        if !leftover.is_empty() {
-            match self
-                .shared
-                .backends
-                .repository
-                .release_items(&leftover, now())
-                .await
-            {
-                Ok(jobs) => {
-                    released = jobs.len();
-                    Counters::bump(&self.shared.counters.released, released);
-                    if let Err(e) = self.shared.backends.queue.enqueue(&jobs).await {
-                        tracing::warn!(error = %e, "released items not enqueued; the sweeper will");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, items = leftover.len(), "could not release items; their leases will expire");
-                }
-            }
-            self.shared.forget(leftover.iter().map(|l| l.item_id));
-        }
+        let released = if leftover.is_empty() {
+            0
+        } else {
+            release(&self.shared, &leftover).await
+        };
         self.heartbeat.abort();
         if let Some(sweeper) = self.sweeper {
             sweeper.abort();
@@ -212,6 +195,44 @@ impl WorkerHandle {
         }
     }
 }
+
+/// Gives leases back (a few tries: a busy database should not leave items
+/// leased until their lease expires), enqueues them, and returns how many went back.
+async fn release(shared: &Shared, leases: &[Lease]) -> usize {
+    let mut backoff = ErrorBackoff::new();
+    let mut released = 0;
+    for attempt in 1..=RELEASE_TRIES {
+        match shared
+            .backends
+            .repository
+            .release_items(leases, now())
+            .await
+        {
+            Ok(jobs) => {
+                released = jobs.len();
+                Counters::bump(&shared.counters.released, released);
+                if let Err(e) = shared.backends.queue.enqueue(&jobs).await {
+                    tracing::warn!(error = %e, "released items not enqueued; the sweeper will");
+                }
+                break;
+            }
+            Err(e) if attempt < RELEASE_TRIES => {
+                Counters::bump(&shared.counters.backend_errors, 1);
+                tracing::warn!(error = %e, attempt, "releasing items failed; retrying");
+                tokio::time::sleep(backoff.next()).await;
+            }
+            Err(e) => {
+                Counters::bump(&shared.counters.backend_errors, 1);
+                tracing::warn!(error = %e, items = leases.len(), "could not release items; their leases will expire");
+            }
+        }
+    }
+    shared.forget(leases.iter().map(|l| l.item_id));
+    released
+}
+
+/// Attempts at releasing leases on shutdown.
+const RELEASE_TRIES: u32 = 5;
 
 /// Grows a pause after backend errors, resets after a success.
 pub(crate) struct ErrorBackoff {

@@ -70,7 +70,8 @@ impl LockQueue {
             let id: i64 = row.try_get("id").db()?;
             rank.insert(id, order);
         }
-        let mut qb = QueryBuilder::new("SELECT id, item_id, tenant, not_before FROM jobs WHERE id IN (");
+        let mut qb =
+            QueryBuilder::new("SELECT id, item_id, tenant, not_before FROM jobs WHERE id IN (");
         let mut sep = qb.separated(", ");
         for id in rank.keys() {
             sep.push_bind(*id);
@@ -84,8 +85,15 @@ impl LockQueue {
             let id: i64 = row.try_get("id").db()?;
             let item: Uuid = row.try_get("item_id").db()?;
             let tenant: String = row.try_get("tenant").db()?;
-            let not_before: Option<chrono::DateTime<chrono::Utc>> = row.try_get("not_before").db()?;
-            picked.push((rank.get(&id).copied().unwrap_or(usize::MAX), id, item, tenant, not_before));
+            let not_before: Option<chrono::DateTime<chrono::Utc>> =
+                row.try_get("not_before").db()?;
+            picked.push((
+                rank.get(&id).copied().unwrap_or(usize::MAX),
+                id,
+                item,
+                tenant,
+                not_before,
+            ));
         }
         picked.sort_by_key(|p| (p.0, p.1));
         picked.truncate(max);
@@ -129,7 +137,8 @@ impl JobQueue for LockQueue {
         let at = now();
         let mut tx = self.pool.begin().await.db()?;
         for chunk in jobs.chunks(chunk_len(usize::MAX, dialect::MAX_PARAMS, 4)) {
-            let mut qb = QueryBuilder::new("INSERT INTO jobs (item_id, tenant, available_at, not_before) ");
+            let mut qb =
+                QueryBuilder::new("INSERT INTO jobs (item_id, tenant, available_at, not_before) ");
             qb.push_values(chunk, |mut b, j| {
                 b.push_bind(j.item_id.0)
                     .push_bind(j.tenant.as_str())

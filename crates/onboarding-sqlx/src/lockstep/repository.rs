@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use onboarding_core::model::{
-    Batch, BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus,
-    Organization, OrganizationId, TenantId, Timestamp,
+    Batch, BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus, Organization,
+    OrganizationId, TenantId, Timestamp,
 };
 use onboarding_core::queue::Job;
 use onboarding_core::repository::{
@@ -66,7 +66,10 @@ fn push_in<'a>(qb: &mut QueryBuilder<'a, Db>, ids: &'a [Uuid]) {
     sep.push_unseparated(")");
 }
 
-async fn with_counts(exec: &mut sqlx::pool::PoolConnection<Db>, batches: Vec<BatchRow>) -> Result<Vec<BatchStatus>> {
+async fn with_counts(
+    exec: &mut sqlx::pool::PoolConnection<Db>,
+    batches: Vec<BatchRow>,
+) -> Result<Vec<BatchStatus>> {
     counts_on(&mut **exec, batches).await
 }
 
@@ -87,7 +90,12 @@ where
     rows::statuses(batches, counts)
 }
 
-async fn tenant_batch<'e, E>(exec: E, tenant: &TenantId, batch: BatchId, lock: &str) -> Result<Option<BatchRow>>
+async fn tenant_batch<'e, E>(
+    exec: E,
+    tenant: &TenantId,
+    batch: BatchId,
+    lock: &str,
+) -> Result<Option<BatchRow>>
 where
     E: sqlx::Executor<'e, Database = Db>,
 {
@@ -166,14 +174,19 @@ async fn set_org_status(tx: &mut Tx, ids: &[Uuid], status: ItemStatus) -> Result
 }
 
 /// Open batches with no pending or processing item (filter on `b.id` and lock after it).
-const FINISHED_OPEN: &str = "SELECT b.id, b.tenant, b.idempotency_key, b.request_hash, b.total, b.policy, b.mode,
+const FINISHED_OPEN: &str =
+    "SELECT b.id, b.tenant, b.idempotency_key, b.request_hash, b.total, b.policy, b.mode,
     b.created_at, b.completed_at, b.cancelled_at, b.announced_at
     FROM batches b WHERE b.completed_at IS NULL
     AND NOT EXISTS (SELECT 1 FROM batch_items i
                     WHERE i.batch_id = b.id AND i.status IN ('pending', 'processing'))";
 
 /// Sets `completed_at` on the batches read (and locked) in `tx`, and commits.
-async fn mark_completed(mut tx: Tx, mut done: Vec<BatchRow>, now: Timestamp) -> Result<Vec<BatchStatus>> {
+async fn mark_completed(
+    mut tx: Tx,
+    mut done: Vec<BatchRow>,
+    now: Timestamp,
+) -> Result<Vec<BatchStatus>> {
     let ids: Vec<Uuid> = done.iter().map(|b| b.id).collect();
     for chunk in ids.chunks(rows_per(1)) {
         let mut qb = QueryBuilder::new("UPDATE batches SET completed_at = ");
@@ -261,8 +274,10 @@ impl OrgRepository for LockRepository {
             sep.push_unseparated(")");
             qb.push(dialect::FOR_UPDATE);
             let existing: Vec<Existing> = qb.build_query_as().fetch_all(&mut *tx).await.db()?;
-            let existing: HashMap<String, Existing> =
-                existing.into_iter().map(|e| (e.domain.clone(), e)).collect();
+            let existing: HashMap<String, Existing> = existing
+                .into_iter()
+                .map(|e| (e.domain.clone(), e))
+                .collect();
 
             let mut writes = Vec::new();
             let mut to_pending = Vec::new();
@@ -293,7 +308,11 @@ impl OrgRepository for LockRepository {
                     organization_id: OrganizationId(id),
                     domain: org.domain.clone(),
                     change,
-                    status: if done { ItemStatus::Completed } else { ItemStatus::Pending },
+                    status: if done {
+                        ItemStatus::Completed
+                    } else {
+                        ItemStatus::Pending
+                    },
                 });
             }
             if !writes.is_empty() {
@@ -376,7 +395,8 @@ impl OrgRepository for LockRepository {
         let mut tx = self.begin().await?;
         let mut claimable: Vec<(Uuid, Uuid)> = Vec::new();
         for chunk in ids.chunks(rows_per(1)) {
-            let mut qb = QueryBuilder::new("SELECT id, organization_id FROM batch_items WHERE id IN ");
+            let mut qb =
+                QueryBuilder::new("SELECT id, organization_id FROM batch_items WHERE id IN ");
             push_in(&mut qb, chunk);
             qb.push(" AND ((status = 'pending' AND available_at <= ")
                 .push_bind(r.now)
@@ -386,7 +406,10 @@ impl OrgRepository for LockRepository {
                 .push(dialect::SKIP_LOCKED);
             let rows = qb.build().fetch_all(&mut *tx).await.db()?;
             for row in rows {
-                claimable.push((row.try_get("id").db()?, row.try_get("organization_id").db()?));
+                claimable.push((
+                    row.try_get("id").db()?,
+                    row.try_get("organization_id").db()?,
+                ));
             }
         }
         if claimable.is_empty() {
@@ -396,7 +419,8 @@ impl OrgRepository for LockRepository {
         let item_ids: Vec<Uuid> = claimable.iter().map(|c| c.0).collect();
         let org_ids: Vec<Uuid> = claimable.iter().map(|c| c.1).collect();
         for chunk in item_ids.chunks(rows_per(1)) {
-            let mut qb = QueryBuilder::new("UPDATE batch_items SET status = 'processing', lease_token = ");
+            let mut qb =
+                QueryBuilder::new("UPDATE batch_items SET status = 'processing', lease_token = ");
             qb.push_bind(r.token.0)
                 .push(", lease_until = ")
                 .push_bind(r.lease_until)
@@ -454,7 +478,11 @@ impl OrgRepository for LockRepository {
             return Ok(Vec::new());
         }
         let mut tx = self.begin().await?;
-        let held: Vec<Uuid> = leased(&mut tx, leases).await?.into_iter().map(|l| l.id).collect();
+        let held: Vec<Uuid> = leased(&mut tx, leases)
+            .await?
+            .into_iter()
+            .map(|l| l.id)
+            .collect();
         for chunk in held.chunks(rows_per(1)) {
             let mut qb = QueryBuilder::new("UPDATE batch_items SET lease_until = ");
             qb.push_bind(lease_until)
@@ -478,8 +506,10 @@ impl OrgRepository for LockRepository {
             return Ok(Vec::new());
         }
         let leases: Vec<Lease> = finishes.iter().map(|f| f.lease).collect();
-        let by_id: HashMap<Uuid, &Resolution> =
-            finishes.iter().map(|f| (f.lease.item_id.0, &f.resolution)).collect();
+        let by_id: HashMap<Uuid, &Resolution> = finishes
+            .iter()
+            .map(|f| (f.lease.item_id.0, &f.resolution))
+            .collect();
         let mut tx = self.begin().await?;
         let held = leased(&mut tx, &leases).await?;
         let mut completed = Vec::new();
@@ -501,13 +531,21 @@ impl OrgRepository for LockRepository {
                     available_at,
                     error,
                 } => {
-                    let errors = append_error(&row.errors, error_entry(row.attempts, now, error, false))?;
-                    retried.push((row.id, *available_at, add(*available_at, stale_after), errors));
+                    let errors =
+                        append_error(&row.errors, error_entry(row.attempts, now, error, false))?;
+                    retried.push((
+                        row.id,
+                        *available_at,
+                        add(*available_at, stale_after),
+                        errors,
+                    ));
                     org_pending.push(row.organization_id);
                 }
                 Resolution::Failed { error, permanent } => {
-                    let errors =
-                        append_error(&row.errors, error_entry(row.attempts, now, error, *permanent))?;
+                    let errors = append_error(
+                        &row.errors,
+                        error_entry(row.attempts, now, error, *permanent),
+                    )?;
                     failed.push((row.id, errors));
                     org_failed.push(row.organization_id);
                 }
@@ -517,7 +555,10 @@ impl OrgRepository for LockRepository {
             let mut qb = QueryBuilder::new(
                 "UPDATE batch_items SET status = 'completed', lease_token = NULL, lease_until = NULL, finished_at = ",
             );
-            qb.push_bind(now).push(", updated_at = ").push_bind(now).push(" WHERE id IN ");
+            qb.push_bind(now)
+                .push(", updated_at = ")
+                .push_bind(now)
+                .push(" WHERE id IN ");
             push_in(&mut qb, chunk);
             qb.build().execute(&mut *tx).await.db()?;
         }
@@ -527,15 +568,24 @@ impl OrgRepository for LockRepository {
             );
             qb.push_bind(now).push(", available_at = CASE id");
             for (id, at, _, _) in chunk {
-                qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(*at);
+                qb.push(" WHEN ")
+                    .push_bind(*id)
+                    .push(" THEN ")
+                    .push_bind(*at);
             }
             qb.push(" END, sweep_at = CASE id");
             for (id, _, sweep, _) in chunk {
-                qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(*sweep);
+                qb.push(" WHEN ")
+                    .push_bind(*id)
+                    .push(" THEN ")
+                    .push_bind(*sweep);
             }
             qb.push(" END, errors = CASE id");
             for (id, _, _, errors) in chunk {
-                qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(errors.as_str());
+                qb.push(" WHEN ")
+                    .push_bind(*id)
+                    .push(" THEN ")
+                    .push_bind(errors.as_str());
             }
             qb.push(" END WHERE id IN ");
             let ids: Vec<Uuid> = chunk.iter().map(|c| c.0).collect();
@@ -551,9 +601,15 @@ impl OrgRepository for LockRepository {
             let mut qb = QueryBuilder::new(
                 "UPDATE batch_items SET status = 'failed', lease_token = NULL, lease_until = NULL, finished_at = ",
             );
-            qb.push_bind(now).push(", updated_at = ").push_bind(now).push(", errors = CASE id");
+            qb.push_bind(now)
+                .push(", updated_at = ")
+                .push_bind(now)
+                .push(", errors = CASE id");
             for (id, errors) in chunk {
-                qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(errors.as_str());
+                qb.push(" WHEN ")
+                    .push_bind(*id)
+                    .push(" THEN ")
+                    .push_bind(errors.as_str());
             }
             qb.push(" END WHERE id IN (");
             let mut sep = qb.separated(", ");
@@ -582,7 +638,10 @@ impl OrgRepository for LockRepository {
                 "UPDATE batch_items SET status = 'pending', lease_token = NULL, lease_until = NULL,
                  attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, available_at = ",
             );
-            qb.push_bind(now).push(", updated_at = ").push_bind(now).push(" WHERE id IN ");
+            qb.push_bind(now)
+                .push(", updated_at = ")
+                .push_bind(now)
+                .push(" WHERE id IN ");
             push_in(&mut qb, chunk);
             qb.build().execute(&mut *tx).await.db()?;
         }
@@ -617,7 +676,12 @@ impl OrgRepository for LockRepository {
         for row in pending {
             let id: Uuid = row.try_get("id").db()?;
             ids.push(id);
-            jobs.push(job_of(id, row.try_get("tenant").db()?, row.try_get("available_at").db()?, now)?);
+            jobs.push(job_of(
+                id,
+                row.try_get("tenant").db()?,
+                row.try_get("available_at").db()?,
+                now,
+            )?);
         }
         for chunk in ids.chunks(rows_per(1)) {
             let mut qb = QueryBuilder::new("UPDATE batch_items SET sweep_at = ");
@@ -666,7 +730,12 @@ impl OrgRepository for LockRepository {
             let mut qb = QueryBuilder::new(format!("{FINISHED_OPEN} AND b.id IN "));
             push_in(&mut qb, chunk);
             qb.push(dialect::FOR_UPDATE);
-            done.extend(qb.build_query_as::<BatchRow>().fetch_all(&mut *tx).await.db()?);
+            done.extend(
+                qb.build_query_as::<BatchRow>()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .db()?,
+            );
         }
         mark_completed(tx, done, now).await
     }
@@ -675,7 +744,11 @@ impl OrgRepository for LockRepository {
         let mut tx = self.begin().await?;
         let mut qb = QueryBuilder::new(format!("{FINISHED_OPEN} ORDER BY b.created_at LIMIT "));
         qb.push_bind(i64::from(limit)).push(dialect::SKIP_LOCKED);
-        let done = qb.build_query_as::<BatchRow>().fetch_all(&mut *tx).await.db()?;
+        let done = qb
+            .build_query_as::<BatchRow>()
+            .fetch_all(&mut *tx)
+            .await
+            .db()?;
         mark_completed(tx, done, now).await
     }
 
@@ -702,9 +775,8 @@ impl OrgRepository for LockRepository {
         let ids: Vec<Uuid> = batches.iter().map(|b| b.0).collect();
         for chunk in ids.chunks(rows_per(1)) {
             let mut qb = QueryBuilder::new("UPDATE batches SET announced_at = ");
-            qb.push_bind(now).push(
-                " WHERE completed_at IS NOT NULL AND announced_at IS NULL AND id IN ",
-            );
+            qb.push_bind(now)
+                .push(" WHERE completed_at IS NOT NULL AND announced_at IS NULL AND id IN ");
             push_in(&mut qb, chunk);
             qb.build().execute(&self.pool).await.db()?;
         }
@@ -718,7 +790,8 @@ impl OrgRepository for LockRepository {
         now: Timestamp,
     ) -> Result<Option<BatchStatus>> {
         let mut tx = self.begin().await?;
-        let Some(mut row) = tenant_batch(&mut *tx, tenant, batch, dialect::FOR_UPDATE).await? else {
+        let Some(mut row) = tenant_batch(&mut *tx, tenant, batch, dialect::FOR_UPDATE).await?
+        else {
             return Ok(None);
         };
         let pending = sqlx::query(&format!(
@@ -765,7 +838,10 @@ impl OrgRepository for LockRepository {
         now: Timestamp,
     ) -> Result<Option<Vec<Job>>> {
         let mut tx = self.begin().await?;
-        if tenant_batch(&mut *tx, tenant, batch, dialect::FOR_UPDATE).await?.is_none() {
+        if tenant_batch(&mut *tx, tenant, batch, dialect::FOR_UPDATE)
+            .await?
+            .is_none()
+        {
             return Ok(None);
         }
         let failed = sqlx::query(&format!(

@@ -64,7 +64,8 @@ impl PgQueue {
             let item: Uuid = row.try_get("item_id").db()?;
             let tenant: String = row.try_get("tenant").db()?;
             let rn: i64 = row.try_get("rn").db()?;
-            let not_before: Option<chrono::DateTime<chrono::Utc>> = row.try_get("not_before").db()?;
+            let not_before: Option<chrono::DateTime<chrono::Utc>> =
+                row.try_get("not_before").db()?;
             out.push((
                 rn,
                 id,

@@ -117,7 +117,10 @@ async fn upsert_chunk(
     let ids: Vec<Uuid> = chunk.iter().map(|_| OrganizationId::new().0).collect();
     let names: Vec<&str> = chunk.iter().map(|(_, o)| o.name.as_str()).collect();
     let domains: Vec<&str> = chunk.iter().map(|(_, o)| o.domain.as_str()).collect();
-    let emails: Vec<&str> = chunk.iter().map(|(_, o)| o.contact_email.as_str()).collect();
+    let emails: Vec<&str> = chunk
+        .iter()
+        .map(|(_, o)| o.contact_email.as_str())
+        .collect();
     let on_conflict = match s.policy {
         ConflictPolicy::Skip => "ON CONFLICT (domain) DO NOTHING",
         ConflictPolicy::Update => {
@@ -154,7 +157,11 @@ async fn upsert_chunk(
             domain,
             Upserted {
                 id: row.try_get("id").db()?,
-                change: if inserted { Change::Created } else { Change::Updated },
+                change: if inserted {
+                    Change::Created
+                } else {
+                    Change::Updated
+                },
                 status: ItemStatus::Pending,
             },
         );
@@ -165,11 +172,12 @@ async fn upsert_chunk(
             .copied()
             .filter(|d| !found.contains_key(*d))
             .collect();
-        let existing = sqlx::query("SELECT id, domain, status FROM organizations WHERE domain = ANY($1)")
-            .bind(&missing)
-            .fetch_all(&mut **tx)
-            .await
-            .db()?;
+        let existing =
+            sqlx::query("SELECT id, domain, status FROM organizations WHERE domain = ANY($1)")
+                .bind(&missing)
+                .fetch_all(&mut **tx)
+                .await
+                .db()?;
         let kept = match s.policy {
             ConflictPolicy::Skip => Change::Skipped,
             ConflictPolicy::Update => Change::Unchanged,
@@ -230,9 +238,9 @@ impl OrgRepository for PgRepository {
             let found = upsert_chunk(&mut tx, s, chunk).await?;
             let mut to_pending = Vec::new();
             for (position, org) in chunk {
-                let up = found.get(org.domain.as_str()).ok_or_else(|| {
-                    Error::internal(format!("upsert lost domain {}", org.domain))
-                })?;
+                let up = found
+                    .get(org.domain.as_str())
+                    .ok_or_else(|| Error::internal(format!("upsert lost domain {}", org.domain)))?;
                 let done = up.change == Change::Skipped
                     || (up.change == Change::Unchanged
                         && up.status == ItemStatus::Completed
@@ -246,17 +254,19 @@ impl OrgRepository for PgRepository {
                     organization_id: OrganizationId(up.id),
                     domain: org.domain.clone(),
                     change: up.change,
-                    status: if done { ItemStatus::Completed } else { ItemStatus::Pending },
+                    status: if done {
+                        ItemStatus::Completed
+                    } else {
+                        ItemStatus::Pending
+                    },
                 });
             }
             if !to_pending.is_empty() {
-                sqlx::query(
-                    "UPDATE organizations SET status = 'pending' WHERE id = ANY($1)",
-                )
-                .bind(&to_pending)
-                .execute(&mut *tx)
-                .await
-                .db()?;
+                sqlx::query("UPDATE organizations SET status = 'pending' WHERE id = ANY($1)")
+                    .bind(&to_pending)
+                    .execute(&mut *tx)
+                    .await
+                    .db()?;
             }
         }
         for chunk in items.chunks(s.chunk_size.max(1)) {
@@ -405,7 +415,9 @@ impl OrgRepository for PgRepository {
                     available_at,
                     error,
                 } => ("retry", *available_at, error.as_str(), false),
-                Resolution::Failed { error, permanent } => ("failed", now, error.as_str(), *permanent),
+                Resolution::Failed { error, permanent } => {
+                    ("failed", now, error.as_str(), *permanent)
+                }
             };
             kinds.push(kind);
             available.push(at);
@@ -674,11 +686,13 @@ impl OrgRepository for PgRepository {
         .db()?;
         let jobs = job_rows(rows)?;
         if !jobs.is_empty() {
-            sqlx::query("UPDATE batches SET completed_at = NULL, announced_at = NULL WHERE id = $1")
-                .bind(batch.0)
-                .execute(&mut *tx)
-                .await
-                .db()?;
+            sqlx::query(
+                "UPDATE batches SET completed_at = NULL, announced_at = NULL WHERE id = $1",
+            )
+            .bind(batch.0)
+            .execute(&mut *tx)
+            .await
+            .db()?;
         }
         tx.commit().await.db()?;
         Ok(Some(jobs))
@@ -768,4 +782,3 @@ fn claimed(row: &PgRow, r: &ClaimRequest, organization: Organization) -> Result<
         organization,
     })
 }
-

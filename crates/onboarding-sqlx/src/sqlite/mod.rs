@@ -67,8 +67,16 @@ pub(crate) async fn connect(url: DatabaseUrl, options: &SqlOptions) -> Result<Sq
         .max_connections(if memory { 1 } else { options.max_connections })
         .acquire_timeout(options.acquire_timeout)
         // An in-memory database lives only as long as its one connection.
-        .idle_timeout(if memory { None } else { Some(std::time::Duration::from_secs(600)) })
-        .max_lifetime(if memory { None } else { Some(std::time::Duration::from_secs(1800)) })
+        .idle_timeout(if memory {
+            None
+        } else {
+            Some(std::time::Duration::from_secs(600))
+        })
+        .max_lifetime(if memory {
+            None
+        } else {
+            Some(std::time::Duration::from_secs(1800))
+        })
         .connect_with(connect)
         .await
         .db()?;

@@ -198,9 +198,12 @@ impl TestDb {
         };
         if admin.starts_with("postgres") {
             if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-                    .execute(&mut c)
-                    .await;
+                let _ = sqlx::query(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .execute(&mut c)
+                .await;
             }
         } else if let Ok(mut c) = sqlx::MySqlConnection::connect(&admin).await {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {}", self.name))

@@ -1,0 +1,264 @@
+//! `AmqpConfig`: where the broker is, how the queues are named, and how the
+//! queue behaves (prefetch, visibility timeout, reconnection backoff).
+
+use std::fmt;
+use std::time::Duration;
+
+use onboarding_core::model::TenantId;
+
+/// Configuration of an [`AmqpQueue`](crate::AmqpQueue).
+///
+/// Build one with [`AmqpConfig::new`] and the `with_*` methods; its `Debug`
+/// output hides the password of the URL.
+#[non_exhaustive]
+#[derive(Clone)]
+pub struct AmqpConfig {
+    /// `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`).
+    pub url: String,
+    /// Prefix of every queue name: the work queue is `{prefix}.jobs`, the
+    /// dead-letter queue `{prefix}.jobs.dead`, the wait queues
+    /// `{prefix}.jobs.wait.{n}` (default `onboarding`).
+    pub prefix: String,
+    /// Deliveries the broker pushes to this process before any is
+    /// acknowledged (`basic.qos`, default 64). Tenant interleaving works
+    /// within this window.
+    pub prefetch: u16,
+    /// A job taken by `dequeue` and not acknowledged within this time is
+    /// given back to the broker (`basic.nack` with requeue) and delivered
+    /// again (default 30 s).
+    pub visibility_timeout: Duration,
+    /// First pause before reconnecting after a failed connection attempt
+    /// (default 100 ms); it doubles on every failure.
+    pub reconnect_min: Duration,
+    /// Longest pause between connection attempts (default 10 s).
+    pub reconnect_max: Duration,
+    /// Longest wait for the broker to accept a connection (default 10 s).
+    pub connect_timeout: Duration,
+    /// Number of wait queues for delayed jobs (default 16). Wait queue `n`
+    /// holds delays of `[2^n, 2^(n+1))` seconds (queue 0: under 2 s); longer
+    /// delays go to the last one. See the crate documentation for accuracy.
+    pub delay_buckets: u8,
+    /// Lets the broker delete each queue once it has had no consumer and no
+    /// declaration for this long (`x-expires`; default `None`, never). For
+    /// tests and throw-away deployments: a wait queue has no consumer, so it
+    /// expires (with its delayed jobs) this long after the last connection.
+    pub queue_expiry: Option<Duration>,
+    /// Lets the broker delete a tenant's work queue once it has had no
+    /// consumer and no declaration for this long (default 7 days), so
+    /// queues of tenants gone quiet do not pile up. Jobs still in such a
+    /// queue are lost with it and re-enqueued by the sweeper. The shorter of
+    /// this and `queue_expiry` applies.
+    pub tenant_queue_expiry: Option<Duration>,
+}
+
+impl AmqpConfig {
+    /// A configuration for the broker at `url` with every default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "onboarding".to_owned(),
+            prefetch: 64,
+            visibility_timeout: Duration::from_secs(30),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            delay_buckets: 16,
+            queue_expiry: None,
+            tenant_queue_expiry: Some(Duration::from_secs(7 * 24 * 3600)),
+        }
+    }
+
+    /// Sets the queue name prefix.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets the prefetch count (at least 1).
+    pub fn with_prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch.max(1);
+        self
+    }
+
+    /// Sets the visibility timeout.
+    pub fn with_visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.visibility_timeout = timeout;
+        self
+    }
+
+    /// Sets the reconnection backoff bounds.
+    pub fn with_reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max.max(min);
+        self
+    }
+
+    /// Sets the connection timeout.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the number of wait queues (1 to 32).
+    pub fn with_delay_buckets(mut self, buckets: u8) -> Self {
+        self.delay_buckets = buckets.clamp(1, 32);
+        self
+    }
+
+    /// Sets the queue expiry (`x-expires`); see [`AmqpConfig::queue_expiry`].
+    pub fn with_queue_expiry(mut self, expiry: Duration) -> Self {
+        self.queue_expiry = Some(expiry.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// Sets the tenant queue expiry; see [`AmqpConfig::tenant_queue_expiry`].
+    pub fn with_tenant_queue_expiry(mut self, expiry: Option<Duration>) -> Self {
+        self.tenant_queue_expiry = expiry.map(|e| e.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// The shared work queue: jobs whose tenant queue is missing.
+    pub fn work_queue(&self) -> String {
+        format!("{}.jobs", self.prefix)
+    }
+
+    /// The work queue of one tenant.
+    pub fn tenant_queue(&self, tenant: &TenantId) -> String {
+        format!("{}.jobs.t.{tenant}", self.prefix)
+    }
+
+    /// The direct exchange routing ready jobs to their tenant's queue.
+    pub fn route_exchange(&self) -> String {
+        format!("{}.route", self.prefix)
+    }
+
+    /// The fanout receiving what matches no tenant queue.
+    pub fn unrouted_exchange(&self) -> String {
+        format!("{}.unrouted", self.prefix)
+    }
+
+    /// The fanout into wait queue number `bucket`.
+    pub fn wait_exchange(&self, bucket: u8) -> String {
+        format!("{}.wait.{bucket}", self.prefix)
+    }
+
+    /// The direct exchange announcing tenants with new jobs to every consumer.
+    pub fn announce_exchange(&self) -> String {
+        format!("{}.announce", self.prefix)
+    }
+
+    /// Every exchange this configuration uses.
+    pub fn exchange_names(&self) -> Vec<String> {
+        let mut names = vec![
+            self.route_exchange(),
+            self.unrouted_exchange(),
+            self.announce_exchange(),
+        ];
+        names.extend((0..self.delay_buckets).map(|b| self.wait_exchange(b)));
+        names
+    }
+
+    /// The dead-letter queue: messages that cannot be processed.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.jobs.dead", self.prefix)
+    }
+
+    /// Wait queue number `bucket` (delayed jobs).
+    pub fn wait_queue(&self, bucket: u8) -> String {
+        format!("{}.jobs.wait.{bucket}", self.prefix)
+    }
+
+    /// Every queue this configuration uses but the tenant queues: work,
+    /// dead-letter, then wait queues.
+    pub fn queue_names(&self) -> Vec<String> {
+        let mut names = vec![self.work_queue(), self.dead_letter_queue()];
+        names.extend((0..self.delay_buckets).map(|b| self.wait_queue(b)));
+        names
+    }
+}
+
+impl Default for AmqpConfig {
+    /// The local broker with the default `guest` account.
+    fn default() -> Self {
+        Self::new("amqp://guest:guest@127.0.0.1:5672/%2f")
+    }
+}
+
+impl fmt::Debug for AmqpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpConfig")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("prefetch", &self.prefetch)
+            .field("visibility_timeout", &self.visibility_timeout)
+            .field("reconnect_min", &self.reconnect_min)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("delay_buckets", &self.delay_buckets)
+            .field("queue_expiry", &self.queue_expiry)
+            .field("tenant_queue_expiry", &self.tenant_queue_expiry)
+            .finish()
+    }
+}
+
+/// The URL with its password (if any) replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest_start = scheme_end + 3;
+    let rest = &url[rest_start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let Some(colon) = userinfo.find(':') else {
+        return url.to_owned();
+    };
+    format!(
+        "{}{}:***{}",
+        &url[..rest_start],
+        &userinfo[..colon],
+        &rest[at..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_password() {
+        let config = AmqpConfig::new("amqp://bob:s3cr3t@broker:5672/%2f");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("amqp://bob:***@broker:5672/%2f"), "{shown}");
+    }
+
+    #[test]
+    fn redact_leaves_urls_without_password_alone() {
+        assert_eq!(redact_url("amqp://host/%2f"), "amqp://host/%2f");
+        assert_eq!(redact_url("amqp://bob@host"), "amqp://bob@host");
+        assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(redact_url("amqp://a:b@h"), "amqp://a:***@h");
+        assert_eq!(redact_url("amqp://a:b@c@h/v"), "amqp://a:***@h/v");
+    }
+
+    #[test]
+    fn names_derive_from_the_prefix() {
+        let config = AmqpConfig::default()
+            .with_prefix("t1")
+            .with_delay_buckets(2);
+        assert_eq!(
+            config.queue_names(),
+            [
+                "t1.jobs",
+                "t1.jobs.dead",
+                "t1.jobs.wait.0",
+                "t1.jobs.wait.1"
+            ]
+        );
+    }
+}
