@@ -98,6 +98,14 @@ pub fn binaries() -> &'static Binaries {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
             let mut cmd = Command::new(cargo);
+            // What `cargo test` sets for a test (CARGO_PKG_*, CARGO_MANIFEST_DIR, …)
+            // would make the build differ from a plain one and rebuild.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy().into_owned();
+                if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "OUT_DIR" {
+                    cmd.env_remove(&key);
+                }
+            }
             cmd.current_dir(&root)
                 .args(["build", "--workspace", "--examples", "--all-features"])
                 .env("CARGO_TARGET_DIR", &target);
