@@ -35,6 +35,9 @@ pub struct Hooks {
     /// Longest wait of one dequeue in ms (default 1000).
     #[arg(long, env = "POLL_WAIT_MS")]
     pub poll_wait_ms: Option<u64>,
+    /// RabbitMQ queues unused this long are deleted by the broker, in ms (default: never).
+    #[arg(long, env = "QUEUE_EXPIRY_MS")]
+    pub queue_expiry_ms: Option<u64>,
     /// HTTP request timeout in ms (server only; default 30000).
     #[arg(long, env = "REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,

@@ -144,7 +144,7 @@ pub async fn build(args: &CommonArgs) -> Result<Stack, String> {
             redis_queue(url, args.hooks.prefix()).await?
         }
         url if url.starts_with("amqp://") || url.starts_with("amqps://") => {
-            amqp_queue(url, args.hooks.prefix()).await?
+            amqp_queue(url, &args.hooks).await?
         }
         other => {
             return Err(format!(
@@ -238,10 +238,16 @@ async fn redis_cache(_url: &str, _prefix: Option<&str>) -> Result<Arc<dyn Cache>
 }
 
 #[cfg(feature = "amqp")]
-async fn amqp_queue(url: &str, prefix: Option<&str>) -> Result<Arc<dyn JobQueue>, String> {
+async fn amqp_queue(url: &str, hooks: &hooks::Hooks) -> Result<Arc<dyn JobQueue>, String> {
     let mut config = onboarding::amqp::AmqpConfig::new(url);
-    if let Some(prefix) = prefix {
+    if let Some(prefix) = hooks.prefix() {
         config = config.with_prefix(prefix);
+    }
+    if let Some(ms) = hooks.queue_expiry_ms {
+        let expiry = Duration::from_millis(ms);
+        config = config
+            .with_queue_expiry(expiry)
+            .with_tenant_queue_expiry(Some(expiry));
     }
     let queue = onboarding::amqp::AmqpQueue::connect(config)
         .await
@@ -250,7 +256,7 @@ async fn amqp_queue(url: &str, prefix: Option<&str>) -> Result<Arc<dyn JobQueue>
 }
 
 #[cfg(not(feature = "amqp"))]
-async fn amqp_queue(_url: &str, _prefix: Option<&str>) -> Result<Arc<dyn JobQueue>, String> {
+async fn amqp_queue(_url: &str, _hooks: &hooks::Hooks) -> Result<Arc<dyn JobQueue>, String> {
     Err(needs("amqp", "QUEUE_URL=amqp://…"))
 }
 

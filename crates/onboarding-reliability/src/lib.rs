@@ -596,22 +596,39 @@ pub fn rabbit_close_connections_of(pids: &[u32]) -> usize {
         .output()
         .expect("ss");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut closed = 0;
-    for line in text.lines() {
-        let ours = pids.iter().any(|p| line.contains(&format!("pid={p},")));
-        if !ours {
-            continue;
-        }
+    let names: Vec<String> = text
+        .lines()
+        .filter(|line| pids.iter().any(|p| line.contains(&format!("pid={p},"))))
         // Recv-Q Send-Q Local Peer Process
-        let Some(local) = line.split_whitespace().nth(2) else {
+        .filter_map(|line| line.split_whitespace().nth(2))
+        .map(|local| format!("{local} -> 127.0.0.1:5672"))
+        .collect();
+    // The broker names connections by peer, and closes them by its own pid.
+    let Ok(out) = Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "list_connections",
+            "pid",
+            "name",
+            "--no-table-headers",
+        ])
+        .output()
+    else {
+        return 0;
+    };
+    let mut closed = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((pid, name)) = line.split_once('\t') else {
             continue;
         };
-        let name = format!("{local} -> 127.0.0.1:5672");
+        if !names.iter().any(|n| n == name.trim()) {
+            continue;
+        }
         let status = Command::new("rabbitmqctl")
             .args([
                 "-q",
                 "close_connection",
-                &name,
+                pid.trim(),
                 "reliability test: closed by the broker",
             ])
             .stdout(Stdio::null())
@@ -821,6 +838,7 @@ impl Stack {
             ("RETRY_MAX_ATTEMPTS", t.retry_max_attempts.to_string()),
             ("SHUTDOWN_TIMEOUT_MS", t.shutdown_timeout_ms.to_string()),
             ("POLL_WAIT_MS", t.poll_wait_ms.to_string()),
+            ("QUEUE_EXPIRY_MS", "60000".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -1001,7 +1019,8 @@ impl Stack {
             QueueKind::Redis(url) if url == REDIS_URL => {
                 redis_delete_prefix(6379, &self.prefix);
             }
-            QueueKind::Amqp => rabbit_delete_queues(&self.prefix),
+            // Its queues expire on their own (QUEUE_EXPIRY_MS): rabbitmqctl takes seconds per queue.
+            QueueKind::Amqp => {}
             _ => {}
         }
         if let Some(pg) = self.pg.take() {
