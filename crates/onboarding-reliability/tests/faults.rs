@@ -22,22 +22,13 @@ fn rate(recorder: &Recorder, from: Instant, to: Instant) -> f64 {
     n as f64 / (to - from).as_secs_f64()
 }
 
+/// A fault: applies itself to the stack and says what it did.
+type Fault = dyn FnMut(&mut Stack) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + '_>>
+    + Send;
+
 /// Keeps the workers saturated, measures a baseline, applies each fault,
 /// and requires throughput back at 90% of the baseline within 30 s of it.
-async fn under_load(
-    scenario: &str,
-    mut stack: Stack,
-    faults: Vec<(
-        &'static str,
-        Box<
-            dyn FnMut(
-                    &mut Stack,
-                )
-                    -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + '_>>
-                + Send,
-        >,
-    )>,
-) {
+async fn under_load(scenario: &str, mut stack: Stack, faults: Vec<(&'static str, Box<Fault>)>) {
     let recorder = stack.recorder.clone();
     stack.start_server(&[]).await;
     stack.start_worker();
@@ -155,7 +146,7 @@ fn load_tuning() -> Tuning {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_backends_terminated() {
-    let _serial = serial();
+    let _serial = serial().await;
     let recorder = Recorder::start(|_| Reply::ok(Duration::from_millis(100))).await;
     let stack = Stack::new(
         "pg-terminate",
@@ -186,7 +177,7 @@ async fn postgres_backends_terminated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_and_keys_deleted() {
-    let _serial = serial();
+    let _serial = serial().await;
     let redis = std::sync::Arc::new(tokio::sync::Mutex::new(
         PrivateRedis::start("redis-restart").await,
     ));
@@ -232,7 +223,7 @@ async fn redis_restarted_and_keys_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_connections_closed_by_the_broker() {
-    let _serial = serial();
+    let _serial = serial().await;
     let recorder = Recorder::start(|_| Reply::ok(Duration::from_millis(100))).await;
     let stack = Stack::new("amqp-close", QueueKind::Amqp, load_tuning(), recorder).await;
     under_load(
@@ -260,7 +251,7 @@ async fn rabbitmq_connections_closed_by_the_broker() {
 /// half-written, and recovery without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_down_during_post() {
-    let _serial = serial();
+    let _serial = serial().await;
     let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
     let mut stack = Stack::new(
         "db-down",
@@ -326,7 +317,7 @@ async fn database_down_during_post() {
 /// (the items are pending in the database) and the sweeper delivers the work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_failure_after_commit_is_swept() {
-    let _serial = serial();
+    let _serial = serial().await;
     let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
     let tuning = Tuning {
         stale_after_ms: 3000,

@@ -144,7 +144,7 @@ fn bad_body(tag: String) -> impl Strategy<Value = Vec<u8>> {
 /// 4xx is problem+json, nothing stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_corpus() {
-    let _serial = serial();
+    let _serial = serial().await;
     let n = count(10_000, 50_000);
     let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
     let mut stack = Stack::new(
@@ -401,7 +401,7 @@ async fn raw(
 /// HTML and SQL in names stored and returned verbatim as JSON strings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security() {
-    let _serial = serial();
+    let _serial = serial().await;
     let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
     let mut stack = Stack::new("security", QueueKind::Database, Tuning::default(), recorder).await;
     stack

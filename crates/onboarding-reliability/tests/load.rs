@@ -25,7 +25,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sustained_load_then_five_times_more() {
-    let _serial = serial();
+    let _serial = serial().await;
     let orgs_per_post = count(100, 1000);
     let (d1, d2) = if full() { (60, 30) } else { (10, 5) };
     let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
@@ -65,7 +65,7 @@ async fn sustained_load_then_five_times_more() {
             tasks.spawn(
                 async move { (phase, stack.submit(&t, first..first + orgs_per_post).await) },
             );
-            if sent % 10 == 0 {
+            if sent.is_multiple_of(10) {
                 max_rss = max_rss.max(rss_kib(server_pid));
             }
         }

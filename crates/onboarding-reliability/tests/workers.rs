@@ -16,7 +16,7 @@ const MIN: Duration = Duration::from_secs(60);
 /// within lease + sweep interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_workers_lose_nothing() {
-    let _serial = serial();
+    let _serial = serial().await;
     let n = count(3000, 10_000);
     let chunk = 100;
     let recorder = Recorder::start(|_| Reply::ok(Duration::from_millis(100))).await;
@@ -152,7 +152,7 @@ async fn sigkill_workers_lose_nothing() {
 /// are released at once (not left leased), exit code 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_short_jobs_and_releases_the_rest() {
-    let _serial = serial();
+    let _serial = serial().await;
     let recorder = Recorder::start(|c| {
         if c.domain.starts_with("long") {
             Reply::ok(Duration::from_secs(20))
@@ -264,7 +264,7 @@ async fn sigterm_finishes_short_jobs_and_releases_the_rest() {
 /// item: when resumed, its completion is rejected (fenced by the lease token).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstop_zombie_is_fenced_off() {
-    let _serial = serial();
+    let _serial = serial().await;
     let recorder = Recorder::start(|c| {
         if c.attempt == 1 {
             Reply::ok(Duration::from_millis(1500))
@@ -382,7 +382,7 @@ async fn sigstop_zombie_is_fenced_off() {
 /// the others are unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_is_dead_lettered_and_redriven() {
-    let _serial = serial();
+    let _serial = serial().await;
     let recorder = Recorder::start(|c| {
         if c.domain.starts_with("o13-") {
             Reply {
@@ -487,7 +487,7 @@ async fn poison_is_dead_lettered_and_redriven() {
 /// and the retries spread by jitter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_delays_follow_the_policy() {
-    let _serial = serial();
+    let _serial = serial().await;
     let n = 1000;
     let recorder = Recorder::start(|c| Reply {
         status: if c.attempt <= 3 { 503 } else { 200 },
