@@ -14,7 +14,7 @@ if [ ! -x "$venv/bin/st" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q schemathesis
 fi
-cargo build -q --example server --features postgres,http
+cargo build -q --workspace --examples --all-features
 db="rel_st_$(date +%s)_$$"
 psql -q -h 127.0.0.1 -U postgres -c "CREATE DATABASE $db"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
