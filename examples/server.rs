@@ -50,7 +50,10 @@ async fn run(args: Args) -> Result<(), String> {
     let rate_limit = RateLimit::parse(&args.rate_limit).map_err(|e| format!("RATE_LIMIT: {e}"))?;
     let stack = common::build(&args.common).await?;
     let metrics = Metrics::new();
-    let service = OnboardingService::new(stack.backends.clone(), IngestConfig::default());
+    let service = OnboardingService::new(
+        stack.backends.clone(),
+        args.common.hooks.ingest(IngestConfig::default()),
+    );
 
     let keys = match args.api_keys.as_deref().filter(|k| !k.trim().is_empty()) {
         Some(list) => ApiKeys::parse(list).map_err(|e| format!("API_KEYS: {e}"))?,
@@ -68,6 +71,9 @@ async fn run(args: Args) -> Result<(), String> {
         .api_keys(keys)
         .rate_limit(Some(rate_limit))
         .metrics(metrics.clone());
+    if let Some(ms) = args.common.hooks.request_timeout_ms {
+        config = config.request_timeout(std::time::Duration::from_millis(ms));
+    }
     if let Some(webhooks) = stack.webhooks.clone() {
         config = config.webhooks(webhooks);
     }
@@ -75,7 +81,10 @@ async fn run(args: Args) -> Result<(), String> {
 
     let worker = if args.common.workers > 0 {
         let processor = metrics.instrument(common::processor(&args.common)?);
-        let config = WorkerConfig::default().with_concurrency(args.common.workers);
+        let config = args
+            .common
+            .hooks
+            .worker(WorkerConfig::default().with_concurrency(args.common.workers));
         Some(Worker::new(stack.backends.clone(), processor, config).start())
     } else {
         if stack.in_memory {

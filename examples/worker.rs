@@ -39,7 +39,10 @@ async fn run(args: Args) -> Result<(), String> {
         return Err("a standalone worker needs a shared DATABASE_URL (sqlite://, postgres:// or mysql://), not memory".into());
     }
     let processor = common::processor(&args.common)?;
-    let config = WorkerConfig::default().with_concurrency(args.common.workers.max(1));
+    let config = args
+        .common
+        .hooks
+        .worker(WorkerConfig::default().with_concurrency(args.common.workers.max(1)));
     let worker = Worker::new(stack.backends.clone(), processor, config).start();
     tracing::info!(
         concurrency = args.common.workers.max(1),

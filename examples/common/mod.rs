@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)] // shared by two examples; each uses a part
 
+pub mod hooks;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +55,8 @@ pub struct CommonArgs {
     /// welcome step (5xx and timeouts are retried, 4xx fail permanently).
     #[arg(long, env = "PROCESSOR_URL", hide_env_values = true)]
     pub processor_url: Option<String>,
+    #[command(flatten)]
+    pub hooks: hooks::Hooks,
 }
 
 /// `scheme://user:***@host/…`: a URL fit for logs.
@@ -137,9 +141,11 @@ pub async fn build(args: &CommonArgs) -> Result<Stack, String> {
         "database" => sql_queue.ok_or("QUEUE_URL=database needs a SQL DATABASE_URL")?,
         "memory" => Arc::new(MemoryQueue::new(Duration::from_secs(30))),
         url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            redis_queue(url).await?
+            redis_queue(url, args.hooks.prefix()).await?
         }
-        url if url.starts_with("amqp://") || url.starts_with("amqps://") => amqp_queue(url).await?,
+        url if url.starts_with("amqp://") || url.starts_with("amqps://") => {
+            amqp_queue(url, &args.hooks).await?
+        }
         other => {
             return Err(format!(
                 "QUEUE_URL {} is not supported: use database, redis://…, amqp://… or memory",
@@ -152,7 +158,7 @@ pub async fn build(args: &CommonArgs) -> Result<Stack, String> {
     let cache: Arc<dyn Cache> = match cache_url {
         "memory" => Arc::new(MemoryCache::default()),
         url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            redis_cache(url).await?
+            redis_cache(url, args.hooks.prefix()).await?
         }
         other => {
             return Err(format!(
@@ -197,41 +203,60 @@ pub async fn build(args: &CommonArgs) -> Result<Stack, String> {
 }
 
 #[cfg(feature = "redis")]
-async fn redis_queue(url: &str) -> Result<Arc<dyn JobQueue>, String> {
-    let queue = onboarding::redis::RedisQueue::connect(onboarding::redis::RedisConfig::new(url))
+fn redis_config(url: &str, prefix: Option<&str>) -> onboarding::redis::RedisConfig {
+    let config = onboarding::redis::RedisConfig::new(url);
+    match prefix {
+        Some(prefix) => config.with_prefix(prefix),
+        None => config,
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn redis_queue(url: &str, prefix: Option<&str>) -> Result<Arc<dyn JobQueue>, String> {
+    let queue = onboarding::redis::RedisQueue::connect(redis_config(url, prefix))
         .await
         .map_err(|e| format!("QUEUE_URL {}: {e}", redact(url)))?;
     Ok(Arc::new(queue))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis_queue(_url: &str) -> Result<Arc<dyn JobQueue>, String> {
+async fn redis_queue(_url: &str, _prefix: Option<&str>) -> Result<Arc<dyn JobQueue>, String> {
     Err(needs("redis", "QUEUE_URL=redis://…"))
 }
 
 #[cfg(feature = "redis")]
-async fn redis_cache(url: &str) -> Result<Arc<dyn Cache>, String> {
-    let cache = onboarding::redis::RedisCache::connect(onboarding::redis::RedisConfig::new(url))
+async fn redis_cache(url: &str, prefix: Option<&str>) -> Result<Arc<dyn Cache>, String> {
+    let cache = onboarding::redis::RedisCache::connect(redis_config(url, prefix))
         .await
         .map_err(|e| format!("CACHE_URL {}: {e}", redact(url)))?;
     Ok(Arc::new(cache))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis_cache(_url: &str) -> Result<Arc<dyn Cache>, String> {
+async fn redis_cache(_url: &str, _prefix: Option<&str>) -> Result<Arc<dyn Cache>, String> {
     Err(needs("redis", "CACHE_URL=redis://…"))
 }
 
 #[cfg(feature = "amqp")]
-async fn amqp_queue(url: &str) -> Result<Arc<dyn JobQueue>, String> {
-    let queue = onboarding::amqp::AmqpQueue::connect(onboarding::amqp::AmqpConfig::new(url))
+async fn amqp_queue(url: &str, hooks: &hooks::Hooks) -> Result<Arc<dyn JobQueue>, String> {
+    let mut config = onboarding::amqp::AmqpConfig::new(url);
+    if let Some(prefix) = hooks.prefix() {
+        config = config.with_prefix(prefix);
+    }
+    if let Some(ms) = hooks.queue_expiry_ms {
+        let expiry = Duration::from_millis(ms);
+        config = config
+            .with_queue_expiry(expiry)
+            .with_tenant_queue_expiry(Some(expiry));
+    }
+    let queue = onboarding::amqp::AmqpQueue::connect(config)
         .await
         .map_err(|e| format!("QUEUE_URL {}: {e}", redact(url)))?;
     Ok(Arc::new(queue))
 }
 
 #[cfg(not(feature = "amqp"))]
-async fn amqp_queue(_url: &str) -> Result<Arc<dyn JobQueue>, String> {
+async fn amqp_queue(_url: &str, _hooks: &hooks::Hooks) -> Result<Arc<dyn JobQueue>, String> {
     Err(needs("amqp", "QUEUE_URL=amqp://…"))
 }
 
