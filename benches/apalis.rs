@@ -33,7 +33,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apalis::prelude::*;
-use async_trait::async_trait;
 use onboarding::model::TenantId;
 use onboarding::{
     Backends, IngestConfig, JobQueue, OnboardingService, ProcessError, Processor, SubmitOptions,
@@ -109,7 +108,7 @@ async fn noop(_job: NoopJob) -> Result<(), BoxDynError> {
 /// Our processor: a no-op that records when it first ran.
 struct Marking;
 
-#[async_trait]
+#[async_trait::async_trait]
 impl Processor for Marking {
     async fn process(&self, _item: &WorkItem) -> Result<(), ProcessError> {
         mark_run();
@@ -246,9 +245,12 @@ macro_rules! run_apalis_worker {
 }
 
 async fn apalis_pg_drain(pool: &sqlx09::PgPool, setting: Setting, round: usize) -> Duration {
-    let queue = format!("bench-{setting:?}-{round}-{}", uuid::Uuid::new_v4().simple());
-    let mut storage =
-        apalis_postgres::PostgresStorage::<NoopJob>::new(pool).with_config(pg_config(setting, &queue));
+    let queue = format!(
+        "bench-{setting:?}-{round}-{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut storage = apalis_postgres::PostgresStorage::<NoopJob>::new(pool)
+        .with_config(pg_config(setting, &queue));
     for _ in 0..BATCHES {
         storage.push_bulk(jobs(PER_BATCH)).await.expect("push");
     }
@@ -262,9 +264,12 @@ async fn apalis_pg_drain(pool: &sqlx09::PgPool, setting: Setting, round: usize) 
 }
 
 async fn apalis_pg_latency(pool: &sqlx09::PgPool, setting: Setting) -> Option<Duration> {
-    let queue = format!("bench-latency-{setting:?}-{}", uuid::Uuid::new_v4().simple());
-    let storage =
-        apalis_postgres::PostgresStorage::<NoopJob>::new(pool).with_config(pg_config(setting, &queue));
+    let queue = format!(
+        "bench-latency-{setting:?}-{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    let storage = apalis_postgres::PostgresStorage::<NoopJob>::new(pool)
+        .with_config(pg_config(setting, &queue));
     let mut pusher = storage.clone();
     let probe = async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -303,8 +308,8 @@ async fn apalis_redis_drain(prefix: &str, setting: Setting, round: usize) -> Dur
     let conn = apalis_redis::connect(backends::redis_url())
         .await
         .expect("redis");
-    let mut storage = apalis_redis::RedisStorage::<NoopJob>::new(conn)
-        .with_config(redis_config(setting, &queue));
+    let mut storage =
+        apalis_redis::RedisStorage::<NoopJob>::new(conn).with_config(redis_config(setting, &queue));
     for _ in 0..BATCHES {
         storage.push_bulk(jobs(PER_BATCH)).await.expect("push");
     }
@@ -330,8 +335,8 @@ async fn apalis_redis_latency(prefix: &str, setting: Setting) -> Option<Duration
     let conn = apalis_redis::connect(backends::redis_url())
         .await
         .expect("redis");
-    let storage = apalis_redis::RedisStorage::<NoopJob>::new(conn)
-        .with_config(redis_config(setting, &queue));
+    let storage =
+        apalis_redis::RedisStorage::<NoopJob>::new(conn).with_config(redis_config(setting, &queue));
     let mut pusher = storage.clone();
     let probe = async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -368,7 +373,7 @@ fn main() {
             .connect(&apalis_db.url)
             .await
             .expect("apalis pool");
-        apalis_postgres::PostgresStorage::<NoopJob>::setup(&pool)
+        apalis_postgres::PostgresStorage::<()>::setup(&pool)
             .await
             .expect("apalis migrations");
 
@@ -376,12 +381,42 @@ fn main() {
         let pg_sql = backends::backends(sql.repository(), sql.queue());
 
         let mut rows: Vec<Result_> = vec![
-            Result_ { id: "ours_pg_redis", label: "ours PostgreSQL + Redis".into(), drains: vec![], latency: None },
-            Result_ { id: "apalis_redis_default", label: "apalis-redis default".into(), drains: vec![], latency: None },
-            Result_ { id: "apalis_redis_best", label: format!("apalis-redis batch {}", best_batch()), drains: vec![], latency: None },
-            Result_ { id: "ours_pg_sqlqueue", label: "ours PostgreSQL + SQL queue".into(), drains: vec![], latency: None },
-            Result_ { id: "apalis_pg_default", label: "apalis-postgres default".into(), drains: vec![], latency: None },
-            Result_ { id: "apalis_pg_best", label: format!("apalis-postgres batch {} + pubsub", best_batch()), drains: vec![], latency: None },
+            Result_ {
+                id: "ours_pg_redis",
+                label: "ours PostgreSQL + Redis".into(),
+                drains: vec![],
+                latency: None,
+            },
+            Result_ {
+                id: "apalis_redis_default",
+                label: "apalis-redis default".into(),
+                drains: vec![],
+                latency: None,
+            },
+            Result_ {
+                id: "apalis_redis_best",
+                label: format!("apalis-redis batch {}", best_batch()),
+                drains: vec![],
+                latency: None,
+            },
+            Result_ {
+                id: "ours_pg_sqlqueue",
+                label: "ours PostgreSQL + SQL queue".into(),
+                drains: vec![],
+                latency: None,
+            },
+            Result_ {
+                id: "apalis_pg_default",
+                label: "apalis-postgres default".into(),
+                drains: vec![],
+                latency: None,
+            },
+            Result_ {
+                id: "apalis_pg_best",
+                label: format!("apalis-postgres batch {} + pubsub", best_batch()),
+                drains: vec![],
+                latency: None,
+            },
         ];
         // Interleave contenders round by round so drift on the shared machine hits all alike.
         for round in 0..rounds {
@@ -391,10 +426,17 @@ fn main() {
                     "ours_pg_sqlqueue" => ours_drain(&pg_sql).await,
                     "apalis_pg_default" => apalis_pg_drain(&pool, Setting::Default, round).await,
                     "apalis_pg_best" => apalis_pg_drain(&pool, Setting::Best, round).await,
-                    "apalis_redis_default" => apalis_redis_drain(&prefix, Setting::Default, round).await,
+                    "apalis_redis_default" => {
+                        apalis_redis_drain(&prefix, Setting::Default, round).await
+                    }
                     _ => apalis_redis_drain(&prefix, Setting::Best, round).await,
                 };
-                println!("round {round} {:<24} {:>8.3} s  {:>8.0} jobs/s", row.id, d.as_secs_f64(), JOBS as f64 / d.as_secs_f64());
+                println!(
+                    "round {round} {:<24} {:>8.3} s  {:>8.0} jobs/s",
+                    row.id,
+                    d.as_secs_f64(),
+                    JOBS as f64 / d.as_secs_f64()
+                );
                 row.drains.push(d.as_secs_f64());
                 report::record(row.id, d, 1);
             }
@@ -423,12 +465,27 @@ fn main() {
     });
 
     // Table: ratios against ours on the same store, same run.
-    let mut md = String::from("### apalis 1.0 side by side (10,000 no-op jobs queued, then drained by one worker)\n\n");
-    md.push_str(&format!("`ROUNDS={rounds} cargo bench --all-features --bench apalis`\n\n"));
+    let mut md = String::from(
+        "### apalis 1.0 side by side (10,000 no-op jobs queued, then drained by one worker)\n\n",
+    );
+    md.push_str(&format!(
+        "`ROUNDS={rounds} cargo bench --all-features --bench apalis`\n\n"
+    ));
     md.push_str("| contender | median drain | jobs/s | ours is x faster | latency to first work |\n|---|---:|---:|---:|---:|\n");
     let mut bars = Vec::new();
-    let ours_of = |id: &str| if id.contains("redis") { "ours_pg_redis" } else { "ours_pg_sqlqueue" };
-    let ours_median = |id: &str| results.iter().find(|r| r.id == ours_of(id)).map(|r| median(r.drains.clone()));
+    let ours_of = |id: &str| {
+        if id.contains("redis") {
+            "ours_pg_redis"
+        } else {
+            "ours_pg_sqlqueue"
+        }
+    };
+    let ours_median = |id: &str| {
+        results
+            .iter()
+            .find(|r| r.id == ours_of(id))
+            .map(|r| median(r.drains.clone()))
+    };
     for r in &results {
         let m = median(r.drains.clone());
         let ratio = ours_median(r.id).map_or("—".into(), |o| format!("{:.2}x", m / o));
@@ -437,7 +494,14 @@ fn main() {
             Some(None) => format!("> {} s (none within the cap)", LATENCY_CAP.as_secs()),
             Some(Some(l)) => format!("{:.1} ms", l.as_secs_f64() * 1e3),
         };
-        md.push_str(&format!("| {} | {:.3} s | {:.0} | {} | {} |\n", r.label, m, JOBS as f64 / m, ratio, latency));
+        md.push_str(&format!(
+            "| {} | {:.3} s | {:.0} | {} | {} |\n",
+            r.label,
+            m,
+            JOBS as f64 / m,
+            ratio,
+            latency
+        ));
         bars.push((r.label.clone(), JOBS as f64 / m));
     }
     println!("\n{md}");

@@ -202,7 +202,8 @@ pub(crate) async fn redis_cleanup(prefix: &str) {
             return;
         };
         for chunk in keys.chunks(500) {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query_async(&mut con).await;
+            let _: redis::RedisResult<()> =
+                redis::cmd("DEL").arg(chunk).query_async(&mut con).await;
         }
         if next == 0 {
             return;

@@ -104,7 +104,10 @@ const FLOOR_UPSERT: &str = "INSERT INTO floor_organizations (domain, name, conta
     ON CONFLICT (domain) DO UPDATE
     SET name = EXCLUDED.name, contact_email = EXCLUDED.contact_email, updated_at = now()";
 
-async fn floor_upsert(conn: &mut sqlx::PgConnection, cols: &(Vec<String>, Vec<String>, Vec<String>)) {
+async fn floor_upsert(
+    conn: &mut sqlx::PgConnection,
+    cols: &(Vec<String>, Vec<String>, Vec<String>),
+) {
     sqlx::query(FLOOR_UPSERT)
         .bind(&cols.0)
         .bind(&cols.1)
@@ -135,7 +138,13 @@ async fn floor_push(conn: &mut redis::aio::MultiplexedConnection, key: &str, msg
     pipe.query_async::<()>(conn).await.expect("floor push");
 }
 
-fn bench_floor(c: &mut Criterion, rt: &Runtime, pg_url: &str, redis_key: &str, probe: &OnboardingService) {
+fn bench_floor(
+    c: &mut Criterion,
+    rt: &Runtime,
+    pg_url: &str,
+    redis_key: &str,
+    probe: &OnboardingService,
+) {
     let mut pg = rt.block_on(async {
         let mut conn = sqlx::PgConnection::connect(pg_url).await.expect("pg");
         sqlx::query(FLOOR_TABLE)
@@ -181,7 +190,10 @@ fn bench_floor(c: &mut Criterion, rt: &Runtime, pg_url: &str, redis_key: &str, p
                     floor_push(&mut redis_conn, redis_key, m).await;
                     total += started.elapsed();
                 }
-                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(redis_key).query_async(&mut redis_conn).await;
+                let _: redis::RedisResult<()> = redis::cmd("DEL")
+                    .arg(redis_key)
+                    .query_async(&mut redis_conn)
+                    .await;
                 total
             });
             report::record("floor_redis_pipelined_push", total, iters);
@@ -200,7 +212,10 @@ fn bench_floor(c: &mut Criterion, rt: &Runtime, pg_url: &str, redis_key: &str, p
                     floor_push(&mut redis_conn, redis_key, m).await;
                     total += started.elapsed();
                 }
-                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(redis_key).query_async(&mut redis_conn).await;
+                let _: redis::RedisResult<()> = redis::cmd("DEL")
+                    .arg(redis_key)
+                    .query_async(&mut redis_conn)
+                    .await;
                 total
             });
             report::record("floor_pg_upsert_then_redis_push", total, iters);
@@ -284,15 +299,60 @@ fn main() {
         "Storing one 1000-organization submission (submit_valid: transaction + enqueue)",
         "cargo bench --all-features --bench store",
         &[
-            Row { id: "memory", label: "memory", elements: N as u64, baseline: None },
-            Row { id: "sqlite_sqlqueue", label: "SQLite + SQL queue", elements: N as u64, baseline: None },
-            Row { id: "mysql_sqlqueue", label: "MariaDB + SQL queue", elements: N as u64, baseline: None },
-            Row { id: "mysql_redis", label: "MariaDB + Redis", elements: N as u64, baseline: None },
-            Row { id: "postgres_sqlqueue", label: "PostgreSQL + SQL queue", elements: N as u64, baseline: floor },
-            Row { id: "postgres_redis", label: "PostgreSQL + Redis", elements: N as u64, baseline: floor },
-            Row { id: "floor_pg_unnest_upsert", label: "floor: PG UNNEST upsert", elements: N as u64, baseline: None },
-            Row { id: "floor_redis_pipelined_push", label: "floor: Redis pipelined push", elements: N as u64, baseline: None },
-            Row { id: "floor_pg_upsert_then_redis_push", label: "floor: PG upsert + Redis push", elements: N as u64, baseline: None },
+            Row {
+                id: "memory",
+                label: "memory",
+                elements: N as u64,
+                baseline: None,
+            },
+            Row {
+                id: "sqlite_sqlqueue",
+                label: "SQLite + SQL queue",
+                elements: N as u64,
+                baseline: None,
+            },
+            Row {
+                id: "mysql_sqlqueue",
+                label: "MariaDB + SQL queue",
+                elements: N as u64,
+                baseline: None,
+            },
+            Row {
+                id: "mysql_redis",
+                label: "MariaDB + Redis",
+                elements: N as u64,
+                baseline: None,
+            },
+            Row {
+                id: "postgres_sqlqueue",
+                label: "PostgreSQL + SQL queue",
+                elements: N as u64,
+                baseline: floor,
+            },
+            Row {
+                id: "postgres_redis",
+                label: "PostgreSQL + Redis",
+                elements: N as u64,
+                baseline: floor,
+            },
+            Row {
+                id: "floor_pg_unnest_upsert",
+                label: "floor: PG UNNEST upsert",
+                elements: N as u64,
+                baseline: None,
+            },
+            Row {
+                id: "floor_redis_pipelined_push",
+                label: "floor: Redis pipelined push",
+                elements: N as u64,
+                baseline: None,
+            },
+            Row {
+                id: "floor_pg_upsert_then_redis_push",
+                label: "floor: PG upsert + Redis push",
+                elements: N as u64,
+                baseline: None,
+            },
         ],
     );
 }

@@ -82,14 +82,18 @@ fn parse_args() -> Result<Args, String> {
     }
     let get = |k: &str| map.get(k).cloned();
     let num = |k: &str, d: usize| -> Result<usize, String> {
-        get(k).map_or(Ok(d), |v| v.parse().map_err(|_| format!("--{k}: not a number")))
+        get(k).map_or(Ok(d), |v| {
+            v.parse().map_err(|_| format!("--{k}: not a number"))
+        })
     };
     let addr: SocketAddr = get("addr")
         .unwrap_or_else(|| "127.0.0.1:8080".into())
         .parse()
         .map_err(|_| "--addr: expected ip:port".to_owned())?;
     if !addr.ip().is_loopback() {
-        return Err("--addr must be a loopback address (this tool only drives local servers)".into());
+        return Err(
+            "--addr must be a loopback address (this tool only drives local servers)".into(),
+        );
     }
     let api_key = get("api-key")
         .or_else(|| std::env::var("LOADGEN_API_KEY").ok())
@@ -108,7 +112,10 @@ fn parse_args() -> Result<Args, String> {
         floor_reps: num("floor-reps", 10)?.clamp(1, 1000),
         out: get("out"),
     };
-    for url in [&args.floor_postgres, &args.floor_redis].into_iter().flatten() {
+    for url in [&args.floor_postgres, &args.floor_redis]
+        .into_iter()
+        .flatten()
+    {
         if !(url.contains("127.0.0.1") || url.contains("localhost") || url.contains("[::1]")) {
             return Err(format!("floor URL {url:?} is not on loopback"));
         }
@@ -308,8 +315,12 @@ async fn floor_postgres(url: &str, orgs: usize, reps: usize) -> Result<Vec<f64>,
     let mut out = Vec::new();
     for _ in 0..reps + 1 {
         let t = tag();
-        let domains: Vec<String> = (0..orgs).map(|i| format!("org{i}-{t}.example.com")).collect();
-        let names: Vec<String> = (0..orgs).map(|i| format!("Organization {i} of {t}")).collect();
+        let domains: Vec<String> = (0..orgs)
+            .map(|i| format!("org{i}-{t}.example.com"))
+            .collect();
+        let names: Vec<String> = (0..orgs)
+            .map(|i| format!("Organization {i} of {t}"))
+            .collect();
         let emails: Vec<String> = (0..orgs).map(|i| format!("ops{i}@example.com")).collect();
         let started = Instant::now();
         sqlx::query(&upsert)
@@ -350,7 +361,10 @@ async fn floor_redis(url: &str, orgs: usize, reps: usize) -> Result<Vec<f64>, Bo
         pipe.query_async::<()>(&mut conn).await?;
         out.push(started.elapsed().as_secs_f64());
     }
-    redis::cmd("DEL").arg(&key).query_async::<()>(&mut conn).await?;
+    redis::cmd("DEL")
+        .arg(&key)
+        .query_async::<()>(&mut conn)
+        .await?;
     Ok(out)
 }
 
@@ -396,7 +410,12 @@ async fn probe(args: &Args, conn: &mut Conn) -> Result<Option<f64>, BoxError> {
         .await?;
     let accepted = Instant::now();
     if r.status != 202 {
-        return Err(format!("probe answered {}: {}", r.status, String::from_utf8_lossy(&r.body)).into());
+        return Err(format!(
+            "probe answered {}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        )
+        .into());
     }
     let id = batch_id(&r).ok_or("no batch_id")?;
     let path = format!("/api/v1/batches/{id}");
@@ -430,7 +449,9 @@ struct Load {
 }
 
 async fn load(args: &Args) -> Load {
-    let bodies: Vec<Vec<u8>> = (0..args.requests).map(|_| body(args.orgs, &tag())).collect();
+    let bodies: Vec<Vec<u8>> = (0..args.requests)
+        .map(|_| body(args.orgs, &tag()))
+        .collect();
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let results = Arc::new(Mutex::new((Vec::new(), HashMap::new(), Vec::new())));
@@ -438,8 +459,13 @@ async fn load(args: &Args) -> Load {
     let first_sent = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
-        let (bodies, next, results, last, args) =
-            (bodies.clone(), next.clone(), results.clone(), last.clone(), args.clone());
+        let (bodies, next, results, last, args) = (
+            bodies.clone(),
+            next.clone(),
+            results.clone(),
+            last.clone(),
+            args.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::new(args.addr);
             loop {
@@ -450,25 +476,29 @@ async fn load(args: &Args) -> Load {
                     .request("POST", "/api/v1/bulk-onboard", &args.api_key, Some(b))
                     .await;
                 let elapsed = started.elapsed().as_secs_f64();
-                let mut res = results.lock().unwrap();
-                match r {
-                    Ok(r) => {
-                        *res.1.entry(r.status).or_insert(0) += 1;
-                        if r.status == 202 {
-                            res.0.push(elapsed);
-                            if let Some(id) = batch_id(&r) {
-                                res.2.push(id);
+                let back_off = {
+                    let mut res = results.lock().unwrap();
+                    match r {
+                        Ok(r) => {
+                            *res.1.entry(r.status).or_insert(0) += 1;
+                            if r.status == 202 {
+                                res.0.push(elapsed);
+                                if let Some(id) = batch_id(&r) {
+                                    res.2.push(id);
+                                }
+                                *last.lock().unwrap() = Instant::now();
                             }
-                            *last.lock().unwrap() = Instant::now();
-                        } else if r.status == 429 {
-                            drop(res);
-                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            r.status == 429
+                        }
+                        Err(e) => {
+                            *res.1.entry(0).or_insert(0) += 1;
+                            eprintln!("request failed: {e}");
+                            false
                         }
                     }
-                    Err(e) => {
-                        *res.1.entry(0).or_insert(0) += 1;
-                        eprintln!("request failed: {e}");
-                    }
+                };
+                if back_off {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }));
@@ -489,7 +519,11 @@ async fn load(args: &Args) -> Load {
 
 /// Polls every batch until all are completed; returns the completion
 /// instant and `(seconds since start, organizations finished)` samples.
-async fn completion(args: &Args, batches: &[String], since: Instant) -> (Option<Instant>, Vec<(f64, u64)>) {
+async fn completion(
+    args: &Args,
+    batches: &[String],
+    since: Instant,
+) -> (Option<Instant>, Vec<(f64, u64)>) {
     let mut conn = Conn::new(args.addr);
     let mut open: Vec<(String, u64)> = batches.iter().map(|b| (b.clone(), 0)).collect();
     let mut done_orgs = 0u64;
@@ -533,7 +567,10 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64)]) 
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="10" y="22" font-size="15" font-weight="bold">{title}</text>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="22" font-size="15" font-weight="bold">{title}</text>"#
+    );
     let _ = writeln!(
         s,
         r##"<path d="M{l},{t} V{y0} H{x1}" fill="none" stroke="#333"/>"##,
@@ -559,9 +596,18 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64)]) 
     }
     let mut d = String::new();
     for (i, (x, y)) in points.iter().enumerate() {
-        let _ = write!(d, "{}{:.1},{:.1} ", if i == 0 { "M" } else { "L" }, px(*x), py(*y));
+        let _ = write!(
+            d,
+            "{}{:.1},{:.1} ",
+            if i == 0 { "M" } else { "L" },
+            px(*x),
+            py(*y)
+        );
     }
-    let _ = writeln!(s, r##"<path d="{d}" fill="none" stroke="#4878a8" stroke-width="2"/>"##);
+    let _ = writeln!(
+        s,
+        r##"<path d="{d}" fill="none" stroke="#4878a8" stroke-width="2"/>"##
+    );
     let _ = writeln!(
         s,
         r#"<text x="{x}" y="{y}" text-anchor="middle">{x_label}</text>"#,
@@ -591,7 +637,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
     println!("phase 1: raw floor (before load)");
     let (mut pg_floor, mut redis_floor) = floor(&args).await;
 
-    println!("phase 2: latency to first work on the idle server ({} probes)", args.probes);
+    println!(
+        "phase 2: latency to first work on the idle server ({} probes)",
+        args.probes
+    );
     let mut conn = Conn::new(args.addr);
     let mut first_work = Vec::new();
     for _ in 0..args.probes {
@@ -604,7 +653,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
     println!("phase 3: load");
     let l = load(&args).await;
     let accepted = l.latencies.len();
-    let accept_secs = l.last_accepted.duration_since(l.first_sent).as_secs_f64().max(1e-9);
+    let accept_secs = l
+        .last_accepted
+        .duration_since(l.first_sent)
+        .as_secs_f64()
+        .max(1e-9);
 
     println!("phase 4: completion of {} batches", l.batches.len());
     let (completed_at, samples) = completion(&args, &l.batches, l.first_sent).await;
@@ -641,11 +694,22 @@ async fn run(args: Args) -> Result<(), BoxError> {
     match completed_at {
         Some(t) => {
             let secs = t.duration_since(l.first_sent).as_secs_f64();
-            let _ = writeln!(md, "| time until every organization completed | {secs:.2} s |");
-            let _ = writeln!(md, "| completed organizations/s | {:.0} |", orgs_accepted / secs);
+            let _ = writeln!(
+                md,
+                "| time until every organization completed | {secs:.2} s |"
+            );
+            let _ = writeln!(
+                md,
+                "| completed organizations/s | {:.0} |",
+                orgs_accepted / secs
+            );
         }
         None => {
-            let _ = writeln!(md, "| time until every organization completed | not within {} s |", args.max_seconds);
+            let _ = writeln!(
+                md,
+                "| time until every organization completed | not within {} s |",
+                args.max_seconds
+            );
         }
     }
     let mut fw = first_work.clone();
@@ -658,10 +722,17 @@ async fn run(args: Args) -> Result<(), BoxError> {
     );
     match rss {
         Some(kib) => {
-            let _ = writeln!(md, "| server peak RSS (VmHWM) | {:.1} MiB |", kib as f64 / 1024.0);
+            let _ = writeln!(
+                md,
+                "| server peak RSS (VmHWM) | {:.1} MiB |",
+                kib as f64 / 1024.0
+            );
         }
         None => {
-            let _ = writeln!(md, "| server peak RSS (VmHWM) | not measured (no --server-pid) |");
+            let _ = writeln!(
+                md,
+                "| server peak RSS (VmHWM) | not measured (no --server-pid) |"
+            );
         }
     }
     let (fp, fr) = (median(&mut pg_floor), median(&mut redis_floor));
@@ -696,7 +767,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
         std::fs::write(
             dir.join("loadgen_latency.svg"),
             line_chart(
-                &format!("202 latency CDF ({} clients, {} orgs/request)", args.clients, args.orgs),
+                &format!(
+                    "202 latency CDF ({} clients, {} orgs/request)",
+                    args.clients, args.orgs
+                ),
                 "latency of the 202 (ms)",
                 "fraction of requests",
                 &cdf,
