@@ -89,6 +89,10 @@ pub(crate) fn write(file: &str, title: &str, command: &str, rows: &[Row]) {
         bars.push((format!("{} ({})", row.label, fmt_time(t)), rate));
     }
     println!("\n{md}");
+    if bars.len() < rows.len() {
+        println!("(a filtered run: docs/bench/{file}.* left as they were)");
+        return;
+    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/bench");
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(dir.join(format!("{file}.md")), &md);
