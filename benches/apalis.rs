@@ -398,7 +398,7 @@ async fn apalis_redis_latency(prefix: &str, setting: Setting) -> Option<Duration
 
 // ---------------------------------------------------------------- main
 
-struct Result_ {
+struct Contender {
     id: &'static str,
     label: String,
     drains: Vec<f64>,
@@ -410,7 +410,7 @@ fn main() {
     let skip_latency = std::env::var("SKIP_LATENCY").is_ok_and(|v| v == "1");
     let rt = backends::runtime();
     let prefix = backends::redis_prefix();
-    let mut results: Vec<Result_> = Vec::new();
+    let mut results: Vec<Contender> = Vec::new();
 
     rt.block_on(async {
         let ours_db = FreshDb::create(Engine::Postgres).await;
@@ -429,38 +429,38 @@ fn main() {
         let pg_redis = backends::backends(sql.repository(), redis_q.clone());
         let pg_sql = backends::backends(sql.repository(), sql.queue());
 
-        let mut rows: Vec<Result_> = vec![
-            Result_ {
+        let mut rows: Vec<Contender> = vec![
+            Contender {
                 id: "ours_pg_redis",
                 label: "ours PostgreSQL + Redis".into(),
                 drains: vec![],
                 latency: None,
             },
-            Result_ {
+            Contender {
                 id: "apalis_redis_default",
                 label: "apalis-redis default".into(),
                 drains: vec![],
                 latency: None,
             },
-            Result_ {
+            Contender {
                 id: "apalis_redis_best",
                 label: format!("apalis-redis batch {} + heartbeat 200 ms", best_batch()),
                 drains: vec![],
                 latency: None,
             },
-            Result_ {
+            Contender {
                 id: "ours_pg_sqlqueue",
                 label: "ours PostgreSQL + SQL queue".into(),
                 drains: vec![],
                 latency: None,
             },
-            Result_ {
+            Contender {
                 id: "apalis_pg_default",
                 label: "apalis-postgres default".into(),
                 drains: vec![],
                 latency: None,
             },
-            Result_ {
+            Contender {
                 id: "apalis_pg_best",
                 label: format!("apalis-postgres batch {} + pubsub", best_batch()),
                 drains: vec![],

@@ -1,4 +1,103 @@
-//! bulk-onboarding: The axum HTTP layer (see its issue; not yet built).
-//!
-//! This crate is a placeholder in the workspace so the facade's feature
-//! exists; its implementation lands with its own issue.
+#![doc = include_str!("../README.md")]
+
+mod app;
+mod config;
+pub mod dto;
+mod handlers;
+mod metrics;
+mod openapi;
+mod problem;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use onboarding_core::OnboardingService;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use utoipa::OpenApi as _;
+
+pub use config::{ApiKeys, ConfigError, HttpConfig, HttpConfigBuilder, KeyHash, RateLimit};
+pub use metrics::Metrics;
+pub use openapi::ApiDoc;
+pub use problem::{Problem, ProblemDocument, ProblemField, PROBLEM_JSON};
+pub use webhook::{WebhookConfig, WebhookSink};
+
+use app::{AppState, RateLimiter, Shared};
+use handlers::{batches, onboard, ops, webhooks};
+
+/// The OpenAPI document as JSON.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// The whole API as an axum [`Router`] over an already built service.
+///
+/// Nest it in a host service (`host.nest("/onboarding", router(..))`) or
+/// serve it as it is. Every error is an `application/problem+json`
+/// document; unknown routes are 404 problems.
+pub fn router(service: OnboardingService, config: HttpConfig) -> Router {
+    if let Some(webhooks) = &config.webhooks {
+        webhooks.attach_metrics(&config.metrics);
+    }
+    let body_limit = config.body_limit;
+    let state = AppState {
+        inner: Arc::new(Shared {
+            service,
+            limiter: RateLimiter::new(config.rate_limit),
+            config,
+            openapi: openapi_json().into(),
+        }),
+    };
+    Router::new()
+        .route("/api/bulk-onboard", post(onboard::seed))
+        .route("/api/v1/bulk-onboard", post(onboard::v1))
+        .route("/api/v1/bulk-onboard/validate", post(onboard::validate))
+        .route("/api/v1/batches/{id}", get(batches::status))
+        .route("/api/v1/batches/{id}/organizations", get(batches::items))
+        .route("/api/v1/batches/{id}/retry", post(batches::retry))
+        .route("/api/v1/batches/{id}/cancel", post(batches::cancel))
+        .route("/api/v1/webhooks/deliveries", get(webhooks::list))
+        .route(
+            "/api/v1/webhooks/deliveries/{id}/replay",
+            post(webhooks::replay),
+        )
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/openapi.json", get(ops::openapi))
+        .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "this route does not answer this method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            app::timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            app::track_metrics,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a request handler panicked");
+                Problem::internal().into_response()
+            },
+        ))
+        .with_state(state)
+}

@@ -28,7 +28,7 @@ use crate::worker::{RetryPolicy, Worker, WorkerConfig, WorkerHandle};
 use crate::ErrorKind;
 
 /// Longest a case waits for an outcome before it fails.
-const DEADLINE: Duration = Duration::from_secs(30);
+const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics with `what` after [`DEADLINE`].
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
@@ -264,13 +264,18 @@ impl Harness {
 }
 
 /// A fast worker configuration for tests: short lease, sweeps and backoff.
+///
+/// The lease (2 s) and the announce grace (5 s) keep a margin for a loaded
+/// 2-core CI machine, where a task can wait hundreds of milliseconds for a
+/// thread: shorter ones turn scheduling delays into lease takeovers and
+/// repeated `BatchCompleted` announcements (the documented at-least-once window).
 pub fn fast_worker() -> WorkerConfig {
     WorkerConfig::default()
         .with_concurrency(4)
-        .with_lease(Duration::from_millis(600))
+        .with_lease(Duration::from_secs(2))
         .with_sweep(Duration::from_millis(100), Duration::from_millis(300))
         .with_poll_wait(Duration::from_millis(100))
-        .with_announce_grace(Duration::from_millis(300))
+        .with_announce_grace(Duration::from_secs(5))
         .with_shutdown_timeout(Duration::from_secs(5))
         .with_retry(
             RetryPolicy::default()

@@ -98,6 +98,7 @@ pub const CASE_TIMEOUT: Duration = Duration::from_secs(300);
 /// When the runtime cannot be built, when `future` panics, or when it runs
 /// longer than [`CASE_TIMEOUT`].
 pub fn run<F: Future<Output = ()>>(future: F) {
+    init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -108,6 +109,18 @@ pub fn run<F: Future<Output = ()>>(future: F) {
             .await
             .expect("the conformance case did not finish within CASE_TIMEOUT");
     });
+}
+
+/// Sends `tracing` output (warnings and up, or `ONBOARDING_TEST_LOG`) to the
+/// test's captured output, so a failing case shows what the engine saw.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ONBOARDING_TEST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Fails when another case of this process installed it first: fine.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// The single list of conformance cases, per trait.

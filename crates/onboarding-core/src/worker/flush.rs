@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::engine::{ErrorBackoff, Shared};
@@ -24,7 +25,11 @@ pub(crate) struct Done {
 pub(crate) async fn flush_loop(shared: Arc<Shared>, mut results: mpsc::UnboundedReceiver<Done>) {
     let max = shared.config.flush_max.max(1);
     let mut buffer = Vec::with_capacity(max);
+    // Completing and announcing batches runs beside the flushes: a slow event
+    // sink (a webhook endpoint that times out) must not hold up recording results.
+    let mut announcers = JoinSet::new();
     while let Some(first) = results.recv().await {
+        while announcers.try_join_next().is_some() {}
         buffer.push(first);
         let deadline = Instant::now() + shared.config.flush_interval;
         while buffer.len() < max {
@@ -33,11 +38,24 @@ pub(crate) async fn flush_loop(shared: Arc<Shared>, mut results: mpsc::Unbounded
                 Ok(None) | Err(_) => break,
             }
         }
-        flush(&shared, std::mem::take(&mut buffer)).await;
+        let finished_batches = flush(&shared, std::mem::take(&mut buffer)).await;
+        if !finished_batches.is_empty() {
+            let shared = shared.clone();
+            announcers.spawn(async move {
+                if let Err(e) = complete_and_announce(&shared.backends, &finished_batches).await {
+                    Counters::bump(&shared.counters.backend_errors, 1);
+                    tracing::warn!(error = %e, "completing batches failed; the sweeper will");
+                }
+            });
+        }
     }
+    // Shutdown: let the announcements in progress finish (each is bounded by the sink).
+    while announcers.join_next().await.is_some() {}
 }
 
-async fn flush(shared: &Shared, batch: Vec<Done>) {
+/// Records one batch of results; returns the batches in which items reached
+/// a terminal status (candidates for completion).
+async fn flush(shared: &Shared, batch: Vec<Done>) -> Vec<crate::model::BatchId> {
     let repo = &shared.backends.repository;
     let finishes: Vec<Finish> = batch
         .iter()
@@ -124,9 +142,6 @@ async fn flush(shared: &Shared, batch: Vec<Done>) {
             tracing::warn!(error = %e, events = events.len(), "event sink refused organization events");
         }
     }
-    if let Err(e) = complete_and_announce(&shared.backends, &finished_batches).await {
-        Counters::bump(&shared.counters.backend_errors, 1);
-        tracing::warn!(error = %e, "completing batches failed; the sweeper will");
-    }
     shared.invalidate(touched).await;
+    finished_batches
 }

@@ -53,6 +53,9 @@ pub(crate) mod dialect {
     }
 }
 
+/// Extra attempts at migrating when another process migrates the same file.
+const MIGRATION_TRIES: u32 = 5;
+
 /// Connects (creating the file), migrates and builds the backend.
 pub(crate) async fn connect(url: DatabaseUrl, options: &SqlOptions) -> Result<SqlBackend> {
     let connect = SqliteConnectOptions::from_str(url.expose())
@@ -81,10 +84,22 @@ pub(crate) async fn connect(url: DatabaseUrl, options: &SqlOptions) -> Result<Sq
         .await
         .db()?;
     if options.run_migrations {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(SqlError::from)?;
+        // SQLite has no migration lock (PostgreSQL and MySQL take an advisory
+        // one): two processes starting on a new file race, and the loser fails
+        // on "table … already exists". By then the winner has committed, so
+        // trying again sees the migrations applied.
+        let mut tries = 0;
+        loop {
+            match sqlx::migrate!("./migrations/sqlite").run(&pool).await {
+                Ok(()) => break,
+                Err(e) if tries < MIGRATION_TRIES => {
+                    tries += 1;
+                    tracing::debug!(error = %e, tries, "SQLite migration raced another process; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(SqlError::from(e).into()),
+            }
+        }
     }
     Ok(SqlBackend {
         engine: Engine::Sqlite,

@@ -1,0 +1,225 @@
+//! Shared state, the authenticating extractor, the rate limiter, the body
+//! reader and the middleware.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use onboarding_core::model::TenantId;
+use onboarding_core::OnboardingService;
+use serde_json::Value;
+
+use crate::config::{HttpConfig, KeyHash, RateLimit};
+use crate::metrics::method_label;
+use crate::problem::Problem;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) inner: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) service: OnboardingService,
+    pub(crate) config: HttpConfig,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) openapi: Bytes,
+}
+
+impl AppState {
+    pub(crate) fn service(&self) -> &OnboardingService {
+        &self.inner.service
+    }
+
+    pub(crate) fn config(&self) -> &HttpConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn problem(&self, error: &onboarding_core::Error) -> Problem {
+        Problem::from_core(error, self.inner.config.retry_after)
+    }
+}
+
+/// A token bucket per API key.
+pub(crate) struct RateLimiter {
+    limit: Option<RateLimit>,
+    buckets: Mutex<HashMap<KeyHash, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(limit: Option<RateLimit>) -> Self {
+        Self {
+            limit,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `key`, or says how long until one is there.
+    /// Only authenticated keys get here, so the map is bounded by the configured keys.
+    pub(crate) fn check(&self, key: &KeyHash) -> Result<(), Duration> {
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        let burst = f64::from(limit.burst);
+        let now = Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let bucket = buckets.entry(*key).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        let refill = now.duration_since(bucket.last).as_secs_f64() * limit.per_second;
+        bucket.tokens = (bucket.tokens + refill).min(burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - bucket.tokens) / limit.per_second;
+            Err(Duration::try_from_secs_f64(wait).unwrap_or(Duration::from_secs(1)))
+        }
+    }
+}
+
+/// The authenticated tenant of a request (`Authorization: Bearer <key>`),
+/// after its key passed the rate limit.
+pub(crate) struct Tenant(pub(crate) TenantId);
+
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(Problem::unauthorized(
+                "this endpoint needs an API key: send Authorization: Bearer <key>",
+                false,
+            ));
+        };
+        let token = value.to_str().ok().and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+                .filter(|t| !t.is_empty())
+        });
+        let Some(token) = token else {
+            return Err(Problem::unauthorized(
+                "the Authorization header must be: Bearer <key>",
+                true,
+            ));
+        };
+        let Some((tenant, hash)) = state.inner.config.api_keys.authenticate(token) else {
+            return Err(Problem::unauthorized("the API key is not valid", true));
+        };
+        state
+            .inner
+            .limiter
+            .check(&hash)
+            .map_err(Problem::rate_limited)?;
+        Ok(Self(tenant))
+    }
+}
+
+/// Turns a buffered body into JSON: 415 for a non-JSON content type, 413
+/// past the body limit, 400 for anything that is not JSON.
+///
+/// A request without `Content-Type` is parsed as JSON (lenient for
+/// `curl -d`-style clients that forget it); a present, non-JSON type is 415.
+pub(crate) fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Value, Problem> {
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let raw = content_type.to_str().unwrap_or("<not text>");
+        let mime = raw
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let is_json = mime == "application/json"
+            || (mime.starts_with("application/") && mime.ends_with("+json"));
+        if !is_json {
+            return Err(Problem::unsupported_media_type(raw));
+        }
+    }
+    let bytes = match body {
+        Ok(bytes) => bytes,
+        Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
+            return Err(Problem::body_too_large(limit))
+        }
+        Err(e) => {
+            return Err(Problem::malformed(format!(
+                "the request body could not be read: {}",
+                e.body_text()
+            )))
+        }
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::malformed(
+            "the request body is empty; expected a JSON object",
+        ));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Problem::malformed(format!("the request body is not valid JSON: {e}")))
+}
+
+/// Counts every request by matched route, method and status.
+pub(crate) async fn track_metrics(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = method_label(request.method());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state.inner.config.metrics.record_request(
+        &route,
+        method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Answers 503 with `Retry-After` when a request takes longer than the timeout.
+pub(crate) async fn timeout(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limit = state.inner.config.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout = ?limit, "request timed out");
+            Problem::unavailable(
+                format!(
+                    "the request took longer than {} ms; try again later",
+                    limit.as_millis()
+                ),
+                state.inner.config.retry_after,
+            )
+            .into_response()
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! `HttpConfig`: API keys, rate limit, body limit, timeouts, metrics and webhooks.
+
+use std::fmt;
+use std::time::Duration;
+
+use onboarding_core::model::TenantId;
+use sha2::{Digest, Sha256};
+use subtle::{ConditionallySelectable, ConstantTimeEq};
+
+use crate::metrics::Metrics;
+use crate::webhook::WebhookSink;
+
+/// A configuration value that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub(crate) String);
+
+impl ConfigError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+/// A per-key request rate: a token bucket refilled at `per_second` tokens
+/// a second that holds at most `burst` tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Requests that may arrive at once (default: twice the rate per second).
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// `n` requests a second with a burst of `2 × n` (at least 1).
+    pub fn per_second(n: f64) -> Self {
+        let n = if n.is_finite() && n > 0.0 { n } else { 1.0 };
+        Self {
+            per_second: n,
+            burst: burst_for(n),
+        }
+    }
+
+    /// Sets the burst (at least 1).
+    pub fn with_burst(mut self, burst: u32) -> Self {
+        self.burst = burst.max(1);
+        self
+    }
+
+    /// Parses `10/s`, `600/m` (or `/min`), `3600/h`, or a bare number (per second).
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        let value = value.trim();
+        let (count, unit) = value.split_once('/').unwrap_or((value, "s"));
+        let count: f64 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n: &f64| n.is_finite() && *n > 0.0)
+            .ok_or_else(|| {
+                ConfigError::new(format!(
+                    "rate limit {value:?}: expected a positive number of requests, e.g. 10/s"
+                ))
+            })?;
+        let seconds = match unit.trim() {
+            "s" | "sec" | "second" => 1.0,
+            "m" | "min" | "minute" => 60.0,
+            "h" | "hour" => 3600.0,
+            other => {
+                return Err(ConfigError::new(format!(
+                    "rate limit {value:?}: unknown unit {other:?} (use s, m or h)"
+                )))
+            }
+        };
+        Ok(Self::per_second(count / seconds))
+    }
+}
+
+fn burst_for(per_second: f64) -> u32 {
+    let burst = (per_second * 2.0).ceil();
+    if burst >= f64::from(u32::MAX) {
+        u32::MAX
+    } else if burst < 1.0 {
+        1
+    } else {
+        // In range: checked above.
+        burst as u32
+    }
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self::per_second(10.0)
+    }
+}
+
+/// The SHA-256 of an API key: what is stored and compared.
+pub type KeyHash = [u8; 32];
+
+/// API keys, each belonging to one tenant, stored as SHA-256 hashes and
+/// compared in constant time.
+#[derive(Clone, Default)]
+pub struct ApiKeys {
+    entries: Vec<(KeyHash, TenantId)>,
+}
+
+impl ApiKeys {
+    /// No keys: every authenticated endpoint answers 401.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a key for `tenant` (only its hash is kept).
+    pub fn with_key(self, tenant: TenantId, key: &str) -> Self {
+        self.with_key_hash(tenant, Self::hash(key))
+    }
+
+    /// Adds a key by its SHA-256 hash (for keys kept hashed elsewhere).
+    pub fn with_key_hash(mut self, tenant: TenantId, hash: KeyHash) -> Self {
+        self.entries.push((hash, tenant));
+        self
+    }
+
+    /// Parses `tenant:key,tenant2:key2` (the `API_KEYS` format).
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        let mut keys = Self::new();
+        for (i, entry) in value.split(',').map(str::trim).enumerate() {
+            if entry.is_empty() {
+                continue;
+            }
+            let (tenant, key) = entry.split_once(':').ok_or_else(|| {
+                ConfigError::new(format!("API key entry {} must look like tenant:key", i + 1))
+            })?;
+            let tenant = TenantId::parse(tenant.trim()).map_err(|e| {
+                ConfigError::new(format!("API key entry {}: {}", i + 1, e.message()))
+            })?;
+            let key = key.trim();
+            if key.len() < 8 {
+                return Err(ConfigError::new(format!(
+                    "API key entry {} (tenant {tenant}): the key must have at least 8 characters",
+                    i + 1
+                )));
+            }
+            keys = keys.with_key(tenant, key);
+        }
+        Ok(keys)
+    }
+
+    /// A fresh random key (about 244 bits of randomness), e.g. for a first start.
+    pub fn generate_key() -> String {
+        format!(
+            "obk_{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        )
+    }
+
+    /// SHA-256 of a key.
+    pub fn hash(key: &str) -> KeyHash {
+        Sha256::digest(key.as_bytes()).into()
+    }
+
+    /// How many keys are configured.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no key is configured.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The tenant a presented key belongs to, with the key's hash. Every
+    /// stored hash is compared, in constant time, whatever matches.
+    pub(crate) fn authenticate(&self, presented: &str) -> Option<(TenantId, KeyHash)> {
+        let hash = Self::hash(presented);
+        let mut found = subtle::Choice::from(0);
+        let mut index = 0u64;
+        for (i, (stored, _)) in self.entries.iter().enumerate() {
+            let eq = stored.ct_eq(&hash);
+            index = u64::conditional_select(&index, &(i as u64), eq);
+            found |= eq;
+        }
+        if bool::from(found) {
+            let index = usize::try_from(index).ok()?;
+            self.entries
+                .get(index)
+                .map(|(_, tenant)| (tenant.clone(), hash))
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tenants: Vec<&str> = self.entries.iter().map(|(_, t)| t.as_str()).collect();
+        f.debug_struct("ApiKeys")
+            .field("tenants", &tenants)
+            .field("keys", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How the HTTP layer behaves. Build one with [`HttpConfig::builder`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// Accepted API keys (default: none, so every authenticated call is 401).
+    pub api_keys: ApiKeys,
+    /// Per-key rate limit (default 10/s, burst 20); `None` turns it off.
+    pub rate_limit: Option<RateLimit>,
+    /// Largest accepted request body in bytes (default 2 MiB: 1000
+    /// organizations with 255-character names fit with room to spare).
+    pub body_limit: usize,
+    /// Longest a request may take before it is answered 503 (default 30 s).
+    pub request_timeout: Duration,
+    /// `Retry-After` sent with 503 answers (default 5 s).
+    pub retry_after: Duration,
+    /// Where request and ingest metrics are counted (`GET /metrics`).
+    pub metrics: Metrics,
+    /// The webhook sink whose deliveries `GET /api/v1/webhooks/deliveries` lists.
+    pub webhooks: Option<WebhookSink>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            api_keys: ApiKeys::new(),
+            rate_limit: Some(RateLimit::default()),
+            body_limit: Self::DEFAULT_BODY_LIMIT,
+            request_timeout: Duration::from_secs(30),
+            retry_after: Duration::from_secs(5),
+            metrics: Metrics::new(),
+            webhooks: None,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The default body limit: 2 MiB.
+    pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+    /// A builder starting from the defaults.
+    pub fn builder() -> HttpConfigBuilder {
+        HttpConfigBuilder {
+            config: Self::default(),
+        }
+    }
+}
+
+/// Builds an [`HttpConfig`].
+#[derive(Debug, Clone)]
+pub struct HttpConfigBuilder {
+    config: HttpConfig,
+}
+
+impl HttpConfigBuilder {
+    /// Replaces the API keys.
+    pub fn api_keys(mut self, keys: ApiKeys) -> Self {
+        self.config.api_keys = keys;
+        self
+    }
+
+    /// Adds one API key for `tenant`.
+    pub fn api_key(mut self, tenant: TenantId, key: &str) -> Self {
+        self.config.api_keys = self.config.api_keys.with_key(tenant, key);
+        self
+    }
+
+    /// Sets the per-key rate limit; `None` turns it off.
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.config.rate_limit = limit;
+        self
+    }
+
+    /// Sets the largest accepted body, in bytes.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.config.body_limit = bytes;
+        self
+    }
+
+    /// Sets the request timeout.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the `Retry-After` of 503 answers (rounded up to whole seconds, at least 1).
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.config.retry_after = after;
+        self
+    }
+
+    /// Uses these metrics (share them with [`Metrics::instrument`] to count job outcomes).
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.config.metrics = metrics;
+        self
+    }
+
+    /// Exposes the deliveries of this webhook sink.
+    pub fn webhooks(mut self, sink: WebhookSink) -> Self {
+        self.config.webhooks = Some(sink);
+        self
+    }
+
+    /// The configuration.
+    pub fn build(self) -> HttpConfig {
+        self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limits_parse() {
+        assert_eq!(
+            RateLimit::parse("10/s").unwrap(),
+            RateLimit::per_second(10.0)
+        );
+        assert_eq!(RateLimit::parse("10/s").unwrap().burst, 20);
+        assert_eq!(RateLimit::parse("60/m").unwrap().per_second, 1.0);
+        assert_eq!(RateLimit::parse("5").unwrap().per_second, 5.0);
+        assert_eq!(RateLimit::parse("1/h").unwrap().burst, 1);
+        for bad in ["", "x/s", "0/s", "-1/s", "10/d", "NaN/s", "inf/s"] {
+            assert!(RateLimit::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_parse_authenticate_and_hide() {
+        let keys = ApiKeys::parse("acme:secret-key-1, globex:secret-key-2").unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(
+            keys.authenticate("secret-key-2")
+                .map(|(t, _)| t.to_string()),
+            Some("globex".into())
+        );
+        assert!(keys.authenticate("secret-key-3").is_none());
+        assert!(keys.authenticate("").is_none());
+        let debug = format!("{keys:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(ApiKeys::parse("nokey").is_err());
+        assert!(ApiKeys::parse("bad tenant:secret-key").is_err());
+        assert!(ApiKeys::parse("acme:short").is_err());
+        assert!(ApiKeys::parse("").unwrap().is_empty());
+        assert_ne!(ApiKeys::generate_key(), ApiKeys::generate_key());
+    }
+}

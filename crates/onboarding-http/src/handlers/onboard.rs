@@ -1,0 +1,180 @@
+//! `POST /api/bulk-onboard`, `POST /api/v1/bulk-onboard`, `POST /api/v1/bulk-onboard/validate`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{OriginalUri, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use onboarding_core::model::TenantId;
+use onboarding_core::{Accepted, SubmitOptions};
+use serde_json::Value;
+
+use crate::app::{json_body, AppState, Tenant};
+use crate::dto::{BulkOnboardAccepted, BulkOnboardRequest, ValidationSummary, ACCEPTED_MESSAGE};
+use crate::problem::Problem;
+
+/// Header set on answers that replay an earlier submission.
+const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// Submit organizations (the seed's contract, word for word)
+///
+/// Validates every organization, stores the batch atomically and queues one
+/// job per organization. `on_conflict` and `mode` are ignored here (upsert,
+/// all or nothing); use `/api/v1/bulk-onboard` for them.
+#[utoipa::path(
+    post,
+    path = "/api/bulk-onboard",
+    tag = "onboarding",
+    request_body(content = BulkOnboardRequest, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the same batch again; same key, other body: 409")),
+    responses(
+        (status = 202, description = "Accepted", body = BulkOnboardAccepted),
+        (status = 400, description = "Malformed JSON", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency-Key reused with another body", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large or more than 1000 organizations", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type is not JSON", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "Validation failed", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "A backend is down", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "bulk_onboard", skip_all, fields(tenant = %tenant.0, batch_id = tracing::field::Empty))]
+pub(crate) async fn seed(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let mut value = json_body(&headers, body, state.config().body_limit)?;
+    if let Some(object) = value.as_object_mut() {
+        object.remove("on_conflict");
+        object.remove("mode");
+    }
+    let accepted = submit(&state, &tenant.0, &headers, &value).await?;
+    Ok(answer(&accepted, None, false))
+}
+
+/// Submit organizations (v1: conflict policy, partial mode, Location)
+#[utoipa::path(
+    post,
+    path = "/api/v1/bulk-onboard",
+    tag = "onboarding",
+    request_body(content = BulkOnboardRequest, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the same batch again; same key, other body: 409")),
+    responses(
+        (status = 202, description = "Accepted; `rejected` lists left-out organizations in partial mode", body = BulkOnboardAccepted,
+            headers(("Location" = String, description = "The batch status URL"))),
+        (status = 400, description = "Malformed JSON", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency-Key reused with another body", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large or more than 1000 organizations", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type is not JSON", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "Validation failed", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "A backend is down", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "bulk_onboard_v1", skip_all, fields(tenant = %tenant.0, batch_id = tracing::field::Empty))]
+pub(crate) async fn v1(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let value = json_body(&headers, body, state.config().body_limit)?;
+    let partial = value.get("mode").and_then(Value::as_str) == Some("partial");
+    let accepted = submit(&state, &tenant.0, &headers, &value).await?;
+    let prefix = uri
+        .path()
+        .strip_suffix("/bulk-onboard")
+        .unwrap_or("/api/v1");
+    let location = format!("{prefix}/batches/{}", accepted.batch_id);
+    Ok(answer(&accepted, Some(location), partial))
+}
+
+/// Validate organizations without storing anything (dry run)
+#[utoipa::path(
+    post,
+    path = "/api/v1/bulk-onboard/validate",
+    tag = "onboarding",
+    request_body(content = BulkOnboardRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Valid: what would be stored", body = ValidationSummary),
+        (status = 400, description = "Malformed JSON", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large or more than 1000 organizations", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type is not JSON", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "Validation failed", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "bulk_onboard_validate", skip_all, fields(tenant = %tenant.0))]
+pub(crate) async fn validate(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ValidationSummary>, Problem> {
+    let value = json_body(&headers, body, state.config().body_limit)?;
+    let valid = state
+        .service()
+        .validate_json(&value)
+        .map_err(|e| state.problem(&e))?;
+    Ok(Json(ValidationSummary::from(&valid)))
+}
+
+async fn submit(
+    state: &AppState,
+    tenant: &TenantId,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Result<Accepted, Problem> {
+    let mut options = SubmitOptions::default();
+    if let Some(key) = headers.get("idempotency-key") {
+        let key = key.to_str().map_err(|_| {
+            Problem::invalid_parameter(
+                "Idempotency-Key",
+                "idempotency_key_invalid",
+                "the idempotency key must be 1-255 visible ASCII characters",
+            )
+        })?;
+        options = options.with_idempotency_key(key);
+    }
+    let accepted = state
+        .service()
+        .submit_json(tenant, body, options)
+        .await
+        .map_err(|e| state.problem(&e))?;
+    tracing::Span::current().record("batch_id", tracing::field::display(accepted.batch_id));
+    state.config().metrics.record_accepted(
+        accepted.organizations_count,
+        accepted.rejected.len(),
+        accepted.replayed,
+    );
+    Ok(accepted)
+}
+
+fn answer(accepted: &Accepted, location: Option<String>, partial: bool) -> Response {
+    let body = BulkOnboardAccepted {
+        batch_id: accepted.batch_id.0,
+        message: ACCEPTED_MESSAGE.to_owned(),
+        organizations_count: accepted.organizations_count,
+        rejected: partial.then(|| accepted.rejected.iter().map(Into::into).collect()),
+    };
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Some(location) = location.and_then(|l| HeaderValue::try_from(l).ok()) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if accepted.replayed {
+        response
+            .headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    response
+}

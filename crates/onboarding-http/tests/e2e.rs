@@ -1,0 +1,522 @@
+//! End-to-end over real HTTP: a server on an ephemeral port with real
+//! workers, and a webhook receiver on another.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use common::*;
+use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, TracingEventSink};
+use onboarding_core::{
+    Backends, EventSink, IngestConfig, OnboardingService, ProcessError, Processor, WorkItem,
+    Worker, WorkerConfig,
+};
+use onboarding_http::webhook::{verify, WebhookConfig, WebhookSink};
+use onboarding_http::{router, Metrics};
+use serde_json::{json, Value};
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    addr
+}
+
+/// Fails permanently for domains starting with `fail`.
+struct PickyProcessor;
+
+#[async_trait]
+impl Processor for PickyProcessor {
+    async fn process(&self, item: &WorkItem) -> Result<(), ProcessError> {
+        if item.organization.domain.as_str().starts_with("fail") {
+            Err(ProcessError::Permanent("provisioning refused".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn fast_worker() -> WorkerConfig {
+    WorkerConfig::default()
+        .with_poll_wait(Duration::from_millis(50))
+        .with_sweep(Duration::from_millis(100), Duration::from_secs(60))
+        .with_announce_grace(Duration::from_millis(100))
+        .with_shutdown_timeout(Duration::from_secs(2))
+}
+
+struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<&Value>,
+    ) -> (u16, HeaderMap, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Polls the batch until `done` holds, with a deadline (no fixed sleeps).
+    async fn wait_for(&self, batch: &str, key: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (status, _, body) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/batches/{batch}"),
+                    key,
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            if done(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "batch never got there: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_request_over_http_reaches_completed_on_memory() {
+    seed_request_reaches_completed(Backends::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_request_over_http_reaches_completed_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!(
+        "onboarding-http-e2e-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("e2e.db").display());
+    let sql = onboarding_sqlx::connect(&url, onboarding_sqlx::SqlOptions::default())
+        .await
+        .unwrap();
+    let backends = Backends::new(
+        sql.repository(),
+        sql.queue(),
+        Arc::new(MemoryCache::default()),
+        Arc::new(TracingEventSink),
+    );
+    seed_request_reaches_completed(backends).await;
+    sql.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// PostgreSQL (a fresh database per run) + the Redis queue and cache (a fresh key prefix).
+/// Needs the servers `.ci/services.sh` starts; a missing server fails the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_request_over_http_reaches_completed_on_postgres_and_redis() {
+    use sqlx::Connection as _;
+    let admin = std::env::var("ONBOARDING_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let redis_url = std::env::var("ONBOARDING_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let name = format!("onboarding_http_e2e_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL must be reachable (ONBOARDING_TEST_POSTGRES_URL)");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    let sql = onboarding_sqlx::connect(
+        &format!("{base}/{name}"),
+        onboarding_sqlx::SqlOptions::default(),
+    )
+    .await
+    .unwrap();
+    let redis = onboarding_redis::RedisConfig::new(redis_url)
+        .with_prefix(format!("http-e2e-{}", uuid::Uuid::new_v4().simple()));
+    let queue = onboarding_redis::RedisQueue::connect(redis.clone())
+        .await
+        .expect("Redis must be reachable (ONBOARDING_TEST_REDIS_URL)");
+    let cache = onboarding_redis::RedisCache::connect(redis).await.unwrap();
+    let backends = Backends::new(
+        sql.repository(),
+        Arc::new(queue),
+        Arc::new(cache),
+        Arc::new(TracingEventSink),
+    );
+    seed_request_reaches_completed(backends).await;
+    sql.close().await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await;
+}
+
+async fn seed_request_reaches_completed(backends: Backends) {
+    let service = OnboardingService::new(backends.clone(), IngestConfig::default());
+    let metrics = Metrics::new();
+    let worker = Worker::new(
+        backends,
+        metrics.instrument(Arc::new(PickyProcessor)),
+        fast_worker(),
+    )
+    .start();
+    let addr = serve(router(service, config().metrics(metrics).build())).await;
+    let client = Client::new(addr);
+
+    // The seed's request, byte for byte, answered with the seed's body.
+    let seed = json!({"organizations": [{"name": "Acme Corporation", "domain": "acme.com", "contact_email": "contact@acme.com"}]});
+    let (status, headers, body) = client
+        .call(
+            reqwest::Method::POST,
+            "/api/bulk-onboard",
+            ACME_KEY,
+            Some(&seed),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(headers["content-type"], "application/json");
+    let batch = body["batch_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        body,
+        json!({"batch_id": batch, "message": "Bulk onboarding initiated successfully", "organizations_count": 1})
+    );
+    let done = client
+        .wait_for(&batch, ACME_KEY, |b| b["state"] == "completed")
+        .await;
+    assert_eq!(done["counts"]["completed"], 1);
+    assert_eq!(done["percent"], 100.0);
+    assert!(done["completed_at"].is_string());
+    assert_eq!(done["eta_seconds"], Value::Null);
+
+    // A failing organization ends failed with its error history, and can be re-driven.
+    let body = json!({"organizations": [org("Ok", "ok-org.com"), org("Nope", "fail-org.com")]});
+    let (status, headers, accepted) = client
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/bulk-onboard",
+            ACME_KEY,
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let location = headers["location"].to_str().unwrap().to_owned();
+    let batch = accepted["batch_id"].as_str().unwrap().to_owned();
+    let done = client
+        .wait_for(&batch, ACME_KEY, |b| b["state"] == "completed")
+        .await;
+    assert_eq!(
+        (
+            done["counts"]["completed"].clone(),
+            done["counts"]["failed"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+    let (_, _, failed) = client
+        .call(
+            reqwest::Method::GET,
+            &format!("{location}/organizations?status=failed"),
+            ACME_KEY,
+            None,
+        )
+        .await;
+    let item = &failed["items"][0];
+    assert_eq!(item["domain"], "fail-org.com");
+    assert_eq!(item["outcome"], "failed");
+    assert_eq!(item["errors"][0]["message"], "provisioning refused");
+    assert_eq!(item["errors"][0]["permanent"], true);
+    let (status, _, retried) = client
+        .call(
+            reqwest::Method::POST,
+            &format!("{location}/retry"),
+            ACME_KEY,
+            None,
+        )
+        .await;
+    assert_eq!((status, retried["requeued"].clone()), (202, json!(1)));
+    client
+        .wait_for(&batch, ACME_KEY, |b| {
+            b["state"] == "completed" && b["counts"]["failed"] == 1
+        })
+        .await;
+
+    let metrics = client
+        .http
+        .get(format!("{}/metrics", client.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("onboarding_jobs_total{outcome=\"completed\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("onboarding_jobs_total{outcome=\"permanent\"} 2"),
+        "{metrics}"
+    );
+    let report = worker.shutdown().await;
+    assert_eq!(report.released, 0);
+}
+
+/// Records webhook requests; answers 500 to the first `fail_first` of them.
+#[derive(Clone, Default)]
+struct Receiver {
+    seen: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    fail_first: usize,
+}
+
+impl Receiver {
+    async fn start(fail_first: usize) -> (Self, String) {
+        let receiver = Self {
+            seen: Arc::default(),
+            fail_first,
+        };
+        let r = receiver.clone();
+        let app = Router::new().route(
+            "/hook",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let r = r.clone();
+                async move {
+                    let mut seen = r.seen.lock().unwrap();
+                    seen.push((headers, body));
+                    if seen.len() <= r.fail_first {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::NO_CONTENT
+                    }
+                }
+            }),
+        );
+        let addr = serve(app).await;
+        (receiver, format!("http://{addr}/hook"))
+    }
+
+    fn seen(&self) -> Vec<(HeaderMap, Bytes)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, n: usize) -> Vec<(HeaderMap, Bytes)> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let seen = self.seen();
+            if seen.len() >= n {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} webhook requests arrived",
+                seen.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+const SECRET: &[u8] = b"webhook-test-secret";
+
+fn memory_backends(events: Arc<dyn EventSink>) -> Backends {
+    Backends::new(
+        Arc::new(MemoryRepository::new()),
+        Arc::new(MemoryQueue::new(Duration::from_secs(30))),
+        Arc::new(MemoryCache::default()),
+        events,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_completion_webhook_is_signed_retried_logged_and_replayable() {
+    // The first publish fails all 3 attempts; the sweeper publishes again and the 4th request succeeds.
+    let (receiver, url) = Receiver::start(3).await;
+    let sink = WebhookSink::new(
+        WebhookConfig::new(SECRET)
+            .with_url(tenant("acme"), &url)
+            .unwrap()
+            .with_retries(3, Duration::from_millis(20)),
+        Arc::new(TracingEventSink),
+    )
+    .unwrap();
+    let backends = memory_backends(Arc::new(sink.clone()));
+    let service = OnboardingService::new(backends.clone(), IngestConfig::default());
+    let worker = Worker::new(backends, Arc::new(PickyProcessor), fast_worker()).start();
+    let addr = serve(router(service, config().webhooks(sink).build())).await;
+    let client = Client::new(addr);
+
+    let (status, _, accepted) = client
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/bulk-onboard",
+            ACME_KEY,
+            Some(&orgs(3)),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let batch = accepted["batch_id"].as_str().unwrap().to_owned();
+    let seen = receiver.wait_for(4).await;
+
+    // Every attempt carries the same Webhook-Id and a valid signature.
+    let id = seen[0].0["webhook-id"].to_str().unwrap().to_owned();
+    for (headers, body) in &seen {
+        assert_eq!(headers["webhook-id"], id.as_str());
+        assert_eq!(headers["content-type"], "application/json");
+        let ts: i64 = headers["webhook-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((chrono::Utc::now().timestamp() - ts).abs() < 60);
+        let sig = headers["webhook-signature"].to_str().unwrap();
+        assert!(verify(SECRET, ts, body, sig), "bad signature {sig}");
+        assert!(!verify(b"wrong", ts, body, sig));
+    }
+    let payload: Value = serde_json::from_slice(&seen[3].1).unwrap();
+    assert_eq!(payload["type"], "batch.completed");
+    assert_eq!(payload["id"], id.as_str());
+    assert_eq!(payload["data"]["batch_id"], batch.as_str());
+    assert_eq!(payload["data"]["tenant"], "acme");
+    assert_eq!(payload["data"]["total"], 3);
+    assert_eq!(payload["data"]["counts"]["completed"], 3);
+    assert_eq!(payload["data"]["changes"]["created"], 3);
+
+    // The log lists every attempt, newest first, for this tenant only.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let deliveries = loop {
+        let (status, _, list) = client
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/webhooks/deliveries?batch_id={batch}"),
+                ACME_KEY,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        let d = list["deliveries"].as_array().unwrap().clone();
+        if d.len() >= 4 || Instant::now() > deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(deliveries.len(), 4, "{deliveries:?}");
+    assert_eq!(deliveries[0]["outcome"], "delivered");
+    assert_eq!(deliveries[0]["response_status"], 204);
+    for failed in &deliveries[1..] {
+        assert_eq!(failed["outcome"], "failed");
+        assert_eq!(failed["response_status"], 500);
+        assert!(failed["error"].is_string());
+    }
+    let (_, _, theirs) = client
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/webhooks/deliveries",
+            GLOBEX_KEY,
+            None,
+        )
+        .await;
+    assert_eq!(theirs["deliveries"], json!([]));
+
+    // Replay: the same body and id again, tenant-scoped.
+    let delivery_id = deliveries[0]["id"].as_str().unwrap();
+    let replay_path = format!("/api/v1/webhooks/deliveries/{delivery_id}/replay");
+    let (status, _, _) = client
+        .call(reqwest::Method::POST, &replay_path, GLOBEX_KEY, None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _, replayed) = client
+        .call(reqwest::Method::POST, &replay_path, ACME_KEY, None)
+        .await;
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(replayed["outcome"], "delivered");
+    assert_eq!(replayed["replay_of"], delivery_id);
+    let seen = receiver.wait_for(5).await;
+    assert_eq!(seen[4].0["webhook-id"], id.as_str());
+    assert_eq!(seen[4].1, seen[3].1, "a replay sends the same body");
+
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_fails_publish_so_the_core_retries_later() {
+    // A port nobody listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    drop(listener);
+    let inner = onboarding_core::memory::RecordingEventSink::new();
+    let sink = WebhookSink::new(
+        WebhookConfig::new(SECRET)
+            .with_url(tenant("acme"), &url)
+            .unwrap()
+            .with_retries(3, Duration::from_millis(10)),
+        Arc::new(inner.clone()),
+    )
+    .unwrap();
+    let event = onboarding_core::Event::BatchCompleted {
+        tenant: tenant("acme"),
+        batch_id: onboarding_core::model::BatchId::new(),
+        counts: Default::default(),
+        completed_at: onboarding_core::model::now(),
+    };
+    let started = Instant::now();
+    let err = sink
+        .publish(std::slice::from_ref(&event))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), onboarding_core::ErrorKind::Unavailable);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        inner.events().len(),
+        1,
+        "the inner sink still got the event"
+    );
+    let log = sink.deliveries(&tenant("acme"), None, 10);
+    assert_eq!(log.len(), 3);
+    assert!(log
+        .iter()
+        .all(|d| d.response_status.is_none() && d.error.is_some()));
+    // A tenant without a URL: nothing to send, publish succeeds.
+    let other = onboarding_core::Event::BatchCompleted {
+        tenant: tenant("globex"),
+        batch_id: onboarding_core::model::BatchId::new(),
+        counts: Default::default(),
+        completed_at: onboarding_core::model::now(),
+    };
+    sink.publish(&[other]).await.unwrap();
+    assert!(!format!("{sink:?}").contains("webhook-test-secret"));
+    assert!(!format!("{sink:?}").contains(&url));
+}

@@ -1,0 +1,117 @@
+//! The bulk-onboarding HTTP server, with in-process workers.
+//!
+//! `cargo run --release --example server` runs on SQLite, the SQL table
+//! queue and an in-memory cache, generates an API key and prints a curl line
+//! to try it. Every setting is a flag with an environment fallback
+//! (`--help` lists them); see DESIGN.md section 4.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use common::{print_line, CommonArgs};
+use onboarding::http::{router, ApiKeys, HttpConfig, Metrics, RateLimit};
+use onboarding::model::TenantId;
+use onboarding::{IngestConfig, OnboardingService, Worker, WorkerConfig};
+
+/// Bulk organization onboarding over HTTP.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Listen address.
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
+    bind_addr: SocketAddr,
+    /// `tenant:key,tenant2:key2`; unset: one key is generated and printed.
+    #[arg(long, env = "API_KEYS", hide_env_values = true)]
+    api_keys: Option<String>,
+    /// Per-key request rate, e.g. `10/s`, `600/m` (burst = 2x the rate).
+    #[arg(long, env = "RATE_LIMIT", default_value = "10/s")]
+    rate_limit: String,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    common::init_logging();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let rate_limit = RateLimit::parse(&args.rate_limit).map_err(|e| format!("RATE_LIMIT: {e}"))?;
+    let stack = common::build(&args.common).await?;
+    let metrics = Metrics::new();
+    let service = OnboardingService::new(
+        stack.backends.clone(),
+        args.common.hooks.ingest(IngestConfig::default()),
+    );
+
+    let keys = match args.api_keys.as_deref().filter(|k| !k.trim().is_empty()) {
+        Some(list) => ApiKeys::parse(list).map_err(|e| format!("API_KEYS: {e}"))?,
+        None => {
+            let key = ApiKeys::generate_key();
+            let tenant = TenantId::parse("default").map_err(|e| e.to_string())?;
+            print_line(&format!(
+                "API_KEYS is unset; generated a key for tenant \"default\". Try:\n\n  curl -i -X POST http://{}/api/bulk-onboard -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"organizations\":[{{\"name\":\"Acme Corporation\",\"domain\":\"acme.com\",\"contact_email\":\"contact@acme.com\"}}]}}'\n\n  then: curl -H 'Authorization: Bearer {key}' http://{}/api/v1/batches/<batch_id>\n",
+                args.bind_addr, args.bind_addr
+            ));
+            ApiKeys::new().with_key(tenant, &key)
+        }
+    };
+    let mut config = HttpConfig::builder()
+        .api_keys(keys)
+        .rate_limit(Some(rate_limit))
+        .metrics(metrics.clone());
+    if let Some(ms) = args.common.hooks.request_timeout_ms {
+        config = config.request_timeout(std::time::Duration::from_millis(ms));
+    }
+    if let Some(webhooks) = stack.webhooks.clone() {
+        config = config.webhooks(webhooks);
+    }
+    let app = router(service, config.build());
+
+    let worker = if args.common.workers > 0 {
+        let processor = metrics.instrument(common::processor(&args.common)?);
+        let config = args
+            .common
+            .hooks
+            .worker(WorkerConfig::default().with_concurrency(args.common.workers));
+        Some(Worker::new(stack.backends.clone(), processor, config).start())
+    } else {
+        if stack.in_memory {
+            tracing::warn!(
+                "WORKERS=0 with DATABASE_URL=memory: nothing will ever process the batches"
+            );
+        }
+        None
+    };
+
+    let listener = tokio::net::TcpListener::bind(args.bind_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.bind_addr))?;
+    tracing::info!(
+        addr = %args.bind_addr, workers = args.common.workers,
+        database = %common::redact(&args.common.database_url),
+        queue = %common::redact(&args.common.queue_url),
+        cache = %common::redact(&args.common.cache_url),
+        "listening"
+    );
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(common::shutdown_signal())
+        .await;
+    if let Some(worker) = worker {
+        let report = worker.shutdown().await;
+        tracing::info!(released = report.released, stats = ?report.stats, "workers stopped");
+    }
+    stack.close().await;
+    served.map_err(|e| format!("server error: {e}"))
+}
