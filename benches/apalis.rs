@@ -269,7 +269,11 @@ macro_rules! run_apalis_worker {
     }};
 }
 
-async fn apalis_pg_drain(pool: &sqlx09::PgPool, setting: Setting, round: usize) -> Option<Duration> {
+async fn apalis_pg_drain(
+    pool: &sqlx09::PgPool,
+    setting: Setting,
+    round: usize,
+) -> Option<Duration> {
     let queue = format!(
         "bench-{setting:?}-{round}-{}",
         uuid::Uuid::new_v4().simple()
@@ -351,8 +355,8 @@ async fn apalis_redis_drain(prefix: &str, setting: Setting, round: usize) -> Opt
     let conn = apalis_redis::connect(backends::redis_url())
         .await
         .expect("redis");
-    let storage = apalis_redis::RedisStorage::<NoopJob>::new(conn)
-        .with_config(redis_config(setting, &queue));
+    let storage =
+        apalis_redis::RedisStorage::<NoopJob>::new(conn).with_config(redis_config(setting, &queue));
     let mut pusher = storage.clone();
     let probe = redis::Client::open(backends::redis_url())
         .expect("url")

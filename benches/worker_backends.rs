@@ -71,12 +71,7 @@ async fn one_run(backends: &Backends, poll: Duration) -> Duration {
                 .expect("valid")
         })
         .collect();
-    let worker = Worker::new(
-        backends.clone(),
-        Arc::new(NoopProcessor),
-        worker_config(),
-    )
-    .start();
+    let worker = Worker::new(backends.clone(), Arc::new(NoopProcessor), worker_config()).start();
     // Let the worker reach its first (empty) dequeue: it is idle when work arrives.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = Instant::now();
@@ -281,7 +276,11 @@ fn main() {
         ("postgres_redis", "PostgreSQL + Redis", floor),
         ("postgres_rabbitmq", "PostgreSQL + RabbitMQ", floor),
         ("mysql_redis", "MariaDB + Redis", memory),
-        ("floor_pg_two_writes", "floor: PG claim + finish UPDATEs", None),
+        (
+            "floor_pg_two_writes",
+            "floor: PG claim + finish UPDATEs",
+            None,
+        ),
     ]
     .map(|(id, label, baseline)| Row {
         id,
