@@ -38,6 +38,17 @@ pub(crate) async fn wait_finished(
     tenant: &TenantId,
     batches: &[BatchId],
 ) {
+    wait_finished_every(service, tenant, batches, Duration::from_millis(2)).await;
+}
+
+/// Polls the repository every `poll` until every item of `batches` is
+/// finished (panics after 10 minutes).
+pub(crate) async fn wait_finished_every(
+    service: &OnboardingService,
+    tenant: &TenantId,
+    batches: &[BatchId],
+    poll: Duration,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
     for batch in batches {
         loop {
@@ -55,7 +66,7 @@ pub(crate) async fn wait_finished(
                 tokio::time::Instant::now() < deadline,
                 "batch {batch} did not finish"
             );
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(poll).await;
         }
     }
 }

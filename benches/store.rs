@@ -1,0 +1,358 @@
+//! Storing one 1000-organization submission per backend, and in the same
+//! run the raw floor on the same servers: one set-based upsert of the same
+//! 1000 rows into a plain PostgreSQL table and one pipelined Redis push of
+//! 1000 messages.
+//!
+//! Timed: `OnboardingService::submit_valid` (one transaction: batch + 1000
+//! items + 1000 upserts, then one enqueue of 1000 jobs). Not timed: building
+//! and validating the request (fresh domains every iteration, so every
+//! iteration inserts 1000 new organizations).
+//!
+//! Run: `cargo bench --all-features --bench store`. Needs PostgreSQL,
+//! MariaDB and Redis (see `benches/backends.rs` for the URLs); it creates its
+//! own databases and key prefix and removes them at the end.
+
+#![allow(missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use onboarding::model::TenantId;
+use onboarding::validate::ValidRequest;
+use onboarding::{Backends, IngestConfig, OnboardingService, SubmitOptions};
+use sqlx::Connection;
+use tokio::runtime::Runtime;
+
+#[path = "backends.rs"]
+mod backends;
+#[path = "common.rs"]
+mod common;
+#[path = "report.rs"]
+mod report;
+
+use backends::{Engine, FreshDb};
+
+const N: usize = 1000;
+
+/// `n` fresh, validated requests (not timed).
+fn fresh(service: &OnboardingService, n: u64) -> Vec<ValidRequest> {
+    (0..n)
+        .map(|_| {
+            service
+                .validate(&common::request(N, &common::unique_tag()))
+                .expect("valid")
+        })
+        .collect()
+}
+
+fn bench_submit(
+    c: &mut Criterion,
+    rt: &Runtime,
+    id: &'static str,
+    backends: Backends,
+) -> OnboardingService {
+    let service = OnboardingService::new(backends, IngestConfig::default());
+    let tenant = TenantId::parse("bench").expect("tenant");
+    let mut group = c.benchmark_group("store_1000");
+    group.throughput(Throughput::Elements(N as u64));
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(8));
+    group.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            let requests = fresh(&service, iters);
+            let total = rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for valid in requests {
+                    let started = Instant::now();
+                    service
+                        .submit_valid(&tenant, valid, SubmitOptions::default())
+                        .await
+                        .expect("stored");
+                    total += started.elapsed();
+                }
+                total
+            });
+            report::record(id, total, iters);
+            total
+        })
+    });
+    group.finish();
+    service
+}
+
+/// The rows of one request as the three arrays of the floor's `UNNEST`.
+fn columns(valid: &ValidRequest) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let mut domains = Vec::with_capacity(N);
+    let mut names = Vec::with_capacity(N);
+    let mut emails = Vec::with_capacity(N);
+    for (_, org) in &valid.organizations {
+        domains.push(org.domain.as_str().to_owned());
+        names.push(org.name.clone());
+        emails.push(org.contact_email.clone());
+    }
+    (domains, names, emails)
+}
+
+const FLOOR_TABLE: &str = "CREATE TABLE IF NOT EXISTS floor_organizations (
+    domain text PRIMARY KEY,
+    name text NOT NULL,
+    contact_email text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now())";
+
+const FLOOR_UPSERT: &str = "INSERT INTO floor_organizations (domain, name, contact_email)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])
+    ON CONFLICT (domain) DO UPDATE
+    SET name = EXCLUDED.name, contact_email = EXCLUDED.contact_email, updated_at = now()";
+
+async fn floor_upsert(
+    conn: &mut sqlx::PgConnection,
+    cols: &(Vec<String>, Vec<String>, Vec<String>),
+) {
+    sqlx::query(FLOOR_UPSERT)
+        .bind(&cols.0)
+        .bind(&cols.1)
+        .bind(&cols.2)
+        .execute(&mut *conn)
+        .await
+        .expect("floor upsert");
+}
+
+/// 1000 messages shaped like the Redis queue's entries (`tenant {json}`).
+fn messages() -> Vec<String> {
+    (0..N)
+        .map(|_| {
+            format!(
+                r#"bench {{"id":"{}","job":{{"item_id":"{}","tenant":"bench","not_before":null}}}}"#,
+                uuid::Uuid::new_v4(),
+                uuid::Uuid::now_v7()
+            )
+        })
+        .collect()
+}
+
+async fn floor_push(conn: &mut redis::aio::MultiplexedConnection, key: &str, msgs: &[String]) {
+    let mut pipe = redis::pipe();
+    for m in msgs {
+        pipe.rpush(key, m).ignore();
+    }
+    pipe.query_async::<()>(conn).await.expect("floor push");
+}
+
+fn bench_floor(
+    c: &mut Criterion,
+    rt: &Runtime,
+    pg_url: &str,
+    redis_key: &str,
+    probe: &OnboardingService,
+) {
+    let mut pg = rt.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(pg_url).await.expect("pg");
+        sqlx::query(FLOOR_TABLE)
+            .execute(&mut conn)
+            .await
+            .expect("floor table");
+        conn
+    });
+    let mut redis_conn = rt.block_on(async {
+        redis::Client::open(backends::redis_url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis")
+    });
+    let mut group = c.benchmark_group("store_1000");
+    group.throughput(Throughput::Elements(N as u64));
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(5));
+    group.bench_function("floor_pg_unnest_upsert", |b| {
+        b.iter_custom(|iters| {
+            let cols: Vec<_> = fresh(probe, iters).iter().map(columns).collect();
+            let total = rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for c in &cols {
+                    let started = Instant::now();
+                    floor_upsert(&mut pg, c).await;
+                    total += started.elapsed();
+                }
+                total
+            });
+            report::record("floor_pg_unnest_upsert", total, iters);
+            total
+        })
+    });
+    group.bench_function("floor_redis_pipelined_push", |b| {
+        b.iter_custom(|iters| {
+            let msgs: Vec<_> = (0..iters).map(|_| messages()).collect();
+            let total = rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for m in &msgs {
+                    let started = Instant::now();
+                    floor_push(&mut redis_conn, redis_key, m).await;
+                    total += started.elapsed();
+                }
+                let _: redis::RedisResult<()> = redis::cmd("DEL")
+                    .arg(redis_key)
+                    .query_async(&mut redis_conn)
+                    .await;
+                total
+            });
+            report::record("floor_redis_pipelined_push", total, iters);
+            total
+        })
+    });
+    group.bench_function("floor_pg_upsert_then_redis_push", |b| {
+        b.iter_custom(|iters| {
+            let cols: Vec<_> = fresh(probe, iters).iter().map(columns).collect();
+            let msgs: Vec<_> = (0..iters).map(|_| messages()).collect();
+            let total = rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for (c, m) in cols.iter().zip(&msgs) {
+                    let started = Instant::now();
+                    floor_upsert(&mut pg, c).await;
+                    floor_push(&mut redis_conn, redis_key, m).await;
+                    total += started.elapsed();
+                }
+                let _: redis::RedisResult<()> = redis::cmd("DEL")
+                    .arg(redis_key)
+                    .query_async(&mut redis_conn)
+                    .await;
+                total
+            });
+            report::record("floor_pg_upsert_then_redis_push", total, iters);
+            total
+        })
+    });
+    group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let rt = backends::runtime();
+    let prefix = backends::redis_prefix();
+    let (sqlite, mysql, pg) = rt.block_on(async {
+        (
+            FreshDb::create(Engine::Sqlite).await,
+            FreshDb::create(Engine::MySql).await,
+            FreshDb::create(Engine::Postgres).await,
+        )
+    });
+    let (sqlite_b, mysql_b, pg_b, redis_q) = rt.block_on(async {
+        (
+            sqlite.connect(10).await,
+            mysql.connect(10).await,
+            pg.connect(10).await,
+            backends::redis_queue(&prefix).await,
+        )
+    });
+    let redis_q: std::sync::Arc<dyn onboarding::JobQueue> = std::sync::Arc::new(redis_q);
+
+    let memory = bench_submit(&mut c, &rt, "memory", Backends::memory());
+    bench_submit(
+        &mut c,
+        &rt,
+        "sqlite_sqlqueue",
+        backends::backends(sqlite_b.repository(), sqlite_b.queue()),
+    );
+    bench_submit(
+        &mut c,
+        &rt,
+        "mysql_sqlqueue",
+        backends::backends(mysql_b.repository(), mysql_b.queue()),
+    );
+    bench_submit(
+        &mut c,
+        &rt,
+        "mysql_redis",
+        backends::backends(mysql_b.repository(), redis_q.clone()),
+    );
+    bench_submit(
+        &mut c,
+        &rt,
+        "postgres_sqlqueue",
+        backends::backends(pg_b.repository(), pg_b.queue()),
+    );
+    // The floor right before and right after the number it is compared with.
+    bench_floor(&mut c, &rt, &pg.url, &format!("{prefix}:floor"), &memory);
+    bench_submit(
+        &mut c,
+        &rt,
+        "postgres_redis",
+        backends::backends(pg_b.repository(), redis_q.clone()),
+    );
+
+    c.final_summary();
+
+    rt.block_on(async {
+        for b in [&sqlite_b, &mysql_b, &pg_b] {
+            b.close().await;
+        }
+        for db in [&sqlite, &mysql, &pg] {
+            db.drop_db().await;
+        }
+        backends::redis_cleanup(&prefix).await;
+    });
+
+    use report::Row;
+    let floor = Some("floor_pg_upsert_then_redis_push");
+    report::write(
+        "store",
+        "Storing one 1000-organization submission (submit_valid: transaction + enqueue)",
+        "cargo bench --all-features --bench store",
+        &[
+            Row {
+                id: "memory",
+                label: "memory",
+                elements: N as u64,
+                baseline: None,
+            },
+            Row {
+                id: "sqlite_sqlqueue",
+                label: "SQLite + SQL queue",
+                elements: N as u64,
+                baseline: None,
+            },
+            Row {
+                id: "mysql_sqlqueue",
+                label: "MariaDB + SQL queue",
+                elements: N as u64,
+                baseline: None,
+            },
+            Row {
+                id: "mysql_redis",
+                label: "MariaDB + Redis",
+                elements: N as u64,
+                baseline: None,
+            },
+            Row {
+                id: "postgres_sqlqueue",
+                label: "PostgreSQL + SQL queue",
+                elements: N as u64,
+                baseline: floor,
+            },
+            Row {
+                id: "postgres_redis",
+                label: "PostgreSQL + Redis",
+                elements: N as u64,
+                baseline: floor,
+            },
+            Row {
+                id: "floor_pg_unnest_upsert",
+                label: "floor: PG UNNEST upsert",
+                elements: N as u64,
+                baseline: None,
+            },
+            Row {
+                id: "floor_redis_pipelined_push",
+                label: "floor: Redis pipelined push",
+                elements: N as u64,
+                baseline: None,
+            },
+            Row {
+                id: "floor_pg_upsert_then_redis_push",
+                label: "floor: PG upsert + Redis push",
+                elements: N as u64,
+                baseline: None,
+            },
+        ],
+    );
+}
