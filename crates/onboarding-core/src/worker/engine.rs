@@ -283,10 +283,15 @@ async fn fetch_loop(
                 Err(_) => break,
             }
         }
-        let dequeued = tokio::select! {
-            r = shared.backends.queue.dequeue(held.len(), config.poll_wait) => r,
-            _ = stop.changed() => break,
-        };
+        // Not raced against the stop signal: a dequeue cancelled half-way can
+        // leave a pooled database connection inside a transaction (seen with
+        // sqlx on SQLite: a cancelled `BEGIN IMMEDIATE` while waiting for the
+        // lock). Shutdown waits at most `poll_wait` for it instead.
+        let dequeued = shared
+            .backends
+            .queue
+            .dequeue(held.len(), config.poll_wait)
+            .await;
         let deliveries = match dequeued {
             Ok(d) => d,
             Err(e) => {
