@@ -148,10 +148,6 @@ struct Inner {
     config: IngestConfig,
 }
 
-fn chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
 impl OnboardingService {
     /// A service over `backends`.
     pub fn new(backends: Backends, config: IngestConfig) -> Self {
@@ -232,7 +228,7 @@ impl OnboardingService {
                 .reprocess_unchanged
                 .unwrap_or(config.reprocess_unchanged),
             now: at,
-            sweep_at: at + chrono(config.stale_after),
+            sweep_at: crate::model::after(at, config.stale_after),
         };
         let (batch, items) = match backends.repository.store_submission(&submission).await? {
             StoreResult::Stored { batch, items } => (batch, items),

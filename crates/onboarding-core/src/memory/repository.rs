@@ -8,8 +8,9 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    AttemptError, Batch, BatchCounts, BatchId, BatchItem, BatchStatus, Change, ConflictPolicy,
-    Domain, ItemId, ItemStatus, LeaseToken, Organization, OrganizationId, TenantId, Timestamp,
+    after, AttemptError, Batch, BatchCounts, BatchId, BatchItem, BatchStatus, Change,
+    ConflictPolicy, Domain, ItemId, ItemStatus, LeaseToken, Organization, OrganizationId, TenantId,
+    Timestamp,
 };
 use crate::queue::Job;
 use crate::repository::{
@@ -47,10 +48,6 @@ struct ItemRow {
     tenant: TenantId,
     token: Option<LeaseToken>,
     sweep_at: Timestamp,
-}
-
-fn add(t: Timestamp, d: Duration) -> Timestamp {
-    t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 impl MemoryRepository {
@@ -341,7 +338,7 @@ impl OrgRepository for MemoryRepository {
                 } => {
                     row.item.status = ItemStatus::Pending;
                     row.item.available_at = *available_at;
-                    row.sweep_at = add(*available_at, stale_after);
+                    row.sweep_at = after(*available_at, stale_after);
                     row.item.errors.push(AttemptError {
                         attempt,
                         at: now,
@@ -402,7 +399,7 @@ impl OrgRepository for MemoryRepository {
             }
             let due = match row.item.status {
                 ItemStatus::Pending if row.sweep_at <= now => {
-                    row.sweep_at = add(now, stale_after);
+                    row.sweep_at = after(now, stale_after);
                     true
                 }
                 ItemStatus::Processing => row.item.lease_until.is_some_and(|l| l <= now),

@@ -316,8 +316,7 @@ async fn fetch_loop(
             item_ids,
             token: LeaseToken::new(),
             now: claim_now,
-            lease_until: claim_now
-                + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::MAX),
+            lease_until: crate::model::after(claim_now, config.lease),
         };
         let claimed = match shared.backends.repository.claim_items(&request).await {
             Ok(c) => c,

@@ -11,7 +11,7 @@ use super::engine::Shared;
 use super::Counters;
 use crate::completion::announce;
 use crate::error::Result;
-use crate::model::{now, ItemId};
+use crate::model::{after, before, now, ItemId};
 
 /// Most jobs one sweep round re-enqueues.
 const SWEEP_LIMIT: u32 = 1000;
@@ -32,10 +32,6 @@ pub struct SweepReport {
     pub pruned: u64,
 }
 
-fn chrono(d: std::time::Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
 /// Renews every lease in hand with one call per interval, until aborted.
 pub(crate) async fn heartbeat_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(
@@ -53,7 +49,7 @@ pub(crate) async fn heartbeat_loop(shared: Arc<Shared>) {
             continue;
         }
         let at = now();
-        let until = at + chrono(shared.config.lease);
+        let until = after(at, shared.config.lease);
         match shared
             .backends
             .repository
@@ -103,8 +99,8 @@ pub(crate) async fn sweeper_loop(shared: Arc<Shared>, mut stop: watch::Receiver<
         }
         if last_prune.is_none_or(|t| t.elapsed() >= shared.config.prune_interval) {
             last_prune = Some(Instant::now());
-            let before = now() - chrono(shared.config.retention);
-            match shared.backends.repository.prune(before, 1000).await {
+            let cutoff = before(now(), shared.config.retention);
+            match shared.backends.repository.prune(cutoff, 1000).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(batches = n, "pruned finished batches past retention"),
                 Err(e) => tracing::warn!(error = %e, "pruning failed"),
@@ -136,7 +132,7 @@ pub(crate) async fn sweep_once(shared: &Shared) -> Result<SweepReport> {
     report.completed_batches = completed.len();
     announce(&shared.backends, &completed).await;
     let overdue = repo
-        .unannounced_batches(now() - chrono(shared.config.announce_grace), 100)
+        .unannounced_batches(before(now(), shared.config.announce_grace), 100)
         .await?;
     report.announced = overdue.len();
     announce(&shared.backends, &overdue).await;

@@ -92,14 +92,10 @@ impl RetryPolicy {
                     permanent: false,
                 }
             }
-            Err(ProcessError::Retryable(error)) => {
-                let delay = chrono::Duration::from_std(self.delay(attempt))
-                    .unwrap_or(chrono::Duration::MAX);
-                Resolution::Retry {
-                    available_at: now + delay,
-                    error,
-                }
-            }
+            Err(ProcessError::Retryable(error)) => Resolution::Retry {
+                available_at: crate::model::after(now, self.delay(attempt)),
+                error,
+            },
         }
     }
 }
