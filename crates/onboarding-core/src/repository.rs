@@ -206,7 +206,10 @@ pub trait OrgRepository: Send + Sync + 'static {
     ///
     /// # Behavior
     /// - A claimed item becomes `Processing` with the request's token and
-    ///   `lease_until`, `attempts + 1`; its organization becomes `Processing`.
+    ///   `lease_until`, `attempts + 1`. Its organization is read, not written:
+    ///   an organization's status is the outcome of its latest submission
+    ///   (`Pending` until an attempt's result is recorded), and `Processing`
+    ///   lives on the item. (One row write per claimed item instead of two.)
     /// - Items not claimable (leased, not yet available, terminal, unknown) are
     ///   left out of the answer, never an error.
     /// - Two concurrent claims of one item: at most one gets it.

@@ -44,17 +44,23 @@
 //!
 //! # The queue
 //! A `jobs` table (`id`, `item_id`, `tenant`, `available_at`, `leased_until`).
-//! A dequeue takes up to `max` ready jobs in one statement, ranked by
-//! `ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY id)` so tenants
-//! interleave (ties between tenants broken at random, so one-job dequeues
-//! rotate among tenants too), locked with `FOR UPDATE SKIP LOCKED` (PostgreSQL, MariaDB
-//! 10.6+) or inside a `BEGIN IMMEDIATE` transaction (SQLite), and made
-//! invisible by moving `available_at` to `now + visibility_timeout`. `ack`
-//! deletes by id. `dequeue` waits by polling every
-//! [`SqlOptions::with_poll_interval`] (default 25 ms), woken at once by
-//! enqueues made through the same [`SqlBackend`]; there is no LISTEN/NOTIFY.
-//! Ranking reads every ready job, which is fine for backlogs of thousands;
-//! a very deep queue would want a per-tenant lateral scan instead.
+//! A dequeue takes up to `max` ready jobs in one statement, interleaving
+//! tenants (rank within the tenant first, ties between tenants broken at
+//! random, so one-job dequeues rotate among tenants too), locked with `FOR
+//! UPDATE SKIP LOCKED` (PostgreSQL, MariaDB 10.6+) or inside a `BEGIN
+//! IMMEDIATE` transaction (SQLite), and made invisible by moving
+//! `available_at` to `now + visibility_timeout`. `ack` deletes by id.
+//! `dequeue` waits by polling every [`SqlOptions::with_poll_interval`]
+//! (default 25 ms), woken at once by enqueues made through the same
+//! [`SqlBackend`]; there is no LISTEN/NOTIFY.
+//!
+//! On PostgreSQL the table is `UNLOGGED` (the queue is a wake-up call: after
+//! a crash empties it, the sweeper re-enqueues every pending item), and a
+//! dequeue finds the tenants with a skip scan over the `(tenant, id)` index
+//! and reads only the head of each tenant's jobs (`LATERAL … LIMIT n`), so
+//! its cost does not grow with the backlog. MariaDB and SQLite rank every
+//! ready job with `ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY id)`,
+//! which is fine for backlogs of thousands.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Without an engine feature the crate only has its types and an error-returning `connect`.

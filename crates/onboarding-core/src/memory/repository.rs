@@ -273,7 +273,6 @@ impl OrgRepository for MemoryRepository {
                 row.tenant.clone(),
                 row.item.domain.clone(),
             );
-            st.set_org_status(&domain, ItemStatus::Processing);
             let Some(organization) = st.organizations.get(&domain).cloned() else {
                 return Err(Error::internal(format!("item {id} has no organization")));
             };

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -96,7 +96,18 @@ impl Worker {
         let shared = self.shared;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let fetch = tokio::spawn(fetch_loop(shared.clone(), done_tx, stop_rx.clone()));
+        let permits = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
+        let fetch = (0..shared.config.fetchers.max(1))
+            .map(|_| {
+                tokio::spawn(fetch_loop(
+                    shared.clone(),
+                    permits.clone(),
+                    done_tx.clone(),
+                    stop_rx.clone(),
+                ))
+            })
+            .collect();
+        drop(done_tx);
         let flush = tokio::spawn(flush_loop(shared.clone(), done_rx));
         let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
         let sweeper = shared
@@ -125,7 +136,7 @@ impl Worker {
 pub struct WorkerHandle {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    fetch: JoinHandle<()>,
+    fetch: Vec<JoinHandle<()>>,
     flush: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
     sweeper: Option<JoinHandle<()>>,
@@ -169,11 +180,13 @@ impl WorkerHandle {
     /// deadline, releases the rest at once, records every result, and stops.
     pub async fn shutdown(self) -> ShutdownReport {
         let _ = self.stop.send(true);
-        // The fetch loop owns the processing tasks: it returns once they are done or aborted.
-        if let Err(e) = self.fetch.await {
-            tracing::error!(error = %e, "worker fetch task ended abnormally");
+        // The fetch loops own the processing tasks: each returns once its are done or aborted.
+        for fetch in self.fetch {
+            if let Err(e) = fetch.await {
+                tracing::error!(error = %e, "worker fetch task ended abnormally");
+            }
         }
-        // With the fetch loop gone, the result channel closes: the flusher drains and exits.
+        // With the fetch loops gone, the result channel closes: the flusher drains and exits.
         if let Err(e) = self.flush.await {
             tracing::error!(error = %e, "worker flush task ended abnormally");
         }
@@ -260,38 +273,52 @@ impl ErrorBackoff {
 
 async fn fetch_loop(
     shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
     done: mpsc::UnboundedSender<Done>,
     mut stop: watch::Receiver<bool>,
 ) {
     let config = &shared.config;
-    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let mut tasks = JoinSet::new();
+    // Acks and cache invalidations run beside the next dequeue (a few at most).
+    let mut chores = JoinSet::new();
     let mut backoff = ErrorBackoff::new();
     loop {
         while tasks.try_join_next().is_some() {}
+        while chores.try_join_next().is_some() {}
         if *stop.borrow() {
             break;
         }
+        // Wait for a fair share of the permits before dequeuing, so that a
+        // busy worker claims in batches instead of one item per round trip;
+        // an idle worker has them all at once.
+        let share = claim_share(config);
         let first = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            p = permits.clone().acquire_many_owned(share) => match p { Ok(p) => p, Err(_) => break },
             _ = stop.changed() => break,
         };
         let mut held = vec![first];
-        while held.len() < config.claim_batch.max(1) {
+        let mut in_hand = share as usize;
+        while in_hand < config.claim_batch.max(1) {
             match permits.clone().try_acquire_owned() {
-                Ok(p) => held.push(p),
+                Ok(p) => {
+                    held.push(p);
+                    in_hand += 1;
+                }
                 Err(_) => break,
             }
         }
+        let held = split_permits(held, in_hand);
         // Not raced against the stop signal: a dequeue cancelled half-way can
         // leave a pooled database connection inside a transaction (seen with
         // sqlx on SQLite: a cancelled `BEGIN IMMEDIATE` while waiting for the
         // lock). Shutdown waits at most `poll_wait` for it instead.
+        let started = Instant::now();
         let dequeued = shared
             .backends
             .queue
             .dequeue(held.len(), config.poll_wait)
             .await;
+        Counters::add_elapsed(&shared.counters.dequeue_micros, started);
         let deliveries = match dequeued {
             Ok(d) => d,
             Err(e) => {
@@ -318,7 +345,10 @@ async fn fetch_loop(
             now: claim_now,
             lease_until: crate::model::after(claim_now, config.lease),
         };
-        let claimed = match shared.backends.repository.claim_items(&request).await {
+        let started = Instant::now();
+        let claimed = shared.backends.repository.claim_items(&request).await;
+        Counters::add_elapsed(&shared.counters.claim_micros, started);
+        let claimed = match claimed {
             Ok(c) => c,
             Err(e) => {
                 // Not acked: the queue delivers these again after its visibility timeout.
@@ -337,12 +367,21 @@ async fn fetch_loop(
         if let Ok(mut m) = shared.in_flight.lock() {
             m.extend(claimed.iter().map(|c| (c.lease.item_id, c.lease)));
         }
-        // The item is safe in the repository now (leased, or someone else's, or done).
-        if let Err(e) = shared.backends.queue.ack(&receipts).await {
-            Counters::bump(&shared.counters.backend_errors, 1);
-            tracing::warn!(error = %e, "ack failed; the messages come back and their claims miss");
+        // The item is safe in the repository now (leased, or someone else's,
+        // or done), so the ack need not hold up processing.
+        if chores.len() >= MAX_CHORES {
+            chores.join_next().await;
         }
-        shared.invalidate(claimed.iter().map(|c| c.batch_id)).await;
+        let touched: Vec<BatchId> = claimed.iter().map(|c| c.batch_id).collect();
+        let chore_shared = shared.clone();
+        chores.spawn(async move {
+            let shared = chore_shared;
+            if let Err(e) = shared.backends.queue.ack(&receipts).await {
+                Counters::bump(&shared.counters.backend_errors, 1);
+                tracing::warn!(error = %e, "ack failed; the messages come back and their claims miss");
+            }
+            shared.invalidate(touched).await;
+        });
         for (item, permit) in claimed.into_iter().zip(held) {
             let (shared, done) = (shared.clone(), done.clone());
             tasks.spawn(async move {
@@ -353,7 +392,34 @@ async fn fetch_loop(
         }
     }
     drain(&mut tasks, shared.config.shutdown_timeout).await;
+    while chores.join_next().await.is_some() {}
 }
+
+/// Permits one fetch loop waits for before it dequeues: its share of the
+/// concurrency, at most `claim_batch`, at least 1.
+fn claim_share(config: &WorkerConfig) -> u32 {
+    let share = (config.concurrency / config.fetchers.max(1)).clamp(1, config.claim_batch.max(1));
+    u32::try_from(share).unwrap_or(u32::MAX)
+}
+
+/// One permit per item slot (a multi-permit is split so each processing
+/// task gives its slot back on its own).
+fn split_permits(held: Vec<OwnedSemaphorePermit>, n: usize) -> Vec<OwnedSemaphorePermit> {
+    let mut out = Vec::with_capacity(n);
+    for mut permit in held {
+        while permit.num_permits() > 1 {
+            match permit.split(1) {
+                Some(one) => out.push(one),
+                None => break,
+            }
+        }
+        out.push(permit);
+    }
+    out
+}
+
+/// Acks (with their cache invalidations) in progress per fetch loop at most.
+const MAX_CHORES: usize = 4;
 
 /// Waits for processing tasks until `timeout`, then aborts the rest (their
 /// leases stay in hand and are released by the shutdown).
@@ -411,11 +477,7 @@ async fn process_one(shared: &Shared, item: &ClaimedItem) -> crate::repository::
             shared.config.process_timeout
         ))),
     };
-    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    shared
-        .counters
-        .processing_micros
-        .fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+    Counters::add_elapsed(&shared.counters.processing_micros, started);
     if let Err(e) = &result {
         tracing::debug!(item_id = %work.item_id, batch_id = %work.batch_id, attempt = work.attempt, error = e.message(), "attempt failed");
     }

@@ -69,10 +69,12 @@ async fn flush(shared: &Shared, batch: Vec<Done>) -> Vec<crate::model::BatchId> 
     let give_up = Instant::now() + shared.config.lease;
     let mut backoff = ErrorBackoff::new();
     let applied: HashSet<ItemId> = loop {
-        match repo
+        let started = Instant::now();
+        let finished = repo
             .finish_items(&finishes, now(), shared.config.stale_after)
-            .await
-        {
+            .await;
+        Counters::add_elapsed(&shared.counters.finish_micros, started);
+        match finished {
             Ok(ids) => break ids.into_iter().collect(),
             Err(e) if Instant::now() < give_up => {
                 Counters::bump(&shared.counters.backend_errors, 1);

@@ -35,6 +35,10 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Most messages taken and items claimed per round trip (default 100).
     pub claim_batch: usize,
+    /// Fetch loops running at once (default 2): while one waits for its
+    /// claim, the next dequeues, so the queue's and the database's round
+    /// trips overlap. They share the `concurrency` permits.
+    pub fetchers: usize,
     /// How long a claim holds an item without a heartbeat (default 30 s).
     pub lease: Duration,
     /// How often leases are renewed (default lease / 3).
@@ -71,6 +75,7 @@ impl Default for WorkerConfig {
         Self {
             concurrency: 8,
             claim_batch: 100,
+            fetchers: 2,
             lease,
             heartbeat_interval: lease / 3,
             poll_wait: Duration::from_secs(1),
@@ -93,6 +98,12 @@ impl WorkerConfig {
     /// Sets the concurrency (at least 1).
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// Sets how many fetch loops run at once (at least 1).
+    pub fn with_fetchers(mut self, n: usize) -> Self {
+        self.fetchers = n.max(1);
         self
     }
 
@@ -168,11 +179,20 @@ pub(crate) struct Counters {
     pub(crate) released: AtomicU64,
     pub(crate) backend_errors: AtomicU64,
     pub(crate) processing_micros: AtomicU64,
+    pub(crate) dequeue_micros: AtomicU64,
+    pub(crate) claim_micros: AtomicU64,
+    pub(crate) finish_micros: AtomicU64,
 }
 
 impl Counters {
     pub(crate) fn bump(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Adds the time since `started` to a `*_micros` counter.
+    pub(crate) fn add_elapsed(counter: &AtomicU64, started: tokio::time::Instant) {
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        counter.fetch_add(micros, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> WorkerStats {
@@ -189,6 +209,9 @@ impl Counters {
             released: get(&self.released),
             backend_errors: get(&self.backend_errors),
             processing_micros: get(&self.processing_micros),
+            dequeue_micros: get(&self.dequeue_micros),
+            claim_micros: get(&self.claim_micros),
+            finish_micros: get(&self.finish_micros),
         }
     }
 }
@@ -219,6 +242,12 @@ pub struct WorkerStats {
     pub backend_errors: u64,
     /// Total time spent in the processor, in microseconds.
     pub processing_micros: u64,
+    /// Total time spent waiting in `JobQueue::dequeue` (including idle waits), in microseconds.
+    pub dequeue_micros: u64,
+    /// Total time spent in `OrgRepository::claim_items`, in microseconds.
+    pub claim_micros: u64,
+    /// Total time spent in `OrgRepository::finish_items` (the flushes), in microseconds.
+    pub finish_micros: u64,
 }
 
 pub(crate) type SharedCounters = Arc<Counters>;

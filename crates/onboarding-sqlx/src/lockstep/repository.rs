@@ -393,10 +393,9 @@ impl OrgRepository for LockRepository {
         ids.sort_unstable();
         ids.dedup();
         let mut tx = self.begin().await?;
-        let mut claimable: Vec<(Uuid, Uuid)> = Vec::new();
+        let mut claimable: Vec<Uuid> = Vec::new();
         for chunk in ids.chunks(rows_per(1)) {
-            let mut qb =
-                QueryBuilder::new("SELECT id, organization_id FROM batch_items WHERE id IN ");
+            let mut qb = QueryBuilder::new("SELECT id FROM batch_items WHERE id IN ");
             push_in(&mut qb, chunk);
             qb.push(" AND ((status = 'pending' AND available_at <= ")
                 .push_bind(r.now)
@@ -406,18 +405,14 @@ impl OrgRepository for LockRepository {
                 .push(dialect::SKIP_LOCKED);
             let rows = qb.build().fetch_all(&mut *tx).await.db()?;
             for row in rows {
-                claimable.push((
-                    row.try_get("id").db()?,
-                    row.try_get("organization_id").db()?,
-                ));
+                claimable.push(row.try_get("id").db()?);
             }
         }
         if claimable.is_empty() {
             tx.commit().await.db()?;
             return Ok(Vec::new());
         }
-        let item_ids: Vec<Uuid> = claimable.iter().map(|c| c.0).collect();
-        let org_ids: Vec<Uuid> = claimable.iter().map(|c| c.1).collect();
+        let item_ids = claimable;
         for chunk in item_ids.chunks(rows_per(1)) {
             let mut qb =
                 QueryBuilder::new("UPDATE batch_items SET status = 'processing', lease_token = ");
@@ -430,7 +425,6 @@ impl OrgRepository for LockRepository {
             push_in(&mut qb, chunk);
             qb.build().execute(&mut *tx).await.db()?;
         }
-        set_org_status(&mut tx, &org_ids, ItemStatus::Processing).await?;
         let org_cols = ORG_COLUMNS
             .split(", ")
             .map(|c| format!("o.{c}"))

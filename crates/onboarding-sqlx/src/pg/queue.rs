@@ -14,8 +14,9 @@ use crate::rows::add;
 use crate::wake::Waker;
 use crate::SqlOptions;
 
-/// A durable queue in the `jobs` table: `FOR UPDATE SKIP LOCKED` dequeues
-/// ranked per tenant, visibility by moving `available_at`.
+/// A queue in the `jobs` table (UNLOGGED: the sweeper refills it after a
+/// crash): `FOR UPDATE SKIP LOCKED` dequeues interleaved per tenant,
+/// visibility by moving `available_at`.
 #[derive(Debug)]
 pub(crate) struct PgQueue {
     pool: PgPool,
@@ -24,16 +25,31 @@ pub(crate) struct PgQueue {
     waker: Waker,
 }
 
+/// Fair dequeue without ranking every ready job: a skip scan lists the
+/// tenants (`jobs_tenant` index), each tenant's oldest ready jobs are locked
+/// (`SKIP LOCKED`), and the first `$2` by rank within their tenant are taken,
+/// so one tenant's backlog cannot starve another's.
 const DEQUEUE: &str = "
-WITH ranked AS (
-    SELECT id, ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY id) AS rn
-    FROM jobs WHERE available_at <= $1
+WITH RECURSIVE tenants AS (
+    (SELECT tenant FROM jobs ORDER BY tenant LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.tenant FROM jobs j WHERE j.tenant > t.tenant ORDER BY j.tenant LIMIT 1)
+    FROM tenants t WHERE t.tenant IS NOT NULL
+), heads AS (
+    SELECT h.id, h.tenant FROM tenants t
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.tenant FROM jobs j
+        WHERE j.tenant = t.tenant AND j.available_at <= $1
+        ORDER BY j.id LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ) h
+    WHERE t.tenant IS NOT NULL
 ), pick AS (
-    SELECT j.id, r.rn FROM jobs j JOIN ranked r ON r.id = j.id
-    WHERE j.available_at <= $1
-    ORDER BY r.rn, random()
+    SELECT id, rn FROM (
+        SELECT id, ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY id) AS rn FROM heads
+    ) r
+    ORDER BY rn, random()
     LIMIT $2
-    FOR UPDATE OF j SKIP LOCKED
 )
 UPDATE jobs SET available_at = $3, leased_until = $3
 FROM pick WHERE jobs.id = pick.id

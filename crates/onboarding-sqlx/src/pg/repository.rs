@@ -328,21 +328,23 @@ impl OrgRepository for PgRepository {
             .map(|c| format!("o.{c}"))
             .collect::<Vec<_>>()
             .join(", ");
+        // Rows are found through the primary key only (a `status = ...`
+        // predicate would tempt the planner into bitmap-scanning the whole
+        // partial index of pending items, which grows with the backlog), and
+        // the organization is read, not written (see the trait).
         let sql = format!(
             "WITH c AS (
-                UPDATE batch_items SET status = 'processing', lease_token = $2, lease_until = $4,
-                    attempts = attempts + 1, updated_at = $3
-                WHERE id = ANY($1) AND (
-                    (status = 'pending' AND available_at <= $3)
-                    OR (status = 'processing' AND lease_until <= $3))
-                RETURNING id, batch_id, tenant, attempts, change_kind, organization_id
-            ), o AS (
-                UPDATE organizations o SET status = 'processing'
-                FROM c WHERE o.id = c.organization_id
-                RETURNING o.*
+                UPDATE batch_items b SET status = 'processing', lease_token = $2, lease_until = $4,
+                    attempts = b.attempts + 1, updated_at = $3
+                FROM UNNEST($1::uuid[]) AS ids(id)
+                WHERE b.id = ids.id AND CASE b.status
+                    WHEN 'pending' THEN b.available_at <= $3
+                    WHEN 'processing' THEN b.lease_until <= $3
+                    ELSE false END
+                RETURNING b.id, b.batch_id, b.tenant, b.attempts, b.change_kind, b.organization_id
             )
             SELECT c.id AS item_id, c.batch_id, c.tenant, c.attempts, c.change_kind, {org_cols}
-            FROM c JOIN o ON o.id = c.organization_id"
+            FROM c JOIN organizations o ON o.id = c.organization_id"
         );
         let found = sqlx::query(&sql)
             .bind(ids)
@@ -742,16 +744,23 @@ impl OrgRepository for PgRepository {
     }
 
     async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {
+        // Items have no foreign key (it cost a trigger per inserted row): delete them explicitly.
         let done = sqlx::query(
-            "DELETE FROM batches WHERE id IN (
-                SELECT id FROM batches WHERE completed_at < $1 ORDER BY completed_at LIMIT $2)",
+            "WITH gone AS (
+                DELETE FROM batches WHERE id IN (
+                    SELECT id FROM batches WHERE completed_at < $1 ORDER BY completed_at LIMIT $2)
+                RETURNING id
+            ), items AS (
+                DELETE FROM batch_items WHERE batch_id IN (SELECT id FROM gone)
+            )
+            SELECT id FROM gone",
         )
         .bind(finished_before)
         .bind(i64::from(limit))
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .db()?;
-        Ok(done.rows_affected())
+        Ok(u64::try_from(done.len()).unwrap_or(u64::MAX))
     }
 
     async fn ping(&self) -> Result<()> {

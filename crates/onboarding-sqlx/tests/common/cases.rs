@@ -295,7 +295,8 @@ pub async fn claims_are_fenced(b: SqlBackend) {
     assert!(claimed
         .iter()
         .all(|c| c.attempt == 1 && c.tenant == t && c.batch_id == s.batch_id));
-    assert_eq!(claimed[0].organization.status, ItemStatus::Processing);
+    // A claim reads the organization and leaves its status alone.
+    assert_eq!(claimed[0].organization.status, ItemStatus::Pending);
     // Live lease: nobody else gets them; unknown ids are ignored.
     let mut with_unknown = ids.clone();
     with_unknown.push(ItemId::new());

@@ -11,7 +11,7 @@ use crate::testing::fixtures::{self, secs};
 use crate::testing::TestBackend;
 
 /// A claimed item becomes `Processing` with the request's token and
-/// `lease_until`, `attempts + 1`; its organization becomes `Processing`.
+/// `lease_until`, `attempts + 1`; its organization is not written.
 pub async fn claim_marks_items_processing(backend: TestBackend) {
     let repo = &*backend.repository;
     let tenant = fixtures::tenant();
@@ -51,7 +51,11 @@ pub async fn claim_marks_items_processing(backend: TestBackend) {
         assert_eq!(listed.attempts, 1);
         assert_eq!(listed.lease_until, Some(request.lease_until));
         let organization = fixtures::stored_organization(repo, &org.domain).await;
-        assert_eq!(organization.status, ItemStatus::Processing);
+        assert_eq!(
+            organization.status,
+            ItemStatus::Pending,
+            "a claim does not write the organization"
+        );
     }
     let untouched = fixtures::item(repo, &tenant, batch.id, items[2].item_id).await;
     assert_eq!(
@@ -390,7 +394,11 @@ pub async fn finish_is_fenced_by_lease_token(backend: TestBackend) {
         assert!(listed.errors.is_empty(), "a zombie's error was recorded");
         assert_eq!(listed.finished_at, None);
         let organization = fixtures::stored_organization(repo, &domain).await;
-        assert_eq!(organization.status, ItemStatus::Processing);
+        assert_eq!(
+            organization.status,
+            ItemStatus::Pending,
+            "a zombie's result did not reach the organization"
+        );
     }
 
     // A finish for an item never claimed, or unknown, is left out too.
