@@ -127,12 +127,16 @@ fn main() {
             .collect();
         let mut last = 0u64;
         let mut per_second = Vec::new();
+        let mut tick = 0u32;
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tick += 1;
             let done: u64 = handles.iter().map(|h| h.stats().completed + h.stats().failed).sum();
-            per_second.push(done - last);
-            last = done;
-            peak_rss = peak_rss.max(rss_bytes());
+            if tick % 20 == 0 {
+                per_second.push(done - last);
+                last = done;
+                peak_rss = peak_rss.max(rss_bytes());
+            }
             if done >= items as u64 {
                 break;
             }

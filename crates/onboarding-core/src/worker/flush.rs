@@ -12,7 +12,7 @@ use super::engine::{ErrorBackoff, Shared};
 use super::Counters;
 use crate::completion::complete_and_announce;
 use crate::events::Event;
-use crate::model::{now, ItemId};
+use crate::model::{now, BatchId, ItemId};
 use crate::queue::Job;
 use crate::repository::{ClaimedItem, Finish, Resolution};
 
@@ -28,7 +28,20 @@ pub(crate) async fn flush_loop(shared: Arc<Shared>, mut results: mpsc::Unbounded
     // Completing and announcing batches runs beside the flushes: a slow event
     // sink (a webhook endpoint that times out) must not hold up recording results.
     let mut announcers = JoinSet::new();
-    while let Some(first) = results.recv().await {
+    let mut flushes: JoinSet<Vec<BatchId>> = JoinSet::new();
+    loop {
+        // A finished flush hands its batches to an announcer at once, also
+        // when no further results arrive.
+        let first = tokio::select! {
+            next = results.recv() => match next {
+                Some(done) => done,
+                None => break,
+            },
+            Some(done) = flushes.join_next(), if !flushes.is_empty() => {
+                announce_after(&shared, &mut announcers, done);
+                continue;
+            }
+        };
         while announcers.try_join_next().is_some() {}
         buffer.push(first);
         let deadline = Instant::now() + shared.config.flush_interval;
@@ -38,24 +51,50 @@ pub(crate) async fn flush_loop(shared: Arc<Shared>, mut results: mpsc::Unbounded
                 Ok(None) | Err(_) => break,
             }
         }
-        let finished_batches = flush(&shared, std::mem::take(&mut buffer)).await;
-        if !finished_batches.is_empty() {
-            let shared = shared.clone();
-            announcers.spawn(async move {
-                if let Err(e) = complete_and_announce(&shared.backends, &finished_batches).await {
-                    Counters::bump(&shared.counters.backend_errors, 1);
-                    tracing::warn!(error = %e, "completing batches failed; the sweeper will");
-                }
-            });
+        while flushes.len() >= shared.config.flushers.max(1) {
+            if let Some(done) = flushes.join_next().await {
+                announce_after(&shared, &mut announcers, done);
+            }
         }
+        let (task_shared, batch) = (shared.clone(), std::mem::take(&mut buffer));
+        flushes.spawn(async move { flush(&task_shared, batch).await });
     }
-    // Shutdown: let the announcements in progress finish (each is bounded by the sink).
+    // Shutdown: record what is in progress, then let the announcements finish
+    // (each is bounded by the sink).
+    while let Some(done) = flushes.join_next().await {
+        announce_after(&shared, &mut announcers, done);
+    }
     while announcers.join_next().await.is_some() {}
+}
+
+/// Completes (and announces) the batches a finished flush touched, beside the flushes.
+fn announce_after(
+    shared: &Arc<Shared>,
+    announcers: &mut JoinSet<()>,
+    flushed: std::result::Result<Vec<BatchId>, tokio::task::JoinError>,
+) {
+    let finished_batches = match flushed {
+        Ok(batches) => batches,
+        Err(e) => {
+            tracing::error!(error = %e, "a flush task ended abnormally; the sweeper completes its batches");
+            return;
+        }
+    };
+    if finished_batches.is_empty() {
+        return;
+    }
+    let shared = shared.clone();
+    announcers.spawn(async move {
+        if let Err(e) = complete_and_announce(&shared.backends, &finished_batches).await {
+            Counters::bump(&shared.counters.backend_errors, 1);
+            tracing::warn!(error = %e, "completing batches failed; the sweeper will");
+        }
+    });
 }
 
 /// Records one batch of results; returns the batches in which items reached
 /// a terminal status (candidates for completion).
-async fn flush(shared: &Shared, batch: Vec<Done>) -> Vec<crate::model::BatchId> {
+async fn flush(shared: &Shared, batch: Vec<Done>) -> Vec<BatchId> {
     let repo = &shared.backends.repository;
     let finishes: Vec<Finish> = batch
         .iter()

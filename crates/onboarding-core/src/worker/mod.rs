@@ -33,7 +33,8 @@ pub use retry::RetryPolicy;
 pub struct WorkerConfig {
     /// Items processed at once (default 8).
     pub concurrency: usize,
-    /// Most messages taken and items claimed per round trip (default 100).
+    /// Most messages taken and items claimed per round trip (default 500;
+    /// a fetch loop takes at most its share of the free `concurrency` permits).
     pub claim_batch: usize,
     /// Fetch loops running at once (default 2): while one waits for its
     /// claim, the next dequeues, so the queue's and the database's round
@@ -45,10 +46,13 @@ pub struct WorkerConfig {
     pub heartbeat_interval: Duration,
     /// Longest wait for a message in one dequeue (default 1 s).
     pub poll_wait: Duration,
-    /// Results recorded per flush at most (default 100).
+    /// Results recorded per flush at most (default 500).
     pub flush_max: usize,
     /// Longest a result waits to be flushed (default 5 ms).
     pub flush_interval: Duration,
+    /// Flushes in progress at once (default 2): the next batch of results
+    /// is recorded while the previous one's events are published.
+    pub flushers: usize,
     /// Attempts and backoff.
     pub retry: RetryPolicy,
     /// A processor call running longer counts as a retryable failure (default 5 min).
@@ -74,13 +78,14 @@ impl Default for WorkerConfig {
         let lease = Duration::from_secs(30);
         Self {
             concurrency: 8,
-            claim_batch: 100,
+            claim_batch: 500,
             fetchers: 2,
             lease,
             heartbeat_interval: lease / 3,
             poll_wait: Duration::from_secs(1),
-            flush_max: 100,
+            flush_max: 500,
             flush_interval: Duration::from_millis(5),
+            flushers: 2,
             retry: RetryPolicy::default(),
             process_timeout: Duration::from_secs(300),
             run_sweeper: true,
