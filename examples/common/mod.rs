@@ -55,6 +55,11 @@ pub struct CommonArgs {
     /// welcome step (5xx and timeouts are retried, 4xx fail permanently).
     #[arg(long, env = "PROCESSOR_URL", hide_env_values = true)]
     pub processor_url: Option<String>,
+    /// The built-in step when `PROCESSOR_URL` is unset: `welcome` (a 20 ms
+    /// pause and a log line per organization) or `noop` (nothing: for load
+    /// tests that measure the pipeline itself).
+    #[arg(long, env = "PROCESSOR", default_value = "welcome", value_parser = ["welcome", "noop"])]
+    pub processor: String,
     #[command(flatten)]
     pub hooks: hooks::Hooks,
 }
@@ -268,6 +273,7 @@ pub fn processor(args: &CommonArgs) -> Result<Arc<dyn Processor>, String> {
         .filter(|u| !u.trim().is_empty())
     {
         Some(url) => Ok(Arc::new(HttpProcessor::new(url)?)),
+        None if args.processor == "noop" => Ok(Arc::new(onboarding::NoopProcessor)),
         None => Ok(Arc::new(WelcomeProcessor)),
     }
 }

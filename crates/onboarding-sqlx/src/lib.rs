@@ -28,19 +28,23 @@
 //!   items (served by the `(batch_id, position)` index); no counter row.
 //!
 //! # Indexes and HOT updates (PostgreSQL)
-//! `batch_items` has: primary key `id`; unique `(batch_id, position)`;
-//! partial `(sweep_at) WHERE status = 'pending'` and
-//! `(sweep_at) WHERE status = 'processing'` for the sweeper. `lease_until` is
-//! deliberately **not** indexed, so lease renewals (heartbeats: only
-//! `lease_until`/`updated_at` change) are HOT updates, which measured ~3x
-//! faster here (~206k vs ~64k rows/s for a 100-id `UPDATE`); the table uses
-//! `fillfactor = 50` to leave room for them. Claims and finishes change
-//! `status`, which partial-index predicates read, so they cannot be HOT
-//! whatever we do short of dropping the sweeper's indexes. The sweeper finds
-//! expired leases by scanning the (small) set of processing items through
-//! the second partial index. `organizations` only indexes `domain`, so its
-//! status changes are HOT (`fillfactor = 80`). MySQL uses a plain
-//! `(status, sweep_at)` index; SQLite the same partial indexes as PostgreSQL.
+//! `batch_items` has two indexes: the primary key `id` and the unique
+//! `(batch_id, position)`. No index reads `status`, `lease_token`,
+//! `lease_until`, `attempts`, `sweep_at` or `finished_at`, so claims,
+//! heartbeats, finishes and sweeps are HOT updates (no index entries are
+//! written; `fillfactor = 50` leaves room on each page for the new row
+//! versions), and an inserted item writes two index entries. Hot-path
+//! statements find rows through the primary key only. The sweeper works
+//! batch by batch: it takes the 64 least recently swept open batches
+//! (`batches (swept_at, created_at) WHERE completed_at IS NULL`) and scans
+//! their items through `(batch_id, position)`; with more open batches than
+//! that, each is visited every few sweeps. Counts, completion checks,
+//! cancels and re-drives read a batch's items through the same index.
+//! `organizations` only indexes `domain`, so its status changes are HOT
+//! (`fillfactor = 80`). `batch_items` has no foreign keys (a trigger per
+//! inserted row); pruning deletes a batch's items itself. MySQL uses a
+//! plain `(status, sweep_at)` index; SQLite partial `(sweep_at)` indexes per
+//! status.
 //!
 //! # The queue
 //! A `jobs` table (`id`, `item_id`, `tenant`, `available_at`, `leased_until`).

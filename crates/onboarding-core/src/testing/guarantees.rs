@@ -416,6 +416,8 @@ pub async fn zombie_worker_is_fenced_off(backend: TestBackend) {
         )
         .count();
     assert_eq!(processed, 1, "completed exactly once");
+    // The announcement follows `completed_at` (published by an announcer task).
+    h.until_announced(batch, 1).await;
     assert_eq!(h.completions(batch), 1);
 }
 
@@ -561,6 +563,7 @@ pub async fn retries_and_dead_letters(backend: TestBackend) {
         2,
         "two failures before success"
     );
+    h.until_announced(batch, 1).await;
     assert_eq!(h.completions(batch), 1);
 
     // Re-drive the dead letters after fixing the cause.
@@ -671,6 +674,7 @@ pub async fn counts_are_exact_and_cancel_stops_pending(backend: TestBackend) {
     assert_eq!(status.counts.cancelled, 10);
     let status = h.until_completed(cancelled).await;
     assert_eq!(status.counts.pending, 0);
+    h.until_announced(cancelled, 1).await;
     assert_eq!(h.completions(cancelled), 1);
     let other = TenantId::parse("someone-else").expect("tenant");
     assert_eq!(

@@ -24,6 +24,11 @@ use crate::rows::{
     ITEM_COLUMNS, ORG_COLUMNS,
 };
 
+/// Open batches one sweep looks into (least recently swept first): bounds a
+/// sweep's scan to this many batches' items however deep the backlog; with
+/// more open batches, each is visited every few sweeps.
+const SWEEP_BATCHES: i64 = 64;
+
 /// The PostgreSQL repository.
 #[derive(Debug, Clone)]
 pub(crate) struct PgRepository {
@@ -499,37 +504,40 @@ impl OrgRepository for PgRepository {
     }
 
     async fn sweep(&self, now: Timestamp, stale_after: Duration, limit: u32) -> Result<Vec<Job>> {
-        let pending = sqlx::query(
-            "WITH p AS (
-                SELECT id FROM batch_items WHERE status = 'pending' AND sweep_at <= $1
-                ORDER BY sweep_at LIMIT $3 FOR UPDATE SKIP LOCKED
+        // Batch by batch: the least recently swept open batches, each item
+        // scanned through `(batch_id, position)`. No item index reads the
+        // columns claims and finishes change, which keeps those HOT.
+        let found = sqlx::query(
+            "WITH due AS (
+                SELECT id FROM batches WHERE completed_at IS NULL
+                ORDER BY swept_at NULLS FIRST, created_at
+                LIMIT $4
+                FOR UPDATE SKIP LOCKED
+            ), found AS (
+                SELECT i.id, i.tenant, i.available_at, i.status FROM batch_items i
+                WHERE i.batch_id IN (SELECT id FROM due) AND CASE i.status
+                    WHEN 'pending' THEN i.sweep_at <= $1
+                    WHEN 'processing' THEN i.lease_until <= $1
+                    ELSE false END
+                ORDER BY i.sweep_at
+                LIMIT $3
+            ), bumped AS (
+                UPDATE batch_items b SET sweep_at = $2
+                FROM found f WHERE b.id = f.id AND f.status = 'pending'
+            ), marked AS (
+                UPDATE batches b SET swept_at = $1 FROM due WHERE b.id = due.id
             )
-            UPDATE batch_items b SET sweep_at = $2 FROM p WHERE b.id = p.id
-            RETURNING b.id, b.tenant, b.available_at",
+            SELECT id, tenant, available_at FROM found",
         )
         .bind(now)
         .bind(add(now, stale_after))
         .bind(i64::from(limit))
+        .bind(SWEEP_BATCHES)
         .fetch_all(&self.pool)
         .await
         .db()?;
-        let left = i64::from(limit) - i64::try_from(pending.len()).unwrap_or(0);
-        let expired = if left > 0 {
-            sqlx::query(
-                "SELECT id, tenant, available_at FROM batch_items
-                 WHERE status = 'processing' AND lease_until <= $1 LIMIT $2",
-            )
-            .bind(now)
-            .bind(left)
-            .fetch_all(&self.pool)
-            .await
-            .db()?
-        } else {
-            Vec::new()
-        };
-        pending
+        found
             .into_iter()
-            .chain(expired)
             .map(|r| {
                 let available: Timestamp = r.try_get("available_at").db()?;
                 let tenant: String = r.try_get("tenant").db()?;
