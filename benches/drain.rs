@@ -56,6 +56,11 @@ fn rss_bytes() -> u64 {
 }
 
 fn main() {
+    // Warnings (backend errors) go to stderr.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(std::io::stderr)
+        .init();
     let items = env_usize("DRAIN_ITEMS", 1_000_000).max(PER_REQUEST);
     let requests = items / PER_REQUEST;
     let items = requests * PER_REQUEST;
