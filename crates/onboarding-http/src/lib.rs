@@ -50,6 +50,7 @@ pub fn router(service: OnboardingService, config: HttpConfig) -> Router {
         inner: Arc::new(Shared {
             service,
             limiter: RateLimiter::new(config.rate_limit),
+            submissions: app::submission_slots(config.max_concurrent_submissions),
             config,
             openapi: openapi_json().into(),
         }),
