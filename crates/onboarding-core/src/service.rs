@@ -509,7 +509,12 @@ impl OnboardingService {
         };
         let incoming = u64::try_from(incoming).unwrap_or(u64::MAX);
         if waiting > 0 && waiting.saturating_add(incoming) > max {
-            tracing::debug!(waiting, incoming, max, "submission refused: the backlog is full");
+            tracing::debug!(
+                waiting,
+                incoming,
+                max,
+                "submission refused: the backlog is full"
+            );
             return Err(Error::new(
                 ErrorKind::Overloaded,
                 format!(

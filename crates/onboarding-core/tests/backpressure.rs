@@ -331,7 +331,10 @@ async fn while_one_caller_reads_the_depth_the_others_use_the_last_reading() {
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while f.queue.depth_calls() < 2 {
-        assert!(Instant::now() < deadline, "the second reading did not start");
+        assert!(
+            Instant::now() < deadline,
+            "the second reading did not start"
+        );
         tokio::task::yield_now().await;
     }
     // Others do not wait for it and do not read the queue themselves.

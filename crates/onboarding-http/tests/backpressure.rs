@@ -79,7 +79,10 @@ async fn a_full_backlog_is_503_overloaded_with_retry_after_and_stores_nothing() 
     assert_eq!(fits.status, 202, "{}", fits.body);
     let text = metrics_text(&app).await;
     assert_eq!(
-        metric(&text, "onboarding_submissions_refused_total{reason=\"backlog\"}"),
+        metric(
+            &text,
+            "onboarding_submissions_refused_total{reason=\"backlog\"}"
+        ),
         Some(2),
         "{text}"
     );
@@ -103,7 +106,9 @@ async fn a_full_backlog_is_503_overloaded_with_retry_after_and_stores_nothing() 
             "{path}: {r503}"
         );
         assert!(r503["headers"]["Retry-After"].is_object(), "{path}: {r503}");
-        assert!(doc["paths"][path]["post"]["responses"]["429"]["headers"]["Retry-After"].is_object());
+        assert!(
+            doc["paths"][path]["post"]["responses"]["429"]["headers"]["Retry-After"].is_object()
+        );
     }
 }
 

@@ -11,8 +11,8 @@ use onboarding_core::{Accepted, ErrorKind, SubmitOptions};
 use serde_json::Value;
 
 use crate::app::{json_body, AppState, SubmissionSlot, Tenant};
-use crate::metrics::Refusal;
 use crate::dto::{BulkOnboardAccepted, BulkOnboardRequest, ValidationSummary, ACCEPTED_MESSAGE};
+use crate::metrics::Refusal;
 use crate::problem::Problem;
 
 /// Header set on answers that replay an earlier submission.
