@@ -1,6 +1,7 @@
 //! Backpressure over HTTP: a full backlog and too many submissions in
 //! progress are both answered at once with 503 `overloaded` problem+json
 //! and `Retry-After`; nothing is stored; reads are not limited.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
