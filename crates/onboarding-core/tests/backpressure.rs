@@ -234,6 +234,41 @@ async fn up_to_the_limit_is_accepted_and_one_more_is_refused() {
 }
 
 #[tokio::test]
+async fn what_was_accepted_since_the_reading_counts_against_the_limit() {
+    // One reading for the whole test: the queue is read once, at 0.
+    let f = fixture(
+        IngestConfig::default()
+            .with_max_backlog(Some(10))
+            .with_backlog_refresh(Duration::from_secs(3600)),
+    );
+    for tag in ["a", "b"] {
+        f.service
+            .submit(&f.tenant, &request(4, tag), SubmitOptions::default())
+            .await
+            .unwrap();
+    }
+    // 0 in the reading + 8 accepted since + 4 > 10.
+    let err = f
+        .service
+        .submit(&f.tenant, &request(4, "c"), SubmitOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Overloaded);
+    assert!(
+        err.message().contains("8 organizations are queued"),
+        "{}",
+        err.message()
+    );
+    // A refusal reserves nothing: 8 + 2 = 10 still fits.
+    f.service
+        .submit(&f.tenant, &request(2, "d"), SubmitOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(f.queue.depth_calls(), 1);
+    assert_eq!(waiting(&f.queue).await, 10);
+}
+
+#[tokio::test]
 async fn an_empty_queue_accepts_a_request_larger_than_the_limit() {
     let f = fixture(limit(2));
     let a = f
