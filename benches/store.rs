@@ -51,7 +51,8 @@ fn bench_submit(
     id: &'static str,
     backends: Backends,
 ) -> OnboardingService {
-    let service = OnboardingService::new(backends, IngestConfig::default());
+    // Nothing drains the queue here: the backlog limit would refuse after 1,000,000.
+    let service = OnboardingService::new(backends, IngestConfig::default().with_max_backlog(None));
     let tenant = TenantId::parse("bench").expect("tenant");
     let mut group = c.benchmark_group("store_1000");
     group.throughput(Throughput::Elements(N as u64));

@@ -29,6 +29,14 @@ struct Args {
     /// Per-key request rate, e.g. `10/s`, `600/m` (burst = 2x the rate).
     #[arg(long, env = "RATE_LIMIT", default_value = "10/s")]
     rate_limit: String,
+    /// Backpressure: submissions handled at once; one more is answered 503
+    /// at once with Retry-After (`0` = no limit).
+    #[arg(long, env = "MAX_CONCURRENT_SUBMISSIONS", default_value_t = HttpConfig::DEFAULT_MAX_CONCURRENT_SUBMISSIONS)]
+    max_concurrent_submissions: usize,
+    /// Backpressure: organizations that may wait in the queue; a submission
+    /// past it is answered 503 with Retry-After, nothing stored (`0` = no limit).
+    #[arg(long, env = "MAX_BACKLOG", default_value_t = IngestConfig::DEFAULT_MAX_BACKLOG)]
+    max_backlog: u64,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -50,10 +58,9 @@ async fn run(args: Args) -> Result<(), String> {
     let rate_limit = RateLimit::parse(&args.rate_limit).map_err(|e| format!("RATE_LIMIT: {e}"))?;
     let stack = common::build(&args.common).await?;
     let metrics = Metrics::new();
-    let service = OnboardingService::new(
-        stack.backends.clone(),
-        args.common.hooks.ingest(IngestConfig::default()),
-    );
+    let ingest =
+        IngestConfig::default().with_max_backlog(Some(args.max_backlog).filter(|n| *n > 0));
+    let service = OnboardingService::new(stack.backends.clone(), args.common.hooks.ingest(ingest));
 
     let keys = match args.api_keys.as_deref().filter(|k| !k.trim().is_empty()) {
         Some(list) => ApiKeys::parse(list).map_err(|e| format!("API_KEYS: {e}"))?,
@@ -70,6 +77,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut config = HttpConfig::builder()
         .api_keys(keys)
         .rate_limit(Some(rate_limit))
+        .max_concurrent_submissions(Some(args.max_concurrent_submissions).filter(|n| *n > 0))
         .metrics(metrics.clone());
     if let Some(ms) = args.common.hooks.request_timeout_ms {
         config = config.request_timeout(std::time::Duration::from_millis(ms));

@@ -6,6 +6,7 @@
 #   scripts/reliability/run.sh                # CI counts (what `cargo test --workspace --all-features` runs)
 #   RELIABILITY_FULL=1 scripts/reliability/run.sh   # full counts (10,000 organizations, 60 s + 30 s load, ...)
 #   scripts/reliability/run.sh workers sigkill     # one test file, tests matching a filter
+#   RELIABILITY_RELEASE=1 ...                       # release build of the suite and of the examples it runs
 #
 # Each scenario prints a `RELIABILITY <scenario>: key=value ...` line (shown
 # here with --nocapture) and appends it to $TMPDIR/onboarding-reliability/report.txt;
@@ -15,6 +16,7 @@ cd "$(dirname "$0")/../.."
 bash .ci/services.sh >/dev/null
 rm -f "${TMPDIR:-/tmp}/onboarding-reliability/report.txt"
 args=(-p onboarding-reliability --all-features)
+if [ "${RELIABILITY_RELEASE:-}" = 1 ]; then args+=(--release); fi
 if [ $# -ge 1 ]; then args+=(--test "$1"); shift; fi
 cargo test "${args[@]}" -- --nocapture "$@"
 echo "== report"

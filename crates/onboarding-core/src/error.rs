@@ -27,6 +27,9 @@ pub enum ErrorKind {
     Timeout,
     /// The service is shutting down.
     ShuttingDown,
+    /// More work is waiting than the service accepts (backpressure): the
+    /// request was refused before anything was stored; try again later.
+    Overloaded,
     /// A bug or an inconsistency this crate did not expect.
     Internal,
 }
@@ -34,7 +37,10 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Whether the same call may succeed if tried again later.
     pub fn is_retryable_by_default(self) -> bool {
-        matches!(self, Self::Unavailable | Self::Timeout | Self::ShuttingDown)
+        matches!(
+            self,
+            Self::Unavailable | Self::Timeout | Self::ShuttingDown | Self::Overloaded
+        )
     }
 
     /// A stable snake_case name, for logs, metrics and problem documents.
@@ -47,6 +53,7 @@ impl ErrorKind {
             Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
             Self::ShuttingDown => "shutting_down",
+            Self::Overloaded => "overloaded",
             Self::Internal => "internal",
         }
     }
@@ -222,6 +229,8 @@ mod tests {
     fn retryable_follows_kind_unless_overridden() {
         assert!(Error::new(ErrorKind::Unavailable, "db down").is_retryable());
         assert!(!Error::new(ErrorKind::Invalid, "bad").is_retryable());
+        assert!(Error::new(ErrorKind::Overloaded, "backlog full").is_retryable());
+        assert_eq!(ErrorKind::Overloaded.as_str(), "overloaded");
         assert!(!Error::new(ErrorKind::Unavailable, "x")
             .with_retryable(false)
             .is_retryable());

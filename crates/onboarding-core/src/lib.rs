@@ -14,6 +14,7 @@ pub mod repository;
 pub mod memory;
 
 mod backends;
+mod backlog;
 mod completion;
 pub mod service;
 pub mod worker;

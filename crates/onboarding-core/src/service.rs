@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::backends::{batch_status_cache_key, Backends};
+use crate::backlog::{Admission, Backlog};
 use crate::completion::{announce, complete_and_announce};
 use crate::error::{Error, ErrorKind, FieldError, Result};
 use crate::events::Event;
@@ -41,6 +42,29 @@ pub struct IngestConfig {
     /// Re-process organizations that a submission leaves unchanged and that
     /// were already processed (default false).
     pub reprocess_unchanged: bool,
+    /// Backpressure: the most organizations that may wait in the queue
+    /// (ready + delayed jobs) for a submission to be accepted (default
+    /// 1,000,000; `None` turns it off). A submission that would take the
+    /// backlog past it is refused with [`ErrorKind::Overloaded`] before
+    /// anything is stored; see [`OnboardingService::submit_valid`].
+    ///
+    /// The backlog is measured at the queue because workers acknowledge a
+    /// message when they claim its item: the queue's depth is the work no
+    /// worker has taken yet, which is what grows when submissions outpace
+    /// the workers. (Items being processed are not counted; they are bounded
+    /// by the workers' concurrency.)
+    ///
+    /// Size it below what the workers process within
+    /// [`stale_after`](Self::stale_after): a pending item that waits longer
+    /// than that is re-enqueued by the sweeper, and the duplicate messages
+    /// count in the depth too (so the limit then refuses earlier, never
+    /// later, and the workers spend time skipping duplicates). The default
+    /// suits workers that process about 17,000 organizations a second with
+    /// the default 60 s `stale_after`; lower it for slower processing.
+    pub max_backlog: Option<u64>,
+    /// How long one reading of the queue depth is reused for
+    /// [`max_backlog`](Self::max_backlog) (default 500 ms).
+    pub backlog_refresh: Duration,
 }
 
 impl Default for IngestConfig {
@@ -52,11 +76,16 @@ impl Default for IngestConfig {
             status_cache_ttl: Duration::from_secs(30),
             organization_cache_ttl: Duration::from_secs(30),
             reprocess_unchanged: false,
+            max_backlog: Some(Self::DEFAULT_MAX_BACKLOG),
+            backlog_refresh: Duration::from_millis(500),
         }
     }
 }
 
 impl IngestConfig {
+    /// The default [`max_backlog`](Self::max_backlog): 1,000,000 organizations.
+    pub const DEFAULT_MAX_BACKLOG: u64 = 1_000_000;
+
     /// Sets the request limits.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -72,6 +101,20 @@ impl IngestConfig {
     /// Sets when unclaimed pending work counts as lost.
     pub fn with_stale_after(mut self, d: Duration) -> Self {
         self.stale_after = d;
+        self
+    }
+
+    /// Sets the most organizations that may wait in the queue; `None` turns
+    /// the backlog limit off.
+    pub fn with_max_backlog(mut self, max: Option<u64>) -> Self {
+        self.max_backlog = max;
+        self
+    }
+
+    /// Sets how long one reading of the queue depth is reused (zero: read
+    /// it for every submission).
+    pub fn with_backlog_refresh(mut self, every: Duration) -> Self {
+        self.backlog_refresh = every;
         self
     }
 }
@@ -148,13 +191,18 @@ pub struct OnboardingService {
 struct Inner {
     backends: Backends,
     config: IngestConfig,
+    backlog: Backlog,
 }
 
 impl OnboardingService {
     /// A service over `backends`.
     pub fn new(backends: Backends, config: IngestConfig) -> Self {
         Self {
-            inner: Arc::new(Inner { backends, config }),
+            inner: Arc::new(Inner {
+                backends,
+                config,
+                backlog: Backlog::default(),
+            }),
         }
     }
 
@@ -202,9 +250,27 @@ impl OnboardingService {
 
     /// Stores an already validated request and enqueues its work.
     ///
-    /// The batch, its items and every upsert commit together or not at all.
-    /// A failed enqueue after the commit is not an error: the items are
-    /// pending in the repository and the sweeper enqueues them.
+    /// # Behavior
+    /// - The batch, its items and every upsert commit together or not at all.
+    /// - A failed enqueue after the commit is not an error: the items are
+    ///   pending in the repository and the sweeper enqueues them.
+    /// - Backpressure ([`IngestConfig::max_backlog`]): when the organizations
+    ///   waiting in the queue (ready + delayed) plus this request's would
+    ///   exceed the limit, the call fails with [`ErrorKind::Overloaded`]
+    ///   (retryable) before anything is stored, enqueued or published.
+    /// - An empty queue refuses nothing, so a request larger than the limit
+    ///   is accepted when no work waits.
+    /// - The depth is read at most once per [`IngestConfig::backlog_refresh`]
+    ///   and by one call at a time; the other calls reuse the last reading
+    ///   (they don't wait for one in flight) plus the organizations this
+    ///   service accepted since it. What other processes accepted since the
+    ///   reading is not known here: with several servers, the limit can be
+    ///   overshot by what they accept within one refresh interval.
+    /// - When the depth cannot be read (an error, or no answer within 1 s),
+    ///   nothing is refused on it: a warning is logged, the queue may be
+    ///   down, and the sweeper delivers what the enqueue could not.
+    /// - The check comes before the idempotency lookup, so an overloaded
+    ///   service refuses a replay too; the client's retry gets the replay.
     pub async fn submit_valid(
         &self,
         tenant: &TenantId,
@@ -216,6 +282,9 @@ impl OnboardingService {
         }
         let config = &self.inner.config;
         let backends = &self.inner.backends;
+        if let Some(max) = config.max_backlog {
+            self.check_backlog(max, valid.organizations.len()).await?;
+        }
         let at = now();
         let submission = Submission {
             batch_id: BatchId::new(),
@@ -437,6 +506,39 @@ impl OnboardingService {
             database,
             queue,
             cache,
+        }
+    }
+
+    /// Refuses `incoming` organizations when the queue's backlog plus them exceeds `max`.
+    async fn check_backlog(&self, max: u64, incoming: usize) -> Result<()> {
+        let inner = &self.inner;
+        let incoming = u64::try_from(incoming).unwrap_or(u64::MAX);
+        let admission = inner
+            .backlog
+            .admit(
+                &*inner.backends.queue,
+                inner.config.backlog_refresh,
+                incoming,
+                max,
+            )
+            .await;
+        match admission {
+            Admission::Admitted | Admission::Unknown => Ok(()),
+            Admission::Refused { waiting } => {
+                tracing::debug!(
+                    waiting,
+                    incoming,
+                    max,
+                    "submission refused: the backlog is full"
+                );
+                Err(Error::new(
+                    ErrorKind::Overloaded,
+                    format!(
+                        "{waiting} organizations are queued for processing and the limit is {max}, \
+                         so {incoming} more are not accepted now; try again later"
+                    ),
+                ))
+            }
         }
     }
 

@@ -111,6 +111,9 @@ async fn queue_down_after_commit_is_accepted_and_the_sweeper_delivers() {
     let repo = Arc::new(MemoryRepository::new());
     let mut broken = MockQueue::new();
     broken.expect_enqueue().returning(|_| Err(down()));
+    // A queue that is down cannot tell its depth either: the backlog check
+    // (on by default) lets the submission through.
+    broken.expect_depth().times(1).returning(|| Err(down()));
     let events = RecordingEventSink::new();
     let cache = Arc::new(MemoryCache::default());
     let service = OnboardingService::new(

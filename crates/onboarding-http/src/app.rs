@@ -15,9 +15,10 @@ use axum::response::{IntoResponse, Response};
 use onboarding_core::model::TenantId;
 use onboarding_core::OnboardingService;
 use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{HttpConfig, KeyHash, RateLimit};
-use crate::metrics::method_label;
+use crate::metrics::{method_label, InProgress, Refusal};
 use crate::problem::Problem;
 
 /// What every handler shares.
@@ -30,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) service: OnboardingService,
     pub(crate) config: HttpConfig,
     pub(crate) limiter: RateLimiter,
+    /// Slots of `HttpConfig::max_concurrent_submissions` (`None`: no limit).
+    pub(crate) submissions: Option<Arc<Semaphore>>,
     pub(crate) openapi: Bytes,
 }
 
@@ -131,6 +134,49 @@ impl FromRequestParts<AppState> for Tenant {
             .check(&hash)
             .map_err(Problem::rate_limited)?;
         Ok(Self(tenant))
+    }
+}
+
+/// The semaphore of `max_concurrent_submissions` (`None`: no limit).
+pub(crate) fn submission_slots(max: Option<usize>) -> Option<Arc<Semaphore>> {
+    max.map(|n| Arc::new(Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS))))
+}
+
+/// A slot of the concurrent-submission limit, held while a submission is
+/// handled. Taken after authentication and the rate limit and before the
+/// body is read; when every slot is taken the request is answered at once
+/// with 503 `overloaded` and `Retry-After` (shed, not queued).
+pub(crate) struct SubmissionSlot {
+    _permit: Option<OwnedSemaphorePermit>,
+    _in_progress: InProgress,
+}
+
+impl FromRequestParts<AppState> for SubmissionSlot {
+    type Rejection = Problem;
+
+    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let shared = &state.inner;
+        let permit = match &shared.submissions {
+            None => None,
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    shared.config.metrics.record_refused(Refusal::Concurrency);
+                    let max = shared.config.max_concurrent_submissions.unwrap_or(0);
+                    return Err(Problem::overloaded(
+                        format!(
+                            "{max} submissions are already in progress, the most this server \
+                             handles at once; try again later"
+                        ),
+                        shared.config.retry_after,
+                    ));
+                }
+            },
+        };
+        Ok(Self {
+            _permit: permit,
+            _in_progress: shared.config.metrics.submission_started(),
+        })
     }
 }
 

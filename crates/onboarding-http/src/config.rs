@@ -217,6 +217,13 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// `Retry-After` sent with 503 answers (default 5 s).
     pub retry_after: Duration,
+    /// Load shedding: the most submissions (`POST /api/bulk-onboard`,
+    /// `POST /api/v1/bulk-onboard`) this router handles at once (default 32;
+    /// `None` turns it off). One more is answered at once with 503
+    /// `overloaded` and `Retry-After`, before its body is read: it does not
+    /// wait for a slot, so latency and memory stay bounded under overload.
+    /// Status, listing, health and other reads are not counted.
+    pub max_concurrent_submissions: Option<usize>,
     /// Where request and ingest metrics are counted (`GET /metrics`).
     pub metrics: Metrics,
     /// The webhook sink whose deliveries `GET /api/v1/webhooks/deliveries` lists.
@@ -231,6 +238,7 @@ impl Default for HttpConfig {
             body_limit: Self::DEFAULT_BODY_LIMIT,
             request_timeout: Duration::from_secs(30),
             retry_after: Duration::from_secs(5),
+            max_concurrent_submissions: Some(Self::DEFAULT_MAX_CONCURRENT_SUBMISSIONS),
             metrics: Metrics::new(),
             webhooks: None,
         }
@@ -240,6 +248,9 @@ impl Default for HttpConfig {
 impl HttpConfig {
     /// The default body limit: 2 MiB.
     pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+    /// The default [`max_concurrent_submissions`](Self::max_concurrent_submissions): 32.
+    pub const DEFAULT_MAX_CONCURRENT_SUBMISSIONS: usize = 32;
 
     /// A builder starting from the defaults.
     pub fn builder() -> HttpConfigBuilder {
@@ -289,6 +300,13 @@ impl HttpConfigBuilder {
     /// Sets the `Retry-After` of 503 answers (rounded up to whole seconds, at least 1).
     pub fn retry_after(mut self, after: Duration) -> Self {
         self.config.retry_after = after;
+        self
+    }
+
+    /// Sets how many submissions are handled at once (at least 1); `None`
+    /// turns the limit off.
+    pub fn max_concurrent_submissions(mut self, max: Option<usize>) -> Self {
+        self.config.max_concurrent_submissions = max.map(|n| n.max(1));
         self
     }
 

@@ -10,6 +10,7 @@ mod problem;
 pub mod webhook;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
@@ -17,6 +18,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use onboarding_core::OnboardingService;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi as _;
 
@@ -50,6 +52,7 @@ pub fn router(service: OnboardingService, config: HttpConfig) -> Router {
         inner: Arc::new(Shared {
             service,
             limiter: RateLimiter::new(config.rate_limit),
+            submissions: app::submission_slots(config.max_concurrent_submissions),
             config,
             openapi: openapi_json().into(),
         }),
@@ -91,7 +94,8 @@ pub fn router(service: OnboardingService, config: HttpConfig) -> Router {
         ))
         .layer(
             TraceLayer::new_for_http()
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+                .on_failure(on_failure),
         )
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
@@ -100,4 +104,20 @@ pub fn router(service: OnboardingService, config: HttpConfig) -> Router {
             },
         ))
         .with_state(state)
+}
+
+/// Logs a 5xx answer. A 503 is expected under load shedding and when a
+/// backend is down (which `Problem::from_core` and the timeout already log
+/// at warn), so it is not an error here: an overloaded server must not also
+/// flood its log with one error line per refused request.
+fn on_failure(class: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    let latency_ms = latency.as_millis();
+    match class {
+        ServerErrorsFailureClass::StatusCode(status)
+            if status == axum::http::StatusCode::SERVICE_UNAVAILABLE =>
+        {
+            tracing::debug!(%status, latency_ms, "service unavailable or overloaded");
+        }
+        class => tracing::error!(classification = %class, latency_ms, "response failed"),
+    }
 }

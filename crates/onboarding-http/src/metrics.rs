@@ -74,6 +74,9 @@ struct Inner {
     batches_replayed: AtomicU64,
     organizations_ingested: AtomicU64,
     organizations_rejected: AtomicU64,
+    refused_backlog: AtomicU64,
+    refused_concurrency: AtomicU64,
+    submissions_in_progress: AtomicU64,
     jobs: Mutex<BTreeMap<&'static str, u64>>,
     processing_seconds: Mutex<Histogram>,
     webhooks: Mutex<BTreeMap<&'static str, u64>>,
@@ -122,6 +125,9 @@ impl Metrics {
                 batches_replayed: AtomicU64::new(0),
                 organizations_ingested: AtomicU64::new(0),
                 organizations_rejected: AtomicU64::new(0),
+                refused_backlog: AtomicU64::new(0),
+                refused_concurrency: AtomicU64::new(0),
+                submissions_in_progress: AtomicU64::new(0),
                 jobs: Mutex::new(BTreeMap::new()),
                 processing_seconds: Mutex::new(Histogram::new(PROCESSING_BUCKETS)),
                 webhooks: Mutex::new(BTreeMap::new()),
@@ -165,6 +171,24 @@ impl Metrics {
         self.inner
             .organizations_rejected
             .fetch_add(rejected as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_refused(&self, reason: Refusal) {
+        let counter = match reason {
+            Refusal::Backlog => &self.inner.refused_backlog,
+            Refusal::Concurrency => &self.inner.refused_concurrency,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one submission in progress until the guard is dropped.
+    pub(crate) fn submission_started(&self) -> InProgress {
+        self.inner
+            .submissions_in_progress
+            .fetch_add(1, Ordering::Relaxed);
+        InProgress {
+            metrics: self.clone(),
+        }
     }
 
     pub(crate) fn record_job(&self, outcome: &'static str, elapsed: Duration) {
@@ -225,6 +249,17 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP onboarding_submissions_refused_total Submissions refused by backpressure (503 overloaded): backlog = the queue's backlog limit, concurrency = the concurrent-submission limit.\n# TYPE onboarding_submissions_refused_total counter\nonboarding_submissions_refused_total{{reason=\"backlog\"}} {}\nonboarding_submissions_refused_total{{reason=\"concurrency\"}} {}",
+            self.inner.refused_backlog.load(Ordering::Relaxed),
+            self.inner.refused_concurrency.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP onboarding_submissions_in_progress Submissions being handled now.\n# TYPE onboarding_submissions_in_progress gauge\nonboarding_submissions_in_progress {}",
+            self.inner.submissions_in_progress.load(Ordering::Relaxed),
+        );
         out.push_str("# HELP onboarding_jobs_total Processing attempts by outcome (completed, retryable, permanent).\n# TYPE onboarding_jobs_total counter\n");
         for (outcome, n) in lock(&self.inner.jobs).iter() {
             let _ = writeln!(out, "onboarding_jobs_total{{outcome=\"{outcome}\"}} {n}");
@@ -255,6 +290,30 @@ impl Metrics {
             None => out.push_str("# HELP onboarding_queue_up Whether the queue depth could be read.\n# TYPE onboarding_queue_up gauge\nonboarding_queue_up 0\n"),
         }
         out
+    }
+}
+
+/// Why a submission was refused with 503 `overloaded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The queue's backlog is over `IngestConfig::max_backlog`.
+    Backlog,
+    /// `HttpConfig::max_concurrent_submissions` are in progress.
+    Concurrency,
+}
+
+/// One submission in progress, counted in the gauge until dropped.
+#[derive(Debug)]
+pub(crate) struct InProgress {
+    metrics: Metrics,
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.metrics
+            .inner
+            .submissions_in_progress
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -297,6 +356,10 @@ mod tests {
         m.record_accepted(3, 1, false);
         m.record_accepted(3, 0, true);
         m.record_job("completed", Duration::from_millis(20));
+        m.record_refused(Refusal::Backlog);
+        m.record_refused(Refusal::Backlog);
+        m.record_refused(Refusal::Concurrency);
+        let in_progress = m.submission_started();
         let text = m.render(Some(QueueDepth {
             ready: 4,
             delayed: 1,
@@ -311,6 +374,12 @@ mod tests {
         assert!(text.contains("onboarding_processing_duration_seconds_bucket{le=\"0.025\"} 1"));
         assert!(text.contains("onboarding_processing_duration_seconds_count 1"));
         assert!(text.contains("onboarding_queue_depth{state=\"ready\"} 4"));
-        assert!(m.render(None).contains("onboarding_queue_up 0"));
+        assert!(text.contains("onboarding_submissions_refused_total{reason=\"backlog\"} 2"));
+        assert!(text.contains("onboarding_submissions_refused_total{reason=\"concurrency\"} 1"));
+        assert!(text.contains("onboarding_submissions_in_progress 1\n"));
+        drop(in_progress);
+        let text = m.render(None);
+        assert!(text.contains("onboarding_queue_up 0"));
+        assert!(text.contains("onboarding_submissions_in_progress 0\n"));
     }
 }

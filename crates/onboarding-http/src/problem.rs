@@ -200,6 +200,18 @@ impl Problem {
         .with_retry_after(after)
     }
 
+    /// 503 `overloaded` with `Retry-After`: backpressure, the request was
+    /// refused before anything was stored.
+    pub fn overloaded(detail: impl Into<String>, after: Duration) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Service overloaded",
+            detail,
+        )
+        .with_retry_after(after)
+    }
+
     /// 500: a bug, never caused by client input.
     pub fn internal() -> Self {
         Self::new(
@@ -212,7 +224,9 @@ impl Problem {
 
     /// Maps a core error to its problem: `Invalid` 422, `TooLarge` 413,
     /// `NotFound` 404, `Conflict` 409, `Unavailable`/`Timeout`/`ShuttingDown`
-    /// 503 with `Retry-After`, anything else 500.
+    /// 503 `unavailable` with `Retry-After`, `Overloaded` 503 `overloaded`
+    /// with `Retry-After` (its detail says how much waits and the limit),
+    /// anything else 500.
     pub fn from_core(error: &Error, retry_after: Duration) -> Self {
         let fields = || {
             error
@@ -257,6 +271,7 @@ impl Problem {
             ErrorKind::ShuttingDown => {
                 Self::unavailable("the service is shutting down; try again later", retry_after)
             }
+            ErrorKind::Overloaded => Self::overloaded(error.message(), retry_after),
             _ => {
                 tracing::error!(error = %error, "internal error");
                 Self::internal()
@@ -303,6 +318,7 @@ mod tests {
             (Error::new(ErrorKind::Unavailable, "x"), 503),
             (Error::new(ErrorKind::Timeout, "x"), 503),
             (Error::new(ErrorKind::ShuttingDown, "x"), 503),
+            (Error::new(ErrorKind::Overloaded, "x"), 503),
             (Error::internal("x"), 500),
         ];
         for (error, status) in cases {
@@ -313,6 +329,21 @@ mod tests {
         assert_eq!(
             Problem::from_core(&Error::new(ErrorKind::Timeout, "x"), after).retry_after(),
             Some(2)
+        );
+        let overloaded = Problem::from_core(
+            &Error::new(ErrorKind::Overloaded, "12 organizations are queued"),
+            after,
+        );
+        assert_eq!(
+            overloaded.document().type_,
+            "urn:bulk-onboarding:problem:overloaded"
+        );
+        assert_eq!(overloaded.document().detail, "12 organizations are queued");
+        assert_eq!(
+            Problem::from_core(&Error::new(ErrorKind::Timeout, "x"), after)
+                .document()
+                .type_,
+            "urn:bulk-onboarding:problem:unavailable"
         );
     }
 }

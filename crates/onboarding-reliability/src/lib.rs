@@ -994,6 +994,33 @@ impl Stack {
         .await
     }
 
+    /// [`Stack::until_settled`] counting every `every` instead of every
+    /// 100 ms: with hundreds of thousands of items each count scans the
+    /// table, and counting that often would slow the workers it waits for.
+    pub async fn until_settled_every(
+        &self,
+        expected_total: i64,
+        within: Duration,
+        every: Duration,
+    ) -> HashMap<String, i64> {
+        let pg = self.pg();
+        let deadline = Instant::now() + within;
+        loop {
+            let c = pg.item_counts().await;
+            let total: i64 = c.values().sum();
+            let open =
+                c.get("pending").copied().unwrap_or(0) + c.get("processing").copied().unwrap_or(0);
+            if total == expected_total && open == 0 {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {within:?} waiting for every item to reach a terminal state: {c:?}"
+            );
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Accepted item ids that have no successful side effect or are not completed.
     pub async fn lost(&self) -> Vec<String> {
         let done = self.recorder.done_items();

@@ -7,11 +7,12 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use onboarding_core::model::TenantId;
-use onboarding_core::{Accepted, SubmitOptions};
+use onboarding_core::{Accepted, ErrorKind, SubmitOptions};
 use serde_json::Value;
 
-use crate::app::{json_body, AppState, Tenant};
+use crate::app::{json_body, AppState, SubmissionSlot, Tenant};
 use crate::dto::{BulkOnboardAccepted, BulkOnboardRequest, ValidationSummary, ACCEPTED_MESSAGE};
+use crate::metrics::Refusal;
 use crate::problem::Problem;
 
 /// Header set on answers that replay an earlier submission.
@@ -21,7 +22,8 @@ const REPLAYED_HEADER: &str = "idempotent-replayed";
 ///
 /// Validates every organization, stores the batch atomically and queues one
 /// job per organization. `on_conflict` and `mode` are ignored here (upsert,
-/// all or nothing); use `/api/v1/bulk-onboard` for them.
+/// all or nothing); use `/api/v1/bulk-onboard` for them. Under overload it
+/// answers 503 `overloaded` with `Retry-After` at once and stores nothing.
 #[utoipa::path(
     post,
     path = "/api/bulk-onboard",
@@ -36,8 +38,10 @@ const REPLAYED_HEADER: &str = "idempotent-replayed";
         (status = 413, description = "Body too large or more than 1000 organizations", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not JSON", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "Validation failed", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 503, description = "A backend is down", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        (status = 503, description = "Overloaded (`urn:bulk-onboarding:problem:overloaded`: the queue's backlog is over its limit, or too many submissions are in progress; nothing was stored) or a backend is down (`urn:bulk-onboarding:problem:unavailable`)", body = crate::problem::ProblemDocument, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     ),
     security(("bearer" = []))
 )]
@@ -45,6 +49,7 @@ const REPLAYED_HEADER: &str = "idempotent-replayed";
 pub(crate) async fn seed(
     State(state): State<AppState>,
     tenant: Tenant,
+    _slot: SubmissionSlot,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
@@ -73,8 +78,10 @@ pub(crate) async fn seed(
         (status = 413, description = "Body too large or more than 1000 organizations", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not JSON", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "Validation failed", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 503, description = "A backend is down", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        (status = 503, description = "Overloaded (`urn:bulk-onboarding:problem:overloaded`: the queue's backlog is over its limit, or too many submissions are in progress; nothing was stored) or a backend is down (`urn:bulk-onboarding:problem:unavailable`)", body = crate::problem::ProblemDocument, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     ),
     security(("bearer" = []))
 )]
@@ -82,6 +89,7 @@ pub(crate) async fn seed(
 pub(crate) async fn v1(
     State(state): State<AppState>,
     tenant: Tenant,
+    _slot: SubmissionSlot,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -150,7 +158,12 @@ async fn submit(
         .service()
         .submit_json(tenant, body, options)
         .await
-        .map_err(|e| state.problem(&e))?;
+        .map_err(|e| {
+            if e.kind() == ErrorKind::Overloaded {
+                state.config().metrics.record_refused(Refusal::Backlog);
+            }
+            state.problem(&e)
+        })?;
     tracing::Span::current().record("batch_id", tracing::field::display(accepted.batch_id));
     state.config().metrics.record_accepted(
         accepted.organizations_count,
