@@ -78,7 +78,8 @@ fn main() {
         let backends = backends::backends(sql.repository(), queue.clone());
         let service = Arc::new(OnboardingService::new(
             backends.clone(),
-            IngestConfig::default(),
+            // The backlog is the point here: no limit.
+            IngestConfig::default().with_max_backlog(None),
         ));
         let tenants: Vec<TenantId> = (0..4)
             .map(|t| TenantId::parse(format!("drain-{t}")).expect("tenant"))

@@ -1,6 +1,6 @@
 //! Worker throughput with a no-op processor per backend combination: one
 //! worker (in this process, `concurrency` = `BENCH_CONCURRENCY`, default
-//! 256; `claim_batch` 100; flush ≤ 100 results / 5 ms) is started idle, then
+//! 256; `claim_batch` and flush ≤ 500 results / 5 ms, library defaults) is started idle, then
 //! 10 submissions × 1000 organizations are made one after the other; timed
 //! from the first submission until every item of the 10 batches is finished.
 //! Validation happens before the clock starts; the worker's shutdown after
@@ -51,8 +51,8 @@ pub(crate) fn concurrency() -> usize {
 }
 
 /// The worker configuration of every combination: concurrency as above,
-/// `claim_batch` = `BENCH_CLAIM_BATCH` (default 100, the library default),
-/// `flush_max` = `BENCH_FLUSH_MAX` (default 100, the library default).
+/// `claim_batch` = `BENCH_CLAIM_BATCH` (default 500, the library default),
+/// `flush_max` = `BENCH_FLUSH_MAX` (default 500, the library default).
 pub(crate) fn worker_config() -> WorkerConfig {
     let mut config = WorkerConfig::default().with_concurrency(concurrency());
     config.claim_batch = env_usize("BENCH_CLAIM_BATCH", config.claim_batch);

@@ -87,3 +87,31 @@ impl<T> DbResultExt<T> for Result<T, sqlx::Error> {
 pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
+
+/// Begins a transaction in a task of its own, so that dropping the caller's
+/// future cannot interrupt it half-way.
+///
+/// A `begin` cancelled after the driver counted the transaction but before
+/// the caller received it leaves the pooled connection inside a transaction
+/// nobody owns; every later `begin` on that connection then fails
+/// (`InvalidSavePointStatement`, seen with SQLite's `BEGIN IMMEDIATE` waiting
+/// for the write lock). Run to completion, the transaction is handed over,
+/// or dropped (rolled back) when nobody waits for it any more.
+pub(crate) async fn begin_detached<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    statement: Option<&'static str>,
+) -> onboarding_core::Result<sqlx::Transaction<'static, DB>> {
+    let pool = pool.clone();
+    let begin = tokio::spawn(async move {
+        match statement {
+            Some(sql) => pool.begin_with(sql).await,
+            None => pool.begin().await,
+        }
+    });
+    match begin.await {
+        Ok(tx) => tx.db(),
+        Err(e) => Err(onboarding_core::Error::internal(format!(
+            "the task beginning a transaction ended abnormally: {e}"
+        ))),
+    }
+}

@@ -79,6 +79,7 @@ use std::time::Duration;
 
 use onboarding_core::{Error, ErrorKind, JobQueue, OrgRepository, Result};
 
+mod detached;
 mod error;
 mod rows;
 mod wake;

@@ -168,6 +168,7 @@ macro_rules! __conformance_cases {
                 cancel_batch_of_unknown_or_foreign_batch_is_none,
                 cancel_batch_cancels_pending_items,
                 retry_failed_of_unknown_or_foreign_batch_is_none,
+                cancelled_calls_leave_the_repository_usable,
                 retry_failed_redrives_failed_items,
                 batch_status_counts_exactly,
                 batch_status_of_unknown_or_foreign_batch_is_none,

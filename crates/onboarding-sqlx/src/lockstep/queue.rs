@@ -135,7 +135,7 @@ impl JobQueue for LockQueue {
             return Ok(());
         }
         let at = now();
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = dialect::begin_write(&self.pool).await?;
         for chunk in jobs.chunks(chunk_len(usize::MAX, dialect::MAX_PARAMS, 4)) {
             let mut qb =
                 QueryBuilder::new("INSERT INTO jobs (item_id, tenant, available_at, not_before) ");

@@ -9,6 +9,7 @@ use onboarding_core::Result;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{Pool, Transaction};
 
+use crate::detached::{DetachedQueue, DetachedRepository};
 use crate::error::{DbResultExt, SqlError};
 use crate::{DatabaseUrl, Engine, SqlBackend, SqlOptions};
 
@@ -25,7 +26,7 @@ mod repository;
 
 /// MySQL's spelling of the statements that differ between engines.
 pub(crate) mod dialect {
-    use super::{Db, DbResultExt, Pool, Result, Transaction};
+    use super::{Db, Pool, Result, Transaction};
 
     /// Most placeholders in one prepared statement.
     pub(crate) const MAX_PARAMS: usize = 65535;
@@ -50,7 +51,7 @@ pub(crate) mod dialect {
 
     /// Begins a transaction.
     pub(crate) async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>> {
-        pool.begin().await.db()
+        crate::error::begin_detached(pool, None).await
     }
 }
 
@@ -87,8 +88,13 @@ pub(crate) async fn connect(url: DatabaseUrl, options: &SqlOptions) -> Result<Sq
     Ok(SqlBackend {
         engine: Engine::MySql,
         url,
-        repository: Arc::new(repository::LockRepository::new(pool.clone())),
-        queue: Arc::new(queue::LockQueue::new(pool.clone(), options)),
+        repository: Arc::new(DetachedRepository::new(repository::LockRepository::new(
+            pool.clone(),
+        ))),
+        queue: Arc::new(DetachedQueue::new(queue::LockQueue::new(
+            pool.clone(),
+            options,
+        ))),
         closer: Arc::new(pool),
     })
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+use crate::detached::{DetachedQueue, DetachedRepository};
 use crate::error::{DbResultExt, SqlError};
 use crate::{DatabaseUrl, Engine, SqlBackend, SqlOptions};
 
@@ -38,8 +39,8 @@ fn from_pool(url: DatabaseUrl, pool: PgPool, options: &SqlOptions) -> SqlBackend
     SqlBackend {
         engine: Engine::Postgres,
         url,
-        repository: Arc::new(PgRepository::new(pool.clone())),
-        queue: Arc::new(PgQueue::new(pool.clone(), options)),
+        repository: Arc::new(DetachedRepository::new(PgRepository::new(pool.clone()))),
+        queue: Arc::new(DetachedQueue::new(PgQueue::new(pool.clone(), options))),
         closer: Arc::new(pool),
     }
 }

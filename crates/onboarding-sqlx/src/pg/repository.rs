@@ -43,7 +43,7 @@ impl PgRepository {
     }
 
     async fn begin(&self) -> Result<Tx> {
-        self.pool.begin().await.db()
+        crate::error::begin_detached(&self.pool, None).await
     }
 }
 

@@ -9,6 +9,7 @@ use onboarding_core::Result;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Pool, Transaction};
 
+use crate::detached::{DetachedQueue, DetachedRepository};
 use crate::error::{DbResultExt, SqlError};
 use crate::{DatabaseUrl, Engine, SqlBackend, SqlOptions};
 
@@ -25,7 +26,7 @@ mod repository;
 
 /// SQLite's spelling of the statements that differ between engines.
 pub(crate) mod dialect {
-    use super::{Db, DbResultExt, Pool, Result, Transaction};
+    use super::{Db, Pool, Result, Transaction};
 
     /// `SQLITE_MAX_VARIABLE_NUMBER` of the bundled SQLite (3.32+).
     pub(crate) const MAX_PARAMS: usize = 32766;
@@ -49,7 +50,7 @@ pub(crate) mod dialect {
 
     /// Begins a write transaction holding the database's write lock.
     pub(crate) async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>> {
-        pool.begin_with("BEGIN IMMEDIATE").await.db()
+        crate::error::begin_detached(pool, Some("BEGIN IMMEDIATE")).await
     }
 }
 
@@ -104,8 +105,13 @@ pub(crate) async fn connect(url: DatabaseUrl, options: &SqlOptions) -> Result<Sq
     Ok(SqlBackend {
         engine: Engine::Sqlite,
         url,
-        repository: Arc::new(repository::LockRepository::new(pool.clone())),
-        queue: Arc::new(queue::LockQueue::new(pool.clone(), options)),
+        repository: Arc::new(DetachedRepository::new(repository::LockRepository::new(
+            pool.clone(),
+        ))),
+        queue: Arc::new(DetachedQueue::new(queue::LockQueue::new(
+            pool.clone(),
+            options,
+        ))),
         closer: Arc::new(pool),
     })
 }

@@ -6,11 +6,13 @@
 //! `now`, never by sleeping.
 
 mod batches;
+mod cancel_safety;
 mod leases;
 mod store;
 mod sweep;
 
 pub use batches::*;
+pub use cancel_safety::*;
 pub use leases::*;
 pub use store::*;
 pub use sweep::*;
