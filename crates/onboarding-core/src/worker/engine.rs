@@ -32,10 +32,24 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The leases in hand, ordered by item id: every multi-row write of a
+    /// worker presents its rows in that order, so two of them (a heartbeat
+    /// and a flush) lock rows in the same order and cannot deadlock.
     pub(crate) fn leases_in_hand(&self) -> Vec<Lease> {
-        self.in_flight
+        let mut leases: Vec<Lease> = self
+            .in_flight
             .lock()
             .map(|m| m.values().copied().collect())
+            .unwrap_or_default();
+        leases.sort_unstable_by_key(|l| l.item_id);
+        leases
+    }
+
+    /// Those of `items` that are still in hand.
+    pub(crate) fn still_in_hand(&self, items: impl IntoIterator<Item = ItemId>) -> Vec<ItemId> {
+        self.in_flight
+            .lock()
+            .map(|m| items.into_iter().filter(|id| m.contains_key(id)).collect())
             .unwrap_or_default()
     }
 
@@ -331,12 +345,10 @@ async fn fetch_loop(
         if deliveries.is_empty() {
             continue;
         }
-        let mut seen = HashSet::new();
-        let item_ids: Vec<ItemId> = deliveries
-            .iter()
-            .map(|d| d.job.item_id)
-            .filter(|id| seen.insert(*id))
-            .collect();
+        let mut item_ids: Vec<ItemId> = deliveries.iter().map(|d| d.job.item_id).collect();
+        // Ordered (and unique) like every multi-row write: see `leases_in_hand`.
+        item_ids.sort_unstable();
+        item_ids.dedup();
         let receipts: Vec<Receipt> = deliveries.into_iter().map(|d| d.receipt).collect();
         let claim_now = now();
         let request = ClaimRequest {

@@ -96,13 +96,15 @@ fn announce_after(
 /// a terminal status (candidates for completion).
 async fn flush(shared: &Shared, batch: Vec<Done>) -> Vec<BatchId> {
     let repo = &shared.backends.repository;
-    let finishes: Vec<Finish> = batch
+    let mut finishes: Vec<Finish> = batch
         .iter()
         .map(|d| Finish {
             lease: d.item.lease,
             resolution: d.resolution.clone(),
         })
         .collect();
+    // Ordered by item id like every multi-row write: see `Shared::leases_in_hand`.
+    finishes.sort_unstable_by_key(|f| f.lease.item_id);
     // Keep trying while the lease could still be ours; after that another
     // worker may redo the item (at-least-once), and our write would be fenced off anyway.
     let give_up = Instant::now() + shared.config.lease;

@@ -58,11 +58,14 @@ pub(crate) async fn heartbeat_loop(shared: Arc<Shared>) {
         {
             Ok(held) => {
                 let held: HashSet<ItemId> = held.into_iter().collect();
-                let lost: Vec<ItemId> = leases
-                    .iter()
-                    .map(|l| l.item_id)
-                    .filter(|id| !held.contains(id))
-                    .collect();
+                // Not renewed and still in hand: taken over. An item the
+                // flusher recorded meanwhile is no longer in hand (not lost).
+                let lost = shared.still_in_hand(
+                    leases
+                        .iter()
+                        .map(|l| l.item_id)
+                        .filter(|id| !held.contains(id)),
+                );
                 if !lost.is_empty() {
                     // Another worker took these over: our results would be fenced off.
                     Counters::bump(&shared.counters.leases_lost, lost.len());

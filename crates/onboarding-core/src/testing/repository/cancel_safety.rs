@@ -15,6 +15,8 @@ use crate::testing::TestBackend;
 /// later call succeeds on every pooled connection, and a cut-off store is
 /// either whole or absent.
 pub async fn cancelled_calls_leave_the_repository_usable(backend: TestBackend) {
+    // Leaves leased items until its clean-up: no sweep case may run meanwhile.
+    let _shared = fixtures::shared().await;
     let repo = backend.repository.clone();
     let tenant = fixtures::tenant();
     let mut started: Vec<Submission> = Vec::new();
@@ -69,6 +71,27 @@ pub async fn cancelled_calls_leave_the_repository_usable(backend: TestBackend) {
             assert_eq!(counted, 20, "a stored batch has all its items");
         }
     }
+    clean_up(&*repo, &tenant, &started).await;
+}
+
+/// Finishes what the cut-off claims left leased (taking the leases over
+/// once expired) and cancels the rest, so later sweeps do not see it.
+async fn clean_up(repository: &dyn OrgRepository, tenant: &TenantId, submissions: &[Submission]) {
+    let later = submission_now(submissions) + fixtures::delta(fixtures::LEASE) + secs(60);
+    if let Some(ids) = stored_items(repository, tenant, submissions).await {
+        let request = fixtures::claim_request(&ids, later);
+        if let Ok(claimed) = repository.claim_items(&request).await {
+            fixtures::finish(
+                repository,
+                &fixtures::leases(&claimed),
+                crate::repository::Resolution::Completed,
+                later,
+            )
+            .await;
+        }
+    }
+    let batches: Vec<_> = submissions.iter().map(|s| s.batch_id).collect();
+    fixtures::cancel_quietly(repository, tenant, &batches).await;
 }
 
 /// The item ids of every stored batch among `submissions`.
