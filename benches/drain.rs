@@ -13,6 +13,8 @@
 //! Worker settings: `BENCH_CONCURRENCY` (default 256), `BENCH_CLAIM_BATCH`,
 //! `BENCH_FLUSH_MAX` (library defaults) as in `worker_backends`.
 
+#![allow(clippy::print_stdout)] // a benchmark's report goes to stdout
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -138,7 +140,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             tick += 1;
             let done: u64 = handles.iter().map(|h| h.stats().completed + h.stats().failed).sum();
-            if tick % 20 == 0 {
+            if tick.is_multiple_of(20) {
                 per_second.push(done - last);
                 last = done;
                 peak_rss = peak_rss.max(rss_bytes());
