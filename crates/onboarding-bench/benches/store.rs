@@ -8,7 +8,7 @@
 //! and validating the request (fresh domains every iteration, so every
 //! iteration inserts 1000 new organizations).
 //!
-//! Run: `cargo bench --all-features --bench store`. Needs PostgreSQL,
+//! Run: `cargo bench --bench store`. Needs PostgreSQL,
 //! MariaDB and Redis (see `benches/backends.rs` for the URLs); it creates its
 //! own databases and key prefix and removes them at the end.
 
@@ -298,7 +298,7 @@ fn main() {
     report::write(
         "store",
         "Storing one 1000-organization submission (submit_valid: transaction + enqueue)",
-        "cargo bench --all-features --bench store",
+        "cargo bench --bench store",
         &[
             Row {
                 id: "memory",

@@ -9,7 +9,7 @@
 //! Combinations: memory; SQLite + SQL queue; PostgreSQL + SQL queue;
 //! PostgreSQL + Redis; PostgreSQL + RabbitMQ; MariaDB + Redis.
 //!
-//! Run: `cargo bench --all-features --bench worker_backends` (filter with
+//! Run: `cargo bench --bench worker_backends` (filter with
 //! criterion's usual argument, e.g. `-- postgres_redis`).
 
 #![allow(missing_docs)]
@@ -296,7 +296,7 @@ fn main() {
             worker_config().claim_batch,
             worker_config().flush_max
         ),
-        "cargo bench --all-features --bench worker_backends",
+        "cargo bench --bench worker_backends",
         &rows,
     );
 }

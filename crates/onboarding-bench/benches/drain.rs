@@ -6,8 +6,8 @@
 //! every item is completed (one count in the database).
 //!
 //! ```text
-//! cargo bench --all-features --bench drain                        # PostgreSQL + Redis, 1,000,000
-//! DRAIN_QUEUE=sql DRAIN_ITEMS=200000 cargo bench --all-features --bench drain
+//! cargo bench --bench drain                        # PostgreSQL + Redis, 1,000,000
+//! DRAIN_QUEUE=sql DRAIN_ITEMS=200000 cargo bench --bench drain
 //! ```
 //! `DRAIN_QUEUE`: `redis` (default) or `sql` (the PostgreSQL `jobs` table).
 //! Worker settings: `BENCH_CONCURRENCY` (default 256), `BENCH_CLAIM_BATCH`,
