@@ -227,3 +227,38 @@ pub async fn sweep_respects_limit(backend: TestBackend) {
     }
     fixtures::cancel_quietly(repo, &tenant, &[batch.id]).await;
 }
+
+/// Lost work is found in every open batch, however many are open: an
+/// adapter may look into a bounded number of batches per call (PostgreSQL
+/// does, least recently swept first), but repeated calls reach them all.
+pub async fn sweep_reaches_every_open_batch(backend: TestBackend) {
+    let _exclusive = fixtures::exclusive().await;
+    let repo = &*backend.repository;
+    let tenant = fixtures::tenant();
+    let mut batches = Vec::new();
+    let mut items = Vec::new();
+    let mut latest = crate::model::now();
+    for _ in 0..150 {
+        let submission = fixtures::submission(&tenant, 1, ConflictPolicy::Update);
+        latest = latest.max(submission.sweep_at);
+        let (batch, stored) = fixtures::store(repo, &submission).await;
+        batches.push(batch.id);
+        items.extend(fixtures::ids(&stored));
+    }
+    let mut jobs = Vec::new();
+    for _ in 0..20 {
+        jobs.extend(
+            repo.sweep(latest, fixtures::STALE_AFTER, ALL)
+                .await
+                .expect("sweep failed"),
+        );
+    }
+    for item in &items {
+        assert_eq!(
+            count_jobs(&jobs, *item),
+            1,
+            "a lost item of one of 150 open batches is swept exactly once within 20 sweeps"
+        );
+    }
+    fixtures::cancel_quietly(repo, &tenant, &batches).await;
+}
