@@ -728,6 +728,8 @@ pub async fn release_sweep_cancel_prune(b: SqlBackend) {
             >= 1
     );
     assert!(repo.batch_status(&t, s.batch_id).await.unwrap().is_none());
+    // Items go with their batch (PostgreSQL has no foreign key to cascade).
+    assert_eq!(super::item_rows(&b, s.batch_id.0).await, 0);
     assert!(repo
         .organization_by_domain(&items[0].domain)
         .await

@@ -244,3 +244,32 @@ macro_rules! all_engine_cases {
         );
     };
 }
+
+/// Rows of `batch_items` left for `batch`, read with a connection of its own
+/// (what no trait method can show: orphaned rows).
+pub async fn item_rows(backend: &SqlBackend, batch: uuid::Uuid) -> i64 {
+    let url = backend.url().expose();
+    let sql = "SELECT COUNT(*) FROM batch_items WHERE batch_id = ";
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(&format!("{sql}$1"))
+            .bind(batch)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    } else if url.starts_with("mysql") {
+        let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(&format!("{sql}?"))
+            .bind(batch)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(&format!("{sql}?"))
+            .bind(batch)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    }
+}
