@@ -59,12 +59,7 @@ const JOBS: u64 = (BATCHES * PER_BATCH) as u64;
 const LATENCY_CAP: Duration = Duration::from_secs(40);
 const DRAIN_CAP: Duration = Duration::from_secs(120);
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::env_usize;
 
 /// The job apalis carries: what our queue message carries.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use onboarding::model::{BatchId, TenantId};
 use onboarding::validate::{OrganizationInput, SubmitRequest};
-use onboarding::OnboardingService;
+use onboarding::{OnboardingService, WorkerConfig};
 
 /// A request of `n` organizations whose domains carry `tag` (unique per call site).
 pub(crate) fn request(n: usize, tag: &str) -> SubmitRequest {
@@ -69,4 +69,27 @@ pub(crate) async fn wait_finished_every(
             tokio::time::sleep(poll).await;
         }
     }
+}
+
+/// A `usize` from the environment, or `default` when unset or unparsable.
+pub(crate) fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Worker concurrency of the throughput benchmarks (`BENCH_CONCURRENCY`, default 256).
+pub(crate) fn concurrency() -> usize {
+    env_usize("BENCH_CONCURRENCY", 256)
+}
+
+/// The worker configuration of the throughput benchmarks: concurrency as
+/// above, `claim_batch` = `BENCH_CLAIM_BATCH` and `flush_max` =
+/// `BENCH_FLUSH_MAX` (library defaults, 500 each, when unset).
+pub(crate) fn worker_config() -> WorkerConfig {
+    let mut config = WorkerConfig::default().with_concurrency(concurrency());
+    config.claim_batch = env_usize("BENCH_CLAIM_BATCH", config.claim_batch);
+    config.flush_max = env_usize("BENCH_FLUSH_MAX", config.flush_max);
+    config
 }

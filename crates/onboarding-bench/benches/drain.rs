@@ -20,9 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use onboarding::model::TenantId;
-use onboarding::{
-    IngestConfig, JobQueue, NoopProcessor, OnboardingService, SubmitOptions, Worker, WorkerConfig,
-};
+use onboarding::{IngestConfig, JobQueue, NoopProcessor, OnboardingService, SubmitOptions, Worker};
 use sqlx::Connection;
 
 #[path = "backends.rs"]
@@ -35,19 +33,7 @@ use backends::{Engine, FreshDb};
 const PER_REQUEST: usize = 1000;
 const SUBMITTERS: usize = 4;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn worker_config() -> WorkerConfig {
-    let mut config = WorkerConfig::default().with_concurrency(env_usize("BENCH_CONCURRENCY", 256));
-    config.claim_batch = env_usize("BENCH_CLAIM_BATCH", config.claim_batch);
-    config.flush_max = env_usize("BENCH_FLUSH_MAX", config.flush_max);
-    config
-}
+use common::{env_usize, worker_config};
 
 /// Resident set size of this process in bytes (Linux; 0 elsewhere).
 fn rss_bytes() -> u64 {

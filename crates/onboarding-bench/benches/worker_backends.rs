@@ -21,7 +21,6 @@ use criterion::{Criterion, SamplingMode, Throughput};
 use onboarding::model::TenantId;
 use onboarding::{
     Backends, IngestConfig, JobQueue, NoopProcessor, OnboardingService, SubmitOptions, Worker,
-    WorkerConfig,
 };
 use tokio::runtime::Runtime;
 
@@ -38,27 +37,7 @@ const BATCHES: usize = 10;
 const PER_BATCH: usize = 1000;
 const ITEMS: u64 = (BATCHES * PER_BATCH) as u64;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Worker concurrency (`BENCH_CONCURRENCY`, default 256).
-pub(crate) fn concurrency() -> usize {
-    env_usize("BENCH_CONCURRENCY", 256)
-}
-
-/// The worker configuration of every combination: concurrency as above,
-/// `claim_batch` = `BENCH_CLAIM_BATCH` (default 500, the library default),
-/// `flush_max` = `BENCH_FLUSH_MAX` (default 500, the library default).
-pub(crate) fn worker_config() -> WorkerConfig {
-    let mut config = WorkerConfig::default().with_concurrency(concurrency());
-    config.claim_batch = env_usize("BENCH_CLAIM_BATCH", config.claim_batch);
-    config.flush_max = env_usize("BENCH_FLUSH_MAX", config.flush_max);
-    config
-}
+use common::{concurrency, worker_config};
 
 /// One timed run: submit 10 × 1000 to an idle worker, wait until all are finished.
 async fn one_run(backends: &Backends, poll: Duration) -> Duration {

@@ -39,6 +39,23 @@ impl Backends {
         }
     }
 
+    /// Drops the cached status of these batches (best effort: entries expire
+    /// on their own), so readers see fresh counts.
+    pub async fn invalidate_batch_status(&self, batches: impl IntoIterator<Item = BatchId>) {
+        let keys: Vec<String> = batches
+            .into_iter()
+            .collect::<std::collections::HashSet<_>>()
+            .into_iter()
+            .map(batch_status_cache_key)
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        if let Err(e) = self.cache.delete(&keys).await {
+            tracing::debug!(error = %e, "cache invalidation failed; entries expire on their own");
+        }
+    }
+
     /// Everything in process memory (events logged with `tracing`).
     pub fn memory() -> Self {
         Self::new(

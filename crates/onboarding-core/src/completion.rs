@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::backends::{batch_status_cache_key, Backends};
+use crate::backends::Backends;
 use crate::error::Result;
 use crate::events::Event;
 use crate::model::{now, BatchId, BatchStatus};
@@ -52,6 +52,5 @@ pub(crate) async fn announce(backends: &Backends, completed: &[BatchStatus]) {
     if let Err(e) = backends.repository.mark_announced(&ids, now()).await {
         tracing::warn!(error = %e, "BatchCompleted published but not recorded; it may be published again");
     }
-    let keys: Vec<String> = ids.into_iter().map(batch_status_cache_key).collect();
-    let _ = backends.cache.delete(&keys).await;
+    backends.invalidate_batch_status(ids).await;
 }

@@ -543,12 +543,7 @@ impl OnboardingService {
     }
 
     async fn invalidate(&self, batch: BatchId) {
-        let _ = self
-            .inner
-            .backends
-            .cache
-            .delete(&[batch_status_cache_key(batch)])
-            .await;
+        self.inner.backends.invalidate_batch_status([batch]).await;
     }
 }
 

@@ -1,6 +1,6 @@
 //! The fetch loop, processing tasks, and the worker's lifecycle.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::flush::{flush_loop, Done};
 use super::maintenance::{heartbeat_loop, sweep_once, sweeper_loop, SweepReport};
 use super::{Counters, SharedCounters, WorkerConfig, WorkerStats};
-use crate::backends::{batch_status_cache_key, Backends};
+use crate::backends::Backends;
 use crate::error::Result;
 use crate::model::{now, BatchId, ItemId, LeaseToken};
 use crate::processor::{ProcessError, Processor, WorkItem};
@@ -58,22 +58,6 @@ impl Shared {
             for id in items {
                 m.remove(&id);
             }
-        }
-    }
-
-    /// Drops cached batch status so readers see fresh counts.
-    pub(crate) async fn invalidate(&self, batches: impl IntoIterator<Item = BatchId>) {
-        let keys: Vec<String> = batches
-            .into_iter()
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .map(batch_status_cache_key)
-            .collect();
-        if keys.is_empty() {
-            return;
-        }
-        if let Err(e) = self.backends.cache.delete(&keys).await {
-            tracing::debug!(error = %e, "cache invalidation failed; entries expire on their own");
         }
     }
 }
@@ -392,7 +376,7 @@ async fn fetch_loop(
                 Counters::bump(&shared.counters.backend_errors, 1);
                 tracing::warn!(error = %e, "ack failed; the messages come back and their claims miss");
             }
-            shared.invalidate(touched).await;
+            shared.backends.invalidate_batch_status(touched).await;
         });
         for (item, permit) in claimed.into_iter().zip(held) {
             let (shared, done) = (shared.clone(), done.clone());

@@ -185,6 +185,6 @@ async fn flush(shared: &Shared, batch: Vec<Done>) -> Vec<BatchId> {
             tracing::warn!(error = %e, events = events.len(), "event sink refused organization events");
         }
     }
-    shared.invalidate(touched).await;
+    shared.backends.invalidate_batch_status(touched).await;
     finished_batches
 }

@@ -42,8 +42,10 @@ impl PgRepository {
         Self { pool }
     }
 
+    // Every call already runs in a task of its own (`DetachedRepository`),
+    // so a plain `begin` cannot be interrupted half-way.
     async fn begin(&self) -> Result<Tx> {
-        crate::error::begin_detached(&self.pool, None).await
+        self.pool.begin().await.db()
     }
 }
 
