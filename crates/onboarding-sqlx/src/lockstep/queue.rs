@@ -43,7 +43,9 @@ impl LockQueue {
     async fn take(&self, max: usize) -> Result<Vec<Delivery>> {
         let at = now();
         let max = max.max(1);
-        let mut tx = dialect::begin_write(&self.pool).await?;
+        // The one transaction not run in a task by `DetachedQueue` (a dequeue
+        // whose caller left must stop): its `begin` at least cannot be cut off.
+        let mut tx = crate::error::begin_detached(&self.pool, dialect::BEGIN_WRITE).await?;
         // Rank without locks (window functions cannot be locked), over-fetch
         // so that rows a concurrent consumer holds can be skipped.
         // Ties (the n-th job of each tenant) are broken at random, so that

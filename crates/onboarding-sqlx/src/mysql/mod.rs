@@ -26,7 +26,7 @@ mod repository;
 
 /// MySQL's spelling of the statements that differ between engines.
 pub(crate) mod dialect {
-    use super::{Db, Pool, Result, Transaction};
+    use super::{Db, DbResultExt, Pool, Result, Transaction};
 
     /// Most placeholders in one prepared statement.
     pub(crate) const MAX_PARAMS: usize = 65535;
@@ -49,9 +49,12 @@ pub(crate) mod dialect {
         name = VALUES(name),
         contact_email = VALUES(contact_email)";
 
-    /// Begins a transaction.
+    /// The statement that begins a write transaction (`None`: the driver's `BEGIN`).
+    pub(crate) const BEGIN_WRITE: Option<&str> = None;
+
+    /// Begins a write transaction.
     pub(crate) async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>> {
-        crate::error::begin_detached(pool, None).await
+        pool.begin().await.db()
     }
 }
 

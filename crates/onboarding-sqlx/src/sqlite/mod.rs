@@ -26,7 +26,7 @@ mod repository;
 
 /// SQLite's spelling of the statements that differ between engines.
 pub(crate) mod dialect {
-    use super::{Db, Pool, Result, Transaction};
+    use super::{Db, DbResultExt, Pool, Result, Transaction};
 
     /// `SQLITE_MAX_VARIABLE_NUMBER` of the bundled SQLite (3.32+).
     pub(crate) const MAX_PARAMS: usize = 32766;
@@ -50,8 +50,11 @@ pub(crate) mod dialect {
 
     /// Begins a write transaction holding the database's write lock.
     pub(crate) async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>> {
-        crate::error::begin_detached(pool, Some("BEGIN IMMEDIATE")).await
+        pool.begin_with("BEGIN IMMEDIATE").await.db()
     }
+
+    /// The statement [`begin_write`] begins with.
+    pub(crate) const BEGIN_WRITE: Option<&str> = Some("BEGIN IMMEDIATE");
 }
 
 /// Extra attempts at migrating when another process migrates the same file.
