@@ -3,7 +3,7 @@
 backend or the engine, runs the conformance case that guards it, and reports
 whether the case fails (it must). Every file is restored afterwards.
 
-Run from crates/onboarding-core:  python3 ../../scripts/break_guarantees.py [name ...]
+Run from onboarding-core:  python3 ../scripts/break_guarantees.py [name ...]
 """
 import subprocess, sys
 cases = [

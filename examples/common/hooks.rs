@@ -1,4 +1,4 @@
-//! Tuning knobs the reliability suite (`crates/onboarding-reliability`)
+//! Tuning knobs the reliability suite (`tests/reliability`)
 //! sets so that its scenarios run in seconds: short leases, sweeps and
 //! backoff, and a queue prefix per scenario. Unset, every value keeps the
 //! library's default.

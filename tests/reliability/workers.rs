@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use onboarding_reliability::*;
+use crate::harness::*;
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -33,7 +33,7 @@ async fn sigkill_workers_lose_nothing() {
     );
     let mut stack = Stack::new(
         "sigkill",
-        QueueKind::Redis(REDIS_URL.into()),
+        QueueKind::Redis(redis_url()),
         tuning,
         recorder.clone(),
     )
@@ -128,6 +128,7 @@ async fn sigkill_workers_lose_nothing() {
             ("kills", kills.to_string()),
             ("side_effects", effects.calls.to_string()),
             ("duplicated_side_effects", effects.duplicated.to_string()),
+            ("abandoned_calls", effects.abandoned.to_string()),
             ("duplicate_bound(kills*concurrency)", bound.to_string()),
             (
                 "longest_lease_held_ms",
@@ -195,7 +196,7 @@ async fn sigterm_finishes_short_jobs_and_releases_the_rest() {
     };
     let mut stack = Stack::new(
         "sigterm",
-        QueueKind::Redis(REDIS_URL.into()),
+        QueueKind::Redis(redis_url()),
         tuning,
         recorder.clone(),
     )
@@ -307,7 +308,7 @@ async fn sigstop_zombie_is_fenced_off() {
     };
     let mut stack = Stack::new(
         "sigstop",
-        QueueKind::Redis(REDIS_URL.into()),
+        QueueKind::Redis(redis_url()),
         tuning,
         recorder.clone(),
     )
@@ -427,7 +428,7 @@ async fn poison_is_dead_lettered_and_redriven() {
     };
     let mut stack = Stack::new(
         "poison",
-        QueueKind::Redis(REDIS_URL.into()),
+        QueueKind::Redis(redis_url()),
         tuning,
         recorder.clone(),
     )
@@ -531,7 +532,7 @@ async fn retry_delays_follow_the_policy() {
     };
     let mut stack = Stack::new(
         "retry",
-        QueueKind::Redis(REDIS_URL.into()),
+        QueueKind::Redis(redis_url()),
         tuning,
         recorder.clone(),
     )

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use onboarding_reliability::*;
+use crate::harness::*;
 
 /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM` = peak RSS).
 fn proc_kib(pid: u32, field: &str) -> u64 {
@@ -110,7 +110,7 @@ async fn sustained_load_then_five_times_more() {
     };
     let mut stack = Stack::new(
         "load",
-        QueueKind::Redis(REDIS_URL.into()),
+        QueueKind::Redis(redis_url()),
         tuning,
         recorder.clone(),
     )

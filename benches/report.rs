@@ -93,8 +93,8 @@ pub(crate) fn write(file: &str, title: &str, command: &str, rows: &[Row]) {
         println!("(a filtered run: docs/bench/{file}.* left as they were)");
         return;
     }
-    // The repository root's docs/bench (this crate is crates/onboarding-bench).
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/bench");
+    // The repository root's docs/bench (this package is benches/).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench");
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(dir.join(format!("{file}.md")), &md);
     let _ = std::fs::write(

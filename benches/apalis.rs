@@ -558,8 +558,8 @@ fn main() {
         bars.push((r.label.clone(), JOBS as f64 / m));
     }
     println!("\n{md}");
-    // The repository root's docs/bench (this crate is crates/onboarding-bench).
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/bench");
+    // The repository root's docs/bench (this package is benches/).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench");
     let _ = std::fs::create_dir_all(&dir);
     let out = std::env::var("APALIS_OUT").unwrap_or_else(|_| "apalis".to_owned());
     let _ = std::fs::write(dir.join(format!("{out}.md")), &md);

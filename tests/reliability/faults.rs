@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use onboarding_reliability::*;
+use crate::harness::*;
 
 const MIN: Duration = Duration::from_secs(60);
 const WINDOW: Duration = Duration::from_secs(3);
@@ -150,7 +150,7 @@ async fn postgres_backends_terminated() {
     let recorder = Recorder::start(|_| Reply::ok(Duration::from_millis(100))).await;
     let stack = Stack::new(
         "pg-terminate",
-        QueueKind::Redis(REDIS_URL.into()),
+        QueueKind::Redis(redis_url()),
         load_tuning(),
         recorder,
     )
@@ -255,7 +255,7 @@ async fn database_down_during_post() {
     let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
     let mut stack = Stack::new(
         "db-down",
-        QueueKind::Redis(REDIS_URL.into()),
+        QueueKind::Redis(redis_url()),
         Tuning::default(),
         recorder,
     )
@@ -326,7 +326,7 @@ async fn enqueue_failure_after_commit_is_swept() {
     };
     let mut stack = Stack::new(
         "enqueue-fail",
-        QueueKind::Redis(REDIS_URL.into()),
+        QueueKind::Redis(redis_url()),
         tuning,
         recorder.clone(),
     )
