@@ -244,7 +244,9 @@ async fn redis_cache(_url: &str, _prefix: Option<&str>) -> Result<Arc<dyn Cache>
 
 #[cfg(feature = "amqp")]
 async fn amqp_queue(url: &str, hooks: &hooks::Hooks) -> Result<Arc<dyn JobQueue>, String> {
-    let mut config = onboarding::amqp::AmqpConfig::new(url);
+    // `?queue_type=quorum` (and `delivery_limit=N`) pick replicated queues.
+    let mut config = onboarding::amqp::AmqpConfig::from_url(url)
+        .map_err(|e| format!("QUEUE_URL {}: {e}", redact(url)))?;
     if let Some(prefix) = hooks.prefix() {
         config = config.with_prefix(prefix);
     }

@@ -7,5 +7,5 @@ mod queue;
 mod session;
 mod topology;
 
-pub use config::AmqpConfig;
+pub use config::{AmqpConfig, QueueType};
 pub use queue::AmqpQueue;
