@@ -19,10 +19,10 @@ use std::time::Duration;
 use futures::future::join_all;
 use onboarding_core::{Job, QueueDepth, Receipt, Result};
 
-use super::keys::{due_ms, encode, receipt_tenant, Keys};
+use super::keys::{by_tenant, due_ms, encode, Keys};
 use super::scripts::{GLOBAL_PICK, GLOBAL_REPORT, TENANT_COUNT, TENANT_PUSH, TENANT_TAKE};
 use super::single::pairs;
-use super::{Taken, ACK_CHUNK, ENQUEUE_CHUNK, MOVE_LIMIT};
+use super::{forget_deliveries, Taken, ENQUEUE_CHUNK, MOVE_LIMIT};
 use crate::connect::Conn;
 use crate::error::from_redis;
 
@@ -252,25 +252,9 @@ pub(super) async fn depth(conn: &Conn, keys: &Keys) -> Result<QueueDepth> {
 /// Forgets the deliveries: per tenant group, `ZREM` + `HDEL` in one round
 /// trip, all groups in parallel. A timer left behind fires once and goes.
 pub(super) async fn ack(conn: &Conn, keys: &Keys, receipts: &[Receipt]) -> Result<()> {
-    let mut by_tenant: HashMap<&str, Vec<&str>> = HashMap::new();
-    for receipt in receipts {
-        if let Some(tenant) = receipt_tenant(&receipt.0) {
-            by_tenant.entry(tenant).or_default().push(&receipt.0);
-        }
-    }
-    let calls = by_tenant.iter().map(|(tenant, ids)| {
-        let [_, _, inflight, payloads, _] = keys.tenant(tenant);
+    let calls = by_tenant(receipts).into_iter().map(|(tenant, ids)| {
         let mut pipe = redis::pipe();
-        for chunk in ids.chunks(ACK_CHUNK) {
-            pipe.cmd("ZREM")
-                .arg(&inflight)
-                .arg(chunk)
-                .ignore()
-                .cmd("HDEL")
-                .arg(&payloads)
-                .arg(chunk)
-                .ignore();
-        }
+        forget_deliveries(&mut pipe, keys, tenant, &ids);
         let mut conn = conn.clone();
         async move { pipe.query_async::<()>(&mut conn).await }
     });
@@ -283,6 +267,8 @@ pub(super) async fn ack(conn: &Conn, keys: &Keys, receipts: &[Receipt]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RedisConfig;
+    use crate::connect::Connector;
 
     fn p(s: &str) -> (String, String) {
         (s.to_owned(), s.to_owned())
@@ -293,5 +279,67 @@ mod tests {
         let got = interleave(vec![vec![p("a1"), p("a2"), p("a3")], vec![p("b1")], vec![]]);
         let names: Vec<&str> = got.iter().map(|(r, _)| r.as_str()).collect();
         assert_eq!(names, ["a1", "b1", "a2", "a3"]);
+    }
+
+    /// Needs Redis (`ONBOARDING_TEST_REDIS_URL`, default the local one): the
+    /// global scripts run on one server as on a cluster node.
+    #[tokio::test]
+    async fn a_stale_report_never_undoes_a_newer_one() {
+        let url = std::env::var("ONBOARDING_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let config =
+            RedisConfig::new(url).with_prefix(format!("unit-{}", uuid::Uuid::new_v4().simple()));
+        let mut conn = Connector::new(&config)
+            .expect("valid URL")
+            .connect(&config, Duration::from_secs(5))
+            .await
+            .expect("Redis must run for this test");
+        let keys = Keys::new(&config.prefix);
+        let state = |seq, lane_len, next_at| Report {
+            tenant: "t".to_owned(),
+            seq,
+            lane_len,
+            next_at,
+        };
+        let check = |reported: Report| {
+            let mut conn = conn.clone();
+            let keys = keys.clone();
+            async move {
+                report(&mut conn, &keys, 0, false, &[reported])
+                    .await
+                    .expect("report");
+                redis::pipe()
+                    .cmd("ZSCORE")
+                    .arg(keys.rotation())
+                    .arg("t")
+                    .cmd("ZSCORE")
+                    .arg(keys.timers())
+                    .arg("t")
+                    .query_async::<(Option<f64>, Option<f64>)>(&mut conn)
+                    .await
+                    .expect("read back")
+            }
+        };
+        let (queued, timer) = check(state(5, 3, -1)).await;
+        assert!(queued.is_some() && timer.is_none());
+        let (queued, _) = check(state(4, 0, -1)).await;
+        assert!(
+            queued.is_some(),
+            "an older report removed a tenant with ready entries"
+        );
+        assert_eq!(check(state(6, 0, 1234)).await, (None, Some(1234.0)));
+        assert_eq!(
+            check(state(5, 0, -1)).await,
+            (None, Some(1234.0)),
+            "an older report removed a timer"
+        );
+        assert_eq!(check(state(7, 0, -1)).await, (None, None));
+        // Idle: forgotten, so a later (even restarted) counter applies again.
+        assert_eq!(check(state(1, 2, -1)).await.0.map(|_| ()), Some(()));
+        redis::cmd("DEL")
+            .arg(&keys.global()[..])
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("cleanup");
     }
 }

@@ -5,7 +5,9 @@
 //! group per tenant, `{prefix}:{{prefix}:{tenant}}:q:*`. A hash tag in the
 //! prefix itself comes first and puts every group in its slot instead.
 
-use onboarding_core::{Error, Job, Result};
+use std::collections::BTreeMap;
+
+use onboarding_core::{Error, Job, Receipt, Result};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -69,6 +71,17 @@ pub(super) fn receipt_tenant(receipt: &str) -> Option<&str> {
         .split_once(' ')
         .map(|(t, _)| t)
         .filter(|t| !t.is_empty())
+}
+
+/// The receipts this queue handed out, by tenant (others are ignored).
+pub(super) fn by_tenant(receipts: &[Receipt]) -> BTreeMap<&str, Vec<&str>> {
+    let mut by_tenant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for receipt in receipts {
+        if let Some(tenant) = receipt_tenant(&receipt.0) {
+            by_tenant.entry(tenant).or_default().push(&receipt.0);
+        }
+    }
+    by_tenant
 }
 
 /// What a queue entry holds: a unique id (so equal jobs stay distinct in

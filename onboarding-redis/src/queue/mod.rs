@@ -44,6 +44,22 @@ struct Taken {
     again: bool,
 }
 
+/// Adds to `pipe` the commands that forget `tenant`'s deliveries `ids`
+/// (`ZREM` from `inflight`, `HDEL` from `payloads`).
+fn forget_deliveries(pipe: &mut redis::Pipeline, keys: &Keys, tenant: &str, ids: &[&str]) {
+    let [_, _, inflight, payloads, _] = keys.tenant(tenant);
+    for chunk in ids.chunks(ACK_CHUNK) {
+        pipe.cmd("ZREM")
+            .arg(&inflight)
+            .arg(chunk)
+            .ignore()
+            .cmd("HDEL")
+            .arg(&payloads)
+            .arg(chunk)
+            .ignore();
+    }
+}
+
 /// A reliable, tenant-fair job queue on Redis or Redis Cluster.
 ///
 /// See the crate documentation for the key layout. Every operation that

@@ -25,7 +25,7 @@ macro_rules! queue_script {
 pub(super) static ENQUEUE: LazyLock<Script> = queue_script!("enqueue.lua");
 pub(super) static TAKE: LazyLock<Script> = queue_script!("take.lua");
 pub(super) static DEPTH: LazyLock<Script> = queue_script!("depth.lua");
-pub(super) static ACK: LazyLock<Script> = queue_script!("ack.lua");
+pub(super) static FORGET_IDLE: LazyLock<Script> = queue_script!("forget_idle.lua");
 
 // Redis Cluster: one key group (hash slot) per call.
 pub(super) static TENANT_PUSH: LazyLock<Script> = queue_script!("tenant_push.lua");

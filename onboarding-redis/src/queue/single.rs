@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use onboarding_core::{Job, QueueDepth, Receipt, Result};
 
-use super::keys::{due_ms, encode, Keys};
-use super::scripts::{run_pipeline, ACK, DEPTH, ENQUEUE, TAKE};
-use super::{Taken, ACK_CHUNK, ENQUEUE_CHUNK, MOVE_LIMIT};
+use super::keys::{by_tenant, due_ms, encode, Keys};
+use super::scripts::{run_pipeline, DEPTH, ENQUEUE, FORGET_IDLE, TAKE};
+use super::{forget_deliveries, Taken, ENQUEUE_CHUNK, MOVE_LIMIT};
 use crate::connect::Conn;
 use crate::error::from_redis;
 
@@ -71,20 +71,26 @@ pub(super) async fn depth(conn: &mut Conn, keys: &Keys) -> Result<QueueDepth> {
     })
 }
 
-/// Forgets the deliveries (one script call per `ACK_CHUNK`, one round trip).
+/// Forgets the deliveries in one round trip: `ZREM` + `HDEL` per tenant
+/// group, then one script call that drops the timers of tenants left with
+/// nothing delayed or in flight.
 pub(super) async fn ack(conn: &mut Conn, keys: &Keys, receipts: &[Receipt]) -> Result<()> {
     let mut pipe = redis::pipe();
-    for chunk in receipts.chunks(ACK_CHUNK) {
-        pipe.cmd("EVALSHA")
-            .arg(ACK.get_hash())
-            .arg(keys.global().len())
-            .arg(&keys.global()[..])
-            .arg(keys.tenant_head());
-        for receipt in chunk {
-            pipe.arg(receipt.0.as_str());
-        }
+    let by_tenant = by_tenant(receipts);
+    for (tenant, ids) in &by_tenant {
+        forget_deliveries(&mut pipe, keys, tenant, ids);
     }
-    run_pipeline(conn, &pipe, &ACK, "ack").await?;
+    if by_tenant.is_empty() {
+        return Ok(());
+    }
+    pipe.cmd("EVALSHA")
+        .arg(FORGET_IDLE.get_hash())
+        .arg(keys.global().len())
+        .arg(&keys.global()[..])
+        .arg(keys.tenant_head())
+        .arg(by_tenant.keys().collect::<Vec<_>>())
+        .ignore();
+    run_pipeline(conn, &pipe, &FORGET_IDLE, "ack").await?;
     Ok(())
 }
 

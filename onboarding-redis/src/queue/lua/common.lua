@@ -17,7 +17,7 @@
 --   seq       STRING counter of the group's changes (cluster)
 --
 -- On one Redis node the scripts enqueue.lua, take.lua, depth.lua and
--- ack.lua do everything in one call (they build tenant keys from
+-- forget_idle.lua do everything in one call (they build tenant keys from
 -- the "tenant head" argument). On Redis Cluster each call touches one
 -- group: tenant_*.lua on a tenant's group, then global_*.lua on the global
 -- group with the tenant's state and its seq (the newest state wins).

@@ -30,6 +30,9 @@ end
 -- rotation (a fresh, higher score), an empty one leaves it.
 local out = {}
 local n = 0
+-- Per tenant that handed out entries: its keys and its deliveries.
+local taken_from = {}
+local order = {}
 while n < max do
   local heads = redis.call('ZRANGE', g.rotation, 0, max - n - 1)
   if #heads == 0 then
@@ -42,10 +45,16 @@ while n < max do
     if taken >= max then
       break
     end
-    local k = keys_of(head, tenant)
+    local t = taken_from[tenant]
+    local k = t and t.k or keys_of(head, tenant)
     local entries = redis.call('LPOP', k.lane, math.min(share, max - taken))
     if entries then
-      popped[#popped + 1] = { tenant = tenant, k = k, entries = entries, z = {}, h = {} }
+      if not t then
+        t = { k = k, z = {}, h = {} }
+        taken_from[tenant] = t
+        order[#order + 1] = tenant
+      end
+      popped[#popped + 1] = { tenant = tenant, t = t, entries = entries }
       taken = taken + #entries
     end
     if redis.call('LLEN', k.lane) == 0 then
@@ -62,19 +71,22 @@ while n < max do
       if entry then
         n = n + 1
         local receipt = p.tenant .. ' ' .. nonce .. ':' .. n
-        p.z[#p.z + 1] = deadline
-        p.z[#p.z + 1] = receipt
-        p.h[#p.h + 1] = receipt
-        p.h[#p.h + 1] = entry
+        local z, h = p.t.z, p.t.h
+        z[#z + 1] = deadline
+        z[#z + 1] = receipt
+        h[#h + 1] = receipt
+        h[#h + 1] = entry
         out[#out + 1] = receipt
         out[#out + 1] = entry
       end
     end
   end
-  for _, p in ipairs(popped) do
-    t_record(p.k, p.z, p.h)
-    redis.call('ZADD', g.timers, 'LT', deadline, p.tenant)
-  end
+end
+-- Record the deliveries; each tenant's timer fires by their deadline.
+for _, tenant in ipairs(order) do
+  local t = taken_from[tenant]
+  t_record(t.k, t.z, t.h)
+  redis.call('ZADD', g.timers, 'LT', deadline, tenant)
 end
 
 local wake = -1
