@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)] // shared by two examples; each uses a part
 
 pub mod hooks;
+pub mod serving;
 
 use std::sync::Arc;
 use std::time::Duration;
