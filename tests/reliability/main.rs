@@ -17,4 +17,5 @@ mod faults;
 mod http;
 mod load;
 mod privacy;
+mod slow_clients;
 mod workers;
