@@ -21,13 +21,14 @@ pub const ACCEPTED_MESSAGE: &str = "Bulk onboarding initiated successfully";
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SubmittedOrganization {
     /// Display name: 1-255 characters after trimming, no control characters.
-    #[schema(example = "Acme Corporation")]
+    #[schema(example = "Acme Corporation", min_length = 1)]
     pub name: String,
-    /// Domain in any case, Unicode or punycode; stored normalized (lowercase punycode, no trailing dot).
-    #[schema(example = "acme.com")]
+    /// Domain in any case, Unicode or punycode, with a registrable public
+    /// suffix; stored normalized (lowercase punycode, no trailing dot).
+    #[schema(example = "acme.com", min_length = 1, format = IdnHostname)]
     pub domain: String,
-    /// A plain email address.
-    #[schema(example = "contact@acme.com")]
+    /// A plain email address (at most 254 bytes after trimming).
+    #[schema(example = "contact@acme.com", min_length = 1, format = Email)]
     pub contact_email: String,
 }
 

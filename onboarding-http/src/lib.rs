@@ -24,7 +24,6 @@ use onboarding_core::OnboardingService;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use utoipa::OpenApi as _;
 
 pub use config::{ApiKeys, ConfigError, HttpConfig, HttpConfigBuilder, KeyHash, RateLimit};
 pub use metrics::Metrics;
@@ -37,11 +36,9 @@ pub use webhook::{WebhookConfig, WebhookSink};
 use app::{AppState, RateLimiter, Shared};
 use handlers::{batches, onboard, ops, webhooks};
 
-/// The OpenAPI document as JSON.
+/// The OpenAPI document as JSON, with links between the operations.
 pub fn openapi_json() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|_| "{}".to_owned())
+    serde_json::to_string_pretty(&openapi::document()).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// The whole API as an axum [`Router`] over an already built service.

@@ -1,14 +1,15 @@
 //! The OpenAPI 3 document, generated from the handlers' annotations, with
 //! links from the answers that carry an id to the routes that take it.
 
-use utoipa::openapi::link::LinkBuilder;
+use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{OpenApi as Document, RefOr};
+use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
 
 use crate::handlers::{batches, onboard, ops, webhooks};
 
-/// The OpenAPI description of every route of [`crate::router`].
+/// The OpenAPI description of every route of [`crate::router`] (its links
+/// are added by [`crate::openapi_json`]).
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -30,7 +31,7 @@ use crate::handlers::{batches, onboard, ops, webhooks};
     ),
     // The problem answers (crate::responses) refer to these without registering them.
     components(schemas(crate::problem::ProblemDocument, crate::problem::ProblemField)),
-    modifiers(&BearerAuth, &Links),
+    modifiers(&BearerAuth),
     tags(
         (name = "onboarding", description = "Submit and validate organizations"),
         (name = "batches", description = "Follow, re-drive and cancel batches"),
@@ -52,11 +53,8 @@ impl Modify for BearerAuth {
     }
 }
 
-/// OpenAPI links, so that a client (or a stateful fuzzer) can follow an
-/// answer to the routes that take its id.
-struct Links;
-
-/// `(path, method, status)` of an answer → `(link name, operation id, parameter, value)`.
+/// `(path, method, status)` of an answer, and the links from it:
+/// `(link name, operation id, parameter, runtime expression)`.
 type LinkSet = (
     &'static str,
     &'static str,
@@ -77,6 +75,8 @@ const FROM_BATCH: &[(&str, &str, &str, &str)] = &[
     ("cancel", "batch_cancel", "id", "$response.body#/batch_id"),
 ];
 
+/// OpenAPI links, so that a client (or a stateful fuzzer) can follow an
+/// answer to the routes that take its id.
 const LINKS: &[LinkSet] = &[
     ("/api/bulk-onboard", "post", "202", FROM_BATCH),
     ("/api/v1/bulk-onboard", "post", "202", FROM_BATCH),
@@ -93,28 +93,26 @@ const LINKS: &[LinkSet] = &[
     ),
 ];
 
-impl Modify for Links {
-    fn modify(&self, openapi: &mut Document) {
-        for (path, method, status, links) in LINKS {
-            let Some(item) = openapi.paths.paths.get_mut(*path) else {
-                continue;
-            };
-            let operation = match *method {
-                "get" => item.get.as_mut(),
-                _ => item.post.as_mut(),
-            };
-            let Some(RefOr::T(response)) =
-                operation.and_then(|o| o.responses.responses.get_mut(*status))
-            else {
-                continue;
-            };
-            for (name, operation_id, parameter, value) in *links {
-                let link = LinkBuilder::new()
-                    .operation_id(*operation_id)
-                    .parameter(*parameter, *value)
-                    .build();
-                response.links.insert((*name).to_owned(), RefOr::T(link));
-            }
-        }
+/// The OpenAPI document as JSON: [`ApiDoc`] plus its [`LINKS`], written here
+/// because utoipa 5 serializes a link's `operationId` as `operation_id`.
+pub(crate) fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    for (path, method, status, links) in LINKS {
+        let pointer = format!(
+            "/paths/{}/{method}/responses/{status}",
+            path.replace('~', "~0").replace('/', "~1")
+        );
+        let Some(Value::Object(response)) = doc.pointer_mut(&pointer) else {
+            continue;
+        };
+        let links: Map<String, Value> = links
+            .iter()
+            .map(|(name, operation_id, parameter, value)| {
+                let link = json!({"operationId": operation_id, "parameters": {*parameter: value}});
+                ((*name).to_owned(), link)
+            })
+            .collect();
+        response.insert("links".to_owned(), Value::Object(links));
     }
+    doc
 }

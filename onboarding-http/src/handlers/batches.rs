@@ -64,7 +64,7 @@ pub(crate) struct ItemsParams {
         ("id" = uuid::Uuid, Path, description = "The batch id"),
         ("status" = Option<ItemStatusDto>, Query, description = "Only items with this status"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, 1-1000 (default 100)"),
-        ("cursor" = Option<String>, Query, description = "The previous page's next_cursor (opaque)"),
+        ("cursor" = Option<String>, Query, pattern = r"^(p1\.[0-9a-fA-F]{8})?$", description = "The previous page's next_cursor (opaque); empty or absent: the first page"),
     ),
     responses(
         (status = 200, description = "One page", body = BatchItemsPage),
@@ -79,8 +79,8 @@ pub(crate) async fn items(
     params: Result<Query<ItemsParams>, QueryRejection>,
 ) -> Result<Json<BatchItemsPage>, Problem> {
     let params = query(params)?;
-    let status = match params.status.as_deref().map(str::trim) {
-        None | Some("") => None,
+    let status = match params.status.as_deref() {
+        None => None,
         Some(raw) => Some(ItemStatus::parse(raw).ok_or_else(|| {
             Problem::invalid_parameter(
                 "status",

@@ -45,8 +45,8 @@ pub(crate) async fn list(
 ) -> Result<Json<DeliveriesPage>, Problem> {
     let params = query(params)?;
     let limit = limit(params.limit.as_deref(), 100, MAX_PAGE)?;
-    let batch = match params.batch_id.as_deref().map(str::trim) {
-        None | Some("") => None,
+    let batch = match params.batch_id.as_deref() {
+        None => None,
         Some(raw) => Some(raw.parse::<BatchId>().map_err(|_| {
             Problem::invalid_parameter("batch_id", "invalid_value", "batch_id must be a UUID")
         })?),
