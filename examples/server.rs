@@ -73,6 +73,11 @@ async fn run(args: Args) -> Result<(), String> {
 
     let keys = match args.api_keys.as_deref().filter(|k| !k.trim().is_empty()) {
         Some(list) => ApiKeys::parse(list).map_err(|e| format!("API_KEYS: {e}"))?,
+        None if !args.common.generate_secrets => {
+            return Err(
+                "API_KEYS is unset (and GENERATE_SECRETS=false): set API_KEYS=tenant:key,…".into(),
+            )
+        }
         None => {
             let key = ApiKeys::generate_key();
             let tenant = TenantId::parse("default").map_err(|e| e.to_string())?;

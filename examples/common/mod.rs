@@ -61,6 +61,11 @@ pub struct CommonArgs {
     /// tests that measure the pipeline itself).
     #[arg(long, env = "PROCESSOR", default_value = "welcome", value_parser = ["welcome", "noop"])]
     pub processor: String,
+    /// Generate a missing API key (server) or webhook secret and print it
+    /// (handy at a terminal). `false` makes a missing one an error instead,
+    /// so that no secret is written to a log (the Dockerfile sets it).
+    #[arg(long, env = "GENERATE_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub generate_secrets: bool,
     #[command(flatten)]
     pub hooks: hooks::Hooks,
 }
@@ -183,6 +188,12 @@ pub async fn build(args: &CommonArgs) -> Result<Stack, String> {
     {
         let secret = match &args.webhook_secret {
             Some(secret) if !secret.is_empty() => secret.clone(),
+            _ if !args.generate_secrets => {
+                return Err(
+                    "WEBHOOK_URLS is set but WEBHOOK_SECRET is not (and GENERATE_SECRETS=false)"
+                        .into(),
+                )
+            }
             _ => {
                 let secret = onboarding::http::ApiKeys::generate_key().replace("obk_", "whsec_");
                 print_line(&format!(
