@@ -4,7 +4,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use onboarding_core::model::{now, ItemStatus};
+use onboarding_core::model::{now, BatchStatus, ItemStatus};
 use onboarding_core::repository::ItemQuery;
 use serde::Deserialize;
 
@@ -38,11 +38,16 @@ pub(crate) async fn status(
     State(state): State<AppState>,
     batch: TenantBatch,
 ) -> Result<Json<BatchStatusResponse>, Problem> {
-    let status = state
-        .service()
-        .batch_status(&batch.tenant, batch.id)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let status = state.service().batch_status(&batch.tenant, batch.id).await;
+    status_answer(&state, status)
+}
+
+/// A batch's status as answered by `status` and `cancel`.
+fn status_answer(
+    state: &AppState,
+    status: onboarding_core::Result<BatchStatus>,
+) -> Result<Json<BatchStatusResponse>, Problem> {
+    let status = status.map_err(|e| state.problem(&e))?;
     Ok(Json(BatchStatusResponse::new(&status, now())))
 }
 
@@ -167,11 +172,10 @@ pub(crate) async fn cancel(
     State(state): State<AppState>,
     batch: TenantBatch,
 ) -> Result<Json<BatchStatusResponse>, Problem> {
-    let status = state
-        .service()
-        .cancel(&batch.tenant, batch.id)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let answer = status_answer(
+        &state,
+        state.service().cancel(&batch.tenant, batch.id).await,
+    )?;
     tracing::info!("batch cancelled");
-    Ok(Json(BatchStatusResponse::new(&status, now())))
+    Ok(answer)
 }
