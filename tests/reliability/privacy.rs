@@ -15,24 +15,28 @@ use serde_json::json;
 
 use crate::harness::*;
 
+/// A server and one worker on the SQL queue, with `env` for both.
+async fn stack(scenario: &str, env: Vec<(String, String)>) -> Stack {
+    let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
+    let mut stack = Stack::new(scenario, QueueKind::Database, Tuning::default(), recorder).await;
+    stack.extra_env = env;
+    stack.start_server(&[]).await;
+    stack.start_worker();
+    stack
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_welcome_step_logs_no_name_or_email() {
     let _serial = serial().await;
-    let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
-    let mut stack = Stack::new(
+    // The built-in step (no PROCESSOR_URL), logging at INFO.
+    let stack = stack(
         "privacy-log",
-        QueueKind::Database,
-        Tuning::default(),
-        recorder,
+        vec![
+            ("PROCESSOR_URL".into(), String::new()),
+            ("RUST_LOG".into(), "info".into()),
+        ],
     )
     .await;
-    // The built-in step (no PROCESSOR_URL), logging at INFO.
-    stack.extra_env = vec![
-        ("PROCESSOR_URL".into(), String::new()),
-        ("RUST_LOG".into(), "info".into()),
-    ];
-    stack.start_server(&[]).await;
-    let w = stack.start_worker();
     let t = tag();
     let orgs: Vec<_> = (0..5)
         .map(|n| {
@@ -53,7 +57,7 @@ async fn the_welcome_step_logs_no_name_or_email() {
     assert_eq!(r.status, 202, "{}", r.body);
     let settled = stack.until_settled(5, Duration::from_secs(60)).await;
     assert_eq!(settled.get("completed").copied(), Some(5));
-    let log = stack.workers[w].log_text();
+    let log = stack.workers[0].log_text();
     let welcomed = log.matches("welcome aboard").count();
     let names = log.matches("Private Person").count();
     let emails = log.matches("private.person").count();
@@ -106,17 +110,8 @@ async fn the_processor_client_does_not_follow_redirects() {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
-    let mut stack = Stack::new(
-        "privacy-redirect",
-        QueueKind::Database,
-        Tuning::default(),
-        recorder,
-    )
-    .await;
-    stack.extra_env = vec![("PROCESSOR_URL".into(), format!("http://{addr}/process"))];
-    stack.start_server(&[]).await;
-    stack.start_worker();
+    let process = format!("http://{addr}/process");
+    let stack = stack("privacy-redirect", vec![("PROCESSOR_URL".into(), process)]).await;
     let r = stack.submit(&tag(), 0..3).await;
     assert_eq!(r.status, 202, "{}", r.body);
     let settled = stack.until_settled(3, Duration::from_secs(60)).await;

@@ -149,6 +149,9 @@ async fn slow_clients_do_not_starve_others_and_are_closed_within_the_header_time
         .count();
     let settled = stack.until_settled(50, Duration::from_secs(60)).await;
     let alive = stack.server.as_mut().unwrap().try_exit().is_none();
+    let ms =
+        |values: &[Duration], p: f64| percentile(&mut values.to_vec(), p).as_millis().to_string();
+    let completed = settled.get("completed").copied().unwrap_or(0);
     report(
         "slow-clients",
         &[
@@ -157,36 +160,13 @@ async fn slow_clients_do_not_starve_others_and_are_closed_within_the_header_time
             ("closed_by_server", closed.len().to_string()),
             ("errors", failures.len().to_string()),
             ("header_timeout_ms", header_ms.clone()),
-            (
-                "closed_after_p50_ms",
-                percentile(&mut closed.clone(), 50.0)
-                    .as_millis()
-                    .to_string(),
-            ),
-            (
-                "closed_after_max_ms",
-                percentile(&mut closed.clone(), 100.0)
-                    .as_millis()
-                    .to_string(),
-            ),
+            ("closed_after_p50_ms", ms(&closed, 50.0)),
+            ("closed_after_max_ms", ms(&closed, 100.0)),
             ("closed_early", early.to_string()),
             ("closed_late", late.to_string()),
-            (
-                "health_max_ms",
-                percentile(&mut health.clone(), 100.0)
-                    .as_millis()
-                    .to_string(),
-            ),
-            (
-                "submit_max_ms",
-                percentile(&mut submits.clone(), 100.0)
-                    .as_millis()
-                    .to_string(),
-            ),
-            (
-                "completed",
-                settled.get("completed").copied().unwrap_or(0).to_string(),
-            ),
+            ("health_max_ms", ms(&health, 100.0)),
+            ("submit_max_ms", ms(&submits, 100.0)),
+            ("completed", completed.to_string()),
         ],
     );
     assert!(
