@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)] // shared by two examples; each uses a part
 
 pub mod hooks;
+pub mod serving;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,11 @@ pub struct CommonArgs {
     /// The resolver of `DOMAIN_CHECK=dns` (`ip:port`); unset: the system's.
     #[arg(long, env = "DNS_RESOLVER")]
     pub dns_resolver: Option<std::net::SocketAddr>,
+    /// Generate a missing API key (server) or webhook secret and print it
+    /// (handy at a terminal). `false` makes a missing one an error instead,
+    /// so that no secret is written to a log (the Dockerfile sets it).
+    #[arg(long, env = "GENERATE_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub generate_secrets: bool,
     #[command(flatten)]
     pub hooks: hooks::Hooks,
 }
@@ -190,6 +196,12 @@ pub async fn build(args: &CommonArgs) -> Result<Stack, String> {
     {
         let secret = match &args.webhook_secret {
             Some(secret) if !secret.is_empty() => secret.clone(),
+            _ if !args.generate_secrets => {
+                return Err(
+                    "WEBHOOK_URLS is set but WEBHOOK_SECRET is not (and GENERATE_SECRETS=false)"
+                        .into(),
+                )
+            }
             _ => {
                 let secret = onboarding::http::ApiKeys::generate_key().replace("obk_", "whsec_");
                 print_line(&format!(
@@ -316,7 +328,9 @@ fn domain_check(
 }
 
 /// The built-in onboarding step: "provisions" the organization (a short
-/// pause standing in for real work) and logs a welcome line for it.
+/// pause standing in for real work) and logs a line for it. The line names
+/// ids and the domain only: the name and contact email are personal data,
+/// and logs travel further than the database.
 pub struct WelcomeProcessor;
 
 #[async_trait]
@@ -327,15 +341,16 @@ impl Processor for WelcomeProcessor {
             batch_id = %item.batch_id, item_id = %item.item_id,
             organization_id = %item.organization.id, domain = %item.organization.domain,
             tenant = %item.tenant, attempt = item.attempt,
-            "welcome aboard, {}! workspace provisioned for {}",
-            item.organization.name, item.organization.contact_email
+            "welcome aboard: workspace provisioned"
         );
         Ok(())
     }
 }
 
 /// POSTs each organization to an HTTP endpoint: 2xx done, 5xx/429/timeouts
-/// retried, other 4xx permanent.
+/// retried, other 4xx permanent. Redirects are not followed (a 3xx is a
+/// permanent failure): a 307 would re-send the organization's data to
+/// wherever it points.
 pub struct HttpProcessor {
     url: String,
     client: reqwest::Client,
@@ -345,6 +360,7 @@ impl HttpProcessor {
     pub fn new(url: &str) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("PROCESSOR_URL client: {e}"))?;
         Ok(Self {
