@@ -389,6 +389,18 @@ pub fn job(tenant: &TenantId) -> Job {
     }
 }
 
+/// Enqueues `n` ready jobs of `tenant` for items nobody stored: a backlog
+/// that came from elsewhere.
+///
+/// # Panics
+///
+/// When `enqueue` fails.
+pub async fn fill_queue(queue: &dyn JobQueue, tenant: &TenantId, n: usize) -> Vec<Job> {
+    let jobs: Vec<Job> = (0..n).map(|_| job(tenant)).collect();
+    queue.enqueue(&jobs).await.expect("enqueue failed");
+    jobs
+}
+
 /// Dequeues until `n` deliveries arrived or `deadline` passed.
 ///
 /// # Panics

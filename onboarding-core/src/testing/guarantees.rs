@@ -7,7 +7,6 @@
 //! with a deadline, never by a fixed sleep.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::TestBackend;
+use super::{eventually, requests, TestBackend};
 use crate::backends::Backends;
 use crate::events::Event;
 use crate::memory::RecordingEventSink;
@@ -23,31 +22,12 @@ use crate::model::{now, BatchId, ConflictPolicy, ItemStatus, LeaseToken, TenantI
 use crate::processor::{ProcessError, Processor, WorkItem};
 use crate::repository::{ClaimRequest, ItemQuery, Submission};
 use crate::service::{IngestConfig, OnboardingService, SubmitOptions};
-use crate::validate::{OrganizationInput, SubmitRequest};
+use crate::validate::SubmitRequest;
 use crate::worker::{RetryPolicy, Worker, WorkerConfig, WorkerHandle};
 use crate::ErrorKind;
 
 /// Longest a case waits for an outcome before it fails.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Polls `check` every 20 ms until it returns `Some`, or panics with `what` after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// A processor that records every call per domain, and can fail or block on chosen domains.
 #[derive(Default)]
@@ -199,22 +179,12 @@ impl Harness {
 
     /// A unique domain of this case.
     pub fn domain(&self, n: usize) -> String {
-        format!("org{n}-{}.example.com", self.prefix)
+        requests::domain(&self.prefix, n)
     }
 
     /// A request for organizations `range` of this case.
     pub fn request(&self, range: std::ops::Range<usize>) -> SubmitRequest {
-        SubmitRequest {
-            organizations: range
-                .map(|n| OrganizationInput {
-                    name: format!("Org {n}"),
-                    domain: self.domain(n),
-                    contact_email: format!("ops{n}@example.com"),
-                })
-                .collect(),
-            on_conflict: ConflictPolicy::Update,
-            mode: crate::model::SubmitMode::Atomic,
-        }
+        requests::request(&self.prefix, range)
     }
 
     /// Submits organizations `range` and returns the batch id.
@@ -234,7 +204,7 @@ impl Harness {
     /// Waits until the batch has no pending or processing item and is completed.
     pub async fn until_completed(&self, batch: BatchId) -> crate::model::BatchStatus {
         let repo = self.backends().repository;
-        eventually("the batch to complete", || {
+        eventually("the batch to complete", DEADLINE, || {
             let repo = repo.clone();
             let tenant = self.tenant.clone();
             async move {
@@ -247,7 +217,7 @@ impl Harness {
 
     /// Waits until `BatchCompleted` for `batch` was published `n` times in all.
     pub async fn until_announced(&self, batch: BatchId, n: usize) {
-        eventually("BatchCompleted to be published", || async {
+        eventually("BatchCompleted to be published", DEADLINE, || async {
             (self.completions(batch) >= n).then_some(())
         })
         .await;
@@ -348,7 +318,7 @@ pub async fn zombie_worker_is_fenced_off(backend: TestBackend) {
     zombie_config.heartbeat_interval = Duration::from_secs(3600);
     let zombie = h.worker(zombie_processor.clone(), zombie_config);
     let batch = h.submit(0..1).await;
-    eventually("the zombie to hold the item", || async {
+    eventually("the zombie to hold the item", DEADLINE, || async {
         (zombie_processor.blocked_calls() == 1).then_some(())
     })
     .await;
@@ -357,9 +327,11 @@ pub async fn zombie_worker_is_fenced_off(backend: TestBackend) {
     let healthy_processor = ScriptedProcessor::new();
     healthy_processor.block(&h.domain(0));
     let healthy = h.worker(healthy_processor.clone(), fast_worker());
-    eventually("the healthy worker to take the item over", || async {
-        (healthy_processor.blocked_calls() == 1).then_some(())
-    })
+    eventually(
+        "the healthy worker to take the item over",
+        DEADLINE,
+        || async { (healthy_processor.blocked_calls() == 1).then_some(()) },
+    )
     .await;
     zombie_processor.unblock();
     let zombie_report = zombie.shutdown().await;
@@ -785,6 +757,7 @@ pub async fn graceful_shutdown_releases_in_flight(backend: TestBackend) {
     let batch = h.submit(0..5).await;
     eventually(
         "the blocking item to start and the others to finish",
+        DEADLINE,
         || async {
             let s = h
                 .backends()
