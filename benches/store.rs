@@ -23,14 +23,8 @@ use onboarding::{Backends, IngestConfig, OnboardingService, SubmitOptions};
 use sqlx::Connection;
 use tokio::runtime::Runtime;
 
-#[path = "backends.rs"]
-mod backends;
-#[path = "common.rs"]
-mod common;
-#[path = "report.rs"]
-mod report;
-
-use backends::{Engine, FreshDb};
+use backends::Engine;
+use onboarding_bench::{backends, report, workload};
 
 const N: usize = 1000;
 
@@ -39,7 +33,7 @@ fn fresh(service: &OnboardingService, n: u64) -> Vec<ValidRequest> {
     (0..n)
         .map(|_| {
             service
-                .validate(&common::request(N, &common::unique_tag()))
+                .validate(&workload::request(N, &workload::unique_tag()))
                 .expect("valid")
         })
         .collect()
@@ -229,19 +223,19 @@ fn bench_floor(
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let rt = backends::runtime();
-    let prefix = backends::redis_prefix();
+    let prefix = rt.block_on(backends::redis_prefix());
     let (sqlite, mysql, pg) = rt.block_on(async {
         (
-            FreshDb::create(Engine::Sqlite).await,
-            FreshDb::create(Engine::MySql).await,
-            FreshDb::create(Engine::Postgres).await,
+            backends::database(Engine::Sqlite).await,
+            backends::database(Engine::MySql).await,
+            backends::database(Engine::Postgres).await,
         )
     });
     let (sqlite_b, mysql_b, pg_b, redis_q) = rt.block_on(async {
         (
-            sqlite.connect(10).await,
-            mysql.connect(10).await,
-            pg.connect(10).await,
+            backends::connect(&sqlite, 10).await,
+            backends::connect(&mysql, 10).await,
+            backends::connect(&pg, 10).await,
             backends::redis_queue(&prefix).await,
         )
     });
@@ -273,7 +267,13 @@ fn main() {
         backends::backends(pg_b.repository(), pg_b.queue()),
     );
     // The floor right before and right after the number it is compared with.
-    bench_floor(&mut c, &rt, &pg.url, &format!("{prefix}:floor"), &memory);
+    bench_floor(
+        &mut c,
+        &rt,
+        pg.url(),
+        &format!("{}:floor", prefix.prefix()),
+        &memory,
+    );
     bench_submit(
         &mut c,
         &rt,
@@ -287,11 +287,9 @@ fn main() {
         for b in [&sqlite_b, &mysql_b, &pg_b] {
             b.close().await;
         }
-        for db in [&sqlite, &mysql, &pg] {
-            db.drop_db().await;
-        }
-        backends::redis_cleanup(&prefix).await;
     });
+    // The databases and the key prefix go at the end of the run.
+    drop((sqlite, mysql, pg, prefix));
 
     use report::Row;
     let floor = Some("floor_pg_upsert_then_redis_push");

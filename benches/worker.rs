@@ -13,9 +13,7 @@ use onboarding::model::TenantId;
 use onboarding::{
     Backends, IngestConfig, NoopProcessor, OnboardingService, SubmitOptions, Worker, WorkerConfig,
 };
-
-#[path = "common.rs"]
-mod common;
+use onboarding_bench::workload;
 
 const BATCHES: usize = 10;
 const PER_BATCH: usize = 1000;
@@ -50,14 +48,14 @@ fn throughput(c: &mut Criterion) {
                         let accepted = service
                             .submit(
                                 &tenant,
-                                &common::request(PER_BATCH, &common::unique_tag()),
+                                &workload::request(PER_BATCH, &workload::unique_tag()),
                                 SubmitOptions::default(),
                             )
                             .await
                             .expect("accepted");
                         batches.push(accepted.batch_id);
                     }
-                    common::wait_finished(&service, &tenant, &batches).await;
+                    workload::wait_finished(&service, &tenant, &batches).await;
                     total += started.elapsed();
                     worker.shutdown().await;
                 }

@@ -24,20 +24,14 @@ use onboarding::{
 };
 use tokio::runtime::Runtime;
 
-#[path = "backends.rs"]
-mod backends;
-#[path = "common.rs"]
-mod common;
-#[path = "report.rs"]
-mod report;
-
-use backends::{Engine, FreshDb};
+use backends::Engine;
 
 const BATCHES: usize = 10;
 const PER_BATCH: usize = 1000;
 const ITEMS: u64 = (BATCHES * PER_BATCH) as u64;
 
-use common::{concurrency, worker_config};
+use onboarding_bench::{backends, report, workload};
+use workload::{concurrency, worker_config};
 
 /// One timed run: submit 10 × 1000 to an idle worker, wait until all are finished.
 async fn one_run(backends: &Backends, poll: Duration) -> Duration {
@@ -46,7 +40,7 @@ async fn one_run(backends: &Backends, poll: Duration) -> Duration {
     let requests: Vec<_> = (0..BATCHES)
         .map(|_| {
             service
-                .validate(&common::request(PER_BATCH, &common::unique_tag()))
+                .validate(&workload::request(PER_BATCH, &workload::unique_tag()))
                 .expect("valid")
         })
         .collect();
@@ -62,7 +56,7 @@ async fn one_run(backends: &Backends, poll: Duration) -> Duration {
             .expect("accepted");
         batches.push(accepted.batch_id);
     }
-    common::wait_finished_every(&service, &tenant, &batches, poll).await;
+    workload::wait_finished_every(&service, &tenant, &batches, poll).await;
     let elapsed = started.elapsed();
     let report = worker.shutdown().await;
     assert_eq!(report.stats.failed, 0, "no-op items do not fail");
@@ -168,20 +162,20 @@ fn bench_floor(c: &mut Criterion, rt: &Runtime, pg_url: &str) {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let rt = backends::runtime();
-    let prefix = backends::redis_prefix();
+    let prefix = rt.block_on(backends::redis_prefix());
     let (sqlite, pg, mysql) = rt.block_on(async {
         (
-            FreshDb::create(Engine::Sqlite).await,
-            FreshDb::create(Engine::Postgres).await,
-            FreshDb::create(Engine::MySql).await,
+            backends::database(Engine::Sqlite).await,
+            backends::database(Engine::Postgres).await,
+            backends::database(Engine::MySql).await,
         )
     });
     let pool = 10;
     let (sqlite_b, pg_b, mysql_b) = rt.block_on(async {
         (
-            sqlite.connect(pool).await,
-            pg.connect(pool).await,
-            mysql.connect(pool).await,
+            backends::connect(&sqlite, pool).await,
+            backends::connect(&pg, pool).await,
+            backends::connect(&mysql, pool).await,
         )
     });
     let (redis_q, amqp_q) = rt.block_on(async {
@@ -208,7 +202,7 @@ fn main() {
         backends::backends(pg_b.repository(), pg_b.queue()),
         sql_poll,
     );
-    bench_floor(&mut c, &rt, &pg.url);
+    bench_floor(&mut c, &rt, pg.url());
     bench(
         &mut c,
         &rt,
@@ -239,11 +233,9 @@ fn main() {
         for b in [&sqlite_b, &pg_b, &mysql_b] {
             b.close().await;
         }
-        for db in [&sqlite, &pg, &mysql] {
-            db.drop_db().await;
-        }
-        backends::redis_cleanup(&prefix).await;
     });
+    // The databases and the key prefix go at the end of the run.
+    drop((sqlite, mysql, pg, prefix));
 
     use report::Row;
     let memory = Some("memory");

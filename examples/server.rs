@@ -12,8 +12,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use common::{print_line, CommonArgs};
-use onboarding::http::{router, ApiKeys, HttpConfig, Metrics, RateLimit};
 use onboarding::model::TenantId;
+use onboarding::web::{router, ApiKeys, HttpConfig, Metrics, RateLimit};
 use onboarding::{IngestConfig, OnboardingService, Worker, WorkerConfig};
 
 /// Bulk organization onboarding over HTTP.
@@ -43,24 +43,17 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_logging();
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main(|| run(Args::parse())).await
 }
 
 async fn run(args: Args) -> Result<(), String> {
     let rate_limit = RateLimit::parse(&args.rate_limit).map_err(|e| format!("RATE_LIMIT: {e}"))?;
-    let stack = common::build(&args.common).await?;
+    let connected = common::connect(&args.common).await?;
     let metrics = Metrics::new();
     let ingest =
         IngestConfig::default().with_max_backlog(Some(args.max_backlog).filter(|n| *n > 0));
-    let service = OnboardingService::new(stack.backends.clone(), args.common.hooks.ingest(ingest));
+    let service =
+        OnboardingService::new(connected.backends.clone(), args.common.hooks.ingest(ingest));
 
     let keys = match args.api_keys.as_deref().filter(|k| !k.trim().is_empty()) {
         Some(list) => ApiKeys::parse(list).map_err(|e| format!("API_KEYS: {e}"))?,
@@ -82,7 +75,7 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(ms) = args.common.hooks.request_timeout_ms {
         config = config.request_timeout(std::time::Duration::from_millis(ms));
     }
-    if let Some(webhooks) = stack.webhooks.clone() {
+    if let Some(webhooks) = connected.webhooks.clone() {
         config = config.webhooks(webhooks);
     }
     let app = router(service, config.build());
@@ -93,9 +86,9 @@ async fn run(args: Args) -> Result<(), String> {
             .common
             .hooks
             .worker(WorkerConfig::default().with_concurrency(args.common.workers));
-        Some(Worker::new(stack.backends.clone(), processor, config).start())
+        Some(Worker::new(connected.backends.clone(), processor, config).start())
     } else {
-        if stack.in_memory {
+        if args.common.urls().is_in_memory() {
             tracing::warn!(
                 "WORKERS=0 with DATABASE_URL=memory: nothing will ever process the batches"
             );
@@ -108,9 +101,6 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.bind_addr))?;
     tracing::info!(
         addr = %args.bind_addr, workers = args.common.workers,
-        database = %common::redact(&args.common.database_url),
-        queue = %common::redact(&args.common.queue_url),
-        cache = %common::redact(&args.common.cache_url),
         "listening"
     );
     let served = axum::serve(listener, app)
@@ -120,6 +110,5 @@ async fn run(args: Args) -> Result<(), String> {
         let report = worker.shutdown().await;
         tracing::info!(released = report.released, stats = ?report.stats, "workers stopped");
     }
-    stack.close().await;
     served.map_err(|e| format!("server error: {e}"))
 }

@@ -22,20 +22,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_logging();
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main(|| run(Args::parse())).await
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let stack = common::build(&args.common).await?;
-    if stack.in_memory {
+    if args.common.urls().is_in_memory() {
         return Err("a standalone worker needs a shared DATABASE_URL (sqlite://, postgres:// or mysql://), not memory".into());
     }
     let processor = common::processor(&args.common)?;
@@ -43,16 +34,11 @@ async fn run(args: Args) -> Result<(), String> {
         .common
         .hooks
         .worker(WorkerConfig::default().with_concurrency(args.common.workers.max(1)));
-    let worker = Worker::new(stack.backends.clone(), processor, config).start();
-    tracing::info!(
-        concurrency = args.common.workers.max(1),
-        database = %common::redact(&args.common.database_url),
-        queue = %common::redact(&args.common.queue_url),
-        "worker running"
-    );
+    let connected = common::connect(&args.common).await?;
+    let worker = Worker::new(connected.backends, processor, config).start();
+    tracing::info!(concurrency = args.common.workers.max(1), "worker running");
     common::shutdown_signal().await;
     let report = worker.shutdown().await;
     tracing::info!(released = report.released, stats = ?report.stats, "worker stopped");
-    stack.close().await;
     Ok(())
 }

@@ -7,5 +7,9 @@ mod queue;
 mod session;
 mod topology;
 
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
+
 pub use config::AmqpConfig;
 pub use queue::AmqpQueue;

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, RecordingEventSink};
 use onboarding_core::model::{after, now, ItemId, TenantId};
-use onboarding_core::queue::{Job, JobQueue, Receipt};
 use onboarding_core::testing::doubles::{unavailable, Action, Double};
 use onboarding_core::testing::eventually;
 use onboarding_core::testing::fixtures::fill_queue;
 use onboarding_core::testing::requests::request;
 use onboarding_core::{Backends, ErrorKind, IngestConfig, OnboardingService, SubmitOptions};
+use onboarding_core::{Job, JobQueue, Receipt};
 use tokio::sync::Semaphore;
 
 /// A memory queue whose `depth` calls are counted, and can be made to fail

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, RecordingEventSink};
 use onboarding_core::model::TenantId;
-use onboarding_core::queue::{JobQueue, QueueDepth};
 use onboarding_core::repository::OrgRepository;
 use onboarding_core::testing::doubles::{unavailable, Action, Double};
 use onboarding_core::testing::eventually;
@@ -16,6 +15,7 @@ use onboarding_core::{
     Backends, ErrorKind, IngestConfig, NoopProcessor, OnboardingService, SubmitOptions, Worker,
     WorkerConfig,
 };
+use onboarding_core::{JobQueue, QueueDepth};
 
 #[tokio::test]
 async fn repository_down_during_ingest_is_unavailable_and_enqueues_nothing() {

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, TracingEventSink};
 use onboarding_core::model::TenantId;
+use onboarding_core::repository::OrgRepository;
 use onboarding_core::testing::doubles::{Action, Double};
 use onboarding_core::testing::eventually;
 use onboarding_core::testing::requests::request;
 use onboarding_core::{
-    Backends, Event, IngestConfig, NoopProcessor, OnboardingService, OrgRepository, SubmitOptions,
-    Worker, WorkerConfig,
+    Backends, Event, IngestConfig, NoopProcessor, OnboardingService, SubmitOptions, Worker,
+    WorkerConfig,
 };
 use tokio::sync::Semaphore;
 

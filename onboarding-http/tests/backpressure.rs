@@ -5,19 +5,17 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use common::*;
-use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, TracingEventSink};
-use onboarding_core::model::*;
-use onboarding_core::queue::Job;
-use onboarding_core::repository::*;
-use onboarding_core::{Backends, ErrorKind, IngestConfig, JobQueue, OnboardingService, Result};
+use onboarding_core::memory::MemoryRepository;
+use onboarding_core::testing::doubles::{Action, Double};
+use onboarding_core::testing::eventually;
+use onboarding_core::testing::fixtures::fill_queue;
+use onboarding_core::{Backends, ErrorKind, IngestConfig, JobQueue, OnboardingService};
 use onboarding_http::router;
 use tokio::sync::Semaphore;
 
@@ -35,15 +33,7 @@ async fn metrics_text(app: &axum::Router) -> String {
 }
 
 async fn fill(queue: &dyn JobQueue, n: usize) {
-    let tenant = tenant("globex");
-    let jobs: Vec<Job> = (0..n)
-        .map(|_| Job {
-            item_id: ItemId::new(),
-            tenant: tenant.clone(),
-            not_before: None,
-        })
-        .collect();
-    queue.enqueue(&jobs).await.unwrap();
+    fill_queue(queue, &tenant("globex"), n).await;
 }
 
 #[tokio::test]
@@ -113,84 +103,33 @@ async fn a_full_backlog_is_503_overloaded_with_retry_after_and_stores_nothing() 
     }
 }
 
-/// A memory repository whose `store_submission` waits at a gate: slow
+/// A memory repository whose `store_submission` waits at `gate`: slow
 /// submissions held in progress for as long as a test needs.
-struct GatedRepository {
-    inner: MemoryRepository,
-    entered: AtomicUsize,
-    gate: Semaphore,
+fn gated_repository(gate: &Arc<Semaphore>) -> Arc<Double<MemoryRepository>> {
+    let gate = gate.clone();
+    Arc::new(Double::new(Arc::new(MemoryRepository::new())).with_hook(
+        move |call| match call.method {
+            "store_submission" => Action::Gate(gate.clone()),
+            _ => Action::Forward,
+        },
+    ))
 }
 
-#[async_trait]
-impl OrgRepository for GatedRepository {
-    async fn store_submission(&self, s: &Submission) -> Result<StoreResult> {
-        self.entered.fetch_add(1, Ordering::SeqCst);
-        self.gate.acquire().await.unwrap().forget();
-        self.inner.store_submission(s).await
-    }
-    async fn claim_items(&self, r: &ClaimRequest) -> Result<Vec<ClaimedItem>> {
-        self.inner.claim_items(r).await
-    }
-    async fn extend_leases(&self, l: &[Lease], n: Timestamp, u: Timestamp) -> Result<Vec<ItemId>> {
-        self.inner.extend_leases(l, n, u).await
-    }
-    async fn finish_items(&self, f: &[Finish], n: Timestamp, s: Duration) -> Result<Vec<ItemId>> {
-        self.inner.finish_items(f, n, s).await
-    }
-    async fn release_items(&self, l: &[Lease], n: Timestamp) -> Result<Vec<Job>> {
-        self.inner.release_items(l, n).await
-    }
-    async fn sweep(&self, n: Timestamp, s: Duration, l: u32) -> Result<Vec<Job>> {
-        self.inner.sweep(n, s, l).await
-    }
-    async fn complete_batches(&self, b: &[BatchId], n: Timestamp) -> Result<Vec<BatchStatus>> {
-        self.inner.complete_batches(b, n).await
-    }
-    async fn complete_open_batches(&self, n: Timestamp, l: u32) -> Result<Vec<BatchStatus>> {
-        self.inner.complete_open_batches(n, l).await
-    }
-    async fn unannounced_batches(&self, c: Timestamp, l: u32) -> Result<Vec<BatchStatus>> {
-        self.inner.unannounced_batches(c, l).await
-    }
-    async fn mark_announced(&self, b: &[BatchId], n: Timestamp) -> Result<()> {
-        self.inner.mark_announced(b, n).await
-    }
-    async fn cancel_batch(
-        &self,
-        t: &TenantId,
-        b: BatchId,
-        n: Timestamp,
-    ) -> Result<Option<BatchStatus>> {
-        self.inner.cancel_batch(t, b, n).await
-    }
-    async fn retry_failed(
-        &self,
-        t: &TenantId,
-        b: BatchId,
-        n: Timestamp,
-    ) -> Result<Option<Vec<Job>>> {
-        self.inner.retry_failed(t, b, n).await
-    }
-    async fn batch_status(&self, t: &TenantId, b: BatchId) -> Result<Option<BatchStatus>> {
-        self.inner.batch_status(t, b).await
-    }
-    async fn list_items(
-        &self,
-        t: &TenantId,
-        b: BatchId,
-        q: &ItemQuery,
-    ) -> Result<Option<ItemPage>> {
-        self.inner.list_items(t, b, q).await
-    }
-    async fn organization_by_domain(&self, d: &Domain) -> Result<Option<Organization>> {
-        self.inner.organization_by_domain(d).await
-    }
-    async fn prune(&self, f: Timestamp, l: u32) -> Result<u64> {
-        self.inner.prune(f, l).await
-    }
-    async fn ping(&self) -> Result<()> {
-        self.inner.ping().await
-    }
+/// Waits until `n` submissions reached the repository.
+async fn until_entered(repository: &Double<MemoryRepository>, n: u64) {
+    eventually(
+        "the submissions to reach the repository",
+        Duration::from_secs(10),
+        || async {
+            let entered = repository.calls("store_submission");
+            if entered >= n {
+                Ok(())
+            } else {
+                Err(entered)
+            }
+        },
+    )
+    .await;
 }
 
 /// A POST whose body never ends: answered only if the body is never read.
@@ -207,17 +146,12 @@ fn endless_post(uri: &str) -> Request<Body> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submissions_beyond_the_concurrency_limit_are_shed_at_once() {
-    let repository = Arc::new(GatedRepository {
-        inner: MemoryRepository::new(),
-        entered: AtomicUsize::new(0),
-        gate: Semaphore::new(0),
-    });
-    let backends = Backends::new(
-        repository.clone(),
-        Arc::new(MemoryQueue::new(Duration::from_secs(30))),
-        Arc::new(MemoryCache::default()),
-        Arc::new(TracingEventSink),
-    );
+    let gate = Arc::new(Semaphore::new(0));
+    let repository = gated_repository(&gate);
+    let backends = Backends {
+        repository: repository.clone(),
+        ..Backends::memory()
+    };
     let service = OnboardingService::new(backends, IngestConfig::default());
     let app = router(
         service,
@@ -235,14 +169,7 @@ async fn submissions_beyond_the_concurrency_limit_are_shed_at_once() {
             tokio::spawn(async move { post_json(&app, uri, ACME_KEY, &body).await })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while repository.entered.load(Ordering::SeqCst) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the slow submissions did not start"
-        );
-        tokio::task::yield_now().await;
-    }
+    until_entered(&repository, 2).await;
     // A third is shed at once, on either route, without its body being read.
     for uri in [V1, SEED] {
         let started = Instant::now();
@@ -263,7 +190,7 @@ async fn submissions_beyond_the_concurrency_limit_are_shed_at_once() {
         assert!(started.elapsed() < Duration::from_secs(1), "{uri}");
     }
     assert_eq!(
-        repository.entered.load(Ordering::SeqCst),
+        repository.calls("store_submission"),
         2,
         "the shed requests never reached the repository"
     );
@@ -295,7 +222,7 @@ async fn submissions_beyond_the_concurrency_limit_are_shed_at_once() {
     );
     assert_eq!(metric(&text, "onboarding_submissions_in_progress"), Some(2));
     // The slow ones finish; their slots are free again.
-    repository.gate.add_permits(100);
+    gate.add_permits(100);
     for s in slow {
         let a = s.await.unwrap();
         assert_eq!(a.status, 202, "{}", a.body);
@@ -312,17 +239,12 @@ async fn the_limit_can_be_turned_off() {
         onboarding_http::HttpConfig::default().max_concurrent_submissions,
         Some(32)
     );
-    let repository = Arc::new(GatedRepository {
-        inner: MemoryRepository::new(),
-        entered: AtomicUsize::new(0),
-        gate: Semaphore::new(0),
-    });
-    let backends = Backends::new(
-        repository.clone(),
-        Arc::new(MemoryQueue::new(Duration::from_secs(30))),
-        Arc::new(MemoryCache::default()),
-        Arc::new(TracingEventSink),
-    );
+    let gate = Arc::new(Semaphore::new(0));
+    let repository = gated_repository(&gate);
+    let backends = Backends {
+        repository: repository.clone(),
+        ..Backends::memory()
+    };
     let app = router(
         OnboardingService::new(backends, IngestConfig::default()),
         config().max_concurrent_submissions(None).build(),
@@ -335,12 +257,8 @@ async fn the_limit_can_be_turned_off() {
             tokio::spawn(async move { post_json(&app, V1, ACME_KEY, &body).await })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while repository.entered.load(Ordering::SeqCst) < 40 {
-        assert!(Instant::now() < deadline, "not every submission got in");
-        tokio::task::yield_now().await;
-    }
-    repository.gate.add_permits(100);
+    until_entered(&repository, 40).await;
+    gate.add_permits(100);
     for c in calls {
         assert_eq!(c.await.unwrap().status, 202);
     }

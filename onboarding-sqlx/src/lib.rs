@@ -77,7 +77,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use onboarding_core::{Error, ErrorKind, JobQueue, OrgRepository, Result};
+use onboarding_core::{Error, ErrorKind, JobQueue, Result};
+
+use onboarding_core::repository::OrgRepository;
 
 mod detached;
 mod error;
@@ -90,6 +92,10 @@ mod mysql;
 mod pg;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 /// Which SQL engine a backend talks to.
 #[non_exhaustive]

@@ -108,7 +108,7 @@ async fn sustained_load_then_five_times_more() {
         stale_after_ms: 60_000,
         ..Tuning::default()
     };
-    let mut stack = Stack::new(
+    let mut stack = Deployment::new(
         "load",
         QueueKind::Redis(redis_url()),
         tuning,

@@ -31,7 +31,7 @@ async fn sigkill_workers_lose_nothing() {
         Duration::from_millis(tuning.sweep_interval_ms),
         tuning.concurrency,
     );
-    let mut stack = Stack::new(
+    let mut stack = Deployment::new(
         "sigkill",
         QueueKind::Redis(redis_url()),
         tuning,
@@ -194,7 +194,7 @@ async fn sigterm_finishes_short_jobs_and_releases_the_rest() {
         concurrency: 8,
         ..Tuning::default()
     };
-    let mut stack = Stack::new(
+    let mut stack = Deployment::new(
         "sigterm",
         QueueKind::Redis(redis_url()),
         tuning,
@@ -306,7 +306,7 @@ async fn sigstop_zombie_is_fenced_off() {
         concurrency: 1,
         ..Tuning::default()
     };
-    let mut stack = Stack::new(
+    let mut stack = Deployment::new(
         "sigstop",
         QueueKind::Redis(redis_url()),
         tuning,
@@ -411,7 +411,7 @@ async fn sigstop_zombie_is_fenced_off() {
 async fn poison_is_dead_lettered_and_redriven() {
     let _serial = serial().await;
     let recorder = Recorder::start(|c| {
-        if c.domain.starts_with("o13-") {
+        if c.domain.starts_with("org13-") {
             Reply {
                 status: 500,
                 delay: Duration::ZERO,
@@ -426,7 +426,7 @@ async fn poison_is_dead_lettered_and_redriven() {
         retry_max_attempts: 3,
         ..Tuning::default()
     };
-    let mut stack = Stack::new(
+    let mut stack = Deployment::new(
         "poison",
         QueueKind::Redis(redis_url()),
         tuning,
@@ -443,7 +443,7 @@ async fn poison_is_dead_lettered_and_redriven() {
     let poison_calls = |rec: &Recorder| {
         rec.calls()
             .iter()
-            .filter(|c| c.domain.starts_with("o13-"))
+            .filter(|c| c.domain.starts_with("org13-"))
             .count()
     };
     let (status, page) = stack
@@ -463,7 +463,7 @@ async fn poison_is_dead_lettered_and_redriven() {
         });
     let others_once = per_item
         .iter()
-        .filter(|(d, n)| !d.starts_with("o13-") && **n == 1)
+        .filter(|(d, n)| !d.starts_with("org13-") && **n == 1)
         .count();
     // Re-drive by API once the endpoint is fixed.
     recorder.set_behavior(|_| Reply::ok(Duration::ZERO));
@@ -498,7 +498,7 @@ async fn poison_is_dead_lettered_and_redriven() {
     assert_eq!(counts.get("failed").copied(), Some(1));
     assert_eq!(counts.get("completed").copied(), Some(49));
     assert_eq!(failed.len(), 1);
-    assert!(failed[0]["domain"].as_str().unwrap().starts_with("o13-"));
+    assert!(failed[0]["domain"].as_str().unwrap().starts_with("org13-"));
     assert_eq!(calls_before, 3, "attempted exactly max_attempts times");
     assert_eq!(failed[0]["attempts"], 3);
     assert_eq!(errors.len(), 3, "error history: {errors:?}");
@@ -530,7 +530,7 @@ async fn retry_delays_follow_the_policy() {
         concurrency: 16,
         ..Tuning::default()
     };
-    let mut stack = Stack::new(
+    let mut stack = Deployment::new(
         "retry",
         QueueKind::Redis(redis_url()),
         tuning,

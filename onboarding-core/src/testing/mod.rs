@@ -282,6 +282,7 @@ macro_rules! __conformance_cases {
                 unacked_delivery_is_redelivered_after_visibility_timeout,
                 ack_of_unknown_receipt_is_noop,
                 dequeue_interleaves_tenants,
+                concurrent_dequeues_never_share_a_delivery,
                 depth_counts_ready_delayed_and_in_flight,
                 queue_ping_answers,
             ]

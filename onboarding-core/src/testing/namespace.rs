@@ -78,6 +78,22 @@ impl Cleanup {
     }
 }
 
+impl Cleanup {
+    /// Drops the guard without running the clean-up: what it would remove
+    /// stays (for inspection; a later run removes it once it is stale).
+    pub fn disarm(self) {
+        let mut this = self;
+        let _ = this.take();
+    }
+
+    fn take(&mut self) -> Option<Task> {
+        match self.task.get_mut() {
+            Ok(task) => task.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Cleanup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cleanup").finish_non_exhaustive()
@@ -86,11 +102,7 @@ impl std::fmt::Debug for Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let task = match self.task.get_mut() {
-            Ok(task) => task.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        let Some(task) = task else {
+        let Some(task) = self.take() else {
             return;
         };
         let thread = std::thread::spawn(move || {

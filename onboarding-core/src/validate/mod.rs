@@ -27,7 +27,7 @@ mod request;
 pub use domain::normalize_domain;
 pub use fields::{normalize_email, normalize_name};
 pub use json::validate_json;
-pub use problem::{codes, DomainError, FieldProblem};
+pub use problem::{codes, FieldProblem};
 pub use request::{validate_request, OrganizationInput, Rejection, SubmitRequest, ValidRequest};
 
 /// Limits applied to a request.

@@ -1,20 +1,16 @@
 //! Shared test helpers: an app over memory backends, request helpers, and a
-//! repository that is down or hangs.
+//! service over a repository double (down, hanging, gated).
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use onboarding_core::memory::{MemoryCache, MemoryQueue, TracingEventSink};
-use onboarding_core::model::*;
-use onboarding_core::queue::Job;
-use onboarding_core::repository::*;
-use onboarding_core::{Backends, Error, ErrorKind, IngestConfig, OnboardingService, Result};
+use onboarding_core::model::TenantId;
+use onboarding_core::repository::OrgRepository;
+use onboarding_core::{Backends, IngestConfig, OnboardingService};
 use onboarding_http::{router, HttpConfig, HttpConfigBuilder, RateLimit};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -162,112 +158,11 @@ pub fn orgs(n: usize) -> Value {
     json!({"organizations": (0..n).map(|i| org(&format!("Org {i}"), &format!("org{i}.com"))).collect::<Vec<_>>()})
 }
 
-/// How the broken repository misbehaves.
-#[derive(Debug, Clone, Copy)]
-pub enum Broken {
-    /// Every call fails with `Unavailable`.
-    Down,
-    /// Every call hangs (until the request timeout).
-    Hang,
-}
-
-/// A repository that is down or hangs: for 503 and timeout answers.
-#[derive(Debug)]
-pub struct BrokenRepository(pub Broken);
-
-impl BrokenRepository {
-    async fn fail<T>(&self) -> Result<T> {
-        if let Broken::Hang = self.0 {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-        }
-        Err(Error::unavailable(
-            "cannot reach the database",
-            std::io::Error::new(
-                std::io::ErrorKind::ConnectionRefused,
-                "connection refused (secret-host:5432)",
-            ),
-        ))
-    }
-}
-
-#[async_trait]
-impl OrgRepository for BrokenRepository {
-    async fn store_submission(&self, _: &Submission) -> Result<StoreResult> {
-        self.fail().await
-    }
-    async fn claim_items(&self, _: &ClaimRequest) -> Result<Vec<ClaimedItem>> {
-        self.fail().await
-    }
-    async fn extend_leases(&self, _: &[Lease], _: Timestamp, _: Timestamp) -> Result<Vec<ItemId>> {
-        self.fail().await
-    }
-    async fn finish_items(&self, _: &[Finish], _: Timestamp, _: Duration) -> Result<Vec<ItemId>> {
-        self.fail().await
-    }
-    async fn release_items(&self, _: &[Lease], _: Timestamp) -> Result<Vec<Job>> {
-        self.fail().await
-    }
-    async fn sweep(&self, _: Timestamp, _: Duration, _: u32) -> Result<Vec<Job>> {
-        self.fail().await
-    }
-    async fn complete_batches(&self, _: &[BatchId], _: Timestamp) -> Result<Vec<BatchStatus>> {
-        self.fail().await
-    }
-    async fn complete_open_batches(&self, _: Timestamp, _: u32) -> Result<Vec<BatchStatus>> {
-        self.fail().await
-    }
-    async fn unannounced_batches(&self, _: Timestamp, _: u32) -> Result<Vec<BatchStatus>> {
-        self.fail().await
-    }
-    async fn mark_announced(&self, _: &[BatchId], _: Timestamp) -> Result<()> {
-        self.fail().await
-    }
-    async fn cancel_batch(
-        &self,
-        _: &TenantId,
-        _: BatchId,
-        _: Timestamp,
-    ) -> Result<Option<BatchStatus>> {
-        self.fail().await
-    }
-    async fn retry_failed(
-        &self,
-        _: &TenantId,
-        _: BatchId,
-        _: Timestamp,
-    ) -> Result<Option<Vec<Job>>> {
-        self.fail().await
-    }
-    async fn batch_status(&self, _: &TenantId, _: BatchId) -> Result<Option<BatchStatus>> {
-        self.fail().await
-    }
-    async fn list_items(
-        &self,
-        _: &TenantId,
-        _: BatchId,
-        _: &ItemQuery,
-    ) -> Result<Option<ItemPage>> {
-        self.fail().await
-    }
-    async fn organization_by_domain(&self, _: &Domain) -> Result<Option<Organization>> {
-        self.fail().await
-    }
-    async fn prune(&self, _: Timestamp, _: u32) -> Result<u64> {
-        self.fail().await
-    }
-    async fn ping(&self) -> Result<()> {
-        self.fail().await
-    }
-}
-
-pub fn broken_service(mode: Broken) -> OnboardingService {
-    let backends = Backends::new(
-        Arc::new(BrokenRepository(mode)),
-        Arc::new(MemoryQueue::new(Duration::from_secs(30))),
-        Arc::new(MemoryCache::default()),
-        Arc::new(TracingEventSink),
-    );
+/// A service over memory backends but `repository` (a test double).
+pub fn service_with_repository(repository: Arc<dyn OrgRepository>) -> OnboardingService {
+    let backends = Backends {
+        repository,
+        ..Backends::memory()
+    };
     OnboardingService::new(backends, IngestConfig::default())
 }
-
-pub fn _unused(_: ErrorKind) {}
