@@ -3,7 +3,7 @@
 //! `cargo run --release --example server` runs on SQLite, the SQL table
 //! queue and an in-memory cache, generates an API key and prints a curl line
 //! to try it. Every setting is a flag with an environment fallback
-//! (`--help` lists them); see DESIGN.md section 4.
+//! (`--help` lists them; the README describes them).
 
 mod common;
 

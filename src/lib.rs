@@ -5,9 +5,9 @@ mod connect;
 
 // Running the service: submissions, workers, the processor a host plugs in.
 pub use onboarding_core::{
-    Accepted, Backends, IngestConfig, NoopProcessor, OnboardingService, ProcessError, Processor,
-    Readiness, RetryPolicy, ShutdownReport, SubmitOptions, WorkItem, Worker, WorkerConfig,
-    WorkerHandle, WorkerStats,
+    processor_fn, Accepted, Backends, IngestConfig, NoopProcessor, OnboardingService, ProcessError,
+    Processor, Readiness, RetryPolicy, ShutdownReport, SubmitOptions, WorkItem, Worker,
+    WorkerConfig, WorkerHandle, WorkerStats,
 };
 // One error type for everything.
 pub use onboarding_core::{Error, ErrorKind, FieldError, Result};

@@ -29,7 +29,7 @@ pub use backends::{batch_status_cache_key, Backends};
 pub use cache::Cache;
 pub use error::{Error, ErrorKind, FieldError, Result};
 pub use events::{Event, EventSink};
-pub use processor::{NoopProcessor, ProcessError, Processor, WorkItem};
+pub use processor::{processor_fn, NoopProcessor, ProcessError, Processor, WorkItem};
 pub use queue::{Delivery, Job, JobQueue, QueueDepth, Receipt};
 pub use redact::redact_url;
 pub use service::{

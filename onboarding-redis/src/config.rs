@@ -81,7 +81,7 @@ impl Default for RedisConfig {
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("url", &redact_url(&self.url))
+            .field("url", &onboarding_core::redact_url(&self.url))
             .field("prefix", &self.prefix)
             .field("visibility_timeout", &self.visibility_timeout)
             .field("poll_interval", &self.poll_interval)
@@ -89,30 +89,6 @@ impl fmt::Debug for RedisConfig {
             .field("connection_timeout", &self.connection_timeout)
             .finish()
     }
-}
-
-/// The URL with the password of its user info replaced by `***`.
-///
-/// `redis://user:secret@host` → `redis://user:***@host`; a URL that is not
-/// of the `scheme://authority` shape is hidden whole, since it cannot be
-/// told where a secret would be.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return "***".to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let user_info = &authority[..at];
-    let user = match user_info.find(':') {
-        Some(colon) => &user_info[..colon],
-        // `redis://secret@host`: some clients read a lone user info as the password.
-        None => "",
-    };
-    format!("{}{}:***{}", &url[..scheme_end + 3], user, &rest[at..])
 }
 
 #[cfg(test)]
@@ -127,22 +103,6 @@ mod tests {
         assert!(
             shown.contains("redis://app:***@cache.internal:6380/2"),
             "{shown}"
-        );
-    }
-
-    #[test]
-    fn redact_url_cases() {
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-        assert_eq!(redact_url("redis://:pw@h/0"), "redis://:***@h/0");
-        assert_eq!(redact_url("redis://pw@h"), "redis://:***@h");
-        assert_eq!(redact_url("rediss://u:p@ss@h"), "rediss://u:***@h");
-        assert_eq!(redact_url("not a url with secret"), "***");
-        assert_eq!(
-            redact_url("redis+unix:///run/redis.sock"),
-            "redis+unix:///run/redis.sock"
         );
     }
 

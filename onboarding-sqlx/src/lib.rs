@@ -1,71 +1,4 @@
-//! bulk-onboarding on SQL databases: an [`OrgRepository`] and a SQL-table
-//! [`JobQueue`] for PostgreSQL, MySQL/MariaDB (10.6+) and SQLite, on sqlx 0.8.
-//!
-//! ```no_run
-//! # async fn demo() -> onboarding_core::Result<()> {
-//! use onboarding_sqlx::{connect, SqlOptions};
-//! let backend = connect("sqlite://onboarding.db", SqlOptions::default()).await?;
-//! let repository = backend.repository(); // Arc<dyn OrgRepository>
-//! let queue = backend.queue();           // Arc<dyn JobQueue>
-//! # let _ = (repository, queue); Ok(()) }
-//! ```
-//!
-//! The engine is chosen by the URL scheme (`postgres://`/`postgresql://`,
-//! `mysql://`/`mariadb://`, `sqlite:`); each is behind the crate feature of
-//! the same name. Migrations are embedded per engine and run on
-//! [`connect`] unless [`SqlOptions::with_migrations`] turns them off.
-//!
-//! # How the hot paths stay set-based
-//! - Submissions: one transaction; organizations upserted in multi-row
-//!   statements (PostgreSQL `UNNEST` + `ON CONFLICT … DO UPDATE … WHERE … IS
-//!   DISTINCT FROM` + `RETURNING xmax = 0`; MySQL `SELECT … FOR UPDATE` then
-//!   `INSERT … ON DUPLICATE KEY UPDATE`; SQLite reads, then `INSERT … ON
-//!   CONFLICT(domain) DO UPDATE … WHERE`), items inserted multi-row, all
-//!   chunked by `chunk_size` and the engine's bind-parameter limit.
-//! - Claims, heartbeats, finishes and releases: one conditional statement per
-//!   kind of change for all ids, fenced by the lease token.
-//! - Counts: derived with `GROUP BY status, change_kind` over the batch's
-//!   items (served by the `(batch_id, position)` index); no counter row.
-//!
-//! # Indexes and HOT updates (PostgreSQL)
-//! `batch_items` has two indexes: the primary key `id` and the unique
-//! `(batch_id, position)`. No index reads `status`, `lease_token`,
-//! `lease_until`, `attempts`, `sweep_at` or `finished_at`, so claims,
-//! heartbeats, finishes and sweeps are HOT updates (no index entries are
-//! written; `fillfactor = 50` leaves room on each page for the new row
-//! versions), and an inserted item writes two index entries. Hot-path
-//! statements find rows through the primary key only. The sweeper works
-//! batch by batch: it takes the 64 least recently swept open batches
-//! (`batches (swept_at, created_at) WHERE completed_at IS NULL`) and scans
-//! their items through `(batch_id, position)`; with more open batches than
-//! that, each is visited every few sweeps. Counts, completion checks,
-//! cancels and re-drives read a batch's items through the same index.
-//! `organizations` only indexes `domain`, so its status changes are HOT
-//! (`fillfactor = 80`). `batch_items` has no foreign keys (a trigger per
-//! inserted row); pruning deletes a batch's items itself. MySQL uses a
-//! plain `(status, sweep_at)` index; SQLite partial `(sweep_at)` indexes per
-//! status.
-//!
-//! # The queue
-//! A `jobs` table (`id`, `item_id`, `tenant`, `available_at`, `leased_until`).
-//! A dequeue takes up to `max` ready jobs in one statement, interleaving
-//! tenants (rank within the tenant first, ties between tenants broken at
-//! random, so one-job dequeues rotate among tenants too), locked with `FOR
-//! UPDATE SKIP LOCKED` (PostgreSQL, MariaDB 10.6+) or inside a `BEGIN
-//! IMMEDIATE` transaction (SQLite), and made invisible by moving
-//! `available_at` to `now + visibility_timeout`. `ack` deletes by id.
-//! `dequeue` waits by polling every [`SqlOptions::with_poll_interval`]
-//! (default 25 ms), woken at once by enqueues made through the same
-//! [`SqlBackend`]; there is no LISTEN/NOTIFY.
-//!
-//! On PostgreSQL the table is `UNLOGGED` (the queue is a wake-up call: after
-//! a crash empties it, the sweeper re-enqueues every pending item), and a
-//! dequeue finds the tenants with a skip scan over the `(tenant, id)` index
-//! and reads only the head of each tenant's jobs (`LATERAL … LIMIT n`), so
-//! its cost does not grow with the backlog. MariaDB and SQLite rank every
-//! ready job with `ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY id)`,
-//! which is fine for backlogs of thousands.
-
+#![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Without an engine feature the crate only has its types and an error-returning `connect`.
 #![cfg_attr(
@@ -228,7 +161,7 @@ impl DatabaseUrl {
 
     /// The URL with any password replaced by `***`.
     pub fn redacted(&self) -> String {
-        redact(&self.0)
+        onboarding_core::redact_url(&self.0)
     }
 }
 
@@ -242,47 +175,6 @@ impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
     }
-}
-
-fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest_start = scheme_end + 3;
-    let rest = &url[rest_start..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let mut out = url[..rest_start].to_owned();
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            match userinfo.find(':') {
-                Some(colon) => {
-                    out.push_str(&userinfo[..colon]);
-                    out.push_str(":***");
-                }
-                None => out.push_str(userinfo),
-            }
-            out.push_str(&authority[at..]);
-        }
-        None => out.push_str(authority),
-    }
-    let tail = &rest[authority_end..];
-    match tail.find('?') {
-        Some(q) => {
-            out.push_str(&tail[..=q]);
-            let params: Vec<String> = tail[q + 1..]
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => kv.to_owned(),
-                })
-                .collect();
-            out.push_str(&params.join("&"));
-        }
-        None => out.push_str(tail),
-    }
-    out
 }
 
 /// A connected SQL backend: its repository and its queue share one pool.
@@ -393,7 +285,6 @@ mod tests {
             u.redacted(),
             "mysql://root@127.0.0.1/x?password=***&ssl-mode=disabled"
         );
-        assert_eq!(redact("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Conformance cases for the guarantees of DESIGN.md section 2, run through
+//! Conformance cases for the guarantees (ARCHITECTURE.md, "What it guarantees"), run through
 //! the ingest service and real workers over a backend under test.
 //!
 //! Every case uses its own tenant and random domains, so cases can share

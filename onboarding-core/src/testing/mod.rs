@@ -20,8 +20,9 @@
 //! onboarding_core::conformance_tests!(setup, [queue, guarantees]);
 //! ```
 //!
-//! The groups are `repository`, `queue`, `cache` and `guarantees` (DESIGN
-//! section 2, run through the ingest service and real workers); a backend
+//! The groups are `repository`, `queue`, `cache` and `guarantees` (the
+//! guarantees of ARCHITECTURE.md, run through the ingest service and real
+//! workers); a backend
 //! runs those of the traits it implements, plus `guarantees`, and leaves the
 //! other fields of its [`TestBackend`] in memory.
 //!
@@ -336,7 +337,7 @@ macro_rules! __conformance_tests {
 /// functions in a module named `conformance`; without a list, every group.
 ///
 /// The groups: `repository`, `queue`, `cache` (one case per `# Behavior`
-/// bullet of the trait) and `guarantees` (DESIGN section 2 through the
+/// bullet of the trait) and `guarantees` (ARCHITECTURE.md's guarantees through the
 /// service and real workers). A backend names the traits it implements,
 /// plus `guarantees`; the other fields of its [`TestBackend`](crate::testing::TestBackend)
 /// stay in memory.
