@@ -53,6 +53,7 @@ const LATENCY_CAP: Duration = Duration::from_secs(40);
 const DRAIN_CAP: Duration = Duration::from_secs(120);
 
 use onboarding_bench::{backends, report, workload};
+use onboarding_core::testing::eventually_every;
 use workload::env_usize;
 
 /// The job apalis carries: what our queue message carries.
@@ -124,11 +125,12 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = u64>,
 {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while done().await < n {
-        assert!(Instant::now() < deadline, "not done after 10 minutes");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let every = Duration::from_millis(5);
+    eventually_every("all done", Duration::from_secs(600), every, || {
+        let reached = done();
+        async move { (reached.await >= n).then_some(()) }
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------- ours
@@ -136,18 +138,7 @@ where
 async fn ours_drain(backends: &Backends) -> Duration {
     let service = OnboardingService::new(backends.clone(), IngestConfig::default());
     let tenant = TenantId::parse("bench").expect("tenant");
-    let mut batches = Vec::new();
-    for _ in 0..BATCHES {
-        let accepted = service
-            .submit(
-                &tenant,
-                &workload::request(PER_BATCH, &workload::unique_tag()),
-                SubmitOptions::default(),
-            )
-            .await
-            .expect("accepted");
-        batches.push(accepted.batch_id);
-    }
+    let batches = workload::submit_batches(&service, &tenant, BATCHES, PER_BATCH).await;
     let started = Instant::now();
     let worker = Worker::new(
         backends.clone(),

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use onboarding::model::TenantId;
-use onboarding::{
-    Backends, IngestConfig, NoopProcessor, OnboardingService, SubmitOptions, Worker, WorkerConfig,
-};
+use onboarding::{Backends, IngestConfig, NoopProcessor, OnboardingService, Worker, WorkerConfig};
 use onboarding_bench::workload;
 
 const BATCHES: usize = 10;
@@ -43,18 +41,8 @@ fn throughput(c: &mut Criterion) {
                     )
                     .start();
                     let started = Instant::now();
-                    let mut batches = Vec::new();
-                    for _ in 0..BATCHES {
-                        let accepted = service
-                            .submit(
-                                &tenant,
-                                &workload::request(PER_BATCH, &workload::unique_tag()),
-                                SubmitOptions::default(),
-                            )
-                            .await
-                            .expect("accepted");
-                        batches.push(accepted.batch_id);
-                    }
+                    let batches =
+                        workload::submit_batches(&service, &tenant, BATCHES, PER_BATCH).await;
                     workload::wait_finished(&service, &tenant, &batches).await;
                     total += started.elapsed();
                     worker.shutdown().await;

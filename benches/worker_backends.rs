@@ -24,7 +24,8 @@ use onboarding::{
 };
 use tokio::runtime::Runtime;
 
-use backends::Engine;
+use backends::SqlEngines;
+use onboarding::sql::SqlBackend;
 
 const BATCHES: usize = 10;
 const PER_BATCH: usize = 1000;
@@ -162,80 +163,44 @@ fn bench_floor(c: &mut Criterion, rt: &Runtime, pg_url: &str) {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let rt = backends::runtime();
-    let prefix = rt.block_on(backends::redis_prefix());
-    let (sqlite, pg, mysql) = rt.block_on(async {
-        (
-            backends::database(Engine::Sqlite).await,
-            backends::database(Engine::Postgres).await,
-            backends::database(Engine::MySql).await,
-        )
-    });
-    let pool = 10;
-    let (sqlite_b, pg_b, mysql_b) = rt.block_on(async {
-        (
-            backends::connect(&sqlite, pool).await,
-            backends::connect(&pg, pool).await,
-            backends::connect(&mysql, pool).await,
-        )
-    });
+    let (sql, prefix) =
+        rt.block_on(async { (SqlEngines::create(10).await, backends::redis_prefix().await) });
     let (redis_q, amqp_q) = rt.block_on(async {
         (
             Arc::new(backends::redis_queue(&prefix).await),
             Arc::new(backends::amqp_queue(512).await),
         )
     });
+    let with =
+        |sql: &SqlBackend, queue: Arc<dyn JobQueue>| backends::backends(sql.repository(), queue);
     let fast = Duration::from_millis(2);
     let sql_poll = Duration::from_millis(10);
 
     bench(&mut c, &rt, "memory", Backends::memory(), fast);
-    bench(
-        &mut c,
-        &rt,
-        "sqlite_sqlqueue",
-        backends::backends(sqlite_b.repository(), sqlite_b.queue()),
-        sql_poll,
-    );
-    bench(
-        &mut c,
-        &rt,
-        "postgres_sqlqueue",
-        backends::backends(pg_b.repository(), pg_b.queue()),
-        sql_poll,
-    );
-    bench_floor(&mut c, &rt, pg.url());
-    bench(
-        &mut c,
-        &rt,
-        "postgres_redis",
-        backends::backends(pg_b.repository(), redis_q.clone() as Arc<dyn JobQueue>),
-        sql_poll,
-    );
-    bench(
-        &mut c,
-        &rt,
-        "postgres_rabbitmq",
-        backends::backends(pg_b.repository(), amqp_q.clone() as Arc<dyn JobQueue>),
-        sql_poll,
-    );
-    bench(
-        &mut c,
-        &rt,
-        "mysql_redis",
-        backends::backends(mysql_b.repository(), redis_q.clone() as Arc<dyn JobQueue>),
-        sql_poll,
-    );
+    for (id, backends) in [
+        ("sqlite_sqlqueue", backends::sql_backends(&sql.sqlite)),
+        ("postgres_sqlqueue", backends::sql_backends(&sql.postgres)),
+    ] {
+        bench(&mut c, &rt, id, backends, sql_poll);
+    }
+    bench_floor(&mut c, &rt, &sql.postgres_url);
+    for (id, backends) in [
+        ("postgres_redis", with(&sql.postgres, redis_q.clone())),
+        ("postgres_rabbitmq", with(&sql.postgres, amqp_q.clone())),
+        ("mysql_redis", with(&sql.mysql, redis_q.clone())),
+    ] {
+        bench(&mut c, &rt, id, backends, sql_poll);
+    }
 
     c.final_summary();
 
     rt.block_on(async {
         let _ = amqp_q.delete_queues().await;
         amqp_q.close().await;
-        for b in [&sqlite_b, &pg_b, &mysql_b] {
-            b.close().await;
-        }
+        sql.close().await;
     });
     // The databases and the key prefix go at the end of the run.
-    drop((sqlite, mysql, pg, prefix));
+    drop((sql, prefix));
 
     use report::Row;
     let memory = Some("memory");

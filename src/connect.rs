@@ -44,12 +44,14 @@ impl BackendUrls {
         queue: impl Into<String>,
         cache: impl Into<String>,
     ) -> Self {
+        let (database, queue, cache) = (database.into(), queue.into(), cache.into());
+        let (prefix, queue_expiry) = (None, None);
         Self {
-            database: database.into(),
-            queue: queue.into(),
-            cache: cache.into(),
-            prefix: None,
-            queue_expiry: None,
+            database,
+            queue,
+            cache,
+            prefix,
+            queue_expiry,
         }
     }
 

@@ -31,6 +31,46 @@ pub async fn connect(db: &TestDatabase, max_connections: u32) -> SqlBackend {
         .await
 }
 
+/// The three SQL engines, each on a fresh database, connected; the
+/// databases are dropped with the value (after [`SqlEngines::close`]).
+pub struct SqlEngines {
+    /// SQLite (a file).
+    pub sqlite: SqlBackend,
+    /// MariaDB / MySQL.
+    pub mysql: SqlBackend,
+    /// PostgreSQL.
+    pub postgres: SqlBackend,
+    /// The URL of the PostgreSQL database, for the raw floors.
+    pub postgres_url: String,
+    _databases: [TestDatabase; 3],
+}
+
+impl SqlEngines {
+    /// Fresh databases on every engine, each connected with a pool of `pool`.
+    pub async fn create(pool: u32) -> Self {
+        let databases = [
+            database(Engine::Sqlite).await,
+            database(Engine::MySql).await,
+            database(Engine::Postgres).await,
+        ];
+        let [sqlite, mysql, postgres] = &databases;
+        Self {
+            sqlite: connect(sqlite, pool).await,
+            mysql: connect(mysql, pool).await,
+            postgres: connect(postgres, pool).await,
+            postgres_url: postgres.url().to_owned(),
+            _databases: databases,
+        }
+    }
+
+    /// Closes the pools.
+    pub async fn close(&self) {
+        for backend in [&self.sqlite, &self.mysql, &self.postgres] {
+            backend.close().await;
+        }
+    }
+}
+
 /// A fresh Redis key prefix, deleted with the value.
 pub async fn redis_prefix() -> TestPrefix {
     TestPrefix::create().await
@@ -52,6 +92,11 @@ pub async fn amqp_queue(prefetch: u16) -> AmqpQueue {
     AmqpQueue::connect(config)
         .await
         .expect("RabbitMQ must be reachable (ONBOARDING_TEST_AMQP_URL)")
+}
+
+/// A deployment's backends on one SQL engine, with its own SQL queue.
+pub fn sql_backends(sql: &SqlBackend) -> Backends {
+    backends(sql.repository(), sql.queue())
 }
 
 /// A deployment's backends: this repository and queue, a memory cache,

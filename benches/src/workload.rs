@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use onboarding::model::{BatchId, TenantId};
 use onboarding::validate::SubmitRequest;
-use onboarding::{OnboardingService, WorkerConfig};
+use onboarding::{OnboardingService, SubmitOptions, WorkerConfig};
 use onboarding_core::testing::{eventually_every, requests};
 
 /// A request of `n` organizations whose domains carry `tag` (unique per call site).
@@ -19,6 +19,29 @@ pub fn json_body(n: usize, tag: &str) -> serde_json::Value {
 }
 
 pub use requests::unique_tag;
+
+/// Submits `batches` requests of `per_batch` organizations each (fresh
+/// domains) for `tenant`; returns their batch ids.
+pub async fn submit_batches(
+    service: &OnboardingService,
+    tenant: &TenantId,
+    batches: usize,
+    per_batch: usize,
+) -> Vec<BatchId> {
+    let mut ids = Vec::with_capacity(batches);
+    for _ in 0..batches {
+        let accepted = service
+            .submit(
+                tenant,
+                &request(per_batch, &unique_tag()),
+                SubmitOptions::default(),
+            )
+            .await
+            .expect("accepted");
+        ids.push(accepted.batch_id);
+    }
+    ids
+}
 
 /// Polls until every item of `batches` is finished (panics after 10 minutes).
 pub async fn wait_finished(service: &OnboardingService, tenant: &TenantId, batches: &[BatchId]) {

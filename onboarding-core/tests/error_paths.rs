@@ -9,7 +9,7 @@ use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, Record
 use onboarding_core::model::TenantId;
 use onboarding_core::repository::OrgRepository;
 use onboarding_core::testing::doubles::{unavailable, Action, Double};
-use onboarding_core::testing::eventually;
+use onboarding_core::testing::fixtures::until_batch;
 use onboarding_core::testing::requests::request;
 use onboarding_core::{
     Backends, ErrorKind, IngestConfig, NoopProcessor, OnboardingService, SubmitOptions, Worker,
@@ -92,21 +92,13 @@ async fn queue_down_after_commit_is_accepted_and_the_sweeper_delivers() {
         WorkerConfig::default().with_sweep(Duration::from_millis(50), Duration::from_millis(200)),
     )
     .start();
-    eventually(
+    until_batch(
+        &*repo,
+        &tenant,
+        accepted.batch_id,
         "the sweeper to deliver",
         Duration::from_secs(20),
-        || async {
-            let s = repo
-                .batch_status(&tenant, accepted.batch_id)
-                .await
-                .unwrap()
-                .unwrap();
-            if s.counts.completed == 25 {
-                Ok(())
-            } else {
-                Err(s.counts)
-            }
-        },
+        |s| s.counts.completed == 25,
     )
     .await;
     let report = worker.shutdown().await;

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, TracingEventSink};
 use onboarding_core::model::TenantId;
-use onboarding_core::repository::OrgRepository;
 use onboarding_core::testing::doubles::{Action, Double};
-use onboarding_core::testing::eventually;
+use onboarding_core::testing::fixtures::until_batch;
 use onboarding_core::testing::requests::request;
 use onboarding_core::{
     Backends, Event, IngestConfig, NoopProcessor, OnboardingService, SubmitOptions, Worker,
@@ -50,42 +49,30 @@ async fn a_hanging_sink_does_not_stop_results_being_recorded() {
     )
     .start();
     let tenant = TenantId::parse("acme").unwrap();
-    let within = Duration::from_secs(20);
-    let first = service
-        .submit(&tenant, &request("first", 0..5), SubmitOptions::default())
-        .await
-        .unwrap();
-    // The first batch completes and its announcement hangs; the second batch
-    // submitted afterwards must still have every result recorded.
-    eventually("the first batch to complete", within, || async {
-        let s = repo
-            .batch_status(&tenant, first.batch_id)
-            .await
-            .unwrap()
-            .unwrap();
-        s.batch.completed_at.map(|_| ())
-    })
-    .await;
-    let second = service
-        .submit(&tenant, &request("second", 0..5), SubmitOptions::default())
-        .await
-        .unwrap();
-    eventually(
-        "the results of the second batch, not held up by the hanging sink",
-        within,
-        || async {
-            let s = repo
-                .batch_status(&tenant, second.batch_id)
+    let submit = |tag: &'static str| {
+        let (service, tenant) = (service.clone(), tenant.clone());
+        async move {
+            service
+                .submit(&tenant, &request(tag, 0..5), SubmitOptions::default())
                 .await
                 .unwrap()
-                .unwrap();
-            if s.counts.completed == 5 {
-                Ok(())
-            } else {
-                Err(s.counts)
-            }
-        },
-    )
+                .batch_id
+        }
+    };
+    let within = Duration::from_secs(20);
+    // The first batch completes and its announcement hangs; the second batch
+    // submitted afterwards must still have every result recorded.
+    let first = submit("first").await;
+    let what = "the first batch to complete";
+    until_batch(&*repo, &tenant, first, what, within, |s| {
+        s.batch.completed_at.is_some()
+    })
+    .await;
+    let second = submit("second").await;
+    let what = "the results of the second batch, not held up by the hanging sink";
+    until_batch(&*repo, &tenant, second, what, within, |s| {
+        s.counts.completed == 5
+    })
     .await;
     assert!(sink.calls("publish") > 0);
     // Shutdown waits for announcements in progress: a closed gate lets them

@@ -152,13 +152,7 @@ fn load_tuning() -> Tuning {
 async fn postgres_backends_terminated() {
     let _serial = serial().await;
     let recorder = Recorder::start(|_| Reply::ok(Duration::from_millis(100))).await;
-    let stack = Deployment::new(
-        "pg-terminate",
-        QueueKind::Redis(redis_url()),
-        load_tuning(),
-        recorder,
-    )
-    .await;
+    let stack = Deployment::on_redis("pg-terminate", load_tuning(), recorder).await;
     under_load(
         "pg-terminate-backend",
         stack,
@@ -258,13 +252,7 @@ async fn rabbitmq_connections_closed_by_the_broker() {
 async fn database_down_during_post() {
     let _serial = serial().await;
     let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
-    let mut stack = Deployment::new(
-        "db-down",
-        QueueKind::Redis(redis_url()),
-        Tuning::default(),
-        recorder,
-    )
-    .await;
+    let mut stack = Deployment::on_redis("db-down", Tuning::default(), recorder).await;
     let proxy = Proxy::start(server_address(&stack.database_url, 5432)).await;
     stack.database_url = through(&stack.database_url, proxy.addr);
     stack.start_server(&[]).await;
@@ -329,13 +317,7 @@ async fn enqueue_failure_after_commit_is_swept() {
         sweep_interval_ms: 500,
         ..Tuning::default()
     };
-    let mut stack = Deployment::new(
-        "enqueue-fail",
-        QueueKind::Redis(redis_url()),
-        tuning,
-        recorder.clone(),
-    )
-    .await;
+    let mut stack = Deployment::on_redis("enqueue-fail", tuning, recorder.clone()).await;
     let proxy = Proxy::start(server_address(&redis_url(), 6379)).await;
     // The server reaches Redis through the proxy; the worker directly.
     stack

@@ -31,13 +31,7 @@ async fn sigkill_workers_lose_nothing() {
         Duration::from_millis(tuning.sweep_interval_ms),
         tuning.concurrency,
     );
-    let mut stack = Deployment::new(
-        "sigkill",
-        QueueKind::Redis(redis_url()),
-        tuning,
-        recorder.clone(),
-    )
-    .await;
+    let mut stack = Deployment::on_redis("sigkill", tuning, recorder.clone()).await;
     stack.start_server(&[]).await;
     let workers = 3;
     for _ in 0..workers {
@@ -194,13 +188,7 @@ async fn sigterm_finishes_short_jobs_and_releases_the_rest() {
         concurrency: 8,
         ..Tuning::default()
     };
-    let mut stack = Deployment::new(
-        "sigterm",
-        QueueKind::Redis(redis_url()),
-        tuning,
-        recorder.clone(),
-    )
-    .await;
+    let mut stack = Deployment::on_redis("sigterm", tuning, recorder.clone()).await;
     stack.start_server(&[]).await;
     let t = tag();
     let body = |prefix: &str, range: std::ops::Range<usize>| {
@@ -306,13 +294,7 @@ async fn sigstop_zombie_is_fenced_off() {
         concurrency: 1,
         ..Tuning::default()
     };
-    let mut stack = Deployment::new(
-        "sigstop",
-        QueueKind::Redis(redis_url()),
-        tuning,
-        recorder.clone(),
-    )
-    .await;
+    let mut stack = Deployment::on_redis("sigstop", tuning, recorder.clone()).await;
     stack.extra_env.push(("RUST_LOG".into(), "info".into()));
     stack.start_server(&[]).await;
     let zombie = stack.start_worker();
@@ -426,13 +408,7 @@ async fn poison_is_dead_lettered_and_redriven() {
         retry_max_attempts: 3,
         ..Tuning::default()
     };
-    let mut stack = Deployment::new(
-        "poison",
-        QueueKind::Redis(redis_url()),
-        tuning,
-        recorder.clone(),
-    )
-    .await;
+    let mut stack = Deployment::on_redis("poison", tuning, recorder.clone()).await;
     stack.start_server(&[]).await;
     stack.start_worker();
     stack.start_worker();
@@ -530,13 +506,7 @@ async fn retry_delays_follow_the_policy() {
         concurrency: 16,
         ..Tuning::default()
     };
-    let mut stack = Deployment::new(
-        "retry",
-        QueueKind::Redis(redis_url()),
-        tuning,
-        recorder.clone(),
-    )
-    .await;
+    let mut stack = Deployment::on_redis("retry", tuning, recorder.clone()).await;
     stack.start_server(&[]).await;
     stack.start_worker();
     stack.start_worker();

@@ -201,18 +201,30 @@ impl Harness {
         Worker::new(self.backends(), processor, config).start()
     }
 
+    /// The first 100 items of `batch` (those with `status`, if given), by position.
+    pub async fn items(
+        &self,
+        batch: BatchId,
+        status: Option<ItemStatus>,
+    ) -> crate::repository::ItemPage {
+        let query = ItemQuery {
+            status,
+            limit: 100,
+            after_position: None,
+        };
+        self.service
+            .list_items(&self.tenant, batch, &query)
+            .await
+            .expect("list_items failed")
+    }
+
     /// Waits until the batch has no pending or processing item and is completed.
     pub async fn until_completed(&self, batch: BatchId) -> crate::model::BatchStatus {
         let repo = self.backends().repository;
-        eventually("the batch to complete", DEADLINE, || {
-            let repo = repo.clone();
-            let tenant = self.tenant.clone();
-            async move {
-                let s = repo.batch_status(&tenant, batch).await.ok()??;
-                (s.is_finished() && s.batch.completed_at.is_some()).then_some(s)
-            }
-        })
-        .await
+        let completed =
+            |s: &crate::model::BatchStatus| s.is_finished() && s.batch.completed_at.is_some();
+        let what = "the batch to complete";
+        super::fixtures::until_batch(&*repo, &self.tenant, batch, what, DEADLINE, completed).await
     }
 
     /// Waits until `BatchCompleted` for `batch` was published `n` times in all.
@@ -340,18 +352,7 @@ pub async fn zombie_worker_is_fenced_off(backend: TestBackend) {
         "the zombie's result was fenced off"
     );
     assert_eq!(zombie_report.stats.completed, 0);
-    let page = h
-        .service
-        .list_items(
-            &h.tenant,
-            batch,
-            &ItemQuery {
-                limit: 10,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("items");
+    let page = h.items(batch, None).await;
     assert_eq!(
         page.items[0].status,
         ItemStatus::Processing,
@@ -362,18 +363,7 @@ pub async fn zombie_worker_is_fenced_off(backend: TestBackend) {
     assert_eq!(status.counts.completed, 1);
     let healthy_stats = healthy.shutdown().await.stats;
     assert_eq!(healthy_stats.completed, 1);
-    let page = h
-        .service
-        .list_items(
-            &h.tenant,
-            batch,
-            &ItemQuery {
-                limit: 10,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("items");
+    let page = h.items(batch, None).await;
     assert_eq!(page.items[0].status, ItemStatus::Completed);
     assert_eq!(
         page.items[0].attempts, 2,
@@ -441,18 +431,7 @@ pub async fn dead_workers_items_are_taken_over(backend: TestBackend) {
     let h = Harness::new(backend);
     let repo = h.backends().repository;
     let batch = h.submit(0..10).await;
-    let items = h
-        .service
-        .list_items(
-            &h.tenant,
-            batch,
-            &ItemQuery {
-                limit: 100,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("items");
+    let items = h.items(batch, None).await;
     // A worker claims everything and dies without a word.
     let at = now();
     let claimed = repo
@@ -496,19 +475,7 @@ pub async fn retries_and_dead_letters(backend: TestBackend) {
         "poison: exactly max_attempts"
     );
     assert_eq!(processor.calls(&h.domain(2)), 1, "permanent: no retry");
-    let failed = h
-        .service
-        .list_items(
-            &h.tenant,
-            batch,
-            &ItemQuery {
-                status: Some(ItemStatus::Failed),
-                limit: 100,
-                after_position: None,
-            },
-        )
-        .await
-        .expect("dead letters");
+    let failed = h.items(batch, Some(ItemStatus::Failed)).await;
     assert_eq!(failed.items.len(), 2);
     let poison = &failed.items[0];
     assert_eq!(poison.position, 1);
@@ -518,18 +485,7 @@ pub async fn retries_and_dead_letters(backend: TestBackend) {
     let permanent = &failed.items[1];
     assert_eq!(permanent.errors.len(), 1);
     assert!(permanent.errors[0].permanent);
-    let recovered = h
-        .service
-        .list_items(
-            &h.tenant,
-            batch,
-            &ItemQuery {
-                limit: 1,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("first item");
+    let recovered = h.items(batch, None).await;
     assert_eq!(
         recovered.items[0].errors.len(),
         2,
@@ -771,18 +727,7 @@ pub async fn graceful_shutdown_releases_in_flight(backend: TestBackend) {
     .await;
     let report = worker.shutdown().await;
     assert_eq!(report.released, 1);
-    let page = h
-        .service
-        .list_items(
-            &h.tenant,
-            batch,
-            &ItemQuery {
-                limit: 1,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("items");
+    let page = h.items(batch, None).await;
     let item = &page.items[0];
     assert_eq!(
         item.status,

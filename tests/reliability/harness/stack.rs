@@ -107,6 +107,11 @@ impl Deployment {
         }
     }
 
+    /// [`Deployment::new`] on the shared Redis (`ONBOARDING_TEST_REDIS_URL`).
+    pub(crate) async fn on_redis(scenario: &str, tuning: Tuning, recorder: Recorder) -> Self {
+        Self::new(scenario, QueueKind::Redis(redis_url()), tuning, recorder).await
+    }
+
     pub(crate) fn pg(&self) -> &Pg {
         self.pg.as_ref().expect("database")
     }
