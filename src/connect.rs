@@ -1,13 +1,12 @@
 //! Backends from URLs, the way `examples/server.rs` reads `DATABASE_URL`,
 //! `QUEUE_URL` and `CACHE_URL`.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, TracingEventSink};
 use onboarding_core::repository::OrgRepository;
-use onboarding_core::{redact_url, Backends, Cache, Error, ErrorKind, JobQueue, Result};
+use onboarding_core::{redact_url, Backends, Cache, Error, ErrorKind, JobQueue, Result, SecretUrl};
 
 /// Where a deployment keeps its state, one URL per backend:
 ///
@@ -19,16 +18,16 @@ use onboarding_core::{redact_url, Backends, Cache, Error, ErrorKind, JobQueue, R
 ///
 /// Events go to `tracing`; replace [`Backends::events`] to send them
 /// elsewhere. Connection pools close when the last clone of the backends
-/// is dropped. `Debug` hides passwords.
-#[derive(Clone)]
+/// is dropped. `Debug` hides passwords (the URLs are [`SecretUrl`]s).
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BackendUrls {
     /// The repository's URL.
-    pub database: String,
+    pub database: SecretUrl,
     /// The queue's URL.
-    pub queue: String,
+    pub queue: SecretUrl,
     /// The cache's URL.
-    pub cache: String,
+    pub cache: SecretUrl,
     /// The key prefix (Redis) or queue-name prefix (RabbitMQ); the adapters'
     /// default (`onboarding`) when `None`.
     pub prefix: Option<String>,
@@ -44,14 +43,12 @@ impl BackendUrls {
         queue: impl Into<String>,
         cache: impl Into<String>,
     ) -> Self {
-        let (database, queue, cache) = (database.into(), queue.into(), cache.into());
-        let (prefix, queue_expiry) = (None, None);
         Self {
-            database,
-            queue,
-            cache,
-            prefix,
-            queue_expiry,
+            database: SecretUrl::new(database),
+            queue: SecretUrl::new(queue),
+            cache: SecretUrl::new(cache),
+            prefix: None,
+            queue_expiry: None,
         }
     }
 
@@ -69,7 +66,7 @@ impl BackendUrls {
 
     /// Whether the repository lives in this process only (`memory`).
     pub fn is_in_memory(&self) -> bool {
-        self.database.trim() == "memory"
+        self.database.expose().trim() == "memory"
     }
 
     /// Connects every backend (running the SQL migrations).
@@ -80,8 +77,8 @@ impl BackendUrls {
     /// or one whose feature is off), `Unavailable` when a server cannot be
     /// reached. Messages show URLs with their passwords hidden.
     pub async fn connect(&self) -> Result<Backends> {
-        let (repository, sql_queue) = repository(self.database.trim()).await?;
-        let queue: Arc<dyn JobQueue> = match self.queue.trim() {
+        let (repository, sql_queue) = repository(self.database.expose().trim()).await?;
+        let queue: Arc<dyn JobQueue> = match self.queue.expose().trim() {
             "database" => sql_queue
                 .ok_or_else(|| invalid("QUEUE_URL=database needs a SQL DATABASE_URL".to_owned()))?,
             "memory" => Arc::new(MemoryQueue::new(Duration::from_secs(30))),
@@ -96,7 +93,7 @@ impl BackendUrls {
                 )))
             }
         };
-        let cache: Arc<dyn Cache> = match self.cache.trim() {
+        let cache: Arc<dyn Cache> = match self.cache.expose().trim() {
             "memory" => Arc::new(MemoryCache::default()),
             url if is_redis(url) => redis::cache(url, self.prefix.as_deref()).await?,
             other => {
@@ -112,18 +109,6 @@ impl BackendUrls {
             cache,
             Arc::new(TracingEventSink),
         ))
-    }
-}
-
-impl fmt::Debug for BackendUrls {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BackendUrls")
-            .field("database", &redact_url(&self.database))
-            .field("queue", &redact_url(&self.queue))
-            .field("cache", &redact_url(&self.cache))
-            .field("prefix", &self.prefix)
-            .field("queue_expiry", &self.queue_expiry)
-            .finish()
     }
 }
 

@@ -17,7 +17,7 @@ pub use onboarding_core::{Cache, Delivery, Event, EventSink, Job, JobQueue, Queu
 // Domain types, validation, the repository contract, in-memory backends.
 pub use onboarding_core::{memory, model, repository, validate};
 // URLs fit for logs.
-pub use onboarding_core::redact_url;
+pub use onboarding_core::{redact_url, SecretUrl};
 
 // Backends from `DATABASE_URL` / `QUEUE_URL` / `CACHE_URL`-style URLs.
 pub use connect::{connect, BackendUrls};

@@ -1,20 +1,20 @@
 //! `AmqpConfig`: where the broker is, how the queues are named, and how the
 //! queue behaves (prefetch, visibility timeout, reconnection backoff).
 
-use std::fmt;
 use std::time::Duration;
 
 use onboarding_core::model::TenantId;
+use onboarding_core::SecretUrl;
 
 /// Configuration of an [`AmqpQueue`](crate::AmqpQueue).
 ///
 /// Build one with [`AmqpConfig::new`] and the `with_*` methods; its `Debug`
 /// output hides the password of the URL.
 #[non_exhaustive]
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AmqpConfig {
     /// `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`).
-    pub url: String,
+    pub url: SecretUrl,
     /// Prefix of every queue name: the work queue is `{prefix}.jobs`, the
     /// dead-letter queue `{prefix}.jobs.dead`, the wait queues
     /// `{prefix}.jobs.wait.{n}` (default `onboarding`).
@@ -55,7 +55,7 @@ impl AmqpConfig {
     /// A configuration for the broker at `url` with every default.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            url: SecretUrl::new(url),
             prefix: "onboarding".to_owned(),
             prefetch: 64,
             visibility_timeout: Duration::from_secs(30),
@@ -181,23 +181,6 @@ impl Default for AmqpConfig {
     /// The local broker with the default `guest` account.
     fn default() -> Self {
         Self::new("amqp://guest:guest@127.0.0.1:5672/%2f")
-    }
-}
-
-impl fmt::Debug for AmqpConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AmqpConfig")
-            .field("url", &onboarding_core::redact_url(&self.url))
-            .field("prefix", &self.prefix)
-            .field("prefetch", &self.prefetch)
-            .field("visibility_timeout", &self.visibility_timeout)
-            .field("reconnect_min", &self.reconnect_min)
-            .field("reconnect_max", &self.reconnect_max)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("delay_buckets", &self.delay_buckets)
-            .field("queue_expiry", &self.queue_expiry)
-            .field("tenant_queue_expiry", &self.tenant_queue_expiry)
-            .finish()
     }
 }
 

@@ -31,7 +31,7 @@ pub use error::{Error, ErrorKind, FieldError, Result};
 pub use events::{Event, EventSink};
 pub use processor::{processor_fn, NoopProcessor, ProcessError, Processor, WorkItem};
 pub use queue::{Delivery, Job, JobQueue, QueueDepth, Receipt};
-pub use redact::redact_url;
+pub use redact::{redact_url, SecretUrl};
 pub use service::{
     Accepted, IngestConfig, OnboardingService, Readiness, SubmitOptions, MAX_IDEMPOTENCY_KEY_LEN,
 };

@@ -1,5 +1,54 @@
 //! URLs fit for logs and `Debug` output: passwords hidden.
 
+use std::fmt;
+
+/// A URL that may hold a password (a database, Redis or broker URL): its
+/// `Debug` and `Display` show it through [`redact_url`]; only
+/// [`SecretUrl::expose`] gives the password, to connect with it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL with its password (use only to connect).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with every password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl From<String> for SecretUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl From<&str> for SecretUrl {
+    fn from(url: &str) -> Self {
+        Self(url.to_owned())
+    }
+}
+
 /// `url` with every password replaced by `***`: the password of the user
 /// info (`scheme://user:secret@host` → `scheme://user:***@host`) and the
 /// value of every query parameter whose name ends in `password`, in any
@@ -77,7 +126,24 @@ fn hide_query_passwords(query: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{redact_url, SecretUrl};
+
+    #[test]
+    fn secret_urls_show_only_redacted() {
+        let url = SecretUrl::new("postgres://app:s3cret@db:5432/onb?sslmode=disable");
+        assert_eq!(
+            format!("{url:?}"),
+            "\"postgres://app:***@db:5432/onb?sslmode=disable\""
+        );
+        assert_eq!(
+            url.to_string(),
+            "postgres://app:***@db:5432/onb?sslmode=disable"
+        );
+        assert_eq!(
+            url.expose(),
+            "postgres://app:s3cret@db:5432/onb?sslmode=disable"
+        );
+    }
 
     #[test]
     fn user_info_passwords_are_hidden() {

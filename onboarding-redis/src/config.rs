@@ -1,18 +1,19 @@
 //! `RedisConfig`: where Redis is, which key prefix to use, and the timeouts.
 
-use std::fmt;
 use std::time::Duration;
+
+use onboarding_core::SecretUrl;
 
 /// How to reach Redis and how the queue and cache behave there.
 ///
 /// Build one with [`RedisConfig::new`] and the `with_*` methods; its `Debug`
 /// output hides the password of the URL.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisConfig {
     /// `redis://[user[:password]@]host[:port][/db]` (or `rediss://` when the
     /// `redis` crate is built with TLS, `redis+unix:///path` for a socket).
-    pub url: String,
+    pub url: SecretUrl,
     /// Every key starts with `{prefix}:` (default `onboarding`). Use a hash
     /// tag such as `{onboarding}` to keep all keys in one Cluster slot.
     pub prefix: String,
@@ -31,7 +32,7 @@ impl RedisConfig {
     /// A configuration for `url` with every other field at its default.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            url: SecretUrl::new(url),
             prefix: "onboarding".to_owned(),
             visibility_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_millis(200),
@@ -75,19 +76,6 @@ impl Default for RedisConfig {
     /// `redis://127.0.0.1:6379`, prefix `onboarding`.
     fn default() -> Self {
         Self::new("redis://127.0.0.1:6379")
-    }
-}
-
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &onboarding_core::redact_url(&self.url))
-            .field("prefix", &self.prefix)
-            .field("visibility_timeout", &self.visibility_timeout)
-            .field("poll_interval", &self.poll_interval)
-            .field("response_timeout", &self.response_timeout)
-            .field("connection_timeout", &self.connection_timeout)
-            .finish()
     }
 }
 

@@ -11,7 +11,7 @@ use crate::error::from_redis;
 
 /// A client for the configured URL (no I/O yet).
 fn client(config: &RedisConfig) -> Result<Client> {
-    Client::open(config.url.as_str()).map_err(|e| from_redis("invalid redis URL", e))
+    Client::open(config.url.expose()).map_err(|e| from_redis("invalid redis URL", e))
 }
 
 /// Settings of a [`ConnectionManager`]: a few quick reconnection attempts per

@@ -144,38 +144,9 @@ impl SqlOptions {
     }
 }
 
-/// A database URL whose `Debug` and `Display` hide the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl(String);
-
-impl DatabaseUrl {
-    /// Wraps a URL.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self(url.into())
-    }
-
-    /// The URL with its secret (use only to connect).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The URL with any password replaced by `***`.
-    pub fn redacted(&self) -> String {
-        onboarding_core::redact_url(&self.0)
-    }
-}
-
-impl fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.redacted())
-    }
-}
-
-impl fmt::Display for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
+/// The URL of a database: core's [`SecretUrl`](onboarding_core::SecretUrl)
+/// (the name the engine modules use).
+pub(crate) use onboarding_core::SecretUrl as DatabaseUrl;
 
 /// A connected SQL backend: its repository and its queue share one pool.
 #[derive(Clone)]
@@ -213,7 +184,7 @@ impl SqlBackend {
     }
 
     /// The URL it connected to (its `Debug`/`Display` hide the password).
-    pub fn url(&self) -> &DatabaseUrl {
+    pub fn url(&self) -> &onboarding_core::SecretUrl {
         &self.url
     }
 
@@ -271,21 +242,6 @@ pub(crate) fn chunk_len(chunk_size: usize, max_params: usize, params_per_row: us
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_hide_passwords() {
-        let u = DatabaseUrl::new("postgres://app:s3cret@db:5432/onb?sslmode=disable");
-        assert_eq!(
-            format!("{u:?}"),
-            "\"postgres://app:***@db:5432/onb?sslmode=disable\""
-        );
-        assert!(!format!("{u}").contains("s3cret"));
-        let u = DatabaseUrl::new("mysql://root@127.0.0.1/x?password=hunter2&ssl-mode=disabled");
-        assert_eq!(
-            u.redacted(),
-            "mysql://root@127.0.0.1/x?password=***&ssl-mode=disabled"
-        );
-    }
 
     #[test]
     fn engines_by_scheme() {
