@@ -11,9 +11,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
+use common::serving::{operator_addr, start_operator, ServeArgs};
 use common::{print_line, CommonArgs};
 use onboarding::model::TenantId;
-use onboarding::web::{router, ApiKeys, HttpConfig, Metrics, RateLimit};
+use onboarding::web::{router, serve, ApiKeys, HttpConfig, Metrics, RateLimit};
 use onboarding::{IngestConfig, OnboardingService, Worker, WorkerConfig};
 
 /// Bulk organization onboarding over HTTP.
@@ -37,6 +38,12 @@ struct Args {
     /// past it is answered 503 with Retry-After, nothing stored (`0` = no limit).
     #[arg(long, env = "MAX_BACKLOG", default_value_t = IngestConfig::DEFAULT_MAX_BACKLOG)]
     max_backlog: u64,
+    /// Operator endpoints (`/health`, `/ready`, `/metrics`, no auth): keep
+    /// it private; `off` turns them off.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    metrics_addr: String,
+    #[command(flatten)]
+    serve: ServeArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -50,6 +57,8 @@ async fn run(args: Args) -> Result<(), String> {
     let rate_limit = RateLimit::parse(&args.rate_limit).map_err(|e| format!("RATE_LIMIT: {e}"))?;
     let connected = common::connect(&args.common).await?;
     let metrics = Metrics::new();
+    // The worker engine reports through the global recorder: this one.
+    metrics.install().map_err(|e| e.to_string())?;
     let ingest =
         IngestConfig::default().with_max_backlog(Some(args.max_backlog).filter(|n| *n > 0));
     let service =
@@ -57,6 +66,11 @@ async fn run(args: Args) -> Result<(), String> {
 
     let keys = match args.api_keys.as_deref().filter(|k| !k.trim().is_empty()) {
         Some(list) => ApiKeys::parse(list).map_err(|e| format!("API_KEYS: {e}"))?,
+        None if !args.common.generate_secrets => {
+            return Err(
+                "API_KEYS is unset (and GENERATE_SECRETS=false): set API_KEYS=tenant:key,…".into(),
+            )
+        }
         None => {
             let key = ApiKeys::generate_key();
             let tenant = TenantId::parse("default").map_err(|e| e.to_string())?;
@@ -78,10 +92,14 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(webhooks) = connected.webhooks.clone() {
         config = config.webhooks(webhooks);
     }
-    let app = router(service, config.build());
+    let app = router(service.clone(), config.build());
+    let serve_config = args.serve.config();
+    if let Some(addr) = operator_addr(&args.metrics_addr) {
+        start_operator(addr, service, metrics, serve_config.clone()).await?;
+    }
 
     let worker = if args.common.workers > 0 {
-        let processor = metrics.instrument(common::processor(&args.common)?);
+        let processor = common::processor(&args.common)?;
         let config = args
             .common
             .hooks
@@ -103,12 +121,10 @@ async fn run(args: Args) -> Result<(), String> {
         addr = %args.bind_addr, workers = args.common.workers,
         "listening"
     );
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(common::shutdown_signal())
-        .await;
+    serve(listener, app, serve_config, common::shutdown_signal()).await;
     if let Some(worker) = worker {
         let report = worker.shutdown().await;
         tracing::info!(released = report.released, stats = ?report.stats, "workers stopped");
     }
-    served.map_err(|e| format!("server error: {e}"))
+    Ok(())
 }

@@ -11,12 +11,9 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Method, Request};
 use common::*;
-use onboarding_core::memory::MemoryRepository;
-use onboarding_core::testing::doubles::{Action, Double};
-use onboarding_core::testing::eventually;
 use onboarding_core::testing::fixtures::fill_queue;
 use onboarding_core::{Backends, ErrorKind, IngestConfig, JobQueue, OnboardingService};
-use onboarding_http::router;
+use onboarding_http::{operator_router, router, Metrics};
 use tokio::sync::Semaphore;
 
 const SEED: &str = "/api/bulk-onboard";
@@ -28,8 +25,10 @@ fn metric(text: &str, name: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-async fn metrics_text(app: &axum::Router) -> String {
-    String::from_utf8(get(app, "/metrics", None).await.raw).unwrap()
+/// What the operator router's `/metrics` shows for `metrics`.
+async fn metrics_text(metrics: &Metrics) -> String {
+    let operator = operator_router(memory_service(), metrics.clone());
+    String::from_utf8(get(&operator, "/metrics", None).await.raw).unwrap()
 }
 
 async fn fill(queue: &dyn JobQueue, n: usize) {
@@ -44,7 +43,8 @@ async fn a_full_backlog_is_503_overloaded_with_retry_after_and_stores_nothing() 
             .with_max_backlog(Some(10))
             .with_backlog_refresh(Duration::ZERO),
     );
-    let app = router(service.clone(), config().build());
+    let metrics = Metrics::new();
+    let app = router(service.clone(), config().metrics(metrics.clone()).build());
     fill(&*service.backends().queue, 8).await;
     for uri in [V1, SEED] {
         let a = post_json(&app, uri, ACME_KEY, &orgs(3)).await;
@@ -68,7 +68,7 @@ async fn a_full_backlog_is_503_overloaded_with_retry_after_and_stores_nothing() 
     // What fits is accepted: 8 + 2 = 10.
     let fits = post_json(&app, V1, ACME_KEY, &orgs(2)).await;
     assert_eq!(fits.status, 202, "{}", fits.body);
-    let text = metrics_text(&app).await;
+    let text = metrics_text(&metrics).await;
     assert_eq!(
         metric(
             &text,
@@ -103,35 +103,6 @@ async fn a_full_backlog_is_503_overloaded_with_retry_after_and_stores_nothing() 
     }
 }
 
-/// A memory repository whose `store_submission` waits at `gate`: slow
-/// submissions held in progress for as long as a test needs.
-fn gated_repository(gate: &Arc<Semaphore>) -> Arc<Double<MemoryRepository>> {
-    let gate = gate.clone();
-    Arc::new(Double::new(Arc::new(MemoryRepository::new())).with_hook(
-        move |call| match call.method {
-            "store_submission" => Action::Gate(gate.clone()),
-            _ => Action::Forward,
-        },
-    ))
-}
-
-/// Waits until `n` submissions reached the repository.
-async fn until_entered(repository: &Double<MemoryRepository>, n: u64) {
-    eventually(
-        "the submissions to reach the repository",
-        Duration::from_secs(10),
-        || async {
-            let entered = repository.calls("store_submission");
-            if entered >= n {
-                Ok(())
-            } else {
-                Err(entered)
-            }
-        },
-    )
-    .await;
-}
-
 /// A POST whose body never ends: answered only if the body is never read.
 fn endless_post(uri: &str) -> Request<Body> {
     let stream = futures::stream::pending::<std::result::Result<Vec<u8>, std::io::Error>>();
@@ -148,14 +119,11 @@ fn endless_post(uri: &str) -> Request<Body> {
 async fn submissions_beyond_the_concurrency_limit_are_shed_at_once() {
     let gate = Arc::new(Semaphore::new(0));
     let repository = gated_repository(&gate);
-    let backends = Backends {
-        repository: repository.clone(),
-        ..Backends::memory()
-    };
-    let service = OnboardingService::new(backends, IngestConfig::default());
+    let metrics = Metrics::new();
     let app = router(
-        service,
+        service_over(repository.clone()),
         config()
+            .metrics(metrics.clone())
             .max_concurrent_submissions(Some(2))
             .retry_after(Duration::from_secs(2))
             .build(),
@@ -211,7 +179,7 @@ async fn submissions_beyond_the_concurrency_limit_are_shed_at_once() {
             .status,
         401
     );
-    let text = metrics_text(&app).await;
+    let text = metrics_text(&metrics).await;
     assert_eq!(
         metric(
             &text,
@@ -229,7 +197,7 @@ async fn submissions_beyond_the_concurrency_limit_are_shed_at_once() {
     }
     let after = post_json(&app, V1, ACME_KEY, &orgs(1)).await;
     assert_eq!(after.status, 202, "{}", after.body);
-    let text = metrics_text(&app).await;
+    let text = metrics_text(&metrics).await;
     assert_eq!(metric(&text, "onboarding_submissions_in_progress"), Some(0));
 }
 
@@ -241,12 +209,8 @@ async fn the_limit_can_be_turned_off() {
     );
     let gate = Arc::new(Semaphore::new(0));
     let repository = gated_repository(&gate);
-    let backends = Backends {
-        repository: repository.clone(),
-        ..Backends::memory()
-    };
     let app = router(
-        OnboardingService::new(backends, IngestConfig::default()),
+        service_over(repository.clone()),
         config().max_concurrent_submissions(None).build(),
     );
     // 40 at once, more than the default 32: all reach the repository.

@@ -16,4 +16,7 @@ mod harness;
 mod faults;
 mod http;
 mod load;
+mod operator;
+mod privacy;
+mod slow_clients;
 mod workers;

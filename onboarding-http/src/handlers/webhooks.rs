@@ -6,10 +6,12 @@ use axum::Json;
 use onboarding_core::model::BatchId;
 use serde::Deserialize;
 
-use crate::app::{AppState, Tenant};
+use crate::app::AppState;
 use crate::dto::DeliveriesPage;
-use crate::handlers::limit;
+use crate::extract::Tenant;
+use crate::handlers::{limit, query, MAX_PAGE};
 use crate::problem::Problem;
+use crate::responses::{Invalid, Malformed, NotFound, RateLimited, Unauthorized};
 use crate::webhook::Delivery;
 
 /// Query parameters of the deliveries listing.
@@ -23,16 +25,15 @@ pub(crate) struct DeliveriesParams {
 #[utoipa::path(
     get,
     path = "/api/v1/webhooks/deliveries",
+    operation_id = "webhook_deliveries",
     tag = "webhooks",
     params(
         ("batch_id" = Option<uuid::Uuid>, Query, description = "Only deliveries of this batch"),
-        ("limit" = Option<u32>, Query, description = "At most this many, 1-1000 (default 100)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many, 1-1000 (default 100)"),
     ),
     responses(
         (status = 200, description = "Deliveries", body = DeliveriesPage),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid batch_id or limit", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Malformed, Unauthorized, Invalid, RateLimited,
     ),
     security(("bearer" = []))
 )]
@@ -40,14 +41,12 @@ pub(crate) struct DeliveriesParams {
 pub(crate) async fn list(
     State(state): State<AppState>,
     tenant: Tenant,
-    query: Result<Query<DeliveriesParams>, QueryRejection>,
+    params: Result<Query<DeliveriesParams>, QueryRejection>,
 ) -> Result<Json<DeliveriesPage>, Problem> {
-    let Query(params) = query.map_err(|e| {
-        Problem::malformed(format!("the query string is invalid: {}", e.body_text()))
-    })?;
-    let limit = limit(params.limit.as_deref(), 100, 1000)?;
-    let batch = match params.batch_id.as_deref().map(str::trim) {
-        None | Some("") => None,
+    let params = query(params)?;
+    let limit = limit(params.limit.as_deref(), 100, MAX_PAGE)?;
+    let batch = match params.batch_id.as_deref() {
+        None => None,
         Some(raw) => Some(raw.parse::<BatchId>().map_err(|_| {
             Problem::invalid_parameter("batch_id", "invalid_value", "batch_id must be a UUID")
         })?),
@@ -65,13 +64,12 @@ pub(crate) async fn list(
 #[utoipa::path(
     post,
     path = "/api/v1/webhooks/deliveries/{id}/replay",
+    operation_id = "webhook_replay",
     tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "A delivery id from the listing")),
     responses(
         (status = 200, description = "The replay's last attempt (see its outcome)", body = Delivery),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such delivery for this tenant", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, RateLimited,
     ),
     security(("bearer" = []))
 )]
@@ -82,14 +80,12 @@ pub(crate) async fn replay(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Delivery>, Problem> {
     let not_found = || Problem::not_found("no such webhook delivery");
-    let Ok(Path(raw)) = path else {
-        return Err(not_found());
-    };
-    let id: uuid::Uuid = raw.parse().map_err(|_| not_found())?;
+    let id: uuid::Uuid = path
+        .ok()
+        .and_then(|Path(raw)| raw.parse().ok())
+        .ok_or_else(not_found)?;
     tracing::Span::current().record("delivery_id", tracing::field::display(id));
-    let Some(webhooks) = state.config().webhooks.as_ref() else {
-        return Err(not_found());
-    };
+    let webhooks = state.config().webhooks.as_ref().ok_or_else(not_found)?;
     let delivery = webhooks
         .replay(&tenant.0, id)
         .await

@@ -3,16 +3,21 @@
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
+use onboarding_core::memory::MemoryRepository;
 use onboarding_core::model::TenantId;
 use onboarding_core::repository::OrgRepository;
+use onboarding_core::testing::doubles::{Action, Double};
+use onboarding_core::testing::eventually;
 use onboarding_core::{Backends, IngestConfig, OnboardingService};
 use onboarding_http::{router, HttpConfig, HttpConfigBuilder, RateLimit};
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 pub const ACME_KEY: &str = "acme-key-0123456789";
@@ -158,11 +163,43 @@ pub fn orgs(n: usize) -> Value {
     json!({"organizations": (0..n).map(|i| org(&format!("Org {i}"), &format!("org{i}.com"))).collect::<Vec<_>>()})
 }
 
-/// A service over memory backends but `repository` (a test double).
-pub fn service_with_repository(repository: Arc<dyn OrgRepository>) -> OnboardingService {
+/// A service over `repository` (a test double) and memory queue, cache and events.
+pub fn service_over(repository: Arc<dyn OrgRepository>) -> OnboardingService {
     let backends = Backends {
         repository,
         ..Backends::memory()
     };
     OnboardingService::new(backends, IngestConfig::default())
+}
+
+/// A memory repository whose every call fails with `Unavailable`.
+pub fn down_repository() -> Arc<Double<MemoryRepository>> {
+    Arc::new(Double::down(Arc::new(MemoryRepository::new())))
+}
+
+/// A memory repository whose `store_submission` waits at `gate` (one permit
+/// lets one through): slow submissions held in progress for as long as a
+/// test needs. Its `calls("store_submission")` counts those that arrived.
+pub fn gated_repository(gate: &Arc<Semaphore>) -> Arc<Double<MemoryRepository>> {
+    let gate = gate.clone();
+    Arc::new(Double::new(Arc::new(MemoryRepository::new())).with_hook(
+        move |call| match call.method {
+            "store_submission" => Action::Gate(gate.clone()),
+            _ => Action::Forward,
+        },
+    ))
+}
+
+/// Waits until `n` submissions reached the repository.
+pub async fn until_entered(repository: &Double<MemoryRepository>, n: u64) {
+    let what = "the submissions to reach the repository";
+    eventually(what, Duration::from_secs(10), || async {
+        let entered = repository.calls("store_submission");
+        if entered >= n {
+            Ok(())
+        } else {
+            Err(entered)
+        }
+    })
+    .await;
 }

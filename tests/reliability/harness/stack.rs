@@ -63,6 +63,8 @@ pub(crate) struct Deployment {
     pub(crate) other_key: String,
     pub(crate) server: Option<Proc>,
     pub(crate) base: String,
+    /// The server's operator listener (`METRICS_ADDR`): `/ready`, `/metrics`.
+    pub(crate) operator: String,
     pub(crate) workers: Vec<Proc>,
     spawned: usize,
     pub(crate) http: reqwest::Client,
@@ -97,6 +99,7 @@ impl Deployment {
             other_key: format!("key-{}", tag()),
             server: None,
             base: String::new(),
+            operator: String::new(),
             workers: Vec::new(),
             spawned: 0,
             http: reqwest::Client::builder()
@@ -134,6 +137,8 @@ impl Deployment {
             ("SHUTDOWN_TIMEOUT_MS", t.shutdown_timeout_ms.to_string()),
             ("POLL_WAIT_MS", t.poll_wait_ms.to_string()),
             ("QUEUE_EXPIRY_MS", "60000".to_owned()),
+            // Workers serve /ready and /metrics too: any free port each.
+            ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -145,11 +150,12 @@ impl Deployment {
     /// Starts the HTTP server (no in-process workers) with `server_env`
     /// overrides, and waits until it is ready.
     pub(crate) async fn start_server(&mut self, server_env: &[(&str, &str)]) {
-        let port = free_port();
+        let (port, operator_port) = (free_port(), free_port());
         let mut env = self.env();
-        env.retain(|(k, _)| k != "WORKERS");
+        env.retain(|(k, _)| k != "WORKERS" && k != "METRICS_ADDR");
         env.push(("WORKERS".into(), "0".into()));
         env.push(("BIND_ADDR".into(), format!("127.0.0.1:{port}")));
+        env.push(("METRICS_ADDR".into(), format!("127.0.0.1:{operator_port}")));
         env.push((
             "API_KEYS".into(),
             format!("{TENANT}:{},{OTHER_TENANT}:{}", self.key, self.other_key),
@@ -162,8 +168,9 @@ impl Deployment {
         let log = log_dir(&self.scenario).join("server.log");
         let server = Proc::spawn("server", &binaries().server, &env, log);
         self.base = format!("http://127.0.0.1:{port}");
+        self.operator = format!("http://127.0.0.1:{operator_port}");
         self.server = Some(server);
-        let (http, base) = (self.http.clone(), self.base.clone());
+        let (http, base) = (self.http.clone(), self.operator.clone());
         let server = self.server.as_mut().expect("server");
         eventually("the server to be ready", Duration::from_secs(60), || {
             let (http, base) = (http.clone(), base.clone());
@@ -258,6 +265,17 @@ impl Deployment {
                 latency,
             },
         }
+    }
+
+    /// The status of the server's `GET /ready` (on its operator listener).
+    pub(crate) async fn ready_status(&self) -> u16 {
+        self.http
+            .get(format!("{}/ready", self.operator))
+            .send()
+            .await
+            .expect("GET /ready")
+            .status()
+            .as_u16()
     }
 
     pub(crate) async fn get(&self, path: &str, key: &str) -> (u16, Value) {
