@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use common::serving::{operator_addr, start_operator, ServeArgs};
+use common::serving::{operator_addr, start_operator};
 use common::{print_line, CommonArgs};
 use onboarding::model::TenantId;
 use onboarding::web::{router, serve, ApiKeys, HttpConfig, Metrics, RateLimit};
@@ -42,8 +42,6 @@ struct Args {
     /// it private; `off` turns them off.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9090")]
     metrics_addr: String,
-    #[command(flatten)]
-    serve: ServeArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -93,7 +91,7 @@ async fn run(args: Args) -> Result<(), String> {
         config = config.webhooks(webhooks);
     }
     let app = router(service.clone(), config.build());
-    let serve_config = args.serve.config();
+    let serve_config = args.common.serve.config();
     if let Some(addr) = operator_addr(&args.metrics_addr) {
         start_operator(addr, service, metrics, serve_config.clone()).await?;
     }

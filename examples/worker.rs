@@ -10,7 +10,7 @@ mod common;
 use std::process::ExitCode;
 
 use clap::Parser;
-use common::serving::{operator_addr, start_operator, ServeArgs};
+use common::serving::{operator_addr, start_operator};
 use common::CommonArgs;
 use onboarding::web::Metrics;
 use onboarding::{IngestConfig, OnboardingService, Worker, WorkerConfig};
@@ -24,8 +24,6 @@ struct Args {
     /// host), `off` turns them off.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9091")]
     metrics_addr: String,
-    #[command(flatten)]
-    serve: ServeArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -45,7 +43,7 @@ async fn run(args: Args) -> Result<(), String> {
         metrics.install().map_err(|e| e.to_string())?;
         // Readiness and the queue depth only: this service never ingests.
         let service = OnboardingService::new(connected.backends.clone(), IngestConfig::default());
-        start_operator(addr, service, metrics, args.serve.config()).await?;
+        start_operator(addr, service, metrics, args.common.serve.config()).await?;
     }
     let processor = common::processor(&args.common)?;
     let config = args

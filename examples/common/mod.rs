@@ -67,6 +67,8 @@ pub struct CommonArgs {
     #[arg(long, env = "GENERATE_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
     pub generate_secrets: bool,
     #[command(flatten)]
+    pub serve: serving::ServeArgs,
+    #[command(flatten)]
     pub hooks: hooks::Hooks,
 }
 
