@@ -25,7 +25,7 @@ pub mod validate;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
-pub use backends::{batch_status_cache_key, Backends};
+pub use backends::Backends;
 pub use cache::Cache;
 pub use error::{Error, ErrorKind, FieldError, Result};
 pub use events::{Event, EventSink};
