@@ -246,34 +246,34 @@ fn drop_stale_files() {
 mod server {
     use super::*;
 
-    /// Runs one statement on a connection of its own (a pool of one: a
-    /// pool's executor keeps the future `Send` where a connection's does not).
+    /// Runs one statement on a connection of its own.
     pub(super) async fn execute(engine: Engine, admin: &str, sql: &str) -> Result<(), sqlx::Error> {
         match engine {
             #[cfg(feature = "postgres")]
-            Engine::Postgres => {
-                let pool = sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(admin)
-                    .await?;
-                let done = sqlx::raw_sql(sql).execute(&pool).await.map(drop);
-                pool.close().await;
-                done
-            }
+            Engine::Postgres => execute_on::<sqlx::Postgres>(admin, sql).await,
             #[cfg(feature = "mysql")]
-            Engine::MySql => {
-                let pool = sqlx::mysql::MySqlPoolOptions::new()
-                    .max_connections(1)
-                    .connect(admin)
-                    .await?;
-                let done = sqlx::raw_sql(sql).execute(&pool).await.map(drop);
-                pool.close().await;
-                done
-            }
+            Engine::MySql => execute_on::<sqlx::MySql>(admin, sql).await,
             _ => Err(sqlx::Error::Configuration(
                 format!("the {engine:?} feature of onboarding-sqlx is off").into(),
             )),
         }
+    }
+
+    /// [`execute`] on a pool of one (a pool's executor keeps the future
+    /// `Send` where a connection's does not).
+    #[allow(dead_code)] // without an engine feature nothing calls it
+    async fn execute_on<DB>(admin: &str, sql: &str) -> Result<(), sqlx::Error>
+    where
+        DB: sqlx::Database,
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    {
+        let pool = sqlx::pool::PoolOptions::<DB>::new()
+            .max_connections(1)
+            .connect(admin)
+            .await?;
+        let done = sqlx::raw_sql(sql).execute(&pool).await.map(drop);
+        pool.close().await;
+        done
     }
 
     /// The names of the test databases on the server.
