@@ -3,7 +3,7 @@
 //! `cargo run --release --example server` runs on SQLite, the SQL table
 //! queue and an in-memory cache, generates an API key and prints a curl line
 //! to try it. Every setting is a flag with an environment fallback
-//! (`--help` lists them); see DESIGN.md section 4.
+//! (`--help` lists them; the README describes them).
 
 mod common;
 
@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use common::serving::{operator_addr, start_operator, ServeArgs};
+use common::serving::{operator_addr, start_operator};
 use common::{print_line, CommonArgs};
-use onboarding::http::{router, serve, ApiKeys, HttpConfig, Metrics, RateLimit};
 use onboarding::model::TenantId;
+use onboarding::web::{router, serve, ApiKeys, HttpConfig, Metrics, RateLimit};
 use onboarding::{IngestConfig, OnboardingService, Worker, WorkerConfig};
 
 /// Bulk organization onboarding over HTTP.
@@ -43,33 +43,24 @@ struct Args {
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9090")]
     metrics_addr: String,
     #[command(flatten)]
-    serve: ServeArgs,
-    #[command(flatten)]
     common: CommonArgs,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_logging();
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main(|| run(Args::parse())).await
 }
 
 async fn run(args: Args) -> Result<(), String> {
     let rate_limit = RateLimit::parse(&args.rate_limit).map_err(|e| format!("RATE_LIMIT: {e}"))?;
-    let stack = common::build(&args.common).await?;
+    let connected = common::connect(&args.common).await?;
     let metrics = Metrics::new();
     // The worker engine reports through the global recorder: this one.
     metrics.install().map_err(|e| e.to_string())?;
     let ingest =
         IngestConfig::default().with_max_backlog(Some(args.max_backlog).filter(|n| *n > 0));
-    let service = OnboardingService::new(stack.backends.clone(), args.common.hooks.ingest(ingest));
+    let service =
+        OnboardingService::new(connected.backends.clone(), args.common.hooks.ingest(ingest));
 
     let keys = match args.api_keys.as_deref().filter(|k| !k.trim().is_empty()) {
         Some(list) => ApiKeys::parse(list).map_err(|e| format!("API_KEYS: {e}"))?,
@@ -96,11 +87,11 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(ms) = args.common.hooks.request_timeout_ms {
         config = config.request_timeout(std::time::Duration::from_millis(ms));
     }
-    if let Some(webhooks) = stack.webhooks.clone() {
+    if let Some(webhooks) = connected.webhooks.clone() {
         config = config.webhooks(webhooks);
     }
     let app = router(service.clone(), config.build());
-    let serve_config = args.serve.config();
+    let serve_config = args.common.serve.config();
     if let Some(addr) = operator_addr(&args.metrics_addr) {
         start_operator(addr, service, metrics, serve_config.clone()).await?;
     }
@@ -111,9 +102,9 @@ async fn run(args: Args) -> Result<(), String> {
             .common
             .hooks
             .worker(WorkerConfig::default().with_concurrency(args.common.workers));
-        Some(Worker::new(stack.backends.clone(), processor, config).start())
+        Some(Worker::new(connected.backends.clone(), processor, config).start())
     } else {
-        if stack.in_memory {
+        if args.common.urls().is_in_memory() {
             tracing::warn!(
                 "WORKERS=0 with DATABASE_URL=memory: nothing will ever process the batches"
             );
@@ -126,9 +117,6 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.bind_addr))?;
     tracing::info!(
         addr = %args.bind_addr, workers = args.common.workers,
-        database = %common::redact(&args.common.database_url),
-        queue = %common::redact(&args.common.queue_url),
-        cache = %common::redact(&args.common.cache_url),
         "listening"
     );
     serve(listener, app, serve_config, common::shutdown_signal()).await;
@@ -136,6 +124,5 @@ async fn run(args: Args) -> Result<(), String> {
         let report = worker.shutdown().await;
         tracing::info!(released = report.released, stats = ?report.stats, "workers stopped");
     }
-    stack.close().await;
     Ok(())
 }

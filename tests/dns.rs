@@ -6,21 +6,21 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use hickory_resolver::proto::op::{Message, OpCode, ResponseCode};
 use hickory_resolver::proto::rr::rdata::{A, MX};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use onboarding::dns::{DnsConfig, DomainCheck, Lookup, DNS_UNAVAILABLE, DOMAIN_NOT_FOUND};
 use onboarding::memory::{MemoryCache, MemoryQueue, MemoryRepository, TracingEventSink};
 use onboarding::model::{BatchId, Domain, ItemStatus, TenantId};
-use onboarding::repository::ItemQuery;
+use onboarding::repository::{ItemQuery, OrgRepository};
 use onboarding::{
-    Backends, IngestConfig, OnboardingService, OrgRepository, ProcessError, Processor, RetryPolicy,
-    SubmitOptions, WorkItem, Worker, WorkerConfig,
+    Backends, IngestConfig, OnboardingService, RetryPolicy, SubmitOptions, Worker, WorkerConfig,
 };
+use onboarding_core::testing::fixtures::until_batch;
+use onboarding_core::testing::guarantees::ScriptedProcessor;
 use tokio::net::UdpSocket;
 
 /// The test zone.
@@ -124,25 +124,9 @@ fn config(resolver: SocketAddr) -> DnsConfig {
         .with_attempts(1)
 }
 
-/// Records which domains reached the wrapped processor.
-#[derive(Default)]
-struct Recording(Mutex<Vec<String>>);
-
-#[async_trait]
-impl Processor for Recording {
-    async fn process(&self, item: &WorkItem) -> Result<(), ProcessError> {
-        self.0
-            .lock()
-            .unwrap()
-            .push(item.organization.domain.as_str().to_owned());
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_tell_existing_missing_and_unanswered_domains_apart() {
-    let check =
-        DomainCheck::new(Arc::new(Recording::default()), config(zone_server().await)).unwrap();
+    let check = DomainCheck::new(ScriptedProcessor::new(), config(zone_server().await)).unwrap();
     let lookup = |d: &str| {
         let domain = Domain::from_normalized(d);
         let check = &check;
@@ -156,11 +140,7 @@ async fn lookups_tell_existing_missing_and_unanswered_domains_apart() {
     );
     assert!(matches!(lookup("broken.com").await, Lookup::Unavailable(_)));
 
-    let silent = DomainCheck::new(
-        Arc::new(Recording::default()),
-        config(silent_server().await),
-    )
-    .unwrap();
+    let silent = DomainCheck::new(ScriptedProcessor::new(), config(silent_server().await)).unwrap();
     let started = Instant::now();
     let answer = silent.lookup(&Domain::from_normalized("mail-ok.com")).await;
     assert!(matches!(answer, Lookup::Unavailable(_)), "{answer:?}");
@@ -168,11 +148,14 @@ async fn lookups_tell_existing_missing_and_unanswered_domains_apart() {
 }
 
 /// Runs a worker wrapped in a domain check over one batch until it is
-/// finished; answers the batch's items by domain and what reached `inner`.
+/// finished; answers the batch's items by domain and the wrapped processor.
 async fn run_batch(
     resolver: SocketAddr,
     domains: &[&str],
-) -> (HashMap<String, onboarding::model::BatchItem>, Vec<String>) {
+) -> (
+    HashMap<String, onboarding::model::BatchItem>,
+    Arc<ScriptedProcessor>,
+) {
     let repository = Arc::new(MemoryRepository::new());
     let backends = Backends::new(
         repository.clone(),
@@ -196,7 +179,7 @@ async fn run_batch(
         .unwrap();
     let batch: BatchId = accepted.batch_id;
 
-    let inner = Arc::new(Recording::default());
+    let inner = ScriptedProcessor::new();
     let processor = Arc::new(DomainCheck::new(inner.clone(), config(resolver)).unwrap());
     let retry = RetryPolicy::default()
         .with_max_attempts(3)
@@ -206,23 +189,15 @@ async fn run_batch(
         .with_retry(retry)
         .with_poll_wait(Duration::from_millis(50));
     let worker = Worker::new(backends, processor, worker_config).start();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = repository
-            .batch_status(&tenant, batch)
-            .await
-            .unwrap()
-            .unwrap();
-        if status.is_finished() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "batch not finished: {:?}",
-            status.counts
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_batch(
+        &*repository,
+        &tenant,
+        batch,
+        "the batch to finish",
+        Duration::from_secs(60),
+        |status| status.is_finished(),
+    )
+    .await;
     worker.shutdown().await;
     let query = ItemQuery {
         limit: 100,
@@ -237,14 +212,13 @@ async fn run_batch(
         .into_iter()
         .map(|item| (item.domain.as_str().to_owned(), item))
         .collect();
-    let reached = inner.0.lock().unwrap().clone();
-    (items, reached)
+    (items, inner)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_domains_fail_permanently_and_existing_ones_are_processed() {
     let domains = ["mail-ok.com", "web-only.com", "gone.com", "nothing.com"];
-    let (items, mut reached) = run_batch(zone_server().await, &domains).await;
+    let (items, inner) = run_batch(zone_server().await, &domains).await;
     for domain in ["mail-ok.com", "web-only.com"] {
         assert_eq!(items[domain].status, ItemStatus::Completed, "{domain}");
     }
@@ -260,15 +234,15 @@ async fn missing_domains_fail_permanently_and_existing_ones_are_processed() {
             item.errors[0].message
         );
     }
-    reached.sort();
-    assert_eq!(reached, ["mail-ok.com", "web-only.com"]);
+    let calls: Vec<u32> = domains.iter().map(|d| inner.calls(d)).collect();
+    assert_eq!(calls, [1, 1, 0, 0], "calls of the wrapped processor");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_lookups_are_retried() {
     // A resolver that times out, and one that answers SERVFAIL.
-    let (silent, _) = run_batch(silent_server().await, &["mail-ok.com"]).await;
-    let (broken, reached) = run_batch(zone_server().await, &["broken.com"]).await;
+    let (silent, silent_inner) = run_batch(silent_server().await, &["mail-ok.com"]).await;
+    let (broken, broken_inner) = run_batch(zone_server().await, &["broken.com"]).await;
     for item in [&silent["mail-ok.com"], &broken["broken.com"]] {
         assert_eq!(item.status, ItemStatus::Failed, "{}", item.domain);
         assert_eq!(item.attempts, 3, "{}: every attempt was used", item.domain);
@@ -282,5 +256,6 @@ async fn unanswered_lookups_are_retried() {
             );
         }
     }
-    assert!(reached.is_empty(), "the processor ran for {reached:?}");
+    assert_eq!(silent_inner.calls("mail-ok.com"), 0, "the processor ran");
+    assert_eq!(broken_inner.calls("broken.com"), 0, "the processor ran");
 }

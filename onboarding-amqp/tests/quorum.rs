@@ -2,46 +2,40 @@
 //! the delivery limit is dead-lettered, never dropped. (The whole
 //! conformance suite also runs on quorum queues: `tests/conformance.rs`.)
 
-mod common;
-
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use onboarding_amqp::testing::{self, rabbitmqctl};
 use onboarding_amqp::{AmqpQueue, QueueType};
+use onboarding_core::model::TenantId;
+use onboarding_core::testing::fixtures;
 use onboarding_core::JobQueue;
 
-use common::job;
+/// A ready job of `tenant`.
+fn job(tenant: &str) -> onboarding_core::Job {
+    fixtures::job(&TenantId::parse(tenant).expect("valid tenant"))
+}
 
 /// `name → type` of the broker's queues whose name starts with `prefix`.
 fn queue_types(prefix: &str) -> Vec<(String, String)> {
-    let out = Command::new("rabbitmqctl")
-        .args([
-            "list_queues",
-            "--quiet",
-            "--no-table-headers",
-            "name",
-            "type",
-        ])
-        .output()
-        .expect("rabbitmqctl must be installed to run this test");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| {
-            let (name, kind) = line.split_once('\t')?;
-            name.starts_with(prefix)
-                .then(|| (name.to_owned(), kind.trim().to_owned()))
-        })
-        .collect()
+    rabbitmqctl(&[
+        "list_queues",
+        "--quiet",
+        "--no-table-headers",
+        "name",
+        "type",
+    ])
+    .lines()
+    .filter_map(|line| {
+        let (name, kind) = line.split_once('\t')?;
+        name.starts_with(prefix)
+            .then(|| (name.to_owned(), kind.trim().to_owned()))
+    })
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_durable_queue_is_a_quorum_queue() {
-    let config = common::config(Duration::from_secs(30))
+    let config = testing::config(Duration::from_secs(30))
         .with_queue_type(QueueType::Quorum)
         .with_delay_buckets(2);
     let prefix = format!("{}.", config.prefix);
@@ -56,7 +50,7 @@ async fn every_durable_queue_is_a_quorum_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_past_the_delivery_limit_is_dead_lettered() {
-    let config = common::config(Duration::from_millis(300))
+    let config = testing::config(Duration::from_millis(300))
         .with_queue_type(QueueType::Quorum)
         .with_delivery_limit(2);
     let queue = AmqpQueue::connect(config).await.expect("connect");

@@ -4,16 +4,10 @@
 //! a Redis would be, so this run also checks that the cases isolate
 //! themselves; each case gets a fresh queue, as the suite requires.
 
-#![cfg(feature = "testing")]
-
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository};
+use onboarding_core::memory::{MemoryCache, MemoryRepository};
 use onboarding_core::testing::TestBackend;
-
-/// Visibility timeout of the per-case queues (the suite wants 0.5-2 s).
-const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn setup() -> TestBackend {
     static SHARED: OnceLock<(Arc<MemoryRepository>, Arc<MemoryCache>)> = OnceLock::new();
@@ -25,11 +19,9 @@ async fn setup() -> TestBackend {
             )
         })
         .clone();
-    TestBackend {
-        repository,
-        queue: Arc::new(MemoryQueue::new(VISIBILITY_TIMEOUT)),
-        cache,
-    }
+    TestBackend::memory()
+        .with_repository(repository)
+        .with_cache(cache)
 }
 
 onboarding_core::conformance_tests!(setup);

@@ -1,8 +1,7 @@
 //! `RedisCache`: `GET`, `SET … PX`, `DEL` under `{prefix}:cache:`.
 
-use std::time::Duration;
-
 use std::collections::HashMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::join_all;
@@ -10,7 +9,7 @@ use onboarding_core::{Cache, Result};
 use redis::cluster_routing::Slot;
 
 use crate::config::RedisConfig;
-use crate::connect::{Conn, Connector};
+use crate::connect::{self, Conn, Connector};
 use crate::error::from_redis;
 
 /// Keys per `DEL` command of one `delete`.
@@ -33,30 +32,28 @@ impl std::fmt::Debug for RedisCache {
     }
 }
 
+impl connect::FromConnection for RedisCache {
+    fn from_connection(_: Connector, conn: Conn, config: RedisConfig) -> Self {
+        Self {
+            conn,
+            key_prefix: format!("{}:cache:", config.prefix),
+            config,
+        }
+    }
+}
+
 impl RedisCache {
     /// Connects to Redis; fails with `Unavailable` when it does not answer
     /// and with `Invalid` when the URL is not valid.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let conn = Connector::new(&config)?
-            .connect(&config, config.response_timeout)
-            .await?;
-        Ok(Self::from_parts(conn, config))
+        connect::open(config).await
     }
 
     /// Builds the cache without connecting (a cache that is down must not
     /// stop a service from starting); the first call connects. Must be
     /// called inside a Tokio runtime.
     pub fn connect_lazy(config: RedisConfig) -> Result<Self> {
-        let conn = Connector::new(&config)?.connect_lazy(&config, config.response_timeout)?;
-        Ok(Self::from_parts(conn, config))
-    }
-
-    fn from_parts(conn: Conn, config: RedisConfig) -> Self {
-        Self {
-            conn,
-            key_prefix: format!("{}:cache:", config.prefix),
-            config,
-        }
+        connect::open_lazy(config)
     }
 
     /// The configuration in use.

@@ -72,7 +72,7 @@ impl Connector {
     /// URL is not one.
     pub(crate) fn new(config: &RedisConfig) -> Result<Self> {
         let invalid = |e: redis::RedisError| from_redis("invalid redis URL", e);
-        match target(&config.url) {
+        match target(config.url.expose()) {
             Ok(Target::Single(url)) => Client::open(url.as_str())
                 .map(Connector::Single)
                 .map_err(invalid),
@@ -138,6 +138,28 @@ impl Connector {
             )),
         }
     }
+}
+
+/// What is built of a connector and its main connection (the queue, the cache).
+pub(crate) trait FromConnection: Sized {
+    fn from_connection(connector: Connector, conn: Conn, config: RedisConfig) -> Self;
+}
+
+/// Builds `T` on a connector and its main connection (the config's response
+/// timeout), connected now: `Unavailable` when Redis does not answer,
+/// `Invalid` for a bad URL.
+pub(crate) async fn open<T: FromConnection>(config: RedisConfig) -> Result<T> {
+    let connector = Connector::new(&config)?;
+    let conn = connector.connect(&config, config.response_timeout).await?;
+    Ok(T::from_connection(connector, conn, config))
+}
+
+/// [`open`] without connecting: the first call connects. Must be called
+/// inside a Tokio runtime.
+pub(crate) fn open_lazy<T: FromConnection>(config: RedisConfig) -> Result<T> {
+    let connector = Connector::new(&config)?;
+    let conn = connector.connect_lazy(&config, config.response_timeout)?;
+    Ok(T::from_connection(connector, conn, config))
 }
 
 /// Settings of a [`ConnectionManager`]: a few quick reconnection attempts per

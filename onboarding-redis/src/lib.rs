@@ -7,6 +7,10 @@ mod connect;
 mod error;
 mod queue;
 
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
+
 pub use cache::RedisCache;
 pub use config::RedisConfig;
 pub use queue::RedisQueue;

@@ -8,40 +8,20 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod redis_cluster;
-
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use onboarding_core::memory::{MemoryRepository, TracingEventSink};
-use onboarding_core::model::{BatchId, ItemId, TenantId};
+use onboarding_core::model::{BatchId, TenantId};
+use onboarding_core::repository::OrgRepository;
+use onboarding_core::testing::guarantees::ScriptedProcessor;
+use onboarding_core::testing::{eventually, requests};
 use onboarding_core::{
-    Backends, IngestConfig, OnboardingService, OrgRepository, ProcessError, Processor,
-    SubmitOptions, WorkItem, Worker, WorkerConfig,
+    Backends, IngestConfig, OnboardingService, SubmitOptions, Worker, WorkerConfig,
 };
-use onboarding_redis::{RedisCache, RedisConfig, RedisQueue};
-
-/// Takes a little time per item and counts attempts.
-#[derive(Default)]
-struct SlowProcessor {
-    attempts: Mutex<HashMap<ItemId, u32>>,
-}
-
-#[async_trait]
-impl Processor for SlowProcessor {
-    async fn process(&self, item: &WorkItem) -> Result<(), ProcessError> {
-        tokio::time::sleep(Duration::from_millis(15)).await;
-        *self
-            .attempts
-            .lock()
-            .unwrap()
-            .entry(item.item_id)
-            .or_default() += 1;
-        Ok(())
-    }
-}
+use onboarding_redis::testing::TestCluster;
+use onboarding_redis::{RedisCache, RedisQueue};
 
 /// Runs blocking cluster administration off the async workers.
 async fn admin<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -52,13 +32,11 @@ async fn admin<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
 async fn every_item_completes_when_a_master_fails_over_mid_run() {
     const TENANTS: usize = 6;
     const PER_TENANT: usize = 60;
-    let cluster = admin(redis_cluster::cluster).await;
-    let prefix = format!("failover-{}", uuid::Uuid::new_v4().simple());
-    let config = RedisConfig::new(cluster.url())
-        .with_prefix(&prefix)
-        .with_visibility_timeout(Duration::from_secs(2))
-        .with_poll_interval(Duration::from_millis(100))
+    let config = TestCluster::config(Duration::from_secs(2))
+        .await
         .with_response_timeout(Duration::from_secs(1));
+    let prefix = config.prefix.clone();
+    let cluster = admin(TestCluster::shared).await;
     let stale_after = Duration::from_millis(600);
     let repository = Arc::new(MemoryRepository::new());
     let backends = Backends::new(
@@ -72,23 +50,15 @@ async fn every_item_completes_when_a_master_fails_over_mid_run() {
         IngestConfig::default().with_stale_after(stale_after),
     );
 
-    let run = uuid::Uuid::new_v4().simple().to_string();
+    let tag = requests::unique_tag();
     let mut batches: Vec<(TenantId, BatchId)> = Vec::new();
     for t in 0..TENANTS {
         let tenant = TenantId::parse(format!("tenant-{t}")).unwrap();
-        let organizations: Vec<serde_json::Value> = (0..PER_TENANT)
-            .map(|i| {
-                serde_json::json!({
-                    "name": format!("Org {i}"),
-                    "domain": format!("org-{i}-{t}-{run}.com"),
-                    "contact_email": format!("admin@org-{i}-{t}-{run}.com"),
-                })
-            })
-            .collect();
+        let range = t * PER_TENANT..(t + 1) * PER_TENANT;
         let accepted = service
             .submit_json(
                 &tenant,
-                &serde_json::json!({ "organizations": organizations }),
+                &requests::request_json(&tag, range),
                 SubmitOptions::default(),
             )
             .await
@@ -118,7 +88,8 @@ async fn every_item_completes_when_a_master_fails_over_mid_run() {
         "tenant groups on one master only: {masters:?}"
     );
 
-    let processor = Arc::new(SlowProcessor::default());
+    let processor = ScriptedProcessor::new();
+    processor.set_delay(Duration::from_millis(15));
     let worker_config = WorkerConfig::default()
         .with_concurrency(4)
         .with_lease(Duration::from_secs(3))
@@ -126,7 +97,8 @@ async fn every_item_completes_when_a_master_fails_over_mid_run() {
         .with_sweep(Duration::from_millis(200), stale_after);
     let worker = Worker::new(backends.clone(), processor.clone(), worker_config).start();
 
-    let completed = || async {
+    // Completed items over all batches, and whether every batch is finished.
+    let progress = || async {
         let mut done = 0;
         let mut finished = true;
         for (tenant, batch) in &batches {
@@ -141,14 +113,13 @@ async fn every_item_completes_when_a_master_fails_over_mid_run() {
         }
         (done as usize, finished)
     };
-    let started = Instant::now();
-    while completed().await.0 < 30 {
-        assert!(started.elapsed() < Duration::from_secs(30), "no progress");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("30 items completed", Duration::from_secs(30), || async {
+        (progress().await.0 >= 30).then_some(())
+    })
+    .await;
 
     admin(move || cluster.kill(victim)).await;
-    let (done_at_kill, finished_at_kill) = completed().await;
+    let (done_at_kill, finished_at_kill) = progress().await;
     assert!(
         !finished_at_kill,
         "the backlog was done before the failover"
@@ -157,37 +128,39 @@ async fn every_item_completes_when_a_master_fails_over_mid_run() {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if cluster.is_master(replica) {
-                return cluster.wait_until_healthy(Duration::from_secs(30)).is_ok();
+                return cluster.wait_until_healthy(Duration::from_secs(30));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        false
+        Err("no promotion within 30 s".to_owned())
     })
     .await;
     assert!(
-        promoted,
-        "the replica of the killed master was not promoted"
+        promoted.is_ok(),
+        "the replica of the killed master was not promoted: {promoted:?}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (done, finished) = completed().await;
-        if finished {
-            assert_eq!(done, TENANTS * PER_TENANT);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "items stuck after the failover: {done} of {} completed ({done_at_kill} at the kill)",
-            TENANTS * PER_TENANT
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let total = TENANTS * PER_TENANT;
+    eventually(
+        "every item to complete after the failover",
+        Duration::from_secs(120),
+        || async {
+            match progress().await {
+                (done, true) => Ok(done),
+                (done, false) => Err(format!(
+                    "{done} of {total} completed ({done_at_kill} at the kill)"
+                )),
+            }
+        },
+    )
+    .await;
+    assert_eq!(progress().await.0, total);
     worker.shutdown().await;
-    let attempts = processor.attempts.lock().unwrap();
-    assert_eq!(
-        attempts.len(),
-        TENANTS * PER_TENANT,
-        "every item was processed"
-    );
+    for n in 0..total {
+        let domain = requests::domain(&tag, n);
+        assert!(
+            processor.calls(&domain) >= 1,
+            "{domain} was never processed"
+        );
+    }
 }

@@ -7,8 +7,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod redis_cluster;
-
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use onboarding_core::model::{now, ItemId, TenantId};
 use onboarding_core::{Job, JobQueue, QueueDepth, Receipt};
-use onboarding_redis::{RedisConfig, RedisQueue};
+use onboarding_redis::testing::TestCluster;
+use onboarding_redis::RedisQueue;
 
 const TENANTS: usize = 8;
 const PRODUCERS: usize = 4;
@@ -33,13 +32,9 @@ fn job(tenant: usize, delay: Option<Duration>) -> Job {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_enqueues_and_takes_deliver_every_job_exactly_once() {
-    let url = tokio::task::spawn_blocking(|| redis_cluster::cluster().url())
+    // No redelivery during the test: each job must come exactly once.
+    let config = TestCluster::config(Duration::from_secs(120))
         .await
-        .unwrap();
-    let config = RedisConfig::new(url)
-        .with_prefix(format!("race-{}", uuid::Uuid::new_v4().simple()))
-        // No redelivery during the test: each job must come exactly once.
-        .with_visibility_timeout(Duration::from_secs(120))
         .with_poll_interval(Duration::from_millis(50));
     let queue = Arc::new(RedisQueue::connect(config).await.unwrap());
 

@@ -15,7 +15,7 @@ use onboarding_core::{Delivery, Job, JobQueue, QueueDepth, Receipt, Result};
 use uuid::Uuid;
 
 use crate::config::RedisConfig;
-use crate::connect::{Conn, Connector};
+use crate::connect::{self, Conn, Connector};
 use crate::error::from_redis;
 use keys::{decode, Keys};
 
@@ -96,26 +96,8 @@ impl std::fmt::Debug for RedisQueue {
     }
 }
 
-impl RedisQueue {
-    /// Connects to Redis (or to the cluster when the URL says
-    /// `cluster=true`); fails with `Unavailable` when it does not answer
-    /// and with `Invalid` when the URL is not valid.
-    pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let connector = Connector::new(&config)?;
-        let conn = connector.connect(&config, config.response_timeout).await?;
-        Ok(Self::from_parts(connector, conn, config))
-    }
-
-    /// Builds the queue without connecting; the first call connects (and
-    /// reports `Unavailable` while Redis is down). Must be called inside a
-    /// Tokio runtime.
-    pub fn connect_lazy(config: RedisConfig) -> Result<Self> {
-        let connector = Connector::new(&config)?;
-        let conn = connector.connect_lazy(&config, config.response_timeout)?;
-        Ok(Self::from_parts(connector, conn, config))
-    }
-
-    fn from_parts(connector: Connector, conn: Conn, config: RedisConfig) -> Self {
+impl connect::FromConnection for RedisQueue {
+    fn from_connection(connector: Connector, conn: Conn, config: RedisConfig) -> Self {
         Self {
             conn,
             connector,
@@ -123,6 +105,22 @@ impl RedisQueue {
             keys: Keys::new(&config.prefix),
             config,
         }
+    }
+}
+
+impl RedisQueue {
+    /// Connects to Redis (or to the cluster when the URL says
+    /// `cluster=true`); fails with `Unavailable` when it does not answer
+    /// and with `Invalid` when the URL is not valid.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        connect::open(config).await
+    }
+
+    /// Builds the queue without connecting; the first call connects (and
+    /// reports `Unavailable` while Redis is down). Must be called inside a
+    /// Tokio runtime.
+    pub fn connect_lazy(config: RedisConfig) -> Result<Self> {
+        connect::open_lazy(config)
     }
 
     /// The configuration in use.

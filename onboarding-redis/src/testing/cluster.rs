@@ -1,52 +1,38 @@
 //! A throw-away Redis Cluster for a test binary: three masters and three
 //! replicas (`redis-server --cluster-enabled yes`, `redis-cli --cluster
 //! create … --cluster-replicas 1`) on free loopback ports, in a temporary
-//! directory. Started once per test binary ([`cluster`]); a watchdog shell
-//! stops the servers and removes the directory when the test process ends
-//! (however it ends). `ONBOARDING_TEST_REDIS_SERVER` / `_CLI` override the
-//! binaries (default `redis-server`, `redis-cli` on the `PATH`).
-
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+//! directory. Started once per test process ([`TestCluster::shared`]); a
+//! watchdog shell stops the servers and removes the directory when the
+//! process ends (however it ends). `ONBOARDING_TEST_REDIS_SERVER` / `_CLI`
+//! override the binaries (default `redis-server`, `redis-cli` on the
+//! `PATH`). A missing binary fails the test: nothing is skipped.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use onboarding_core::testing::namespace::unique_name;
+use onboarding_core::testing::TestBackend;
+
+use crate::{RedisCache, RedisConfig, RedisQueue};
 
 /// Node timeout: a master unreachable this long is failed over.
 const NODE_TIMEOUT_MS: u64 = 1000;
 
 /// One node of the test cluster.
 #[derive(Debug)]
-pub struct Node {
-    pub port: u16,
-    pub pid: u32,
+struct Node {
+    port: u16,
+    pid: u32,
 }
 
-/// The running test cluster.
+/// A running test cluster (see the module documentation).
 #[derive(Debug)]
 pub struct TestCluster {
-    pub nodes: Vec<Node>,
-    pub dir: PathBuf,
-}
-
-/// The cluster of this test binary, started on first use (blocks a few
-/// seconds). Panics when it cannot start: a missing `redis-server` fails
-/// the tests, it never skips them.
-pub fn cluster() -> &'static TestCluster {
-    static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| {
-        let mut last = String::new();
-        // Another process may take a port between the check and the bind.
-        for _ in 0..3 {
-            match TestCluster::start() {
-                Ok(cluster) => return cluster,
-                Err(e) => last = e,
-            }
-        }
-        panic!("cannot start a Redis Cluster for the tests: {last}");
-    })
+    nodes: Vec<Node>,
+    dir: PathBuf,
 }
 
 fn server_bin() -> String {
@@ -62,8 +48,8 @@ fn free_ports() -> Vec<u16> {
     let mut ports = Vec::new();
     let mut held = Vec::new();
     while ports.len() < 6 {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+        let port = listener.local_addr().expect("its address").port();
         if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
             ports.push(port);
         }
@@ -91,6 +77,54 @@ fn wait_for<T>(
 }
 
 impl TestCluster {
+    /// The cluster of this process, started on first use (blocks a few
+    /// seconds: call it from `spawn_blocking` in async code).
+    ///
+    /// # Panics
+    ///
+    /// When it cannot start (no `redis-server`, no free ports).
+    pub fn shared() -> &'static TestCluster {
+        static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+        CLUSTER.get_or_init(|| {
+            let mut last = String::new();
+            // Another process may take a port between the check and the bind.
+            for _ in 0..3 {
+                match Self::start() {
+                    Ok(cluster) => return cluster,
+                    Err(e) => last = e,
+                }
+            }
+            panic!("cannot start a Redis Cluster for the tests: {last}");
+        })
+    }
+
+    /// A configuration for a fresh key prefix on the shared cluster: the
+    /// given visibility timeout, a 100 ms poll interval. No clean-up: the
+    /// cluster goes with the process.
+    pub async fn config(visibility: Duration) -> RedisConfig {
+        let url = tokio::task::spawn_blocking(|| Self::shared().url())
+            .await
+            .unwrap_or_else(|e| panic!("starting the test cluster failed: {e}"));
+        RedisConfig::new(url)
+            .with_prefix(unique_name(""))
+            .with_visibility_timeout(visibility)
+            .with_poll_interval(Duration::from_millis(100))
+    }
+
+    /// The backends of one conformance case on the shared cluster: a queue
+    /// and a cache under a fresh prefix; the repository in memory.
+    pub async fn test_backend() -> TestBackend {
+        let config = Self::config(TestBackend::VISIBILITY_TIMEOUT).await;
+        let queue = RedisQueue::connect(config.clone()).await;
+        let cache = RedisCache::connect(config).await;
+        match (queue, cache) {
+            (Ok(queue), Ok(cache)) => TestBackend::memory()
+                .with_queue(Arc::new(queue))
+                .with_cache(Arc::new(cache)),
+            (Err(e), _) | (_, Err(e)) => panic!("cannot connect to the test cluster: {e}"),
+        }
+    }
+
     fn start() -> Result<Self, String> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -237,67 +271,55 @@ impl TestCluster {
             .unwrap_or(true)
     }
 
-    /// `CLUSTER NODES` as seen by a live node: (port, flags, master id or
-    /// "-", node id, slots) per node.
-    fn topology(&self) -> Vec<(u16, String, String, String, String)> {
-        let port = self.live_ports()[0];
-        let nodes = self.cli(port, &["CLUSTER", "NODES"]).unwrap();
-        nodes
+    /// Any node still running.
+    fn any_live_port(&self) -> u16 {
+        *self
+            .live_ports()
+            .first()
+            .expect("a node of the test cluster is running")
+    }
+
+    /// `CLUSTER NODES` as a live node sees it.
+    fn topology(&self) -> Vec<NodeInfo> {
+        self.cli(self.any_live_port(), &["CLUSTER", "NODES"])
+            .expect("CLUSTER NODES answers")
             .lines()
-            .filter_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let address = fields.get(1)?;
-                let port = address.split(['@', ':']).nth(1)?.parse().ok()?;
-                Some((
-                    port,
-                    (*fields.get(2)?).to_owned(),
-                    (*fields.get(3)?).to_owned(),
-                    (*fields.first()?).to_owned(),
-                    fields.get(8..).map(|s| s.join(" ")).unwrap_or_default(),
-                ))
-            })
+            .filter_map(NodeInfo::parse)
             .collect()
     }
 
     /// The hash slot of a key.
     pub fn slot(&self, key: &str) -> u16 {
-        let port = self.live_ports()[0];
-        self.cli(port, &["CLUSTER", "KEYSLOT", key])
-            .unwrap()
+        let answer = self
+            .cli(self.any_live_port(), &["CLUSTER", "KEYSLOT", key])
+            .expect("CLUSTER KEYSLOT answers");
+        answer
             .parse()
-            .unwrap()
+            .unwrap_or_else(|_| panic!("CLUSTER KEYSLOT answered {answer:?}"))
     }
 
     /// The port of the master serving `slot`.
     pub fn master_of(&self, slot: u16) -> u16 {
-        for (port, flags, _, _, slots) in self.topology() {
-            if !flags.contains("master") || flags.contains("fail") {
-                continue;
-            }
-            let serves = slots.split_whitespace().any(|range| {
-                let (a, b) = range.split_once('-').unwrap_or((range, range));
-                matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
-            });
-            if serves {
-                return port;
-            }
-        }
-        panic!("no master serves slot {slot}");
+        self.topology()
+            .into_iter()
+            .find(|n| n.is_master() && n.serves(slot))
+            .map(|n| n.port)
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
     }
 
-    /// The port of a replica of the master at `port`.
+    /// The port of a replica of the master at `master`.
     pub fn replica_of(&self, master: u16) -> u16 {
         let topology = self.topology();
         let id = topology
             .iter()
-            .find(|(p, ..)| *p == master)
-            .map(|(_, _, _, id, _)| id.clone())
-            .unwrap();
+            .find(|n| n.port == master)
+            .map(|n| n.id.clone())
+            .unwrap_or_else(|| panic!("no node at port {master}"));
         topology
             .iter()
-            .find(|(_, flags, of, ..)| flags.contains("slave") && *of == id)
-            .map(|(p, ..)| *p)
-            .unwrap()
+            .find(|n| n.flags.contains("slave") && n.master_id == id)
+            .map(|n| n.port)
+            .unwrap_or_else(|| panic!("the master at port {master} has no replica"))
     }
 
     /// Whether the node at `port` is a master now.
@@ -309,11 +331,51 @@ impl TestCluster {
 
     /// SIGKILLs the node at `port`.
     pub fn kill(&self, port: u16) {
-        let node = self.nodes.iter().find(|n| n.port == port).unwrap();
-        let status = Command::new("kill")
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!("no node at port {port}"));
+        let killed = Command::new("kill")
             .args(["-9", &node.pid.to_string()])
             .status()
-            .unwrap();
-        assert!(status.success(), "kill -9 {} failed", node.pid);
+            .is_ok_and(|status| status.success());
+        assert!(killed, "kill -9 {} failed", node.pid);
+    }
+}
+
+/// One line of `CLUSTER NODES`.
+#[derive(Debug)]
+struct NodeInfo {
+    id: String,
+    port: u16,
+    flags: String,
+    /// The master's id, `-` for a master.
+    master_id: String,
+    /// Slot ranges served (`0-5460`, `5461`, …).
+    slots: Vec<String>,
+}
+
+impl NodeInfo {
+    fn parse(line: &str) -> Option<Self> {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        Some(Self {
+            id: (*fields.first()?).to_owned(),
+            port: fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?,
+            flags: (*fields.get(2)?).to_owned(),
+            master_id: (*fields.get(3)?).to_owned(),
+            slots: fields.iter().skip(8).map(|s| (*s).to_owned()).collect(),
+        })
+    }
+
+    fn is_master(&self) -> bool {
+        self.flags.contains("master") && !self.flags.contains("fail")
+    }
+
+    fn serves(&self, slot: u16) -> bool {
+        self.slots.iter().any(|range| {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+        })
     }
 }
