@@ -79,6 +79,17 @@ local function t_due(k, limit)
   return #due + #expired
 end
 
+-- Adds one delivery to the records `z` (deadline, receipt, ...) and `h`
+-- (receipt, entry, ...) for t_record, and to the answer `out`.
+local function add_delivery(z, h, out, receipt, entry, deadline)
+  z[#z + 1] = deadline
+  z[#z + 1] = receipt
+  h[#h + 1] = receipt
+  h[#h + 1] = entry
+  out[#out + 1] = receipt
+  out[#out + 1] = entry
+end
+
 -- Records deliveries: `zargs` = deadline, receipt, ...; `hargs` = receipt, entry, ...
 local function t_record(k, zargs, hargs)
   if #zargs > 0 then

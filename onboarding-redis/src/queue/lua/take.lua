@@ -70,14 +70,7 @@ while n < max do
       local entry = p.entries[j]
       if entry then
         n = n + 1
-        local receipt = p.tenant .. ' ' .. nonce .. ':' .. n
-        local z, h = p.t.z, p.t.h
-        z[#z + 1] = deadline
-        z[#z + 1] = receipt
-        h[#h + 1] = receipt
-        h[#h + 1] = entry
-        out[#out + 1] = receipt
-        out[#out + 1] = entry
+        add_delivery(p.t.z, p.t.h, out, p.tenant .. ' ' .. nonce .. ':' .. n, entry, deadline)
       end
     end
   end

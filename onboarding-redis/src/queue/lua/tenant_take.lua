@@ -14,13 +14,7 @@ if max > 0 then
   if entries then
     local z, h = {}, {}
     for i, entry in ipairs(entries) do
-      local receipt = ARGV[4] .. i
-      z[#z + 1] = deadline
-      z[#z + 1] = receipt
-      h[#h + 1] = receipt
-      h[#h + 1] = entry
-      out[#out + 1] = receipt
-      out[#out + 1] = entry
+      add_delivery(z, h, out, ARGV[4] .. i, entry, deadline)
     end
     t_record(k, z, h)
   end
