@@ -33,3 +33,37 @@ async fn setup() -> TestBackend {
 }
 
 onboarding_core::conformance_tests!(setup);
+
+async fn key_store() -> onboarding_core::testing::keys::KeyBackend {
+    static SHARED: OnceLock<Arc<onboarding_core::memory::MemoryKeyStore>> = OnceLock::new();
+    SHARED.get_or_init(Default::default).clone()
+}
+
+onboarding_core::key_store_conformance_tests!(key_store);
+
+async fn webhooks() -> onboarding_core::testing::webhooks::WebhookBackend {
+    static SHARED: OnceLock<Arc<onboarding_core::memory::MemoryWebhooks>> = OnceLock::new();
+    let store = SHARED.get_or_init(Default::default).clone();
+    onboarding_core::testing::webhooks::WebhookBackend {
+        endpoints: store.clone(),
+        deliveries: store,
+    }
+}
+
+onboarding_core::webhook_conformance_tests!(webhooks);
+
+async fn limits() -> onboarding_core::testing::limits::LimitsBackend {
+    use onboarding_core::memory::{LocalRateLimiter, MemoryLedger};
+    use onboarding_core::testing::limits::CASE_RATE;
+    static SHARED: OnceLock<Arc<LocalRateLimiter>> = OnceLock::new();
+    let limiter = SHARED
+        .get_or_init(|| Arc::new(LocalRateLimiter::new(CASE_RATE)))
+        .clone();
+    let ledger = Arc::new(MemoryLedger::default());
+    onboarding_core::testing::limits::LimitsBackend {
+        limiters: [limiter.clone(), limiter],
+        ledgers: [ledger.clone(), ledger],
+    }
+}
+
+onboarding_core::limits_conformance_tests!(limits);

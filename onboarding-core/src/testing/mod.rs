@@ -64,8 +64,11 @@ use crate::repository::OrgRepository;
 pub mod cache;
 pub mod fixtures;
 pub mod guarantees;
+pub mod keys;
+pub mod limits;
 pub mod queue;
 pub mod repository;
+pub mod webhooks;
 
 /// The backends one conformance case runs against.
 ///
@@ -213,6 +216,68 @@ macro_rules! __conformance_cases {
             ]
         }
     };
+    (keys, $setup:path) => {
+        $crate::__conformance_tests! {
+            $setup, keys, [
+                create_tenant_lists_it,
+                create_tenant_twice_is_conflict,
+                create_key_registers_its_tenant,
+                create_key_is_found_and_listed,
+                create_key_with_taken_prefix_or_id_is_conflict,
+                keys_lists_one_tenant_or_all,
+                find_key_of_unknown_or_revoked_is_none,
+                revoke_key_by_id_or_prefix,
+                revoke_key_twice_keeps_the_first_time,
+                revoke_key_of_unknown_or_foreign_is_none,
+                rotate_key_replaces_the_key,
+                rotate_key_of_unknown_revoked_or_foreign_is_none,
+                key_store_ping_answers,
+            ]
+        }
+    };
+    (webhooks, $setup:path) => {
+        $crate::__conformance_tests! {
+            $setup, webhooks, [
+                save_endpoint_reads_back,
+                save_endpoint_again_replaces_it,
+                save_endpoint_of_another_tenant_is_conflict,
+                endpoints_lists_only_the_tenants_own,
+                endpoint_of_unknown_or_foreign_is_none,
+                delete_endpoint_only_deletes_the_tenants_own,
+                add_deliveries_lists_them_pending,
+                add_deliveries_skips_an_event_already_logged,
+                add_deliveries_with_a_lease_is_not_claimed_before_it_ends,
+                claim_due_claims_each_delivery_once,
+                claim_due_leaves_out_undue_and_finished_deliveries,
+                claim_due_is_exclusive_under_concurrency,
+                claim_due_takes_over_expired_claims,
+                claim_delivery_starts_a_new_round,
+                claim_delivery_of_unknown_or_foreign_is_none,
+                claim_delivery_of_a_live_claim_is_conflict,
+                record_attempt_with_the_current_lease_updates_the_delivery,
+                record_attempt_with_a_stale_lease_changes_nothing,
+                deliveries_filters_by_tenant_endpoint_batch_and_limit,
+                delivery_of_unknown_or_foreign_is_none,
+            ]
+        }
+    };
+    (limits, $setup:path) => {
+        $crate::__conformance_tests! {
+            $setup, limits, [
+                rate_limiter_allows_the_burst_then_limits,
+                rate_limiter_keys_do_not_share,
+                rate_limiter_allows_again_after_the_wait,
+                rate_limiter_is_shared_by_every_handle,
+                ledger_without_a_reading_answers_none,
+                ledger_admits_within_max_and_counts_it,
+                ledger_refuses_over_max_and_counts_nothing,
+                ledger_admits_anything_when_nothing_waits,
+                ledger_unknown_depth_answers_unknown,
+                ledger_tells_whether_the_reading_is_fresh,
+                ledger_record_starts_a_fresh_count,
+            ]
+        }
+    };
     (cache, $setup:path) => {
         $crate::__conformance_tests! {
             $setup, cache, [
@@ -319,5 +384,74 @@ macro_rules! queue_conformance_tests {
 macro_rules! cache_conformance_tests {
     ($setup:path $(,)?) => {
         $crate::__conformance_module!(cache_conformance, $setup, [cache]);
+    };
+}
+
+/// Generates the [`KeyStore`](crate::KeyStore) cases in a module named
+/// `key_store_conformance`, for an `async fn() -> Arc<dyn KeyStore>`
+/// (see [`keys`]); the store may be shared by every case.
+#[macro_export]
+macro_rules! key_store_conformance_tests {
+    ($setup:path $(,)?) => {
+        $crate::__conformance_group!(
+            key_store_conformance,
+            $setup,
+            $crate::testing::keys::KeyBackend,
+            keys
+        );
+    };
+}
+
+/// Generates the [`WebhookStore`](crate::WebhookStore) and
+/// [`DeliveryLog`](crate::DeliveryLog) cases in a module named
+/// `webhook_conformance`, for an `async fn() -> WebhookBackend` (see
+/// [`webhooks`]); the stores may be shared by every case.
+#[macro_export]
+macro_rules! webhook_conformance_tests {
+    ($setup:path $(,)?) => {
+        $crate::__conformance_group!(
+            webhook_conformance,
+            $setup,
+            $crate::testing::webhooks::WebhookBackend,
+            webhooks
+        );
+    };
+}
+
+/// Generates the [`RateLimiter`](crate::RateLimiter) and
+/// [`BacklogLedger`](crate::BacklogLedger) cases in a module named
+/// `limits_conformance`, for an `async fn() -> LimitsBackend` (see
+/// [`limits`]): two handles on one store, a fresh ledger per call.
+#[macro_export]
+macro_rules! limits_conformance_tests {
+    ($setup:path $(,)?) => {
+        $crate::__conformance_group!(
+            limits_conformance,
+            $setup,
+            $crate::testing::limits::LimitsBackend,
+            limits
+        );
+    };
+}
+
+/// Emits `mod $name { mod $group { #[test] fn <case>() .. } }` for a group
+/// whose cases take `$backend` (not [`TestBackend`]), calling `$setup` from
+/// the call site.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_group {
+    ($name:ident, $setup:path, $backend:ty, $group:ident) => {
+        #[allow(unused_imports, dead_code, missing_docs, unreachable_pub)]
+        mod $name {
+            use super::*;
+
+            async fn __conformance_setup() -> $backend {
+                $setup().await
+            }
+
+            mod $group {
+                $crate::__conformance_cases!($group, super::__conformance_setup);
+            }
+        }
     };
 }
