@@ -76,7 +76,6 @@ impl TenantRecord {
 
 /// An API key as listed: never the key nor its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct ApiKeyInfo {
     /// The key's id.
     pub id: KeyId,

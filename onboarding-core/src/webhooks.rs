@@ -281,7 +281,6 @@ impl NewDelivery {
 
 /// A delivery as logged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct DeliveryRecord {
     /// Its id.
     pub id: DeliveryId,
@@ -338,7 +337,6 @@ impl ClaimedDelivery {
 
 /// One attempt, as logged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct AttemptRecord {
     /// The delivery.
     pub delivery_id: DeliveryId,

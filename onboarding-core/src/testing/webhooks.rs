@@ -2,7 +2,7 @@
 //!
 //! Cases work in their own random tenants. `claim_due` acts on every
 //! tenant, so the cases that call it hold a lock of this module, work in
-//! the 1950s (other cases' deliveries are due now, never claimed there),
+//! the 1970s (other cases' deliveries are due now, never claimed there),
 //! and record an attempt for every delivery they claim (a claim left by an
 //! interrupted run is finished by the next one).
 
@@ -40,7 +40,7 @@ static CLAIMS: Mutex<()> = Mutex::const_new(());
 
 /// The `now` of claim cases: every delivery due before it is claimed.
 fn claim_time() -> Timestamp {
-    Utc.with_ymd_and_hms(1960, 1, 1, 0, 0, 0)
+    Utc.with_ymd_and_hms(1978, 1, 1, 0, 0, 0)
         .single()
         .expect("a valid date")
 }
@@ -361,7 +361,7 @@ pub async fn add_deliveries_with_a_lease_is_not_claimed_before_it_ends(backend: 
     let _claims = claims().await;
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
-    let created = fixtures::time_in_past(1950);
+    let created = fixtures::time_in_past(1972);
     let until = after(claim_time(), Duration::from_secs(60));
     let d = delivery(&e, created).claimed(LeaseToken::new(), until);
     backend
@@ -392,7 +392,7 @@ pub async fn claim_due_claims_each_delivery_once(backend: WebhookBackend) {
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
     let ds: Vec<NewDelivery> = (0..3)
-        .map(|_| delivery(&e, fixtures::time_in_past(1950)))
+        .map(|_| delivery(&e, fixtures::time_in_past(1972)))
         .collect();
     backend.deliveries.add_deliveries(&ds).await.expect("add");
     let until = after(claim_time(), Duration::from_secs(60));
@@ -414,8 +414,8 @@ pub async fn claim_due_leaves_out_undue_and_finished_deliveries(backend: Webhook
     let at = claim_time();
     let lease = after(at, Duration::from_secs(30));
     let (to_deliver, to_fail) = (
-        delivery(&e, fixtures::time_in_past(1950)),
-        delivery(&e, fixtures::time_in_past(1950)),
+        delivery(&e, fixtures::time_in_past(1972)),
+        delivery(&e, fixtures::time_in_past(1972)),
     );
     let undue = delivery(&e, after(at, Duration::from_secs(3600)));
     backend
@@ -458,7 +458,7 @@ pub async fn claim_due_is_exclusive_under_concurrency(backend: WebhookBackend) {
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
     let ds: Vec<NewDelivery> = (0..40)
-        .map(|_| delivery(&e, fixtures::time_in_past(1950)))
+        .map(|_| delivery(&e, fixtures::time_in_past(1972)))
         .collect();
     backend.deliveries.add_deliveries(&ds).await.expect("add");
     let until = after(claim_time(), Duration::from_secs(60));
@@ -491,7 +491,7 @@ pub async fn claim_due_takes_over_expired_claims(backend: WebhookBackend) {
     let _claims = claims().await;
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
-    let d = delivery(&e, fixtures::time_in_past(1950));
+    let d = delivery(&e, fixtures::time_in_past(1972));
     backend
         .deliveries
         .add_deliveries(std::slice::from_ref(&d))

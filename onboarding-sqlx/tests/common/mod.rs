@@ -190,6 +190,14 @@ impl TestDb {
         }
     }
 
+    /// The backend, its database (or SQLite file) kept for a later run to drop.
+    pub fn keep(self) -> SqlBackend {
+        if let Some(dir) = self._dir {
+            let _ = dir.keep();
+        }
+        self.backend
+    }
+
     /// Closes the pool and drops the database.
     pub async fn drop_db(self) {
         self.backend.close().await;
