@@ -156,6 +156,13 @@ pub struct LedgerAnswer {
     pub fresh: bool,
 }
 
+impl LedgerAnswer {
+    /// An answer.
+    pub fn new(admission: Admission, fresh: bool) -> Self {
+        Self { admission, fresh }
+    }
+}
+
 /// The last queue-depth reading and what was admitted since, shared by
 /// every server that shares the ledger: the backlog limit then holds across
 /// them, not per process.

@@ -40,3 +40,63 @@ async fn setup() -> TestBackend {
 // The whole suite: the repository cases run on a fresh memory repository,
 // and the guarantee cases run real workers over this Redis queue.
 onboarding_core::conformance_tests!(setup);
+
+/// A limiter or ledger whose prefix's keys go when the last handle is dropped.
+struct Clean<T> {
+    inner: T,
+    _cleanup: Arc<Cleanup>,
+}
+
+#[async_trait::async_trait]
+impl<T: onboarding_core::RateLimiter> onboarding_core::RateLimiter for Clean<T> {
+    async fn check(&self, key: &str) -> onboarding_core::Result<onboarding_core::limits::Admit> {
+        self.inner.check(key).await
+    }
+    fn rate(&self) -> onboarding_core::limits::Rate {
+        self.inner.rate()
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: onboarding_core::BacklogLedger> onboarding_core::BacklogLedger for Clean<T> {
+    async fn admit(
+        &self,
+        incoming: u64,
+        max: u64,
+        fresh_for: Duration,
+    ) -> onboarding_core::Result<Option<onboarding_core::limits::LedgerAnswer>> {
+        self.inner.admit(incoming, max, fresh_for).await
+    }
+    async fn record(&self, waiting: Option<u64>) -> onboarding_core::Result<()> {
+        self.inner.record(waiting).await
+    }
+}
+
+/// Two connections under one fresh prefix: two processes sharing a Redis.
+async fn limits() -> onboarding_core::testing::limits::LimitsBackend {
+    use onboarding_core::testing::limits::CASE_RATE;
+    use onboarding_redis::{RedisLedger, RedisRateLimiter};
+    let prefix = fresh_prefix();
+    let cleanup = Arc::new(Cleanup(prefix.clone()));
+    let config = || support::config(&prefix, VISIBILITY_TIMEOUT);
+    let limiter = || async {
+        Arc::new(Clean {
+            inner: RedisRateLimiter::connect(config(), CASE_RATE)
+                .await
+                .unwrap(),
+            _cleanup: cleanup.clone(),
+        })
+    };
+    let ledger = || async {
+        Arc::new(Clean {
+            inner: RedisLedger::connect(config()).await.unwrap(),
+            _cleanup: cleanup.clone(),
+        })
+    };
+    onboarding_core::testing::limits::LimitsBackend {
+        limiters: [limiter().await, limiter().await],
+        ledgers: [ledger().await, ledger().await],
+    }
+}
+
+onboarding_core::limits_conformance_tests!(limits);
