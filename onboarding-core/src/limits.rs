@@ -18,7 +18,6 @@ use crate::error::Result;
 
 /// A request rate: a bucket refilled at `per_second` that holds `burst`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
 pub struct Rate {
     /// Sustained requests per second (positive).
     pub per_second: f64,

@@ -1,9 +1,8 @@
-//! Shared state, the authenticating extractor, the rate limiter, the body
-//! reader and the middleware.
+//! Shared state, the submission slots, the body reader and the middleware
+//! (authentication is in `auth`, the tenants' rate limit in `limits`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
@@ -12,12 +11,13 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use onboarding_core::model::TenantId;
 use onboarding_core::OnboardingService;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::{HttpConfig, KeyHash, RateLimit};
+use crate::auth::Authenticator;
+use crate::config::HttpConfig;
+use crate::limits::TenantLimits;
 use crate::metrics::{method_label, InProgress, Refusal};
 use crate::problem::Problem;
 
@@ -30,7 +30,8 @@ pub(crate) struct AppState {
 pub(crate) struct Shared {
     pub(crate) service: OnboardingService,
     pub(crate) config: HttpConfig,
-    pub(crate) limiter: RateLimiter,
+    pub(crate) auth: Authenticator,
+    pub(crate) limits: TenantLimits,
     /// Slots of `HttpConfig::max_concurrent_submissions` (`None`: no limit).
     pub(crate) submissions: Option<Arc<Semaphore>>,
     pub(crate) openapi: Bytes,
@@ -50,92 +51,7 @@ impl AppState {
     }
 }
 
-/// A token bucket per API key.
-pub(crate) struct RateLimiter {
-    limit: Option<RateLimit>,
-    buckets: Mutex<HashMap<KeyHash, Bucket>>,
-}
-
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimiter {
-    pub(crate) fn new(limit: Option<RateLimit>) -> Self {
-        Self {
-            limit,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes one token for `key`, or says how long until one is there.
-    /// Only authenticated keys get here, so the map is bounded by the configured keys.
-    pub(crate) fn check(&self, key: &KeyHash) -> Result<(), Duration> {
-        let Some(limit) = self.limit else {
-            return Ok(());
-        };
-        let burst = f64::from(limit.burst);
-        let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let bucket = buckets.entry(*key).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
-        let refill = now.duration_since(bucket.last).as_secs_f64() * limit.per_second;
-        bucket.tokens = (bucket.tokens + refill).min(burst);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - bucket.tokens) / limit.per_second;
-            Err(Duration::try_from_secs_f64(wait).unwrap_or(Duration::from_secs(1)))
-        }
-    }
-}
-
-/// The authenticated tenant of a request (`Authorization: Bearer <key>`),
-/// after its key passed the rate limit.
-pub(crate) struct Tenant(pub(crate) TenantId);
-
-impl FromRequestParts<AppState> for Tenant {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(Problem::unauthorized(
-                "this endpoint needs an API key: send Authorization: Bearer <key>",
-                false,
-            ));
-        };
-        let token = value.to_str().ok().and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then_some(token.trim())
-                .filter(|t| !t.is_empty())
-        });
-        let Some(token) = token else {
-            return Err(Problem::unauthorized(
-                "the Authorization header must be: Bearer <key>",
-                true,
-            ));
-        };
-        let Some((tenant, hash)) = state.inner.config.api_keys.authenticate(token) else {
-            return Err(Problem::unauthorized("the API key is not valid", true));
-        };
-        state
-            .inner
-            .limiter
-            .check(&hash)
-            .map_err(Problem::rate_limited)?;
-        Ok(Self(tenant))
-    }
-}
+pub(crate) use crate::auth::Tenant;
 
 /// The semaphore of `max_concurrent_submissions` (`None`: no limit).
 pub(crate) fn submission_slots(max: Option<usize>) -> Option<Arc<Semaphore>> {

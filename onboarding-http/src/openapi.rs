@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::handlers::{batches, onboard, ops, webhooks};
+use crate::handlers::{admin, batches, onboard, ops, webhooks};
 
 /// The OpenAPI description of every route of [`crate::router`].
 #[derive(OpenApi)]
@@ -20,8 +20,20 @@ use crate::handlers::{batches, onboard, ops, webhooks};
         batches::items,
         batches::retry,
         batches::cancel,
+        webhooks::register,
+        webhooks::endpoints,
+        webhooks::delete,
+        webhooks::rotate_secret,
+        webhooks::ping,
         webhooks::list,
+        webhooks::show,
         webhooks::replay,
+        admin::create_tenant,
+        admin::tenants,
+        admin::create_key,
+        admin::keys,
+        admin::revoke,
+        admin::rotate,
         ops::health,
         ops::ready,
         ops::metrics,
@@ -31,7 +43,8 @@ use crate::handlers::{batches, onboard, ops, webhooks};
     tags(
         (name = "onboarding", description = "Submit and validate organizations"),
         (name = "batches", description = "Follow, re-drive and cancel batches"),
-        (name = "webhooks", description = "Batch-completion webhook deliveries"),
+        (name = "webhooks", description = "A tenant's webhook endpoints (signed with their own secret) and deliveries"),
+        (name = "admin", description = "Operator routes (Bearer ADMIN_TOKEN): tenants and API keys"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]
