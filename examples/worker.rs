@@ -44,6 +44,8 @@ async fn run(args: Args) -> Result<(), String> {
         .hooks
         .worker(WorkerConfig::default().with_concurrency(args.common.workers.max(1)));
     let worker = Worker::new(stack.backends.clone(), processor, config).start();
+    // Any process sends due webhook deliveries.
+    let deliveries = stack.webhooks.start();
     tracing::info!(
         concurrency = args.common.workers.max(1),
         database = %common::redact(&args.common.database_url),
@@ -51,6 +53,7 @@ async fn run(args: Args) -> Result<(), String> {
         "worker running"
     );
     common::shutdown_signal().await;
+    deliveries.stop();
     let report = worker.shutdown().await;
     tracing::info!(released = report.released, stats = ?report.stats, "worker stopped");
     stack.close().await;

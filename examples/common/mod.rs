@@ -4,16 +4,15 @@
 #![allow(dead_code, unreachable_pub)] // shared by two examples; each uses a part
 
 pub mod hooks;
+pub mod shared;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use onboarding::http::{WebhookConfig, WebhookSink};
+use onboarding::http::Webhooks;
 use onboarding::memory::{MemoryCache, MemoryQueue, MemoryRepository, TracingEventSink};
-use onboarding::{
-    Backends, Cache, EventSink, JobQueue, OrgRepository, ProcessError, Processor, WorkItem,
-};
+use onboarding::{Backends, Cache, JobQueue, OrgRepository, ProcessError, Processor, WorkItem};
 
 /// Backend, worker, webhook and processor flags (server and worker alike).
 #[derive(clap::Args)]
@@ -48,7 +47,7 @@ pub struct CommonArgs {
     /// `tenant=https://…,…`: where each tenant's completion webhooks go.
     #[arg(long, env = "WEBHOOK_URLS", hide_env_values = true)]
     pub webhook_urls: Option<String>,
-    /// HMAC key of webhook signatures (generated and printed when webhooks are on and it is unset).
+    /// HMAC key of the `WEBHOOK_URLS` endpoints' signatures (generated and printed once when unset).
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
     /// POST each organization as JSON to this URL instead of the built-in
@@ -60,6 +59,8 @@ pub struct CommonArgs {
     /// tests that measure the pipeline itself).
     #[arg(long, env = "PROCESSOR", default_value = "welcome", value_parser = ["welcome", "noop"])]
     pub processor: String,
+    #[command(flatten)]
+    pub webhook: shared::WebhookArgs,
     #[command(flatten)]
     pub hooks: hooks::Hooks,
 }
@@ -79,7 +80,10 @@ pub fn redact(url: &str) -> String {
 /// The backends, plus what must be closed at exit.
 pub struct Stack {
     pub backends: Backends,
-    pub webhooks: Option<WebhookSink>,
+    /// Tenants' webhooks (endpoints and deliveries in the database).
+    pub webhooks: Webhooks,
+    /// Tenants and API keys.
+    pub directory: shared::Directory,
     /// Whether the repository lives in this process only.
     pub in_memory: bool,
     #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
@@ -96,7 +100,7 @@ impl Stack {
     }
 }
 
-fn needs(feature: &str, what: &str) -> String {
+pub(crate) fn needs(feature: &str, what: &str) -> String {
     format!("{what} needs the `{feature}` feature: cargo run --release --features {feature} --example …")
 }
 
@@ -110,7 +114,9 @@ pub async fn build(args: &CommonArgs) -> Result<Stack, String> {
     );
     #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
     let mut sql = None;
+    let directory;
     if database == "memory" {
+        directory = shared::Directory::memory();
         repository = Arc::new(MemoryRepository::new());
         sql_queue = Some(Arc::new(MemoryQueue::new(Duration::from_secs(30))));
         in_memory = true;
@@ -127,6 +133,7 @@ pub async fn build(args: &CommonArgs) -> Result<Stack, String> {
             tracing::info!(database = %redact(database), "database connected, migrations applied");
             repository = backend.repository();
             sql_queue = Some(backend.queue());
+            directory = shared::Directory::sql(&backend);
             in_memory = false;
             sql = Some(backend);
         }
@@ -173,34 +180,12 @@ pub async fn build(args: &CommonArgs) -> Result<Stack, String> {
         }
     };
 
-    let mut events: Arc<dyn EventSink> = Arc::new(TracingEventSink);
-    let mut webhooks = None;
-    if let Some(urls) = args
-        .webhook_urls
-        .as_deref()
-        .filter(|u| !u.trim().is_empty())
-    {
-        let secret = match &args.webhook_secret {
-            Some(secret) if !secret.is_empty() => secret.clone(),
-            _ => {
-                let secret = onboarding::http::ApiKeys::generate_key().replace("obk_", "whsec_");
-                print_line(&format!(
-                    "WEBHOOK_SECRET is unset; signing webhooks with: {secret}"
-                ));
-                secret
-            }
-        };
-        let config = WebhookConfig::new(secret.as_bytes())
-            .with_urls(urls)
-            .map_err(|e| format!("WEBHOOK_URLS: {e}"))?;
-        let sink = WebhookSink::new(config, events).map_err(|e| e.to_string())?;
-        events = Arc::new(sink.clone());
-        webhooks = Some(sink);
-    }
+    let (webhooks, events) = shared::webhooks(args, &directory, Arc::new(TracingEventSink)).await?;
 
     Ok(Stack {
         backends: Backends::new(repository, queue, cache, events),
         webhooks,
+        directory,
         in_memory,
         #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
         sql,
@@ -208,7 +193,7 @@ pub async fn build(args: &CommonArgs) -> Result<Stack, String> {
 }
 
 #[cfg(feature = "redis")]
-fn redis_config(url: &str, prefix: Option<&str>) -> onboarding::redis::RedisConfig {
+pub(crate) fn redis_config(url: &str, prefix: Option<&str>) -> onboarding::redis::RedisConfig {
     let config = onboarding::redis::RedisConfig::new(url);
     match prefix {
         Some(prefix) => config.with_prefix(prefix),
