@@ -16,4 +16,5 @@ mod harness;
 mod faults;
 mod http;
 mod load;
+mod shared_state;
 mod workers;
