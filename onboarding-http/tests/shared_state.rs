@@ -344,6 +344,21 @@ async fn webhook_urls_are_validated_naming_the_field() {
     }
     let list = get(&app, "/api/v1/webhooks/endpoints", Some(ACME_KEY)).await;
     assert_eq!(list.body["endpoints"], json!([]), "nothing was stored");
+    // A tenant's endpoints are capped.
+    let good = json!({"url": "https://93.184.216.34/hook"});
+    for _ in 0..onboarding_http::webhook::MAX_ENDPOINTS_PER_TENANT {
+        let a = post_json(&app, "/api/v1/webhooks/endpoints", ACME_KEY, &good).await;
+        assert_eq!(a.status, StatusCode::CREATED);
+    }
+    post_json(&app, "/api/v1/webhooks/endpoints", ACME_KEY, &good)
+        .await
+        .assert_problem(409);
+    let theirs = post_json(&app, "/api/v1/webhooks/endpoints", GLOBEX_KEY, &good).await;
+    assert_eq!(
+        theirs.status,
+        StatusCode::CREATED,
+        "another tenant has its own cap"
+    );
 }
 
 #[tokio::test]

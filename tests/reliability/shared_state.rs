@@ -268,20 +268,20 @@ async fn two_servers_and_two_workers_share_one_truth() {
     .await;
     assert_eq!(status, 201, "{created}");
     let key = created["key"].as_str().unwrap().to_owned();
+    let status_url = format!("{}/api/v1/batches/{batch}", bases[1]);
+    let answers = |expected: u16| {
+        let (http, url, key) = (&http, &status_url, &key);
+        move || async move {
+            call(http, reqwest::Method::GET, url.clone(), key, None)
+                .await
+                .0
+                == expected
+        }
+    };
     within(
         "the new key to work on the second server",
         Duration::from_secs(1) + SLACK,
-        || async {
-            call(
-                &http,
-                reqwest::Method::GET,
-                format!("{}/api/v1/batches/{batch}", bases[1]),
-                &key,
-                None,
-            )
-            .await
-            .0 == 200
-        },
+        answers(200),
     )
     .await;
     let prefix = created["prefix"].as_str().unwrap();
@@ -297,17 +297,7 @@ async fn two_servers_and_two_workers_share_one_truth() {
     let revoke_lag = within(
         "the second server to refuse the revoked key",
         Duration::from_secs(1) + SLACK,
-        || async {
-            call(
-                &http,
-                reqwest::Method::GET,
-                format!("{}/api/v1/batches/{batch}", bases[1]),
-                &key,
-                None,
-            )
-            .await
-            .0 == 401
-        },
+        answers(401),
     )
     .await;
     fields.push(("revoke_lag_ms", revoke_lag.as_millis().to_string()));

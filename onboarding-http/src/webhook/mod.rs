@@ -111,6 +111,10 @@ impl WebhookConfig {
     }
 }
 
+/// The most endpoints one tenant may register (each event is one delivery
+/// per endpoint: the cap bounds what one tenant can make the senders do).
+pub const MAX_ENDPOINTS_PER_TENANT: usize = 20;
+
 /// Endpoints of one tenant, with when they were read.
 type EndpointCache = HashMap<TenantId, (Instant, Arc<Vec<WebhookEndpoint>>)>;
 
@@ -226,6 +230,12 @@ impl Webhooks {
     ) -> Result<WebhookEndpoint> {
         let events = check_events(events)?;
         let parsed = self.check_url(url).await?;
+        if self.inner.endpoints.endpoints(tenant).await?.len() >= MAX_ENDPOINTS_PER_TENANT {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("a tenant has at most {MAX_ENDPOINTS_PER_TENANT} webhook endpoints; delete one first"),
+            ));
+        }
         let endpoint = WebhookEndpoint::new(tenant.clone(), parsed.to_string(), events, now());
         self.inner.endpoints.save_endpoint(&endpoint).await?;
         self.forget(tenant);

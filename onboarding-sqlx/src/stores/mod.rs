@@ -81,7 +81,6 @@ macro_rules! engine {
 
         pub(crate) mod dialect {
             use super::Db;
-            use crate::error::DbResultExt;
 
             /// Locks the selected rows, passing over rows others hold.
             pub(crate) const SKIP_LOCKED: &str = $skip;
@@ -90,14 +89,14 @@ macro_rules! engine {
             /// `INSERT` that skips rows violating a unique key: prefix and suffix.
             pub(crate) const INSERT_IGNORE: (&str, &str) = ($ins, $suffix);
 
-            /// Begins a write transaction.
+            /// Begins a write transaction, in a task of its own: a caller
+            /// that stops waiting (an HTTP timeout) cannot cut the `BEGIN`
+            /// off half-way and leave a pooled connection inside a
+            /// transaction nobody owns. A transaction dropped later rolls back.
             pub(crate) async fn begin(
                 pool: &sqlx::Pool<Db>,
             ) -> onboarding_core::Result<sqlx::Transaction<'static, Db>> {
-                match $begin {
-                    Some(sql) => pool.begin_with(sql).await.db(),
-                    None => pool.begin().await.db(),
-                }
+                crate::error::begin_detached(pool, $begin).await
             }
         }
 
