@@ -306,24 +306,22 @@ impl Webhooks {
         let id = EndpointId(uuid::Uuid::from_bytes(id));
         let stored = self.inner.endpoints.endpoint(tenant, id).await?;
         let (mut endpoint, generated) = match (stored, secret) {
+            // Registered by an earlier start (or another process): keep it.
+            (Some(_), None) => return Ok(None),
             (Some(e), Some(s)) if e.secret == s => return Ok(None),
-            (Some(e), None) => {
-                let _ = e;
-                return Ok(None);
-            }
             (Some(e), Some(_)) => (e, None),
             (None, _) => {
-                let e = WebhookEndpoint::new(
+                let mut e = WebhookEndpoint::new(
                     tenant.clone(),
                     parsed.to_string(),
                     vec!["batch.completed".to_owned()],
                     now(),
                 );
+                e.id = id;
                 let generated = secret.is_none().then(|| e.secret.clone());
                 (e, generated)
             }
         };
-        endpoint.id = id;
         if let Some(secret) = secret {
             endpoint.secret = secret.to_owned();
             endpoint.updated_at = now();
@@ -472,18 +470,19 @@ impl Webhooks {
         let record = &claimed.record;
         let started_at = now();
         let started = Instant::now();
-        let (status_code, error) = match self
+        let Sent {
+            status_code,
+            error,
+            hopeless,
+        } = match self
             .inner
             .endpoints
             .endpoint(&record.tenant, record.endpoint_id)
             .await
         {
             Ok(Some(endpoint)) => self.send(&endpoint, record).await,
-            Ok(None) => (None, Some("the endpoint was deleted".to_owned())),
-            Err(e) => (
-                None,
-                Some(format!("cannot read the endpoint: {}", e.message())),
-            ),
+            Ok(None) => Sent::hopeless("the endpoint was deleted"),
+            Err(e) => Sent::failed(None, format!("cannot read the endpoint: {}", e.message())),
         };
         let delivered = status_code.is_some_and(|c| (200..300).contains(&c));
         let attempt = AttemptRecord {
@@ -496,7 +495,8 @@ impl Webhooks {
             delivered,
         };
         let mut result = AttemptResult::new(&claimed, attempt, &self.inner.config.retry, now());
-        if result.attempt.error.as_deref() == Some("the endpoint was deleted") {
+        if hopeless {
+            // Trying again cannot help: no retry (a replay may, once fixed).
             result.status = DeliveryStatus::Failed;
             result.next_attempt_at = None;
         }
@@ -521,16 +521,12 @@ impl Webhooks {
     }
 
     /// POSTs the delivery's body, signed; the answer's status or the error.
-    async fn send(
-        &self,
-        endpoint: &WebhookEndpoint,
-        record: &DeliveryRecord,
-    ) -> (Option<u16>, Option<String>) {
+    async fn send(&self, endpoint: &WebhookEndpoint, record: &DeliveryRecord) -> Sent {
         // Checked again at delivery: the URL may predate a stricter policy;
         // the client's resolver checks the addresses it connects to.
         let url = match self.inner.config.policy.check(&endpoint.url, "/url") {
             Ok(url) => url,
-            Err(e) => return (None, Some(format!("the URL is not allowed: {}", e.detail))),
+            Err(e) => return Sent::hopeless(&format!("the URL is not allowed: {}", e.detail)),
         };
         let at = now();
         let timestamp = at.timestamp();
@@ -551,14 +547,44 @@ impl Webhooks {
             .send()
             .await;
         match sent {
-            Ok(response) if response.status().is_success() => {
-                (Some(response.status().as_u16()), None)
-            }
-            Ok(response) => (
+            Ok(response) if response.status().is_success() => Sent {
+                status_code: Some(response.status().as_u16()),
+                error: None,
+                hopeless: false,
+            },
+            Ok(response) => Sent::failed(
                 Some(response.status().as_u16()),
-                Some(format!("the endpoint answered {}", response.status())),
+                format!("the endpoint answered {}", response.status()),
             ),
-            Err(e) => (None, Some(transport_error(e))),
+            Err(e) => Sent::failed(None, transport_error(e)),
+        }
+    }
+}
+
+/// How one attempt went.
+struct Sent {
+    /// The endpoint's HTTP status, when it answered.
+    status_code: Option<u16>,
+    /// Why it failed.
+    error: Option<String>,
+    /// Whether retrying cannot help (the endpoint is gone or its URL refused).
+    hopeless: bool,
+}
+
+impl Sent {
+    fn failed(status_code: Option<u16>, error: String) -> Self {
+        Self {
+            status_code,
+            error: Some(error),
+            hopeless: false,
+        }
+    }
+
+    fn hopeless(error: &str) -> Self {
+        Self {
+            status_code: None,
+            error: Some(error.to_owned()),
+            hopeless: true,
         }
     }
 }
