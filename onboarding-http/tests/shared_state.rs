@@ -374,7 +374,10 @@ async fn a_name_resolving_to_a_private_address_is_refused() {
     )
     .await;
     a.assert_problem(422);
-    assert_eq!(a.pointers(), vec!["/url".to_owned()]);
+    assert_eq!(
+        (a.pointers(), a.codes()),
+        (vec!["/url".to_owned()], vec!["url_private".to_owned()])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -555,4 +558,63 @@ async fn a_delivery_made_by_another_process_is_listed_and_replayed_here() {
     assert_eq!(replayed.body["attempts"], 2);
     assert_eq!(replayed.body["attempts_log"].as_array().unwrap().len(), 2);
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_that_became_private_is_refused_again_at_delivery() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = hits.clone();
+    let receiver = Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let count = count.clone();
+            async move {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
+    let store = Arc::new(MemoryWebhooks::new());
+    // Stored as if registered under a laxer policy (or before its name moved).
+    let endpoint = onboarding_core::webhooks::WebhookEndpoint::new(
+        tenant("acme"),
+        format!("http://{addr}/hook"),
+        vec!["batch.completed".to_owned()],
+        onboarding_core::model::now(),
+    );
+    onboarding_core::WebhookStore::save_endpoint(&*store, &endpoint)
+        .await
+        .unwrap();
+    let sender = webhooks(&store, UrlPolicy::strict().with_http(true));
+    let _loop = sender.start();
+    sender
+        .enqueue(&[onboarding_core::Event::BatchCompleted {
+            tenant: tenant("acme"),
+            batch_id: onboarding_core::model::BatchId::new(),
+            counts: Default::default(),
+            completed_at: onboarding_core::model::now(),
+        }])
+        .await
+        .unwrap();
+    let query = onboarding_core::webhooks::DeliveryQuery::latest(1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let list = sender.deliveries(&tenant("acme"), &query).await.unwrap();
+        if list[0].status == onboarding_core::webhooks::DeliveryStatus::Failed {
+            break list[0].clone();
+        }
+        assert!(Instant::now() < deadline, "{:?}", list[0]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(record.attempts, 1, "no retry: the policy refuses it again");
+    let error = record.last_error.clone().unwrap_or_default();
+    assert!(error.contains("not allowed"), "{record:?}");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing reached the private address"
+    );
 }

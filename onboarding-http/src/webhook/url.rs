@@ -103,9 +103,14 @@ impl UrlPolicy {
             return Ok(());
         };
         let port = url.port_or_known_default().unwrap_or(443);
-        let addrs = resolve(self, host, port)
-            .await
-            .map_err(|e| FieldError::new(pointer, "url_unresolvable", e.to_string()))?;
+        let addrs = resolve(self, host, port).await.map_err(|e| {
+            let code = if e.is::<PrivateAddress>() {
+                "url_private"
+            } else {
+                "url_unresolvable"
+            };
+            FieldError::new(pointer, code, e.to_string())
+        })?;
         if addrs.is_empty() {
             return Err(FieldError::new(
                 pointer,
@@ -236,12 +241,24 @@ mod tests {
     #[tokio::test]
     async fn names_resolving_to_private_addresses_are_refused() {
         let strict = UrlPolicy::strict();
-        let url = Url::parse("https://localhost.:8443/").unwrap();
-        assert!(resolve(&strict, "localhost", 443).await.is_err());
+        let url = Url::parse("https://localhost:8443/").unwrap();
+        let e = resolve(&strict, "localhost", 443).await.unwrap_err();
+        assert!(e.is::<PrivateAddress>(), "{e}");
+        // The name check alone, past the static one (which refuses `localhost`).
         let e = strict.check_resolved(&url, "/url").await.unwrap_err();
-        assert_eq!(e.code, "url_unresolvable");
+        assert_eq!(e.code, "url_private");
         assert!(resolve(&UrlPolicy::permissive(), "localhost", 443)
             .await
             .is_ok());
+        // What the webhook client connects through: the same check.
+        let name: Name = "localhost".parse().unwrap();
+        assert!(PolicyResolver(strict).resolve(name).await.is_err());
+        let name: Name = "localhost".parse().unwrap();
+        let addrs: Vec<SocketAddr> = PolicyResolver(UrlPolicy::permissive())
+            .resolve(name)
+            .await
+            .unwrap()
+            .collect();
+        assert!(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()));
     }
 }
