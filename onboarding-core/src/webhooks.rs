@@ -554,6 +554,14 @@ pub trait DeliveryLog: Send + Sync + 'static {
         tenant: &TenantId,
         id: DeliveryId,
     ) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>>;
+
+    /// Deletes finished deliveries (delivered or failed) that last changed
+    /// before `before`, with their attempts: the log's retention.
+    ///
+    /// # Behavior
+    /// - Those deliveries are gone with their attempts; pending ones, and
+    ///   finished ones changed later, stay. The answer counts the deleted.
+    async fn prune(&self, before: Timestamp) -> Result<u64>;
 }
 
 /// `Conflict` for a replay of a delivery being attempted.

@@ -257,4 +257,21 @@ impl DeliveryLog for MemoryWebhooks {
             .entry(tenant, id)
             .map(|e| (e.record.clone(), e.attempts.clone())))
     }
+
+    async fn prune(&self, before: Timestamp) -> Result<u64> {
+        let mut state = self.state();
+        let count = state.deliveries.len();
+        state.deliveries.retain(|e| {
+            e.record.status == DeliveryStatus::Pending || e.record.updated_at >= before
+        });
+        let deleted = count - state.deliveries.len();
+        let index = state
+            .deliveries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.record.id, i))
+            .collect();
+        state.index = index;
+        Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+    }
 }

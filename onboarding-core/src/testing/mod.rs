@@ -258,6 +258,7 @@ macro_rules! __conformance_cases {
                 record_attempt_with_a_stale_lease_changes_nothing,
                 deliveries_filters_by_tenant_endpoint_batch_and_limit,
                 delivery_of_unknown_or_foreign_is_none,
+                prune_deletes_only_finished_deliveries_changed_before,
             ]
         }
     };

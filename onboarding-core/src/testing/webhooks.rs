@@ -824,3 +824,55 @@ pub async fn delivery_of_unknown_or_foreign_is_none(backend: WebhookBackend) {
         .expect("delivery")
         .is_none());
 }
+
+/// Finished deliveries changed before the cut-off are deleted with their
+/// attempts; pending and later ones stay.
+pub async fn prune_deletes_only_finished_deliveries_changed_before(backend: WebhookBackend) {
+    let tenant = fixtures::tenant();
+    let e = endpoint(&tenant);
+    let past = fixtures::time_in_past(1985);
+    let ds: Vec<NewDelivery> = (0..3).map(|_| delivery(&e, past)).collect();
+    let recent = delivery(&e, now());
+    let mut all = ds.clone();
+    all.push(recent.clone());
+    backend.deliveries.add_deliveries(&all).await.expect("add");
+    let lease = |at| after(at, Duration::from_secs(30));
+    for (d, delivered) in [(&ds[0], true), (&ds[1], false), (&recent, true)] {
+        let at = if d.id == recent.id { now() } else { past };
+        let claimed = backend
+            .deliveries
+            .claim_delivery(&tenant, d.id, at, lease(at))
+            .await
+            .expect("claim")
+            .expect("exists");
+        let mut result = attempt(&claimed, delivered, at);
+        if !delivered {
+            result.status = DeliveryStatus::Failed;
+            result.next_attempt_at = None;
+        }
+        assert!(backend
+            .deliveries
+            .record_attempt(&result)
+            .await
+            .expect("record"));
+    }
+    let cut_off = fixtures::time_in_past(1995);
+    let deleted = backend.deliveries.prune(cut_off).await.expect("prune");
+    assert!(deleted >= 2, "deleted {deleted}");
+    let log = &backend.deliveries;
+    for gone in [&ds[0], &ds[1]] {
+        assert!(log
+            .delivery(&tenant, gone.id)
+            .await
+            .expect("delivery")
+            .is_none());
+    }
+    for kept in [&ds[2], &recent] {
+        let (_, attempts) = log
+            .delivery(&tenant, kept.id)
+            .await
+            .expect("delivery")
+            .expect("kept");
+        assert_eq!(attempts.len(), usize::from(kept.id == recent.id));
+    }
+}

@@ -59,6 +59,9 @@ pub struct WebhookConfig {
     pub rotation_overlap: Duration,
     /// Deliveries claimed (and sent at once) per round (default 16).
     pub batch_size: u32,
+    /// Finished deliveries are deleted this long after their last attempt
+    /// (default 7 days, like finished batches).
+    pub retention: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -70,6 +73,7 @@ impl Default for WebhookConfig {
             poll_interval: Duration::from_secs(1),
             rotation_overlap: Duration::from_secs(24 * 3600),
             batch_size: 16,
+            retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -117,6 +121,9 @@ pub const MAX_ENDPOINTS_PER_TENANT: usize = 20;
 
 /// Endpoints of one tenant, with when they were read.
 type EndpointCache = HashMap<TenantId, (Instant, Arc<Vec<WebhookEndpoint>>)>;
+
+/// How often a delivery loop deletes deliveries past the retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// How long a tenant's endpoint list is reused when events are published
 /// (the one-second freshness of DESIGN §2, guarantee 11).
@@ -438,7 +445,17 @@ impl Webhooks {
 
     async fn run(&self) {
         let config = &self.inner.config;
+        let mut next_prune = Instant::now();
         loop {
+            if Instant::now() >= next_prune {
+                next_prune = Instant::now() + PRUNE_EVERY;
+                let before = onboarding_core::model::before(now(), config.retention);
+                match self.inner.log.prune(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "old webhook deliveries pruned"),
+                    Err(error) => tracing::warn!(%error, "cannot prune old webhook deliveries"),
+                }
+            }
             loop {
                 let at = now();
                 let claimed = match self

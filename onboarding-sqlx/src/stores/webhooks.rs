@@ -410,4 +410,21 @@ impl DeliveryLog for SqlWebhooks {
         let attempts = rows.iter().map(attempt_of).collect::<Result<_>>()?;
         Ok(Some((record, attempts)))
     }
+
+    async fn prune(&self, before: Timestamp) -> Result<u64> {
+        const FINISHED: &str = "status IN ('delivered', 'failed') AND updated_at < ";
+        let mut tx = dialect::begin(&self.pool).await?;
+        let mut qb = QueryBuilder::<Db>::new(format!(
+            "DELETE FROM webhook_attempts WHERE delivery_id IN \
+             (SELECT id FROM webhook_deliveries WHERE {FINISHED}"
+        ));
+        qb.push_bind(before).push(")");
+        qb.build().execute(&mut *tx).await.db()?;
+        let mut qb =
+            QueryBuilder::<Db>::new(format!("DELETE FROM webhook_deliveries WHERE {FINISHED}"));
+        qb.push_bind(before);
+        let deleted = qb.build().execute(&mut *tx).await.db()?.rows_affected();
+        tx.commit().await.db()?;
+        Ok(deleted)
+    }
 }
