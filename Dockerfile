@@ -1,8 +1,12 @@
 # syntax=docker/dockerfile:1
 # Multi-stage build of the bulk-onboarding server and worker.
 #   docker build -t bulk-onboarding .
-#   docker run -p 8080:8080 bulk-onboarding                 # SQLite in /data, in-process workers
+#   docker run -p 127.0.0.1:8080:8080 -e API_KEYS=acme:<key> bulk-onboarding   # SQLite in /data, in-process workers
 #   docker run bulk-onboarding onboarding-worker            # a standalone worker (needs a shared DATABASE_URL)
+# No secret is generated into the logs (GENERATE_SECRETS=false): API_KEYS, and
+# WEBHOOK_SECRET when WEBHOOK_URLS is set, must be given. /ready and /metrics
+# answer on the container's loopback (METRICS_ADDR 127.0.0.1:9090, worker :9091);
+# set METRICS_ADDR=0.0.0.0:9090 to let a scraper on the container network in.
 
 FROM rust:1-slim-bookworm AS builder
 WORKDIR /src
@@ -28,6 +32,7 @@ USER onboarding:onboarding
 WORKDIR /data
 ENV BIND_ADDR=0.0.0.0:8080 \
     DATABASE_URL=sqlite:///data/onboarding.db?mode=rwc \
+    GENERATE_SECRETS=false \
     RUST_LOG=info
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \

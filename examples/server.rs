@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
+use common::serving::{operator_addr, start_operator, ServeArgs};
 use common::{print_line, CommonArgs};
-use onboarding::http::{router, ApiKeys, HttpConfig, Metrics, RateLimit};
+use onboarding::http::{router, serve, ApiKeys, HttpConfig, Metrics, RateLimit};
 use onboarding::keys::{KeySelector, NewApiKey};
 use onboarding::model::{now, TenantId};
 use onboarding::{IngestConfig, KeyStore, OnboardingService, Worker, WorkerConfig};
@@ -32,6 +33,10 @@ struct Args {
     /// Bearer <ADMIN_TOKEN>` (at least 16 characters); unset: no admin routes.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Failed authentications allowed per client address before 429, e.g.
+    /// `10/m` (burst = 10); `off` turns the throttle off.
+    #[arg(long, env = "AUTH_FAILURE_LIMIT", default_value = "10/m")]
+    auth_failure_limit: String,
     /// Per-tenant request rate, e.g. `10/s`, `600/m` (burst = 2x the rate);
     /// shared by every server when CACHE_URL is Redis.
     #[arg(long, env = "RATE_LIMIT", default_value = "10/s")]
@@ -44,6 +49,12 @@ struct Args {
     /// past it is answered 503 with Retry-After, nothing stored (`0` = no limit).
     #[arg(long, env = "MAX_BACKLOG", default_value_t = IngestConfig::DEFAULT_MAX_BACKLOG)]
     max_backlog: u64,
+    /// Operator endpoints (`/health`, `/ready`, `/metrics`, no auth): keep
+    /// it private; `off` turns them off.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    metrics_addr: String,
+    #[command(flatten)]
+    serve: ServeArgs,
     #[command(flatten)]
     common: CommonArgs,
     #[command(subcommand)]
@@ -104,6 +115,8 @@ async fn run(args: Args) -> Result<(), String> {
         return done;
     }
     let metrics = Metrics::new();
+    // The worker engine reports through the global recorder: this one.
+    metrics.install().map_err(|e| e.to_string())?;
     let ingest =
         IngestConfig::default().with_max_backlog(Some(args.max_backlog).filter(|n| *n > 0));
     let (shared_limiter, ledger) =
@@ -117,17 +130,23 @@ async fn run(args: Args) -> Result<(), String> {
     let keys = match args.api_keys.as_deref().filter(|k| !k.trim().is_empty()) {
         Some(list) => ApiKeys::parse(list).map_err(|e| format!("API_KEYS: {e}"))?,
         None => {
-            first_key(&*stack.directory.keys, &args.bind_addr).await?;
+            first_key(
+                &*stack.directory.keys,
+                &args.bind_addr,
+                args.common.generate_secrets,
+            )
+            .await?;
             ApiKeys::new()
         }
     };
     let mut config = HttpConfig::builder()
         .api_keys(keys)
-        .key_store(stack.directory.keys.clone())
         .rate_limit(Some(rate_limit))
         .max_concurrent_submissions(Some(args.max_concurrent_submissions).filter(|n| *n > 0))
         .metrics(metrics.clone())
-        .webhooks(stack.webhooks.clone());
+        .key_store(stack.directory.keys.clone())
+        .webhooks(stack.webhooks.clone())
+        .auth_failures(auth_failures(&args.auth_failure_limit)?);
     if let Some(limiter) = shared_limiter {
         config = config.shared_rate_limiter(limiter);
     }
@@ -140,11 +159,16 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(ms) = args.common.hooks.request_timeout_ms {
         config = config.request_timeout(std::time::Duration::from_millis(ms));
     }
-    let app = router(service, config.build());
+    let app = router(service.clone(), config.build());
+    // Any process sends due webhook deliveries.
     let deliveries = stack.webhooks.start();
+    let serve_config = args.serve.config();
+    if let Some(addr) = operator_addr(&args.metrics_addr) {
+        start_operator(addr, service, metrics, serve_config.clone()).await?;
+    }
 
     let worker = if args.common.workers > 0 {
-        let processor = metrics.instrument(common::processor(&args.common)?);
+        let processor = common::processor(&args.common)?;
         let config = args
             .common
             .hooks
@@ -169,27 +193,27 @@ async fn run(args: Args) -> Result<(), String> {
         cache = %common::redact(&args.common.cache_url),
         "listening"
     );
-    // The client address feeds the throttle of failed authentications.
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(common::shutdown_signal())
-    .await;
+    serve(listener, app, serve_config, common::shutdown_signal()).await;
     deliveries.stop();
     if let Some(worker) = worker {
         let report = worker.shutdown().await;
         tracing::info!(released = report.released, stats = ?report.stats, "workers stopped");
     }
     stack.close().await;
-    served.map_err(|e| format!("server error: {e}"))
+    Ok(())
 }
 
 /// With no `API_KEYS` and no key in the database: creates one for tenant
 /// `default` and prints it with a curl line to try.
-async fn first_key(keys: &dyn KeyStore, addr: &SocketAddr) -> Result<(), String> {
+async fn first_key(keys: &dyn KeyStore, addr: &SocketAddr, generate: bool) -> Result<(), String> {
     if !keys.keys(None).await.map_err(|e| e.to_string())?.is_empty() {
         return Ok(());
+    }
+    if !generate {
+        return Err(
+            "no API key: set API_KEYS=tenant:key,… or run `server keys create --tenant …` (GENERATE_SECRETS=false)"
+                .into(),
+        );
     }
     let tenant = TenantId::parse("default").map_err(|e| e.to_string())?;
     let (key, record) = NewApiKey::generate(tenant, Some("first start".into()), now());
@@ -242,4 +266,25 @@ async fn keys_command(keys: &dyn KeyStore, command: &KeysCommand) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// `AUTH_FAILURE_LIMIT`: `off`, or a rate whose count is also the burst.
+fn auth_failures(value: &str) -> Result<Option<onboarding::limits::Rate>, String> {
+    if value.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let rate = RateLimit::parse(value).map_err(|e| format!("AUTH_FAILURE_LIMIT: {e}"))?;
+    // "10/m": ten at once, then one every six seconds.
+    let count: f64 = value
+        .split('/')
+        .next()
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(1.0);
+    let burst = if count >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        // In range: checked above; at least 1.
+        count.ceil().max(1.0) as u32
+    };
+    Ok(Some(onboarding::limits::Rate::new(rate.per_second, burst)))
 }

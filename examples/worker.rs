@@ -1,21 +1,31 @@
 //! A standalone bulk-onboarding worker: processes the batches that servers
 //! (run with `WORKERS=0`, or not) accept into a shared database and queue.
 //!
-//! Same flags as the server minus the HTTP ones; exits 0 after a graceful
-//! shutdown on SIGINT or SIGTERM.
+//! Same flags as the server minus the API ones; serves `/health`, `/ready`
+//! and `/metrics` on `METRICS_ADDR` (default `127.0.0.1:9091`); exits 0
+//! after a graceful shutdown on SIGINT or SIGTERM.
 
 mod common;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use common::serving::{operator_addr, start_operator, ServeArgs};
 use common::CommonArgs;
-use onboarding::{Worker, WorkerConfig};
+use onboarding::http::Metrics;
+use onboarding::{IngestConfig, OnboardingService, Worker, WorkerConfig};
 
 /// Bulk organization onboarding worker.
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
+    /// Operator endpoints (`/health`, `/ready`, `/metrics`, no auth): keep
+    /// it private; `127.0.0.1:0` picks a free port (several workers on one
+    /// host), `off` turns them off.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9091")]
+    metrics_addr: String,
+    #[command(flatten)]
+    serve: ServeArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -37,6 +47,13 @@ async fn run(args: Args) -> Result<(), String> {
     let stack = common::build(&args.common).await?;
     if stack.in_memory {
         return Err("a standalone worker needs a shared DATABASE_URL (sqlite://, postgres:// or mysql://), not memory".into());
+    }
+    if let Some(addr) = operator_addr(&args.metrics_addr) {
+        let metrics = Metrics::new();
+        metrics.install().map_err(|e| e.to_string())?;
+        // Readiness and the queue depth only: this service never ingests.
+        let service = OnboardingService::new(stack.backends.clone(), IngestConfig::default());
+        start_operator(addr, service, metrics, args.serve.config()).await?;
     }
     let processor = common::processor(&args.common)?;
     let config = args

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)] // shared by two examples; each uses a part
 
 pub mod hooks;
+pub mod serving;
 pub mod shared;
 
 use std::sync::Arc;
@@ -59,6 +60,11 @@ pub struct CommonArgs {
     /// tests that measure the pipeline itself).
     #[arg(long, env = "PROCESSOR", default_value = "welcome", value_parser = ["welcome", "noop"])]
     pub processor: String,
+    /// Generate a missing API key (server) or webhook secret and print it
+    /// (handy at a terminal). `false` makes a missing one an error instead,
+    /// so that no secret is written to a log (the Dockerfile sets it).
+    #[arg(long, env = "GENERATE_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub generate_secrets: bool,
     #[command(flatten)]
     pub webhook: shared::WebhookArgs,
     #[command(flatten)]
@@ -264,7 +270,9 @@ pub fn processor(args: &CommonArgs) -> Result<Arc<dyn Processor>, String> {
 }
 
 /// The built-in onboarding step: "provisions" the organization (a short
-/// pause standing in for real work) and logs a welcome line for it.
+/// pause standing in for real work) and logs a line for it. The line names
+/// ids and the domain only: the name and contact email are personal data,
+/// and logs travel further than the database.
 pub struct WelcomeProcessor;
 
 #[async_trait]
@@ -275,15 +283,16 @@ impl Processor for WelcomeProcessor {
             batch_id = %item.batch_id, item_id = %item.item_id,
             organization_id = %item.organization.id, domain = %item.organization.domain,
             tenant = %item.tenant, attempt = item.attempt,
-            "welcome aboard, {}! workspace provisioned for {}",
-            item.organization.name, item.organization.contact_email
+            "welcome aboard: workspace provisioned"
         );
         Ok(())
     }
 }
 
 /// POSTs each organization to an HTTP endpoint: 2xx done, 5xx/429/timeouts
-/// retried, other 4xx permanent.
+/// retried, other 4xx permanent. Redirects are not followed (a 3xx is a
+/// permanent failure): a 307 would re-send the organization's data to
+/// wherever it points.
 pub struct HttpProcessor {
     url: String,
     client: reqwest::Client,
@@ -293,6 +302,7 @@ impl HttpProcessor {
     pub fn new(url: &str) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("PROCESSOR_URL client: {e}"))?;
         Ok(Self {

@@ -95,6 +95,11 @@ pub async fn webhooks(
         .filter(|u| !u.trim().is_empty())
     {
         let secret = args.webhook_secret.as_deref().filter(|s| !s.is_empty());
+        if secret.is_none() && !args.generate_secrets {
+            return Err(
+                "WEBHOOK_URLS is set but WEBHOOK_SECRET is not (and GENERATE_SECRETS=false)".into(),
+            );
+        }
         for entry in urls.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let (tenant, url) = entry.split_once('=').ok_or_else(|| {
                 format!("WEBHOOK_URLS: entry {entry:?} must look like tenant=https://…")

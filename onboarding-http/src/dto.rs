@@ -16,17 +16,19 @@ use crate::problem::ProblemField;
 /// The seed's success message, kept word for word.
 pub const ACCEPTED_MESSAGE: &str = "Bulk onboarding initiated successfully";
 
-/// One organization of a request.
+/// One organization of a request, as the OpenAPI document describes it
+/// (core's `validate::OrganizationInput` is the typed input it validates into).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct OrganizationInput {
+pub struct SubmittedOrganization {
     /// Display name: 1-255 characters after trimming, no control characters.
-    #[schema(example = "Acme Corporation")]
+    #[schema(example = "Acme Corporation", min_length = 1)]
     pub name: String,
-    /// Domain in any case, Unicode or punycode; stored normalized (lowercase punycode, no trailing dot).
-    #[schema(example = "acme.com")]
+    /// Domain in any case, Unicode or punycode, with a registrable public
+    /// suffix; stored normalized (lowercase punycode, no trailing dot).
+    #[schema(example = "acme.com", min_length = 1, format = IdnHostname)]
     pub domain: String,
-    /// A plain email address.
-    #[schema(example = "contact@acme.com")]
+    /// A plain email address (at most 254 bytes after trimming).
+    #[schema(example = "contact@acme.com", min_length = 1, format = Email)]
     pub contact_email: String,
 }
 
@@ -72,10 +74,11 @@ impl From<SubmitMode> for Mode {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BulkOnboardRequest {
     /// 1 to 1000 organizations; domains unique after normalization.
-    pub organizations: Vec<OrganizationInput>,
-    /// Default `update`.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub organizations: Vec<SubmittedOrganization>,
+    /// Default `update` (also when null).
     pub on_conflict: Option<OnConflict>,
-    /// Default `atomic`.
+    /// Default `atomic` (also when null).
     pub mode: Option<Mode>,
 }
 
@@ -467,36 +470,6 @@ pub struct RetryAccepted {
 pub struct Health {
     /// Always `ok`.
     pub status: String,
-}
-
-/// One backend's readiness.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ComponentCheck {
-    /// `up` or `down`.
-    pub status: String,
-    /// The error kind when down (details are in the server log).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// Readiness of each backend.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ReadinessChecks {
-    /// The repository.
-    pub database: ComponentCheck,
-    /// The job queue.
-    pub queue: ComponentCheck,
-    /// The cache.
-    pub cache: ComponentCheck,
-}
-
-/// `GET /ready`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Readiness {
-    /// `ready` or `unavailable`.
-    pub status: String,
-    /// Per backend.
-    pub checks: ReadinessChecks,
 }
 
 /// Encodes a position as an opaque page cursor.

@@ -4,11 +4,15 @@ mod app;
 mod auth;
 mod config;
 pub mod dto;
+mod extract;
 mod handlers;
 mod limits;
 mod metrics;
 mod openapi;
+mod operator;
 mod problem;
+mod responses;
+mod serve;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -22,7 +26,6 @@ use onboarding_core::OnboardingService;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use utoipa::OpenApi as _;
 
 pub use auth::AUTH_FAILURES;
 pub use config::{
@@ -30,7 +33,9 @@ pub use config::{
 };
 pub use metrics::Metrics;
 pub use openapi::ApiDoc;
+pub use operator::operator_router;
 pub use problem::{Problem, ProblemDocument, ProblemField, PROBLEM_JSON};
+pub use serve::{serve, ServeConfig};
 pub use webhook::{UrlPolicy, WebhookConfig, WebhookSink, Webhooks};
 
 use app::{AppState, Shared};
@@ -38,22 +43,23 @@ use auth::Authenticator;
 use handlers::{admin, batches, onboard, ops, webhooks};
 use limits::TenantLimits;
 
-/// The OpenAPI document as JSON.
+/// The OpenAPI document as JSON, with links between the operations.
 pub fn openapi_json() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|_| "{}".to_owned())
+    serde_json::to_string_pretty(&openapi::document()).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// The whole API as an axum [`Router`] over an already built service.
 ///
 /// Nest it in a host service (`host.nest("/onboarding", router(..))`) or
-/// serve it as it is. Every error is an `application/problem+json`
-/// document; unknown routes are 404 problems.
+/// serve it as it is, best with [`serve`] (header and idle timeouts, a
+/// connection cap). Every error is an `application/problem+json`
+/// document; unknown routes are 404 problems. `/ready` and `/metrics` are
+/// not here: they are on [`operator_router`], for a private listener.
 pub fn router(service: OnboardingService, config: HttpConfig) -> Router {
     if let Some(webhooks) = &config.webhooks {
         webhooks.attach_metrics(&config.metrics);
     }
+    config.metrics.start_upkeep();
     let body_limit = config.body_limit;
     let state = AppState {
         inner: Arc::new(Shared {
@@ -68,7 +74,7 @@ pub fn router(service: OnboardingService, config: HttpConfig) -> Router {
                 config.rate_limit.map(|r| r.rate()),
                 config.shared.rate_limiter.clone(),
             ),
-            submissions: app::submission_slots(config.max_concurrent_submissions),
+            submissions: extract::submission_slots(config.max_concurrent_submissions),
             config,
             openapi: openapi_json().into(),
         }),
@@ -109,8 +115,6 @@ pub fn router(service: OnboardingService, config: HttpConfig) -> Router {
         .route("/api/v1/admin/keys/{key}/revoke", post(admin::revoke))
         .route("/api/v1/admin/keys/{key}/rotate", post(admin::rotate))
         .route("/health", get(ops::health))
-        .route("/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics))
         .route("/api/v1/openapi.json", get(ops::openapi))
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

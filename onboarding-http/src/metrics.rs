@@ -1,102 +1,83 @@
-//! Prometheus metrics, hand-written in the text exposition format (no
-//! metrics crate): requests by route and status, ingest counts, job outcomes,
-//! processing latency, webhook deliveries and queue depth.
+//! Prometheus metrics, produced with the `metrics` crate's Prometheus
+//! recorder (no listener of its own: the operator router renders it on
+//! `GET /metrics`).
+//!
+//! The HTTP layer records into its own [`Metrics`] (so two routers in one
+//! process, or two tests, count apart). The worker engine in
+//! `onboarding-core` records through the `metrics` facade:
+//! [`Metrics::install`] makes this recorder the process's global one, so
+//! the worker's counters and histograms land in the same exposition.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
-use async_trait::async_trait;
-use onboarding_core::{ProcessError, Processor, QueueDepth, WorkItem};
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use onboarding_core::QueueDepth;
 
-const REQUEST_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-const PROCESSING_BUCKETS: &[f64] = &[
+use crate::config::ConfigError;
+
+/// Request, submission and processing latencies (seconds).
+const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+/// Waits (histograms named `…_wait_seconds`, such as the worker's
+/// `onboarding_worker_queue_wait_seconds`), in seconds: from milliseconds
+/// to an hour of backlog.
+const WAIT_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+/// How often histogram samples are folded into their buckets when nobody
+/// scrapes (they accumulate until then).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone)]
-struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    fn observe(&mut self, value: f64) {
-        for (bound, count) in self.bounds.iter().zip(self.counts.iter_mut()) {
-            if value <= *bound {
-                *count += 1;
-            }
-        }
-        self.sum += value;
-        self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
-    }
-}
-
-#[derive(Debug)]
-struct Inner {
-    requests: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
-    request_seconds: Mutex<BTreeMap<String, Histogram>>,
-    batches_accepted: AtomicU64,
-    batches_replayed: AtomicU64,
-    organizations_ingested: AtomicU64,
-    organizations_rejected: AtomicU64,
-    refused_backlog: AtomicU64,
-    refused_concurrency: AtomicU64,
-    submissions_in_progress: AtomicU64,
-    jobs: Mutex<BTreeMap<&'static str, u64>>,
-    processing_seconds: Mutex<Histogram>,
-    webhooks: Mutex<BTreeMap<&'static str, u64>>,
-}
+/// Every metric this crate produces, with its help text (the worker
+/// engine describes its own, `onboarding_worker_*`).
+const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
+    ("onboarding_http_requests_total", None, "HTTP requests by route, method and status."),
+    ("onboarding_http_request_duration_seconds", Some(Unit::Seconds), "HTTP request latency by route."),
+    ("onboarding_submission_duration_seconds", Some(Unit::Seconds), "Submissions from the service call to its answer (validate, backlog check, store, enqueue) by outcome: accepted, replayed, rejected (invalid, too large, idempotency conflict), refused (backlog), failed (a backend)."),
+    ("onboarding_batches_accepted_total", None, "Batches accepted (replays excluded)."),
+    ("onboarding_batches_replayed_total", None, "Submissions answered from an earlier batch with the same Idempotency-Key."),
+    ("onboarding_organizations_ingested_total", None, "Organizations accepted into batches."),
+    ("onboarding_organizations_rejected_total", None, "Organizations rejected in partial mode."),
+    ("onboarding_submissions_refused_total", None, "Submissions refused by backpressure (503 overloaded): backlog = the queue's backlog limit, concurrency = the concurrent-submission limit."),
+    ("onboarding_submissions_in_progress", None, "Submissions being handled now."),
+    ("onboarding_webhook_deliveries_total", None, "Webhook delivery attempts by result."),
+    ("onboarding_queue_depth", None, "Jobs in the queue by state (read at most every few seconds)."),
+    ("onboarding_queue_up", None, "Whether the last queue depth reading succeeded."),
+];
 
 /// The metrics one process exposes on `GET /metrics`. Cheap to clone; all
 /// clones count into the same place.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
+}
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    upkeep: OnceLock<()>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A method name safe to use as a label (unknown methods collapse to `OTHER`).
@@ -114,33 +95,119 @@ pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
+fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
+    pairs
+        .iter()
+        .map(|(k, v)| Label::new(*k, SharedString::from(v.to_string())))
+        .collect()
+}
+
 impl Metrics {
     /// Empty metrics.
     pub fn new() -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                requests: Mutex::new(BTreeMap::new()),
-                request_seconds: Mutex::new(BTreeMap::new()),
-                batches_accepted: AtomicU64::new(0),
-                batches_replayed: AtomicU64::new(0),
-                organizations_ingested: AtomicU64::new(0),
-                organizations_rejected: AtomicU64::new(0),
-                refused_backlog: AtomicU64::new(0),
-                refused_concurrency: AtomicU64::new(0),
-                submissions_in_progress: AtomicU64::new(0),
-                jobs: Mutex::new(BTreeMap::new()),
-                processing_seconds: Mutex::new(Histogram::new(PROCESSING_BUCKETS)),
-                webhooks: Mutex::new(BTreeMap::new()),
-            }),
+        let builder = PrometheusBuilder::new();
+        // Both only fail on an empty bucket list.
+        let builder = builder
+            .set_buckets_for_metric(Matcher::Suffix("_wait_seconds".into()), WAIT_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            })
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        for (name, unit, help) in DESCRIPTIONS {
+            let (name, help) = (KeyName::from(*name), SharedString::from(*help));
+            if name.as_str().ends_with("_total") {
+                recorder.describe_counter(name, *unit, help);
+            } else if unit.is_some() {
+                recorder.describe_histogram(name, *unit, help);
+            } else {
+                recorder.describe_gauge(name, *unit, help);
+            }
         }
+        let metrics = Self {
+            inner: Arc::new(Inner {
+                recorder,
+                handle,
+                upkeep: OnceLock::new(),
+            }),
+        };
+        // Shown at 0 from the start, so a dashboard sees them before the first refusal.
+        for reason in [Refusal::Backlog, Refusal::Concurrency] {
+            metrics.refused(reason).absolute(0);
+        }
+        metrics.in_progress_gauge().set(0.0);
+        metrics
     }
 
-    /// Wraps a processor so that its outcomes and latency are counted here.
-    pub fn instrument(&self, processor: Arc<dyn Processor>) -> Arc<dyn Processor> {
-        Arc::new(MeteredProcessor {
-            inner: processor,
-            metrics: self.clone(),
-        })
+    /// Makes this the process's global `metrics` recorder, so what the
+    /// worker engine records (claims, completions, retries, failures,
+    /// fenced-off results, lost leases, queue wait and processing time)
+    /// shows on this `/metrics` too. One recorder per process: a second
+    /// call (of any `Metrics`) fails.
+    pub fn install(&self) -> Result<(), ConfigError> {
+        self.start_upkeep();
+        metrics::set_global_recorder(Global(self.inner.clone()))
+            .map_err(|_| ConfigError::new("a global metrics recorder is already installed"))
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.inner.handle.run_upkeep();
+        self.inner.handle.render()
+    }
+
+    /// Folds histogram samples into their buckets every few seconds (they
+    /// would otherwise pile up in memory until the next scrape), from a task
+    /// that ends when the last clone is dropped. Starts once, when called
+    /// inside a tokio runtime.
+    pub(crate) fn start_upkeep(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.inner.upkeep.get_or_init(|| {
+            let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(UPKEEP_EVERY);
+                loop {
+                    tick.tick().await;
+                    match weak.upgrade() {
+                        Some(inner) => inner.handle.run_upkeep(),
+                        None => return,
+                    }
+                }
+            });
+        });
+    }
+
+    fn counter(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> Counter {
+        let key = Key::from_parts(name, labels(pairs));
+        self.inner.recorder.register_counter(&key, &METADATA)
+    }
+
+    fn gauge(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> Gauge {
+        let key = Key::from_parts(name, labels(pairs));
+        self.inner.recorder.register_gauge(&key, &METADATA)
+    }
+
+    fn histogram(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> Histogram {
+        let key = Key::from_parts(name, labels(pairs));
+        self.inner.recorder.register_histogram(&key, &METADATA)
+    }
+
+    fn refused(&self, reason: Refusal) -> Counter {
+        let reason = match reason {
+            Refusal::Backlog => "backlog",
+            Refusal::Concurrency => "concurrency",
+        };
+        self.counter(
+            "onboarding_submissions_refused_total",
+            &[("reason", reason)],
+        )
+    }
+
+    fn in_progress_gauge(&self) -> Gauge {
+        self.gauge("onboarding_submissions_in_progress", &[])
     }
 
     pub(crate) fn record_request(
@@ -150,146 +217,103 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
-        *lock(&self.inner.requests)
-            .entry((route.to_owned(), method, status))
-            .or_insert(0) += 1;
-        lock(&self.inner.request_seconds)
-            .entry(route.to_owned())
-            .or_insert_with(|| Histogram::new(REQUEST_BUCKETS))
-            .observe(elapsed.as_secs_f64());
+        let status = status.to_string();
+        self.counter(
+            "onboarding_http_requests_total",
+            &[("route", route), ("method", method), ("status", &status)],
+        )
+        .increment(1);
+        self.histogram(
+            "onboarding_http_request_duration_seconds",
+            &[("route", route)],
+        )
+        .record(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn record_submission(&self, outcome: SubmissionOutcome, elapsed: Duration) {
+        let outcome = match outcome {
+            SubmissionOutcome::Accepted => "accepted",
+            SubmissionOutcome::Replayed => "replayed",
+            SubmissionOutcome::Rejected => "rejected",
+            SubmissionOutcome::Refused => "refused",
+            SubmissionOutcome::Failed => "failed",
+        };
+        self.histogram(
+            "onboarding_submission_duration_seconds",
+            &[("outcome", outcome)],
+        )
+        .record(elapsed.as_secs_f64());
     }
 
     pub(crate) fn record_accepted(&self, organizations: u32, rejected: usize, replayed: bool) {
         if replayed {
-            self.inner.batches_replayed.fetch_add(1, Ordering::Relaxed);
+            self.counter("onboarding_batches_replayed_total", &[])
+                .increment(1);
             return;
         }
-        self.inner.batches_accepted.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .organizations_ingested
-            .fetch_add(u64::from(organizations), Ordering::Relaxed);
-        self.inner
-            .organizations_rejected
-            .fetch_add(rejected as u64, Ordering::Relaxed);
+        self.counter("onboarding_batches_accepted_total", &[])
+            .increment(1);
+        self.counter("onboarding_organizations_ingested_total", &[])
+            .increment(u64::from(organizations));
+        self.counter("onboarding_organizations_rejected_total", &[])
+            .increment(rejected as u64);
     }
 
     pub(crate) fn record_refused(&self, reason: Refusal) {
-        let counter = match reason {
-            Refusal::Backlog => &self.inner.refused_backlog,
-            Refusal::Concurrency => &self.inner.refused_concurrency,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.refused(reason).increment(1);
     }
 
     /// Counts one submission in progress until the guard is dropped.
     pub(crate) fn submission_started(&self) -> InProgress {
-        self.inner
-            .submissions_in_progress
-            .fetch_add(1, Ordering::Relaxed);
-        InProgress {
-            metrics: self.clone(),
-        }
-    }
-
-    pub(crate) fn record_job(&self, outcome: &'static str, elapsed: Duration) {
-        *lock(&self.inner.jobs).entry(outcome).or_insert(0) += 1;
-        lock(&self.inner.processing_seconds).observe(elapsed.as_secs_f64());
+        let gauge = self.in_progress_gauge();
+        gauge.increment(1.0);
+        InProgress { gauge }
     }
 
     pub(crate) fn record_webhook(&self, result: &'static str) {
-        *lock(&self.inner.webhooks).entry(result).or_insert(0) += 1;
+        self.counter("onboarding_webhook_deliveries_total", &[("result", result)])
+            .increment(1);
     }
 
-    /// The Prometheus text exposition of every metric, with the queue depth
-    /// when it could be read.
-    pub fn render(&self, depth: Option<QueueDepth>) -> String {
-        let mut out = String::with_capacity(4096);
-        out.push_str("# HELP onboarding_http_requests_total HTTP requests by route, method and status.\n# TYPE onboarding_http_requests_total counter\n");
-        for ((route, method, status), n) in lock(&self.inner.requests).iter() {
-            let _ = writeln!(
-                out,
-                "onboarding_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
-        }
-        out.push_str("# HELP onboarding_http_request_duration_seconds HTTP request latency by route.\n# TYPE onboarding_http_request_duration_seconds histogram\n");
-        for (route, h) in lock(&self.inner.request_seconds).iter() {
-            h.render(
-                &mut out,
-                "onboarding_http_request_duration_seconds",
-                &format!("route=\"{}\"", escape(route)),
-            );
-        }
-        let counters = [
-            (
-                "onboarding_batches_accepted_total",
-                "Batches accepted (replays excluded).",
-                &self.inner.batches_accepted,
-            ),
-            (
-                "onboarding_batches_replayed_total",
-                "Submissions answered from an earlier batch with the same Idempotency-Key.",
-                &self.inner.batches_replayed,
-            ),
-            (
-                "onboarding_organizations_ingested_total",
-                "Organizations accepted into batches.",
-                &self.inner.organizations_ingested,
-            ),
-            (
-                "onboarding_organizations_rejected_total",
-                "Organizations rejected in partial mode.",
-                &self.inner.organizations_rejected,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP onboarding_submissions_refused_total Submissions refused by backpressure (503 overloaded): backlog = the queue's backlog limit, concurrency = the concurrent-submission limit.\n# TYPE onboarding_submissions_refused_total counter\nonboarding_submissions_refused_total{{reason=\"backlog\"}} {}\nonboarding_submissions_refused_total{{reason=\"concurrency\"}} {}",
-            self.inner.refused_backlog.load(Ordering::Relaxed),
-            self.inner.refused_concurrency.load(Ordering::Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP onboarding_submissions_in_progress Submissions being handled now.\n# TYPE onboarding_submissions_in_progress gauge\nonboarding_submissions_in_progress {}",
-            self.inner.submissions_in_progress.load(Ordering::Relaxed),
-        );
-        out.push_str("# HELP onboarding_jobs_total Processing attempts by outcome (completed, retryable, permanent).\n# TYPE onboarding_jobs_total counter\n");
-        for (outcome, n) in lock(&self.inner.jobs).iter() {
-            let _ = writeln!(out, "onboarding_jobs_total{{outcome=\"{outcome}\"}} {n}");
-        }
-        out.push_str("# HELP onboarding_processing_duration_seconds Processor latency per attempt.\n# TYPE onboarding_processing_duration_seconds histogram\n");
-        lock(&self.inner.processing_seconds).render(
-            &mut out,
-            "onboarding_processing_duration_seconds",
-            "",
-        );
-        out.push_str("# HELP onboarding_webhook_deliveries_total Webhook delivery attempts by result.\n# TYPE onboarding_webhook_deliveries_total counter\n");
-        for (result, n) in lock(&self.inner.webhooks).iter() {
-            let _ = writeln!(
-                out,
-                "onboarding_webhook_deliveries_total{{result=\"{result}\"}} {n}"
-            );
-        }
-        out.push_str("# HELP onboarding_queue_depth Jobs in the queue by state.\n# TYPE onboarding_queue_depth gauge\n");
-        match depth {
-            Some(d) => {
-                let _ = writeln!(
-                    out,
-                    "onboarding_queue_depth{{state=\"ready\"}} {}\nonboarding_queue_depth{{state=\"delayed\"}} {}\nonboarding_queue_depth{{state=\"in_flight\"}} {}",
-                    d.ready, d.delayed, d.in_flight
-                );
-                out.push_str("# HELP onboarding_queue_up Whether the queue depth could be read.\n# TYPE onboarding_queue_up gauge\nonboarding_queue_up 1\n");
+    /// Sets the queue depth gauges from a reading (`None`: it failed).
+    pub(crate) fn record_depth(&self, depth: Option<QueueDepth>) {
+        self.gauge("onboarding_queue_up", &[])
+            .set(if depth.is_some() { 1.0 } else { 0.0 });
+        if let Some(d) = depth {
+            for (state, n) in [
+                ("ready", d.ready),
+                ("delayed", d.delayed),
+                ("in_flight", d.in_flight),
+            ] {
+                // Gauges are f64: exact up to 2^53 jobs.
+                self.gauge("onboarding_queue_depth", &[("state", state)])
+                    .set(n as f64);
             }
-            None => out.push_str("# HELP onboarding_queue_up Whether the queue depth could be read.\n# TYPE onboarding_queue_up gauge\nonboarding_queue_up 0\n"),
         }
-        out
+    }
+}
+
+/// The global recorder: forwards to one [`Metrics`]' recorder.
+struct Global(Arc<Inner>);
+
+impl Recorder for Global {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.recorder.describe_counter(key, unit, description);
+    }
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.recorder.describe_gauge(key, unit, description);
+    }
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.recorder.describe_histogram(key, unit, description);
+    }
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.0.recorder.register_counter(key, metadata)
+    }
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.0.recorder.register_gauge(key, metadata)
+    }
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        self.0.recorder.register_histogram(key, metadata)
     }
 }
 
@@ -302,46 +326,25 @@ pub(crate) enum Refusal {
     Concurrency,
 }
 
+/// How a submission's service call ended (the label of
+/// `onboarding_submission_duration_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubmissionOutcome {
+    Accepted,
+    Replayed,
+    Rejected,
+    Refused,
+    Failed,
+}
+
 /// One submission in progress, counted in the gauge until dropped.
-#[derive(Debug)]
 pub(crate) struct InProgress {
-    metrics: Metrics,
+    gauge: Gauge,
 }
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        self.metrics
-            .inner
-            .submissions_in_progress
-            .fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// A processor wrapper that counts outcomes and latency into [`Metrics`].
-struct MeteredProcessor {
-    inner: Arc<dyn Processor>,
-    metrics: Metrics,
-}
-
-#[async_trait]
-impl Processor for MeteredProcessor {
-    async fn process(&self, item: &WorkItem) -> Result<(), ProcessError> {
-        let started = Instant::now();
-        let result = self.inner.process(item).await;
-        let outcome = match &result {
-            Ok(()) => "completed",
-            Err(ProcessError::Retryable(_)) => "retryable",
-            Err(ProcessError::Permanent(_)) => "permanent",
-        };
-        self.metrics.record_job(outcome, started.elapsed());
-        result
+        self.gauge.decrement(1.0);
     }
 }
 
@@ -350,36 +353,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_counters_and_histograms() {
+    fn renders_counters_gauges_and_histograms() {
         let m = Metrics::new();
         m.record_request("/api/v1/batches/{id}", "GET", 200, Duration::from_millis(3));
         m.record_accepted(3, 1, false);
         m.record_accepted(3, 0, true);
-        m.record_job("completed", Duration::from_millis(20));
+        m.record_submission(SubmissionOutcome::Accepted, Duration::from_millis(20));
         m.record_refused(Refusal::Backlog);
         m.record_refused(Refusal::Backlog);
-        m.record_refused(Refusal::Concurrency);
         let in_progress = m.submission_started();
-        let text = m.render(Some(QueueDepth {
+        m.record_depth(Some(QueueDepth {
             ready: 4,
             delayed: 1,
             in_flight: 2,
         }));
-        assert!(text.contains(
-            "onboarding_http_requests_total{route=\"/api/v1/batches/{id}\",method=\"GET\",status=\"200\"} 1"
-        ));
-        assert!(text.contains("onboarding_organizations_ingested_total 3"));
-        assert!(text.contains("onboarding_batches_replayed_total 1"));
-        assert!(text.contains("onboarding_jobs_total{outcome=\"completed\"} 1"));
-        assert!(text.contains("onboarding_processing_duration_seconds_bucket{le=\"0.025\"} 1"));
-        assert!(text.contains("onboarding_processing_duration_seconds_count 1"));
-        assert!(text.contains("onboarding_queue_depth{state=\"ready\"} 4"));
-        assert!(text.contains("onboarding_submissions_refused_total{reason=\"backlog\"} 2"));
-        assert!(text.contains("onboarding_submissions_refused_total{reason=\"concurrency\"} 1"));
-        assert!(text.contains("onboarding_submissions_in_progress 1\n"));
+        let text = m.render();
+        for line in [
+            "onboarding_http_requests_total{route=\"/api/v1/batches/{id}\",method=\"GET\",status=\"200\"} 1",
+            "onboarding_organizations_ingested_total 3",
+            "onboarding_batches_replayed_total 1",
+            "onboarding_submission_duration_seconds_bucket{outcome=\"accepted\",le=\"0.025\"} 1",
+            "onboarding_submission_duration_seconds_count{outcome=\"accepted\"} 1",
+            "onboarding_queue_depth{state=\"ready\"} 4",
+            "onboarding_queue_up 1",
+            "onboarding_submissions_refused_total{reason=\"backlog\"} 2",
+            "onboarding_submissions_refused_total{reason=\"concurrency\"} 0",
+            "onboarding_submissions_in_progress 1",
+            "# HELP onboarding_organizations_ingested_total Organizations accepted into batches.",
+            "# TYPE onboarding_http_request_duration_seconds histogram",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
         drop(in_progress);
-        let text = m.render(None);
-        assert!(text.contains("onboarding_queue_up 0"));
-        assert!(text.contains("onboarding_submissions_in_progress 0\n"));
+        m.record_depth(None);
+        let text = m.render();
+        assert!(text.lines().any(|l| l == "onboarding_queue_up 0"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l == "onboarding_submissions_in_progress 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn two_instances_count_apart() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.record_accepted(5, 0, false);
+        assert!(a
+            .render()
+            .contains("onboarding_organizations_ingested_total 5"));
+        assert!(!b
+            .render()
+            .contains("onboarding_organizations_ingested_total"));
     }
 }

@@ -1,11 +1,15 @@
-//! The OpenAPI 3 document, generated from the handlers' annotations.
+//! The OpenAPI 3 document, generated from the handlers' annotations, with
+//! links from the answers that carry an id to the routes that take it.
 
+use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
 
 use crate::handlers::{admin, batches, onboard, ops, webhooks};
 
-/// The OpenAPI description of every route of [`crate::router`].
+/// The OpenAPI description of every route of [`crate::router`] (its links
+/// are added by [`crate::openapi_json`]).
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -35,17 +39,17 @@ use crate::handlers::{admin, batches, onboard, ops, webhooks};
         admin::revoke,
         admin::rotate,
         ops::health,
-        ops::ready,
-        ops::metrics,
         ops::openapi,
     ),
+    // The problem answers (crate::responses) refer to these without registering them.
+    components(schemas(crate::problem::ProblemDocument, crate::problem::ProblemField)),
     modifiers(&BearerAuth),
     tags(
         (name = "onboarding", description = "Submit and validate organizations"),
         (name = "batches", description = "Follow, re-drive and cancel batches"),
         (name = "webhooks", description = "A tenant's webhook endpoints (signed with their own secret) and deliveries"),
-        (name = "admin", description = "Operator routes (Bearer ADMIN_TOKEN): tenants and API keys"),
-        (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "admin", description = "Operator routes (Bearer ADMIN_TOKEN; 404 when no token is configured): tenants and API keys"),
+        (name = "operations", description = "Liveness and this document"),
     )
 )]
 pub struct ApiDoc;
@@ -53,11 +57,98 @@ pub struct ApiDoc;
 struct BearerAuth;
 
 impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+    fn modify(&self, openapi: &mut Document) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
     }
+}
+
+/// `(path, method, status)` of an answer, and the links from it:
+/// `(link name, operation id, parameter, runtime expression)`.
+type LinkSet = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str, &'static str, &'static str)],
+);
+
+/// Every route that takes a batch id, fed from a submission's `batch_id`.
+const FROM_BATCH: &[(&str, &str, &str, &str)] = &[
+    ("status", "batch_status", "id", "$response.body#/batch_id"),
+    (
+        "organizations",
+        "batch_organizations",
+        "id",
+        "$response.body#/batch_id",
+    ),
+    ("retry", "batch_retry", "id", "$response.body#/batch_id"),
+    ("cancel", "batch_cancel", "id", "$response.body#/batch_id"),
+];
+
+/// OpenAPI links, so that a client (or a stateful fuzzer) can follow an
+/// answer to the routes that take its id.
+const LINKS: &[LinkSet] = &[
+    ("/api/bulk-onboard", "post", "202", FROM_BATCH),
+    ("/api/v1/bulk-onboard", "post", "202", FROM_BATCH),
+    (
+        "/api/v1/webhooks/deliveries",
+        "get",
+        "200",
+        &[
+            (
+                "replay",
+                "webhook_replay",
+                "id",
+                "$response.body#/deliveries/0/id",
+            ),
+            (
+                "delivery",
+                "webhook_delivery",
+                "id",
+                "$response.body#/deliveries/0/id",
+            ),
+        ],
+    ),
+    (
+        "/api/v1/webhooks/endpoints",
+        "post",
+        "201",
+        &[
+            ("ping", "webhook_ping", "id", "$response.body#/id"),
+            (
+                "rotate_secret",
+                "webhook_rotate_secret",
+                "id",
+                "$response.body#/id",
+            ),
+            ("delete", "webhook_delete", "id", "$response.body#/id"),
+        ],
+    ),
+];
+
+/// The OpenAPI document as JSON: [`ApiDoc`] plus its [`LINKS`], written here
+/// because utoipa 5 serializes a link's `operationId` as `operation_id`.
+pub(crate) fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    for (path, method, status, links) in LINKS {
+        let pointer = format!(
+            "/paths/{}/{method}/responses/{status}",
+            path.replace('~', "~0").replace('/', "~1")
+        );
+        let Some(Value::Object(response)) = doc.pointer_mut(&pointer) else {
+            continue;
+        };
+        let links: Map<String, Value> = links
+            .iter()
+            .map(|(name, operation_id, parameter, value)| {
+                let link = json!({"operationId": operation_id, "parameters": {*parameter: value}});
+                ((*name).to_owned(), link)
+            })
+            .collect();
+        response.insert("links".to_owned(), Value::Object(links));
+    }
+    doc
 }

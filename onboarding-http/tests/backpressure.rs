@@ -5,21 +5,17 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use common::*;
-use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, TracingEventSink};
 use onboarding_core::model::*;
 use onboarding_core::queue::Job;
-use onboarding_core::repository::*;
-use onboarding_core::{Backends, ErrorKind, IngestConfig, JobQueue, OnboardingService, Result};
-use onboarding_http::router;
-use tokio::sync::Semaphore;
+use onboarding_core::{Backends, ErrorKind, IngestConfig, JobQueue, OnboardingService};
+use onboarding_http::{operator_router, router, Metrics};
 
 const SEED: &str = "/api/bulk-onboard";
 const V1: &str = "/api/v1/bulk-onboard";
@@ -30,8 +26,10 @@ fn metric(text: &str, name: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-async fn metrics_text(app: &axum::Router) -> String {
-    String::from_utf8(get(app, "/metrics", None).await.raw).unwrap()
+/// What the operator router's `/metrics` shows for `metrics`.
+async fn metrics_text(metrics: &Metrics) -> String {
+    let operator = operator_router(memory_service(), metrics.clone());
+    String::from_utf8(get(&operator, "/metrics", None).await.raw).unwrap()
 }
 
 async fn fill(queue: &dyn JobQueue, n: usize) {
@@ -54,7 +52,8 @@ async fn a_full_backlog_is_503_overloaded_with_retry_after_and_stores_nothing() 
             .with_max_backlog(Some(10))
             .with_backlog_refresh(Duration::ZERO),
     );
-    let app = router(service.clone(), config().build());
+    let metrics = Metrics::new();
+    let app = router(service.clone(), config().metrics(metrics.clone()).build());
     fill(&*service.backends().queue, 8).await;
     for uri in [V1, SEED] {
         let a = post_json(&app, uri, ACME_KEY, &orgs(3)).await;
@@ -78,7 +77,7 @@ async fn a_full_backlog_is_503_overloaded_with_retry_after_and_stores_nothing() 
     // What fits is accepted: 8 + 2 = 10.
     let fits = post_json(&app, V1, ACME_KEY, &orgs(2)).await;
     assert_eq!(fits.status, 202, "{}", fits.body);
-    let text = metrics_text(&app).await;
+    let text = metrics_text(&metrics).await;
     assert_eq!(
         metric(
             &text,
@@ -113,86 +112,6 @@ async fn a_full_backlog_is_503_overloaded_with_retry_after_and_stores_nothing() 
     }
 }
 
-/// A memory repository whose `store_submission` waits at a gate: slow
-/// submissions held in progress for as long as a test needs.
-struct GatedRepository {
-    inner: MemoryRepository,
-    entered: AtomicUsize,
-    gate: Semaphore,
-}
-
-#[async_trait]
-impl OrgRepository for GatedRepository {
-    async fn store_submission(&self, s: &Submission) -> Result<StoreResult> {
-        self.entered.fetch_add(1, Ordering::SeqCst);
-        self.gate.acquire().await.unwrap().forget();
-        self.inner.store_submission(s).await
-    }
-    async fn claim_items(&self, r: &ClaimRequest) -> Result<Vec<ClaimedItem>> {
-        self.inner.claim_items(r).await
-    }
-    async fn extend_leases(&self, l: &[Lease], n: Timestamp, u: Timestamp) -> Result<Vec<ItemId>> {
-        self.inner.extend_leases(l, n, u).await
-    }
-    async fn finish_items(&self, f: &[Finish], n: Timestamp, s: Duration) -> Result<Vec<ItemId>> {
-        self.inner.finish_items(f, n, s).await
-    }
-    async fn release_items(&self, l: &[Lease], n: Timestamp) -> Result<Vec<Job>> {
-        self.inner.release_items(l, n).await
-    }
-    async fn sweep(&self, n: Timestamp, s: Duration, l: u32) -> Result<Vec<Job>> {
-        self.inner.sweep(n, s, l).await
-    }
-    async fn complete_batches(&self, b: &[BatchId], n: Timestamp) -> Result<Vec<BatchStatus>> {
-        self.inner.complete_batches(b, n).await
-    }
-    async fn complete_open_batches(&self, n: Timestamp, l: u32) -> Result<Vec<BatchStatus>> {
-        self.inner.complete_open_batches(n, l).await
-    }
-    async fn unannounced_batches(&self, c: Timestamp, l: u32) -> Result<Vec<BatchStatus>> {
-        self.inner.unannounced_batches(c, l).await
-    }
-    async fn mark_announced(&self, b: &[BatchId], n: Timestamp) -> Result<()> {
-        self.inner.mark_announced(b, n).await
-    }
-    async fn cancel_batch(
-        &self,
-        t: &TenantId,
-        b: BatchId,
-        n: Timestamp,
-    ) -> Result<Option<BatchStatus>> {
-        self.inner.cancel_batch(t, b, n).await
-    }
-    async fn retry_failed(
-        &self,
-        t: &TenantId,
-        b: BatchId,
-        n: Timestamp,
-    ) -> Result<Option<Vec<Job>>> {
-        self.inner.retry_failed(t, b, n).await
-    }
-    async fn batch_status(&self, t: &TenantId, b: BatchId) -> Result<Option<BatchStatus>> {
-        self.inner.batch_status(t, b).await
-    }
-    async fn list_items(
-        &self,
-        t: &TenantId,
-        b: BatchId,
-        q: &ItemQuery,
-    ) -> Result<Option<ItemPage>> {
-        self.inner.list_items(t, b, q).await
-    }
-    async fn organization_by_domain(&self, d: &Domain) -> Result<Option<Organization>> {
-        self.inner.organization_by_domain(d).await
-    }
-    async fn prune(&self, f: Timestamp, l: u32) -> Result<u64> {
-        self.inner.prune(f, l).await
-    }
-    async fn ping(&self) -> Result<()> {
-        self.inner.ping().await
-    }
-}
-
 /// A POST whose body never ends: answered only if the body is never read.
 fn endless_post(uri: &str) -> Request<Body> {
     let stream = futures::stream::pending::<std::result::Result<Vec<u8>, std::io::Error>>();
@@ -207,21 +126,12 @@ fn endless_post(uri: &str) -> Request<Body> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submissions_beyond_the_concurrency_limit_are_shed_at_once() {
-    let repository = Arc::new(GatedRepository {
-        inner: MemoryRepository::new(),
-        entered: AtomicUsize::new(0),
-        gate: Semaphore::new(0),
-    });
-    let backends = Backends::new(
-        repository.clone(),
-        Arc::new(MemoryQueue::new(Duration::from_secs(30))),
-        Arc::new(MemoryCache::default()),
-        Arc::new(TracingEventSink),
-    );
-    let service = OnboardingService::new(backends, IngestConfig::default());
+    let repository = Arc::new(GatedRepository::new());
+    let metrics = Metrics::new();
     let app = router(
-        service,
+        service_over(repository.clone()),
         config()
+            .metrics(metrics.clone())
             .max_concurrent_submissions(Some(2))
             .retry_after(Duration::from_secs(2))
             .build(),
@@ -284,7 +194,7 @@ async fn submissions_beyond_the_concurrency_limit_are_shed_at_once() {
             .status,
         401
     );
-    let text = metrics_text(&app).await;
+    let text = metrics_text(&metrics).await;
     assert_eq!(
         metric(
             &text,
@@ -302,7 +212,7 @@ async fn submissions_beyond_the_concurrency_limit_are_shed_at_once() {
     }
     let after = post_json(&app, V1, ACME_KEY, &orgs(1)).await;
     assert_eq!(after.status, 202, "{}", after.body);
-    let text = metrics_text(&app).await;
+    let text = metrics_text(&metrics).await;
     assert_eq!(metric(&text, "onboarding_submissions_in_progress"), Some(0));
 }
 
@@ -312,19 +222,9 @@ async fn the_limit_can_be_turned_off() {
         onboarding_http::HttpConfig::default().max_concurrent_submissions,
         Some(32)
     );
-    let repository = Arc::new(GatedRepository {
-        inner: MemoryRepository::new(),
-        entered: AtomicUsize::new(0),
-        gate: Semaphore::new(0),
-    });
-    let backends = Backends::new(
-        repository.clone(),
-        Arc::new(MemoryQueue::new(Duration::from_secs(30))),
-        Arc::new(MemoryCache::default()),
-        Arc::new(TracingEventSink),
-    );
+    let repository = Arc::new(GatedRepository::new());
     let app = router(
-        OnboardingService::new(backends, IngestConfig::default()),
+        service_over(repository.clone()),
         config().max_concurrent_submissions(None).build(),
     );
     // 40 at once, more than the default 32: all reach the repository.

@@ -268,7 +268,7 @@ async fn database_down_during_post() {
     assert_eq!(ok.status, 202);
     proxy.cut();
     let down = stack.submit(&t, 100..110).await;
-    let (ready_status, _) = stack.get("/ready", &stack.key).await;
+    let ready_status = stack.ready_status().await;
     let stored = stack
         .pg()
         .count(&format!(

@@ -101,8 +101,11 @@ fn bad_body(tag: String) -> impl Strategy<Value = Vec<u8>> {
             let tag = tag.clone();
             move |(key, value, len)| {
                 let orgs: Vec<Value> = (0..len).map(|n| valid_org(n, &tag)).collect();
-                let value = if value.is_string()
-                    && ["update", "skip", "atomic", "partial"].contains(&value.as_str().unwrap())
+                // Known values and null (which means "unset") are valid: junk only.
+                let value = if value.is_null()
+                    || value.is_string()
+                        && ["update", "skip", "atomic", "partial"]
+                            .contains(&value.as_str().unwrap())
                 {
                     json!("sideways")
                 } else {
@@ -251,7 +254,8 @@ async fn bad_input_corpus() {
         .collect();
     let stored_orgs = domains.len() as i64;
     let stored_batches = stack.pg().count("SELECT count(*) FROM batches").await;
-    // v1 must refuse an unknown mode / on_conflict (the seed route ignores both).
+    // v1 must refuse an unknown mode / on_conflict (the seed route ignores
+    // both; null means unset).
     let bad_options_accepted: Vec<_> = accepted
         .iter()
         .copied()
@@ -259,10 +263,12 @@ async fn bad_input_corpus() {
             let v: serde_json::Value = serde_json::from_slice(&corpus[*i]).unwrap_or_default();
             *i % 5 != 0
                 && (!matches!(
-                    v.get("mode").map(|m| m.as_str()),
+                    v.get("mode").filter(|m| !m.is_null()).map(|m| m.as_str()),
                     None | Some(Some("atomic" | "partial"))
                 ) || !matches!(
-                    v.get("on_conflict").map(|m| m.as_str()),
+                    v.get("on_conflict")
+                        .filter(|m| !m.is_null())
+                        .map(|m| m.as_str()),
                     None | Some(Some("update" | "skip"))
                 ))
         })

@@ -34,7 +34,8 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The queue's backlog (ready + delayed jobs) as the server's `/metrics` reports it.
+/// The queue's backlog (ready + delayed jobs) as the server's `/metrics`
+/// (operator listener) reports it: a reading at most 5 s old.
 async fn backlog(http: &reqwest::Client, base: &str) -> Option<u64> {
     let text = http
         .get(format!("{base}/metrics"))
@@ -133,7 +134,7 @@ async fn sustained_load_then_five_times_more() {
     let peak_pending = Arc::new(AtomicU64::new(0));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
-        let (http, base) = (stack.http.clone(), stack.base.clone());
+        let (http, base) = (stack.http.clone(), stack.operator.clone());
         let pool = stack.pg().pool.clone();
         let (depth, pending, sampling) =
             (peak_depth.clone(), peak_pending.clone(), sampling.clone());

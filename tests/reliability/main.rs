@@ -16,5 +16,8 @@ mod harness;
 mod faults;
 mod http;
 mod load;
+mod operator;
+mod privacy;
 mod shared_state;
+mod slow_clients;
 mod workers;

@@ -111,7 +111,7 @@ async fn two_servers_and_two_workers_share_one_truth() {
     }
     let server_env = [("ADMIN_TOKEN", ADMIN_TOKEN), ("RATE_LIMIT", RATE)];
     stack.start_server(&server_env).await;
-    let (mut second, second_base) = stack.spawn_server("server-2", &server_env).await;
+    let (mut second, second_base, _) = stack.spawn_server("server-2", &server_env).await;
     let bases = [stack.base.clone(), second_base];
     stack.start_worker();
     stack.start_worker();

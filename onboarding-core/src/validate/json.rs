@@ -17,9 +17,10 @@ use crate::model::{ConflictPolicy, SubmitMode};
 /// that is not an array (`wrong_type`), an organization that is not an object
 /// (`/organizations/3`, `wrong_type`), a missing or `null` field
 /// (`required`) or a field that is not a string (`wrong_type`), and an
-/// `on_conflict` or `mode` that is not a string (`wrong_type`, `null`
-/// included) or not one of the known values (`invalid_value`).
-/// `on_conflict` and `mode` may be left out (defaults `update`, `atomic`).
+/// `on_conflict` or `mode` that is not a string (`wrong_type`) or not one
+/// of the known values (`invalid_value`). `on_conflict` and `mode` may be
+/// left out or `null` (defaults `update`, `atomic`): clients generated from
+/// the OpenAPI document send `null` for optional fields they leave unset.
 /// Unknown keys are ignored.
 ///
 /// # Errors
@@ -121,7 +122,7 @@ fn choice<T: Copy + Default>(
             .join(", ")
     };
     match object.get(key) {
-        None => T::default(),
+        None | Some(Value::Null) => T::default(),
         Some(Value::String(s)) => match values.iter().find(|v| name(**v) == s) {
             Some(value) => *value,
             None => {
@@ -255,13 +256,24 @@ mod tests {
         );
         assert_eq!(
             errors_of(
-                json!({"organizations": [good_org()], "on_conflict": null, "mode": "Atomic"})
+                json!({"organizations": [good_org()], "on_conflict": false, "mode": "Atomic"})
             ),
             pairs(&[
                 ("/on_conflict", codes::WRONG_TYPE),
                 ("/mode", codes::INVALID_VALUE),
             ])
         );
+    }
+
+    #[test]
+    fn null_policy_and_mode_mean_the_defaults() {
+        let valid = validate_json(
+            &json!({"organizations": [good_org()], "on_conflict": null, "mode": null}),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(valid.policy, ConflictPolicy::Update);
+        assert_eq!(valid.mode, SubmitMode::Atomic);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::maintenance::{heartbeat_loop, sweep_once, sweeper_loop, SweepReport};
 use super::{Counters, SharedCounters, WorkerConfig, WorkerStats};
 use crate::backends::Backends;
 use crate::error::Result;
-use crate::model::{now, BatchId, ItemId, LeaseToken};
+use crate::model::{now, BatchId, ItemId, LeaseToken, Timestamp};
 use crate::processor::{ProcessError, Processor, WorkItem};
 use crate::queue::Receipt;
 use crate::repository::{ClaimRequest, ClaimedItem, Lease};
@@ -91,6 +91,7 @@ impl Worker {
 
     /// Starts the worker's tasks on the current tokio runtime.
     pub fn start(self) -> WorkerHandle {
+        Counters::describe();
         let shared = self.shared;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -329,7 +330,11 @@ async fn fetch_loop(
         if deliveries.is_empty() {
             continue;
         }
-        let mut item_ids: Vec<ItemId> = deliveries.iter().map(|d| d.job.item_id).collect();
+        let not_before: HashMap<ItemId, Option<Timestamp>> = deliveries
+            .iter()
+            .map(|d| (d.job.item_id, d.job.not_before))
+            .collect();
+        let mut item_ids: Vec<ItemId> = not_before.keys().copied().collect();
         // Ordered (and unique) like every multi-row write: see `leases_in_hand`.
         item_ids.sort_unstable();
         item_ids.dedup();
@@ -356,6 +361,10 @@ async fn fetch_loop(
         };
         backoff.reset();
         Counters::bump(&shared.counters.claimed, claimed.len());
+        for item in &claimed {
+            let id = item.lease.item_id;
+            Counters::record_queue_wait(id, not_before.get(&id).copied().flatten(), claim_now);
+        }
         Counters::bump(
             &shared.counters.claim_misses,
             request.item_ids.len() - claimed.len(),
@@ -474,6 +483,12 @@ async fn process_one(shared: &Shared, item: &ClaimedItem) -> crate::repository::
         ))),
     };
     Counters::add_elapsed(&shared.counters.processing_micros, started);
+    let outcome = match &result {
+        Ok(()) => "completed",
+        Err(ProcessError::Retryable(_)) => "retryable",
+        Err(ProcessError::Permanent(_)) => "permanent",
+    };
+    Counters::record_processing(outcome, started.elapsed());
     if let Err(e) = &result {
         tracing::debug!(item_id = %work.item_id, batch_id = %work.batch_id, attempt = work.attempt, error = e.message(), "attempt failed");
     }

@@ -13,19 +13,19 @@
 //! - **sweeper** (optional): re-enqueues lost work, completes and announces
 //!   batches nobody completed, prunes old batches.
 
+mod counters;
 mod engine;
 mod flush;
 mod maintenance;
 mod retry;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-
+pub use counters::WorkerStats;
 pub use engine::{ShutdownReport, Worker, WorkerHandle};
 pub use retry::RetryPolicy;
+
+pub(crate) use counters::{Counters, SharedCounters};
 
 /// How a worker behaves. Every field has a sane default.
 #[derive(Debug, Clone)]
@@ -169,90 +169,3 @@ impl WorkerConfig {
         self
     }
 }
-
-/// Counters of one worker since it started (for metrics).
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) claimed: AtomicU64,
-    pub(crate) claim_misses: AtomicU64,
-    pub(crate) completed: AtomicU64,
-    pub(crate) retried: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) fenced_off: AtomicU64,
-    pub(crate) leases_lost: AtomicU64,
-    pub(crate) swept: AtomicU64,
-    pub(crate) released: AtomicU64,
-    pub(crate) backend_errors: AtomicU64,
-    pub(crate) processing_micros: AtomicU64,
-    pub(crate) dequeue_micros: AtomicU64,
-    pub(crate) claim_micros: AtomicU64,
-    pub(crate) finish_micros: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    /// Adds the time since `started` to a `*_micros` counter.
-    pub(crate) fn add_elapsed(counter: &AtomicU64, started: tokio::time::Instant) {
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        counter.fetch_add(micros, Ordering::Relaxed);
-    }
-
-    pub(crate) fn snapshot(&self) -> WorkerStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        WorkerStats {
-            claimed: get(&self.claimed),
-            claim_misses: get(&self.claim_misses),
-            completed: get(&self.completed),
-            retried: get(&self.retried),
-            failed: get(&self.failed),
-            fenced_off: get(&self.fenced_off),
-            leases_lost: get(&self.leases_lost),
-            swept: get(&self.swept),
-            released: get(&self.released),
-            backend_errors: get(&self.backend_errors),
-            processing_micros: get(&self.processing_micros),
-            dequeue_micros: get(&self.dequeue_micros),
-            claim_micros: get(&self.claim_micros),
-            finish_micros: get(&self.finish_micros),
-        }
-    }
-}
-
-/// A snapshot of a worker's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct WorkerStats {
-    /// Items claimed.
-    pub claimed: u64,
-    /// Messages whose item could not be claimed (done, leased elsewhere, early).
-    pub claim_misses: u64,
-    /// Items completed by this worker.
-    pub completed: u64,
-    /// Attempts that will be retried.
-    pub retried: u64,
-    /// Items dead-lettered by this worker.
-    pub failed: u64,
-    /// Results refused because another worker took the item over.
-    pub fenced_off: u64,
-    /// Leases that could not be renewed.
-    pub leases_lost: u64,
-    /// Jobs re-enqueued by this worker's sweeper.
-    pub swept: u64,
-    /// Items released at shutdown.
-    pub released: u64,
-    /// Backend calls that failed (each retried or left to the sweeper).
-    pub backend_errors: u64,
-    /// Total time spent in the processor, in microseconds.
-    pub processing_micros: u64,
-    /// Total time spent waiting in `JobQueue::dequeue` (including idle waits), in microseconds.
-    pub dequeue_micros: u64,
-    /// Total time spent in `OrgRepository::claim_items`, in microseconds.
-    pub claim_micros: u64,
-    /// Total time spent in `OrgRepository::finish_items` (the flushes), in microseconds.
-    pub finish_micros: u64,
-}
-
-pub(crate) type SharedCounters = Arc<Counters>;

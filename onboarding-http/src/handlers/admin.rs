@@ -18,9 +18,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::app::{json_body, AppState};
+use crate::app::AppState;
 use crate::auth::Admin;
+use crate::extract::json_object;
+use crate::handlers::query;
 use crate::problem::Problem;
+use crate::responses::{
+    Conflict, Invalid, Malformed, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
 
 /// A tenant.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -127,29 +133,12 @@ fn tenant_from(raw: &str, pointer: &str) -> Result<TenantId, Error> {
     TenantId::parse(raw).map_err(|e| invalid(pointer, "tenant_invalid", e.message()))
 }
 
-/// An optional JSON body (an empty one is `{}`).
-fn optional_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Value, Problem> {
-    if body
-        .as_ref()
-        .is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace))
-    {
-        return Ok(Value::Object(Default::default()));
-    }
-    json_body(headers, body, state.config().body_limit)
-}
-
 /// Register a tenant
 #[utoipa::path(
-    post, path = "/api/v1/admin/tenants", tag = "admin", request_body = NewTenant,
+    post, path = "/api/v1/admin/tenants", operation_id = "admin_create_tenant", tag = "admin", request_body = NewTenant,
     responses(
         (status = 201, description = "Registered", body = TenantView),
-        (status = 401, description = "Missing or wrong admin token", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 409, description = "The tenant exists", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid tenant id", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, Conflict, Malformed, UnsupportedMediaType, TooLarge, Invalid, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
@@ -160,7 +149,7 @@ pub(crate) async fn create_tenant(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<TenantView>), Problem> {
     let store = store(&state)?;
-    let value = json_body(&headers, body, state.config().body_limit)?;
+    let value = json_object(&headers, body, state.config().body_limit, false)?;
     let raw = value.get("id").and_then(Value::as_str).unwrap_or_default();
     let tenant = tenant_from(raw, "/id").map_err(|e| state.problem(&e))?;
     let record = store
@@ -173,10 +162,10 @@ pub(crate) async fn create_tenant(
 
 /// Every tenant
 #[utoipa::path(
-    get, path = "/api/v1/admin/tenants", tag = "admin",
+    get, path = "/api/v1/admin/tenants", operation_id = "admin_tenants", tag = "admin",
     responses(
         (status = 200, description = "Tenants", body = TenantsPage),
-        (status = 401, description = "Missing or wrong admin token", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
@@ -195,13 +184,12 @@ pub(crate) async fn tenants(
 
 /// Create an API key for a tenant (registered if new); the key is shown once
 #[utoipa::path(
-    post, path = "/api/v1/admin/tenants/{tenant}/keys", tag = "admin",
+    post, path = "/api/v1/admin/tenants/{tenant}/keys", operation_id = "admin_create_key", tag = "admin",
     params(("tenant" = String, Path, description = "The tenant id")),
     request_body(content = Option<NewKey>, description = "Optional: a label"),
     responses(
         (status = 201, description = "The key (shown once)", body = NewKeyView),
-        (status = 401, description = "Missing or wrong admin token", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid tenant id or label", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, Conflict, Malformed, UnsupportedMediaType, TooLarge, Invalid, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
@@ -215,7 +203,7 @@ pub(crate) async fn create_key(
     let store = store(&state)?;
     let raw = path.map(|Path(p)| p).unwrap_or_default();
     let tenant = tenant_from(&raw, "/tenant").map_err(|e| state.problem(&e))?;
-    let value = optional_body(&state, &headers, body)?;
+    let value = json_object(&headers, body, state.config().body_limit, true)?;
     let label = match value.get("label") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.as_str()),
@@ -251,24 +239,21 @@ pub(crate) struct KeysParams {
 
 /// API keys (prefix and label only), of one tenant or all
 #[utoipa::path(
-    get, path = "/api/v1/admin/keys", tag = "admin",
+    get, path = "/api/v1/admin/keys", operation_id = "admin_keys", tag = "admin",
     params(("tenant" = Option<String>, Query, description = "Only this tenant's keys")),
     responses(
         (status = 200, description = "Keys", body = KeysPage),
-        (status = 401, description = "Missing or wrong admin token", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid tenant id", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Malformed, Unauthorized, NotFound, Invalid, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
 pub(crate) async fn keys(
     State(state): State<AppState>,
     _: Admin,
-    query: Result<Query<KeysParams>, QueryRejection>,
+    params: Result<Query<KeysParams>, QueryRejection>,
 ) -> Result<Json<KeysPage>, Problem> {
     let store = store(&state)?;
-    let Query(params) = query.map_err(|e| {
-        Problem::malformed(format!("the query string is invalid: {}", e.body_text()))
-    })?;
+    let params = query(params)?;
     let tenant = match params.tenant.as_deref().filter(|t| !t.is_empty()) {
         Some(raw) => Some(
             TenantId::parse(raw)
@@ -291,12 +276,11 @@ fn selector(path: Result<Path<String>, PathRejection>) -> KeySelector {
 
 /// Revoke an API key (by id or prefix): refused on every server within a second
 #[utoipa::path(
-    post, path = "/api/v1/admin/keys/{key}/revoke", tag = "admin",
+    post, path = "/api/v1/admin/keys/{key}/revoke", operation_id = "admin_revoke", tag = "admin",
     params(("key" = String, Path, description = "The key's id or prefix")),
     responses(
         (status = 200, description = "The revoked key", body = KeyView),
-        (status = 401, description = "Missing or wrong admin token", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
@@ -317,12 +301,11 @@ pub(crate) async fn revoke(
 
 /// Replace a live API key by a new one (the old one is revoked); the new key is shown once
 #[utoipa::path(
-    post, path = "/api/v1/admin/keys/{key}/rotate", tag = "admin",
+    post, path = "/api/v1/admin/keys/{key}/rotate", operation_id = "admin_rotate", tag = "admin",
     params(("key" = String, Path, description = "The key's id or prefix")),
     responses(
         (status = 201, description = "The new key (shown once)", body = NewKeyView),
-        (status = 401, description = "Missing or wrong admin token", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such live key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]

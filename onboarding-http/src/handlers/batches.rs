@@ -1,53 +1,53 @@
 //! `GET /api/v1/batches/{id}`, its organizations, retry and cancel.
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use onboarding_core::model::{now, ItemStatus};
+use onboarding_core::model::{now, BatchStatus, ItemStatus};
 use onboarding_core::repository::ItemQuery;
 use serde::Deserialize;
 
-use crate::app::{AppState, Tenant};
+use crate::app::AppState;
 use crate::dto::{
     decode_cursor, encode_cursor, BatchItemsPage, BatchStatusResponse, ItemStatusDto, RetryAccepted,
 };
-use crate::handlers::{batch_id, limit};
+use crate::extract::TenantBatch;
+use crate::handlers::{limit, query, MAX_PAGE};
 use crate::problem::Problem;
+use crate::responses::{Invalid, Malformed, NotFound, RateLimited, Unauthorized, Unavailable};
 
 /// Default page size of `GET /api/v1/batches/{id}/organizations`.
 const DEFAULT_PAGE: u32 = 100;
-/// Largest page size.
-const MAX_PAGE: u32 = 1000;
 
 /// Batch status: counts per status and change, percent, ETA
 #[utoipa::path(
     get,
     path = "/api/v1/batches/{id}",
+    operation_id = "batch_status",
     tag = "batches",
     params(("id" = uuid::Uuid, Path, description = "The batch id")),
     responses(
         (status = 200, description = "The batch", body = BatchStatusResponse),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch for this tenant", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 503, description = "A backend is down", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
-#[tracing::instrument(name = "batch_status", skip_all, fields(tenant = %tenant.0, batch_id = tracing::field::Empty))]
+#[tracing::instrument(name = "batch_status", skip_all, fields(tenant = %batch.tenant, batch_id = %batch.id))]
 pub(crate) async fn status(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    batch: TenantBatch,
 ) -> Result<Json<BatchStatusResponse>, Problem> {
-    let id = batch_id(path)?;
-    tracing::Span::current().record("batch_id", tracing::field::display(id));
-    let status = state
-        .service()
-        .batch_status(&tenant.0, id)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let status = state.service().batch_status(&batch.tenant, batch.id).await;
+    status_answer(&state, status)
+}
+
+/// A batch's status as answered by `status` and `cancel`.
+fn status_answer(
+    state: &AppState,
+    status: onboarding_core::Result<BatchStatus>,
+) -> Result<Json<BatchStatusResponse>, Problem> {
+    let status = status.map_err(|e| state.problem(&e))?;
     Ok(Json(BatchStatusResponse::new(&status, now())))
 }
 
@@ -63,38 +63,29 @@ pub(crate) struct ItemsParams {
 #[utoipa::path(
     get,
     path = "/api/v1/batches/{id}/organizations",
+    operation_id = "batch_organizations",
     tag = "batches",
     params(
         ("id" = uuid::Uuid, Path, description = "The batch id"),
         ("status" = Option<ItemStatusDto>, Query, description = "Only items with this status"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1-1000 (default 100)"),
-        ("cursor" = Option<String>, Query, description = "The previous page's next_cursor (opaque)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, 1-1000 (default 100)"),
+        ("cursor" = Option<String>, Query, pattern = r"^(p1\.[0-9a-fA-F]{8})?$", description = "The previous page's next_cursor (opaque); empty or absent: the first page"),
     ),
     responses(
         (status = 200, description = "One page", body = BatchItemsPage),
-        (status = 400, description = "Malformed query string", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch for this tenant", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid status, limit or cursor", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 503, description = "A backend is down", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Malformed, Unauthorized, NotFound, Invalid, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
-#[tracing::instrument(name = "batch_items", skip_all, fields(tenant = %tenant.0, batch_id = tracing::field::Empty))]
+#[tracing::instrument(name = "batch_items", skip_all, fields(tenant = %batch.tenant, batch_id = %batch.id))]
 pub(crate) async fn items(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<ItemsParams>, QueryRejection>,
+    batch: TenantBatch,
+    params: Result<Query<ItemsParams>, QueryRejection>,
 ) -> Result<Json<BatchItemsPage>, Problem> {
-    let id = batch_id(path)?;
-    tracing::Span::current().record("batch_id", tracing::field::display(id));
-    let Query(params) = query.map_err(|e| {
-        Problem::malformed(format!("the query string is invalid: {}", e.body_text()))
-    })?;
-    let status = match params.status.as_deref().map(str::trim) {
-        None | Some("") => None,
+    let params = query(params)?;
+    let status = match params.status.as_deref() {
+        None => None,
         Some(raw) => Some(ItemStatus::parse(raw).ok_or_else(|| {
             Problem::invalid_parameter(
                 "status",
@@ -121,7 +112,7 @@ pub(crate) async fn items(
     };
     let page = state
         .service()
-        .list_items(&tenant.0, id, &query)
+        .list_items(&batch.tenant, batch.id, &query)
         .await
         .map_err(|e| state.problem(&e))?;
     Ok(Json(BatchItemsPage {
@@ -134,36 +125,30 @@ pub(crate) async fn items(
 #[utoipa::path(
     post,
     path = "/api/v1/batches/{id}/retry",
+    operation_id = "batch_retry",
     tag = "batches",
     params(("id" = uuid::Uuid, Path, description = "The batch id")),
     responses(
         (status = 202, description = "Failed items are pending again", body = RetryAccepted),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch for this tenant", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 409, description = "The batch cannot be re-driven now", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 503, description = "A backend is down", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
-#[tracing::instrument(name = "batch_retry", skip_all, fields(tenant = %tenant.0, batch_id = tracing::field::Empty))]
+#[tracing::instrument(name = "batch_retry", skip_all, fields(tenant = %batch.tenant, batch_id = %batch.id))]
 pub(crate) async fn retry(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    batch: TenantBatch,
 ) -> Result<(StatusCode, Json<RetryAccepted>), Problem> {
-    let id = batch_id(path)?;
-    tracing::Span::current().record("batch_id", tracing::field::display(id));
     let requeued = state
         .service()
-        .retry_failed(&tenant.0, id)
+        .retry_failed(&batch.tenant, batch.id)
         .await
         .map_err(|e| state.problem(&e))?;
     tracing::info!(requeued, "failed items re-driven");
     Ok((
         StatusCode::ACCEPTED,
         Json(RetryAccepted {
-            batch_id: id.0,
+            batch_id: batch.id.0,
             requeued,
         }),
     ))
@@ -173,30 +158,24 @@ pub(crate) async fn retry(
 #[utoipa::path(
     post,
     path = "/api/v1/batches/{id}/cancel",
+    operation_id = "batch_cancel",
     tag = "batches",
     params(("id" = uuid::Uuid, Path, description = "The batch id")),
     responses(
         (status = 200, description = "Cancelled; items already processing finish", body = BatchStatusResponse),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch for this tenant", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 503, description = "A backend is down", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
-#[tracing::instrument(name = "batch_cancel", skip_all, fields(tenant = %tenant.0, batch_id = tracing::field::Empty))]
+#[tracing::instrument(name = "batch_cancel", skip_all, fields(tenant = %batch.tenant, batch_id = %batch.id))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    batch: TenantBatch,
 ) -> Result<Json<BatchStatusResponse>, Problem> {
-    let id = batch_id(path)?;
-    tracing::Span::current().record("batch_id", tracing::field::display(id));
-    let status = state
-        .service()
-        .cancel(&tenant.0, id)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let answer = status_answer(
+        &state,
+        state.service().cancel(&batch.tenant, batch.id).await,
+    )?;
     tracing::info!("batch cancelled");
-    Ok(Json(BatchStatusResponse::new(&status, now())))
+    Ok(answer)
 }

@@ -6,19 +6,20 @@ pub(crate) mod onboard;
 pub(crate) mod ops;
 pub(crate) mod webhooks;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::Path;
-use onboarding_core::model::BatchId;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::Query;
 
 use crate::problem::Problem;
 
-/// A batch id from the path; anything that is not a UUID is a batch that does not exist.
-pub(crate) fn batch_id(raw: Result<Path<String>, PathRejection>) -> Result<BatchId, Problem> {
-    let Ok(Path(raw)) = raw else {
-        return Err(Problem::not_found("no such batch"));
-    };
-    raw.parse::<BatchId>()
-        .map_err(|_| Problem::not_found("no such batch: the id is not a UUID"))
+/// Largest page of a listing (`limit`).
+pub(crate) const MAX_PAGE: u32 = 1000;
+
+/// A query string's parameters; one that cannot be read (e.g. a parameter
+/// given twice) is a 400.
+pub(crate) fn query<T>(params: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
+    params
+        .map(|Query(params)| params)
+        .map_err(|e| Problem::malformed(format!("the query string is invalid: {}", e.body_text())))
 }
 
 /// Parses an optional `limit` query parameter within `1..=max`.

@@ -1,19 +1,27 @@
 //! `POST /api/bulk-onboard`, `POST /api/v1/bulk-onboard`, `POST /api/v1/bulk-onboard/validate`.
 
+use std::time::Instant;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use onboarding_core::model::TenantId;
 use onboarding_core::{Accepted, ErrorKind, SubmitOptions};
 use serde_json::Value;
 
-use crate::app::{json_body, AppState, SubmissionSlot, Tenant};
+use crate::app::{AppState, StoreStep};
 use crate::dto::{BulkOnboardAccepted, BulkOnboardRequest, ValidationSummary, ACCEPTED_MESSAGE};
-use crate::metrics::Refusal;
+use crate::extract::{json_body, SubmissionSlot, Tenant};
+use crate::metrics::{Refusal, SubmissionOutcome};
 use crate::problem::Problem;
+use crate::responses::{
+    IdempotencyConflict, Invalid, Malformed, RateLimited, TooLarge, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
 
 /// Header set on answers that replay an earlier submission.
 const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -27,21 +35,14 @@ const REPLAYED_HEADER: &str = "idempotent-replayed";
 #[utoipa::path(
     post,
     path = "/api/bulk-onboard",
+    operation_id = "bulk_onboard",
     tag = "onboarding",
     request_body(content = BulkOnboardRequest, content_type = "application/json"),
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the same batch again; same key, other body: 409")),
     responses(
-        (status = 202, description = "Accepted", body = BulkOnboardAccepted),
-        (status = 400, description = "Malformed JSON", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 409, description = "Idempotency-Key reused with another body", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large or more than 1000 organizations", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 415, description = "Content-Type is not JSON", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "Validation failed", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
-        (status = 503, description = "Overloaded (`urn:bulk-onboarding:problem:overloaded`: the queue's backlog is over its limit, or too many submissions are in progress; nothing was stored) or a backend is down (`urn:bulk-onboarding:problem:unavailable`)", body = crate::problem::ProblemDocument, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        (status = 202, description = "Accepted: stored and queued", body = BulkOnboardAccepted),
+        Malformed, Unauthorized, IdempotencyConflict, TooLarge, UnsupportedMediaType, Invalid,
+        RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
@@ -50,6 +51,7 @@ pub(crate) async fn seed(
     State(state): State<AppState>,
     tenant: Tenant,
     _slot: SubmissionSlot,
+    store: Option<Extension<StoreStep>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
@@ -58,7 +60,7 @@ pub(crate) async fn seed(
         object.remove("on_conflict");
         object.remove("mode");
     }
-    let accepted = submit(&state, &tenant.0, &headers, &value).await?;
+    let accepted = submit(&state, &tenant.0, store, &headers, &value).await?;
     Ok(answer(&accepted, None, false))
 }
 
@@ -66,22 +68,15 @@ pub(crate) async fn seed(
 #[utoipa::path(
     post,
     path = "/api/v1/bulk-onboard",
+    operation_id = "bulk_onboard_v1",
     tag = "onboarding",
     request_body(content = BulkOnboardRequest, content_type = "application/json"),
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the same batch again; same key, other body: 409")),
     responses(
-        (status = 202, description = "Accepted; `rejected` lists left-out organizations in partial mode", body = BulkOnboardAccepted,
+        (status = 202, description = "Accepted: stored and queued; `rejected` lists left-out organizations in partial mode", body = BulkOnboardAccepted,
             headers(("Location" = String, description = "The batch status URL"))),
-        (status = 400, description = "Malformed JSON", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 409, description = "Idempotency-Key reused with another body", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large or more than 1000 organizations", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 415, description = "Content-Type is not JSON", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "Validation failed", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
-        (status = 503, description = "Overloaded (`urn:bulk-onboarding:problem:overloaded`: the queue's backlog is over its limit, or too many submissions are in progress; nothing was stored) or a backend is down (`urn:bulk-onboarding:problem:unavailable`)", body = crate::problem::ProblemDocument, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        Malformed, Unauthorized, IdempotencyConflict, TooLarge, UnsupportedMediaType, Invalid,
+        RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
@@ -90,13 +85,14 @@ pub(crate) async fn v1(
     State(state): State<AppState>,
     tenant: Tenant,
     _slot: SubmissionSlot,
+    store: Option<Extension<StoreStep>>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let value = json_body(&headers, body, state.config().body_limit)?;
     let partial = value.get("mode").and_then(Value::as_str) == Some("partial");
-    let accepted = submit(&state, &tenant.0, &headers, &value).await?;
+    let accepted = submit(&state, &tenant.0, store, &headers, &value).await?;
     let prefix = uri
         .path()
         .strip_suffix("/bulk-onboard")
@@ -109,16 +105,12 @@ pub(crate) async fn v1(
 #[utoipa::path(
     post,
     path = "/api/v1/bulk-onboard/validate",
+    operation_id = "bulk_onboard_validate",
     tag = "onboarding",
     request_body(content = BulkOnboardRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Valid: what would be stored", body = ValidationSummary),
-        (status = 400, description = "Malformed JSON", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large or more than 1000 organizations", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 415, description = "Content-Type is not JSON", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "Validation failed", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Malformed, Unauthorized, TooLarge, UnsupportedMediaType, Invalid, RateLimited,
     ),
     security(("bearer" = []))
 )]
@@ -137,9 +129,12 @@ pub(crate) async fn validate(
     Ok(Json(ValidationSummary::from(&valid)))
 }
 
+/// Hands the body to the service. From the call on, the request timeout no
+/// longer cuts the request ([`StoreStep`]): the answer is the store's outcome.
 async fn submit(
     state: &AppState,
     tenant: &TenantId,
+    store: Option<Extension<StoreStep>>,
     headers: &HeaderMap,
     body: &Value,
 ) -> Result<Accepted, Problem> {
@@ -154,18 +149,32 @@ async fn submit(
         })?;
         options = options.with_idempotency_key(key);
     }
-    let accepted = state
-        .service()
-        .submit_json(tenant, body, options)
-        .await
-        .map_err(|e| {
-            if e.kind() == ErrorKind::Overloaded {
-                state.config().metrics.record_refused(Refusal::Backlog);
+    if let Some(Extension(store)) = store {
+        store.begin();
+    }
+    let metrics = &state.config().metrics;
+    let started = Instant::now();
+    let result = state.service().submit_json(tenant, body, options).await;
+    let outcome = match &result {
+        Ok(accepted) if accepted.replayed => SubmissionOutcome::Replayed,
+        Ok(_) => SubmissionOutcome::Accepted,
+        Err(e) => match e.kind() {
+            ErrorKind::Overloaded => SubmissionOutcome::Refused,
+            ErrorKind::Invalid | ErrorKind::TooLarge | ErrorKind::Conflict => {
+                SubmissionOutcome::Rejected
             }
-            state.problem(&e)
-        })?;
+            _ => SubmissionOutcome::Failed,
+        },
+    };
+    metrics.record_submission(outcome, started.elapsed());
+    let accepted = result.map_err(|e| {
+        if e.kind() == ErrorKind::Overloaded {
+            metrics.record_refused(Refusal::Backlog);
+        }
+        state.problem(&e)
+    })?;
     tracing::Span::current().record("batch_id", tracing::field::display(accepted.batch_id));
-    state.config().metrics.record_accepted(
+    metrics.record_accepted(
         accepted.organizations_count,
         accepted.rejected.len(),
         accepted.replayed,

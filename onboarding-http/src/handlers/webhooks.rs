@@ -16,9 +16,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::app::{json_body, AppState, Tenant};
-use crate::handlers::limit;
+use crate::app::AppState;
+use crate::extract::{json_object, Tenant};
+use crate::handlers::{limit, query, MAX_PAGE};
 use crate::problem::Problem;
+use crate::responses::{
+    Conflict, Invalid, Malformed, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
 use crate::webhook::Webhooks;
 
 /// A webhook endpoint (never its secret).
@@ -185,9 +190,31 @@ pub(crate) struct DeliveriesPage {
 #[allow(dead_code)] // documents the body; parsed field by field for precise errors
 pub(crate) struct NewEndpoint {
     /// An absolute `https://` URL on a public address.
+    #[schema(format = "uri", pattern = "^https?://")]
     url: String,
     /// Event types (default `["batch.completed"]`).
-    events: Option<Vec<String>>,
+    events: Option<Vec<EventType>>,
+}
+
+/// The event types an endpoint can receive.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // documents the body
+pub(crate) enum EventType {
+    /// Every item of a batch reached a terminal status.
+    #[serde(rename = "batch.completed")]
+    BatchCompleted,
+    /// A submission inserted an organization.
+    #[serde(rename = "organization.created")]
+    OrganizationCreated,
+    /// A submission changed an organization.
+    #[serde(rename = "organization.updated")]
+    OrganizationUpdated,
+    /// An organization was processed.
+    #[serde(rename = "organization.processed")]
+    OrganizationProcessed,
+    /// An organization failed for good.
+    #[serde(rename = "organization.failed")]
+    OrganizationFailed,
 }
 
 /// `POST /api/v1/webhooks/endpoints/{id}/rotate-secret` body (optional).
@@ -195,6 +222,7 @@ pub(crate) struct NewEndpoint {
 #[allow(dead_code)] // documents the body
 pub(crate) struct Rotation {
     /// How long the old secret keeps signing, 0-604800 s (default 86400).
+    #[schema(minimum = 0, maximum = 604800)]
     overlap_seconds: Option<u64>,
 }
 
@@ -231,15 +259,11 @@ fn delivery_id(path: Result<Path<String>, PathRejection>) -> Result<DeliveryId, 
 
 /// Register a webhook endpoint; its signing secret is in the answer, once
 #[utoipa::path(
-    post, path = "/api/v1/webhooks/endpoints", tag = "webhooks",
+    post, path = "/api/v1/webhooks/endpoints", operation_id = "webhook_register", tag = "webhooks",
     request_body = NewEndpoint,
     responses(
         (status = 201, description = "Registered", body = EndpointWithSecret),
-        (status = 400, description = "Not JSON", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 409, description = "The tenant has the most endpoints allowed (20)", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "The URL is not absolute, not https, or points at a private address; or an unknown event type", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, Conflict, Malformed, UnsupportedMediaType, TooLarge, Invalid, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
@@ -251,7 +275,7 @@ pub(crate) async fn register(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<EndpointWithSecret>), Problem> {
     let webhooks = webhooks(&state)?;
-    let value = json_body(&headers, body, state.config().body_limit)?;
+    let value = json_object(&headers, body, state.config().body_limit, false)?;
     let url = value.get("url").and_then(Value::as_str).ok_or_else(|| {
         invalid(
             "/url",
@@ -297,11 +321,10 @@ pub(crate) async fn register(
 
 /// This tenant's webhook endpoints
 #[utoipa::path(
-    get, path = "/api/v1/webhooks/endpoints", tag = "webhooks",
+    get, path = "/api/v1/webhooks/endpoints", operation_id = "webhook_endpoints", tag = "webhooks",
     responses(
         (status = 200, description = "Endpoints", body = EndpointsPage),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
@@ -320,12 +343,11 @@ pub(crate) async fn endpoints(
 
 /// Delete a webhook endpoint (its deliveries stay listed)
 #[utoipa::path(
-    delete, path = "/api/v1/webhooks/endpoints/{id}", tag = "webhooks",
+    delete, path = "/api/v1/webhooks/endpoints/{id}", operation_id = "webhook_delete", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "The endpoint id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such endpoint for this tenant", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
@@ -344,14 +366,12 @@ pub(crate) async fn delete(
 
 /// Give an endpoint a new signing secret; the old one keeps signing during the overlap
 #[utoipa::path(
-    post, path = "/api/v1/webhooks/endpoints/{id}/rotate-secret", tag = "webhooks",
+    post, path = "/api/v1/webhooks/endpoints/{id}/rotate-secret", operation_id = "webhook_rotate_secret", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "The endpoint id")),
     request_body(content = Option<Rotation>, description = "Optional: the overlap"),
     responses(
         (status = 200, description = "The new secret (shown once); deliveries carry both signatures until previous_secret_expires_at", body = EndpointWithSecret),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such endpoint for this tenant", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid overlap_seconds", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, Malformed, UnsupportedMediaType, TooLarge, Invalid, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
@@ -363,28 +383,21 @@ pub(crate) async fn rotate_secret(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EndpointWithSecret>, Problem> {
     let id = endpoint_id(path)?;
-    let empty = body
-        .as_ref()
-        .is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace));
-    let overlap = if empty {
-        None
-    } else {
-        let value = json_body(&headers, body, state.config().body_limit)?;
-        match value.get("overlap_seconds") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .filter(|s| *s <= 7 * 24 * 3600)
-                    .map(std::time::Duration::from_secs)
-                    .ok_or_else(|| {
-                        invalid(
-                            "/overlap_seconds",
-                            "overlap_invalid",
-                            "overlap_seconds must be 0-604800",
-                        )
-                    })?,
-            ),
-        }
+    let value = json_object(&headers, body, state.config().body_limit, true)?;
+    let overlap = match value.get("overlap_seconds") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|s| *s <= 7 * 24 * 3600)
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| {
+                    invalid(
+                        "/overlap_seconds",
+                        "overlap_invalid",
+                        "overlap_seconds must be 0-604800",
+                    )
+                })?,
+        ),
     };
     let endpoint = webhooks(&state)?
         .rotate_secret(&tenant.0, id, overlap)
@@ -398,12 +411,11 @@ pub(crate) async fn rotate_secret(
 
 /// Send a test ping to an endpoint now
 #[utoipa::path(
-    post, path = "/api/v1/webhooks/endpoints/{id}/ping", tag = "webhooks",
+    post, path = "/api/v1/webhooks/endpoints/{id}/ping", operation_id = "webhook_ping", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "The endpoint id")),
     responses(
         (status = 200, description = "The ping's delivery and attempt (see its status)", body = DeliveryDetailView),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such endpoint for this tenant", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
@@ -430,17 +442,15 @@ pub(crate) struct DeliveriesParams {
 
 /// This tenant's webhook deliveries, newest first
 #[utoipa::path(
-    get, path = "/api/v1/webhooks/deliveries", tag = "webhooks",
+    get, path = "/api/v1/webhooks/deliveries", operation_id = "webhook_deliveries", tag = "webhooks",
     params(
         ("batch_id" = Option<uuid::Uuid>, Query, description = "Only deliveries of this batch"),
         ("endpoint_id" = Option<uuid::Uuid>, Query, description = "Only deliveries to this endpoint"),
-        ("limit" = Option<u32>, Query, description = "At most this many, 1-1000 (default 100)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many, 1-1000 (default 100)"),
     ),
     responses(
         (status = 200, description = "Deliveries", body = DeliveriesPage),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid batch_id, endpoint_id or limit", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Malformed, Unauthorized, Invalid, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
@@ -448,28 +458,16 @@ pub(crate) struct DeliveriesParams {
 pub(crate) async fn list(
     State(state): State<AppState>,
     tenant: Tenant,
-    query: Result<Query<DeliveriesParams>, QueryRejection>,
+    params: Result<Query<DeliveriesParams>, QueryRejection>,
 ) -> Result<Json<DeliveriesPage>, Problem> {
-    let Query(params) = query.map_err(|e| {
-        Problem::malformed(format!("the query string is invalid: {}", e.body_text()))
-    })?;
-    let mut q = DeliveryQuery::latest(limit(params.limit.as_deref(), 100, 1000)?);
-    if let Some(raw) = params
-        .batch_id
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-    {
+    let params = query(params)?;
+    let mut q = DeliveryQuery::latest(limit(params.limit.as_deref(), 100, MAX_PAGE)?);
+    if let Some(raw) = params.batch_id.as_deref() {
         q = q.of_batch(raw.parse::<BatchId>().map_err(|_| {
             Problem::invalid_parameter("batch_id", "invalid_value", "batch_id must be a UUID")
         })?);
     }
-    if let Some(raw) = params
-        .endpoint_id
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-    {
+    if let Some(raw) = params.endpoint_id.as_deref() {
         q = q.of_endpoint(raw.parse::<EndpointId>().map_err(|_| {
             Problem::invalid_parameter("endpoint_id", "invalid_value", "endpoint_id must be a UUID")
         })?);
@@ -488,12 +486,11 @@ pub(crate) async fn list(
 
 /// One webhook delivery with every attempt
 #[utoipa::path(
-    get, path = "/api/v1/webhooks/deliveries/{id}", tag = "webhooks",
+    get, path = "/api/v1/webhooks/deliveries/{id}", operation_id = "webhook_delivery", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "A delivery id from the listing")),
     responses(
         (status = 200, description = "The delivery", body = DeliveryDetailView),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such delivery for this tenant", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]
@@ -512,14 +509,11 @@ pub(crate) async fn show(
 
 /// Send a webhook delivery again now (a new round of retries follows a failure)
 #[utoipa::path(
-    post, path = "/api/v1/webhooks/deliveries/{id}/replay", tag = "webhooks",
+    post, path = "/api/v1/webhooks/deliveries/{id}/replay", operation_id = "webhook_replay", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "A delivery id from the listing")),
     responses(
         (status = 200, description = "The delivery after the attempt (see its status)", body = DeliveryDetailView),
-        (status = 401, description = "Missing or wrong API key", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such delivery for this tenant", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 409, description = "An attempt of it is in flight", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized, NotFound, Conflict, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
 )]

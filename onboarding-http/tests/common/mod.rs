@@ -2,6 +2,7 @@
 //! repository that is down or hangs.
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,13 +11,14 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use onboarding_core::memory::{MemoryCache, MemoryQueue, TracingEventSink};
+use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, TracingEventSink};
 use onboarding_core::model::*;
 use onboarding_core::queue::Job;
 use onboarding_core::repository::*;
 use onboarding_core::{Backends, Error, ErrorKind, IngestConfig, OnboardingService, Result};
 use onboarding_http::{router, HttpConfig, HttpConfigBuilder, RateLimit};
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 pub const ACME_KEY: &str = "acme-key-0123456789";
@@ -263,6 +265,110 @@ impl OrgRepository for BrokenRepository {
 pub fn broken_service(mode: Broken) -> OnboardingService {
     let backends = Backends::new(
         Arc::new(BrokenRepository(mode)),
+        Arc::new(MemoryQueue::new(Duration::from_secs(30))),
+        Arc::new(MemoryCache::default()),
+        Arc::new(TracingEventSink),
+    );
+    OnboardingService::new(backends, IngestConfig::default())
+}
+
+/// A memory repository whose `store_submission` waits at a gate: slow
+/// submissions held in progress for as long as a test needs.
+pub struct GatedRepository {
+    pub inner: MemoryRepository,
+    /// `store_submission` calls that reached the gate.
+    pub entered: AtomicUsize,
+    /// One permit lets one `store_submission` through.
+    pub gate: Semaphore,
+}
+
+impl GatedRepository {
+    /// A closed gate in front of an empty memory repository.
+    pub fn new() -> Self {
+        Self {
+            inner: MemoryRepository::new(),
+            entered: AtomicUsize::new(0),
+            gate: Semaphore::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl OrgRepository for GatedRepository {
+    async fn store_submission(&self, s: &Submission) -> Result<StoreResult> {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        self.gate.acquire().await.unwrap().forget();
+        self.inner.store_submission(s).await
+    }
+    async fn claim_items(&self, r: &ClaimRequest) -> Result<Vec<ClaimedItem>> {
+        self.inner.claim_items(r).await
+    }
+    async fn extend_leases(&self, l: &[Lease], n: Timestamp, u: Timestamp) -> Result<Vec<ItemId>> {
+        self.inner.extend_leases(l, n, u).await
+    }
+    async fn finish_items(&self, f: &[Finish], n: Timestamp, s: Duration) -> Result<Vec<ItemId>> {
+        self.inner.finish_items(f, n, s).await
+    }
+    async fn release_items(&self, l: &[Lease], n: Timestamp) -> Result<Vec<Job>> {
+        self.inner.release_items(l, n).await
+    }
+    async fn sweep(&self, n: Timestamp, s: Duration, l: u32) -> Result<Vec<Job>> {
+        self.inner.sweep(n, s, l).await
+    }
+    async fn complete_batches(&self, b: &[BatchId], n: Timestamp) -> Result<Vec<BatchStatus>> {
+        self.inner.complete_batches(b, n).await
+    }
+    async fn complete_open_batches(&self, n: Timestamp, l: u32) -> Result<Vec<BatchStatus>> {
+        self.inner.complete_open_batches(n, l).await
+    }
+    async fn unannounced_batches(&self, c: Timestamp, l: u32) -> Result<Vec<BatchStatus>> {
+        self.inner.unannounced_batches(c, l).await
+    }
+    async fn mark_announced(&self, b: &[BatchId], n: Timestamp) -> Result<()> {
+        self.inner.mark_announced(b, n).await
+    }
+    async fn cancel_batch(
+        &self,
+        t: &TenantId,
+        b: BatchId,
+        n: Timestamp,
+    ) -> Result<Option<BatchStatus>> {
+        self.inner.cancel_batch(t, b, n).await
+    }
+    async fn retry_failed(
+        &self,
+        t: &TenantId,
+        b: BatchId,
+        n: Timestamp,
+    ) -> Result<Option<Vec<Job>>> {
+        self.inner.retry_failed(t, b, n).await
+    }
+    async fn batch_status(&self, t: &TenantId, b: BatchId) -> Result<Option<BatchStatus>> {
+        self.inner.batch_status(t, b).await
+    }
+    async fn list_items(
+        &self,
+        t: &TenantId,
+        b: BatchId,
+        q: &ItemQuery,
+    ) -> Result<Option<ItemPage>> {
+        self.inner.list_items(t, b, q).await
+    }
+    async fn organization_by_domain(&self, d: &Domain) -> Result<Option<Organization>> {
+        self.inner.organization_by_domain(d).await
+    }
+    async fn prune(&self, f: Timestamp, l: u32) -> Result<u64> {
+        self.inner.prune(f, l).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+}
+
+/// A service over `repository` and memory queue, cache and events.
+pub fn service_over(repository: Arc<dyn OrgRepository>) -> OnboardingService {
+    let backends = Backends::new(
+        repository,
         Arc::new(MemoryQueue::new(Duration::from_secs(30))),
         Arc::new(MemoryCache::default()),
         Arc::new(TracingEventSink),

@@ -63,6 +63,8 @@ pub(crate) struct Stack {
     pub(crate) other_key: String,
     pub(crate) server: Option<Proc>,
     pub(crate) base: String,
+    /// The server's operator listener (`METRICS_ADDR`): `/ready`, `/metrics`.
+    pub(crate) operator: String,
     pub(crate) workers: Vec<Proc>,
     spawned: usize,
     pub(crate) http: reqwest::Client,
@@ -97,6 +99,7 @@ impl Stack {
             other_key: format!("key-{}", tag()),
             server: None,
             base: String::new(),
+            operator: String::new(),
             workers: Vec::new(),
             spawned: 0,
             http: reqwest::Client::builder()
@@ -129,6 +132,8 @@ impl Stack {
             ("SHUTDOWN_TIMEOUT_MS", t.shutdown_timeout_ms.to_string()),
             ("POLL_WAIT_MS", t.poll_wait_ms.to_string()),
             ("QUEUE_EXPIRY_MS", "60000".to_owned()),
+            // Workers serve /ready and /metrics too: any free port each.
+            ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -140,23 +145,26 @@ impl Stack {
     /// Starts the HTTP server (no in-process workers) with `server_env`
     /// overrides, and waits until it is ready.
     pub(crate) async fn start_server(&mut self, server_env: &[(&str, &str)]) {
-        let (server, base) = self.spawn_server("server", server_env).await;
+        let (server, base, operator) = self.spawn_server("server", server_env).await;
         self.base = base;
+        self.operator = operator;
         self.server = Some(server);
     }
 
     /// Starts one more HTTP server process (no in-process workers) named
-    /// `name`, waits until it is ready, and returns it with its base URL.
+    /// `name`, waits until it is ready, and returns it with its base URL
+    /// and its operator listener's.
     pub(crate) async fn spawn_server(
         &self,
         name: &str,
         server_env: &[(&str, &str)],
-    ) -> (Proc, String) {
-        let port = free_port();
+    ) -> (Proc, String, String) {
+        let (port, operator_port) = (free_port(), free_port());
         let mut env = self.env();
-        env.retain(|(k, _)| k != "WORKERS");
+        env.retain(|(k, _)| k != "WORKERS" && k != "METRICS_ADDR");
         env.push(("WORKERS".into(), "0".into()));
         env.push(("BIND_ADDR".into(), format!("127.0.0.1:{port}")));
+        env.push(("METRICS_ADDR".into(), format!("127.0.0.1:{operator_port}")));
         env.push((
             "API_KEYS".into(),
             format!("{TENANT}:{},{OTHER_TENANT}:{}", self.key, self.other_key),
@@ -169,7 +177,8 @@ impl Stack {
         let log = log_dir(&self.scenario).join(format!("{name}.log"));
         let mut server = Proc::spawn(name, &binaries().server, &env, log);
         let base = format!("http://127.0.0.1:{port}");
-        let (http, url) = (self.http.clone(), base.clone());
+        let operator = format!("http://127.0.0.1:{operator_port}");
+        let (http, url) = (self.http.clone(), operator.clone());
         eventually("the server to be ready", Duration::from_secs(60), || {
             let (http, url) = (http.clone(), url.clone());
             let exited = server.try_exit();
@@ -180,7 +189,7 @@ impl Stack {
             }
         })
         .await;
-        (server, base)
+        (server, base, operator)
     }
 
     /// Starts one more worker process.
@@ -264,6 +273,17 @@ impl Stack {
                 latency,
             },
         }
+    }
+
+    /// The status of the server's `GET /ready` (on its operator listener).
+    pub(crate) async fn ready_status(&self) -> u16 {
+        self.http
+            .get(format!("{}/ready", self.operator))
+            .send()
+            .await
+            .expect("GET /ready")
+            .status()
+            .as_u16()
     }
 
     pub(crate) async fn get(&self, path: &str, key: &str) -> (u16, Value) {

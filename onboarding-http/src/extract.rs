@@ -1,0 +1,157 @@
+//! The extractors handlers share: the authenticated tenant, the tenant with
+//! the batch of the path, a concurrent-submission slot, and the JSON body.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use onboarding_core::model::{BatchId, TenantId};
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::app::AppState;
+use crate::metrics::{InProgress, Refusal};
+use crate::problem::Problem;
+
+pub(crate) use crate::auth::Tenant;
+
+/// The semaphore of `max_concurrent_submissions` (`None`: no limit).
+pub(crate) fn submission_slots(max: Option<usize>) -> Option<Arc<Semaphore>> {
+    max.map(|n| Arc::new(Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS))))
+}
+
+/// A slot of the concurrent-submission limit, held while a submission is
+/// handled. Taken after authentication and the rate limit and before the
+/// body is read; when every slot is taken the request is answered at once
+/// with 503 `overloaded` and `Retry-After` (shed, not queued).
+pub(crate) struct SubmissionSlot {
+    _permit: Option<OwnedSemaphorePermit>,
+    _in_progress: InProgress,
+}
+
+impl FromRequestParts<AppState> for SubmissionSlot {
+    type Rejection = Problem;
+
+    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let shared = &state.inner;
+        let permit = match &shared.submissions {
+            None => None,
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    shared.config.metrics.record_refused(Refusal::Concurrency);
+                    let max = shared.config.max_concurrent_submissions.unwrap_or(0);
+                    return Err(Problem::overloaded(
+                        format!(
+                            "{max} submissions are already in progress, the most this server \
+                             handles at once; try again later"
+                        ),
+                        shared.config.retry_after,
+                    ));
+                }
+            },
+        };
+        Ok(Self {
+            _permit: permit,
+            _in_progress: shared.config.metrics.submission_started(),
+        })
+    }
+}
+
+/// Turns a buffered body into JSON: 415 for a non-JSON content type, 413
+/// past the body limit, 400 for anything that is not JSON.
+///
+/// A request without `Content-Type` is parsed as JSON (lenient for
+/// `curl -d`-style clients that forget it); a present, non-JSON type is 415.
+pub(crate) fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Value, Problem> {
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let raw = content_type.to_str().unwrap_or("<not text>");
+        let mime = raw
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let is_json = mime == "application/json"
+            || (mime.starts_with("application/") && mime.ends_with("+json"));
+        if !is_json {
+            return Err(Problem::unsupported_media_type(raw));
+        }
+    }
+    let bytes = match body {
+        Ok(bytes) => bytes,
+        Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
+            return Err(Problem::body_too_large(limit))
+        }
+        Err(e) => {
+            return Err(Problem::malformed(format!(
+                "the request body could not be read: {}",
+                e.body_text()
+            )))
+        }
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::malformed(
+            "the request body is empty; expected a JSON object",
+        ));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Problem::malformed(format!("the request body is not valid JSON: {e}")))
+}
+
+/// The authenticated tenant and the batch its path names
+/// (`/api/v1/batches/{id}/…`): 401 before 404, and an id that is not a UUID
+/// is a batch that does not exist.
+pub(crate) struct TenantBatch {
+    pub(crate) tenant: TenantId,
+    pub(crate) id: BatchId,
+}
+
+impl FromRequestParts<AppState> for TenantBatch {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let Tenant(tenant) = Tenant::from_request_parts(parts, state).await?;
+        let id = Path::<String>::from_request_parts(parts, state)
+            .await
+            .ok()
+            .and_then(|Path(raw)| raw.parse::<BatchId>().ok())
+            .ok_or_else(|| Problem::not_found("no such batch"))?;
+        Ok(Self { tenant, id })
+    }
+}
+
+/// A JSON object body, for the routes whose body is one small object:
+/// [`json_body`]'s answers, an empty body as `{}` when `optional`, and 422
+/// for JSON that is not an object.
+pub(crate) fn json_object(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+    optional: bool,
+) -> Result<serde_json::Map<String, Value>, Problem> {
+    let empty = body
+        .as_ref()
+        .is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace));
+    if optional && empty {
+        return Ok(serde_json::Map::new());
+    }
+    match json_body(headers, body, limit)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(Problem::from_core(
+            &onboarding_core::Error::invalid(vec![onboarding_core::FieldError::new(
+                "",
+                "body_not_object",
+                "the body must be a JSON object",
+            )]),
+            std::time::Duration::from_secs(1),
+        )),
+    }
+}

@@ -1,0 +1,65 @@
+//! The problem answers of the OpenAPI document: one type per status, each
+//! a `application/problem+json` [`ProblemDocument`], listed by name in every
+//! route's `responses(...)`. A status means the same on every route, and
+//! its description is written once.
+//!
+//! The types are never built: [`Problem`](crate::Problem) is what handlers
+//! answer; these only describe it.
+#![allow(dead_code)] // described in the OpenAPI document, never constructed
+
+use utoipa::IntoResponses;
+
+use crate::problem::ProblemDocument;
+
+/// Malformed request: the body is not JSON (or is empty), or the query string cannot be read
+#[derive(IntoResponses)]
+#[response(status = 400, content_type = "application/problem+json")]
+pub(crate) struct Malformed(ProblemDocument);
+
+/// No `Authorization: Bearer <key>`, or a key that is unknown or revoked (the same answer for both); on admin routes, no or a wrong admin token
+#[derive(IntoResponses)]
+#[response(status = 401, content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"bulk-onboarding\"`")))]
+pub(crate) struct Unauthorized(ProblemDocument);
+
+/// No such resource for this tenant (another tenant's id, or an id that is not a UUID, answers the same)
+#[derive(IntoResponses)]
+#[response(status = 404, content_type = "application/problem+json")]
+pub(crate) struct NotFound(ProblemDocument);
+
+/// The `Idempotency-Key` was used before with a different body
+#[derive(IntoResponses)]
+#[response(status = 409, content_type = "application/problem+json")]
+pub(crate) struct IdempotencyConflict(ProblemDocument);
+
+/// The request contradicts stored state: the tenant exists, the delivery is being attempted, the tenant has the most webhook endpoints allowed
+#[derive(IntoResponses)]
+#[response(status = 409, content_type = "application/problem+json")]
+pub(crate) struct Conflict(ProblemDocument);
+
+/// The body is over the size limit, or it lists more than 1000 organizations
+#[derive(IntoResponses)]
+#[response(status = 413, content_type = "application/problem+json")]
+pub(crate) struct TooLarge(ProblemDocument);
+
+/// `Content-Type` is present and is not JSON (`application/json` or `application/*+json`)
+#[derive(IntoResponses)]
+#[response(status = 415, content_type = "application/problem+json")]
+pub(crate) struct UnsupportedMediaType(ProblemDocument);
+
+/// Validation failed: `errors` lists every problem with its JSON pointer, or the query parameter or header at fault
+#[derive(IntoResponses)]
+#[response(status = 422, content_type = "application/problem+json")]
+pub(crate) struct Invalid(ProblemDocument);
+
+/// Over this tenant's request rate, or too many failed authentications from this client address
+#[derive(IntoResponses)]
+#[response(status = 429, content_type = "application/problem+json",
+    headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))]
+pub(crate) struct RateLimited(ProblemDocument);
+
+/// Try again later: a backend is down or slow, the service is shutting down, or the request took longer than the request timeout (`urn:bulk-onboarding:problem:unavailable`). Submissions also answer `urn:bulk-onboarding:problem:overloaded` when the queue's backlog is over its limit or too many submissions are in progress; nothing was stored then.
+#[derive(IntoResponses)]
+#[response(status = 503, content_type = "application/problem+json",
+    headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))]
+pub(crate) struct Unavailable(ProblemDocument);
