@@ -129,7 +129,7 @@ impl FromRequestParts<AppState> for TenantBatch {
 }
 
 /// A JSON object body, for the routes whose body is one small object:
-/// [`json_body`]'s answers, an empty body as `{}` when `optional`, and 422
+/// [`json_body`]'s answers, an empty body or `null` as `{}` when `optional`, and 422
 /// for JSON that is not an object.
 pub(crate) fn json_object(
     headers: &HeaderMap,
@@ -145,6 +145,7 @@ pub(crate) fn json_object(
     }
     match json_body(headers, body, limit)? {
         Value::Object(map) => Ok(map),
+        Value::Null if optional => Ok(serde_json::Map::new()),
         _ => Err(Problem::from_core(
             &onboarding_core::Error::invalid(vec![onboarding_core::FieldError::new(
                 "",

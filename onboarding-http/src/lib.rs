@@ -61,6 +61,9 @@ pub fn router(service: OnboardingService, config: HttpConfig) -> Router {
     }
     config.metrics.start_upkeep();
     let body_limit = config.body_limit;
+    let openapi =
+        serde_json::to_string_pretty(&openapi::served(config.shared.admin_token.is_some()))
+            .unwrap_or_else(|_| "{}".to_owned());
     let state = AppState {
         inner: Arc::new(Shared {
             service,
@@ -76,7 +79,7 @@ pub fn router(service: OnboardingService, config: HttpConfig) -> Router {
             ),
             submissions: extract::submission_slots(config.max_concurrent_submissions),
             config,
-            openapi: openapi_json().into(),
+            openapi: openapi.into(),
         }),
     };
     Router::new()

@@ -152,3 +152,18 @@ pub(crate) fn document() -> Value {
     }
     doc
 }
+
+/// The document a router serves: without the admin routes (and their tag)
+/// when they are off, so that it describes this server as it answers.
+pub(crate) fn served(admin: bool) -> Value {
+    let mut doc = document();
+    if !admin {
+        if let Some(Value::Object(paths)) = doc.get_mut("paths") {
+            paths.retain(|path, _| !path.starts_with("/api/v1/admin/"));
+        }
+        if let Some(Value::Array(tags)) = doc.get_mut("tags") {
+            tags.retain(|tag| tag["name"] != "admin");
+        }
+    }
+    doc
+}

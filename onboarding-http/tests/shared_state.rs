@@ -85,6 +85,18 @@ async fn admin_routes_need_the_admin_token_and_vanish_without_one() {
     )
     .await
     .assert_problem(404);
+    // The served document describes the server as it answers.
+    let admin_paths = |doc: &Value| {
+        doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|p| p.starts_with("/api/v1/admin/"))
+            .count()
+    };
+    let on = get(&app, "/api/v1/openapi.json", None).await.body;
+    let off = get(&without, "/api/v1/openapi.json", None).await.body;
+    assert_eq!((admin_paths(&on), admin_paths(&off)), (5, 0));
 }
 
 #[tokio::test]

@@ -387,7 +387,13 @@ pub(crate) async fn rotate_secret(
     let overlap = match value.get("overlap_seconds") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
+            // JSON Schema counts 3600.0 as an integer too.
             v.as_u64()
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.fract() == 0.0 && (0.0..=604_800.0).contains(f))
+                        .map(|f| f as u64)
+                })
                 .filter(|s| *s <= 7 * 24 * 3600)
                 .map(std::time::Duration::from_secs)
                 .ok_or_else(|| {
