@@ -44,14 +44,7 @@ use onboarding::{
 };
 use serde::{Deserialize, Serialize};
 
-#[path = "backends.rs"]
-mod backends;
-#[path = "common.rs"]
-mod common;
-#[path = "report.rs"]
-mod report;
-
-use backends::{Engine, FreshDb};
+use backends::Engine;
 
 const BATCHES: usize = 10;
 const PER_BATCH: usize = 1000;
@@ -59,7 +52,9 @@ const JOBS: u64 = (BATCHES * PER_BATCH) as u64;
 const LATENCY_CAP: Duration = Duration::from_secs(40);
 const DRAIN_CAP: Duration = Duration::from_secs(120);
 
-use common::env_usize;
+use onboarding_bench::{backends, report, workload};
+use onboarding_core::testing::eventually_every;
+use workload::env_usize;
 
 /// The job apalis carries: what our queue message carries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,11 +125,12 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = u64>,
 {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while done().await < n {
-        assert!(Instant::now() < deadline, "not done after 10 minutes");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let every = Duration::from_millis(5);
+    eventually_every("all done", Duration::from_secs(600), every, || {
+        let reached = done();
+        async move { (reached.await >= n).then_some(()) }
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------- ours
@@ -142,18 +138,7 @@ where
 async fn ours_drain(backends: &Backends) -> Duration {
     let service = OnboardingService::new(backends.clone(), IngestConfig::default());
     let tenant = TenantId::parse("bench").expect("tenant");
-    let mut batches = Vec::new();
-    for _ in 0..BATCHES {
-        let accepted = service
-            .submit(
-                &tenant,
-                &common::request(PER_BATCH, &common::unique_tag()),
-                SubmitOptions::default(),
-            )
-            .await
-            .expect("accepted");
-        batches.push(accepted.batch_id);
-    }
+    let batches = workload::submit_batches(&service, &tenant, BATCHES, PER_BATCH).await;
     let started = Instant::now();
     let worker = Worker::new(
         backends.clone(),
@@ -161,7 +146,7 @@ async fn ours_drain(backends: &Backends) -> Duration {
         WorkerConfig::default().with_concurrency(256),
     )
     .start();
-    common::wait_finished_every(&service, &tenant, &batches, Duration::from_millis(5)).await;
+    workload::wait_finished_every(&service, &tenant, &batches, Duration::from_millis(5)).await;
     let elapsed = started.elapsed();
     worker.shutdown().await;
     elapsed
@@ -181,7 +166,7 @@ async fn ours_latency(backends: &Backends) -> Option<Duration> {
     service
         .submit(
             &tenant,
-            &common::request(1, &common::unique_tag()),
+            &workload::request(1, &workload::unique_tag()),
             SubmitOptions::default(),
         )
         .await
@@ -408,17 +393,17 @@ fn main() {
     let rounds = env_usize("ROUNDS", 3).max(1);
     let skip_latency = std::env::var("SKIP_LATENCY").is_ok_and(|v| v == "1");
     let rt = backends::runtime();
-    let prefix = backends::redis_prefix();
+    let prefix = rt.block_on(backends::redis_prefix());
     let mut results: Vec<Contender> = Vec::new();
 
     rt.block_on(async {
-        let ours_db = FreshDb::create(Engine::Postgres).await;
-        let apalis_db = FreshDb::create(Engine::Postgres).await;
-        let sql = ours_db.connect(10).await;
+        let ours_db = backends::database(Engine::Postgres).await;
+        let apalis_db = backends::database(Engine::Postgres).await;
+        let sql = backends::connect(&ours_db, 10).await;
         let redis_q: Arc<dyn JobQueue> = Arc::new(backends::redis_queue(&prefix).await);
         let pool = sqlx09::postgres::PgPoolOptions::new()
             .max_connections(10)
-            .connect(&apalis_db.url)
+            .connect(apalis_db.url())
             .await
             .expect("apalis pool");
         apalis_postgres::PostgresStorage::<()>::setup(&pool)
@@ -478,9 +463,9 @@ fn main() {
                     "apalis_pg_default" => apalis_pg_drain(&pool, Setting::Default, round).await,
                     "apalis_pg_best" => apalis_pg_drain(&pool, Setting::Best, round).await,
                     "apalis_redis_default" => {
-                        apalis_redis_drain(&prefix, Setting::Default, round).await
+                        apalis_redis_drain(prefix.prefix(), Setting::Default, round).await
                     }
-                    _ => apalis_redis_drain(&prefix, Setting::Best, round).await,
+                    _ => apalis_redis_drain(prefix.prefix(), Setting::Best, round).await,
                 };
                 match d {
                     Some(d) => {
@@ -503,8 +488,10 @@ fn main() {
                     "ours_pg_sqlqueue" => ours_latency(&pg_sql).await,
                     "apalis_pg_default" => apalis_pg_latency(&pool, Setting::Default).await,
                     "apalis_pg_best" => apalis_pg_latency(&pool, Setting::Best).await,
-                    "apalis_redis_default" => apalis_redis_latency(&prefix, Setting::Default).await,
-                    _ => apalis_redis_latency(&prefix, Setting::Best).await,
+                    "apalis_redis_default" => {
+                        apalis_redis_latency(prefix.prefix(), Setting::Default).await
+                    }
+                    _ => apalis_redis_latency(prefix.prefix(), Setting::Best).await,
                 };
                 println!("latency {:<24} {:?}", row.id, l);
                 row.latency = Some(l);
@@ -514,10 +501,10 @@ fn main() {
 
         pool.close().await;
         sql.close().await;
-        ours_db.drop_db().await;
-        apalis_db.drop_db().await;
-        backends::redis_cleanup(&prefix).await;
+        // Dropped here: the databases go at the end of the run.
+        drop((ours_db, apalis_db));
     });
+    drop(prefix);
 
     // Table: ratios against ours on the same store, same run.
     let mut md = String::from(

@@ -23,17 +23,13 @@ use onboarding::model::TenantId;
 use onboarding::{IngestConfig, JobQueue, NoopProcessor, OnboardingService, SubmitOptions, Worker};
 use sqlx::Connection;
 
-#[path = "backends.rs"]
-mod backends;
-#[path = "common.rs"]
-mod common;
-
-use backends::{Engine, FreshDb};
+use backends::Engine;
 
 const PER_REQUEST: usize = 1000;
 const SUBMITTERS: usize = 4;
 
-use common::{env_usize, worker_config};
+use onboarding_bench::{backends, workload};
+use workload::{env_usize, worker_config};
 
 /// Resident set size of this process in bytes (Linux; 0 elsewhere).
 fn rss_bytes() -> u64 {
@@ -56,9 +52,9 @@ fn main() {
     let queue_kind = std::env::var("DRAIN_QUEUE").unwrap_or_else(|_| "redis".to_owned());
     let rt = backends::runtime();
     rt.block_on(async move {
-        let db = FreshDb::create(Engine::Postgres).await;
-        let sql = db.connect(10).await;
-        let prefix = backends::redis_prefix();
+        let db = backends::database(Engine::Postgres).await;
+        let sql = backends::connect(&db, 10).await;
+        let prefix = backends::redis_prefix().await;
         let queue: Arc<dyn JobQueue> = match queue_kind.as_str() {
             "sql" => sql.queue(),
             _ => Arc::new(backends::redis_queue(&prefix).await),
@@ -90,7 +86,7 @@ fn main() {
                         return;
                     }
                     let valid = service
-                        .validate(&common::request(PER_REQUEST, &common::unique_tag()))
+                        .validate(&workload::request(PER_REQUEST, &workload::unique_tag()))
                         .expect("valid");
                     service
                         .submit_valid(&tenants[(n + s) % tenants.len()], valid, SubmitOptions::default())
@@ -112,7 +108,7 @@ fn main() {
         );
 
         if std::env::var_os("DRAIN_FILL_ONLY").is_some() {
-            println!("DRAIN_FILL_ONLY: stopping here; the database {} is kept", db.url);
+            println!("DRAIN_FILL_ONLY: stopping here; the database {} is kept", db.keep());
             return;
         }
         let drain_started = Instant::now();
@@ -156,7 +152,7 @@ fn main() {
                 s.finish_micros as f64 / 1e6
             );
         }
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        let mut conn = sqlx::PgConnection::connect(db.url()).await.expect("connect");
         let (completed,): (i64,) =
             sqlx::query_as("SELECT COUNT(*) FROM batch_items WHERE status = 'completed'")
                 .fetch_one(&mut conn)
@@ -172,7 +168,6 @@ fn main() {
         println!("per second: {per_second:?}");
         assert_eq!(completed, items as i64, "every item completed");
         sql.close().await;
-        db.drop_db().await;
-        backends::redis_cleanup(&prefix).await;
+        drop((db, prefix));
     });
 }

@@ -9,12 +9,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use onboarding::model::TenantId;
 use onboarding::validate::{validate_json, Limits};
 use onboarding::{Backends, IngestConfig, OnboardingService, SubmitOptions};
-
-#[path = "common.rs"]
-mod common;
+use onboarding_bench::workload;
 
 fn validation(c: &mut Criterion) {
-    let body = common::json_body(1000, "validate");
+    let body = workload::json_body(1000, "validate");
     let limits = Limits::default();
     let mut group = c.benchmark_group("validate");
     group.throughput(Throughput::Elements(1000));
@@ -42,7 +40,7 @@ fn store(c: &mut Criterion) {
         b.iter_batched(
             || {
                 service
-                    .validate(&common::request(1000, &common::unique_tag()))
+                    .validate(&workload::request(1000, &workload::unique_tag()))
                     .expect("valid")
             },
             |valid| {

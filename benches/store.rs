@@ -23,14 +23,11 @@ use onboarding::{Backends, IngestConfig, OnboardingService, SubmitOptions};
 use sqlx::Connection;
 use tokio::runtime::Runtime;
 
-#[path = "backends.rs"]
-mod backends;
-#[path = "common.rs"]
-mod common;
-#[path = "report.rs"]
-mod report;
-
-use backends::{Engine, FreshDb};
+use backends::SqlEngines;
+use onboarding::sql::SqlBackend;
+use onboarding::JobQueue;
+use onboarding_bench::{backends, report, workload};
+use std::sync::Arc;
 
 const N: usize = 1000;
 
@@ -39,7 +36,7 @@ fn fresh(service: &OnboardingService, n: u64) -> Vec<ValidRequest> {
     (0..n)
         .map(|_| {
             service
-                .validate(&common::request(N, &common::unique_tag()))
+                .validate(&workload::request(N, &workload::unique_tag()))
                 .expect("valid")
         })
         .collect()
@@ -229,69 +226,30 @@ fn bench_floor(
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let rt = backends::runtime();
-    let prefix = backends::redis_prefix();
-    let (sqlite, mysql, pg) = rt.block_on(async {
-        (
-            FreshDb::create(Engine::Sqlite).await,
-            FreshDb::create(Engine::MySql).await,
-            FreshDb::create(Engine::Postgres).await,
-        )
-    });
-    let (sqlite_b, mysql_b, pg_b, redis_q) = rt.block_on(async {
-        (
-            sqlite.connect(10).await,
-            mysql.connect(10).await,
-            pg.connect(10).await,
-            backends::redis_queue(&prefix).await,
-        )
-    });
-    let redis_q: std::sync::Arc<dyn onboarding::JobQueue> = std::sync::Arc::new(redis_q);
+    let (sql, prefix) =
+        rt.block_on(async { (SqlEngines::create(10).await, backends::redis_prefix().await) });
+    let redis_q: Arc<dyn JobQueue> = Arc::new(rt.block_on(backends::redis_queue(&prefix)));
+    let with_redis = |sql: &SqlBackend| backends::backends(sql.repository(), redis_q.clone());
 
     let memory = bench_submit(&mut c, &rt, "memory", Backends::memory());
-    bench_submit(
-        &mut c,
-        &rt,
-        "sqlite_sqlqueue",
-        backends::backends(sqlite_b.repository(), sqlite_b.queue()),
-    );
-    bench_submit(
-        &mut c,
-        &rt,
-        "mysql_sqlqueue",
-        backends::backends(mysql_b.repository(), mysql_b.queue()),
-    );
-    bench_submit(
-        &mut c,
-        &rt,
-        "mysql_redis",
-        backends::backends(mysql_b.repository(), redis_q.clone()),
-    );
-    bench_submit(
-        &mut c,
-        &rt,
-        "postgres_sqlqueue",
-        backends::backends(pg_b.repository(), pg_b.queue()),
-    );
+    for (id, backends) in [
+        ("sqlite_sqlqueue", backends::sql_backends(&sql.sqlite)),
+        ("mysql_sqlqueue", backends::sql_backends(&sql.mysql)),
+        ("mysql_redis", with_redis(&sql.mysql)),
+        ("postgres_sqlqueue", backends::sql_backends(&sql.postgres)),
+    ] {
+        bench_submit(&mut c, &rt, id, backends);
+    }
     // The floor right before and right after the number it is compared with.
-    bench_floor(&mut c, &rt, &pg.url, &format!("{prefix}:floor"), &memory);
-    bench_submit(
-        &mut c,
-        &rt,
-        "postgres_redis",
-        backends::backends(pg_b.repository(), redis_q.clone()),
-    );
+    let floor_key = format!("{}:floor", prefix.prefix());
+    bench_floor(&mut c, &rt, &sql.postgres_url, &floor_key, &memory);
+    bench_submit(&mut c, &rt, "postgres_redis", with_redis(&sql.postgres));
 
     c.final_summary();
 
-    rt.block_on(async {
-        for b in [&sqlite_b, &mysql_b, &pg_b] {
-            b.close().await;
-        }
-        for db in [&sqlite, &mysql, &pg] {
-            db.drop_db().await;
-        }
-        backends::redis_cleanup(&prefix).await;
-    });
+    rt.block_on(sql.close());
+    // The databases and the key prefix go at the end of the run.
+    drop((sql, prefix));
 
     use report::Row;
     let floor = Some("floor_pg_upsert_then_redis_push");

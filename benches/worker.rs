@@ -10,12 +10,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use onboarding::model::TenantId;
-use onboarding::{
-    Backends, IngestConfig, NoopProcessor, OnboardingService, SubmitOptions, Worker, WorkerConfig,
-};
-
-#[path = "common.rs"]
-mod common;
+use onboarding::{Backends, IngestConfig, NoopProcessor, OnboardingService, Worker, WorkerConfig};
+use onboarding_bench::workload;
 
 const BATCHES: usize = 10;
 const PER_BATCH: usize = 1000;
@@ -45,19 +41,9 @@ fn throughput(c: &mut Criterion) {
                     )
                     .start();
                     let started = Instant::now();
-                    let mut batches = Vec::new();
-                    for _ in 0..BATCHES {
-                        let accepted = service
-                            .submit(
-                                &tenant,
-                                &common::request(PER_BATCH, &common::unique_tag()),
-                                SubmitOptions::default(),
-                            )
-                            .await
-                            .expect("accepted");
-                        batches.push(accepted.batch_id);
-                    }
-                    common::wait_finished(&service, &tenant, &batches).await;
+                    let batches =
+                        workload::submit_batches(&service, &tenant, BATCHES, PER_BATCH).await;
+                    workload::wait_finished(&service, &tenant, &batches).await;
                     total += started.elapsed();
                     worker.shutdown().await;
                 }

@@ -24,20 +24,15 @@ use onboarding::{
 };
 use tokio::runtime::Runtime;
 
-#[path = "backends.rs"]
-mod backends;
-#[path = "common.rs"]
-mod common;
-#[path = "report.rs"]
-mod report;
-
-use backends::{Engine, FreshDb};
+use backends::SqlEngines;
+use onboarding::sql::SqlBackend;
 
 const BATCHES: usize = 10;
 const PER_BATCH: usize = 1000;
 const ITEMS: u64 = (BATCHES * PER_BATCH) as u64;
 
-use common::{concurrency, worker_config};
+use onboarding_bench::{backends, report, workload};
+use workload::{concurrency, worker_config};
 
 /// One timed run: submit 10 × 1000 to an idle worker, wait until all are finished.
 async fn one_run(backends: &Backends, poll: Duration) -> Duration {
@@ -46,7 +41,7 @@ async fn one_run(backends: &Backends, poll: Duration) -> Duration {
     let requests: Vec<_> = (0..BATCHES)
         .map(|_| {
             service
-                .validate(&common::request(PER_BATCH, &common::unique_tag()))
+                .validate(&workload::request(PER_BATCH, &workload::unique_tag()))
                 .expect("valid")
         })
         .collect();
@@ -62,7 +57,7 @@ async fn one_run(backends: &Backends, poll: Duration) -> Duration {
             .expect("accepted");
         batches.push(accepted.batch_id);
     }
-    common::wait_finished_every(&service, &tenant, &batches, poll).await;
+    workload::wait_finished_every(&service, &tenant, &batches, poll).await;
     let elapsed = started.elapsed();
     let report = worker.shutdown().await;
     assert_eq!(report.stats.failed, 0, "no-op items do not fail");
@@ -168,82 +163,44 @@ fn bench_floor(c: &mut Criterion, rt: &Runtime, pg_url: &str) {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let rt = backends::runtime();
-    let prefix = backends::redis_prefix();
-    let (sqlite, pg, mysql) = rt.block_on(async {
-        (
-            FreshDb::create(Engine::Sqlite).await,
-            FreshDb::create(Engine::Postgres).await,
-            FreshDb::create(Engine::MySql).await,
-        )
-    });
-    let pool = 10;
-    let (sqlite_b, pg_b, mysql_b) = rt.block_on(async {
-        (
-            sqlite.connect(pool).await,
-            pg.connect(pool).await,
-            mysql.connect(pool).await,
-        )
-    });
+    let (sql, prefix) =
+        rt.block_on(async { (SqlEngines::create(10).await, backends::redis_prefix().await) });
     let (redis_q, amqp_q) = rt.block_on(async {
         (
             Arc::new(backends::redis_queue(&prefix).await),
             Arc::new(backends::amqp_queue(512).await),
         )
     });
+    let with =
+        |sql: &SqlBackend, queue: Arc<dyn JobQueue>| backends::backends(sql.repository(), queue);
     let fast = Duration::from_millis(2);
     let sql_poll = Duration::from_millis(10);
 
     bench(&mut c, &rt, "memory", Backends::memory(), fast);
-    bench(
-        &mut c,
-        &rt,
-        "sqlite_sqlqueue",
-        backends::backends(sqlite_b.repository(), sqlite_b.queue()),
-        sql_poll,
-    );
-    bench(
-        &mut c,
-        &rt,
-        "postgres_sqlqueue",
-        backends::backends(pg_b.repository(), pg_b.queue()),
-        sql_poll,
-    );
-    bench_floor(&mut c, &rt, &pg.url);
-    bench(
-        &mut c,
-        &rt,
-        "postgres_redis",
-        backends::backends(pg_b.repository(), redis_q.clone() as Arc<dyn JobQueue>),
-        sql_poll,
-    );
-    bench(
-        &mut c,
-        &rt,
-        "postgres_rabbitmq",
-        backends::backends(pg_b.repository(), amqp_q.clone() as Arc<dyn JobQueue>),
-        sql_poll,
-    );
-    bench(
-        &mut c,
-        &rt,
-        "mysql_redis",
-        backends::backends(mysql_b.repository(), redis_q.clone() as Arc<dyn JobQueue>),
-        sql_poll,
-    );
+    for (id, backends) in [
+        ("sqlite_sqlqueue", backends::sql_backends(&sql.sqlite)),
+        ("postgres_sqlqueue", backends::sql_backends(&sql.postgres)),
+    ] {
+        bench(&mut c, &rt, id, backends, sql_poll);
+    }
+    bench_floor(&mut c, &rt, &sql.postgres_url);
+    for (id, backends) in [
+        ("postgres_redis", with(&sql.postgres, redis_q.clone())),
+        ("postgres_rabbitmq", with(&sql.postgres, amqp_q.clone())),
+        ("mysql_redis", with(&sql.mysql, redis_q.clone())),
+    ] {
+        bench(&mut c, &rt, id, backends, sql_poll);
+    }
 
     c.final_summary();
 
     rt.block_on(async {
         let _ = amqp_q.delete_queues().await;
         amqp_q.close().await;
-        for b in [&sqlite_b, &pg_b, &mysql_b] {
-            b.close().await;
-        }
-        for db in [&sqlite, &pg, &mysql] {
-            db.drop_db().await;
-        }
-        backends::redis_cleanup(&prefix).await;
+        sql.close().await;
     });
+    // The databases and the key prefix go at the end of the run.
+    drop((sql, prefix));
 
     use report::Row;
     let memory = Some("memory");

@@ -3,7 +3,7 @@
 //! `cargo run --release --example server` runs on SQLite, the SQL table
 //! queue and an in-memory cache, generates an API key and prints a curl line
 //! to try it. Every setting is a flag with an environment fallback
-//! (`--help` lists them); see DESIGN.md section 4.
+//! (`--help` lists them; the README describes them).
 
 mod common;
 
@@ -11,12 +11,12 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use common::serving::{operator_addr, start_operator, ServeArgs};
+use common::serving::{operator_addr, start_operator};
 use common::{print_line, CommonArgs};
-use onboarding::http::{router, serve, ApiKeys, HttpConfig, Metrics, RateLimit};
-use onboarding::keys::{KeySelector, NewApiKey};
+use onboarding::keys::{KeySelector, KeyStore, NewApiKey};
 use onboarding::model::{now, TenantId};
-use onboarding::{IngestConfig, KeyStore, OnboardingService, Worker, WorkerConfig};
+use onboarding::web::{router, serve, ApiKeys, HttpConfig, Metrics, RateLimit};
+use onboarding::{IngestConfig, OnboardingService, Worker, WorkerConfig};
 
 /// Bulk organization onboarding over HTTP.
 #[derive(Parser)]
@@ -53,8 +53,6 @@ struct Args {
     /// it private; `off` turns them off.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9090")]
     metrics_addr: String,
-    #[command(flatten)]
-    serve: ServeArgs,
     #[command(flatten)]
     common: CommonArgs,
     #[command(subcommand)]
@@ -95,43 +93,31 @@ enum KeysCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_logging();
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main(|| run(Args::parse())).await
 }
 
 async fn run(args: Args) -> Result<(), String> {
     let rate_limit = RateLimit::parse(&args.rate_limit).map_err(|e| format!("RATE_LIMIT: {e}"))?;
-    let stack = common::build(&args.common).await?;
+    let connected = common::connect(&args.common, Some(rate_limit.rate())).await?;
     if let Some(Command::Keys(command)) = &args.command {
-        let done = keys_command(&*stack.directory.keys, command).await;
-        stack.close().await;
-        return done;
+        return keys_command(&*connected.deployment.keys, command).await;
     }
     let metrics = Metrics::new();
     // The worker engine reports through the global recorder: this one.
     metrics.install().map_err(|e| e.to_string())?;
     let ingest =
         IngestConfig::default().with_max_backlog(Some(args.max_backlog).filter(|n| *n > 0));
-    let (shared_limiter, ledger) =
-        common::shared::limits(&args.common, Some(rate_limit.rate())).await?;
     let service = OnboardingService::with_ledger(
-        stack.backends.clone(),
+        connected.backends.clone(),
         args.common.hooks.ingest(ingest),
-        ledger,
+        connected.deployment.ledger.clone(),
     );
 
     let keys = match args.api_keys.as_deref().filter(|k| !k.trim().is_empty()) {
         Some(list) => ApiKeys::parse(list).map_err(|e| format!("API_KEYS: {e}"))?,
         None => {
             first_key(
-                &*stack.directory.keys,
+                &*connected.deployment.keys,
                 &args.bind_addr,
                 args.common.generate_secrets,
             )
@@ -144,10 +130,10 @@ async fn run(args: Args) -> Result<(), String> {
         .rate_limit(Some(rate_limit))
         .max_concurrent_submissions(Some(args.max_concurrent_submissions).filter(|n| *n > 0))
         .metrics(metrics.clone())
-        .key_store(stack.directory.keys.clone())
-        .webhooks(stack.webhooks.clone())
+        .key_store(connected.deployment.keys.clone())
+        .webhooks(connected.webhooks.clone())
         .auth_failures(auth_failures(&args.auth_failure_limit)?);
-    if let Some(limiter) = shared_limiter {
+    if let Some(limiter) = connected.deployment.rate_limiter.clone() {
         config = config.shared_rate_limiter(limiter);
     }
     if let Some(token) = args.admin_token.as_deref().filter(|t| !t.is_empty()) {
@@ -161,8 +147,8 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let app = router(service.clone(), config.build());
     // Any process sends due webhook deliveries.
-    let deliveries = stack.webhooks.start();
-    let serve_config = args.serve.config();
+    let deliveries = connected.webhooks.start();
+    let serve_config = args.common.serve.config();
     if let Some(addr) = operator_addr(&args.metrics_addr) {
         start_operator(addr, service, metrics, serve_config.clone()).await?;
     }
@@ -173,9 +159,9 @@ async fn run(args: Args) -> Result<(), String> {
             .common
             .hooks
             .worker(WorkerConfig::default().with_concurrency(args.common.workers));
-        Some(Worker::new(stack.backends.clone(), processor, config).start())
+        Some(Worker::new(connected.backends.clone(), processor, config).start())
     } else {
-        if stack.in_memory {
+        if args.common.urls().is_in_memory() {
             tracing::warn!(
                 "WORKERS=0 with DATABASE_URL=memory: nothing will ever process the batches"
             );
@@ -188,9 +174,6 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.bind_addr))?;
     tracing::info!(
         addr = %args.bind_addr, workers = args.common.workers,
-        database = %common::redact(&args.common.database_url),
-        queue = %common::redact(&args.common.queue_url),
-        cache = %common::redact(&args.common.cache_url),
         "listening"
     );
     serve(listener, app, serve_config, common::shutdown_signal()).await;
@@ -199,7 +182,6 @@ async fn run(args: Args) -> Result<(), String> {
         let report = worker.shutdown().await;
         tracing::info!(released = report.released, stats = ?report.stats, "workers stopped");
     }
-    stack.close().await;
     Ok(())
 }
 

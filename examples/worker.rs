@@ -10,9 +10,9 @@ mod common;
 use std::process::ExitCode;
 
 use clap::Parser;
-use common::serving::{operator_addr, start_operator, ServeArgs};
+use common::serving::{operator_addr, start_operator};
 use common::CommonArgs;
-use onboarding::http::Metrics;
+use onboarding::web::Metrics;
 use onboarding::{IngestConfig, OnboardingService, Worker, WorkerConfig};
 
 /// Bulk organization onboarding worker.
@@ -25,54 +25,38 @@ struct Args {
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9091")]
     metrics_addr: String,
     #[command(flatten)]
-    serve: ServeArgs,
-    #[command(flatten)]
     common: CommonArgs,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_logging();
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main(|| run(Args::parse())).await
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let stack = common::build(&args.common).await?;
-    if stack.in_memory {
+    if args.common.urls().is_in_memory() {
         return Err("a standalone worker needs a shared DATABASE_URL (sqlite://, postgres:// or mysql://), not memory".into());
     }
+    let connected = common::connect(&args.common, None).await?;
     if let Some(addr) = operator_addr(&args.metrics_addr) {
         let metrics = Metrics::new();
         metrics.install().map_err(|e| e.to_string())?;
         // Readiness and the queue depth only: this service never ingests.
-        let service = OnboardingService::new(stack.backends.clone(), IngestConfig::default());
-        start_operator(addr, service, metrics, args.serve.config()).await?;
+        let service = OnboardingService::new(connected.backends.clone(), IngestConfig::default());
+        start_operator(addr, service, metrics, args.common.serve.config()).await?;
     }
     let processor = common::processor(&args.common)?;
     let config = args
         .common
         .hooks
         .worker(WorkerConfig::default().with_concurrency(args.common.workers.max(1)));
-    let worker = Worker::new(stack.backends.clone(), processor, config).start();
+    let worker = Worker::new(connected.backends.clone(), processor, config).start();
     // Any process sends due webhook deliveries.
-    let deliveries = stack.webhooks.start();
-    tracing::info!(
-        concurrency = args.common.workers.max(1),
-        database = %common::redact(&args.common.database_url),
-        queue = %common::redact(&args.common.queue_url),
-        "worker running"
-    );
+    let deliveries = connected.webhooks.start();
+    tracing::info!(concurrency = args.common.workers.max(1), "worker running");
     common::shutdown_signal().await;
     deliveries.stop();
     let report = worker.shutdown().await;
     tracing::info!(released = report.released, stats = ?report.stats, "worker stopped");
-    stack.close().await;
     Ok(())
 }

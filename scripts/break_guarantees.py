@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Breaks each guarantee of DESIGN.md section 2 on purpose in the memory
+"""Breaks each guarantee of ARCHITECTURE.md ("What it guarantees") on purpose in the memory
 backend or the engine, runs the conformance case that guards it, and reports
 whether the case fails (it must). Every file is restored afterwards.
 

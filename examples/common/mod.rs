@@ -1,5 +1,6 @@
-//! What `examples/server.rs` and `examples/worker.rs` share: backend
-//! selection from URLs, the demo processor, logging and signals.
+//! What `examples/server.rs` and `examples/worker.rs` share: the flags,
+//! backends from their URLs (plus webhooks), the demo processor, logging,
+//! the exit code and signals.
 
 #![allow(dead_code, unreachable_pub)] // shared by two examples; each uses a part
 
@@ -7,13 +8,14 @@ pub mod hooks;
 pub mod serving;
 pub mod shared;
 
+use std::future::Future;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use onboarding::http::Webhooks;
-use onboarding::memory::{MemoryCache, MemoryQueue, MemoryRepository, TracingEventSink};
-use onboarding::{Backends, Cache, JobQueue, OrgRepository, ProcessError, Processor, WorkItem};
+use onboarding::web::Webhooks;
+use onboarding::{BackendUrls, Backends, ProcessError, Processor, WorkItem};
 
 /// Backend, worker, webhook and processor flags (server and worker alike).
 #[derive(clap::Args)]
@@ -68,192 +70,50 @@ pub struct CommonArgs {
     #[command(flatten)]
     pub webhook: shared::WebhookArgs,
     #[command(flatten)]
+    pub serve: serving::ServeArgs,
+    #[command(flatten)]
     pub hooks: hooks::Hooks,
 }
 
-/// `scheme://user:***@host/…`: a URL fit for logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
+impl CommonArgs {
+    /// The backend URLs of the flags (`Debug` hides their passwords).
+    pub fn urls(&self) -> BackendUrls {
+        BackendUrls::new(&self.database_url, &self.queue_url, &self.cache_url)
+            .with_prefix(self.hooks.prefix().map(str::to_owned))
+            .with_queue_expiry(self.hooks.queue_expiry_ms.map(Duration::from_millis))
     }
 }
 
-/// The backends, plus what must be closed at exit.
-pub struct Stack {
+/// The backends the flags name, with what every process of the deployment
+/// shares: tenants and keys, webhooks (events go through their sink), limits.
+pub struct BackendsWithWebhooks {
     pub backends: Backends,
-    /// Tenants' webhooks (endpoints and deliveries in the database).
+    /// Tenants' webhooks: endpoints and deliveries in the database.
     pub webhooks: Webhooks,
-    /// Tenants and API keys.
-    pub directory: shared::Directory,
-    /// Whether the repository lives in this process only.
-    pub in_memory: bool,
-    #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
-    sql: Option<onboarding::sqlx::SqlBackend>,
+    /// Tenants, keys and limits.
+    pub deployment: onboarding::Deployment,
 }
 
-impl Stack {
-    /// Closes connection pools.
-    pub async fn close(self) {
-        #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
-        if let Some(sql) = self.sql {
-            sql.close().await;
-        }
-    }
-}
-
-pub(crate) fn needs(feature: &str, what: &str) -> String {
-    format!("{what} needs the `{feature}` feature: cargo run --release --features {feature} --example …")
-}
-
-/// Builds the backends the URLs name.
-pub async fn build(args: &CommonArgs) -> Result<Stack, String> {
-    let database = args.database_url.trim();
-    let (repository, sql_queue, in_memory): (
-        Arc<dyn OrgRepository>,
-        Option<Arc<dyn JobQueue>>,
-        bool,
-    );
-    #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
-    let mut sql = None;
-    let directory;
-    if database == "memory" {
-        directory = shared::Directory::memory();
-        repository = Arc::new(MemoryRepository::new());
-        sql_queue = Some(Arc::new(MemoryQueue::new(Duration::from_secs(30))));
-        in_memory = true;
-    } else if ["sqlite:", "postgres:", "postgresql:", "mysql:", "mariadb:"]
-        .iter()
-        .any(|s| database.starts_with(s))
-    {
-        #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
-        {
-            let backend =
-                onboarding::sqlx::connect(database, onboarding::sqlx::SqlOptions::default())
-                    .await
-                    .map_err(|e| format!("DATABASE_URL {}: {e}", redact(database)))?;
-            tracing::info!(database = %redact(database), "database connected, migrations applied");
-            repository = backend.repository();
-            sql_queue = Some(backend.queue());
-            directory = shared::Directory::sql(&backend);
-            in_memory = false;
-            sql = Some(backend);
-        }
-        #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
-        {
-            return Err(needs("sqlite", "a SQL DATABASE_URL"));
-        }
-    } else {
-        return Err(format!(
-            "DATABASE_URL {} is not supported: use sqlite://…, postgres://…, mysql://… or memory",
-            redact(database)
-        ));
-    }
-
-    let queue_url = args.queue_url.trim();
-    let queue: Arc<dyn JobQueue> = match queue_url {
-        "database" => sql_queue.ok_or("QUEUE_URL=database needs a SQL DATABASE_URL")?,
-        "memory" => Arc::new(MemoryQueue::new(Duration::from_secs(30))),
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            redis_queue(url, args.hooks.prefix()).await?
-        }
-        url if url.starts_with("amqp://") || url.starts_with("amqps://") => {
-            amqp_queue(url, &args.hooks).await?
-        }
-        other => {
-            return Err(format!(
-                "QUEUE_URL {} is not supported: use database, redis://…, amqp://… or memory",
-                redact(other)
-            ))
-        }
-    };
-
-    let cache_url = args.cache_url.trim();
-    let cache: Arc<dyn Cache> = match cache_url {
-        "memory" => Arc::new(MemoryCache::default()),
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            redis_cache(url, args.hooks.prefix()).await?
-        }
-        other => {
-            return Err(format!(
-                "CACHE_URL {} is not supported: use memory or redis://…",
-                redact(other)
-            ))
-        }
-    };
-
-    let (webhooks, events) = shared::webhooks(args, &directory, Arc::new(TracingEventSink)).await?;
-
-    Ok(Stack {
-        backends: Backends::new(repository, queue, cache, events),
+/// Connects the backends the flags name (running the SQL migrations);
+/// `rate` is the per-tenant rate limit to share (servers only).
+pub async fn connect(
+    args: &CommonArgs,
+    rate: Option<onboarding::limits::Rate>,
+) -> Result<BackendsWithWebhooks, String> {
+    let urls = args.urls();
+    let deployment = urls
+        .connect_deployment(rate)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(backends = ?urls, "backends connected");
+    let mut backends = deployment.backends.clone();
+    let (webhooks, events) = shared::webhooks(args, &deployment, backends.events.clone()).await?;
+    backends.events = events;
+    Ok(BackendsWithWebhooks {
+        backends,
         webhooks,
-        directory,
-        in_memory,
-        #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
-        sql,
+        deployment,
     })
-}
-
-#[cfg(feature = "redis")]
-pub(crate) fn redis_config(url: &str, prefix: Option<&str>) -> onboarding::redis::RedisConfig {
-    let config = onboarding::redis::RedisConfig::new(url);
-    match prefix {
-        Some(prefix) => config.with_prefix(prefix),
-        None => config,
-    }
-}
-
-#[cfg(feature = "redis")]
-async fn redis_queue(url: &str, prefix: Option<&str>) -> Result<Arc<dyn JobQueue>, String> {
-    let queue = onboarding::redis::RedisQueue::connect(redis_config(url, prefix))
-        .await
-        .map_err(|e| format!("QUEUE_URL {}: {e}", redact(url)))?;
-    Ok(Arc::new(queue))
-}
-
-#[cfg(not(feature = "redis"))]
-async fn redis_queue(_url: &str, _prefix: Option<&str>) -> Result<Arc<dyn JobQueue>, String> {
-    Err(needs("redis", "QUEUE_URL=redis://…"))
-}
-
-#[cfg(feature = "redis")]
-async fn redis_cache(url: &str, prefix: Option<&str>) -> Result<Arc<dyn Cache>, String> {
-    let cache = onboarding::redis::RedisCache::connect(redis_config(url, prefix))
-        .await
-        .map_err(|e| format!("CACHE_URL {}: {e}", redact(url)))?;
-    Ok(Arc::new(cache))
-}
-
-#[cfg(not(feature = "redis"))]
-async fn redis_cache(_url: &str, _prefix: Option<&str>) -> Result<Arc<dyn Cache>, String> {
-    Err(needs("redis", "CACHE_URL=redis://…"))
-}
-
-#[cfg(feature = "amqp")]
-async fn amqp_queue(url: &str, hooks: &hooks::Hooks) -> Result<Arc<dyn JobQueue>, String> {
-    let mut config = onboarding::amqp::AmqpConfig::new(url);
-    if let Some(prefix) = hooks.prefix() {
-        config = config.with_prefix(prefix);
-    }
-    if let Some(ms) = hooks.queue_expiry_ms {
-        let expiry = Duration::from_millis(ms);
-        config = config
-            .with_queue_expiry(expiry)
-            .with_tenant_queue_expiry(Some(expiry));
-    }
-    let queue = onboarding::amqp::AmqpQueue::connect(config)
-        .await
-        .map_err(|e| format!("QUEUE_URL {}: {e}", redact(url)))?;
-    Ok(Arc::new(queue))
-}
-
-#[cfg(not(feature = "amqp"))]
-async fn amqp_queue(_url: &str, _hooks: &hooks::Hooks) -> Result<Arc<dyn JobQueue>, String> {
-    Err(needs("amqp", "QUEUE_URL=amqp://…"))
 }
 
 /// The processor the flags ask for.
@@ -357,8 +217,24 @@ impl Processor for HttpProcessor {
     }
 }
 
+/// Logs to stderr, runs `program`, and turns its error into exit code 1.
+pub async fn run_main<F>(program: impl FnOnce() -> F) -> ExitCode
+where
+    F: Future<Output = Result<(), String>>,
+{
+    init_logging();
+    match program().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Logs to stderr; `RUST_LOG` takes `info`, `debug`, `onboarding_http=debug,info`, ….
-pub fn init_logging() {
+fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use onboarding::http::{operator_router, serve, Metrics, ServeConfig};
+use onboarding::web::{operator_router, serve, Metrics, ServeConfig};
 use onboarding::OnboardingService;
 
 /// File descriptors kept for database and queue connections, logs and

@@ -1,19 +1,15 @@
-//! What every process of a deployment shares beyond the work itself:
-//! tenants and API keys, webhook endpoints and deliveries (in the
-//! database), and the rate and backlog limits (in Redis when `CACHE_URL`
-//! names one, else per process). Both examples run the webhook delivery
-//! loop: any process sends due deliveries.
+//! Webhooks as every process of a deployment shares them: endpoints and
+//! deliveries in the database (`WEBHOOK_URLS` registered there), the
+//! operator's URL policy. Both examples run the delivery loop: any process
+//! sends due deliveries.
 
 use std::sync::Arc;
 
-use onboarding::http::{UrlPolicy, WebhookConfig, WebhookSink, Webhooks};
-use onboarding::keys::KeyStore;
-use onboarding::limits::{BacklogLedger, MemoryLedger, Rate, RateLimiter};
-use onboarding::memory::{MemoryKeyStore, MemoryWebhooks};
 use onboarding::model::TenantId;
-use onboarding::{DeliveryLog, EventSink, WebhookStore};
+use onboarding::web::{UrlPolicy, WebhookConfig, WebhookSink, Webhooks};
+use onboarding::{redact_url, Deployment, EventSink};
 
-use super::{print_line, redact, CommonArgs};
+use super::{print_line, CommonArgs};
 
 /// Webhook flags (server and worker alike: both send).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -33,41 +29,12 @@ pub struct WebhookArgs {
     pub webhook_retry_base_ms: Option<u64>,
 }
 
-/// The stores of tenants, keys and webhooks.
-pub struct Directory {
-    pub keys: Arc<dyn KeyStore>,
-    pub endpoints: Arc<dyn WebhookStore>,
-    pub deliveries: Arc<dyn DeliveryLog>,
-}
-
-impl Directory {
-    /// In process memory (`DATABASE_URL=memory`).
-    pub fn memory() -> Self {
-        let webhooks = Arc::new(MemoryWebhooks::new());
-        Self {
-            keys: Arc::new(MemoryKeyStore::new()),
-            endpoints: webhooks.clone(),
-            deliveries: webhooks,
-        }
-    }
-
-    /// In the database.
-    #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
-    pub fn sql(backend: &onboarding::sqlx::SqlBackend) -> Self {
-        Self {
-            keys: backend.key_store(),
-            endpoints: backend.webhook_store(),
-            deliveries: backend.delivery_log(),
-        }
-    }
-}
-
-/// The webhooks of `directory`, with `WEBHOOK_URLS` / `WEBHOOK_SECRET`
+/// The webhooks of the deployment, with `WEBHOOK_URLS` / `WEBHOOK_SECRET`
 /// registered (the one-tenant setup), and the sink that records events
 /// as deliveries before passing them to `events`.
 pub async fn webhooks(
     args: &CommonArgs,
-    directory: &Directory,
+    deployment: &Deployment,
     events: Arc<dyn EventSink>,
 ) -> Result<(Webhooks, Arc<dyn EventSink>), String> {
     let w = &args.webhook;
@@ -84,8 +51,8 @@ pub async fn webhooks(
         config = config.with_retries(attempts, std::time::Duration::from_millis(ms));
     }
     let webhooks = Webhooks::new(
-        directory.endpoints.clone(),
-        directory.deliveries.clone(),
+        deployment.endpoints.clone(),
+        deployment.deliveries.clone(),
         config,
     )
     .map_err(|e| e.to_string())?;
@@ -109,7 +76,7 @@ pub async fn webhooks(
             let generated = webhooks
                 .bootstrap(&tenant, url.trim(), secret)
                 .await
-                .map_err(|e| format!("WEBHOOK_URLS {}: {e}", redact(url.trim())))?;
+                .map_err(|e| format!("WEBHOOK_URLS {}: {e}", redact_url(url.trim())))?;
             if let Some(generated) = generated {
                 print_line(&format!(
                     "WEBHOOK_SECRET is unset; {tenant}'s webhooks are signed with: {generated}"
@@ -119,47 +86,4 @@ pub async fn webhooks(
     }
     let sink: Arc<dyn EventSink> = Arc::new(WebhookSink::new(webhooks.clone(), events));
     Ok((webhooks, sink))
-}
-
-/// The shared rate limiter and backlog ledger: in Redis when `CACHE_URL`
-/// names one (so the limits hold across servers), else `None` (per process).
-pub async fn limits(
-    args: &CommonArgs,
-    rate: Option<Rate>,
-) -> Result<(Option<Arc<dyn RateLimiter>>, Arc<dyn BacklogLedger>), String> {
-    let url = args.cache_url.trim();
-    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        return Ok((None, Arc::new(MemoryLedger::default())));
-    }
-    redis_limits(url, args.hooks.prefix(), rate).await
-}
-
-#[cfg(feature = "redis")]
-async fn redis_limits(
-    url: &str,
-    prefix: Option<&str>,
-    rate: Option<Rate>,
-) -> Result<(Option<Arc<dyn RateLimiter>>, Arc<dyn BacklogLedger>), String> {
-    use onboarding::redis::{RedisLedger, RedisRateLimiter};
-    let config = super::redis_config(url, prefix);
-    let err = |e: onboarding::Error| format!("CACHE_URL {}: {e}", redact(url));
-    let limiter: Option<Arc<dyn RateLimiter>> = match rate {
-        Some(rate) => Some(Arc::new(
-            RedisRateLimiter::connect(config.clone(), rate)
-                .await
-                .map_err(err)?,
-        )),
-        None => None,
-    };
-    let ledger = RedisLedger::connect(config).await.map_err(err)?;
-    Ok((limiter, Arc::new(ledger)))
-}
-
-#[cfg(not(feature = "redis"))]
-async fn redis_limits(
-    _url: &str,
-    _prefix: Option<&str>,
-    _rate: Option<Rate>,
-) -> Result<(Option<Arc<dyn RateLimiter>>, Arc<dyn BacklogLedger>), String> {
-    Err(super::needs("redis", "CACHE_URL=redis://…"))
 }

@@ -1,20 +1,20 @@
 //! `AmqpConfig`: where the broker is, how the queues are named, and how the
 //! queue behaves (prefetch, visibility timeout, reconnection backoff).
 
-use std::fmt;
 use std::time::Duration;
 
 use onboarding_core::model::TenantId;
+use onboarding_core::SecretUrl;
 
 /// Configuration of an [`AmqpQueue`](crate::AmqpQueue).
 ///
 /// Build one with [`AmqpConfig::new`] and the `with_*` methods; its `Debug`
 /// output hides the password of the URL.
 #[non_exhaustive]
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AmqpConfig {
     /// `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`).
-    pub url: String,
+    pub url: SecretUrl,
     /// Prefix of every queue name: the work queue is `{prefix}.jobs`, the
     /// dead-letter queue `{prefix}.jobs.dead`, the wait queues
     /// `{prefix}.jobs.wait.{n}` (default `onboarding`).
@@ -55,7 +55,7 @@ impl AmqpConfig {
     /// A configuration for the broker at `url` with every default.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            url: SecretUrl::new(url),
             prefix: "onboarding".to_owned(),
             prefetch: 64,
             visibility_timeout: Duration::from_secs(30),
@@ -184,66 +184,18 @@ impl Default for AmqpConfig {
     }
 }
 
-impl fmt::Debug for AmqpConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AmqpConfig")
-            .field("url", &redact_url(&self.url))
-            .field("prefix", &self.prefix)
-            .field("prefetch", &self.prefetch)
-            .field("visibility_timeout", &self.visibility_timeout)
-            .field("reconnect_min", &self.reconnect_min)
-            .field("reconnect_max", &self.reconnect_max)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("delay_buckets", &self.delay_buckets)
-            .field("queue_expiry", &self.queue_expiry)
-            .field("tenant_queue_expiry", &self.tenant_queue_expiry)
-            .finish()
-    }
-}
-
-/// The URL with its password (if any) replaced by `***`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest_start = scheme_end + 3;
-    let rest = &url[rest_start..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let Some(colon) = userinfo.find(':') else {
-        return url.to_owned();
-    };
-    format!(
-        "{}{}:***{}",
-        &url[..rest_start],
-        &userinfo[..colon],
-        &rest[at..]
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn debug_hides_the_password() {
-        let config = AmqpConfig::new("amqp://bob:s3cr3t@broker:5672/%2f");
-        let shown = format!("{config:?}");
-        assert!(!shown.contains("s3cr3t"), "{shown}");
-        assert!(shown.contains("amqp://bob:***@broker:5672/%2f"), "{shown}");
-    }
-
-    #[test]
-    fn redact_leaves_urls_without_password_alone() {
-        assert_eq!(redact_url("amqp://host/%2f"), "amqp://host/%2f");
-        assert_eq!(redact_url("amqp://bob@host"), "amqp://bob@host");
-        assert_eq!(redact_url("not a url"), "not a url");
-        assert_eq!(redact_url("amqp://a:b@h"), "amqp://a:***@h");
-        assert_eq!(redact_url("amqp://a:b@c@h/v"), "amqp://a:***@h/v");
+        // The URL is a SecretUrl: Debug shows it redacted.
+        let shown = format!("{:?}", AmqpConfig::new("amqp://bob:s3cr3t@broker:5672/%2f"));
+        assert!(
+            shown.contains("amqp://bob:***@broker:5672/%2f") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -108,7 +108,7 @@ impl Session {
         generation: u64,
         tenants: Tenants,
     ) -> Result<Arc<Self>, AmqpError> {
-        let connection = Connection::connect(&config.url, ConnectionProperties::default())
+        let connection = Connection::connect(config.url.expose(), ConnectionProperties::default())
             .await
             .map_err(AmqpError::lapin("connecting to the broker"))?;
         let publish = connection

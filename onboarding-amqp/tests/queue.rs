@@ -1,21 +1,25 @@
 //! The adapter's own behaviour against the real broker.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use onboarding_amqp::testing;
 use onboarding_amqp::AmqpQueue;
 use onboarding_core::model::now;
 use onboarding_core::JobQueue;
 
-use common::{job, queue};
+/// A ready job of `tenant`.
+fn job(tenant: &str) -> onboarding_core::Job {
+    onboarding_core::testing::fixtures::job(
+        &onboarding_core::model::TenantId::parse(tenant).expect("valid tenant"),
+    )
+}
 
 const SHORT: Duration = Duration::from_millis(300);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_dequeue_ack_roundtrip() {
-    let q = queue(Duration::from_secs(30)).await;
+    let q = testing::queue(Duration::from_secs(30)).await;
     let jobs: Vec<_> = (0..5).map(|_| job("a")).collect();
     q.enqueue(&jobs).await.expect("enqueue");
     let got = q
@@ -39,7 +43,7 @@ async fn enqueue_dequeue_ack_roundtrip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_queue_waits_then_returns_nothing() {
-    let q = queue(Duration::from_secs(30)).await;
+    let q = testing::queue(Duration::from_secs(30)).await;
     let started = Instant::now();
     let got = q.dequeue(10, SHORT).await.expect("dequeue");
     assert!(got.is_empty());
@@ -50,7 +54,7 @@ async fn empty_queue_waits_then_returns_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_dequeue_wakes_on_enqueue() {
-    let q = std::sync::Arc::new(queue(Duration::from_secs(30)).await);
+    let q = std::sync::Arc::new(testing::queue(Duration::from_secs(30)).await);
     let consumer = {
         let q = q.clone();
         tokio::spawn(async move {
@@ -69,7 +73,7 @@ async fn a_waiting_dequeue_wakes_on_enqueue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_jobs_come_back_after_the_visibility_timeout() {
-    let q = queue(Duration::from_millis(500)).await;
+    let q = testing::queue(Duration::from_millis(500)).await;
     q.enqueue(&[job("a")]).await.expect("enqueue");
     let first = q.dequeue(1, Duration::from_secs(5)).await.expect("dequeue");
     assert_eq!(first.len(), 1);
@@ -92,7 +96,7 @@ async fn unacked_jobs_come_back_after_the_visibility_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_interleave_within_the_prefetch_window() {
-    let q = queue(Duration::from_secs(30)).await;
+    let q = testing::queue(Duration::from_secs(30)).await;
     let a: Vec<_> = (0..50).map(|_| job("tenant-a")).collect();
     let b: Vec<_> = (0..5).map(|_| job("tenant-b")).collect();
     q.enqueue(&a).await.expect("enqueue a");
@@ -112,7 +116,7 @@ async fn tenants_interleave_within_the_prefetch_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_jobs_wait_for_not_before() {
-    let q = queue(Duration::from_secs(30)).await;
+    let q = testing::queue(Duration::from_secs(30)).await;
     let mut delayed = job("a");
     let due = now() + chrono::Duration::milliseconds(1500);
     delayed.not_before = Some(due);
@@ -140,7 +144,7 @@ async fn delayed_jobs_wait_for_not_before() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_consumer_without_acks_gives_its_jobs_back() {
-    let config = common::config(Duration::from_secs(60));
+    let config = testing::config(Duration::from_secs(60));
     let first = AmqpQueue::connect(config.clone()).await.expect("connect");
     let jobs: Vec<_> = (0..3).map(|_| job("a")).collect();
     first.enqueue(&jobs).await.expect("enqueue");
@@ -180,7 +184,7 @@ async fn a_dropped_consumer_without_acks_gives_its_jobs_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_consumer_takes_over_what_a_dropped_one_held() {
-    let config = common::config(Duration::from_secs(60));
+    let config = testing::config(Duration::from_secs(60));
     let first = AmqpQueue::connect(config.clone()).await.expect("connect");
     let second = AmqpQueue::connect(config).await.expect("connect");
     // The second consumer runs (and hears announcements) before any job exists.
@@ -227,9 +231,9 @@ async fn a_running_consumer_takes_over_what_a_dropped_one_held() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unparseable_messages_go_to_the_dead_letter_queue() {
-    let q = queue(Duration::from_secs(30)).await;
+    let q = testing::queue(Duration::from_secs(30)).await;
     // A foreign publisher puts garbage on the work queue.
-    let conn = lapin::Connection::connect(&common::url(), Default::default())
+    let conn = lapin::Connection::connect(&testing::url(), Default::default())
         .await
         .expect("connect");
     let channel = conn.create_channel().await.expect("channel");
@@ -261,7 +265,7 @@ async fn unparseable_messages_go_to_the_dead_letter_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_of_1000_jobs_with_confirms() {
-    let q = queue(Duration::from_secs(30)).await;
+    let q = testing::queue(Duration::from_secs(30)).await;
     let jobs: Vec<_> = (0..1000)
         .map(|i| job(if i % 2 == 0 { "a" } else { "b" }))
         .collect();
@@ -287,7 +291,7 @@ async fn a_missing_broker_is_unavailable_and_retryable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_queue_expiry_queues_and_exchanges_go_away() {
-    let config = common::config(Duration::from_secs(30)).with_queue_expiry(Duration::from_secs(1));
+    let config = testing::config(Duration::from_secs(30)).with_queue_expiry(Duration::from_secs(1));
     let q = AmqpQueue::connect(config.clone()).await.expect("connect");
     q.enqueue(&[job("a")]).await.expect("enqueue");
     assert_eq!(
@@ -299,7 +303,7 @@ async fn with_a_queue_expiry_queues_and_exchanges_go_away() {
     );
     q.close().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let conn = lapin::Connection::connect(&common::url(), Default::default())
+    let conn = lapin::Connection::connect(&testing::url(), Default::default())
         .await
         .expect("connect");
     for name in config.exchange_names() {

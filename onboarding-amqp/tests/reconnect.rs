@@ -4,22 +4,29 @@
 //! connection of the broker: they live in their own test binary (cargo runs
 //! binaries one after another) and take turns through `BROKER`.
 
-mod common;
-
 use std::collections::HashSet;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use onboarding_amqp::testing;
 use onboarding_core::memory::{MemoryCache, MemoryRepository, TracingEventSink};
 use onboarding_core::model::{BatchId, ConflictPolicy, Domain, NewOrganization, SubmitMode};
 use onboarding_core::repository::{StoreResult, Submission};
+use onboarding_core::testing::eventually;
 use onboarding_core::{
-    Backends, Job, JobQueue, OrgRepository, ProcessError, Processor, WorkItem, Worker, WorkerConfig,
+    Backends, Job, JobQueue, ProcessError, Processor, WorkItem, Worker, WorkerConfig,
 };
 
-use common::job;
+use onboarding_core::repository::OrgRepository;
+
+/// A ready job of `tenant`.
+fn job(tenant: &str) -> onboarding_core::Job {
+    onboarding_core::testing::fixtures::job(
+        &onboarding_core::model::TenantId::parse(tenant).expect("valid tenant"),
+    )
+}
 
 static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -49,7 +56,7 @@ impl Processor for Slow {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_finishes_its_batch_across_broker_closed_connections() {
     let _turn = BROKER.lock().await;
-    let queue = Arc::new(common::queue(Duration::from_secs(2)).await);
+    let queue = Arc::new(testing::queue(Duration::from_secs(2)).await);
     let repository = Arc::new(MemoryRepository::new());
     let backends = Backends::new(
         repository.clone(),
@@ -113,41 +120,38 @@ async fn a_worker_finishes_its_batch_across_broker_closed_connections() {
     // Close every connection twice while the batch runs.
     for round in 1..=2 {
         let target = total as u64 * round / 3;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while worker.stats().completed < target {
-            assert!(
-                Instant::now() < deadline,
-                "no progress before close {round}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            "progress before the next close",
+            Duration::from_secs(30),
+            || async { (worker.stats().completed >= target).then_some(()) },
+        )
+        .await;
         close_all_connections();
     }
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let status = repository
-            .batch_status(&tenant, batch_id)
-            .await
-            .expect("status")
-            .expect("batch exists");
-        if status.is_finished() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "batch stuck after reconnects: {:?}, worker {:?}",
-            status.counts,
-            worker.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = eventually(
+        "the batch to finish after reconnects",
+        Duration::from_secs(60),
+        || async {
+            let status = repository
+                .batch_status(&tenant, batch_id)
+                .await
+                .expect("status")
+                .expect("batch exists");
+            if status.is_finished() {
+                Ok(status)
+            } else {
+                Err((status.counts, worker.stats()))
+            }
+        },
+    )
+    .await;
     // The worker keeps polling: the second close is noticed even if the
     // last items needed no queue call after it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while queue.reconnects() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the second reconnect", Duration::from_secs(10), || async {
+        (queue.reconnects() >= 2).then_some(())
+    })
+    .await;
     let stats = worker.stats();
     let report = worker.shutdown().await;
     assert_eq!(status.counts.completed, total, "{:?}", status.counts);
@@ -171,7 +175,7 @@ async fn a_worker_finishes_its_batch_across_broker_closed_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_queue_recovers_without_a_restart() {
     let _turn = BROKER.lock().await;
-    let q = common::queue(Duration::from_secs(30)).await;
+    let q = testing::queue(Duration::from_secs(30)).await;
     let jobs: Vec<_> = (0..3).map(|_| job("a")).collect();
     q.enqueue(&jobs).await.expect("enqueue");
     let before = q.dequeue(3, Duration::from_secs(5)).await.expect("dequeue");

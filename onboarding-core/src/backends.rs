@@ -74,6 +74,6 @@ impl std::fmt::Debug for Backends {
 }
 
 /// The cache key of a batch's status. Workers delete it when counts change.
-pub fn batch_status_cache_key(batch: BatchId) -> String {
+pub(crate) fn batch_status_cache_key(batch: BatchId) -> String {
     format!("onboarding:batch-status:{batch}")
 }

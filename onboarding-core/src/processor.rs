@@ -1,5 +1,8 @@
 //! The `Processor` trait: the onboarding work done for each organization.
 
+use std::future::Future;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::model::{BatchId, Change, ItemId, Organization, TenantId};
@@ -59,5 +62,37 @@ pub struct NoopProcessor;
 impl Processor for NoopProcessor {
     async fn process(&self, _item: &WorkItem) -> Result<(), ProcessError> {
         Ok(())
+    }
+}
+
+/// A [`Processor`] made of an async function of the item (given a clone of
+/// it), for work that needs no state of its own:
+///
+/// ```
+/// use onboarding_core::processor_fn;
+/// let welcome = processor_fn(|item| async move {
+///     println!("welcome aboard, {}", item.organization.name);
+///     Ok(())
+/// });
+/// # let _ = welcome;
+/// ```
+pub fn processor_fn<F, Fut>(process: F) -> Arc<dyn Processor>
+where
+    F: Fn(WorkItem) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), ProcessError>> + Send + 'static,
+{
+    Arc::new(FnProcessor(process))
+}
+
+struct FnProcessor<F>(F);
+
+#[async_trait]
+impl<F, Fut> Processor for FnProcessor<F>
+where
+    F: Fn(WorkItem) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), ProcessError>> + Send + 'static,
+{
+    async fn process(&self, item: &WorkItem) -> Result<(), ProcessError> {
+        (self.0)(item.clone()).await
     }
 }

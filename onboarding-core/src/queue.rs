@@ -70,6 +70,7 @@ pub trait JobQueue: Send + Sync + 'static {
     /// - Returns as soon as at least one job is ready; does not busy-poll.
     /// - A delivered job is not delivered again until it is acknowledged or
     ///   the queue's visibility timeout passes; after that it is delivered again.
+    /// - Concurrent dequeues never deliver the same job to two callers.
     /// - When several tenants have ready jobs, deliveries interleave tenants
     ///   rather than draining one tenant first.
     async fn dequeue(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>>;

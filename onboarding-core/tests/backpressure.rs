@@ -5,74 +5,32 @@
 //! nothing.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use async_trait::async_trait;
 use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, RecordingEventSink};
 use onboarding_core::model::{after, now, ItemId, TenantId};
-use onboarding_core::queue::{Delivery, Job, JobQueue, QueueDepth, Receipt};
-use onboarding_core::validate::{OrganizationInput, SubmitRequest};
-use onboarding_core::{
-    Backends, Error, ErrorKind, IngestConfig, OnboardingService, Result, SubmitOptions,
-};
+use onboarding_core::testing::doubles::{unavailable, Action, Double};
+use onboarding_core::testing::eventually;
+use onboarding_core::testing::fixtures::fill_queue;
+use onboarding_core::testing::requests::request;
+use onboarding_core::{Backends, ErrorKind, IngestConfig, OnboardingService, SubmitOptions};
+use onboarding_core::{Job, JobQueue, Receipt};
 use tokio::sync::Semaphore;
 
-/// A memory queue whose `depth` can fail, or wait at a gate, and is counted.
-#[derive(Default)]
-struct TestQueue {
-    inner: MemoryQueue,
-    depth_calls: AtomicUsize,
-    fail_depth: AtomicBool,
-    gate: Mutex<Option<Arc<Semaphore>>>,
-}
+/// A memory queue whose `depth` calls are counted, and can be made to fail
+/// or wait at a gate.
+type TestQueue = Double<MemoryQueue>;
 
-impl TestQueue {
-    fn depth_calls(&self) -> usize {
-        self.depth_calls.load(Ordering::SeqCst)
-    }
-
-    /// From now on each `depth` call waits for a permit of the returned gate.
-    fn close_gate(&self) -> Arc<Semaphore> {
-        let gate = Arc::new(Semaphore::new(0));
-        *self.gate.lock().unwrap() = Some(gate.clone());
-        gate
-    }
-
-    fn open_gate(&self) {
-        *self.gate.lock().unwrap() = None;
-    }
-}
-
-#[async_trait]
-impl JobQueue for TestQueue {
-    async fn enqueue(&self, jobs: &[Job]) -> Result<()> {
-        self.inner.enqueue(jobs).await
-    }
-    async fn dequeue(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
-        self.inner.dequeue(max, wait).await
-    }
-    async fn ack(&self, receipts: &[Receipt]) -> Result<()> {
-        self.inner.ack(receipts).await
-    }
-    async fn depth(&self) -> Result<QueueDepth> {
-        self.depth_calls.fetch_add(1, Ordering::SeqCst);
-        let gate = self.gate.lock().unwrap().clone();
-        if let Some(gate) = gate {
-            gate.acquire().await.unwrap().forget();
-        }
-        if self.fail_depth.load(Ordering::SeqCst) {
-            return Err(Error::unavailable(
-                "queue down",
-                std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
-            ));
-        }
-        self.inner.depth().await
-    }
-    async fn ping(&self) -> Result<()> {
-        self.inner.ping().await
-    }
+/// From now on each `depth` call waits for a permit of the returned gate.
+fn close_gate(queue: &TestQueue) -> Arc<Semaphore> {
+    let gate = Arc::new(Semaphore::new(0));
+    let depth_gate = gate.clone();
+    queue.set_hook(move |call| match call.method {
+        "depth" => Action::Gate(depth_gate.clone()),
+        _ => Action::Forward,
+    });
+    gate
 }
 
 struct Fixture {
@@ -83,7 +41,7 @@ struct Fixture {
 }
 
 fn fixture(config: IngestConfig) -> Fixture {
-    let queue = Arc::new(TestQueue::default());
+    let queue = Arc::new(Double::new(Arc::new(MemoryQueue::default())));
     let events = RecordingEventSink::new();
     let backends = Backends::new(
         Arc::new(MemoryRepository::new()),
@@ -105,35 +63,14 @@ fn limit(max: u64) -> IngestConfig {
         .with_backlog_refresh(Duration::ZERO)
 }
 
-fn request(n: usize, tag: &str) -> SubmitRequest {
-    SubmitRequest {
-        organizations: (0..n)
-            .map(|i| OrganizationInput {
-                name: format!("Org {i}"),
-                domain: format!("org{i}-{tag}.example.com"),
-                contact_email: format!("ops{i}@example.com"),
-            })
-            .collect(),
-        on_conflict: Default::default(),
-        mode: Default::default(),
-    }
-}
-
 /// `n` waiting jobs for items nobody stored (backlog from elsewhere).
 async fn fill(queue: &TestQueue, n: usize) {
-    let tenant = TenantId::parse("other").unwrap();
-    let jobs: Vec<Job> = (0..n)
-        .map(|_| Job {
-            item_id: ItemId::new(),
-            tenant: tenant.clone(),
-            not_before: None,
-        })
-        .collect();
-    queue.enqueue(&jobs).await.unwrap();
+    fill_queue(queue, &TenantId::parse("other").unwrap(), n).await;
 }
 
+/// Ready and delayed jobs, read past the double (not counted as a `depth` call).
 async fn waiting(queue: &TestQueue) -> u64 {
-    let d = queue.inner.depth().await.unwrap();
+    let d = queue.inner().depth().await.unwrap();
     d.ready + d.delayed
 }
 
@@ -147,10 +84,10 @@ async fn default_limit_is_on_and_can_be_turned_off() {
     let f = fixture(IngestConfig::default().with_max_backlog(None));
     fill(&f.queue, 50).await;
     f.service
-        .submit(&f.tenant, &request(5, "off"), SubmitOptions::default())
+        .submit(&f.tenant, &request("off", 0..5), SubmitOptions::default())
         .await
         .unwrap();
-    assert_eq!(f.queue.depth_calls(), 0);
+    assert_eq!(f.queue.calls("depth"), 0);
 }
 
 #[tokio::test]
@@ -160,7 +97,7 @@ async fn over_the_limit_is_overloaded_and_stores_nothing() {
     let options = SubmitOptions::default().with_idempotency_key("retry-me");
     let err = f
         .service
-        .submit(&f.tenant, &request(3, "over"), options.clone())
+        .submit(&f.tenant, &request("over", 0..3), options.clone())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Overloaded);
@@ -189,7 +126,7 @@ async fn over_the_limit_is_overloaded_and_stores_nothing() {
     f.queue.ack(&receipts).await.unwrap();
     let accepted = f
         .service
-        .submit(&f.tenant, &request(3, "over"), options)
+        .submit(&f.tenant, &request("over", 0..3), options)
         .await
         .unwrap();
     assert!(!accepted.replayed);
@@ -203,14 +140,18 @@ async fn up_to_the_limit_is_accepted_and_one_more_is_refused() {
     fill(&f.queue, 7).await;
     let a = f
         .service
-        .submit(&f.tenant, &request(3, "fits"), SubmitOptions::default())
+        .submit(&f.tenant, &request("fits", 0..3), SubmitOptions::default())
         .await
         .unwrap();
     assert_eq!(a.queued, 3);
     assert_eq!(waiting(&f.queue).await, 10, "7 + 3 = the limit: accepted");
     let err = f
         .service
-        .submit(&f.tenant, &request(1, "one-more"), SubmitOptions::default())
+        .submit(
+            &f.tenant,
+            &request("one-more", 0..1),
+            SubmitOptions::default(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Overloaded);
@@ -227,7 +168,11 @@ async fn up_to_the_limit_is_accepted_and_one_more_is_refused() {
     g.queue.enqueue(&jobs).await.unwrap();
     let err = g
         .service
-        .submit(&g.tenant, &request(2, "delayed"), SubmitOptions::default())
+        .submit(
+            &g.tenant,
+            &request("delayed", 0..2),
+            SubmitOptions::default(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Overloaded);
@@ -243,14 +188,14 @@ async fn what_was_accepted_since_the_reading_counts_against_the_limit() {
     );
     for tag in ["a", "b"] {
         f.service
-            .submit(&f.tenant, &request(4, tag), SubmitOptions::default())
+            .submit(&f.tenant, &request(tag, 0..4), SubmitOptions::default())
             .await
             .unwrap();
     }
     // 0 in the reading + 8 accepted since + 4 > 10.
     let err = f
         .service
-        .submit(&f.tenant, &request(4, "c"), SubmitOptions::default())
+        .submit(&f.tenant, &request("c", 0..4), SubmitOptions::default())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Overloaded);
@@ -261,10 +206,10 @@ async fn what_was_accepted_since_the_reading_counts_against_the_limit() {
     );
     // A refusal reserves nothing: 8 + 2 = 10 still fits.
     f.service
-        .submit(&f.tenant, &request(2, "d"), SubmitOptions::default())
+        .submit(&f.tenant, &request("d", 0..2), SubmitOptions::default())
         .await
         .unwrap();
-    assert_eq!(f.queue.depth_calls(), 1);
+    assert_eq!(f.queue.calls("depth"), 1);
     assert_eq!(waiting(&f.queue).await, 10);
 }
 
@@ -273,7 +218,7 @@ async fn an_empty_queue_accepts_a_request_larger_than_the_limit() {
     let f = fixture(limit(2));
     let a = f
         .service
-        .submit(&f.tenant, &request(5, "big"), SubmitOptions::default())
+        .submit(&f.tenant, &request("big", 0..5), SubmitOptions::default())
         .await
         .unwrap();
     assert_eq!(a.queued, 5);
@@ -283,29 +228,32 @@ async fn an_empty_queue_accepts_a_request_larger_than_the_limit() {
 async fn an_unreadable_depth_refuses_nothing() {
     let f = fixture(limit(1));
     fill(&f.queue, 100).await;
-    f.queue.fail_depth.store(true, Ordering::SeqCst);
+    f.queue.set_hook(|call| match call.method {
+        "depth" => Action::Fail(unavailable()),
+        _ => Action::Forward,
+    });
     let a = f
         .service
-        .submit(&f.tenant, &request(2, "blind"), SubmitOptions::default())
+        .submit(&f.tenant, &request("blind", 0..2), SubmitOptions::default())
         .await
         .unwrap();
     assert_eq!(a.queued, 2);
     assert_eq!(waiting(&f.queue).await, 102, "stored and enqueued");
-    assert_eq!(f.queue.depth_calls(), 1, "the depth was asked for");
+    assert_eq!(f.queue.calls("depth"), 1, "the depth was asked for");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_depth_that_never_answers_refuses_nothing() {
     let f = fixture(limit(1));
     fill(&f.queue, 100).await;
-    let _gate = f.queue.close_gate(); // no permit ever: depth hangs
+    let _gate = close_gate(&f.queue); // no permit ever: depth hangs
     let a = f
         .service
-        .submit(&f.tenant, &request(2, "hang"), SubmitOptions::default())
+        .submit(&f.tenant, &request("hang", 0..2), SubmitOptions::default())
         .await
         .unwrap();
     assert_eq!(a.queued, 2);
-    assert_eq!(f.queue.depth_calls(), 1);
+    assert_eq!(f.queue.calls("depth"), 1);
 }
 
 #[tokio::test]
@@ -316,7 +264,7 @@ async fn one_reading_serves_every_submission_within_the_refresh_interval() {
             .with_backlog_refresh(Duration::from_secs(3600)),
     );
     // Cold start: the first reading is slow, and 16 submissions arrive together.
-    let gate = f.queue.close_gate();
+    let gate = close_gate(&f.queue);
     let calls: Vec<_> = (0..16)
         .map(|i| {
             let (service, tenant) = (f.service.clone(), f.tenant.clone());
@@ -324,24 +272,25 @@ async fn one_reading_serves_every_submission_within_the_refresh_interval() {
                 service
                     .submit(
                         &tenant,
-                        &request(2, &format!("burst{i}")),
+                        &request(&format!("burst{i}"), 0..2),
                         SubmitOptions::default(),
                     )
                     .await
             })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while f.queue.depth_calls() == 0 {
-        assert!(Instant::now() < deadline, "nobody read the depth");
-        tokio::task::yield_now().await;
-    }
-    f.queue.open_gate();
+    eventually(
+        "someone to read the depth",
+        Duration::from_secs(10),
+        || async { (f.queue.calls("depth") > 0).then_some(()) },
+    )
+    .await;
+    f.queue.set_hook(|_| Action::Forward);
     gate.add_permits(100);
     for call in calls {
         call.await.unwrap().unwrap();
     }
-    assert_eq!(f.queue.depth_calls(), 1, "one reading for the whole burst");
+    assert_eq!(f.queue.calls("depth"), 1, "one reading for the whole burst");
     assert_eq!(waiting(&f.queue).await, 32);
 }
 
@@ -350,35 +299,33 @@ async fn while_one_caller_reads_the_depth_the_others_use_the_last_reading() {
     let f = fixture(limit(1_000));
     // A first, quick reading (0 waiting).
     f.service
-        .submit(&f.tenant, &request(1, "first"), SubmitOptions::default())
+        .submit(&f.tenant, &request("first", 0..1), SubmitOptions::default())
         .await
         .unwrap();
-    assert_eq!(f.queue.depth_calls(), 1);
+    assert_eq!(f.queue.calls("depth"), 1);
     // The next reading hangs until the gate opens.
-    let gate = f.queue.close_gate();
+    let gate = close_gate(&f.queue);
     let reader = {
         let (service, tenant) = (f.service.clone(), f.tenant.clone());
         tokio::spawn(async move {
             service
-                .submit(&tenant, &request(1, "reader"), SubmitOptions::default())
+                .submit(&tenant, &request("reader", 0..1), SubmitOptions::default())
                 .await
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while f.queue.depth_calls() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the second reading did not start"
-        );
-        tokio::task::yield_now().await;
-    }
+    eventually(
+        "the second reading to start",
+        Duration::from_secs(10),
+        || async { (f.queue.calls("depth") >= 2).then_some(()) },
+    )
+    .await;
     // Others do not wait for it and do not read the queue themselves.
     for i in 0..5 {
         tokio::time::timeout(
             Duration::from_secs(5),
             f.service.submit(
                 &f.tenant,
-                &request(1, &format!("meanwhile{i}")),
+                &request(&format!("meanwhile{i}"), 0..1),
                 SubmitOptions::default(),
             ),
         )
@@ -386,7 +333,7 @@ async fn while_one_caller_reads_the_depth_the_others_use_the_last_reading() {
         .expect("not blocked by the reading in flight")
         .unwrap();
     }
-    assert_eq!(f.queue.depth_calls(), 2);
+    assert_eq!(f.queue.calls("depth"), 2);
     assert!(!reader.is_finished(), "the reader is still at the gate");
     gate.add_permits(1);
     reader.await.unwrap().unwrap();

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use onboarding_core::limits::{Admission, BacklogLedger, MemoryLedger};
 use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, TracingEventSink};
 use onboarding_core::model::TenantId;
+use onboarding_core::repository::OrgRepository;
 use onboarding_core::validate::{OrganizationInput, SubmitRequest};
 use onboarding_core::{
-    Backends, ErrorKind, IngestConfig, NoopProcessor, OnboardingService, OrgRepository,
-    SubmitOptions, Worker, WorkerConfig, FRESHNESS,
+    Backends, ErrorKind, IngestConfig, NoopProcessor, OnboardingService, SubmitOptions, Worker,
+    WorkerConfig, FRESHNESS,
 };
 
 fn request(n: usize, tag: &str) -> SubmitRequest {

@@ -5,53 +5,35 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository};
+use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, TracingEventSink};
 use onboarding_core::model::TenantId;
-use onboarding_core::validate::{OrganizationInput, SubmitRequest};
+use onboarding_core::testing::doubles::{Action, Double};
+use onboarding_core::testing::fixtures::until_batch;
+use onboarding_core::testing::requests::request;
 use onboarding_core::{
-    Backends, Event, EventSink, IngestConfig, NoopProcessor, OnboardingService, OrgRepository,
-    Result, SubmitOptions, Worker, WorkerConfig,
+    Backends, Event, IngestConfig, NoopProcessor, OnboardingService, SubmitOptions, Worker,
+    WorkerConfig,
 };
-use tokio::sync::Notify;
-
-/// Hangs on every `BatchCompleted` until released.
-struct HangingSink {
-    release: Notify,
-}
-
-#[async_trait]
-impl EventSink for HangingSink {
-    async fn publish(&self, events: &[Event]) -> Result<()> {
-        if events
-            .iter()
-            .any(|e| matches!(e, Event::BatchCompleted { .. }))
-        {
-            self.release.notified().await;
-        }
-        Ok(())
-    }
-}
-
-fn request(n: usize, tag: &str) -> SubmitRequest {
-    SubmitRequest {
-        organizations: (0..n)
-            .map(|i| OrganizationInput {
-                name: format!("Org {i}"),
-                domain: format!("org{i}-{tag}.example.com"),
-                contact_email: format!("ops{i}@example.com"),
-            })
-            .collect(),
-        on_conflict: Default::default(),
-        mode: Default::default(),
-    }
-}
+use tokio::sync::Semaphore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_sink_does_not_stop_results_being_recorded() {
-    let sink = Arc::new(HangingSink {
-        release: Notify::new(),
-    });
+    // Every publish with a `BatchCompleted` waits at the gate until it closes.
+    let gate = Arc::new(Semaphore::new(0));
+    let sink = Arc::new(Double::new(Arc::new(TracingEventSink)).with_hook({
+        let gate = gate.clone();
+        move |call| {
+            if call
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::BatchCompleted { .. }))
+            {
+                Action::Gate(gate.clone())
+            } else {
+                Action::Forward
+            }
+        }
+    }));
     let repo = Arc::new(MemoryRepository::new());
     let backends = Backends::new(
         repo.clone(),
@@ -67,59 +49,34 @@ async fn a_hanging_sink_does_not_stop_results_being_recorded() {
     )
     .start();
     let tenant = TenantId::parse("acme").unwrap();
-    let first = service
-        .submit(&tenant, &request(5, "first"), SubmitOptions::default())
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let submit = |tag: &'static str| {
+        let (service, tenant) = (service.clone(), tenant.clone());
+        async move {
+            service
+                .submit(&tenant, &request(tag, 0..5), SubmitOptions::default())
+                .await
+                .unwrap()
+                .batch_id
+        }
+    };
+    let within = Duration::from_secs(20);
     // The first batch completes and its announcement hangs; the second batch
     // submitted afterwards must still have every result recorded.
-    loop {
-        let s = repo
-            .batch_status(&tenant, first.batch_id)
-            .await
-            .unwrap()
-            .unwrap();
-        if s.batch.completed_at.is_some() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "first batch never completed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let second = service
-        .submit(&tenant, &request(5, "second"), SubmitOptions::default())
-        .await
-        .unwrap();
-    loop {
-        let s = repo
-            .batch_status(&tenant, second.batch_id)
-            .await
-            .unwrap()
-            .unwrap();
-        if s.counts.completed == 5 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "results of the second batch were held up by the hanging sink: {:?}",
-            s.counts
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    sink.release.notify_waiters();
-    // Shutdown waits for announcements in progress; release any that start late.
-    let release = tokio::spawn({
-        let sink = sink.clone();
-        async move {
-            loop {
-                sink.release.notify_waiters();
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    });
+    let first = submit("first").await;
+    let what = "the first batch to complete";
+    until_batch(&*repo, &tenant, first, what, within, |s| {
+        s.batch.completed_at.is_some()
+    })
+    .await;
+    let second = submit("second").await;
+    let what = "the results of the second batch, not held up by the hanging sink";
+    until_batch(&*repo, &tenant, second, what, within, |s| {
+        s.counts.completed == 5
+    })
+    .await;
+    assert!(sink.calls("publish") > 0);
+    // Shutdown waits for announcements in progress: a closed gate lets them
+    // (and any that start late) through.
+    gate.close();
     worker.shutdown().await;
-    release.abort();
 }

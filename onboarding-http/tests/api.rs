@@ -2,11 +2,14 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
 use common::*;
+use onboarding_core::memory::MemoryRepository;
+use onboarding_core::testing::doubles::Double;
 use onboarding_http::{router, HttpConfig, RateLimit};
 use serde_json::{json, Value};
 
@@ -554,7 +557,7 @@ async fn idempotency_key_replays_or_conflicts() {
 
 #[tokio::test]
 async fn backend_down_is_503_with_retry_after() {
-    let app = router(broken_service(Broken::Down), config().build());
+    let app = router(service_over(down_repository()), config().build());
     let submit = post_json(&app, V1, ACME_KEY, &orgs(1)).await;
     submit.assert_problem(503);
     assert_eq!(submit.header("retry-after"), Some("5"));
@@ -580,7 +583,7 @@ async fn backend_down_is_503_with_retry_after() {
 #[tokio::test]
 async fn a_hanging_backend_hits_the_request_timeout() {
     let app = router(
-        broken_service(Broken::Hang),
+        service_over(Arc::new(Double::hanging(Arc::new(MemoryRepository::new())))),
         config()
             .request_timeout(Duration::from_millis(100))
             .retry_after(Duration::from_secs(2))

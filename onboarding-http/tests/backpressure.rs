@@ -5,17 +5,16 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Method, Request};
 use common::*;
-use onboarding_core::model::*;
-use onboarding_core::queue::Job;
+use onboarding_core::testing::fixtures::fill_queue;
 use onboarding_core::{Backends, ErrorKind, IngestConfig, JobQueue, OnboardingService};
 use onboarding_http::{operator_router, router, Metrics};
+use tokio::sync::Semaphore;
 
 const SEED: &str = "/api/bulk-onboard";
 const V1: &str = "/api/v1/bulk-onboard";
@@ -33,15 +32,7 @@ async fn metrics_text(metrics: &Metrics) -> String {
 }
 
 async fn fill(queue: &dyn JobQueue, n: usize) {
-    let tenant = tenant("globex");
-    let jobs: Vec<Job> = (0..n)
-        .map(|_| Job {
-            item_id: ItemId::new(),
-            tenant: tenant.clone(),
-            not_before: None,
-        })
-        .collect();
-    queue.enqueue(&jobs).await.unwrap();
+    fill_queue(queue, &tenant("globex"), n).await;
 }
 
 #[tokio::test]
@@ -126,7 +117,8 @@ fn endless_post(uri: &str) -> Request<Body> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submissions_beyond_the_concurrency_limit_are_shed_at_once() {
-    let repository = Arc::new(GatedRepository::new());
+    let gate = Arc::new(Semaphore::new(0));
+    let repository = gated_repository(&gate);
     let metrics = Metrics::new();
     let app = router(
         service_over(repository.clone()),
@@ -145,14 +137,7 @@ async fn submissions_beyond_the_concurrency_limit_are_shed_at_once() {
             tokio::spawn(async move { post_json(&app, uri, ACME_KEY, &body).await })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while repository.entered.load(Ordering::SeqCst) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the slow submissions did not start"
-        );
-        tokio::task::yield_now().await;
-    }
+    until_entered(&repository, 2).await;
     // A third is shed at once, on either route, without its body being read.
     for uri in [V1, SEED] {
         let started = Instant::now();
@@ -173,7 +158,7 @@ async fn submissions_beyond_the_concurrency_limit_are_shed_at_once() {
         assert!(started.elapsed() < Duration::from_secs(1), "{uri}");
     }
     assert_eq!(
-        repository.entered.load(Ordering::SeqCst),
+        repository.calls("store_submission"),
         2,
         "the shed requests never reached the repository"
     );
@@ -205,7 +190,7 @@ async fn submissions_beyond_the_concurrency_limit_are_shed_at_once() {
     );
     assert_eq!(metric(&text, "onboarding_submissions_in_progress"), Some(2));
     // The slow ones finish; their slots are free again.
-    repository.gate.add_permits(100);
+    gate.add_permits(100);
     for s in slow {
         let a = s.await.unwrap();
         assert_eq!(a.status, 202, "{}", a.body);
@@ -222,7 +207,8 @@ async fn the_limit_can_be_turned_off() {
         onboarding_http::HttpConfig::default().max_concurrent_submissions,
         Some(32)
     );
-    let repository = Arc::new(GatedRepository::new());
+    let gate = Arc::new(Semaphore::new(0));
+    let repository = gated_repository(&gate);
     let app = router(
         service_over(repository.clone()),
         config().max_concurrent_submissions(None).build(),
@@ -235,12 +221,8 @@ async fn the_limit_can_be_turned_off() {
             tokio::spawn(async move { post_json(&app, V1, ACME_KEY, &body).await })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while repository.entered.load(Ordering::SeqCst) < 40 {
-        assert!(Instant::now() < deadline, "not every submission got in");
-        tokio::task::yield_now().await;
-    }
-    repository.gate.add_permits(100);
+    until_entered(&repository, 40).await;
+    gate.add_permits(100);
     for c in calls {
         assert_eq!(c.await.unwrap().status, 202);
     }

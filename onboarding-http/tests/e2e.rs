@@ -17,12 +17,16 @@ use axum::Router;
 use common::*;
 use onboarding_core::memory::MemoryWebhooks;
 use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, TracingEventSink};
+use onboarding_core::testing::eventually;
 use onboarding_core::{
     Backends, EventSink, IngestConfig, OnboardingService, ProcessError, Processor, WorkItem,
     Worker, WorkerConfig,
 };
 use onboarding_http::webhook::{verify, UrlPolicy, WebhookConfig, WebhookSink, Webhooks};
 use onboarding_http::{router, ServeConfig};
+use onboarding_redis::testing::TestPrefix;
+use onboarding_sqlx::testing::TestDatabase;
+use onboarding_sqlx::{Engine, SqlOptions};
 use serde_json::{json, Value};
 
 /// Serves `app` the way the examples do ([`onboarding_http::serve`]).
@@ -102,23 +106,27 @@ impl Client {
 
     /// Polls the batch until `done` holds, with a deadline (no fixed sleeps).
     async fn wait_for(&self, batch: &str, key: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let (status, _, body) = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/api/v1/batches/{batch}"),
-                    key,
-                    None,
-                )
-                .await;
-            assert_eq!(status, 200, "{body}");
-            if done(&body) {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "batch never got there: {body}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            "the batch to get there",
+            Duration::from_secs(15),
+            || async {
+                let (status, _, body) = self
+                    .call(
+                        reqwest::Method::GET,
+                        &format!("/api/v1/batches/{batch}"),
+                        key,
+                        None,
+                    )
+                    .await;
+                assert_eq!(status, 200, "{body}");
+                if done(&body) {
+                    Ok(body)
+                } else {
+                    Err(body)
+                }
+            },
+        )
+        .await
     }
 }
 
@@ -127,69 +135,35 @@ async fn seed_request_over_http_reaches_completed_on_memory() {
     seed_request_reaches_completed(Backends::memory()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_request_over_http_reaches_completed_on_sqlite() {
-    let dir = std::env::temp_dir().join(format!(
-        "onboarding-http-e2e-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.join("e2e.db").display());
-    let sql = onboarding_sqlx::connect(&url, onboarding_sqlx::SqlOptions::default())
-        .await
-        .unwrap();
-    let backends = Backends::new(
+/// SQLite, PostgreSQL (a fresh database each, dropped at the end) and
+/// PostgreSQL + the Redis queue and cache (a fresh key prefix, deleted at
+/// the end). Needs the servers `.ci/services.sh` starts; a missing server
+/// fails the test.
+async fn seed_request_reaches_completed_on(engine: Engine, redis: Option<TestPrefix>) {
+    let db = TestDatabase::create(engine).await;
+    let sql = db.connect(SqlOptions::default()).await;
+    let mut backends = Backends::new(
         sql.repository(),
         sql.queue(),
         Arc::new(MemoryCache::default()),
         Arc::new(TracingEventSink),
     );
+    if let Some(prefix) = &redis {
+        backends.queue = Arc::new(prefix.queue(Duration::from_secs(30)).await);
+        backends.cache = Arc::new(prefix.cache().await);
+    }
     seed_request_reaches_completed(backends).await;
     sql.close().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
-/// PostgreSQL (a fresh database per run) + the Redis queue and cache (a fresh key prefix).
-/// Needs the servers `.ci/services.sh` starts; a missing server fails the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_request_over_http_reaches_completed_on_sqlite() {
+    seed_request_reaches_completed_on(Engine::Sqlite, None).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_request_over_http_reaches_completed_on_postgres_and_redis() {
-    use sqlx::Connection as _;
-    let admin = std::env::var("ONBOARDING_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let redis_url = std::env::var("ONBOARDING_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let name = format!("onboarding_http_e2e_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .expect("PostgreSQL must be reachable (ONBOARDING_TEST_POSTGRES_URL)");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    let sql = onboarding_sqlx::connect(
-        &format!("{base}/{name}"),
-        onboarding_sqlx::SqlOptions::default(),
-    )
-    .await
-    .unwrap();
-    let redis = onboarding_redis::RedisConfig::new(redis_url)
-        .with_prefix(format!("http-e2e-{}", uuid::Uuid::new_v4().simple()));
-    let queue = onboarding_redis::RedisQueue::connect(redis.clone())
-        .await
-        .expect("Redis must be reachable (ONBOARDING_TEST_REDIS_URL)");
-    let cache = onboarding_redis::RedisCache::connect(redis).await.unwrap();
-    let backends = Backends::new(
-        sql.repository(),
-        Arc::new(queue),
-        Arc::new(cache),
-        Arc::new(TracingEventSink),
-    );
-    seed_request_reaches_completed(backends).await;
-    sql.close().await;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await;
+    seed_request_reaches_completed_on(Engine::Postgres, Some(TestPrefix::create().await)).await;
 }
 
 async fn seed_request_reaches_completed(backends: Backends) {
@@ -316,19 +290,15 @@ impl Receiver {
     }
 
     async fn wait_for(&self, n: usize) -> Vec<(HeaderMap, Bytes)> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
+        eventually("the webhook requests", Duration::from_secs(15), || async {
             let seen = self.seen();
             if seen.len() >= n {
-                return seen;
+                Ok(seen)
+            } else {
+                Err(format!("only {} arrived", seen.len()))
             }
-            assert!(
-                Instant::now() < deadline,
-                "only {} webhook requests arrived",
-                seen.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 }
 

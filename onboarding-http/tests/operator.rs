@@ -5,17 +5,17 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use common::*;
-use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, TracingEventSink};
-use onboarding_core::queue::{Delivery, Job, Receipt};
+use onboarding_core::memory::MemoryQueue;
+use onboarding_core::testing::doubles::Double;
+use onboarding_core::testing::eventually;
 use onboarding_core::{
-    Backends, IngestConfig, JobQueue, OnboardingService, ProcessError, Processor, QueueDepth,
-    Result, RetryPolicy, WorkItem, Worker, WorkerConfig,
+    Backends, IngestConfig, OnboardingService, ProcessError, Processor, RetryPolicy, WorkItem,
+    Worker, WorkerConfig,
 };
 use onboarding_http::{operator_router, router, Metrics};
 use serde_json::json;
@@ -45,7 +45,7 @@ async fn ready_reports_each_backend() {
         json!({"status": "ok"})
     );
 
-    let down = operator_router(broken_service(Broken::Down), Metrics::new());
+    let down = operator_router(service_over(down_repository()), Metrics::new());
     let r = get(&down, "/ready", None).await;
     assert_eq!(r.status, 503);
     assert!(r.header("retry-after").is_some());
@@ -58,44 +58,14 @@ async fn ready_reports_each_backend() {
     get(&down, "/nope", None).await.assert_problem(404);
 }
 
-/// A memory queue that counts `depth` calls.
-struct CountingQueue {
-    inner: MemoryQueue,
-    depth_calls: AtomicUsize,
-}
-
-#[async_trait]
-impl JobQueue for CountingQueue {
-    async fn enqueue(&self, jobs: &[Job]) -> Result<()> {
-        self.inner.enqueue(jobs).await
-    }
-    async fn dequeue(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
-        self.inner.dequeue(max, wait).await
-    }
-    async fn ack(&self, receipts: &[Receipt]) -> Result<()> {
-        self.inner.ack(receipts).await
-    }
-    async fn depth(&self) -> Result<QueueDepth> {
-        self.depth_calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.depth().await
-    }
-    async fn ping(&self) -> Result<()> {
-        self.inner.ping().await
-    }
-}
-
 #[tokio::test]
 async fn metrics_show_requests_and_ingest_and_read_the_depth_once_per_interval() {
-    let queue = Arc::new(CountingQueue {
-        inner: MemoryQueue::new(Duration::from_secs(30)),
-        depth_calls: AtomicUsize::new(0),
-    });
-    let backends = Backends::new(
-        Arc::new(MemoryRepository::new()),
-        queue.clone(),
-        Arc::new(MemoryCache::default()),
-        Arc::new(TracingEventSink),
-    );
+    // A memory queue that counts its calls.
+    let queue = Arc::new(Double::new(Arc::new(MemoryQueue::default())));
+    let backends = Backends {
+        queue: queue.clone(),
+        ..Backends::memory()
+    };
     // No backlog limit: only the scrapes read the depth.
     let service = OnboardingService::new(backends, IngestConfig::default().with_max_backlog(None));
     let metrics = Metrics::new();
@@ -128,7 +98,7 @@ async fn metrics_show_requests_and_ingest_and_read_the_depth_once_per_interval()
     for _ in 0..10 {
         assert_eq!(get(&operator, "/metrics", None).await.status, 200);
     }
-    assert_eq!(queue.depth_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(queue.calls("depth"), 1);
 }
 
 /// Completes `ok*` domains, fails `flaky*` once then completes them, and
@@ -174,20 +144,17 @@ async fn worker_counters_and_histograms_reach_the_installed_recorder() {
     ]});
     assert_eq!(post_json(&app, V1, ACME_KEY, &body).await.status, 202);
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let text = loop {
+    let text = eventually("the worker to finish", Duration::from_secs(20), || async {
         let text = String::from_utf8(get(&operator, "/metrics", None).await.raw).unwrap();
         let finished = value(&text, "onboarding_worker_completed_total").unwrap_or(0.0)
             + value(&text, "onboarding_worker_failed_total").unwrap_or(0.0);
         if finished >= 4.0 {
-            break text;
+            Ok(text)
+        } else {
+            Err(text)
         }
-        assert!(
-            Instant::now() < deadline,
-            "the worker did not finish:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     worker.shutdown().await;
     for line in [
         "onboarding_worker_claimed_total 5",

@@ -597,7 +597,7 @@ async fn a_url_that_became_private_is_refused_again_at_delivery() {
         vec!["batch.completed".to_owned()],
         onboarding_core::model::now(),
     );
-    onboarding_core::WebhookStore::save_endpoint(&*store, &endpoint)
+    onboarding_core::webhooks::WebhookStore::save_endpoint(&*store, &endpoint)
         .await
         .unwrap();
     let sender = webhooks(&store, UrlPolicy::strict().with_http(true));

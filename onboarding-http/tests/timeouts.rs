@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +15,14 @@ use axum::http::{Method, Request};
 use common::*;
 use onboarding_core::model::BatchId;
 use onboarding_http::router;
+use tokio::sync::Semaphore;
 
 const V1: &str = "/api/v1/bulk-onboard";
 
 #[tokio::test(start_paused = true)]
 async fn a_store_step_past_the_request_timeout_answers_with_its_batch() {
-    let repository = Arc::new(GatedRepository::new());
+    let gate = Arc::new(Semaphore::new(0));
+    let repository = gated_repository(&gate);
     let service = service_over(repository.clone());
     let app = router(
         service.clone(),
@@ -31,7 +32,7 @@ async fn a_store_step_past_the_request_timeout_answers_with_its_batch() {
         let app = app.clone();
         tokio::spawn(async move { post_json(&app, V1, ACME_KEY, &orgs(3)).await })
     };
-    while repository.entered.load(Ordering::SeqCst) == 0 {
+    while repository.calls("store_submission") == 0 {
         tokio::task::yield_now().await;
     }
     // Paused clock: this runs the request timeout out ten times over at once.
@@ -40,14 +41,14 @@ async fn a_store_step_past_the_request_timeout_answers_with_its_batch() {
         !submission.is_finished(),
         "answered while its store step was still running"
     );
-    repository.gate.add_permits(1);
+    gate.add_permits(1);
     let answer = submission.await.unwrap();
     assert_eq!(answer.status, 202, "{}", answer.body);
     let batch: BatchId = answer.body["batch_id"].as_str().unwrap().parse().unwrap();
     let status = service.batch_status(&tenant("acme"), batch).await.unwrap();
     assert_eq!(status.counts.total(), 3);
     assert_eq!(
-        repository.entered.load(Ordering::SeqCst),
+        repository.calls("store_submission"),
         1,
         "one store, one batch"
     );
@@ -55,7 +56,8 @@ async fn a_store_step_past_the_request_timeout_answers_with_its_batch() {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_cut_before_its_store_step_stores_nothing() {
-    let repository = Arc::new(GatedRepository::new());
+    let gate = Arc::new(Semaphore::new(0));
+    let repository = gated_repository(&gate);
     let app = router(
         service_over(repository.clone()),
         config()
@@ -75,9 +77,5 @@ async fn a_request_cut_before_its_store_step_stores_nothing() {
     let answer = send(&app, request).await;
     answer.assert_problem(503);
     assert_eq!(answer.header("retry-after"), Some("2"));
-    assert_eq!(
-        repository.entered.load(Ordering::SeqCst),
-        0,
-        "nothing stored"
-    );
+    assert_eq!(repository.calls("store_submission"), 0, "nothing stored");
 }

@@ -30,37 +30,28 @@ impl std::fmt::Debug for RedisCache {
     }
 }
 
+impl connect::FromConnection for RedisCache {
+    fn from_connection(_: redis::Client, conn: ConnectionManager, config: RedisConfig) -> Self {
+        Self {
+            conn,
+            key_prefix: format!("{}:cache:", config.prefix),
+            config,
+        }
+    }
+}
+
 impl RedisCache {
     /// Connects to Redis; fails with `Unavailable` when it does not answer
     /// and with `Invalid` when the URL is not valid.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let client = connect::client(&config)?;
-        let conn = connect::connect(
-            &client,
-            connect::manager_config(&config, config.response_timeout),
-        )
-        .await?;
-        Ok(Self::from_parts(conn, config))
+        connect::open(config).await
     }
 
     /// Builds the cache without connecting (a cache that is down must not
     /// stop a service from starting); the first call connects. Must be
     /// called inside a Tokio runtime.
     pub fn connect_lazy(config: RedisConfig) -> Result<Self> {
-        let client = connect::client(&config)?;
-        let conn = connect::connect_lazy(
-            &client,
-            connect::manager_config(&config, config.response_timeout),
-        )?;
-        Ok(Self::from_parts(conn, config))
-    }
-
-    fn from_parts(conn: ConnectionManager, config: RedisConfig) -> Self {
-        Self {
-            conn,
-            key_prefix: format!("{}:cache:", config.prefix),
-            config,
-        }
+        connect::open_lazy(config)
     }
 
     /// The configuration in use.

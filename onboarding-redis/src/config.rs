@@ -1,18 +1,19 @@
 //! `RedisConfig`: where Redis is, which key prefix to use, and the timeouts.
 
-use std::fmt;
 use std::time::Duration;
+
+use onboarding_core::SecretUrl;
 
 /// How to reach Redis and how the queue and cache behave there.
 ///
 /// Build one with [`RedisConfig::new`] and the `with_*` methods; its `Debug`
 /// output hides the password of the URL.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisConfig {
     /// `redis://[user[:password]@]host[:port][/db]` (or `rediss://` when the
     /// `redis` crate is built with TLS, `redis+unix:///path` for a socket).
-    pub url: String,
+    pub url: SecretUrl,
     /// Every key starts with `{prefix}:` (default `onboarding`). Use a hash
     /// tag such as `{onboarding}` to keep all keys in one Cluster slot.
     pub prefix: String,
@@ -31,7 +32,7 @@ impl RedisConfig {
     /// A configuration for `url` with every other field at its default.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            url: SecretUrl::new(url),
             prefix: "onboarding".to_owned(),
             visibility_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_millis(200),
@@ -78,71 +79,20 @@ impl Default for RedisConfig {
     }
 }
 
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &redact_url(&self.url))
-            .field("prefix", &self.prefix)
-            .field("visibility_timeout", &self.visibility_timeout)
-            .field("poll_interval", &self.poll_interval)
-            .field("response_timeout", &self.response_timeout)
-            .field("connection_timeout", &self.connection_timeout)
-            .finish()
-    }
-}
-
-/// The URL with the password of its user info replaced by `***`.
-///
-/// `redis://user:secret@host` → `redis://user:***@host`; a URL that is not
-/// of the `scheme://authority` shape is hidden whole, since it cannot be
-/// told where a secret would be.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return "***".to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let user_info = &authority[..at];
-    let user = match user_info.find(':') {
-        Some(colon) => &user_info[..colon],
-        // `redis://secret@host`: some clients read a lone user info as the password.
-        None => "",
-    };
-    format!("{}{}:***{}", &url[..scheme_end + 3], user, &rest[at..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn debug_hides_the_password() {
-        let config = RedisConfig::new("redis://app:s3cret@cache.internal:6380/2");
-        let shown = format!("{config:?}");
-        assert!(!shown.contains("s3cret"), "{shown}");
+        // The URL is a SecretUrl: Debug shows it redacted.
+        let shown = format!(
+            "{:?}",
+            RedisConfig::new("redis://app:s3cret@cache.internal:6380/2")
+        );
         assert!(
-            shown.contains("redis://app:***@cache.internal:6380/2"),
+            shown.contains("redis://app:***@cache.internal:6380/2") && !shown.contains("s3cret"),
             "{shown}"
-        );
-    }
-
-    #[test]
-    fn redact_url_cases() {
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-        assert_eq!(redact_url("redis://:pw@h/0"), "redis://:***@h/0");
-        assert_eq!(redact_url("redis://pw@h"), "redis://:***@h");
-        assert_eq!(redact_url("rediss://u:p@ss@h"), "rediss://u:***@h");
-        assert_eq!(redact_url("not a url with secret"), "***");
-        assert_eq!(
-            redact_url("redis+unix:///run/redis.sock"),
-            "redis+unix:///run/redis.sock"
         );
     }
 

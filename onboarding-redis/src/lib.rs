@@ -8,6 +8,10 @@ mod error;
 mod limits;
 mod queue;
 
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
+
 pub use cache::RedisCache;
 pub use config::RedisConfig;
 pub use limits::{RedisLedger, RedisRateLimiter};

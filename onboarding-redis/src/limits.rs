@@ -22,13 +22,17 @@ static ADMIT: LazyLock<Script> =
 static RECORD: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/ledger_record.lua")));
 
+/// Just the connection: what the limiter and the ledger are built on.
+struct Managed(ConnectionManager);
+
+impl connect::FromConnection for Managed {
+    fn from_connection(_: redis::Client, conn: ConnectionManager, _: RedisConfig) -> Self {
+        Self(conn)
+    }
+}
+
 async fn manager(config: &RedisConfig) -> Result<ConnectionManager> {
-    let client = connect::client(config)?;
-    connect::connect(
-        &client,
-        connect::manager_config(config, config.response_timeout),
-    )
-    .await
+    Ok(connect::open::<Managed>(config.clone()).await?.0)
 }
 
 /// A [`RateLimiter`] whose buckets live in Redis under

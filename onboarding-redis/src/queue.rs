@@ -161,32 +161,8 @@ impl std::fmt::Debug for RedisQueue {
     }
 }
 
-impl RedisQueue {
-    /// Connects to Redis; fails with `Unavailable` when it does not answer
-    /// and with `Invalid` when the URL is not valid.
-    pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let client = connect::client(&config)?;
-        let conn = connect::connect(
-            &client,
-            connect::manager_config(&config, config.response_timeout),
-        )
-        .await?;
-        Ok(Self::from_parts(client, conn, config))
-    }
-
-    /// Builds the queue without connecting; the first call connects (and
-    /// reports `Unavailable` while Redis is down). Must be called inside a
-    /// Tokio runtime.
-    pub fn connect_lazy(config: RedisConfig) -> Result<Self> {
-        let client = connect::client(&config)?;
-        let conn = connect::connect_lazy(
-            &client,
-            connect::manager_config(&config, config.response_timeout),
-        )?;
-        Ok(Self::from_parts(client, conn, config))
-    }
-
-    fn from_parts(client: Client, conn: ConnectionManager, config: RedisConfig) -> Self {
+impl connect::FromConnection for RedisQueue {
+    fn from_connection(client: Client, conn: ConnectionManager, config: RedisConfig) -> Self {
         Self {
             conn,
             client,
@@ -194,6 +170,21 @@ impl RedisQueue {
             keys: Keys::new(&config.prefix),
             config,
         }
+    }
+}
+
+impl RedisQueue {
+    /// Connects to Redis; fails with `Unavailable` when it does not answer
+    /// and with `Invalid` when the URL is not valid.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        connect::open(config).await
+    }
+
+    /// Builds the queue without connecting; the first call connects (and
+    /// reports `Unavailable` while Redis is down). Must be called inside a
+    /// Tokio runtime.
+    pub fn connect_lazy(config: RedisConfig) -> Result<Self> {
+        connect::open_lazy(config)
     }
 
     /// The configuration in use.

@@ -2,19 +2,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::time::Duration;
 
 use onboarding_core::{Cache, ErrorKind};
+use onboarding_redis::testing::TestPrefix;
 use onboarding_redis::{RedisCache, RedisConfig};
-use support::{cache, fresh_prefix, keys, Cleanup};
 
 #[tokio::test]
 async fn set_get_replace_and_delete() {
-    let prefix = fresh_prefix();
-    let _clean = Cleanup(prefix.clone());
-    let c = cache(&prefix).await;
+    let prefix = TestPrefix::create().await;
+    let c = prefix.cache().await;
     c.ping().await.unwrap();
     assert_eq!(c.get("k").await.unwrap(), None);
     c.set("k", b"\x00binary\xff", Duration::from_secs(60))
@@ -24,7 +21,10 @@ async fn set_get_replace_and_delete() {
     c.set("k", b"two", Duration::from_secs(60)).await.unwrap();
     assert_eq!(c.get("k").await.unwrap(), Some(b"two".to_vec()));
     // Every key lives under the prefix.
-    assert_eq!(keys(&prefix), vec![format!("{prefix}:cache:k")]);
+    assert_eq!(
+        prefix.keys().await,
+        vec![format!("{}:cache:k", prefix.prefix())]
+    );
 
     c.set("other", b"x", Duration::from_secs(60)).await.unwrap();
     c.delete(&["k".to_owned(), "other".to_owned(), "unknown".to_owned()])
@@ -33,14 +33,13 @@ async fn set_get_replace_and_delete() {
     c.delete(&[]).await.unwrap();
     assert_eq!(c.get("k").await.unwrap(), None);
     assert_eq!(c.get("other").await.unwrap(), None);
-    assert!(keys(&prefix).is_empty());
+    assert!(prefix.keys().await.is_empty());
 }
 
 #[tokio::test]
 async fn entries_expire_and_a_new_set_replaces_the_ttl() {
-    let prefix = fresh_prefix();
-    let _clean = Cleanup(prefix.clone());
-    let c = cache(&prefix).await;
+    let prefix = TestPrefix::create().await;
+    let c = prefix.cache().await;
     c.set("short", b"v", Duration::from_millis(150))
         .await
         .unwrap();
@@ -59,16 +58,15 @@ async fn entries_expire_and_a_new_set_replaces_the_ttl() {
 
 #[tokio::test]
 async fn many_keys_are_deleted_in_one_call() {
-    let prefix = fresh_prefix();
-    let _clean = Cleanup(prefix.clone());
-    let c = cache(&prefix).await;
+    let prefix = TestPrefix::create().await;
+    let c = prefix.cache().await;
     let names: Vec<String> = (0..2500).map(|i| format!("key-{i}")).collect();
     for name in names.iter().step_by(100) {
         c.set(name, b"v", Duration::from_secs(60)).await.unwrap();
     }
-    assert_eq!(keys(&prefix).len(), 25);
+    assert_eq!(prefix.keys().await.len(), 25);
     c.delete(&names).await.unwrap();
-    assert!(keys(&prefix).is_empty());
+    assert!(prefix.keys().await.is_empty());
 }
 
 #[tokio::test]

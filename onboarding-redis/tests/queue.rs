@@ -3,16 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use onboarding_core::model::{now, ItemId, TenantId};
 use onboarding_core::{ErrorKind, Job, JobQueue, QueueDepth, Receipt};
+use onboarding_redis::testing::TestPrefix;
 use onboarding_redis::{RedisConfig, RedisQueue};
-use support::{delete_keys, fresh_prefix, keys, queue, Cleanup};
 
 fn job(tenant: &str) -> Job {
     Job {
@@ -28,9 +26,8 @@ fn receipts(d: &[onboarding_core::Delivery]) -> Vec<Receipt> {
 
 #[tokio::test]
 async fn many_jobs_in_one_call_round_trip_and_acked_jobs_leave_nothing() {
-    let prefix = fresh_prefix();
-    let _clean = Cleanup(prefix.clone());
-    let q = queue(&prefix, Duration::from_secs(30)).await;
+    let prefix = TestPrefix::create().await;
+    let q = prefix.queue(Duration::from_secs(30)).await;
     // More than one script chunk (1000), sent in one pipeline.
     let jobs: Vec<Job> = (0..2500).map(|i| job(["a", "b", "c"][i % 3])).collect();
     q.enqueue(&jobs).await.unwrap();
@@ -59,7 +56,9 @@ async fn many_jobs_in_one_call_round_trip_and_acked_jobs_leave_nothing() {
     assert_eq!(seen, expected);
     assert_eq!(q.depth().await.unwrap(), QueueDepth::default());
     // Bounded memory: nothing but the rotation counter is left.
-    let left: Vec<String> = keys(&prefix)
+    let left: Vec<String> = prefix
+        .keys()
+        .await
         .into_iter()
         .filter(|k| !k.ends_with(":q:rr"))
         .collect();
@@ -71,9 +70,8 @@ async fn many_jobs_in_one_call_round_trip_and_acked_jobs_leave_nothing() {
 
 #[tokio::test]
 async fn jobs_keep_their_fields() {
-    let prefix = fresh_prefix();
-    let _clean = Cleanup(prefix.clone());
-    let q = queue(&prefix, Duration::from_secs(30)).await;
+    let prefix = TestPrefix::create().await;
+    let q = prefix.queue(Duration::from_secs(30)).await;
     let mut past = job("tenant-1.x_y");
     past.not_before = Some(now() - chrono::TimeDelta::seconds(5));
     q.enqueue(std::slice::from_ref(&past)).await.unwrap();
@@ -84,12 +82,11 @@ async fn jobs_keep_their_fields() {
 
 #[tokio::test]
 async fn a_consumer_that_dies_without_acking_gets_its_jobs_redelivered() {
-    let prefix = fresh_prefix();
-    let _clean = Cleanup(prefix.clone());
+    let prefix = TestPrefix::create().await;
     let visibility = Duration::from_millis(700);
     let jobs: Vec<Job> = (0..5).map(|_| job("acme")).collect();
     let taken = {
-        let dying = queue(&prefix, visibility).await;
+        let dying = prefix.queue(visibility).await;
         dying.enqueue(&jobs).await.unwrap();
         let got = dying.dequeue(3, Duration::from_secs(1)).await.unwrap();
         assert_eq!(got.len(), 3);
@@ -97,7 +94,7 @@ async fn a_consumer_that_dies_without_acking_gets_its_jobs_redelivered() {
         // `dying` is dropped here without acking.
     };
     let taken_at = Instant::now();
-    let other = queue(&prefix, visibility).await;
+    let other = prefix.queue(visibility).await;
     // The other two are there at once; the three taken ones are invisible.
     let rest = other.dequeue(10, Duration::ZERO).await.unwrap();
     assert_eq!(rest.len(), 2);
@@ -130,9 +127,8 @@ async fn a_consumer_that_dies_without_acking_gets_its_jobs_redelivered() {
 
 #[tokio::test]
 async fn delayed_jobs_come_due_not_before() {
-    let prefix = fresh_prefix();
-    let _clean = Cleanup(prefix.clone());
-    let q = queue(&prefix, Duration::from_secs(30)).await;
+    let prefix = TestPrefix::create().await;
+    let q = prefix.queue(Duration::from_secs(30)).await;
     let due = now() + chrono::TimeDelta::milliseconds(600);
     let mut later = job("acme");
     later.not_before = Some(due);
@@ -160,9 +156,8 @@ async fn delayed_jobs_come_due_not_before() {
 
 #[tokio::test]
 async fn tenants_are_interleaved() {
-    let prefix = fresh_prefix();
-    let _clean = Cleanup(prefix.clone());
-    let q = queue(&prefix, Duration::from_secs(30)).await;
+    let prefix = TestPrefix::create().await;
+    let q = prefix.queue(Duration::from_secs(30)).await;
     let big: Vec<Job> = (0..100).map(|_| job("big")).collect();
     q.enqueue(&big).await.unwrap();
     q.enqueue(&(0..5).map(|_| job("small")).collect::<Vec<_>>())
@@ -194,10 +189,10 @@ async fn tenants_are_interleaved() {
 
 #[tokio::test]
 async fn a_blocked_dequeue_wakes_up_on_enqueue_without_polling() {
-    let prefix = fresh_prefix();
-    let _clean = Cleanup(prefix.clone());
+    let prefix = TestPrefix::create().await;
     // A poll interval far above the expected wake-up: only the signal can wake it.
-    let config = support::config(&prefix, Duration::from_secs(30))
+    let config = prefix
+        .config(Duration::from_secs(30))
         .with_poll_interval(Duration::from_secs(5));
     let consumer = Arc::new(RedisQueue::connect(config.clone()).await.unwrap());
     let producer = RedisQueue::connect(config).await.unwrap();
@@ -227,9 +222,8 @@ async fn a_blocked_dequeue_wakes_up_on_enqueue_without_polling() {
 
 #[tokio::test]
 async fn dequeue_returns_empty_after_wait() {
-    let prefix = fresh_prefix();
-    let _clean = Cleanup(prefix.clone());
-    let q = queue(&prefix, Duration::from_secs(30)).await;
+    let prefix = TestPrefix::create().await;
+    let q = prefix.queue(Duration::from_secs(30)).await;
     let started = Instant::now();
     assert!(q
         .dequeue(5, Duration::from_millis(300))
@@ -243,9 +237,8 @@ async fn dequeue_returns_empty_after_wait() {
 
 #[tokio::test]
 async fn concurrent_consumers_never_share_a_delivery() {
-    let prefix = fresh_prefix();
-    let _clean = Cleanup(prefix.clone());
-    let q = Arc::new(queue(&prefix, Duration::from_secs(30)).await);
+    let prefix = TestPrefix::create().await;
+    let q = Arc::new(prefix.queue(Duration::from_secs(30)).await);
     let jobs: Vec<Job> = (0..400).map(|i| job(["a", "b", "c", "d"][i % 4])).collect();
     let mut tasks = Vec::new();
     for _ in 0..6 {
@@ -273,9 +266,8 @@ async fn concurrent_consumers_never_share_a_delivery() {
 
 #[tokio::test]
 async fn empty_calls_and_unknown_receipts_are_no_ops() {
-    let prefix = fresh_prefix();
-    let _clean = Cleanup(prefix.clone());
-    let q = queue(&prefix, Duration::from_secs(30)).await;
+    let prefix = TestPrefix::create().await;
+    let q = prefix.queue(Duration::from_secs(30)).await;
     q.enqueue(&[]).await.unwrap();
     q.ack(&[]).await.unwrap();
     q.ack(&[Receipt("nope".into()), Receipt(String::new())])
@@ -283,19 +275,18 @@ async fn empty_calls_and_unknown_receipts_are_no_ops() {
         .unwrap();
     q.ping().await.unwrap();
     assert_eq!(q.depth().await.unwrap(), QueueDepth::default());
-    assert!(keys(&prefix).is_empty(), "{:?}", keys(&prefix));
+    assert!(prefix.keys().await.is_empty(), "{:?}", prefix.keys().await);
 }
 
 #[tokio::test]
 async fn the_queue_keeps_working_after_its_keys_are_deleted() {
-    let prefix = fresh_prefix();
-    let _clean = Cleanup(prefix.clone());
-    let q = queue(&prefix, Duration::from_secs(30)).await;
+    let prefix = TestPrefix::create().await;
+    let q = prefix.queue(Duration::from_secs(30)).await;
     q.enqueue(&(0..10).map(|_| job("a")).collect::<Vec<_>>())
         .await
         .unwrap();
     let got = q.dequeue(3, Duration::ZERO).await.unwrap();
-    assert!(delete_keys(&prefix) > 0);
+    assert!(prefix.delete_keys().await > 0);
     // Acks of lost deliveries are no-ops; new work flows again.
     q.ack(&receipts(&got)).await.unwrap();
     assert_eq!(q.depth().await.unwrap(), QueueDepth::default());

@@ -4,20 +4,20 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use onboarding_core::memory::{MemoryRepository, TracingEventSink};
 use onboarding_core::model::{ItemId, TenantId};
+use onboarding_core::repository::OrgRepository;
+use onboarding_core::testing::eventually;
 use onboarding_core::{
-    Backends, IngestConfig, OnboardingService, OrgRepository, ProcessError, Processor,
-    SubmitOptions, WorkItem, Worker, WorkerConfig,
+    Backends, IngestConfig, OnboardingService, ProcessError, Processor, SubmitOptions, WorkItem,
+    Worker, WorkerConfig,
 };
-use support::{cache, delete_keys, fresh_prefix, queue, Cleanup};
+use onboarding_redis::testing::TestPrefix;
 
 /// Takes a little time per item and counts attempts.
 #[derive(Default)]
@@ -42,14 +42,13 @@ impl Processor for SlowProcessor {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_item_completes_when_the_queue_loses_its_keys_mid_run() {
     const N: usize = 300;
-    let prefix = fresh_prefix();
-    let _clean = Cleanup(prefix.clone());
+    let prefix = TestPrefix::create().await;
     let stale_after = Duration::from_millis(600);
     let repository = Arc::new(MemoryRepository::new());
     let backends = Backends::new(
         repository.clone(),
-        Arc::new(queue(&prefix, Duration::from_secs(2)).await),
-        Arc::new(cache(&prefix).await),
+        Arc::new(prefix.queue(Duration::from_secs(2)).await),
+        Arc::new(prefix.cache().await),
         Arc::new(TracingEventSink),
     );
     let service = OnboardingService::new(
@@ -94,17 +93,16 @@ async fn every_item_completes_when_the_queue_loses_its_keys_mid_run() {
     };
     // Let the worker get going, then wipe the queue (ready, delayed and
     // in-flight entries, the rotation, the cache) a few times while it runs.
-    let started = Instant::now();
-    while status().await.counts.completed < 20 {
-        assert!(started.elapsed() < Duration::from_secs(20), "no progress");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("progress", Duration::from_secs(20), || async {
+        (status().await.counts.completed >= 20).then_some(())
+    })
+    .await;
     let mut wipes = 0;
     for _ in 0..3 {
         if status().await.is_finished() {
             break;
         }
-        if delete_keys(&prefix) > 0 {
+        if prefix.delete_keys().await > 0 {
             wipes += 1;
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -118,19 +116,19 @@ async fn every_item_completes_when_the_queue_loses_its_keys_mid_run() {
         "nothing was lost, so nothing was tested"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let last = loop {
-        let s = status().await;
-        if s.is_finished() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "items stuck after the queue lost its keys: {:?}",
-            s.counts
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let last = eventually(
+        "every item to finish after the queue lost its keys",
+        Duration::from_secs(60),
+        || async {
+            let s = status().await;
+            if s.is_finished() {
+                Ok(s)
+            } else {
+                Err(s.counts)
+            }
+        },
+    )
+    .await;
     let stats = worker.stats();
     let report = worker.shutdown().await;
     // The sweeper put the lost wake-ups back.

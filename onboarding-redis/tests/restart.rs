@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use onboarding_core::model::{ItemId, TenantId};
+use onboarding_core::testing::eventually;
 use onboarding_core::{Cache, ErrorKind, Job, JobQueue};
 use onboarding_redis::{RedisCache, RedisConfig, RedisQueue};
 
@@ -18,7 +19,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(port: u16) -> Self {
+    async fn start(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -28,19 +29,12 @@ impl Server {
             .expect("redis-server must be installed for this test");
         let server = Self { child, port };
         let client = redis::Client::open(server.url()).unwrap();
-        let started = Instant::now();
-        loop {
-            if let Ok(mut con) = client.get_connection() {
-                if redis::cmd("PING").query::<String>(&mut con).is_ok() {
-                    return server;
-                }
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually("redis-server to start", RECOVERY, || async {
+            let mut con = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut con).await
+        })
+        .await;
+        server
     }
 
     fn url(&self) -> String {
@@ -76,31 +70,14 @@ fn job() -> Job {
     }
 }
 
-/// Retries `f` until it succeeds (the first call after a restart may see the old, broken connection).
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = onboarding_core::Result<T>>,
-{
-    let started = Instant::now();
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) => {
-                assert!(
-                    started.elapsed() < Duration::from_secs(10),
-                    "{what} still failing after the restart: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
+/// How long a call may keep failing after the restart (the first call may
+/// see the old, broken connection).
+const RECOVERY: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn queue_and_cache_recover_from_a_redis_restart() {
     let port = free_port();
-    let server = Server::start(port);
+    let server = Server::start(port).await;
     let config = RedisConfig::new(server.url())
         .with_prefix("restart")
         .with_visibility_timeout(Duration::from_secs(1))
@@ -138,16 +115,22 @@ async fn queue_and_cache_recover_from_a_redis_restart() {
     );
 
     // Back on the same port, empty (no persistence), with an empty script cache.
-    let server = Server::start(port);
-    eventually("queue ping", || queue.ping()).await;
+    let server = Server::start(port).await;
+    eventually("queue ping", RECOVERY, || queue.ping()).await;
     let second = job();
-    eventually("enqueue", || queue.enqueue(std::slice::from_ref(&second))).await;
-    let got = eventually("dequeue", || queue.dequeue(5, Duration::from_secs(1))).await;
+    eventually("enqueue", RECOVERY, || {
+        queue.enqueue(std::slice::from_ref(&second))
+    })
+    .await;
+    let got = eventually("dequeue", RECOVERY, || {
+        queue.dequeue(5, Duration::from_secs(1))
+    })
+    .await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].job, second);
     queue.ack(&[got[0].receipt.clone()]).await.unwrap();
     assert_eq!(queue.depth().await.unwrap().in_flight, 0);
-    eventually("cache ping", || cache.ping()).await;
+    eventually("cache ping", RECOVERY, || cache.ping()).await;
     assert_eq!(cache.get("k").await.unwrap(), None);
     cache.set("k", b"w", Duration::from_secs(60)).await.unwrap();
     assert_eq!(cache.get("k").await.unwrap(), Some(b"w".to_vec()));

@@ -97,6 +97,7 @@ pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
 /// (`InvalidSavePointStatement`, seen with SQLite's `BEGIN IMMEDIATE` waiting
 /// for the write lock). Run to completion, the transaction is handed over,
 /// or dropped (rolled back) when nobody waits for it any more.
+#[cfg_attr(not(any(feature = "mysql", feature = "sqlite")), allow(dead_code))]
 pub(crate) async fn begin_detached<DB: sqlx::Database>(
     pool: &sqlx::Pool<DB>,
     statement: Option<&'static str>,

@@ -1,71 +1,4 @@
-//! bulk-onboarding on SQL databases: an [`OrgRepository`] and a SQL-table
-//! [`JobQueue`] for PostgreSQL, MySQL/MariaDB (10.6+) and SQLite, on sqlx 0.8.
-//!
-//! ```no_run
-//! # async fn demo() -> onboarding_core::Result<()> {
-//! use onboarding_sqlx::{connect, SqlOptions};
-//! let backend = connect("sqlite://onboarding.db", SqlOptions::default()).await?;
-//! let repository = backend.repository(); // Arc<dyn OrgRepository>
-//! let queue = backend.queue();           // Arc<dyn JobQueue>
-//! # let _ = (repository, queue); Ok(()) }
-//! ```
-//!
-//! The engine is chosen by the URL scheme (`postgres://`/`postgresql://`,
-//! `mysql://`/`mariadb://`, `sqlite:`); each is behind the crate feature of
-//! the same name. Migrations are embedded per engine and run on
-//! [`connect`] unless [`SqlOptions::with_migrations`] turns them off.
-//!
-//! # How the hot paths stay set-based
-//! - Submissions: one transaction; organizations upserted in multi-row
-//!   statements (PostgreSQL `UNNEST` + `ON CONFLICT … DO UPDATE … WHERE … IS
-//!   DISTINCT FROM` + `RETURNING xmax = 0`; MySQL `SELECT … FOR UPDATE` then
-//!   `INSERT … ON DUPLICATE KEY UPDATE`; SQLite reads, then `INSERT … ON
-//!   CONFLICT(domain) DO UPDATE … WHERE`), items inserted multi-row, all
-//!   chunked by `chunk_size` and the engine's bind-parameter limit.
-//! - Claims, heartbeats, finishes and releases: one conditional statement per
-//!   kind of change for all ids, fenced by the lease token.
-//! - Counts: derived with `GROUP BY status, change_kind` over the batch's
-//!   items (served by the `(batch_id, position)` index); no counter row.
-//!
-//! # Indexes and HOT updates (PostgreSQL)
-//! `batch_items` has two indexes: the primary key `id` and the unique
-//! `(batch_id, position)`. No index reads `status`, `lease_token`,
-//! `lease_until`, `attempts`, `sweep_at` or `finished_at`, so claims,
-//! heartbeats, finishes and sweeps are HOT updates (no index entries are
-//! written; `fillfactor = 50` leaves room on each page for the new row
-//! versions), and an inserted item writes two index entries. Hot-path
-//! statements find rows through the primary key only. The sweeper works
-//! batch by batch: it takes the 64 least recently swept open batches
-//! (`batches (swept_at, created_at) WHERE completed_at IS NULL`) and scans
-//! their items through `(batch_id, position)`; with more open batches than
-//! that, each is visited every few sweeps. Counts, completion checks,
-//! cancels and re-drives read a batch's items through the same index.
-//! `organizations` only indexes `domain`, so its status changes are HOT
-//! (`fillfactor = 80`). `batch_items` has no foreign keys (a trigger per
-//! inserted row); pruning deletes a batch's items itself. MySQL uses a
-//! plain `(status, sweep_at)` index; SQLite partial `(sweep_at)` indexes per
-//! status.
-//!
-//! # The queue
-//! A `jobs` table (`id`, `item_id`, `tenant`, `available_at`, `leased_until`).
-//! A dequeue takes up to `max` ready jobs in one statement, interleaving
-//! tenants (rank within the tenant first, ties between tenants broken at
-//! random, so one-job dequeues rotate among tenants too), locked with `FOR
-//! UPDATE SKIP LOCKED` (PostgreSQL, MariaDB 10.6+) or inside a `BEGIN
-//! IMMEDIATE` transaction (SQLite), and made invisible by moving
-//! `available_at` to `now + visibility_timeout`. `ack` deletes by id.
-//! `dequeue` waits by polling every [`SqlOptions::with_poll_interval`]
-//! (default 25 ms), woken at once by enqueues made through the same
-//! [`SqlBackend`]; there is no LISTEN/NOTIFY.
-//!
-//! On PostgreSQL the table is `UNLOGGED` (the queue is a wake-up call: after
-//! a crash empties it, the sweeper re-enqueues every pending item), and a
-//! dequeue finds the tenants with a skip scan over the `(tenant, id)` index
-//! and reads only the head of each tenant's jobs (`LATERAL … LIMIT n`), so
-//! its cost does not grow with the backlog. MariaDB and SQLite rank every
-//! ready job with `ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY id)`,
-//! which is fine for backlogs of thousands.
-
+#![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Without an engine feature the crate only has its types and an error-returning `connect`.
 #![cfg_attr(
@@ -77,9 +10,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use onboarding_core::{
-    DeliveryLog, Error, ErrorKind, JobQueue, KeyStore, OrgRepository, Result, WebhookStore,
-};
+use onboarding_core::{Error, ErrorKind, JobQueue, Result};
+
+use onboarding_core::keys::KeyStore;
+use onboarding_core::repository::OrgRepository;
+use onboarding_core::webhooks::{DeliveryLog, WebhookStore};
 
 mod detached;
 mod error;
@@ -93,6 +28,10 @@ mod mysql;
 mod pg;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 /// Which SQL engine a backend talks to.
 #[non_exhaustive]
@@ -208,79 +147,9 @@ impl SqlOptions {
     }
 }
 
-/// A database URL whose `Debug` and `Display` hide the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl(String);
-
-impl DatabaseUrl {
-    /// Wraps a URL.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self(url.into())
-    }
-
-    /// The URL with its secret (use only to connect).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The URL with any password replaced by `***`.
-    pub fn redacted(&self) -> String {
-        redact(&self.0)
-    }
-}
-
-impl fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.redacted())
-    }
-}
-
-impl fmt::Display for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest_start = scheme_end + 3;
-    let rest = &url[rest_start..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let mut out = url[..rest_start].to_owned();
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            match userinfo.find(':') {
-                Some(colon) => {
-                    out.push_str(&userinfo[..colon]);
-                    out.push_str(":***");
-                }
-                None => out.push_str(userinfo),
-            }
-            out.push_str(&authority[at..]);
-        }
-        None => out.push_str(authority),
-    }
-    let tail = &rest[authority_end..];
-    match tail.find('?') {
-        Some(q) => {
-            out.push_str(&tail[..=q]);
-            let params: Vec<String> = tail[q + 1..]
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => kv.to_owned(),
-                })
-                .collect();
-            out.push_str(&params.join("&"));
-        }
-        None => out.push_str(tail),
-    }
-    out
-}
+/// The URL of a database: core's [`SecretUrl`](onboarding_core::SecretUrl)
+/// (the name the engine modules use).
+pub(crate) use onboarding_core::SecretUrl as DatabaseUrl;
 
 /// A connected SQL backend: its repository and its queue share one pool.
 #[derive(Clone)]
@@ -334,7 +203,7 @@ impl SqlBackend {
     }
 
     /// The URL it connected to (its `Debug`/`Display` hide the password).
-    pub fn url(&self) -> &DatabaseUrl {
+    pub fn url(&self) -> &onboarding_core::SecretUrl {
         &self.url
     }
 
@@ -392,22 +261,6 @@ pub(crate) fn chunk_len(chunk_size: usize, max_params: usize, params_per_row: us
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_hide_passwords() {
-        let u = DatabaseUrl::new("postgres://app:s3cret@db:5432/onb?sslmode=disable");
-        assert_eq!(
-            format!("{u:?}"),
-            "\"postgres://app:***@db:5432/onb?sslmode=disable\""
-        );
-        assert!(!format!("{u}").contains("s3cret"));
-        let u = DatabaseUrl::new("mysql://root@127.0.0.1/x?password=hunter2&ssl-mode=disabled");
-        assert_eq!(
-            u.redacted(),
-            "mysql://root@127.0.0.1/x?password=***&ssl-mode=disabled"
-        );
-        assert_eq!(redact("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
-    }
 
     #[test]
     fn engines_by_scheme() {

@@ -23,12 +23,16 @@ fn rate(recorder: &Recorder, from: Instant, to: Instant) -> f64 {
 }
 
 /// A fault: applies itself to the stack and says what it did.
-type Fault = dyn FnMut(&mut Stack) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + '_>>
+type Fault = dyn FnMut(&mut Deployment) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + '_>>
     + Send;
 
 /// Keeps the workers saturated, measures a baseline, applies each fault,
 /// and requires throughput back at 90% of the baseline within 30 s of it.
-async fn under_load(scenario: &str, mut stack: Stack, faults: Vec<(&'static str, Box<Fault>)>) {
+async fn under_load(
+    scenario: &str,
+    mut stack: Deployment,
+    faults: Vec<(&'static str, Box<Fault>)>,
+) {
     let recorder = stack.recorder.clone();
     stack.start_server(&[]).await;
     stack.start_worker();
@@ -38,7 +42,7 @@ async fn under_load(scenario: &str, mut stack: Stack, faults: Vec<(&'static str,
     let mut refused = 0usize;
     // Feed until `until`, keeping a backlog.
     async fn feed(
-        stack: &Stack,
+        stack: &Deployment,
         t: &str,
         submitted: &mut usize,
         accepted: &mut i64,
@@ -148,19 +152,13 @@ fn load_tuning() -> Tuning {
 async fn postgres_backends_terminated() {
     let _serial = serial().await;
     let recorder = Recorder::start(|_| Reply::ok(Duration::from_millis(100))).await;
-    let stack = Stack::new(
-        "pg-terminate",
-        QueueKind::Redis(redis_url()),
-        load_tuning(),
-        recorder,
-    )
-    .await;
+    let stack = Deployment::on_redis("pg-terminate", load_tuning(), recorder).await;
     under_load(
         "pg-terminate-backend",
         stack,
         vec![(
             "pg_terminate_backend",
-            Box::new(|stack: &mut Stack| {
+            Box::new(|stack: &mut Deployment| {
                 Box::pin(async move {
                     let mut n = 0;
                     for _ in 0..3 {
@@ -183,7 +181,7 @@ async fn redis_restarted_and_keys_deleted() {
     ));
     let url = redis.lock().await.url();
     let recorder = Recorder::start(|_| Reply::ok(Duration::from_millis(100))).await;
-    let stack = Stack::new(
+    let stack = Deployment::new(
         "redis-restart",
         QueueKind::Redis(url),
         load_tuning(),
@@ -197,7 +195,7 @@ async fn redis_restarted_and_keys_deleted() {
         vec![
             (
                 "redis_restarted",
-                Box::new(move |_stack: &mut Stack| {
+                Box::new(move |_stack: &mut Deployment| {
                     let r = r1.clone();
                     Box::pin(async move {
                         r.lock().await.restart().await;
@@ -207,12 +205,13 @@ async fn redis_restarted_and_keys_deleted() {
             ),
             (
                 "redis_keys_deleted",
-                Box::new(move |stack: &mut Stack| {
+                Box::new(move |stack: &mut Deployment| {
                     let r = r2.clone();
                     let prefix = stack.prefix.clone();
                     Box::pin(async move {
-                        let port = r.lock().await.port;
-                        format!("keys_deleted={}", redis_delete_prefix(port, &prefix))
+                        let url = r.lock().await.url();
+                        let deleted = onboarding_redis::testing::delete_keys(&url, &prefix).await;
+                        format!("keys_deleted={deleted}")
                     })
                 }),
             ),
@@ -225,13 +224,13 @@ async fn redis_restarted_and_keys_deleted() {
 async fn rabbitmq_connections_closed_by_the_broker() {
     let _serial = serial().await;
     let recorder = Recorder::start(|_| Reply::ok(Duration::from_millis(100))).await;
-    let stack = Stack::new("amqp-close", QueueKind::Amqp, load_tuning(), recorder).await;
+    let stack = Deployment::new("amqp-close", QueueKind::Amqp, load_tuning(), recorder).await;
     under_load(
         "rabbitmq-close-connections",
         stack,
         vec![(
             "rabbitmq_connections_closed",
-            Box::new(|stack: &mut Stack| {
+            Box::new(|stack: &mut Deployment| {
                 let mut pids = stack.worker_pids();
                 pids.extend(stack.server.iter().map(Proc::pid));
                 Box::pin(async move {
@@ -253,15 +252,9 @@ async fn rabbitmq_connections_closed_by_the_broker() {
 async fn database_down_during_post() {
     let _serial = serial().await;
     let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
-    let mut stack = Stack::new(
-        "db-down",
-        QueueKind::Redis(redis_url()),
-        Tuning::default(),
-        recorder,
-    )
-    .await;
-    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    stack.database_url = format!("postgres://postgres@{}/{}", proxy.addr, stack.pg().name);
+    let mut stack = Deployment::on_redis("db-down", Tuning::default(), recorder).await;
+    let proxy = Proxy::start(server_address(&stack.database_url, 5432)).await;
+    stack.database_url = through(&stack.database_url, proxy.addr);
     stack.start_server(&[]).await;
     let t = tag();
     let ok = stack.submit(&t, 0..3).await;
@@ -272,7 +265,7 @@ async fn database_down_during_post() {
     let stored = stack
         .pg()
         .count(&format!(
-            "SELECT count(*) FROM organizations WHERE domain LIKE 'o10_-{t}%'"
+            "SELECT count(*) FROM organizations WHERE domain LIKE 'org10_-{t}%'"
         ))
         .await;
     let batches = stack.pg().count("SELECT count(*) FROM batches").await;
@@ -324,24 +317,20 @@ async fn enqueue_failure_after_commit_is_swept() {
         sweep_interval_ms: 500,
         ..Tuning::default()
     };
-    let mut stack = Stack::new(
-        "enqueue-fail",
-        QueueKind::Redis(redis_url()),
-        tuning,
-        recorder.clone(),
-    )
-    .await;
-    let proxy = Proxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    let mut stack = Deployment::on_redis("enqueue-fail", tuning, recorder.clone()).await;
+    let proxy = Proxy::start(server_address(&redis_url(), 6379)).await;
     // The server reaches Redis through the proxy; the worker directly.
     stack
-        .start_server(&[("QUEUE_URL", &format!("redis://{}", proxy.addr))])
+        .start_server(&[("QUEUE_URL", &through(&redis_url(), proxy.addr))])
         .await;
     proxy.cut();
     let submitted_at = Instant::now();
     let r = stack.submit(&tag(), 0..20).await;
     let post_latency = submitted_at.elapsed();
     assert_eq!(r.status, 202, "{:?}", r.body);
-    let queued_in_redis = redis_count_prefix(&stack.prefix);
+    let queued_in_redis = onboarding_redis::testing::keys(&redis_url(), &stack.prefix)
+        .await
+        .len();
     stack.start_worker();
     let counts = stack.until_settled(20, MIN).await;
     let delivered_after = submitted_at.elapsed();
@@ -380,17 +369,4 @@ async fn enqueue_failure_after_commit_is_swept() {
     assert!(lost.is_empty());
     assert_eq!(effects.duplicated, 0);
     stack.teardown().await;
-}
-
-/// Keys under `prefix:` on the shared Redis (without deleting them).
-fn redis_count_prefix(prefix: &str) -> usize {
-    let out = std::process::Command::new("redis-cli")
-        .args(["--scan", "--pattern"])
-        .arg(format!("{prefix}:*"))
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .count()
 }

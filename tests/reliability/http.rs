@@ -150,7 +150,7 @@ async fn bad_input_corpus() {
     let _serial = serial().await;
     let n = count(10_000, 50_000);
     let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
-    let mut stack = Stack::new(
+    let mut stack = Deployment::new(
         "bad-input",
         QueueKind::Database,
         Tuning::default(),
@@ -409,7 +409,8 @@ async fn raw(
 async fn security() {
     let _serial = serial().await;
     let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
-    let mut stack = Stack::new("security", QueueKind::Database, Tuning::default(), recorder).await;
+    let mut stack =
+        Deployment::new("security", QueueKind::Database, Tuning::default(), recorder).await;
     stack
         .start_server(&[("RATE_LIMIT", "5/s"), ("REQUEST_TIMEOUT_MS", "2000")])
         .await;

@@ -109,13 +109,7 @@ async fn sustained_load_then_five_times_more() {
         stale_after_ms: 60_000,
         ..Tuning::default()
     };
-    let mut stack = Stack::new(
-        "load",
-        QueueKind::Redis(redis_url()),
-        tuning,
-        recorder.clone(),
-    )
-    .await;
+    let mut stack = Deployment::on_redis("load", tuning, recorder.clone()).await;
     let max_backlog_env = max_backlog.to_string();
     stack
         .start_server(&[("RATE_LIMIT", "10/s"), ("MAX_BACKLOG", &max_backlog_env)])

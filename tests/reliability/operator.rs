@@ -17,7 +17,8 @@ fn has_line(text: &str, line: &str) -> bool {
 async fn worker_and_server_serve_operator_endpoints_off_the_public_listener() {
     let _serial = serial().await;
     let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
-    let mut stack = Stack::new("operator", QueueKind::Database, Tuning::default(), recorder).await;
+    let mut stack =
+        Deployment::new("operator", QueueKind::Database, Tuning::default(), recorder).await;
     let worker_port = free_port();
     // The worker takes it; the server is given a port of its own.
     stack.extra_env = vec![("METRICS_ADDR".into(), format!("127.0.0.1:{worker_port}"))];

@@ -16,9 +16,10 @@ use serde_json::json;
 use crate::harness::*;
 
 /// A server and one worker on the SQL queue, with `env` for both.
-async fn stack(scenario: &str, env: Vec<(String, String)>) -> Stack {
+async fn stack(scenario: &str, env: Vec<(String, String)>) -> Deployment {
     let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
-    let mut stack = Stack::new(scenario, QueueKind::Database, Tuning::default(), recorder).await;
+    let mut stack =
+        Deployment::new(scenario, QueueKind::Database, Tuning::default(), recorder).await;
     stack.extra_env = env;
     stack.start_server(&[]).await;
     stack.start_worker();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use onboarding::http::webhook::verify;
+use onboarding::web::webhook::verify;
 use serde_json::{json, Value};
 
 use crate::harness::*;
@@ -93,7 +93,7 @@ where
 async fn two_servers_and_two_workers_share_one_truth() {
     let _serial = serial().await;
     let recorder = Recorder::start(|_| Reply::ok(Duration::from_millis(5))).await;
-    let mut stack = Stack::new(
+    let mut stack = Deployment::new(
         "shared-state",
         QueueKind::Redis(redis_url()),
         Tuning::default(),

@@ -69,7 +69,7 @@ async fn slow_clients_do_not_starve_others_and_are_closed_within_the_header_time
         "the open-file limit ({limit}) is too low for {slow} connections: raise `ulimit -n`"
     );
     let recorder = Recorder::start(|_| Reply::ok(Duration::ZERO)).await;
-    let mut stack = Stack::new(
+    let mut stack = Deployment::new(
         "slow-clients",
         QueueKind::Database,
         Tuning::default(),

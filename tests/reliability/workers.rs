@@ -31,13 +31,7 @@ async fn sigkill_workers_lose_nothing() {
         Duration::from_millis(tuning.sweep_interval_ms),
         tuning.concurrency,
     );
-    let mut stack = Stack::new(
-        "sigkill",
-        QueueKind::Redis(redis_url()),
-        tuning,
-        recorder.clone(),
-    )
-    .await;
+    let mut stack = Deployment::on_redis("sigkill", tuning, recorder.clone()).await;
     stack.start_server(&[]).await;
     let workers = 3;
     for _ in 0..workers {
@@ -194,13 +188,7 @@ async fn sigterm_finishes_short_jobs_and_releases_the_rest() {
         concurrency: 8,
         ..Tuning::default()
     };
-    let mut stack = Stack::new(
-        "sigterm",
-        QueueKind::Redis(redis_url()),
-        tuning,
-        recorder.clone(),
-    )
-    .await;
+    let mut stack = Deployment::on_redis("sigterm", tuning, recorder.clone()).await;
     stack.start_server(&[]).await;
     let t = tag();
     let body = |prefix: &str, range: std::ops::Range<usize>| {
@@ -306,13 +294,7 @@ async fn sigstop_zombie_is_fenced_off() {
         concurrency: 1,
         ..Tuning::default()
     };
-    let mut stack = Stack::new(
-        "sigstop",
-        QueueKind::Redis(redis_url()),
-        tuning,
-        recorder.clone(),
-    )
-    .await;
+    let mut stack = Deployment::on_redis("sigstop", tuning, recorder.clone()).await;
     stack.extra_env.push(("RUST_LOG".into(), "info".into()));
     stack.start_server(&[]).await;
     let zombie = stack.start_worker();
@@ -411,7 +393,7 @@ async fn sigstop_zombie_is_fenced_off() {
 async fn poison_is_dead_lettered_and_redriven() {
     let _serial = serial().await;
     let recorder = Recorder::start(|c| {
-        if c.domain.starts_with("o13-") {
+        if c.domain.starts_with("org13-") {
             Reply {
                 status: 500,
                 delay: Duration::ZERO,
@@ -426,13 +408,7 @@ async fn poison_is_dead_lettered_and_redriven() {
         retry_max_attempts: 3,
         ..Tuning::default()
     };
-    let mut stack = Stack::new(
-        "poison",
-        QueueKind::Redis(redis_url()),
-        tuning,
-        recorder.clone(),
-    )
-    .await;
+    let mut stack = Deployment::on_redis("poison", tuning, recorder.clone()).await;
     stack.start_server(&[]).await;
     stack.start_worker();
     stack.start_worker();
@@ -443,7 +419,7 @@ async fn poison_is_dead_lettered_and_redriven() {
     let poison_calls = |rec: &Recorder| {
         rec.calls()
             .iter()
-            .filter(|c| c.domain.starts_with("o13-"))
+            .filter(|c| c.domain.starts_with("org13-"))
             .count()
     };
     let (status, page) = stack
@@ -463,7 +439,7 @@ async fn poison_is_dead_lettered_and_redriven() {
         });
     let others_once = per_item
         .iter()
-        .filter(|(d, n)| !d.starts_with("o13-") && **n == 1)
+        .filter(|(d, n)| !d.starts_with("org13-") && **n == 1)
         .count();
     // Re-drive by API once the endpoint is fixed.
     recorder.set_behavior(|_| Reply::ok(Duration::ZERO));
@@ -498,7 +474,7 @@ async fn poison_is_dead_lettered_and_redriven() {
     assert_eq!(counts.get("failed").copied(), Some(1));
     assert_eq!(counts.get("completed").copied(), Some(49));
     assert_eq!(failed.len(), 1);
-    assert!(failed[0]["domain"].as_str().unwrap().starts_with("o13-"));
+    assert!(failed[0]["domain"].as_str().unwrap().starts_with("org13-"));
     assert_eq!(calls_before, 3, "attempted exactly max_attempts times");
     assert_eq!(failed[0]["attempts"], 3);
     assert_eq!(errors.len(), 3, "error history: {errors:?}");
@@ -530,13 +506,7 @@ async fn retry_delays_follow_the_policy() {
         concurrency: 16,
         ..Tuning::default()
     };
-    let mut stack = Stack::new(
-        "retry",
-        QueueKind::Redis(redis_url()),
-        tuning,
-        recorder.clone(),
-    )
-    .await;
+    let mut stack = Deployment::on_redis("retry", tuning, recorder.clone()).await;
     stack.start_server(&[]).await;
     stack.start_worker();
     stack.start_worker();

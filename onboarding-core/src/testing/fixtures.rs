@@ -258,6 +258,32 @@ pub async fn status(
         .unwrap_or_else(|| panic!("batch_status({batch}) is None for its own tenant"))
 }
 
+/// Waits until the status of `batch` satisfies `done` (`what` it waits for,
+/// for the failure message) and returns it.
+///
+/// # Panics
+///
+/// When `within` passes first (naming the last counts seen), or when
+/// `batch_status` fails or answers `None`.
+pub async fn until_batch(
+    repository: &dyn OrgRepository,
+    tenant: &TenantId,
+    batch: BatchId,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&BatchStatus) -> bool,
+) -> BatchStatus {
+    super::eventually(what, within, || async {
+        let status = self::status(repository, tenant, batch).await;
+        if done(&status) {
+            Ok(status)
+        } else {
+            Err(status.counts)
+        }
+    })
+    .await
+}
+
 /// Every item of a batch, by position (pages of 100).
 ///
 /// # Panics
@@ -387,6 +413,18 @@ pub fn job(tenant: &TenantId) -> Job {
         tenant: tenant.clone(),
         not_before: None,
     }
+}
+
+/// Enqueues `n` ready jobs of `tenant` for items nobody stored: a backlog
+/// that came from elsewhere.
+///
+/// # Panics
+///
+/// When `enqueue` fails.
+pub async fn fill_queue(queue: &dyn JobQueue, tenant: &TenantId, n: usize) -> Vec<Job> {
+    let jobs: Vec<Job> = (0..n).map(|_| job(tenant)).collect();
+    queue.enqueue(&jobs).await.expect("enqueue failed");
+    jobs
 }
 
 /// Dequeues until `n` deliveries arrived or `deadline` passed.

@@ -1,4 +1,4 @@
-//! Conformance cases for the guarantees of DESIGN.md section 2, run through
+//! Conformance cases for the guarantees (ARCHITECTURE.md, "What it guarantees"), run through
 //! the ingest service and real workers over a backend under test.
 //!
 //! Every case uses its own tenant and random domains, so cases can share
@@ -7,7 +7,6 @@
 //! with a deadline, never by a fixed sleep.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::TestBackend;
+use super::{eventually, requests, TestBackend};
 use crate::backends::Backends;
 use crate::events::Event;
 use crate::memory::RecordingEventSink;
@@ -23,31 +22,12 @@ use crate::model::{now, BatchId, ConflictPolicy, ItemStatus, LeaseToken, TenantI
 use crate::processor::{ProcessError, Processor, WorkItem};
 use crate::repository::{ClaimRequest, ItemQuery, Submission};
 use crate::service::{IngestConfig, OnboardingService, SubmitOptions};
-use crate::validate::{OrganizationInput, SubmitRequest};
+use crate::validate::SubmitRequest;
 use crate::worker::{RetryPolicy, Worker, WorkerConfig, WorkerHandle};
 use crate::ErrorKind;
 
 /// Longest a case waits for an outcome before it fails.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Polls `check` every 20 ms until it returns `Some`, or panics with `what` after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// A processor that records every call per domain, and can fail or block on chosen domains.
 #[derive(Default)]
@@ -199,22 +179,12 @@ impl Harness {
 
     /// A unique domain of this case.
     pub fn domain(&self, n: usize) -> String {
-        format!("org{n}-{}.example.com", self.prefix)
+        requests::domain(&self.prefix, n)
     }
 
     /// A request for organizations `range` of this case.
     pub fn request(&self, range: std::ops::Range<usize>) -> SubmitRequest {
-        SubmitRequest {
-            organizations: range
-                .map(|n| OrganizationInput {
-                    name: format!("Org {n}"),
-                    domain: self.domain(n),
-                    contact_email: format!("ops{n}@example.com"),
-                })
-                .collect(),
-            on_conflict: ConflictPolicy::Update,
-            mode: crate::model::SubmitMode::Atomic,
-        }
+        requests::request(&self.prefix, range)
     }
 
     /// Submits organizations `range` and returns the batch id.
@@ -231,23 +201,35 @@ impl Harness {
         Worker::new(self.backends(), processor, config).start()
     }
 
+    /// The first 100 items of `batch` (those with `status`, if given), by position.
+    pub async fn items(
+        &self,
+        batch: BatchId,
+        status: Option<ItemStatus>,
+    ) -> crate::repository::ItemPage {
+        let query = ItemQuery {
+            status,
+            limit: 100,
+            after_position: None,
+        };
+        self.service
+            .list_items(&self.tenant, batch, &query)
+            .await
+            .expect("list_items failed")
+    }
+
     /// Waits until the batch has no pending or processing item and is completed.
     pub async fn until_completed(&self, batch: BatchId) -> crate::model::BatchStatus {
         let repo = self.backends().repository;
-        eventually("the batch to complete", || {
-            let repo = repo.clone();
-            let tenant = self.tenant.clone();
-            async move {
-                let s = repo.batch_status(&tenant, batch).await.ok()??;
-                (s.is_finished() && s.batch.completed_at.is_some()).then_some(s)
-            }
-        })
-        .await
+        let completed =
+            |s: &crate::model::BatchStatus| s.is_finished() && s.batch.completed_at.is_some();
+        let what = "the batch to complete";
+        super::fixtures::until_batch(&*repo, &self.tenant, batch, what, DEADLINE, completed).await
     }
 
     /// Waits until `BatchCompleted` for `batch` was published `n` times in all.
     pub async fn until_announced(&self, batch: BatchId, n: usize) {
-        eventually("BatchCompleted to be published", || async {
+        eventually("BatchCompleted to be published", DEADLINE, || async {
             (self.completions(batch) >= n).then_some(())
         })
         .await;
@@ -348,7 +330,7 @@ pub async fn zombie_worker_is_fenced_off(backend: TestBackend) {
     zombie_config.heartbeat_interval = Duration::from_secs(3600);
     let zombie = h.worker(zombie_processor.clone(), zombie_config);
     let batch = h.submit(0..1).await;
-    eventually("the zombie to hold the item", || async {
+    eventually("the zombie to hold the item", DEADLINE, || async {
         (zombie_processor.blocked_calls() == 1).then_some(())
     })
     .await;
@@ -357,9 +339,11 @@ pub async fn zombie_worker_is_fenced_off(backend: TestBackend) {
     let healthy_processor = ScriptedProcessor::new();
     healthy_processor.block(&h.domain(0));
     let healthy = h.worker(healthy_processor.clone(), fast_worker());
-    eventually("the healthy worker to take the item over", || async {
-        (healthy_processor.blocked_calls() == 1).then_some(())
-    })
+    eventually(
+        "the healthy worker to take the item over",
+        DEADLINE,
+        || async { (healthy_processor.blocked_calls() == 1).then_some(()) },
+    )
     .await;
     zombie_processor.unblock();
     let zombie_report = zombie.shutdown().await;
@@ -368,18 +352,7 @@ pub async fn zombie_worker_is_fenced_off(backend: TestBackend) {
         "the zombie's result was fenced off"
     );
     assert_eq!(zombie_report.stats.completed, 0);
-    let page = h
-        .service
-        .list_items(
-            &h.tenant,
-            batch,
-            &ItemQuery {
-                limit: 10,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("items");
+    let page = h.items(batch, None).await;
     assert_eq!(
         page.items[0].status,
         ItemStatus::Processing,
@@ -390,18 +363,7 @@ pub async fn zombie_worker_is_fenced_off(backend: TestBackend) {
     assert_eq!(status.counts.completed, 1);
     let healthy_stats = healthy.shutdown().await.stats;
     assert_eq!(healthy_stats.completed, 1);
-    let page = h
-        .service
-        .list_items(
-            &h.tenant,
-            batch,
-            &ItemQuery {
-                limit: 10,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("items");
+    let page = h.items(batch, None).await;
     assert_eq!(page.items[0].status, ItemStatus::Completed);
     assert_eq!(
         page.items[0].attempts, 2,
@@ -469,18 +431,7 @@ pub async fn dead_workers_items_are_taken_over(backend: TestBackend) {
     let h = Harness::new(backend);
     let repo = h.backends().repository;
     let batch = h.submit(0..10).await;
-    let items = h
-        .service
-        .list_items(
-            &h.tenant,
-            batch,
-            &ItemQuery {
-                limit: 100,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("items");
+    let items = h.items(batch, None).await;
     // A worker claims everything and dies without a word.
     let at = now();
     let claimed = repo
@@ -524,19 +475,7 @@ pub async fn retries_and_dead_letters(backend: TestBackend) {
         "poison: exactly max_attempts"
     );
     assert_eq!(processor.calls(&h.domain(2)), 1, "permanent: no retry");
-    let failed = h
-        .service
-        .list_items(
-            &h.tenant,
-            batch,
-            &ItemQuery {
-                status: Some(ItemStatus::Failed),
-                limit: 100,
-                after_position: None,
-            },
-        )
-        .await
-        .expect("dead letters");
+    let failed = h.items(batch, Some(ItemStatus::Failed)).await;
     assert_eq!(failed.items.len(), 2);
     let poison = &failed.items[0];
     assert_eq!(poison.position, 1);
@@ -546,18 +485,7 @@ pub async fn retries_and_dead_letters(backend: TestBackend) {
     let permanent = &failed.items[1];
     assert_eq!(permanent.errors.len(), 1);
     assert!(permanent.errors[0].permanent);
-    let recovered = h
-        .service
-        .list_items(
-            &h.tenant,
-            batch,
-            &ItemQuery {
-                limit: 1,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("first item");
+    let recovered = h.items(batch, None).await;
     assert_eq!(
         recovered.items[0].errors.len(),
         2,
@@ -785,6 +713,7 @@ pub async fn graceful_shutdown_releases_in_flight(backend: TestBackend) {
     let batch = h.submit(0..5).await;
     eventually(
         "the blocking item to start and the others to finish",
+        DEADLINE,
         || async {
             let s = h
                 .backends()
@@ -798,18 +727,7 @@ pub async fn graceful_shutdown_releases_in_flight(backend: TestBackend) {
     .await;
     let report = worker.shutdown().await;
     assert_eq!(report.released, 1);
-    let page = h
-        .service
-        .list_items(
-            &h.tenant,
-            batch,
-            &ItemQuery {
-                limit: 1,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("items");
+    let page = h.items(batch, None).await;
     let item = &page.items[0];
     assert_eq!(
         item.status,

@@ -3,15 +3,10 @@
 //! Every case works in its own random tenants, so the store may be shared
 //! by every case and by other tests.
 
-use std::sync::Arc;
-
 use crate::error::ErrorKind;
 use crate::keys::{hash_key, KeySelector, KeyStore, NewApiKey};
 use crate::model::{now, TenantId};
-use crate::testing::fixtures;
-
-/// What the key cases run against.
-pub type KeyBackend = Arc<dyn KeyStore>;
+use crate::testing::{fixtures, TestBackend};
 
 async fn new_key(store: &dyn KeyStore, tenant: &TenantId, label: &str) -> (String, NewApiKey) {
     let (key, record) = NewApiKey::generate(tenant.clone(), Some(label.to_owned()), now());
@@ -20,7 +15,8 @@ async fn new_key(store: &dyn KeyStore, tenant: &TenantId, label: &str) -> (Strin
 }
 
 /// A new tenant is listed with its creation time.
-pub async fn create_tenant_lists_it(store: KeyBackend) {
+pub async fn create_tenant_lists_it(backend: TestBackend) {
+    let store = backend.keys;
     let tenant = fixtures::tenant();
     let at = now();
     let record = store
@@ -33,7 +29,8 @@ pub async fn create_tenant_lists_it(store: KeyBackend) {
 }
 
 /// A tenant registered twice is a `Conflict`, its record unchanged.
-pub async fn create_tenant_twice_is_conflict(store: KeyBackend) {
+pub async fn create_tenant_twice_is_conflict(backend: TestBackend) {
+    let store = backend.keys;
     let tenant = fixtures::tenant();
     let first = store
         .create_tenant(&tenant, now())
@@ -50,7 +47,8 @@ pub async fn create_tenant_twice_is_conflict(store: KeyBackend) {
 }
 
 /// A key's tenant is registered with it.
-pub async fn create_key_registers_its_tenant(store: KeyBackend) {
+pub async fn create_key_registers_its_tenant(backend: TestBackend) {
+    let store = backend.keys;
     let tenant = fixtures::tenant();
     new_key(&*store, &tenant, "first").await;
     let listed = store.tenants().await.expect("tenants");
@@ -60,7 +58,8 @@ pub async fn create_key_registers_its_tenant(store: KeyBackend) {
 }
 
 /// A stored key is found by its hash and listed without it.
-pub async fn create_key_is_found_and_listed(store: KeyBackend) {
+pub async fn create_key_is_found_and_listed(backend: TestBackend) {
+    let store = backend.keys;
     let tenant = fixtures::tenant();
     let (key, record) = new_key(&*store, &tenant, "ci").await;
     let found = store.find_key(&hash_key(&key)).await.expect("find_key");
@@ -71,7 +70,8 @@ pub async fn create_key_is_found_and_listed(store: KeyBackend) {
 }
 
 /// A prefix or id already stored is a `Conflict`; nothing is stored.
-pub async fn create_key_with_taken_prefix_or_id_is_conflict(store: KeyBackend) {
+pub async fn create_key_with_taken_prefix_or_id_is_conflict(backend: TestBackend) {
+    let store = backend.keys;
     let tenant = fixtures::tenant();
     let (_, first) = new_key(&*store, &tenant, "first").await;
     let (other_key, mut same_prefix) = NewApiKey::generate(tenant.clone(), None, now());
@@ -95,7 +95,8 @@ pub async fn create_key_with_taken_prefix_or_id_is_conflict(store: KeyBackend) {
 }
 
 /// With a tenant, only its keys are listed; without, every tenant's.
-pub async fn keys_lists_one_tenant_or_all(store: KeyBackend) {
+pub async fn keys_lists_one_tenant_or_all(backend: TestBackend) {
+    let store = backend.keys;
     let (a, b) = (fixtures::tenant(), fixtures::tenant());
     let (_, ka1) = new_key(&*store, &a, "a1").await;
     let (_, ka2) = new_key(&*store, &a, "a2").await;
@@ -109,7 +110,8 @@ pub async fn keys_lists_one_tenant_or_all(store: KeyBackend) {
 }
 
 /// An unknown hash and a revoked key's hash both answer `None`.
-pub async fn find_key_of_unknown_or_revoked_is_none(store: KeyBackend) {
+pub async fn find_key_of_unknown_or_revoked_is_none(backend: TestBackend) {
+    let store = backend.keys;
     let tenant = fixtures::tenant();
     assert_eq!(
         store
@@ -130,7 +132,8 @@ pub async fn find_key_of_unknown_or_revoked_is_none(store: KeyBackend) {
 }
 
 /// A revoked key (by id or prefix) is no longer found and is listed revoked.
-pub async fn revoke_key_by_id_or_prefix(store: KeyBackend) {
+pub async fn revoke_key_by_id_or_prefix(backend: TestBackend) {
+    let store = backend.keys;
     let tenant = fixtures::tenant();
     let (k1, r1) = new_key(&*store, &tenant, "by id").await;
     let (k2, r2) = new_key(&*store, &tenant, "by prefix").await;
@@ -161,7 +164,8 @@ pub async fn revoke_key_by_id_or_prefix(store: KeyBackend) {
 }
 
 /// Revoking a revoked key changes nothing and answers its first `revoked_at`.
-pub async fn revoke_key_twice_keeps_the_first_time(store: KeyBackend) {
+pub async fn revoke_key_twice_keeps_the_first_time(backend: TestBackend) {
+    let store = backend.keys;
     let tenant = fixtures::tenant();
     let (_, record) = new_key(&*store, &tenant, "twice").await;
     let first = now();
@@ -182,7 +186,8 @@ pub async fn revoke_key_twice_keeps_the_first_time(store: KeyBackend) {
 }
 
 /// An unknown key, or another tenant's, answers `None` (and stays live).
-pub async fn revoke_key_of_unknown_or_foreign_is_none(store: KeyBackend) {
+pub async fn revoke_key_of_unknown_or_foreign_is_none(backend: TestBackend) {
+    let store = backend.keys;
     let (owner, other) = (fixtures::tenant(), fixtures::tenant());
     let (key, record) = new_key(&*store, &owner, "mine").await;
     let unknown = store
@@ -203,7 +208,8 @@ pub async fn revoke_key_of_unknown_or_foreign_is_none(store: KeyBackend) {
 }
 
 /// A rotation revokes the old key and stores the replacement.
-pub async fn rotate_key_replaces_the_key(store: KeyBackend) {
+pub async fn rotate_key_replaces_the_key(backend: TestBackend) {
+    let store = backend.keys;
     let tenant = fixtures::tenant();
     let (old_key, old) = new_key(&*store, &tenant, "rotating").await;
     let (new_key_text, replacement) = NewApiKey::generate(tenant.clone(), old.label.clone(), now());
@@ -231,7 +237,8 @@ pub async fn rotate_key_replaces_the_key(store: KeyBackend) {
 
 /// An unknown or revoked old key, or a replacement for another tenant,
 /// answers `None` and changes nothing.
-pub async fn rotate_key_of_unknown_revoked_or_foreign_is_none(store: KeyBackend) {
+pub async fn rotate_key_of_unknown_revoked_or_foreign_is_none(backend: TestBackend) {
+    let store = backend.keys;
     let (tenant, other) = (fixtures::tenant(), fixtures::tenant());
     let (key, live) = new_key(&*store, &tenant, "live").await;
     let (_, revoked) = new_key(&*store, &tenant, "revoked").await;
@@ -268,6 +275,7 @@ pub async fn rotate_key_of_unknown_revoked_or_foreign_is_none(store: KeyBackend)
 }
 
 /// The store answers.
-pub async fn key_store_ping_answers(store: KeyBackend) {
+pub async fn key_store_ping_answers(backend: TestBackend) {
+    let store = backend.keys;
     store.ping().await.expect("ping");
 }

@@ -9,27 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::limits::{Admission, Admit, BacklogLedger, Rate, RateLimiter};
+use crate::testing::TestBackend;
 
 /// The rate every case's limiters enforce: 10 a second, burst 5.
 pub const CASE_RATE: Rate = Rate {
     per_second: 10.0,
     burst: 5,
 };
-
-/// What the limit cases run against.
-#[derive(Clone)]
-pub struct LimitsBackend {
-    /// Two handles on one rate store, each enforcing [`CASE_RATE`].
-    pub limiters: [Arc<dyn RateLimiter>; 2],
-    /// Two handles on one fresh ledger.
-    pub ledgers: [Arc<dyn BacklogLedger>; 2],
-}
-
-impl std::fmt::Debug for LimitsBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LimitsBackend").finish_non_exhaustive()
-    }
-}
 
 fn key() -> String {
     format!("case-{}", uuid::Uuid::new_v4().simple())
@@ -60,7 +46,7 @@ async fn drain_burst(limiters: &[Arc<dyn RateLimiter>; 2]) -> String {
 }
 
 /// A fresh key gets `burst` requests at once, then waits at most one interval.
-pub async fn rate_limiter_allows_the_burst_then_limits(backend: LimitsBackend) {
+pub async fn rate_limiter_allows_the_burst_then_limits(backend: TestBackend) {
     let key = drain_burst(&backend.limiters).await;
     match check(&*backend.limiters[0], &key).await {
         Admit::Limited(wait) => assert!(
@@ -73,14 +59,14 @@ pub async fn rate_limiter_allows_the_burst_then_limits(backend: LimitsBackend) {
 }
 
 /// Keys do not share allowance.
-pub async fn rate_limiter_keys_do_not_share(backend: LimitsBackend) {
+pub async fn rate_limiter_keys_do_not_share(backend: TestBackend) {
     let _limited = drain_burst(&backend.limiters).await;
     let other = key();
     assert_eq!(check(&*backend.limiters[0], &other).await, Admit::Allowed);
 }
 
 /// After the wait it answered, a limited key is allowed again.
-pub async fn rate_limiter_allows_again_after_the_wait(backend: LimitsBackend) {
+pub async fn rate_limiter_allows_again_after_the_wait(backend: TestBackend) {
     let key = drain_burst(&backend.limiters).await;
     let Admit::Limited(wait) = check(&*backend.limiters[0], &key).await else {
         panic!("one request past the burst was allowed");
@@ -90,7 +76,7 @@ pub async fn rate_limiter_allows_again_after_the_wait(backend: LimitsBackend) {
 }
 
 /// Two handles on one store share each key's allowance.
-pub async fn rate_limiter_is_shared_by_every_handle(backend: LimitsBackend) {
+pub async fn rate_limiter_is_shared_by_every_handle(backend: TestBackend) {
     // The burst was taken alternately through both handles.
     let key = drain_burst(&backend.limiters).await;
     for limiter in &backend.limiters {
@@ -114,12 +100,12 @@ async fn record(ledger: &dyn BacklogLedger, waiting: Option<u64>) {
 }
 
 /// Without a reading: `None`.
-pub async fn ledger_without_a_reading_answers_none(backend: LimitsBackend) {
+pub async fn ledger_without_a_reading_answers_none(backend: TestBackend) {
     assert_eq!(admit(&*backend.ledgers[0], 1, 10).await, None);
 }
 
 /// Within `max`: admitted, and counted for every caller.
-pub async fn ledger_admits_within_max_and_counts_it(backend: LimitsBackend) {
+pub async fn ledger_admits_within_max_and_counts_it(backend: TestBackend) {
     let [a, b] = &backend.ledgers;
     record(&**a, Some(10)).await;
     assert_eq!(admit(&**a, 5, 20).await, Some(Admission::Admitted));
@@ -132,7 +118,7 @@ pub async fn ledger_admits_within_max_and_counts_it(backend: LimitsBackend) {
 }
 
 /// Over `max`: refused with the waiting count, nothing counted.
-pub async fn ledger_refuses_over_max_and_counts_nothing(backend: LimitsBackend) {
+pub async fn ledger_refuses_over_max_and_counts_nothing(backend: TestBackend) {
     let ledger = &*backend.ledgers[0];
     record(ledger, Some(8)).await;
     assert_eq!(
@@ -143,7 +129,7 @@ pub async fn ledger_refuses_over_max_and_counts_nothing(backend: LimitsBackend) 
 }
 
 /// Nothing waiting: anything is admitted (a request larger than `max` too).
-pub async fn ledger_admits_anything_when_nothing_waits(backend: LimitsBackend) {
+pub async fn ledger_admits_anything_when_nothing_waits(backend: TestBackend) {
     let ledger = &*backend.ledgers[0];
     record(ledger, Some(0)).await;
     assert_eq!(admit(ledger, 50, 10).await, Some(Admission::Admitted));
@@ -154,14 +140,14 @@ pub async fn ledger_admits_anything_when_nothing_waits(backend: LimitsBackend) {
 }
 
 /// A reading of an unknown depth answers `Unknown`.
-pub async fn ledger_unknown_depth_answers_unknown(backend: LimitsBackend) {
+pub async fn ledger_unknown_depth_answers_unknown(backend: TestBackend) {
     let ledger = &*backend.ledgers[0];
     record(ledger, None).await;
     assert_eq!(admit(ledger, 1_000, 10).await, Some(Admission::Unknown));
 }
 
 /// `fresh` tells whether the reading is younger than `fresh_for`.
-pub async fn ledger_tells_whether_the_reading_is_fresh(backend: LimitsBackend) {
+pub async fn ledger_tells_whether_the_reading_is_fresh(backend: TestBackend) {
     let ledger = &*backend.ledgers[0];
     record(ledger, Some(1)).await;
     let fresh = ledger
@@ -178,7 +164,7 @@ pub async fn ledger_tells_whether_the_reading_is_fresh(backend: LimitsBackend) {
 }
 
 /// A new reading starts with nothing admitted, for every caller.
-pub async fn ledger_record_starts_a_fresh_count(backend: LimitsBackend) {
+pub async fn ledger_record_starts_a_fresh_count(backend: TestBackend) {
     let [a, b] = &backend.ledgers;
     record(&**a, Some(5)).await;
     assert_eq!(admit(&**a, 5, 10).await, Some(Admission::Admitted));

@@ -1,53 +1,68 @@
-//! The conformance suite every backend runs.
+//! The conformance suite every backend runs, and what tests share.
 //!
 //! Each `# Behavior` bullet of [`OrgRepository`], [`JobQueue`] and [`Cache`]
 //! is one case: a plain `pub async fn case(backend: TestBackend)` in
-//! [`repository`], [`queue`] or [`cache`]. [`conformance_tests!`](crate::conformance_tests)
-//! turns the list into one `#[test]` per case for a backend's `setup`
-//! function:
+//! [`repository`], [`queue`] or [`cache`]; each guarantee of the design is
+//! one case in [`guarantees`]. [`conformance_tests!`](crate::conformance_tests)
+//! turns the groups a backend runs into one `#[test]` per case for its
+//! `setup` function:
 //!
 //! ```text
-//! // tests/conformance.rs of an adapter crate, whose dev-dependencies
+//! // tests/conformance.rs of a queue adapter, whose dev-dependencies
 //! // enable `onboarding-core/testing`.
 //! async fn setup() -> onboarding_core::testing::TestBackend {
-//!     onboarding_core::testing::TestBackend {
-//!         repository: /* Arc<dyn OrgRepository> on the shared test database */,
-//!         queue: /* a fresh queue with its own name or key prefix */,
-//!         cache: /* the cache, any key prefix */,
-//!     }
+//!     let queue = /* a fresh queue with its own name or key prefix */;
+//!     onboarding_core::testing::TestBackend::memory()
+//!         .with_queue(queue)
+//!         .with_cleanup(/* a Cleanup that deletes the queue */)
 //! }
 //!
-//! onboarding_core::conformance_tests!(setup);
+//! onboarding_core::conformance_tests!(setup, [queue, guarantees]);
 //! ```
+//!
+//! The groups are `repository`, `queue`, `cache` and `guarantees` (the
+//! guarantees of ARCHITECTURE.md, run through the ingest service and real
+//! workers), and `keys` ([`KeyStore`](crate::keys::KeyStore)), `webhooks`
+//! ([`WebhookStore`](crate::webhooks::WebhookStore) and
+//! [`DeliveryLog`](crate::webhooks::DeliveryLog)) and `limits`
+//! ([`RateLimiter`](crate::limits::RateLimiter) and
+//! [`BacklogLedger`](crate::limits::BacklogLedger): two handles on one store,
+//! as two processes have); a backend
+//! runs those of the traits it implements, plus `guarantees`, and leaves the
+//! other fields of its [`TestBackend`] in memory.
+//!
+//! Beside the cases, tests of every crate share: [`eventually`] (poll with
+//! a deadline), [`requests`] (submit requests), [`fixtures`] (builders and
+//! assertions on the traits), [`doubles`] (backends whose calls fail, hang
+//! or wait at a gate, for error paths) and [`namespace`] (a name per test and
+//! a [`Cleanup`] guard that removes what the test made).
 //!
 //! # What `setup` must return
 //!
 //! `setup` is called once per case, and cases run in parallel.
 //!
-//! - **Repository**: may be shared by every case (one database for the whole
-//!   run, reused by later runs). Cases never flush it: each works in its own
-//!   random tenant with random domains and asserts only on its own rows.
-//!   The few operations that act on every tenant at once (`sweep`,
+//! - **Repository**: may be shared by every case (one database for the
+//!   whole run). Cases never flush it: each works in its own random tenant
+//!   with random domains and asserts only on its own rows. The few
+//!   operations that act on every tenant at once (`sweep`,
 //!   `complete_open_batches`) are serialized by a lock inside the suite,
 //!   so no two cases of one process disturb each other; do not point two
 //!   processes running the suite at the same database at the same time.
 //!   `unannounced_batches` and `prune` cases keep to their own time range
 //!   in the past (the 1980s and 1990s) so they never see or delete other
-//!   cases' batches. Cases clean up what would disturb later runs (they
+//!   cases' batches. Cases clean up what would disturb later cases (they
 //!   cancel their open batches, finish their leases, announce or prune
-//!   their past batches); the rows themselves stay.
+//!   their past batches); the rows themselves stay until the database goes.
 //! - **Queue**: must be a **fresh, isolated queue on every call** (its own
 //!   queue name, key prefix or in-memory instance) because queue cases count
 //!   every job they dequeue. Its visibility timeout must be **between 500 ms
 //!   and 2 s**: the redelivery case waits for it (polling, up to 10 s).
-//!   Cases may leave delayed jobs behind: drop or expire the queue later.
+//!   Cases may leave delayed jobs behind.
 //! - **Cache**: may be shared: cases use random keys.
-//!
-//! A backend that implements only some traits runs only their cases
-//! ([`repository_conformance_tests!`](crate::repository_conformance_tests),
-//! [`queue_conformance_tests!`](crate::queue_conformance_tests),
-//! [`cache_conformance_tests!`](crate::cache_conformance_tests)) and puts
-//! in-memory backends in the other fields.
+//! - **Clean-up**: what `setup` made for the case (a database, a key
+//!   prefix) goes in a [`Cleanup`] given to [`TestBackend::with_cleanup`];
+//!   it runs when the case ends, pass or fail, after the case's runtime
+//!   stopped (so no task of the case still uses it).
 //!
 //! [`OrgRepository`]: crate::OrgRepository
 //! [`JobQueue`]: crate::JobQueue
@@ -58,17 +73,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::Cache;
+use crate::keys::KeyStore;
+use crate::limits::{BacklogLedger, LocalRateLimiter, MemoryLedger, RateLimiter};
+use crate::memory::{MemoryCache, MemoryKeyStore, MemoryQueue, MemoryRepository, MemoryWebhooks};
 use crate::queue::JobQueue;
 use crate::repository::OrgRepository;
+use crate::webhooks::{DeliveryLog, WebhookStore};
 
 pub mod cache;
+pub mod doubles;
 pub mod fixtures;
 pub mod guarantees;
 pub mod keys;
 pub mod limits;
+pub mod namespace;
 pub mod queue;
 pub mod repository;
+pub mod requests;
 pub mod webhooks;
+
+mod poll;
+
+pub use namespace::Cleanup;
+pub use poll::{eventually, eventually_every, Progress, POLL_EVERY};
 
 /// The backends one conformance case runs against.
 ///
@@ -82,6 +109,110 @@ pub struct TestBackend {
     pub queue: Arc<dyn JobQueue>,
     /// The cache under test (may be shared between cases).
     pub cache: Arc<dyn Cache>,
+    /// Tenants and API keys (may be shared between cases).
+    pub keys: Arc<dyn KeyStore>,
+    /// Webhook endpoints (may be shared between cases).
+    pub endpoints: Arc<dyn WebhookStore>,
+    /// The webhook delivery log (may be shared between cases).
+    pub deliveries: Arc<dyn DeliveryLog>,
+    /// Two handles on one rate store, each enforcing
+    /// [`limits::CASE_RATE`] (keys are random: may be shared).
+    pub limiters: [Arc<dyn RateLimiter>; 2],
+    /// Two handles on one backlog ledger, **fresh for the case**.
+    pub ledgers: [Arc<dyn BacklogLedger>; 2],
+    cleanups: Vec<Arc<Cleanup>>,
+}
+
+impl TestBackend {
+    /// The visibility timeout of the queues [`TestBackend::memory`] makes,
+    /// and a good one for adapters' per-case queues (the suite wants 0.5-2 s).
+    pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// These backends, with nothing to clean up.
+    pub fn new(
+        repository: Arc<dyn OrgRepository>,
+        queue: Arc<dyn JobQueue>,
+        cache: Arc<dyn Cache>,
+    ) -> Self {
+        let webhooks = Arc::new(MemoryWebhooks::new());
+        let limiter = Arc::new(LocalRateLimiter::new(limits::CASE_RATE));
+        let ledger = Arc::new(MemoryLedger::default());
+        Self {
+            repository,
+            queue,
+            cache,
+            keys: Arc::new(MemoryKeyStore::new()),
+            endpoints: webhooks.clone(),
+            deliveries: webhooks,
+            limiters: [limiter.clone(), limiter],
+            ledgers: [ledger.clone(), ledger],
+            cleanups: Vec::new(),
+        }
+    }
+
+    /// A fresh memory repository, memory queue (visibility timeout
+    /// [`TestBackend::VISIBILITY_TIMEOUT`]) and memory cache: the stand-ins
+    /// for the traits an adapter does not implement.
+    pub fn memory() -> Self {
+        Self::new(
+            Arc::new(MemoryRepository::new()),
+            Arc::new(MemoryQueue::new(Self::VISIBILITY_TIMEOUT)),
+            Arc::new(MemoryCache::new(100_000)),
+        )
+    }
+
+    /// These backends with `repository` instead.
+    pub fn with_repository(mut self, repository: Arc<dyn OrgRepository>) -> Self {
+        self.repository = repository;
+        self
+    }
+
+    /// These backends with `queue` instead.
+    pub fn with_queue(mut self, queue: Arc<dyn JobQueue>) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    /// These backends with `cache` instead.
+    pub fn with_cache(mut self, cache: Arc<dyn Cache>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// These backends with `keys` instead.
+    pub fn with_key_store(mut self, keys: Arc<dyn KeyStore>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// These backends with these webhook stores instead.
+    pub fn with_webhooks(
+        mut self,
+        endpoints: Arc<dyn WebhookStore>,
+        deliveries: Arc<dyn DeliveryLog>,
+    ) -> Self {
+        self.endpoints = endpoints;
+        self.deliveries = deliveries;
+        self
+    }
+
+    /// These backends with these limiters and ledgers instead (two handles
+    /// on one store each, as two processes would have).
+    pub fn with_limits(
+        mut self,
+        limiters: [Arc<dyn RateLimiter>; 2],
+        ledgers: [Arc<dyn BacklogLedger>; 2],
+    ) -> Self {
+        self.limiters = limiters;
+        self.ledgers = ledgers;
+        self
+    }
+
+    /// Runs `cleanup` when the case ends (see the [module documentation](self)).
+    pub fn with_cleanup(mut self, cleanup: Cleanup) -> Self {
+        self.cleanups.push(Arc::new(cleanup));
+        self
+    }
 }
 
 impl std::fmt::Debug for TestBackend {
@@ -90,28 +221,44 @@ impl std::fmt::Debug for TestBackend {
     }
 }
 
-/// Longest a case may run before [`run`] fails it instead of hanging.
+/// Longest a case may run before [`run_case`] fails it instead of hanging.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Runs an async test body on a fresh multi-thread tokio runtime (2 worker
-/// threads), so the generated tests need no tokio in the caller.
+/// Runs one conformance case: `case(setup().await)` on a fresh
+/// multi-thread tokio runtime (2 worker threads), so the generated tests
+/// need no tokio in the caller. The backend's clean-ups run once the case
+/// is over and its runtime has stopped, also when the case fails.
 ///
 /// # Panics
 ///
-/// When the runtime cannot be built, when `future` panics, or when it runs
-/// longer than [`CASE_TIMEOUT`].
-pub fn run<F: Future<Output = ()>>(future: F) {
+/// When the runtime cannot be built, when `setup` or `case` panics, or when
+/// they run longer than [`CASE_TIMEOUT`].
+pub fn run_case<S, SetupFuture, C, CaseFuture>(setup: S, case: C)
+where
+    S: FnOnce() -> SetupFuture,
+    SetupFuture: Future<Output = TestBackend>,
+    C: FnOnce(TestBackend) -> CaseFuture,
+    CaseFuture: Future<Output = ()>,
+{
     init_logging();
+    // Declared before the runtime, so dropped after it, also while unwinding.
+    let mut cleanups = Vec::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("building the tokio runtime of a conformance case failed");
     runtime.block_on(async {
-        tokio::time::timeout(CASE_TIMEOUT, future)
-            .await
-            .expect("the conformance case did not finish within CASE_TIMEOUT");
+        tokio::time::timeout(CASE_TIMEOUT, async {
+            let mut backend = setup().await;
+            cleanups = std::mem::take(&mut backend.cleanups);
+            case(backend).await;
+        })
+        .await
+        .expect("the conformance case did not finish within CASE_TIMEOUT");
     });
+    drop(runtime);
+    drop(cleanups);
 }
 
 /// Sends `tracing` output (warnings and up, or `ONBOARDING_TEST_LOG`) to the
@@ -126,10 +273,10 @@ fn init_logging() {
         .try_init();
 }
 
-/// The single list of conformance cases, per trait.
+/// The single list of conformance cases, per group.
 ///
 /// Adding a case: write `pub async fn name(backend: TestBackend)` in the
-/// trait's module and add `name` here.
+/// group's module and add `name` to its list here (one line).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_cases {
@@ -195,6 +342,7 @@ macro_rules! __conformance_cases {
                 unacked_delivery_is_redelivered_after_visibility_timeout,
                 ack_of_unknown_receipt_is_noop,
                 dequeue_interleaves_tenants,
+                concurrent_dequeues_never_share_a_delivery,
                 depth_counts_ready_delayed_and_in_flight,
                 queue_ping_answers,
             ]
@@ -293,47 +441,28 @@ macro_rules! __conformance_cases {
     };
 }
 
-/// Emits one `#[test]` per case of one trait, in the current module.
+/// Emits one `#[test]` per case of one group, in the current module.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_tests {
-    ($setup:path, $module:ident, [$($case:ident),* $(,)?]) => {
+    ($setup:path, $group:ident, [$($case:ident),* $(,)?]) => {
         $(
             #[test]
             fn $case() {
-                $crate::testing::run(async {
-                    $crate::testing::$module::$case($setup().await).await
-                })
+                $crate::testing::run_case($setup, $crate::testing::$group::$case)
             }
         )*
     };
 }
 
-/// Emits `mod $name { mod <trait> { #[test] fn <case>() .. } .. }` for the
-/// listed traits, calling `$setup` from the call site.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __conformance_module {
-    ($name:ident, $setup:path, [$($module:ident),+]) => {
-        #[allow(unused_imports, dead_code, missing_docs, unreachable_pub)]
-        mod $name {
-            use super::*;
-
-            async fn __conformance_setup() -> $crate::testing::TestBackend {
-                $setup().await
-            }
-
-            $(
-                mod $module {
-                    $crate::__conformance_cases!($module, super::__conformance_setup);
-                }
-            )+
-        }
-    };
-}
-
-/// Generates the whole conformance suite (repository, queue and cache
-/// cases) as plain `#[test]` functions in a module named `conformance`.
+/// Generates the conformance cases of the named groups as plain `#[test]`
+/// functions in a module named `conformance`; without a list, every group.
+///
+/// The groups: `repository`, `queue`, `cache`, `keys`, `webhooks`,
+/// `limits` (one case per `# Behavior` bullet of the traits) and `guarantees` (ARCHITECTURE.md's guarantees through the
+/// service and real workers). A backend names the traits it implements,
+/// plus `guarantees`; the other fields of its [`TestBackend`](crate::testing::TestBackend)
+/// stay in memory.
 ///
 /// `$setup` is the path of an `async fn() -> TestBackend`, called once per
 /// case. It is resolved from inside the generated module, which imports
@@ -341,118 +470,33 @@ macro_rules! __conformance_module {
 /// at the call site (`setup`) or a `crate::` path, not `self::` or `super::`.
 ///
 /// The caller needs no imports and no tokio: each test builds its own
-/// runtime with [`testing::run`](crate::testing::run). Tests are named
-/// `conformance::<trait>::<case>`, e.g.
+/// runtime with [`testing::run_case`](crate::testing::run_case). Tests are
+/// named `conformance::<group>::<case>`, e.g.
 /// `conformance::repository::claim_is_exclusive_under_concurrency`.
 ///
 /// ```text
 /// async fn setup() -> onboarding_core::testing::TestBackend { /* .. */ }
-/// onboarding_core::conformance_tests!(setup);
+/// onboarding_core::conformance_tests!(setup, [queue, cache, guarantees]);
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
     ($setup:path $(,)?) => {
-        $crate::__conformance_module!(conformance, $setup, [repository, queue, cache, guarantees]);
+        $crate::conformance_tests!($setup, [repository, queue, cache, guarantees]);
     };
-}
-
-/// Generates the [`OrgRepository`](crate::OrgRepository) cases only, in a
-/// module named `repository_conformance` (tests
-/// `repository_conformance::repository::<case>`). See
-/// [`conformance_tests!`](crate::conformance_tests) for `$setup`.
-#[macro_export]
-macro_rules! repository_conformance_tests {
-    ($setup:path $(,)?) => {
-        $crate::__conformance_module!(repository_conformance, $setup, [repository]);
-    };
-}
-
-/// Generates the [`JobQueue`](crate::JobQueue) cases only, in a module named
-/// `queue_conformance` (tests `queue_conformance::queue::<case>`). See
-/// [`conformance_tests!`](crate::conformance_tests) for `$setup`; the queue
-/// it returns must be fresh on every call.
-#[macro_export]
-macro_rules! queue_conformance_tests {
-    ($setup:path $(,)?) => {
-        $crate::__conformance_module!(queue_conformance, $setup, [queue]);
-    };
-}
-
-/// Generates the [`Cache`](crate::Cache) cases only, in a module named
-/// `cache_conformance` (tests `cache_conformance::cache::<case>`). See
-/// [`conformance_tests!`](crate::conformance_tests) for `$setup`.
-#[macro_export]
-macro_rules! cache_conformance_tests {
-    ($setup:path $(,)?) => {
-        $crate::__conformance_module!(cache_conformance, $setup, [cache]);
-    };
-}
-
-/// Generates the [`KeyStore`](crate::KeyStore) cases in a module named
-/// `key_store_conformance`, for an `async fn() -> Arc<dyn KeyStore>`
-/// (see [`keys`]); the store may be shared by every case.
-#[macro_export]
-macro_rules! key_store_conformance_tests {
-    ($setup:path $(,)?) => {
-        $crate::__conformance_group!(
-            key_store_conformance,
-            $setup,
-            $crate::testing::keys::KeyBackend,
-            keys
-        );
-    };
-}
-
-/// Generates the [`WebhookStore`](crate::WebhookStore) and
-/// [`DeliveryLog`](crate::DeliveryLog) cases in a module named
-/// `webhook_conformance`, for an `async fn() -> WebhookBackend` (see
-/// [`webhooks`]); the stores may be shared by every case.
-#[macro_export]
-macro_rules! webhook_conformance_tests {
-    ($setup:path $(,)?) => {
-        $crate::__conformance_group!(
-            webhook_conformance,
-            $setup,
-            $crate::testing::webhooks::WebhookBackend,
-            webhooks
-        );
-    };
-}
-
-/// Generates the [`RateLimiter`](crate::RateLimiter) and
-/// [`BacklogLedger`](crate::BacklogLedger) cases in a module named
-/// `limits_conformance`, for an `async fn() -> LimitsBackend` (see
-/// [`limits`]): two handles on one store, a fresh ledger per call.
-#[macro_export]
-macro_rules! limits_conformance_tests {
-    ($setup:path $(,)?) => {
-        $crate::__conformance_group!(
-            limits_conformance,
-            $setup,
-            $crate::testing::limits::LimitsBackend,
-            limits
-        );
-    };
-}
-
-/// Emits `mod $name { mod $group { #[test] fn <case>() .. } }` for a group
-/// whose cases take `$backend` (not [`TestBackend`]), calling `$setup` from
-/// the call site.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __conformance_group {
-    ($name:ident, $setup:path, $backend:ty, $group:ident) => {
+    ($setup:path, [$($group:ident),+ $(,)?]) => {
         #[allow(unused_imports, dead_code, missing_docs, unreachable_pub)]
-        mod $name {
+        mod conformance {
             use super::*;
 
-            async fn __conformance_setup() -> $backend {
+            async fn __conformance_setup() -> $crate::testing::TestBackend {
                 $setup().await
             }
 
-            mod $group {
-                $crate::__conformance_cases!($group, super::__conformance_setup);
-            }
+            $(
+                mod $group {
+                    $crate::__conformance_cases!($group, super::__conformance_setup);
+                }
+            )+
         }
     };
 }

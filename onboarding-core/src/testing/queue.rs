@@ -257,8 +257,10 @@ pub async fn ack_of_unknown_receipt_is_noop(backend: TestBackend) {
     let receipt = delivered[0].receipt.clone();
 
     let unknown = Receipt(format!("unknown-{}", uuid::Uuid::new_v4()));
+    // Shaped like the receipts of queues that number their jobs.
+    let unknown_number = Receipt("999999999".to_owned());
     queue
-        .ack(std::slice::from_ref(&unknown))
+        .ack(&[unknown.clone(), unknown_number])
         .await
         .expect("ack of an unknown receipt failed");
     assert_eq!(
@@ -356,4 +358,43 @@ pub async fn queue_ping_answers(backend: TestBackend) {
         .ping()
         .await
         .expect("ping of a running queue failed");
+}
+
+/// A delivered job is not delivered again while it is in flight, also to
+/// dequeues running at the same time: concurrent consumers never share a job.
+pub async fn concurrent_dequeues_never_share_a_delivery(backend: TestBackend) {
+    let queue = backend.queue.clone();
+    let tenant = fixtures::tenant();
+    let jobs = fixtures::fill_queue(&*queue, &tenant, 40).await;
+    let consumers: Vec<_> = (0..4)
+        .map(|_| {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let batch = queue.dequeue(3, SHORT).await.expect("dequeue failed");
+                    if batch.is_empty() {
+                        return got;
+                    }
+                    // Acknowledged at once: a visibility timeout passing
+                    // during the test cannot explain a second delivery.
+                    let receipts: Vec<Receipt> = batch.iter().map(|d| d.receipt.clone()).collect();
+                    queue.ack(&receipts).await.expect("ack failed");
+                    got.extend(batch.into_iter().map(|d| d.job.item_id));
+                }
+            })
+        })
+        .collect();
+    let mut delivered = Vec::new();
+    for consumer in consumers {
+        delivered.extend(consumer.await.expect("a consumer panicked"));
+    }
+    let unique: HashSet<ItemId> = delivered.iter().copied().collect();
+    assert_eq!(
+        delivered.len(),
+        unique.len(),
+        "a job was delivered to two consumers"
+    );
+    let expected: HashSet<ItemId> = jobs.iter().map(|j| j.item_id).collect();
+    assert_eq!(unique, expected, "every job is delivered");
 }

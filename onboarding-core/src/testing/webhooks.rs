@@ -7,7 +7,6 @@
 //! interrupted run is finished by the next one).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
@@ -15,26 +14,11 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::ErrorKind;
 use crate::model::{after, now, BatchId, LeaseToken, TenantId, Timestamp};
-use crate::testing::fixtures;
+use crate::testing::{fixtures, TestBackend};
 use crate::webhooks::{
     AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryId, DeliveryLog, DeliveryQuery,
-    DeliveryStatus, EndpointId, NewDelivery, RetrySchedule, WebhookEndpoint, WebhookStore,
+    DeliveryStatus, EndpointId, NewDelivery, RetrySchedule, WebhookEndpoint,
 };
-
-/// What the webhook cases run against: usually one object behind both traits.
-#[derive(Clone)]
-pub struct WebhookBackend {
-    /// The endpoints.
-    pub endpoints: Arc<dyn WebhookStore>,
-    /// The delivery log.
-    pub deliveries: Arc<dyn DeliveryLog>,
-}
-
-impl std::fmt::Debug for WebhookBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookBackend").finish_non_exhaustive()
-    }
-}
 
 static CLAIMS: Mutex<()> = Mutex::const_new(());
 
@@ -129,7 +113,7 @@ fn ids(claimed: &[ClaimedDelivery]) -> HashSet<DeliveryId> {
 }
 
 /// A saved endpoint reads back equal.
-pub async fn save_endpoint_reads_back(backend: WebhookBackend) {
+pub async fn save_endpoint_reads_back(backend: TestBackend) {
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
     backend.endpoints.save_endpoint(&e).await.expect("save");
@@ -150,7 +134,7 @@ pub async fn save_endpoint_reads_back(backend: WebhookBackend) {
 }
 
 /// Saving again with the same id replaces it.
-pub async fn save_endpoint_again_replaces_it(backend: WebhookBackend) {
+pub async fn save_endpoint_again_replaces_it(backend: TestBackend) {
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
     backend.endpoints.save_endpoint(&e).await.expect("save");
@@ -171,7 +155,7 @@ pub async fn save_endpoint_again_replaces_it(backend: WebhookBackend) {
 }
 
 /// Saving another tenant's id is a `Conflict` and changes nothing.
-pub async fn save_endpoint_of_another_tenant_is_conflict(backend: WebhookBackend) {
+pub async fn save_endpoint_of_another_tenant_is_conflict(backend: TestBackend) {
     let (owner, intruder) = (fixtures::tenant(), fixtures::tenant());
     let e = endpoint(&owner);
     backend.endpoints.save_endpoint(&e).await.expect("save");
@@ -201,7 +185,7 @@ pub async fn save_endpoint_of_another_tenant_is_conflict(backend: WebhookBackend
 }
 
 /// Only the tenant's own endpoints are listed, oldest first.
-pub async fn endpoints_lists_only_the_tenants_own(backend: WebhookBackend) {
+pub async fn endpoints_lists_only_the_tenants_own(backend: TestBackend) {
     let (a, b) = (fixtures::tenant(), fixtures::tenant());
     let (a1, a2, b1) = (endpoint(&a), endpoint(&a), endpoint(&b));
     for e in [&a1, &a2, &b1] {
@@ -218,7 +202,7 @@ pub async fn endpoints_lists_only_the_tenants_own(backend: WebhookBackend) {
 }
 
 /// An unknown id, or another tenant's, answers `None`.
-pub async fn endpoint_of_unknown_or_foreign_is_none(backend: WebhookBackend) {
+pub async fn endpoint_of_unknown_or_foreign_is_none(backend: TestBackend) {
     let (owner, other) = (fixtures::tenant(), fixtures::tenant());
     let e = endpoint(&owner);
     backend.endpoints.save_endpoint(&e).await.expect("save");
@@ -241,7 +225,7 @@ pub async fn endpoint_of_unknown_or_foreign_is_none(backend: WebhookBackend) {
 }
 
 /// Deleting answers whether it existed for this tenant; another tenant's stays.
-pub async fn delete_endpoint_only_deletes_the_tenants_own(backend: WebhookBackend) {
+pub async fn delete_endpoint_only_deletes_the_tenants_own(backend: TestBackend) {
     let (owner, other) = (fixtures::tenant(), fixtures::tenant());
     let e = endpoint(&owner);
     backend.endpoints.save_endpoint(&e).await.expect("save");
@@ -275,7 +259,7 @@ pub async fn delete_endpoint_only_deletes_the_tenants_own(backend: WebhookBacken
 }
 
 /// New deliveries are listed pending with no attempt; the answer counts them.
-pub async fn add_deliveries_lists_them_pending(backend: WebhookBackend) {
+pub async fn add_deliveries_lists_them_pending(backend: TestBackend) {
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
     let at = now();
@@ -323,7 +307,7 @@ pub async fn add_deliveries_lists_them_pending(backend: WebhookBackend) {
 }
 
 /// A `webhook_id` already logged for the same endpoint is left out.
-pub async fn add_deliveries_skips_an_event_already_logged(backend: WebhookBackend) {
+pub async fn add_deliveries_skips_an_event_already_logged(backend: TestBackend) {
     let tenant = fixtures::tenant();
     let (e1, e2) = (endpoint(&tenant), endpoint(&tenant));
     let first = delivery(&e1, now());
@@ -357,7 +341,7 @@ pub async fn add_deliveries_skips_an_event_already_logged(backend: WebhookBacken
 }
 
 /// A delivery added with a lease is not claimed before its `next_attempt_at`.
-pub async fn add_deliveries_with_a_lease_is_not_claimed_before_it_ends(backend: WebhookBackend) {
+pub async fn add_deliveries_with_a_lease_is_not_claimed_before_it_ends(backend: TestBackend) {
     let _claims = claims().await;
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
@@ -387,7 +371,7 @@ pub async fn add_deliveries_with_a_lease_is_not_claimed_before_it_ends(backend: 
 }
 
 /// A claimed delivery is not claimed again before its lease ends.
-pub async fn claim_due_claims_each_delivery_once(backend: WebhookBackend) {
+pub async fn claim_due_claims_each_delivery_once(backend: TestBackend) {
     let _claims = claims().await;
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
@@ -407,7 +391,7 @@ pub async fn claim_due_claims_each_delivery_once(backend: WebhookBackend) {
 }
 
 /// Deliveries not yet due, delivered or failed are left out.
-pub async fn claim_due_leaves_out_undue_and_finished_deliveries(backend: WebhookBackend) {
+pub async fn claim_due_leaves_out_undue_and_finished_deliveries(backend: TestBackend) {
     let _claims = claims().await;
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
@@ -453,7 +437,7 @@ pub async fn claim_due_leaves_out_undue_and_finished_deliveries(backend: Webhook
 }
 
 /// Concurrent callers never claim the same delivery.
-pub async fn claim_due_is_exclusive_under_concurrency(backend: WebhookBackend) {
+pub async fn claim_due_is_exclusive_under_concurrency(backend: TestBackend) {
     let _claims = claims().await;
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
@@ -487,7 +471,7 @@ pub async fn claim_due_is_exclusive_under_concurrency(backend: WebhookBackend) {
 }
 
 /// A claim whose lease passed is claimed again; the old lease is fenced off.
-pub async fn claim_due_takes_over_expired_claims(backend: WebhookBackend) {
+pub async fn claim_due_takes_over_expired_claims(backend: TestBackend) {
     let _claims = claims().await;
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
@@ -537,7 +521,7 @@ pub async fn claim_due_takes_over_expired_claims(backend: WebhookBackend) {
 }
 
 /// A replay claims the delivery whatever its status and starts a new round.
-pub async fn claim_delivery_starts_a_new_round(backend: WebhookBackend) {
+pub async fn claim_delivery_starts_a_new_round(backend: TestBackend) {
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
     let d = delivery(&e, now());
@@ -584,7 +568,7 @@ pub async fn claim_delivery_starts_a_new_round(backend: WebhookBackend) {
 }
 
 /// An unknown id, or another tenant's, answers `None`.
-pub async fn claim_delivery_of_unknown_or_foreign_is_none(backend: WebhookBackend) {
+pub async fn claim_delivery_of_unknown_or_foreign_is_none(backend: TestBackend) {
     let (owner, other) = (fixtures::tenant(), fixtures::tenant());
     let d = delivery(&endpoint(&owner), now());
     backend
@@ -604,7 +588,7 @@ pub async fn claim_delivery_of_unknown_or_foreign_is_none(backend: WebhookBacken
 }
 
 /// A delivery whose claim is live is a `Conflict`.
-pub async fn claim_delivery_of_a_live_claim_is_conflict(backend: WebhookBackend) {
+pub async fn claim_delivery_of_a_live_claim_is_conflict(backend: TestBackend) {
     let tenant = fixtures::tenant();
     let d = delivery(&endpoint(&tenant), now());
     backend
@@ -629,7 +613,7 @@ pub async fn claim_delivery_of_a_live_claim_is_conflict(backend: WebhookBackend)
 }
 
 /// With the current lease the attempt is recorded and the delivery updated.
-pub async fn record_attempt_with_the_current_lease_updates_the_delivery(backend: WebhookBackend) {
+pub async fn record_attempt_with_the_current_lease_updates_the_delivery(backend: TestBackend) {
     let tenant = fixtures::tenant();
     let d = delivery(&endpoint(&tenant), now());
     backend
@@ -712,7 +696,7 @@ pub async fn record_attempt_with_the_current_lease_updates_the_delivery(backend:
 }
 
 /// With a lease that is not the current one nothing changes.
-pub async fn record_attempt_with_a_stale_lease_changes_nothing(backend: WebhookBackend) {
+pub async fn record_attempt_with_a_stale_lease_changes_nothing(backend: TestBackend) {
     let tenant = fixtures::tenant();
     let d = delivery(&endpoint(&tenant), now());
     backend
@@ -747,7 +731,7 @@ pub async fn record_attempt_with_a_stale_lease_changes_nothing(backend: WebhookB
 }
 
 /// Listings show only the tenant's own, filtered, at most `limit`.
-pub async fn deliveries_filters_by_tenant_endpoint_batch_and_limit(backend: WebhookBackend) {
+pub async fn deliveries_filters_by_tenant_endpoint_batch_and_limit(backend: TestBackend) {
     let (tenant, other) = (fixtures::tenant(), fixtures::tenant());
     let (e1, e2, foreign) = (endpoint(&tenant), endpoint(&tenant), endpoint(&other));
     let at = now();
@@ -797,7 +781,7 @@ pub async fn deliveries_filters_by_tenant_endpoint_batch_and_limit(backend: Webh
 }
 
 /// An unknown id, or another tenant's, answers `None`.
-pub async fn delivery_of_unknown_or_foreign_is_none(backend: WebhookBackend) {
+pub async fn delivery_of_unknown_or_foreign_is_none(backend: TestBackend) {
     let (owner, other) = (fixtures::tenant(), fixtures::tenant());
     let d = delivery(&endpoint(&owner), now());
     backend
@@ -827,7 +811,7 @@ pub async fn delivery_of_unknown_or_foreign_is_none(backend: WebhookBackend) {
 
 /// Finished deliveries changed before the cut-off are deleted with their
 /// attempts; pending and later ones stay.
-pub async fn prune_deletes_only_finished_deliveries_changed_before(backend: WebhookBackend) {
+pub async fn prune_deletes_only_finished_deliveries_changed_before(backend: TestBackend) {
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
     let past = fixtures::time_in_past(1985);

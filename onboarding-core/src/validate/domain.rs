@@ -3,7 +3,7 @@
 
 use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
 
-use super::problem::{codes, preview, DomainError};
+use super::problem::{codes, preview, FieldProblem};
 use crate::model::Domain;
 
 /// Longest normalized domain, in bytes (RFC 1035, without the root dot).
@@ -32,15 +32,15 @@ const MAX_INPUT_BYTES: usize = 1024;
 ///
 /// # Errors
 ///
-/// A [`DomainError`] with code `domain_empty`, `domain_invalid`,
+/// A [`FieldProblem`] with code `domain_empty`, `domain_invalid`,
 /// `domain_too_long` or `domain_no_public_suffix`.
-pub fn normalize_domain(input: &str) -> Result<Domain, DomainError> {
+pub fn normalize_domain(input: &str) -> Result<Domain, FieldProblem> {
     let trimmed = input.trim();
     if trimmed.is_empty() {
-        return Err(DomainError::new(codes::DOMAIN_EMPTY, "domain is empty"));
+        return Err(FieldProblem::new(codes::DOMAIN_EMPTY, "domain is empty"));
     }
     if trimmed.len() > MAX_INPUT_BYTES {
-        return Err(DomainError::new(
+        return Err(FieldProblem::new(
             codes::DOMAIN_TOO_LONG,
             format!(
                 "domain is {} bytes long; a domain has at most {MAX_DOMAIN_BYTES}",
@@ -52,7 +52,7 @@ pub fn normalize_domain(input: &str) -> Result<Domain, DomainError> {
         .chars()
         .find(|&c| matches!(c, '/' | ':' | '@') || c.is_whitespace() || c.is_control())
     {
-        return Err(DomainError::new(
+        return Err(FieldProblem::new(
             codes::DOMAIN_INVALID,
             format!(
                 "domain {} contains {c:?}; send a bare domain name such as example.com, \
@@ -70,7 +70,7 @@ pub fn normalize_domain(input: &str) -> Result<Domain, DomainError> {
             DnsLength::Ignore,
         )
         .map_err(|_| {
-            DomainError::new(
+            FieldProblem::new(
                 codes::DOMAIN_INVALID,
                 format!(
                     "domain {} is not a valid domain name (letters, digits and hyphens per label, \
@@ -89,9 +89,9 @@ pub fn normalize_domain(input: &str) -> Result<Domain, DomainError> {
 }
 
 /// Checks the DNS limits of an ASCII domain without its trailing dot.
-fn check_dns_shape(ascii: &str, original: &str) -> Result<(), DomainError> {
+fn check_dns_shape(ascii: &str, original: &str) -> Result<(), FieldProblem> {
     let invalid = |why: &str| {
-        DomainError::new(
+        FieldProblem::new(
             codes::DOMAIN_INVALID,
             format!("domain {} {why}", preview(original)),
         )
@@ -100,7 +100,7 @@ fn check_dns_shape(ascii: &str, original: &str) -> Result<(), DomainError> {
         return Err(invalid("has no labels"));
     }
     if ascii.len() > MAX_DOMAIN_BYTES {
-        return Err(DomainError::new(
+        return Err(FieldProblem::new(
             codes::DOMAIN_TOO_LONG,
             format!(
                 "domain is {} bytes long in ASCII form; at most {MAX_DOMAIN_BYTES} are allowed",
@@ -115,7 +115,7 @@ fn check_dns_shape(ascii: &str, original: &str) -> Result<(), DomainError> {
             ));
         }
         if label.len() > MAX_LABEL_BYTES {
-            return Err(DomainError::new(
+            return Err(FieldProblem::new(
                 codes::DOMAIN_TOO_LONG,
                 format!(
                     "domain {} has a label of {} bytes in ASCII form; at most {MAX_LABEL_BYTES} \
@@ -139,14 +139,14 @@ fn check_dns_shape(ascii: &str, original: &str) -> Result<(), DomainError> {
 }
 
 /// Requires a registrable domain under a suffix explicitly in the public suffix list.
-fn check_public_suffix(ascii: &str) -> Result<(), DomainError> {
+fn check_public_suffix(ascii: &str) -> Result<(), FieldProblem> {
     match psl::domain(ascii.as_bytes()) {
         Some(registrable) if registrable.suffix().is_known() => Ok(()),
-        Some(_) => Err(DomainError::new(
+        Some(_) => Err(FieldProblem::new(
             codes::DOMAIN_NO_PUBLIC_SUFFIX,
             format!("{ascii} does not end in a known public suffix (such as .com or .co.uk)"),
         )),
-        None => Err(DomainError::new(
+        None => Err(FieldProblem::new(
             codes::DOMAIN_NO_PUBLIC_SUFFIX,
             match psl::suffix(ascii.as_bytes()) {
                 Some(suffix) if suffix.is_known() => format!(
@@ -179,32 +179,43 @@ mod tests {
         }
     }
 
+    /// Asserts that each input normalizes to its expected form.
+    fn assert_normalized(cases: &[(&str, &str)]) {
+        for (input, expected) in cases {
+            assert_eq!(ok(input), *expected, "{input:?}");
+        }
+    }
+
     #[test]
     fn plain_and_uppercase_domains() {
-        assert_eq!(ok("acme.com"), "acme.com");
-        assert_eq!(ok("ACME.COM."), "acme.com");
-        assert_eq!(ok("  Acme.Com\t"), "acme.com");
-        assert_eq!(ok("acme.com."), "acme.com");
-        assert_eq!(ok("eu.acme.com"), "eu.acme.com");
-        assert_eq!(ok("a-b.co.uk"), "a-b.co.uk");
-        assert_eq!(ok("123.com"), "123.com");
-        assert_eq!(ok("foo.github.io"), "foo.github.io");
+        assert_normalized(&[
+            ("acme.com", "acme.com"),
+            ("ACME.COM.", "acme.com"),
+            ("  Acme.Com\t", "acme.com"),
+            ("acme.com.", "acme.com"),
+            ("eu.acme.com", "eu.acme.com"),
+            ("a-b.co.uk", "a-b.co.uk"),
+            ("123.com", "123.com"),
+            ("foo.github.io", "foo.github.io"),
+        ]);
     }
 
     #[test]
     fn idn_domains() {
-        assert_eq!(ok("Bücher.de"), "xn--bcher-kva.de");
-        assert_eq!(ok("BÜCHER.DE"), "xn--bcher-kva.de");
-        assert_eq!(ok("xn--bcher-kva.de"), "xn--bcher-kva.de");
-        assert_eq!(ok("XN--BCHER-KVA.DE"), "xn--bcher-kva.de");
-        // Ideographic full stop as separator and as trailing dot.
-        assert_eq!(ok("bücher。de。"), "xn--bcher-kva.de");
-        // Fullwidth letters are mapped.
-        assert_eq!(ok("ＡＣＭＥ.com"), "acme.com");
-        // A Unicode public suffix.
-        assert_eq!(ok("пример.рф"), "xn--e1afmkfd.xn--p1ai");
-        assert_eq!(ok("xn--e1afmkfd.xn--p1ai"), "xn--e1afmkfd.xn--p1ai");
-        assert_eq!(ok("😀.com"), "xn--e28h.com");
+        assert_normalized(&[
+            ("Bücher.de", "xn--bcher-kva.de"),
+            ("BÜCHER.DE", "xn--bcher-kva.de"),
+            ("xn--bcher-kva.de", "xn--bcher-kva.de"),
+            ("XN--BCHER-KVA.DE", "xn--bcher-kva.de"),
+            // Ideographic full stop as separator and as trailing dot.
+            ("bücher。de。", "xn--bcher-kva.de"),
+            // Fullwidth letters are mapped.
+            ("ＡＣＭＥ.com", "acme.com"),
+            // A Unicode public suffix.
+            ("пример.рф", "xn--e1afmkfd.xn--p1ai"),
+            ("xn--e1afmkfd.xn--p1ai", "xn--e1afmkfd.xn--p1ai"),
+            ("😀.com", "xn--e28h.com"),
+        ]);
     }
 
     #[test]

@@ -168,25 +168,11 @@ mod tests {
 
     use super::*;
     use crate::error::ErrorKind;
+    use crate::validate::test_support::{field_errors, pairs};
     use crate::validate::{validate_request, SubmitRequest};
 
     fn errors_of(body: Value) -> Vec<(String, String)> {
-        match validate_json(&body, &Limits::default()) {
-            Ok(v) => panic!("accepted: {v:?}"),
-            Err(e) => {
-                assert_eq!(e.kind(), ErrorKind::Invalid, "{e:?}");
-                e.field_errors()
-                    .iter()
-                    .map(|f| (f.pointer.clone(), f.code.clone()))
-                    .collect()
-            }
-        }
-    }
-
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(p, c)| ((*p).to_owned(), (*c).to_owned()))
-            .collect()
+        field_errors(validate_json(&body, &Limits::default()))
     }
 
     fn good_org() -> Value {

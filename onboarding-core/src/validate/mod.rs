@@ -27,7 +27,7 @@ mod request;
 pub use domain::normalize_domain;
 pub use fields::{normalize_email, normalize_name};
 pub use json::validate_json;
-pub use problem::{codes, DomainError, FieldProblem};
+pub use problem::{codes, FieldProblem};
 pub use request::{validate_request, OrganizationInput, Rejection, SubmitRequest, ValidRequest};
 
 /// Limits applied to a request.
@@ -56,6 +56,34 @@ impl Default for Limits {
         Self {
             max_organizations: Self::DEFAULT_MAX_ORGANIZATIONS,
         }
+    }
+}
+
+/// What the validation tests share.
+#[cfg(test)]
+mod test_support {
+    use super::ValidRequest;
+    use crate::error::{ErrorKind, Result};
+
+    /// The `(pointer, code)` of every field error of a refused request.
+    pub(super) fn field_errors(result: Result<ValidRequest>) -> Vec<(String, String)> {
+        match result {
+            Ok(v) => panic!("accepted: {v:?}"),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Invalid, "{e:?}");
+                e.field_errors()
+                    .iter()
+                    .map(|f| (f.pointer.clone(), f.code.clone()))
+                    .collect()
+            }
+        }
+    }
+
+    /// Owned `(pointer, code)` pairs.
+    pub(super) fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(p, c)| ((*p).to_owned(), (*c).to_owned()))
+            .collect()
     }
 }
 

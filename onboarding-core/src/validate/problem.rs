@@ -73,9 +73,6 @@ pub struct FieldProblem {
     pub detail: String,
 }
 
-/// The error of [`normalize_domain`](super::normalize_domain).
-pub type DomainError = FieldProblem;
-
 impl FieldProblem {
     /// Builds a problem.
     pub fn new(code: &'static str, detail: impl Into<String>) -> Self {

@@ -321,6 +321,7 @@ fn check_items<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validate::test_support::{field_errors, pairs};
 
     fn org(name: &str, domain: &str, email: &str) -> OrganizationInput {
         OrganizationInput {
@@ -346,22 +347,7 @@ mod tests {
     }
 
     fn errors_of(result: Result<ValidRequest>) -> Vec<(String, String)> {
-        match result {
-            Ok(v) => panic!("accepted: {v:?}"),
-            Err(e) => {
-                assert_eq!(e.kind(), ErrorKind::Invalid, "{e:?}");
-                e.field_errors()
-                    .iter()
-                    .map(|f| (f.pointer.clone(), f.code.clone()))
-                    .collect()
-            }
-        }
-    }
-
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(p, c)| ((*p).to_owned(), (*c).to_owned()))
-            .collect()
+        field_errors(result)
     }
 
     #[test]

@@ -16,11 +16,11 @@ use onboarding_core::model::{
     Batch, BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus, Organization,
     OrganizationId, TenantId, Timestamp,
 };
-use onboarding_core::queue::Job;
 use onboarding_core::repository::{
     ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, Resolution,
     StoreResult, StoredItem, Submission,
 };
+use onboarding_core::Job;
 use onboarding_core::{Error, Result};
 use sqlx::{FromRow, Pool, QueryBuilder, Row, Transaction};
 use uuid::Uuid;

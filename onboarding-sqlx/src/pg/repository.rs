@@ -8,11 +8,11 @@ use onboarding_core::model::{
     BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus, Organization,
     OrganizationId, TenantId, Timestamp,
 };
-use onboarding_core::queue::Job;
 use onboarding_core::repository::{
     ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, Resolution,
     StoreResult, StoredItem, Submission,
 };
+use onboarding_core::Job;
 use onboarding_core::{Error, Result};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{FromRow, Postgres, Row, Transaction};

@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use onboarding_core::{DeliveryLog, KeyStore, WebhookStore};
+use onboarding_core::keys::KeyStore;
+use onboarding_core::webhooks::{DeliveryLog, WebhookStore};
 
 /// The stores of one pool.
 #[derive(Clone)]

@@ -7,39 +7,20 @@
 //! - [`Recorder`] is the processor endpoint (`PROCESSOR_URL`): every call is a
 //!   side effect recorded with its item, attempt and time, so "exactly once"
 //!   is counted, not assumed; a per-scenario behavior answers 2xx/5xx/4xx with a delay;
-//! - [`Pg`] is a fresh PostgreSQL database per scenario (dropped at the end);
-//! - [`Stack`] is one scenario's deployment: database, queue prefix, recorder, server, workers;
+//! - [`Pg`] is a fresh PostgreSQL database per scenario (dropped when the scenario ends);
+//! - [`Deployment`] is one scenario's deployment: database, queue prefix, recorder, server, workers;
 //! - [`Proxy`] is a TCP proxy that can be cut, to make a backend unreachable.
 //!
-//! Every scenario is a module beside this one; `RELIABILITY.md` lists them with their
+//! Server addresses come from the adapters' `testing` modules
+//! (`ONBOARDING_TEST_POSTGRES_URL`, `ONBOARDING_TEST_REDIS_URL`,
+//! `ONBOARDING_TEST_AMQP_URL`, loopback by default). Every scenario is a
+//! module beside this one; `RELIABILITY.md` lists them with their
 //! commands and observed counts.
 
 use std::sync::Mutex;
 
-/// The PostgreSQL server's admin URL: `ONBOARDING_TEST_POSTGRES_URL`, else loopback.
-pub(crate) fn pg_admin_url() -> String {
-    env_or(
-        "ONBOARDING_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres",
-    )
-}
-
-/// The Redis server: `ONBOARDING_TEST_REDIS_URL`, else loopback.
-pub(crate) fn redis_url() -> String {
-    env_or("ONBOARDING_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-}
-
-/// The RabbitMQ broker: `ONBOARDING_TEST_AMQP_URL`, else loopback.
-pub(crate) fn amqp_url() -> String {
-    env_or(
-        "ONBOARDING_TEST_AMQP_URL",
-        "amqp://guest:guest@127.0.0.1:5672/%2f",
-    )
-}
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
+pub(crate) use onboarding_amqp::testing::url as amqp_url;
+pub(crate) use onboarding_redis::testing::url as redis_url;
 
 /// Whether the full counts run (`RELIABILITY_FULL=1`); CI runs smaller ones.
 pub(crate) fn full() -> bool {

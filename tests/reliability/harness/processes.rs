@@ -107,21 +107,16 @@ pub(crate) fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// Polls `f` until it returns `Some`, or panics after `within`.
-pub(crate) async fn eventually<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
+/// How often the harness polls processes and servers.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
+
+pub(crate) use onboarding_core::testing::eventually_every;
+
+/// Polls `check` every [`POLL`] until it returns `Some`, or panics after `within`.
+pub(crate) async fn eventually<T, F, Fut>(what: &str, within: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_every(what, within, POLL, check).await
 }

@@ -3,48 +3,47 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+
+use onboarding_sqlx::testing::{admin_url, TestDatabase};
+use onboarding_sqlx::Engine;
 use std::time::Duration;
 
 use super::*;
 
-/// A fresh PostgreSQL database, dropped on [`Pg::drop_database`] (or left
-/// for inspection when the test panics before).
+/// A fresh PostgreSQL database for one scenario, dropped when this value
+/// is (also when the scenario fails).
 pub(crate) struct Pg {
     pub(crate) name: String,
     pub(crate) url: String,
     pub(crate) pool: sqlx::PgPool,
+    _database: TestDatabase,
 }
 
 impl Pg {
     pub(crate) async fn create(scenario: &str) -> Self {
-        let name = format!("rel_{}_{}", scenario.replace('-', "_"), tag());
-        let admin = admin().await;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .expect("create database");
-        admin.close().await;
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        let database =
+            TestDatabase::create_labelled(Engine::Postgres, &format!("rel_{scenario}")).await;
+        let url = database.url().to_owned();
+        let name = url.rsplit('/').next().unwrap_or_default().to_owned();
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .connect(&format!("{url}?application_name=reliability"))
             .await
             .expect("connect to the scenario database");
-        Self { name, url, pool }
+        Self {
+            name,
+            url,
+            pool,
+            _database: database,
+        }
     }
 
+    /// Closes the pool and drops the database.
     pub(crate) async fn drop_database(self) {
         self.pool.close().await;
-        let admin = admin().await;
-        let _ = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&admin)
-        .await;
-        admin.close().await;
     }
 
     /// Items per status (the truth).
@@ -83,34 +82,12 @@ impl Pg {
 async fn admin() -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
-        .connect(&pg_admin_url())
+        .connect(&admin_url(Engine::Postgres))
         .await
-        .expect("PostgreSQL at 127.0.0.1:5432 (run .ci/services.sh)")
+        .expect("PostgreSQL must be reachable (ONBOARDING_TEST_POSTGRES_URL; .ci/services.sh)")
 }
 
 // ---------------------------------------------------------------- Redis, RabbitMQ
-
-/// Deletes every key under `prefix:` on the Redis at `port`; returns how many.
-pub(crate) fn redis_delete_prefix(port: u16, prefix: &str) -> usize {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "--scan", "--pattern"])
-        .arg(format!("{prefix}:*"))
-        .output()
-        .expect("redis-cli");
-    let keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .filter(|k| !k.is_empty())
-        .collect();
-    for chunk in keys.chunks(200) {
-        let _ = Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "DEL"])
-            .args(chunk)
-            .stdout(Stdio::null())
-            .status();
-    }
-    keys.len()
-}
 
 /// A private redis-server on a free port (restartable on the same port).
 pub(crate) struct PrivateRedis {
@@ -187,8 +164,9 @@ impl PrivateRedis {
 /// Closes this process tree's RabbitMQ connections (those of `pids`) from
 /// the broker side; returns how many.
 pub(crate) fn rabbit_close_connections_of(pids: &[u32]) -> usize {
+    let broker = server_address(&amqp_url(), 5672).to_string();
     let out = Command::new("ss")
-        .args(["-tnpH", "state", "established", "dst", "127.0.0.1:5672"])
+        .args(["-tnpH", "state", "established", "dst", &broker])
         .output()
         .expect("ss");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -197,7 +175,7 @@ pub(crate) fn rabbit_close_connections_of(pids: &[u32]) -> usize {
         .filter(|line| pids.iter().any(|p| line.contains(&format!("pid={p},"))))
         // Recv-Q Send-Q Local Peer Process
         .filter_map(|line| line.split_whitespace().nth(2))
-        .map(|local| format!("{local} -> 127.0.0.1:5672"))
+        .map(|local| format!("{local} -> {broker}"))
         .collect();
     // The broker names connections by peer, and closes them by its own pid.
     let Ok(out) = Command::new("rabbitmqctl")
@@ -235,4 +213,38 @@ pub(crate) fn rabbit_close_connections_of(pids: &[u32]) -> usize {
         }
     }
     closed
+}
+
+/// Where the server of `url` listens (`default_port` unless the URL names one).
+///
+/// # Panics
+///
+/// When the host is not an IP address (the proxy needs one).
+pub(crate) fn server_address(url: &str, default_port: u16) -> SocketAddr {
+    let host_port = authority(url).1;
+    let address = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:{default_port}")
+    };
+    address
+        .parse()
+        .unwrap_or_else(|e| panic!("{address} (of {url}) is not an IP address and port: {e}"))
+}
+
+/// `url` pointed at `address` instead of its server (user, path and query kept).
+pub(crate) fn through(url: &str, address: SocketAddr) -> String {
+    let (before, _, after) = authority(url);
+    format!("{before}{address}{after}")
+}
+
+/// `url` split around its `host[:port]`: what comes before (scheme and user
+/// info), the host and port, and what follows (path and query).
+fn authority(url: &str) -> (&str, &str, &str) {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    let host_start = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
+    (&url[..host_start], &url[host_start..end], &url[end..])
 }

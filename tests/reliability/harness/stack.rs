@@ -1,4 +1,4 @@
-//! One scenario's deployment: database, queue prefix, recorder, server, workers.
+//! [`Deployment`]: one scenario's database, queue prefix, recorder, server and workers.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -50,7 +50,7 @@ pub(crate) const TENANT: &str = "acme";
 pub(crate) const OTHER_TENANT: &str = "globex";
 
 /// One scenario's deployment.
-pub(crate) struct Stack {
+pub(crate) struct Deployment {
     pub(crate) scenario: String,
     pub(crate) pg: Option<Pg>,
     pub(crate) database_url: String,
@@ -71,7 +71,7 @@ pub(crate) struct Stack {
     pub(crate) extra_env: Vec<(String, String)>,
 }
 
-impl Stack {
+impl Deployment {
     pub(crate) async fn new(
         scenario: &str,
         queue: QueueKind,
@@ -108,6 +108,11 @@ impl Stack {
                 .expect("client"),
             extra_env: Vec::new(),
         }
+    }
+
+    /// [`Deployment::new`] on the shared Redis (`ONBOARDING_TEST_REDIS_URL`).
+    pub(crate) async fn on_redis(scenario: &str, tuning: Tuning, recorder: Recorder) -> Self {
+        Self::new(scenario, QueueKind::Redis(redis_url()), tuning, recorder).await
     }
 
     pub(crate) fn pg(&self) -> &Pg {
@@ -304,18 +309,10 @@ impl Stack {
         expected_total: i64,
         within: Duration,
     ) -> HashMap<String, i64> {
-        let pg = self.pg();
-        eventually("every item to reach a terminal state", within, || async {
-            let c = pg.item_counts().await;
-            let total: i64 = c.values().sum();
-            let open =
-                c.get("pending").copied().unwrap_or(0) + c.get("processing").copied().unwrap_or(0);
-            (total == expected_total && open == 0).then_some(c)
-        })
-        .await
+        self.until_settled_every(expected_total, within, POLL).await
     }
 
-    /// [`Stack::until_settled`] counting every `every` instead of every
+    /// [`Deployment::until_settled`] counting every `every` instead of every
     /// 100 ms: with hundreds of thousands of items each count scans the
     /// table, and counting that often would slow the workers it waits for.
     pub(crate) async fn until_settled_every(
@@ -325,21 +322,23 @@ impl Stack {
         every: Duration,
     ) -> HashMap<String, i64> {
         let pg = self.pg();
-        let deadline = Instant::now() + within;
-        loop {
-            let c = pg.item_counts().await;
-            let total: i64 = c.values().sum();
-            let open =
-                c.get("pending").copied().unwrap_or(0) + c.get("processing").copied().unwrap_or(0);
-            if total == expected_total && open == 0 {
-                return c;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {within:?} waiting for every item to reach a terminal state: {c:?}"
-            );
-            tokio::time::sleep(every).await;
-        }
+        eventually_every(
+            "every item to reach a terminal state",
+            within,
+            every,
+            || async {
+                let c = pg.item_counts().await;
+                let total: i64 = c.values().sum();
+                let open = c.get("pending").copied().unwrap_or(0)
+                    + c.get("processing").copied().unwrap_or(0);
+                if total == expected_total && open == 0 {
+                    Ok(c)
+                } else {
+                    Err(c)
+                }
+            },
+        )
+        .await
     }
 
     /// Accepted item ids that have no successful side effect or are not completed.
@@ -364,12 +363,11 @@ impl Stack {
             s.kill();
         }
         match &self.queue {
-            QueueKind::Redis(url) if *url == redis_url() => {
-                redis_delete_prefix(6379, &self.prefix);
+            QueueKind::Redis(url) => {
+                onboarding_redis::testing::delete_keys(url, &self.prefix).await;
             }
             // Its queues expire on their own (QUEUE_EXPIRY_MS): rabbitmqctl takes seconds per queue.
-            QueueKind::Amqp => {}
-            _ => {}
+            QueueKind::Amqp | QueueKind::Database => {}
         }
         if let Some(pg) = self.pg.take() {
             pg.drop_database().await;
@@ -408,16 +406,8 @@ impl JsonValue for reqwest::Response {
     }
 }
 
-/// `{"organizations": [...]}` for organizations `range` of `tag`.
+/// `{"organizations": [...]}` for organizations `range` of `tag`
+/// (`org{n}-{tag}.example.com`).
 pub(crate) fn orgs_body(tag: &str, range: std::ops::Range<usize>) -> Value {
-    let orgs: Vec<Value> = range
-        .map(|n| {
-            json!({
-                "name": format!("Org {n}"),
-                "domain": format!("o{n}-{tag}.example.com"),
-                "contact_email": format!("ops{n}@example.com"),
-            })
-        })
-        .collect();
-    json!({ "organizations": orgs })
+    onboarding_core::testing::requests::request_json(tag, range)
 }

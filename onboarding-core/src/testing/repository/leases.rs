@@ -486,10 +486,11 @@ pub async fn finish_retry_returns_item_to_pending(backend: TestBackend) {
     let available_at = t0 + secs(20);
     let retry = Resolution::Retry {
         available_at,
-        error: "boom 1".into(),
+        error: r#"boom "1" \ quoted"#.into(),
     };
     let applied = fixtures::finish(repo, &fixtures::leases(&claimed), retry, t1).await;
     assert_eq!(applied, vec![id]);
+    // The message (quotes and a backslash) comes back as it was given.
     let listed = fixtures::item(repo, &tenant, batch.id, id).await;
     assert_eq!(listed.status, ItemStatus::Pending);
     assert_eq!(listed.available_at, available_at);
@@ -499,7 +500,7 @@ pub async fn finish_retry_returns_item_to_pending(backend: TestBackend) {
     let first_error = AttemptError {
         attempt: 1,
         at: t1,
-        message: "boom 1".into(),
+        message: r#"boom "1" \ quoted"#.into(),
         permanent: false,
     };
     assert_eq!(listed.errors, vec![first_error.clone()]);
@@ -639,9 +640,15 @@ pub async fn release_returns_items_to_pending(backend: TestBackend) {
     );
     assert_eq!(jobs.len(), 2);
     assert!(
-        jobs.iter().all(|j| j.tenant == tenant),
-        "jobs carry the tenant"
+        jobs.iter()
+            .all(|j| j.tenant == tenant && j.not_before.is_none()),
+        "jobs carry the tenant and are ready at once"
     );
+    let again = repo
+        .release_items(&[lease_of(ids[0])], t1)
+        .await
+        .expect("release_items failed");
+    assert!(again.is_empty(), "a released lease releases nothing again");
     for &id in &ids[..2] {
         let listed = fixtures::item(repo, &tenant, batch.id, id).await;
         assert_eq!(listed.status, ItemStatus::Pending);

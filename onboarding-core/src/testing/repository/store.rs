@@ -44,6 +44,27 @@ async fn assert_nothing_stored(
     }
 }
 
+/// The batch of the one `Stored` among concurrent stores.
+///
+/// # Panics
+///
+/// When not exactly one store answered `Stored`.
+fn the_one_stored(results: &[StoreResult]) -> crate::model::BatchId {
+    let stored: Vec<_> = results
+        .iter()
+        .filter_map(|r| match r {
+            StoreResult::Stored { batch, .. } => Some(batch.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        stored.len(),
+        1,
+        "exactly one concurrent store wins: {results:?}"
+    );
+    stored[0]
+}
+
 /// All or nothing: a refused submission leaves no batch, no items and no
 /// organization changes behind.
 pub async fn store_is_all_or_nothing(backend: TestBackend) {
@@ -531,19 +552,7 @@ pub async fn store_idempotency_holds_under_concurrency(backend: TestBackend) {
         })
         .collect();
     let results = store_concurrently(repo, &submissions).await;
-    let stored: Vec<_> = results
-        .iter()
-        .filter_map(|r| match r {
-            StoreResult::Stored { batch, .. } => Some(batch.id),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(
-        stored.len(),
-        1,
-        "exactly one concurrent store wins: {results:?}"
-    );
-    let winner = stored[0];
+    let winner = the_one_stored(&results);
     for result in &results {
         match result {
             StoreResult::Stored { .. } => {}
@@ -580,19 +589,7 @@ pub async fn store_idempotency_holds_under_concurrency(backend: TestBackend) {
         })
         .collect();
     let results = store_concurrently(repo, &submissions).await;
-    let stored: Vec<_> = results
-        .iter()
-        .filter_map(|r| match r {
-            StoreResult::Stored { batch, .. } => Some(batch.id),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(
-        stored.len(),
-        1,
-        "exactly one concurrent store wins: {results:?}"
-    );
-    let winner2 = stored[0];
+    let winner2 = the_one_stored(&results);
     for (submission, result) in submissions.iter().zip(&results) {
         match result {
             StoreResult::Stored { .. } => {}

@@ -3,7 +3,7 @@
 //! criterion's samples), ratios against the baseline measured in the same
 //! run, a Markdown table on stdout and a hand-drawn SVG bar chart under
 //! `docs/bench/`.
-#![allow(dead_code, clippy::print_stdout)]
+#![allow(clippy::print_stdout)] // the report goes to stdout
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,7 +14,7 @@ use std::time::Duration;
 static SAMPLES: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
 
 /// Records one criterion sample: `total` for `iters` iterations.
-pub(crate) fn record(id: &str, total: Duration, iters: u64) {
+pub fn record(id: &str, total: Duration, iters: u64) {
     if iters == 0 {
         return;
     }
@@ -25,7 +25,7 @@ pub(crate) fn record(id: &str, total: Duration, iters: u64) {
 }
 
 /// Median seconds per iteration of `id`, when it ran.
-pub(crate) fn median(id: &str) -> Option<f64> {
+pub fn median(id: &str) -> Option<f64> {
     let s = SAMPLES.lock().ok()?;
     let mut v = s.get(id)?.clone();
     if v.is_empty() {
@@ -36,15 +36,15 @@ pub(crate) fn median(id: &str) -> Option<f64> {
 }
 
 /// One row of a report.
-pub(crate) struct Row {
+pub struct Row {
     /// The benchmark id (as recorded).
-    pub(crate) id: &'static str,
+    pub id: &'static str,
     /// What it is, for people.
-    pub(crate) label: &'static str,
+    pub label: &'static str,
     /// Elements (organizations, jobs) one iteration handles.
-    pub(crate) elements: u64,
+    pub elements: u64,
     /// The id of its baseline in the same run, if any.
-    pub(crate) baseline: Option<&'static str>,
+    pub baseline: Option<&'static str>,
 }
 
 fn fmt_time(s: f64) -> String {
@@ -59,7 +59,7 @@ fn fmt_time(s: f64) -> String {
 
 /// Prints the table (Markdown) and writes `docs/bench/{file}.svg` and
 /// `docs/bench/{file}.md`.
-pub(crate) fn write(file: &str, title: &str, command: &str, rows: &[Row]) {
+pub fn write(file: &str, title: &str, command: &str, rows: &[Row]) {
     let mut md = String::new();
     let _ = writeln!(md, "### {title}\n");
     let _ = writeln!(md, "`{command}`\n");
@@ -110,7 +110,7 @@ fn escape(s: &str) -> String {
 }
 
 /// A horizontal bar chart, one bar per `(label, value)`.
-pub(crate) fn bar_chart(title: &str, axis: &str, bars: &[(String, f64)]) -> String {
+pub fn bar_chart(title: &str, axis: &str, bars: &[(String, f64)]) -> String {
     let (left, width, bar_h, gap, top) = (330.0, 420.0, 22.0, 8.0, 50.0);
     let max = bars.iter().map(|b| b.1).fold(0.0_f64, f64::max).max(1e-9);
     let height = top + bars.len() as f64 * (bar_h + gap) + 40.0;

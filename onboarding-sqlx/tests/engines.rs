@@ -1,0 +1,134 @@
+//! What only SQL shows, on every engine: the rows a trait call leaves
+//! behind, and statements split by the engine's bind-parameter limit. The
+//! behavior every backend shares is the conformance suite's
+//! (`conformance.rs`). Each test gets a fresh database, dropped at its end.
+#![allow(clippy::unwrap_used)]
+
+use onboarding_core::model::{now, BatchId, Change, ConflictPolicy};
+use onboarding_core::testing::fixtures::{self, secs};
+use onboarding_sqlx::testing::TestDatabase;
+use onboarding_sqlx::{Engine, SqlBackend};
+use sqlx::Connection;
+
+/// Rows of `batch_items` left for `batch`, read with a connection of its own
+/// (what no trait method can show: orphaned rows).
+async fn item_rows(backend: &SqlBackend, batch: BatchId) -> i64 {
+    let url = backend.url().expose();
+    let sql = "SELECT COUNT(*) FROM batch_items WHERE batch_id = ";
+    match backend.engine() {
+        Engine::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query_scalar(&format!("{sql}$1"))
+                .bind(batch.0)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+        Engine::MySql => {
+            let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+            sqlx::query_scalar(&format!("{sql}?"))
+                .bind(batch.0)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+        _ => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query_scalar(&format!("{sql}?"))
+                .bind(batch.0)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+/// Pruning a batch deletes its items too (PostgreSQL has no foreign key to
+/// cascade: the adapter deletes them itself).
+async fn pruning_leaves_no_item_rows(backend: SqlBackend) {
+    let repo = &*backend.repository();
+    let tenant = fixtures::tenant();
+    let submission = fixtures::submission(&tenant, 4, ConflictPolicy::Update);
+    let t0 = submission.now;
+    let (batch, items) = fixtures::store(repo, &submission).await;
+    fixtures::process(repo, &fixtures::ids(&items), t0).await;
+    assert_eq!(
+        repo.complete_batches(&[batch.id], t0).await.unwrap().len(),
+        1
+    );
+    assert_eq!(item_rows(&backend, batch.id).await, 4);
+    assert!(repo.prune(t0 + secs(1), 100).await.unwrap() >= 1);
+    assert!(repo
+        .batch_status(&tenant, batch.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(item_rows(&backend, batch.id).await, 0, "no item rows left");
+}
+
+/// Submissions larger than one statement's bind parameters allow are split
+/// (chunk sizes below and above the engine's limit), upserts included.
+async fn large_submission_is_chunked(backend: SqlBackend) {
+    const N: usize = 2_500;
+    let repo = &*backend.repository();
+    let tenant = fixtures::tenant();
+    let mut first = fixtures::submission(&tenant, N, ConflictPolicy::Update);
+    first.chunk_size = 700;
+    let (_, items) = fixtures::store(repo, &first).await;
+    assert_eq!(items.len(), N);
+    // The same domains again, every other one renamed, in one chunk as
+    // large as the whole request.
+    let organizations = fixtures::organizations_of(&first)
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            if i % 2 == 0 {
+                fixtures::renamed(o)
+            } else {
+                o.clone()
+            }
+        })
+        .collect();
+    let mut second = fixtures::submission_at(&tenant, organizations, ConflictPolicy::Update, now());
+    second.chunk_size = 5_000;
+    let (batch, items) = fixtures::store(repo, &second).await;
+    let updated = items.iter().filter(|i| i.change == Change::Updated).count();
+    assert_eq!(updated, N / 2);
+    let status = fixtures::status(repo, &tenant, batch.id).await;
+    assert_eq!(
+        (status.counts.updated, status.counts.unchanged),
+        (1_250, 1_250)
+    );
+    assert_eq!(fixtures::all_items(repo, &tenant, batch.id).await.len(), N);
+    fixtures::cancel_quietly(repo, &tenant, &[first.batch_id, batch.id]).await;
+}
+
+/// One `#[tokio::test]` per case above on `$engine`, in module `$name`.
+macro_rules! engine_tests {
+    ($name:ident, $engine:expr) => {
+        mod $name {
+            use super::*;
+
+            async fn run<F: std::future::Future<Output = ()>>(case: fn(SqlBackend) -> F) {
+                let db = TestDatabase::create($engine).await;
+                let backend = db.connect(TestDatabase::options()).await;
+                case(backend.clone()).await;
+                backend.close().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pruning_leaves_no_item_rows() {
+                run(super::pruning_leaves_no_item_rows).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn large_submission_is_chunked() {
+                run(super::large_submission_is_chunked).await;
+            }
+        }
+    };
+}
+
+engine_tests!(postgres, Engine::Postgres);
+engine_tests!(mysql, Engine::MySql);
+engine_tests!(sqlite, Engine::Sqlite);
