@@ -115,9 +115,30 @@ impl TestPrefix {
         let prefix = Self::create().await;
         let queue = prefix.queue(TestBackend::VISIBILITY_TIMEOUT).await;
         let cache = prefix.cache().await;
+        // Two connections each: two processes sharing the Redis.
+        let rate = onboarding_core::testing::limits::CASE_RATE;
+        let limiter = || async {
+            let limiter = crate::RedisRateLimiter::connect(
+                prefix.config(TestBackend::VISIBILITY_TIMEOUT),
+                rate,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("Redis must run at {}: {e}", prefix.url));
+            Arc::new(limiter) as Arc<dyn onboarding_core::limits::RateLimiter>
+        };
+        let ledger = || async {
+            let ledger =
+                crate::RedisLedger::connect(prefix.config(TestBackend::VISIBILITY_TIMEOUT))
+                    .await
+                    .unwrap_or_else(|e| panic!("Redis must run at {}: {e}", prefix.url));
+            Arc::new(ledger) as Arc<dyn onboarding_core::limits::BacklogLedger>
+        };
+        let limiters = [limiter().await, limiter().await];
+        let ledgers = [ledger().await, ledger().await];
         TestBackend::memory()
             .with_queue(Arc::new(queue))
             .with_cache(Arc::new(cache))
+            .with_limits(limiters, ledgers)
             .with_cleanup(prefix.into_cleanup())
     }
 }
