@@ -37,7 +37,7 @@ async fn run(args: Args) -> Result<(), String> {
     if args.common.urls().is_in_memory() {
         return Err("a standalone worker needs a shared DATABASE_URL (sqlite://, postgres:// or mysql://), not memory".into());
     }
-    let connected = common::connect(&args.common).await?;
+    let connected = common::connect(&args.common, None).await?;
     if let Some(addr) = operator_addr(&args.metrics_addr) {
         let metrics = Metrics::new();
         metrics.install().map_err(|e| e.to_string())?;
@@ -50,9 +50,12 @@ async fn run(args: Args) -> Result<(), String> {
         .common
         .hooks
         .worker(WorkerConfig::default().with_concurrency(args.common.workers.max(1)));
-    let worker = Worker::new(connected.backends, processor, config).start();
+    let worker = Worker::new(connected.backends.clone(), processor, config).start();
+    // Any process sends due webhook deliveries.
+    let deliveries = connected.webhooks.start();
     tracing::info!(concurrency = args.common.workers.max(1), "worker running");
     common::shutdown_signal().await;
+    deliveries.stop();
     let report = worker.shutdown().await;
     tracing::info!(released = report.released, stats = ?report.stats, "worker stopped");
     Ok(())

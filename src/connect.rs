@@ -4,8 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use onboarding_core::memory::{MemoryCache, MemoryQueue, MemoryRepository, TracingEventSink};
+use onboarding_core::keys::KeyStore;
+use onboarding_core::limits::{BacklogLedger, MemoryLedger, Rate, RateLimiter};
+use onboarding_core::memory::{
+    MemoryCache, MemoryKeyStore, MemoryQueue, MemoryRepository, MemoryWebhooks, TracingEventSink,
+};
 use onboarding_core::repository::OrgRepository;
+use onboarding_core::webhooks::{DeliveryLog, WebhookStore};
 use onboarding_core::{redact_url, Backends, Cache, Error, ErrorKind, JobQueue, Result, SecretUrl};
 
 /// Where a deployment keeps its state, one URL per backend:
@@ -77,7 +82,20 @@ impl BackendUrls {
     /// or one whose feature is off), `Unavailable` when a server cannot be
     /// reached. Messages show URLs with their passwords hidden.
     pub async fn connect(&self) -> Result<Backends> {
-        let (repository, sql_queue) = repository(self.database.expose().trim()).await?;
+        Ok(self.connect_deployment(None).await?.backends)
+    }
+
+    /// Connects every backend and what the processes of a deployment share
+    /// beside them: tenants and API keys, webhook endpoints and deliveries
+    /// (in the database), and the rate limit (`rate`, when given) and
+    /// backlog ledger (in Redis when the cache is Redis, else in this
+    /// process).
+    ///
+    /// # Errors
+    ///
+    /// As [`BackendUrls::connect`].
+    pub async fn connect_deployment(&self, rate: Option<Rate>) -> Result<Deployment> {
+        let (repository, sql_queue, directory) = repository(self.database.expose().trim()).await?;
         let queue: Arc<dyn JobQueue> = match self.queue.expose().trim() {
             "database" => sql_queue
                 .ok_or_else(|| invalid("QUEUE_URL=database needs a SQL DATABASE_URL".to_owned()))?,
@@ -103,14 +121,58 @@ impl BackendUrls {
                 )))
             }
         };
-        Ok(Backends::new(
-            repository,
-            queue,
-            cache,
-            Arc::new(TracingEventSink),
-        ))
+        let (rate_limiter, ledger) = match self.cache.expose().trim() {
+            url if is_redis(url) => redis::limits(url, self.prefix.as_deref(), rate).await?,
+            _ => (
+                None,
+                Arc::new(MemoryLedger::default()) as Arc<dyn BacklogLedger>,
+            ),
+        };
+        let (keys, endpoints, deliveries) = directory;
+        Ok(Deployment {
+            backends: Backends::new(repository, queue, cache, Arc::new(TracingEventSink)),
+            keys,
+            endpoints,
+            deliveries,
+            rate_limiter,
+            ledger,
+        })
     }
 }
+
+/// Everything one process of a deployment connects to (see
+/// [`BackendUrls::connect_deployment`]).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Deployment {
+    /// The repository, queue, cache and event sink.
+    pub backends: Backends,
+    /// Tenants and API keys.
+    pub keys: Arc<dyn KeyStore>,
+    /// Tenants' webhook endpoints.
+    pub endpoints: Arc<dyn WebhookStore>,
+    /// The webhook delivery log.
+    pub deliveries: Arc<dyn DeliveryLog>,
+    /// The per-tenant rate limit shared by every server (Redis), if any.
+    pub rate_limiter: Option<Arc<dyn RateLimiter>>,
+    /// The backlog limit's ledger (Redis, or this process).
+    pub ledger: Arc<dyn BacklogLedger>,
+}
+
+impl std::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployment")
+            .field("shared_rate_limit", &self.rate_limiter.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tenants and keys, webhook endpoints, the delivery log.
+type Directory = (
+    Arc<dyn KeyStore>,
+    Arc<dyn WebhookStore>,
+    Arc<dyn DeliveryLog>,
+);
 
 /// The backends these URLs name, with no prefix: see [`BackendUrls`].
 ///
@@ -139,12 +201,17 @@ fn is_redis(url: &str) -> bool {
     url.starts_with("redis://") || url.starts_with("rediss://")
 }
 
-/// The repository, and the SQL queue beside it when the database is SQL.
-async fn repository(url: &str) -> Result<(Arc<dyn OrgRepository>, Option<Arc<dyn JobQueue>>)> {
+/// The repository, the SQL queue beside it when the database is SQL, and
+/// the directory in the same database.
+async fn repository(
+    url: &str,
+) -> Result<(Arc<dyn OrgRepository>, Option<Arc<dyn JobQueue>>, Directory)> {
     if url == "memory" {
+        let webhooks = Arc::new(MemoryWebhooks::new());
         return Ok((
             Arc::new(MemoryRepository::new()),
             Some(Arc::new(MemoryQueue::new(Duration::from_secs(30)))),
+            (Arc::new(MemoryKeyStore::new()), webhooks.clone(), webhooks),
         ));
     }
     let sql = ["sqlite:", "postgres:", "postgresql:", "mysql:", "mariadb:"]
@@ -159,7 +226,12 @@ async fn repository(url: &str) -> Result<(Arc<dyn OrgRepository>, Option<Arc<dyn
     #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
     {
         let backend = onboarding_sqlx::connect(url, onboarding_sqlx::SqlOptions::default()).await?;
-        Ok((backend.repository(), Some(backend.queue())))
+        let directory: Directory = (
+            backend.key_store(),
+            backend.webhook_store(),
+            backend.delivery_log(),
+        );
+        Ok((backend.repository(), Some(backend.queue()), directory))
     }
     #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
     Err(needs("sqlite", "a SQL DATABASE_URL"))
@@ -185,6 +257,22 @@ mod redis {
     pub(super) async fn cache(url: &str, prefix: Option<&str>) -> Result<Arc<dyn Cache>> {
         Ok(Arc::new(RedisCache::connect(config(url, prefix)).await?))
     }
+
+    pub(super) async fn limits(
+        url: &str,
+        prefix: Option<&str>,
+        rate: Option<Rate>,
+    ) -> Result<(Option<Arc<dyn RateLimiter>>, Arc<dyn BacklogLedger>)> {
+        use onboarding_redis::{RedisLedger, RedisRateLimiter};
+        let limiter: Option<Arc<dyn RateLimiter>> = match rate {
+            Some(rate) => Some(Arc::new(
+                RedisRateLimiter::connect(config(url, prefix), rate).await?,
+            )),
+            None => None,
+        };
+        let ledger = RedisLedger::connect(config(url, prefix)).await?;
+        Ok((limiter, Arc::new(ledger)))
+    }
 }
 
 #[cfg(not(feature = "redis"))]
@@ -196,6 +284,14 @@ mod redis {
     }
 
     pub(super) async fn cache(_: &str, _: Option<&str>) -> Result<Arc<dyn Cache>> {
+        Err(needs("redis", "CACHE_URL=redis://…"))
+    }
+
+    pub(super) async fn limits(
+        _: &str,
+        _: Option<&str>,
+        _: Option<Rate>,
+    ) -> Result<(Option<Arc<dyn RateLimiter>>, Arc<dyn BacklogLedger>)> {
         Err(needs("redis", "CACHE_URL=redis://…"))
     }
 }

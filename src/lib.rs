@@ -16,11 +16,13 @@ pub use onboarding_core::{Error, ErrorKind, FieldError, Result};
 pub use onboarding_core::{Cache, Delivery, Event, EventSink, Job, JobQueue, QueueDepth, Receipt};
 // Domain types, validation, the repository contract, in-memory backends.
 pub use onboarding_core::{memory, model, repository, validate};
+// What the processes of a deployment share: keys, webhooks, limits.
+pub use onboarding_core::{keys, limits, webhooks, FRESHNESS};
 // URLs fit for logs.
 pub use onboarding_core::{redact_url, SecretUrl};
 
 // Backends from `DATABASE_URL` / `QUEUE_URL` / `CACHE_URL`-style URLs.
-pub use connect::{connect, BackendUrls};
+pub use connect::{connect, BackendUrls, Deployment};
 
 /// PostgreSQL, MySQL/MariaDB and SQLite: repository and SQL-table queue.
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]

@@ -6,6 +6,7 @@
 
 pub mod hooks;
 pub mod serving;
+pub mod shared;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use onboarding::web::{ApiKeys, WebhookConfig, WebhookSink};
+use onboarding::web::Webhooks;
 use onboarding::{BackendUrls, Backends, ProcessError, Processor, WorkItem};
 
 /// Backend, worker, webhook and processor flags (server and worker alike).
@@ -49,7 +50,7 @@ pub struct CommonArgs {
     /// `tenant=https://…,…`: where each tenant's completion webhooks go.
     #[arg(long, env = "WEBHOOK_URLS", hide_env_values = true)]
     pub webhook_urls: Option<String>,
-    /// HMAC key of webhook signatures (generated and printed when webhooks are on and it is unset).
+    /// HMAC key of the `WEBHOOK_URLS` endpoints' signatures (generated and printed once when unset).
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
     /// POST each organization as JSON to this URL instead of the built-in
@@ -75,6 +76,8 @@ pub struct CommonArgs {
     #[arg(long, env = "GENERATE_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
     pub generate_secrets: bool,
     #[command(flatten)]
+    pub webhook: shared::WebhookArgs,
+    #[command(flatten)]
     pub serve: serving::ServeArgs,
     #[command(flatten)]
     pub hooks: hooks::Hooks,
@@ -89,47 +92,36 @@ impl CommonArgs {
     }
 }
 
-/// The backends the flags name, and the webhook sink their events go
-/// through when `WEBHOOK_URLS` is set.
+/// The backends the flags name, with what every process of the deployment
+/// shares: tenants and keys, webhooks (events go through their sink), limits.
 pub struct BackendsWithWebhooks {
     pub backends: Backends,
-    pub webhooks: Option<WebhookSink>,
+    /// Tenants' webhooks: endpoints and deliveries in the database.
+    pub webhooks: Webhooks,
+    /// Tenants, keys and limits.
+    pub deployment: onboarding::Deployment,
 }
 
-/// Connects the backends the flags name (running the SQL migrations).
-pub async fn connect(args: &CommonArgs) -> Result<BackendsWithWebhooks, String> {
+/// Connects the backends the flags name (running the SQL migrations);
+/// `rate` is the per-tenant rate limit to share (servers only).
+pub async fn connect(
+    args: &CommonArgs,
+    rate: Option<onboarding::limits::Rate>,
+) -> Result<BackendsWithWebhooks, String> {
     let urls = args.urls();
-    let mut backends = urls.connect().await.map_err(|e| e.to_string())?;
+    let deployment = urls
+        .connect_deployment(rate)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(backends = ?urls, "backends connected");
-    let mut webhooks = None;
-    if let Some(urls) = args
-        .webhook_urls
-        .as_deref()
-        .filter(|u| !u.trim().is_empty())
-    {
-        let secret =
-            match &args.webhook_secret {
-                Some(secret) if !secret.is_empty() => secret.clone(),
-                _ if !args.generate_secrets => return Err(
-                    "WEBHOOK_URLS is set but WEBHOOK_SECRET is not (and GENERATE_SECRETS=false)"
-                        .into(),
-                ),
-                _ => {
-                    let secret = ApiKeys::generate_key().replace("obk_", "whsec_");
-                    print_line(&format!(
-                        "WEBHOOK_SECRET is unset; signing webhooks with: {secret}"
-                    ));
-                    secret
-                }
-            };
-        let config = WebhookConfig::new(secret.as_bytes())
-            .with_urls(urls)
-            .map_err(|e| format!("WEBHOOK_URLS: {e}"))?;
-        let sink = WebhookSink::new(config, backends.events.clone()).map_err(|e| e.to_string())?;
-        backends.events = Arc::new(sink.clone());
-        webhooks = Some(sink);
-    }
-    Ok(BackendsWithWebhooks { backends, webhooks })
+    let mut backends = deployment.backends.clone();
+    let (webhooks, events) = shared::webhooks(args, &deployment, backends.events.clone()).await?;
+    backends.events = events;
+    Ok(BackendsWithWebhooks {
+        backends,
+        webhooks,
+        deployment,
+    })
 }
 
 /// The processor the flags ask for.

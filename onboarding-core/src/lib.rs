@@ -16,10 +16,13 @@ mod redact;
 mod service;
 mod worker;
 
+pub mod keys;
+pub mod limits;
 pub mod memory;
 pub mod model;
 pub mod repository;
 pub mod validate;
+pub mod webhooks;
 
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
@@ -33,6 +36,7 @@ pub use processor::{processor_fn, NoopProcessor, ProcessError, Processor, WorkIt
 pub use queue::{Delivery, Job, JobQueue, QueueDepth, Receipt};
 pub use redact::{redact_url, SecretUrl};
 pub use service::{
-    Accepted, IngestConfig, OnboardingService, Readiness, SubmitOptions, MAX_IDEMPOTENCY_KEY_LEN,
+    Accepted, IngestConfig, OnboardingService, Readiness, SubmitOptions, FRESHNESS,
+    MAX_IDEMPOTENCY_KEY_LEN,
 };
 pub use worker::{RetryPolicy, ShutdownReport, Worker, WorkerConfig, WorkerHandle, WorkerStats};

@@ -68,6 +68,9 @@ macro_rules! uuid_id {
     };
 }
 
+// Other modules declare their ids with the same macro.
+pub(crate) use uuid_id;
+
 uuid_id!(
     /// Identifies a batch (one accepted submission).
     BatchId

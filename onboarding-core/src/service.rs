@@ -10,10 +10,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::backends::{batch_status_cache_key, Backends};
-use crate::backlog::{Admission, Backlog};
+use crate::backlog::Backlog;
 use crate::completion::{announce, complete_and_announce};
 use crate::error::{Error, ErrorKind, FieldError, Result};
 use crate::events::Event;
+use crate::limits::{Admission, BacklogLedger, MemoryLedger};
 use crate::model::{
     now, BatchCounts, BatchId, BatchStatus, Change, Domain, ItemStatus, Organization, TenantId,
 };
@@ -34,10 +35,14 @@ pub struct IngestConfig {
     /// A pending item nobody claimed this long is re-enqueued by the sweeper
     /// (default 60 s; keep equal to the workers' `stale_after`).
     pub stale_after: Duration,
-    /// How long a batch status stays cached while the batch runs (default 30 s;
-    /// workers invalidate it whenever counts change).
+    /// How long a batch status stays cached (default [`FRESHNESS`], 1 s).
+    /// Workers invalidate it whenever counts change, but a process-local
+    /// cache only sees its own process's invalidations (and a shared one can
+    /// be refilled by a read that raced an update): this TTL is how far
+    /// behind the database a status may be on any process. Raise it only
+    /// when every process shares one cache and the lag does not matter.
     pub status_cache_ttl: Duration,
-    /// How long an organization lookup stays cached (default 30 s).
+    /// How long an organization lookup stays cached (default [`FRESHNESS`], 1 s).
     pub organization_cache_ttl: Duration,
     /// Re-process organizations that a submission leaves unchanged and that
     /// were already processed (default false).
@@ -73,8 +78,8 @@ impl Default for IngestConfig {
             limits: Limits::default(),
             chunk_size: 1000,
             stale_after: Duration::from_secs(60),
-            status_cache_ttl: Duration::from_secs(30),
-            organization_cache_ttl: Duration::from_secs(30),
+            status_cache_ttl: FRESHNESS,
+            organization_cache_ttl: FRESHNESS,
             reprocess_unchanged: false,
             max_backlog: Some(Self::DEFAULT_MAX_BACKLOG),
             backlog_refresh: Duration::from_millis(500),
@@ -118,6 +123,11 @@ impl IngestConfig {
         self
     }
 }
+
+/// The most a server's answer may lag behind the database, on any process
+/// of a deployment (DESIGN §2, guarantee 11): the default TTL of every
+/// process-local copy.
+pub const FRESHNESS: Duration = Duration::from_secs(1);
 
 /// Per-call options of a submission.
 #[derive(Debug, Clone, Default)]
@@ -187,21 +197,42 @@ pub struct OnboardingService {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     backends: Backends,
     config: IngestConfig,
     backlog: Backlog,
+    ledger: Arc<dyn BacklogLedger>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("backends", &self.backends)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OnboardingService {
     /// A service over `backends`.
     pub fn new(backends: Backends, config: IngestConfig) -> Self {
+        Self::with_ledger(backends, config, Arc::new(MemoryLedger::default()))
+    }
+
+    /// A service whose backlog limit is kept in `ledger`: share one (e.g.
+    /// onboarding-redis's `RedisLedger`) between servers so that the limit
+    /// holds across them.
+    pub fn with_ledger(
+        backends: Backends,
+        config: IngestConfig,
+        ledger: Arc<dyn BacklogLedger>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 backends,
                 config,
                 backlog: Backlog::default(),
+                ledger,
             }),
         }
     }
@@ -261,11 +292,11 @@ impl OnboardingService {
     /// - An empty queue refuses nothing, so a request larger than the limit
     ///   is accepted when no work waits.
     /// - The depth is read at most once per [`IngestConfig::backlog_refresh`]
-    ///   and by one call at a time; the other calls reuse the last reading
-    ///   (they don't wait for one in flight) plus the organizations this
-    ///   service accepted since it. What other processes accepted since the
-    ///   reading is not known here: with several servers, the limit can be
-    ///   overshot by what they accept within one refresh interval.
+    ///   and by one call of this process at a time; the other calls reuse the
+    ///   last reading (they don't wait for one in flight) plus the
+    ///   organizations accepted since it. Reading and accepted count live in
+    ///   the service's [`BacklogLedger`]: with a shared one, what every
+    ///   server accepted counts.
     /// - When the depth cannot be read (an error, or no answer within 1 s),
     ///   nothing is refused on it: a warning is logged, the queue may be
     ///   down, and the sweeper delivers what the enqueue could not.
@@ -411,11 +442,7 @@ impl OnboardingService {
             .await?
             .ok_or_else(|| batch_not_found(batch))?;
         if let Ok(bytes) = serde_json::to_vec(&status) {
-            let ttl = if status.batch.completed_at.is_some() {
-                self.inner.config.status_cache_ttl * 2
-            } else {
-                self.inner.config.status_cache_ttl
-            };
+            let ttl = self.inner.config.status_cache_ttl;
             if let Err(e) = cache.set(&key, &bytes, ttl).await {
                 tracing::debug!(error = %e, "cache write failed");
             }
@@ -516,6 +543,7 @@ impl OnboardingService {
         let admission = inner
             .backlog
             .admit(
+                &*inner.ledger,
                 &*inner.backends.queue,
                 inner.config.backlog_refresh,
                 incoming,

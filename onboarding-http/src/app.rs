@@ -1,10 +1,9 @@
-//! Shared state, the rate limiter and the middleware (metrics, request
-//! timeout).
+//! Shared state and the middleware (metrics, request timeout);
+//! authentication is in `auth`, the tenants' rate limit in `limits`.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{MatchedPath, Request, State};
@@ -13,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use onboarding_core::OnboardingService;
 use tokio::sync::Semaphore;
 
-use crate::config::{HttpConfig, KeyHash, RateLimit};
+use crate::auth::Authenticator;
+use crate::config::HttpConfig;
+use crate::limits::TenantLimits;
 use crate::metrics::method_label;
 use crate::problem::Problem;
 
@@ -26,7 +27,8 @@ pub(crate) struct AppState {
 pub(crate) struct Shared {
     pub(crate) service: OnboardingService,
     pub(crate) config: HttpConfig,
-    pub(crate) limiter: RateLimiter,
+    pub(crate) auth: Authenticator,
+    pub(crate) limits: TenantLimits,
     /// Slots of `HttpConfig::max_concurrent_submissions` (`None`: no limit).
     pub(crate) submissions: Option<Arc<Semaphore>>,
     pub(crate) openapi: Bytes,
@@ -43,54 +45,6 @@ impl AppState {
 
     pub(crate) fn problem(&self, error: &onboarding_core::Error) -> Problem {
         Problem::from_core(error, self.inner.config.retry_after)
-    }
-}
-
-/// A token bucket per API key.
-pub(crate) struct RateLimiter {
-    limit: Option<RateLimit>,
-    buckets: Mutex<HashMap<KeyHash, Bucket>>,
-}
-
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimiter {
-    pub(crate) fn new(limit: Option<RateLimit>) -> Self {
-        Self {
-            limit,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes one token for `key`, or says how long until one is there.
-    /// Only authenticated keys get here, so the map is bounded by the configured keys.
-    pub(crate) fn check(&self, key: &KeyHash) -> Result<(), Duration> {
-        let Some(limit) = self.limit else {
-            return Ok(());
-        };
-        let burst = f64::from(limit.burst);
-        let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let bucket = buckets.entry(*key).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
-        let refill = now.duration_since(bucket.last).as_secs_f64() * limit.per_second;
-        bucket.tokens = (bucket.tokens + refill).min(burst);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - bucket.tokens) / limit.per_second;
-            Err(Duration::try_from_secs_f64(wait).unwrap_or(Duration::from_secs(1)))
-        }
     }
 }
 

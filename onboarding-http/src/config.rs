@@ -1,14 +1,17 @@
 //! `HttpConfig`: API keys, rate limit, body limit, timeouts, metrics and webhooks.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+use onboarding_core::keys::KeyStore;
+use onboarding_core::limits::{Rate, RateLimiter};
 use onboarding_core::model::TenantId;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use crate::metrics::Metrics;
-use crate::webhook::WebhookSink;
+use crate::webhook::Webhooks;
 
 /// A configuration value that could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +88,13 @@ fn burst_for(per_second: f64) -> u32 {
     } else {
         // In range: checked above.
         burst as u32
+    }
+}
+
+impl RateLimit {
+    /// The same rate for core's limiters.
+    pub fn rate(&self) -> Rate {
+        Rate::new(self.per_second, self.burst)
     }
 }
 
@@ -208,7 +218,7 @@ impl fmt::Debug for ApiKeys {
 pub struct HttpConfig {
     /// Accepted API keys (default: none, so every authenticated call is 401).
     pub api_keys: ApiKeys,
-    /// Per-key rate limit (default 10/s, burst 20); `None` turns it off.
+    /// Per-tenant rate limit (default 10/s, burst 20); `None` turns it off.
     pub rate_limit: Option<RateLimit>,
     /// Largest accepted request body in bytes (default 2 MiB: 1000
     /// organizations with 255-character names fit with room to spare).
@@ -226,8 +236,50 @@ pub struct HttpConfig {
     pub max_concurrent_submissions: Option<usize>,
     /// Where request and ingest metrics are counted (`GET /metrics`).
     pub metrics: Metrics,
-    /// The webhook sink whose deliveries `GET /api/v1/webhooks/deliveries` lists.
-    pub webhooks: Option<WebhookSink>,
+    /// Tenants' webhooks (endpoints, deliveries); `None`: the webhook routes answer 404.
+    pub webhooks: Option<Webhooks>,
+    /// Keys, limits and the admin token shared by every process.
+    pub shared: SharedConfig,
+}
+
+/// What makes several servers act as one: API keys in the database, the
+/// rate limit in a shared store, the operator's admin token, and the
+/// throttle of failed authentications.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct SharedConfig {
+    /// API keys in the database (checked after [`HttpConfig::api_keys`]).
+    pub key_store: Option<Arc<dyn KeyStore>>,
+    /// The per-tenant rate limit in a store every server shares (e.g.
+    /// onboarding-redis's `RedisRateLimiter`); `None`: in this process.
+    pub rate_limiter: Option<Arc<dyn RateLimiter>>,
+    /// SHA-256 of the admin token (`ADMIN_TOKEN`); `None`: no admin routes.
+    pub admin_token: Option<KeyHash>,
+    /// Failed authentications allowed per client address before 429
+    /// (default a burst of 10, then one per 6 s); `None` turns it off.
+    pub auth_failures: Option<Rate>,
+}
+
+impl Default for SharedConfig {
+    fn default() -> Self {
+        Self {
+            key_store: None,
+            rate_limiter: None,
+            admin_token: None,
+            auth_failures: Some(crate::auth::AUTH_FAILURES),
+        }
+    }
+}
+
+impl fmt::Debug for SharedConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedConfig")
+            .field("key_store", &self.key_store.is_some())
+            .field("rate_limiter", &self.rate_limiter.is_some())
+            .field("admin_token", &self.admin_token.map(|_| "<redacted>"))
+            .field("auth_failures", &self.auth_failures)
+            .finish()
+    }
 }
 
 impl Default for HttpConfig {
@@ -241,6 +293,7 @@ impl Default for HttpConfig {
             max_concurrent_submissions: Some(Self::DEFAULT_MAX_CONCURRENT_SUBMISSIONS),
             metrics: Metrics::new(),
             webhooks: None,
+            shared: SharedConfig::default(),
         }
     }
 }
@@ -279,7 +332,7 @@ impl HttpConfigBuilder {
         self
     }
 
-    /// Sets the per-key rate limit; `None` turns it off.
+    /// Sets the per-tenant rate limit; `None` turns it off.
     pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
         self.config.rate_limit = limit;
         self
@@ -316,9 +369,33 @@ impl HttpConfigBuilder {
         self
     }
 
-    /// Exposes the deliveries of this webhook sink.
-    pub fn webhooks(mut self, sink: WebhookSink) -> Self {
-        self.config.webhooks = Some(sink);
+    /// Serves tenants' webhook endpoints and deliveries from `webhooks`.
+    pub fn webhooks(mut self, webhooks: Webhooks) -> Self {
+        self.config.webhooks = Some(webhooks);
+        self
+    }
+
+    /// Accepts the API keys of this store too (one-second cache per process).
+    pub fn key_store(mut self, store: Arc<dyn KeyStore>) -> Self {
+        self.config.shared.key_store = Some(store);
+        self
+    }
+
+    /// Keeps the per-tenant rate limit in this shared limiter.
+    pub fn shared_rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        self.config.shared.rate_limiter = Some(limiter);
+        self
+    }
+
+    /// Turns the admin routes on, for requests bearing this token (only its hash is kept).
+    pub fn admin_token(mut self, token: &str) -> Self {
+        self.config.shared.admin_token = Some(ApiKeys::hash(token));
+        self
+    }
+
+    /// Sets the throttle of failed authentications per client address; `None` turns it off.
+    pub fn auth_failures(mut self, rate: Option<Rate>) -> Self {
+        self.config.shared.auth_failures = rate;
         self
     }
 

@@ -472,13 +472,6 @@ pub struct Health {
     pub status: String,
 }
 
-/// `GET /api/v1/webhooks/deliveries`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct DeliveriesPage {
-    /// Newest first.
-    pub deliveries: Vec<crate::webhook::Delivery>,
-}
-
 /// Encodes a position as an opaque page cursor.
 pub(crate) fn encode_cursor(position: u32) -> String {
     format!("p1.{}", crate::webhook::hex_bytes(&position.to_be_bytes()))

@@ -16,44 +16,7 @@ use crate::app::AppState;
 use crate::metrics::{InProgress, Refusal};
 use crate::problem::Problem;
 
-/// The authenticated tenant of a request (`Authorization: Bearer <key>`),
-/// after its key passed the rate limit.
-pub(crate) struct Tenant(pub(crate) TenantId);
-
-impl FromRequestParts<AppState> for Tenant {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(Problem::unauthorized(
-                "this endpoint needs an API key: send Authorization: Bearer <key>",
-                false,
-            ));
-        };
-        let token = value.to_str().ok().and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then_some(token.trim())
-                .filter(|t| !t.is_empty())
-        });
-        let Some(token) = token else {
-            return Err(Problem::unauthorized(
-                "the Authorization header must be: Bearer <key>",
-                true,
-            ));
-        };
-        let Some((tenant, hash)) = state.inner.config.api_keys.authenticate(token) else {
-            return Err(Problem::unauthorized("the API key is not valid", true));
-        };
-        state
-            .inner
-            .limiter
-            .check(&hash)
-            .map_err(Problem::rate_limited)?;
-        Ok(Self(tenant))
-    }
-}
+pub(crate) use crate::auth::Tenant;
 
 /// The semaphore of `max_concurrent_submissions` (`None`: no limit).
 pub(crate) fn submission_slots(max: Option<usize>) -> Option<Arc<Semaphore>> {
@@ -162,5 +125,34 @@ impl FromRequestParts<AppState> for TenantBatch {
             .and_then(|Path(raw)| raw.parse::<BatchId>().ok())
             .ok_or_else(|| Problem::not_found("no such batch"))?;
         Ok(Self { tenant, id })
+    }
+}
+
+/// A JSON object body, for the routes whose body is one small object:
+/// [`json_body`]'s answers, an empty body or `null` as `{}` when `optional`, and 422
+/// for JSON that is not an object.
+pub(crate) fn json_object(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+    optional: bool,
+) -> Result<serde_json::Map<String, Value>, Problem> {
+    let empty = body
+        .as_ref()
+        .is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace));
+    if optional && empty {
+        return Ok(serde_json::Map::new());
+    }
+    match json_body(headers, body, limit)? {
+        Value::Object(map) => Ok(map),
+        Value::Null if optional => Ok(serde_json::Map::new()),
+        _ => Err(Problem::from_core(
+            &onboarding_core::Error::invalid(vec![onboarding_core::FieldError::new(
+                "",
+                "body_not_object",
+                "the body must be a JSON object",
+            )]),
+            std::time::Duration::from_secs(1),
+        )),
     }
 }

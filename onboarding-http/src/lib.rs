@@ -2,10 +2,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod app;
+mod auth;
 mod config;
 pub mod dto;
 mod extract;
 mod handlers;
+mod limits;
 mod metrics;
 mod openapi;
 mod operator;
@@ -19,23 +21,28 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use onboarding_core::OnboardingService;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-pub use config::{ApiKeys, ConfigError, HttpConfig, HttpConfigBuilder, KeyHash, RateLimit};
+pub use auth::AUTH_FAILURES;
+pub use config::{
+    ApiKeys, ConfigError, HttpConfig, HttpConfigBuilder, KeyHash, RateLimit, SharedConfig,
+};
 pub use metrics::Metrics;
 pub use openapi::ApiDoc;
 pub use operator::operator_router;
 pub use problem::{Problem, ProblemDocument, ProblemField, PROBLEM_JSON};
 pub use serve::{serve, ServeConfig};
-pub use webhook::{WebhookConfig, WebhookSink};
+pub use webhook::{UrlPolicy, WebhookConfig, WebhookSink, Webhooks};
 
-use app::{AppState, RateLimiter, Shared};
-use handlers::{batches, onboard, ops, webhooks};
+use app::{AppState, Shared};
+use auth::Authenticator;
+use handlers::{admin, batches, onboard, ops, webhooks};
+use limits::TenantLimits;
 
 /// The OpenAPI document as JSON, with links between the operations.
 pub fn openapi_json() -> String {
@@ -55,13 +62,25 @@ pub fn router(service: OnboardingService, config: HttpConfig) -> Router {
     }
     config.metrics.start_upkeep();
     let body_limit = config.body_limit;
+    let openapi =
+        serde_json::to_string_pretty(&openapi::served(config.shared.admin_token.is_some()))
+            .unwrap_or_else(|_| "{}".to_owned());
     let state = AppState {
         inner: Arc::new(Shared {
             service,
-            limiter: RateLimiter::new(config.rate_limit),
+            auth: Authenticator::new(
+                config.api_keys.clone(),
+                config.shared.key_store.clone(),
+                config.shared.admin_token,
+                config.shared.auth_failures,
+            ),
+            limits: TenantLimits::new(
+                config.rate_limit.map(|r| r.rate()),
+                config.shared.rate_limiter.clone(),
+            ),
             submissions: extract::submission_slots(config.max_concurrent_submissions),
             config,
-            openapi: openapi_json().into(),
+            openapi: openapi.into(),
         }),
     };
     Router::new()
@@ -72,11 +91,33 @@ pub fn router(service: OnboardingService, config: HttpConfig) -> Router {
         .route("/api/v1/batches/{id}/organizations", get(batches::items))
         .route("/api/v1/batches/{id}/retry", post(batches::retry))
         .route("/api/v1/batches/{id}/cancel", post(batches::cancel))
+        .route(
+            "/api/v1/webhooks/endpoints",
+            get(webhooks::endpoints).post(webhooks::register),
+        )
+        .route("/api/v1/webhooks/endpoints/{id}", delete(webhooks::delete))
+        .route(
+            "/api/v1/webhooks/endpoints/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route("/api/v1/webhooks/endpoints/{id}/ping", post(webhooks::ping))
         .route("/api/v1/webhooks/deliveries", get(webhooks::list))
+        .route("/api/v1/webhooks/deliveries/{id}", get(webhooks::show))
         .route(
             "/api/v1/webhooks/deliveries/{id}/replay",
             post(webhooks::replay),
         )
+        .route(
+            "/api/v1/admin/tenants",
+            get(admin::tenants).post(admin::create_tenant),
+        )
+        .route(
+            "/api/v1/admin/tenants/{tenant}/keys",
+            post(admin::create_key),
+        )
+        .route("/api/v1/admin/keys", get(admin::keys))
+        .route("/api/v1/admin/keys/{key}/revoke", post(admin::revoke))
+        .route("/api/v1/admin/keys/{key}/rotate", post(admin::rotate))
         .route("/health", get(ops::health))
         .route("/api/v1/openapi.json", get(ops::openapi))
         .fallback(|| async { Problem::not_found("no such route") })

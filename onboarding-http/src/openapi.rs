@@ -6,7 +6,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
 
-use crate::handlers::{batches, onboard, ops, webhooks};
+use crate::handlers::{admin, batches, onboard, ops, webhooks};
 
 /// The OpenAPI description of every route of [`crate::router`] (its links
 /// are added by [`crate::openapi_json`]).
@@ -24,8 +24,20 @@ use crate::handlers::{batches, onboard, ops, webhooks};
         batches::items,
         batches::retry,
         batches::cancel,
+        webhooks::register,
+        webhooks::endpoints,
+        webhooks::delete,
+        webhooks::rotate_secret,
+        webhooks::ping,
         webhooks::list,
+        webhooks::show,
         webhooks::replay,
+        admin::create_tenant,
+        admin::tenants,
+        admin::create_key,
+        admin::keys,
+        admin::revoke,
+        admin::rotate,
         ops::health,
         ops::openapi,
     ),
@@ -35,7 +47,8 @@ use crate::handlers::{batches, onboard, ops, webhooks};
     tags(
         (name = "onboarding", description = "Submit and validate organizations"),
         (name = "batches", description = "Follow, re-drive and cancel batches"),
-        (name = "webhooks", description = "Batch-completion webhook deliveries"),
+        (name = "webhooks", description = "A tenant's webhook endpoints (signed with their own secret) and deliveries"),
+        (name = "admin", description = "Operator routes (Bearer ADMIN_TOKEN; 404 when no token is configured): tenants and API keys"),
         (name = "operations", description = "Liveness and this document"),
     )
 )]
@@ -84,12 +97,35 @@ const LINKS: &[LinkSet] = &[
         "/api/v1/webhooks/deliveries",
         "get",
         "200",
-        &[(
-            "replay",
-            "webhook_replay",
-            "id",
-            "$response.body#/deliveries/0/id",
-        )],
+        &[
+            (
+                "replay",
+                "webhook_replay",
+                "id",
+                "$response.body#/deliveries/0/id",
+            ),
+            (
+                "delivery",
+                "webhook_delivery",
+                "id",
+                "$response.body#/deliveries/0/id",
+            ),
+        ],
+    ),
+    (
+        "/api/v1/webhooks/endpoints",
+        "post",
+        "201",
+        &[
+            ("ping", "webhook_ping", "id", "$response.body#/id"),
+            (
+                "rotate_secret",
+                "webhook_rotate_secret",
+                "id",
+                "$response.body#/id",
+            ),
+            ("delete", "webhook_delete", "id", "$response.body#/id"),
+        ],
     ),
 ];
 
@@ -113,6 +149,21 @@ pub(crate) fn document() -> Value {
             })
             .collect();
         response.insert("links".to_owned(), Value::Object(links));
+    }
+    doc
+}
+
+/// The document a router serves: without the admin routes (and their tag)
+/// when they are off, so that it describes this server as it answers.
+pub(crate) fn served(admin: bool) -> Value {
+    let mut doc = document();
+    if !admin {
+        if let Some(Value::Object(paths)) = doc.get_mut("paths") {
+            paths.retain(|path, _| !path.starts_with("/api/v1/admin/"));
+        }
+        if let Some(Value::Array(tags)) = doc.get_mut("tags") {
+            tags.retain(|tag| tag["name"] != "admin");
+        }
     }
     doc
 }

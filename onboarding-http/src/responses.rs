@@ -16,7 +16,7 @@ use crate::problem::ProblemDocument;
 #[response(status = 400, content_type = "application/problem+json")]
 pub(crate) struct Malformed(ProblemDocument);
 
-/// No `Authorization: Bearer <key>`, or a key this server does not know
+/// No `Authorization: Bearer <key>`, or a key that is unknown or revoked (the same answer for both); on admin routes, no or a wrong admin token
 #[derive(IntoResponses)]
 #[response(status = 401, content_type = "application/problem+json",
     headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"bulk-onboarding\"`")))]
@@ -31,6 +31,11 @@ pub(crate) struct NotFound(ProblemDocument);
 #[derive(IntoResponses)]
 #[response(status = 409, content_type = "application/problem+json")]
 pub(crate) struct IdempotencyConflict(ProblemDocument);
+
+/// The request contradicts stored state: the tenant exists, the delivery is being attempted, the tenant has the most webhook endpoints allowed
+#[derive(IntoResponses)]
+#[response(status = 409, content_type = "application/problem+json")]
+pub(crate) struct Conflict(ProblemDocument);
 
 /// The body is over the size limit, or it lists more than 1000 organizations
 #[derive(IntoResponses)]
@@ -47,7 +52,7 @@ pub(crate) struct UnsupportedMediaType(ProblemDocument);
 #[response(status = 422, content_type = "application/problem+json")]
 pub(crate) struct Invalid(ProblemDocument);
 
-/// Over this API key's request rate
+/// Over this tenant's request rate, or too many failed authentications from this client address
 #[derive(IntoResponses)]
 #[response(status = 429, content_type = "application/problem+json",
     headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))]

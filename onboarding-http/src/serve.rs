@@ -141,9 +141,10 @@ where
             () = &mut shutdown => break,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 tokio::spawn(connection(
                     stream,
+                    peer,
                     app.clone(),
                     config.clone(),
                     stopped.clone(),
@@ -192,6 +193,7 @@ enum Ended {
 
 async fn connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     app: Router,
     config: Arc<ServeConfig>,
     mut stop: watch::Receiver<bool>,
@@ -205,8 +207,12 @@ async fn connection(
     });
     let service = {
         let (router, activity) = (TowerToHyperService::new(app), activity.clone());
-        hyper::service::service_fn(move |request: Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let in_progress = activity.request_started();
+            // The client's address, for the throttle of failed authentications.
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             let call = hyper::service::Service::call(&router, request.map(Body::new));
             Box::pin(async move {
                 let response = call.await;

@@ -5,6 +5,7 @@ mod cache;
 mod config;
 mod connect;
 mod error;
+mod limits;
 mod queue;
 
 #[cfg(feature = "testing")]
@@ -13,4 +14,5 @@ pub mod testing;
 
 pub use cache::RedisCache;
 pub use config::RedisConfig;
+pub use limits::{RedisLedger, RedisRateLimiter};
 pub use queue::RedisQueue;

@@ -1,5 +1,6 @@
 //! The core conformance suite for what this crate implements: every
-//! `# Behavior` bullet of `JobQueue` and `Cache`, and the guarantees with
+//! `# Behavior` bullet of `JobQueue`, `Cache`, `RateLimiter` and
+//! `BacklogLedger` (two connections per case, as two processes), and the guarantees with
 //! real workers over this queue, against a real Redis. The repository is the
 //! in-memory one (its own cases run in onboarding-core and onboarding-sqlx).
 //!
@@ -14,4 +15,4 @@ async fn setup() -> TestBackend {
     TestPrefix::test_backend().await
 }
 
-onboarding_core::conformance_tests!(setup, [queue, cache, guarantees]);
+onboarding_core::conformance_tests!(setup, [queue, cache, guarantees, limits]);

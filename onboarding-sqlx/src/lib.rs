@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use onboarding_core::{Error, ErrorKind, JobQueue, Result};
 
+use onboarding_core::keys::KeyStore;
 use onboarding_core::repository::OrgRepository;
+use onboarding_core::webhooks::{DeliveryLog, WebhookStore};
 
 mod detached;
 mod error;
 mod rows;
+mod stores;
 mod wake;
 
 #[cfg(feature = "mysql")]
@@ -155,6 +158,7 @@ pub struct SqlBackend {
     url: DatabaseUrl,
     repository: Arc<dyn OrgRepository>,
     queue: Arc<dyn JobQueue>,
+    stores: stores::Stores,
     closer: Arc<dyn Close>,
 }
 
@@ -176,6 +180,21 @@ impl SqlBackend {
     /// The SQL-table job queue.
     pub fn queue(&self) -> Arc<dyn JobQueue> {
         self.queue.clone()
+    }
+
+    /// Tenants and API keys.
+    pub fn key_store(&self) -> Arc<dyn KeyStore> {
+        self.stores.keys.clone()
+    }
+
+    /// Tenants' webhook endpoints.
+    pub fn webhook_store(&self) -> Arc<dyn WebhookStore> {
+        self.stores.endpoints.clone()
+    }
+
+    /// The webhook delivery outbox.
+    pub fn delivery_log(&self) -> Arc<dyn DeliveryLog> {
+        self.stores.deliveries.clone()
     }
 
     /// Which engine this is.

@@ -187,6 +187,8 @@ impl TestDatabase {
             backend.queue(),
             Arc::new(MemoryCache::new(100_000)),
         )
+        .with_key_store(backend.key_store())
+        .with_webhooks(backend.webhook_store(), backend.delivery_log())
         .with_cleanup(db.into_cleanup())
     }
 

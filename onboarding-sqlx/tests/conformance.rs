@@ -1,5 +1,6 @@
-//! The core conformance suite (repository, queue, and the guarantees with
-//! real workers) on every engine: each case gets a fresh database, dropped
+//! The core conformance suite (repository, queue, the guarantees with real
+//! workers, the key store, the webhook store and delivery log) on every
+//! engine: each case gets a fresh database, dropped
 //! when the case ends. The cache is the in-memory one (this crate has none).
 
 use onboarding_core::testing::TestBackend;
@@ -13,7 +14,7 @@ mod postgres {
         TestDatabase::test_backend(Engine::Postgres).await
     }
 
-    onboarding_core::conformance_tests!(setup, [repository, queue, guarantees]);
+    onboarding_core::conformance_tests!(setup, [repository, queue, guarantees, keys, webhooks]);
 }
 
 mod mysql {
@@ -23,7 +24,7 @@ mod mysql {
         TestDatabase::test_backend(Engine::MySql).await
     }
 
-    onboarding_core::conformance_tests!(setup, [repository, queue, guarantees]);
+    onboarding_core::conformance_tests!(setup, [repository, queue, guarantees, keys, webhooks]);
 }
 
 mod sqlite {
@@ -33,5 +34,5 @@ mod sqlite {
         TestDatabase::test_backend(Engine::Sqlite).await
     }
 
-    onboarding_core::conformance_tests!(setup, [repository, queue, guarantees]);
+    onboarding_core::conformance_tests!(setup, [repository, queue, guarantees, keys, webhooks]);
 }

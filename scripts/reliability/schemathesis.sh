@@ -45,6 +45,8 @@ hook=$!
 DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" QUEUE_URL=database WORKERS=2 \
   API_KEYS="acme:$key" RATE_LIMIT=100000/s BIND_ADDR="127.0.0.1:$port" METRICS_ADDR=off \
   WEBHOOK_URLS="acme=http://127.0.0.1:$hook_port/hook" WEBHOOK_SECRET=schemathesis-secret \
+  WEBHOOK_ALLOW_HTTP=true WEBHOOK_ALLOW_PRIVATE=true AUTH_FAILURE_LIMIT=off \
+  ADMIN_TOKEN="admin-schemathesis-$$-0123456789" \
   RUST_LOG=warn "$CARGO_TARGET_DIR/debug/examples/server" > "$log" 2>&1 &
 server=$!
 cleanup() {

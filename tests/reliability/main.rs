@@ -18,5 +18,6 @@ mod http;
 mod load;
 mod operator;
 mod privacy;
+mod shared_state;
 mod slow_clients;
 mod workers;

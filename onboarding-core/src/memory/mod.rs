@@ -3,10 +3,15 @@
 
 mod cache;
 mod events;
+mod keys;
 mod queue;
 mod repository;
+mod webhooks;
 
+pub use crate::limits::{LocalRateLimiter, MemoryLedger};
 pub use cache::MemoryCache;
 pub use events::{RecordingEventSink, TracingEventSink};
+pub use keys::MemoryKeyStore;
 pub use queue::MemoryQueue;
 pub use repository::MemoryRepository;
+pub use webhooks::MemoryWebhooks;

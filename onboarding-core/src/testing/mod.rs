@@ -22,7 +22,12 @@
 //!
 //! The groups are `repository`, `queue`, `cache` and `guarantees` (the
 //! guarantees of ARCHITECTURE.md, run through the ingest service and real
-//! workers); a backend
+//! workers), and `keys` ([`KeyStore`](crate::keys::KeyStore)), `webhooks`
+//! ([`WebhookStore`](crate::webhooks::WebhookStore) and
+//! [`DeliveryLog`](crate::webhooks::DeliveryLog)) and `limits`
+//! ([`RateLimiter`](crate::limits::RateLimiter) and
+//! [`BacklogLedger`](crate::limits::BacklogLedger): two handles on one store,
+//! as two processes have); a backend
 //! runs those of the traits it implements, plus `guarantees`, and leaves the
 //! other fields of its [`TestBackend`] in memory.
 //!
@@ -68,18 +73,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::Cache;
-use crate::memory::{MemoryCache, MemoryQueue, MemoryRepository};
+use crate::keys::KeyStore;
+use crate::limits::{BacklogLedger, LocalRateLimiter, MemoryLedger, RateLimiter};
+use crate::memory::{MemoryCache, MemoryKeyStore, MemoryQueue, MemoryRepository, MemoryWebhooks};
 use crate::queue::JobQueue;
 use crate::repository::OrgRepository;
+use crate::webhooks::{DeliveryLog, WebhookStore};
 
 pub mod cache;
 pub mod doubles;
 pub mod fixtures;
 pub mod guarantees;
+pub mod keys;
+pub mod limits;
 pub mod namespace;
 pub mod queue;
 pub mod repository;
 pub mod requests;
+pub mod webhooks;
 
 mod poll;
 
@@ -98,6 +109,17 @@ pub struct TestBackend {
     pub queue: Arc<dyn JobQueue>,
     /// The cache under test (may be shared between cases).
     pub cache: Arc<dyn Cache>,
+    /// Tenants and API keys (may be shared between cases).
+    pub keys: Arc<dyn KeyStore>,
+    /// Webhook endpoints (may be shared between cases).
+    pub endpoints: Arc<dyn WebhookStore>,
+    /// The webhook delivery log (may be shared between cases).
+    pub deliveries: Arc<dyn DeliveryLog>,
+    /// Two handles on one rate store, each enforcing
+    /// [`limits::CASE_RATE`] (keys are random: may be shared).
+    pub limiters: [Arc<dyn RateLimiter>; 2],
+    /// Two handles on one backlog ledger, **fresh for the case**.
+    pub ledgers: [Arc<dyn BacklogLedger>; 2],
     cleanups: Vec<Arc<Cleanup>>,
 }
 
@@ -112,10 +134,18 @@ impl TestBackend {
         queue: Arc<dyn JobQueue>,
         cache: Arc<dyn Cache>,
     ) -> Self {
+        let webhooks = Arc::new(MemoryWebhooks::new());
+        let limiter = Arc::new(LocalRateLimiter::new(limits::CASE_RATE));
+        let ledger = Arc::new(MemoryLedger::default());
         Self {
             repository,
             queue,
             cache,
+            keys: Arc::new(MemoryKeyStore::new()),
+            endpoints: webhooks.clone(),
+            deliveries: webhooks,
+            limiters: [limiter.clone(), limiter],
+            ledgers: [ledger.clone(), ledger],
             cleanups: Vec::new(),
         }
     }
@@ -146,6 +176,35 @@ impl TestBackend {
     /// These backends with `cache` instead.
     pub fn with_cache(mut self, cache: Arc<dyn Cache>) -> Self {
         self.cache = cache;
+        self
+    }
+
+    /// These backends with `keys` instead.
+    pub fn with_key_store(mut self, keys: Arc<dyn KeyStore>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// These backends with these webhook stores instead.
+    pub fn with_webhooks(
+        mut self,
+        endpoints: Arc<dyn WebhookStore>,
+        deliveries: Arc<dyn DeliveryLog>,
+    ) -> Self {
+        self.endpoints = endpoints;
+        self.deliveries = deliveries;
+        self
+    }
+
+    /// These backends with these limiters and ledgers instead (two handles
+    /// on one store each, as two processes would have).
+    pub fn with_limits(
+        mut self,
+        limiters: [Arc<dyn RateLimiter>; 2],
+        ledgers: [Arc<dyn BacklogLedger>; 2],
+    ) -> Self {
+        self.limiters = limiters;
+        self.ledgers = ledgers;
         self
     }
 
@@ -305,6 +364,69 @@ macro_rules! __conformance_cases {
             ]
         }
     };
+    (keys, $setup:path) => {
+        $crate::__conformance_tests! {
+            $setup, keys, [
+                create_tenant_lists_it,
+                create_tenant_twice_is_conflict,
+                create_key_registers_its_tenant,
+                create_key_is_found_and_listed,
+                create_key_with_taken_prefix_or_id_is_conflict,
+                keys_lists_one_tenant_or_all,
+                find_key_of_unknown_or_revoked_is_none,
+                revoke_key_by_id_or_prefix,
+                revoke_key_twice_keeps_the_first_time,
+                revoke_key_of_unknown_or_foreign_is_none,
+                rotate_key_replaces_the_key,
+                rotate_key_of_unknown_revoked_or_foreign_is_none,
+                key_store_ping_answers,
+            ]
+        }
+    };
+    (webhooks, $setup:path) => {
+        $crate::__conformance_tests! {
+            $setup, webhooks, [
+                save_endpoint_reads_back,
+                save_endpoint_again_replaces_it,
+                save_endpoint_of_another_tenant_is_conflict,
+                endpoints_lists_only_the_tenants_own,
+                endpoint_of_unknown_or_foreign_is_none,
+                delete_endpoint_only_deletes_the_tenants_own,
+                add_deliveries_lists_them_pending,
+                add_deliveries_skips_an_event_already_logged,
+                add_deliveries_with_a_lease_is_not_claimed_before_it_ends,
+                claim_due_claims_each_delivery_once,
+                claim_due_leaves_out_undue_and_finished_deliveries,
+                claim_due_is_exclusive_under_concurrency,
+                claim_due_takes_over_expired_claims,
+                claim_delivery_starts_a_new_round,
+                claim_delivery_of_unknown_or_foreign_is_none,
+                claim_delivery_of_a_live_claim_is_conflict,
+                record_attempt_with_the_current_lease_updates_the_delivery,
+                record_attempt_with_a_stale_lease_changes_nothing,
+                deliveries_filters_by_tenant_endpoint_batch_and_limit,
+                delivery_of_unknown_or_foreign_is_none,
+                prune_deletes_only_finished_deliveries_changed_before,
+            ]
+        }
+    };
+    (limits, $setup:path) => {
+        $crate::__conformance_tests! {
+            $setup, limits, [
+                rate_limiter_allows_the_burst_then_limits,
+                rate_limiter_keys_do_not_share,
+                rate_limiter_allows_again_after_the_wait,
+                rate_limiter_is_shared_by_every_handle,
+                ledger_without_a_reading_answers_none,
+                ledger_admits_within_max_and_counts_it,
+                ledger_refuses_over_max_and_counts_nothing,
+                ledger_admits_anything_when_nothing_waits,
+                ledger_unknown_depth_answers_unknown,
+                ledger_tells_whether_the_reading_is_fresh,
+                ledger_record_starts_a_fresh_count,
+            ]
+        }
+    };
     (cache, $setup:path) => {
         $crate::__conformance_tests! {
             $setup, cache, [
@@ -336,8 +458,8 @@ macro_rules! __conformance_tests {
 /// Generates the conformance cases of the named groups as plain `#[test]`
 /// functions in a module named `conformance`; without a list, every group.
 ///
-/// The groups: `repository`, `queue`, `cache` (one case per `# Behavior`
-/// bullet of the trait) and `guarantees` (ARCHITECTURE.md's guarantees through the
+/// The groups: `repository`, `queue`, `cache`, `keys`, `webhooks`,
+/// `limits` (one case per `# Behavior` bullet of the traits) and `guarantees` (ARCHITECTURE.md's guarantees through the
 /// service and real workers). A backend names the traits it implements,
 /// plus `guarantees`; the other fields of its [`TestBackend`](crate::testing::TestBackend)
 /// stay in memory.

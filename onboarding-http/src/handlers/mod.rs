@@ -1,5 +1,6 @@
 //! Request handlers, one module per area.
 
+pub(crate) mod admin;
 pub(crate) mod batches;
 pub(crate) mod onboard;
 pub(crate) mod ops;

@@ -1,94 +1,93 @@
-//! Batch-completion webhooks: an [`EventSink`] that POSTs a signed JSON
-//! document to the tenant's URL for every `BatchCompleted`, retries a few
-//! times in process, and otherwise fails `publish` so the core's sweeper
-//! publishes the completion again later (at-least-once delivery).
+//! Webhooks per tenant, kept in the database so that every process sees
+//! them: a tenant registers endpoints (URL, event types) and gets a signing
+//! secret of its own; events become deliveries in an outbox
+//! ([`DeliveryLog`]); any process running [`Webhooks::start`] claims due
+//! deliveries, sends them signed with the endpoint's secrets and records
+//! every attempt (status, response code, latency, next attempt). Failed
+//! attempts are retried with backoff from the database, so a restart loses
+//! nothing and one process makes each attempt (the claim's lease token
+//! fences it).
 //!
-//! Every attempt is kept in a bounded in-memory log that the HTTP API lists
-//! and replays (`GET /api/v1/webhooks/deliveries`,
-//! `POST /api/v1/webhooks/deliveries/{id}/replay`).
+//! Receivers check deliveries with [`verify`]: signature by one of their
+//! secrets, timestamp within [`TIMESTAMP_TOLERANCE`].
 
+mod payload;
 mod sign;
+mod url;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use onboarding_core::model::{BatchCounts, BatchId, TenantId, Timestamp};
+use onboarding_core::model::{after, now, LeaseToken, TenantId};
+use onboarding_core::webhooks::{
+    check_events, AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryId, DeliveryLog,
+    DeliveryQuery, DeliveryRecord, DeliveryStatus, EndpointId, NewDelivery, RetrySchedule,
+    WebhookEndpoint, WebhookStore,
+};
 use onboarding_core::{Error, ErrorKind, Event, EventSink, Result};
-use serde::Serialize;
-use utoipa::ToSchema;
-use uuid::Uuid;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
-pub use sign::{sign, verify, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+pub use sign::{
+    sign, sign_all, verify, verify_signature, VerifyError, ID_HEADER, SIGNATURE_HEADER,
+    TIMESTAMP_HEADER, TIMESTAMP_TOLERANCE,
+};
+pub use url::{is_public, UrlPolicy};
 
 use crate::config::ConfigError;
 use crate::metrics::Metrics;
+use payload::Message;
 
-/// Where and how webhooks are sent.
-#[derive(Clone)]
+/// How webhooks are sent.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct WebhookConfig {
-    /// Each tenant's endpoint (`http://` or `https://`); tenants without one get no webhooks.
-    pub urls: HashMap<TenantId, String>,
-    secret: Arc<[u8]>,
-    /// Attempts per publish before giving up until the next sweep (default 3).
-    pub max_attempts: u32,
-    /// Pause after the first failed attempt, doubled after each (default 250 ms).
-    pub initial_backoff: Duration,
-    /// Longest one attempt may take (default 1.5 s), so a publish gives up within about 5 s.
+    /// Which URLs tenants may use (default: https and public addresses only).
+    pub policy: UrlPolicy,
+    /// Attempts per round and backoff (default 6 attempts, 5 s doubling).
+    pub retry: RetrySchedule,
+    /// Longest one attempt may take (default 10 s).
     pub attempt_timeout: Duration,
-    /// Deliveries kept in the log (default 1000; oldest dropped first).
-    pub log_capacity: usize,
+    /// How often the delivery loop looks for due deliveries (default 1 s;
+    /// deliveries added by this process are sent at once).
+    pub poll_interval: Duration,
+    /// How long the old secret keeps signing after a rotation (default 24 h).
+    pub rotation_overlap: Duration,
+    /// Deliveries claimed (and sent at once) per round (default 16).
+    pub batch_size: u32,
+    /// Finished deliveries are deleted this long after their last attempt
+    /// (default 7 days, like finished batches).
+    pub retention: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            policy: UrlPolicy::strict(),
+            retry: RetrySchedule::default(),
+            attempt_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            rotation_overlap: Duration::from_secs(24 * 3600),
+            batch_size: 16,
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 impl WebhookConfig {
-    /// A configuration signing with `secret` and no URLs yet.
-    pub fn new(secret: impl AsRef<[u8]>) -> Self {
-        Self {
-            urls: HashMap::new(),
-            secret: Arc::from(secret.as_ref()),
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(250),
-            attempt_timeout: Duration::from_millis(1500),
-            log_capacity: 1000,
-        }
+    /// Sets the URL policy.
+    pub fn with_policy(mut self, policy: UrlPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
-    /// Sends `tenant`'s completions to `url`.
-    pub fn with_url(mut self, tenant: TenantId, url: &str) -> Result<Self, ConfigError> {
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| ConfigError::new(format!("webhook URL for {tenant}: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(ConfigError::new(format!(
-                "webhook URL for {tenant} must be an http:// or https:// URL"
-            )));
-        }
-        self.urls.insert(tenant, url.to_owned());
-        Ok(self)
-    }
-
-    /// Adds every `tenant=https://…` entry of a comma-separated list (the `WEBHOOK_URLS` format).
-    pub fn with_urls(mut self, list: &str) -> Result<Self, ConfigError> {
-        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (tenant, url) = entry.split_once('=').ok_or_else(|| {
-                ConfigError::new(format!(
-                    "webhook entry {entry:?} must look like tenant=https://…"
-                ))
-            })?;
-            let tenant = TenantId::parse(tenant.trim())
-                .map_err(|e| ConfigError::new(e.message().to_owned()))?;
-            self = self.with_url(tenant, url.trim())?;
-        }
-        Ok(self)
-    }
-
-    /// Sets attempts per publish and the first backoff.
-    pub fn with_retries(mut self, max_attempts: u32, initial_backoff: Duration) -> Self {
-        self.max_attempts = max_attempts.max(1);
-        self.initial_backoff = initial_backoff;
+    /// Sets attempts per round and the first backoff.
+    pub fn with_retries(mut self, max_attempts: u32, first_delay: Duration) -> Self {
+        self.retry = RetrySchedule::new(max_attempts, first_delay);
         self
     }
 
@@ -98,127 +97,100 @@ impl WebhookConfig {
         self
     }
 
-    /// Sets how many deliveries the log keeps.
-    pub fn with_log_capacity(mut self, n: usize) -> Self {
-        self.log_capacity = n.max(1);
+    /// Sets how often the loop looks for due deliveries.
+    pub fn with_poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every.max(Duration::from_millis(10));
         self
     }
-}
 
-impl fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut tenants: Vec<&str> = self.urls.keys().map(TenantId::as_str).collect();
-        tenants.sort_unstable();
-        f.debug_struct("WebhookConfig")
-            .field("tenants", &tenants)
-            .field("urls", &"<redacted>")
-            .field("secret", &"<redacted>")
-            .field("max_attempts", &self.max_attempts)
-            .field("initial_backoff", &self.initial_backoff)
-            .field("attempt_timeout", &self.attempt_timeout)
-            .field("log_capacity", &self.log_capacity)
-            .finish()
+    /// Sets how long the old secret signs beside the new one after a rotation.
+    pub fn with_rotation_overlap(mut self, overlap: Duration) -> Self {
+        self.rotation_overlap = overlap;
+        self
+    }
+
+    /// The lease of one claim: long enough for an attempt and its bookkeeping.
+    fn lease(&self) -> Duration {
+        self.attempt_timeout * 2 + Duration::from_secs(5)
     }
 }
 
-/// How one delivery attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryOutcome {
-    /// The endpoint answered 2xx.
-    Delivered,
-    /// The endpoint answered otherwise, or could not be reached in time.
-    Failed,
-}
+/// The most endpoints one tenant may register (each event is one delivery
+/// per endpoint: the cap bounds what one tenant can make the senders do).
+pub const MAX_ENDPOINTS_PER_TENANT: usize = 20;
 
-/// One delivery attempt, as logged.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[non_exhaustive]
-pub struct Delivery {
-    /// This attempt's id (what `replay` takes).
-    pub id: Uuid,
-    /// The event's stable id, sent as `Webhook-Id`: the same for every retry
-    /// and replay of one completion, so receivers can deduplicate.
-    pub webhook_id: String,
-    /// The event type (`batch.completed`).
-    pub event: String,
-    /// The batch.
-    pub batch_id: Uuid,
-    /// Where it was sent.
-    pub url: String,
-    /// 1-based attempt number within its publish (or replay).
-    pub attempt: u32,
-    /// How it ended.
-    pub outcome: DeliveryOutcome,
-    /// The endpoint's HTTP status, when it answered.
-    pub response_status: Option<u16>,
-    /// Why it failed, when it did.
-    pub error: Option<String>,
-    /// When the attempt started.
-    pub started_at: DateTime<Utc>,
-    /// When it ended.
-    pub finished_at: DateTime<Utc>,
-    /// The delivery this one replays, if it is a replay.
-    pub replay_of: Option<Uuid>,
-    #[serde(skip)]
-    #[schema(ignore)]
-    tenant: TenantId,
-    #[serde(skip)]
-    #[schema(ignore)]
-    body: Arc<str>,
-}
+/// Endpoints of one tenant, with when they were read.
+type EndpointCache = HashMap<TenantId, (Instant, Arc<Vec<WebhookEndpoint>>)>;
 
-impl Delivery {
-    /// The tenant it belongs to.
-    pub fn tenant(&self) -> &TenantId {
-        &self.tenant
-    }
+/// How often a delivery loop deletes deliveries past the retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-    /// The exact JSON body that was sent.
-    pub fn body(&self) -> &str {
-        &self.body
-    }
-}
+/// How long a tenant's endpoint list is reused when events are published
+/// (the one-second freshness of DESIGN §2, guarantee 11).
+const ENDPOINT_CACHE_TTL: Duration = Duration::from_secs(1);
 
 struct Inner {
-    next: Arc<dyn EventSink>,
+    endpoints: Arc<dyn WebhookStore>,
+    log: Arc<dyn DeliveryLog>,
     config: WebhookConfig,
     client: reqwest::Client,
-    log: Mutex<VecDeque<Delivery>>,
+    wake: Notify,
+    cache: Mutex<EndpointCache>,
     metrics: OnceLock<Metrics>,
 }
 
-/// An [`EventSink`] that sends `BatchCompleted` as a signed webhook and
-/// passes every event on to an inner sink. Cheap to clone.
+/// Tenants' webhooks: endpoint management, the outbox, and the delivery
+/// loop. Cheap to clone.
 #[derive(Clone)]
-pub struct WebhookSink {
+pub struct Webhooks {
     inner: Arc<Inner>,
 }
 
-impl fmt::Debug for WebhookSink {
+impl fmt::Debug for Webhooks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhookSink")
+        f.debug_struct("Webhooks")
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
 }
 
-struct Target<'a> {
-    tenant: &'a TenantId,
-    batch_id: Uuid,
-    url: &'a str,
-    webhook_id: &'a str,
-    body: Arc<str>,
-    replay_of: Option<Uuid>,
+/// A delivery with its attempts, as the API shows it.
+pub type DeliveryDetail = (DeliveryRecord, Vec<AttemptRecord>);
+
+/// Stops a running delivery loop (it also stops when dropped).
+#[derive(Debug)]
+pub struct DeliveryLoop {
+    task: JoinHandle<()>,
 }
 
-impl WebhookSink {
-    /// A sink sending webhooks as `config` says, after handing every event to `next`.
-    pub fn new(config: WebhookConfig, next: Arc<dyn EventSink>) -> Result<Self, ConfigError> {
+impl DeliveryLoop {
+    /// Stops the loop; an attempt in flight is abandoned (its claim lapses
+    /// and another process takes it over).
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for DeliveryLoop {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Webhooks {
+    /// Webhooks over these stores.
+    pub fn new(
+        endpoints: Arc<dyn WebhookStore>,
+        log: Arc<dyn DeliveryLog>,
+        config: WebhookConfig,
+    ) -> Result<Self, ConfigError> {
         let client = reqwest::Client::builder()
             .timeout(config.attempt_timeout)
             .connect_timeout(config.attempt_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would connect to addresses the policy never saw.
+            .no_proxy()
+            .dns_resolver(Arc::new(url::PolicyResolver(config.policy)))
             .user_agent(concat!(
                 "bulk-onboarding-webhooks/",
                 env!("CARGO_PKG_VERSION")
@@ -227,10 +199,12 @@ impl WebhookSink {
             .map_err(|e| ConfigError::new(format!("cannot build the webhook HTTP client: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                next,
+                endpoints,
+                log,
                 config,
                 client,
-                log: Mutex::new(VecDeque::new()),
+                wake: Notify::new(),
+                cache: Mutex::new(HashMap::new()),
                 metrics: OnceLock::new(),
             }),
         })
@@ -246,237 +220,469 @@ impl WebhookSink {
         let _ = self.inner.metrics.set(metrics.clone());
     }
 
-    fn log(&self) -> MutexGuard<'_, VecDeque<Delivery>> {
-        self.inner
-            .log
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn cache(&self) -> MutexGuard<'_, EndpointCache> {
+        self.inner.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A tenant's logged deliveries, newest first, optionally of one batch.
-    pub fn deliveries(
+    // ------------------------------------------------------------ endpoints
+
+    /// Registers an endpoint for `tenant`; the answer carries its secret
+    /// (show it once). A URL the policy refuses, or unknown event types,
+    /// are `Invalid` naming the field.
+    pub async fn register(
         &self,
         tenant: &TenantId,
-        batch: Option<BatchId>,
-        limit: usize,
-    ) -> Vec<Delivery> {
-        self.log()
-            .iter()
-            .rev()
-            .filter(|d| &d.tenant == tenant && batch.is_none_or(|b| b.0 == d.batch_id))
-            .take(limit)
-            .cloned()
-            .collect()
+        url: &str,
+        events: &[String],
+    ) -> Result<WebhookEndpoint> {
+        let events = check_events(events)?;
+        let parsed = self.check_url(url).await?;
+        if self.inner.endpoints.endpoints(tenant).await?.len() >= MAX_ENDPOINTS_PER_TENANT {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("a tenant has at most {MAX_ENDPOINTS_PER_TENANT} webhook endpoints; delete one first"),
+            ));
+        }
+        let endpoint = WebhookEndpoint::new(tenant.clone(), parsed.to_string(), events, now());
+        self.inner.endpoints.save_endpoint(&endpoint).await?;
+        self.forget(tenant);
+        Ok(endpoint)
     }
 
-    /// One logged delivery of a tenant.
-    pub fn delivery(&self, tenant: &TenantId, id: Uuid) -> Option<Delivery> {
-        self.log()
-            .iter()
-            .find(|d| d.id == id && &d.tenant == tenant)
-            .cloned()
+    async fn check_url(&self, url: &str) -> Result<reqwest::Url> {
+        let policy = self.inner.config.policy;
+        let parsed = policy
+            .check(url, "/url")
+            .map_err(|e| Error::invalid(vec![e]))?;
+        policy
+            .check_resolved(&parsed, "/url")
+            .await
+            .map_err(|e| Error::invalid(vec![e]))?;
+        Ok(parsed)
     }
 
-    /// Sends a logged delivery's body again (same `Webhook-Id`, fresh
-    /// timestamp and signature, with the usual retries) and returns the
-    /// last attempt. Another tenant's or an unknown id is `NotFound`.
-    pub async fn replay(&self, tenant: &TenantId, id: Uuid) -> Result<Delivery> {
-        let original = self
-            .delivery(tenant, id)
-            .ok_or_else(|| Error::not_found(format!("webhook delivery {id} does not exist")))?;
-        let (_, last) = self
-            .deliver(Target {
-                tenant,
-                batch_id: original.batch_id,
-                url: &original.url,
-                webhook_id: &original.webhook_id,
-                body: original.body.clone(),
-                replay_of: Some(original.id),
-            })
-            .await;
-        last.ok_or_else(|| Error::internal("a replay made no attempt"))
+    /// A tenant's endpoints.
+    pub async fn endpoints(&self, tenant: &TenantId) -> Result<Vec<WebhookEndpoint>> {
+        self.inner.endpoints.endpoints(tenant).await
     }
 
-    /// Runs up to `max_attempts` attempts; returns whether one succeeded and the last attempt.
-    async fn deliver(&self, target: Target<'_>) -> (bool, Option<Delivery>) {
-        let config = &self.inner.config;
-        let mut backoff = config.initial_backoff;
-        let mut last = None;
-        for attempt in 1..=config.max_attempts.max(1) {
-            if attempt > 1 {
-                tokio::time::sleep(backoff).await;
-                backoff = backoff.saturating_mul(2);
+    /// Gives an endpoint a new secret; the old one keeps signing for
+    /// `overlap` (default [`WebhookConfig::rotation_overlap`]).
+    pub async fn rotate_secret(
+        &self,
+        tenant: &TenantId,
+        id: EndpointId,
+        overlap: Option<Duration>,
+    ) -> Result<WebhookEndpoint> {
+        let current = self
+            .inner
+            .endpoints
+            .endpoint(tenant, id)
+            .await?
+            .ok_or_else(|| endpoint_not_found(id))?;
+        let overlap = overlap.unwrap_or(self.inner.config.rotation_overlap);
+        let rotated = current.rotated(now(), overlap);
+        self.inner.endpoints.save_endpoint(&rotated).await?;
+        self.forget(tenant);
+        Ok(rotated)
+    }
+
+    /// Deletes an endpoint (its deliveries stay listed).
+    pub async fn delete(&self, tenant: &TenantId, id: EndpointId) -> Result<()> {
+        if !self.inner.endpoints.delete_endpoint(tenant, id).await? {
+            return Err(endpoint_not_found(id));
+        }
+        self.forget(tenant);
+        Ok(())
+    }
+
+    /// Registers `url` for `tenant`'s `batch.completed` under an id derived
+    /// from both (the `WEBHOOK_URLS` bootstrap: every process agrees on it).
+    /// Signs with `secret` when given; otherwise keeps the stored secret,
+    /// or generates one and returns it (print it: it is shown only once).
+    pub async fn bootstrap(
+        &self,
+        tenant: &TenantId,
+        url: &str,
+        secret: Option<&str>,
+    ) -> Result<Option<String>> {
+        let parsed = self.check_url(url).await?;
+        let digest = Sha256::digest(format!("{tenant}\n{parsed}").as_bytes());
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        let id = EndpointId(uuid::Uuid::from_bytes(id));
+        let stored = self.inner.endpoints.endpoint(tenant, id).await?;
+        let (mut endpoint, generated) = match (stored, secret) {
+            // Registered by an earlier start (or another process): keep it.
+            (Some(_), None) => return Ok(None),
+            (Some(e), Some(s)) if e.secret == s => return Ok(None),
+            (Some(e), Some(_)) => (e, None),
+            (None, _) => {
+                let mut e = WebhookEndpoint::new(
+                    tenant.clone(),
+                    parsed.to_string(),
+                    vec!["batch.completed".to_owned()],
+                    now(),
+                );
+                e.id = id;
+                let generated = secret.is_none().then(|| e.secret.clone());
+                (e, generated)
             }
-            let delivery = self.attempt(&target, attempt).await;
-            let ok = delivery.outcome == DeliveryOutcome::Delivered;
-            last = Some(delivery);
-            if ok {
-                return (true, last);
+        };
+        if let Some(secret) = secret {
+            endpoint.secret = secret.to_owned();
+            endpoint.updated_at = now();
+        }
+        self.inner.endpoints.save_endpoint(&endpoint).await?;
+        self.forget(tenant);
+        Ok(generated)
+    }
+
+    fn forget(&self, tenant: &TenantId) {
+        self.cache().remove(tenant);
+    }
+
+    /// A tenant's endpoints, read at most once a second per process.
+    async fn subscribed(&self, tenant: &TenantId) -> Result<Arc<Vec<WebhookEndpoint>>> {
+        if let Some((at, list)) = self.cache().get(tenant) {
+            if at.elapsed() < ENDPOINT_CACHE_TTL {
+                return Ok(list.clone());
             }
         }
-        (false, last)
+        let list = Arc::new(self.inner.endpoints.endpoints(tenant).await?);
+        let mut cache = self.cache();
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(tenant.clone(), (Instant::now(), list.clone()));
+        Ok(list)
     }
 
-    async fn attempt(&self, target: &Target<'_>, attempt: u32) -> Delivery {
-        let started_at = Utc::now();
-        let timestamp = started_at.timestamp();
-        let signature = sign(&self.inner.config.secret, timestamp, target.body.as_bytes());
-        let result = self
+    // ------------------------------------------------------------ deliveries
+
+    /// Adds a delivery of each event to every endpoint that wants it, and
+    /// wakes this process's loop.
+    pub async fn enqueue(&self, events: &[Event]) -> Result<u64> {
+        let at = now();
+        let mut deliveries = Vec::new();
+        for message in events.iter().filter_map(payload::message) {
+            for endpoint in self.subscribed(&message.tenant).await?.iter() {
+                if endpoint.wants(message.event) {
+                    deliveries.push(new_delivery(endpoint, &message, at));
+                }
+            }
+        }
+        if deliveries.is_empty() {
+            return Ok(0);
+        }
+        let added = self.inner.log.add_deliveries(&deliveries).await?;
+        self.inner.wake.notify_one();
+        Ok(added)
+    }
+
+    /// A tenant's deliveries, newest first.
+    pub async fn deliveries(
+        &self,
+        tenant: &TenantId,
+        query: &DeliveryQuery,
+    ) -> Result<Vec<DeliveryRecord>> {
+        self.inner.log.deliveries(tenant, query).await
+    }
+
+    /// One delivery of a tenant with its attempts.
+    pub async fn delivery(&self, tenant: &TenantId, id: DeliveryId) -> Result<DeliveryDetail> {
+        self.inner
+            .log
+            .delivery(tenant, id)
+            .await?
+            .ok_or_else(|| delivery_not_found(id))
+    }
+
+    /// Sends a delivery again now (a new round of retries follows when it
+    /// fails) and answers it with its attempts. `Conflict` while another
+    /// attempt of it is in flight.
+    pub async fn replay(&self, tenant: &TenantId, id: DeliveryId) -> Result<DeliveryDetail> {
+        let at = now();
+        let claimed = self
             .inner
-            .client
-            .post(target.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(ID_HEADER, target.webhook_id)
-            .header(TIMESTAMP_HEADER, timestamp.to_string())
-            .header(SIGNATURE_HEADER, signature)
-            .body(target.body.to_string())
-            .send()
-            .await;
-        let (outcome, response_status, error) = match result {
-            Ok(response) if response.status().is_success() => (
-                DeliveryOutcome::Delivered,
-                Some(response.status().as_u16()),
-                None,
-            ),
-            Ok(response) => (
-                DeliveryOutcome::Failed,
-                Some(response.status().as_u16()),
-                Some(format!("the endpoint answered {}", response.status())),
-            ),
-            Err(e) => (
-                DeliveryOutcome::Failed,
-                None,
-                Some(if e.is_timeout() {
-                    "the endpoint did not answer in time".to_owned()
-                } else if e.is_connect() {
-                    "could not connect to the endpoint".to_owned()
-                } else {
-                    format!("request failed: {}", e.without_url())
-                }),
-            ),
-        };
-        let delivery = Delivery {
-            id: Uuid::now_v7(),
-            webhook_id: target.webhook_id.to_owned(),
-            event: "batch.completed".to_owned(),
-            batch_id: target.batch_id,
-            url: target.url.to_owned(),
-            attempt,
-            outcome,
-            response_status,
+            .log
+            .claim_delivery(tenant, id, at, after(at, self.inner.config.lease()))
+            .await?
+            .ok_or_else(|| delivery_not_found(id))?;
+        self.attempt(claimed).await;
+        self.delivery(tenant, id).await
+    }
+
+    /// Sends a test ping to an endpoint now, logged like any delivery.
+    pub async fn ping(&self, tenant: &TenantId, id: EndpointId) -> Result<DeliveryDetail> {
+        let endpoint = self
+            .inner
+            .endpoints
+            .endpoint(tenant, id)
+            .await?
+            .ok_or_else(|| endpoint_not_found(id))?;
+        let at = now();
+        let lease = LeaseToken::new();
+        let delivery = new_delivery(&endpoint, &payload::ping(tenant), at)
+            .claimed(lease, after(at, self.inner.config.lease()));
+        self.inner
+            .log
+            .add_deliveries(std::slice::from_ref(&delivery))
+            .await?;
+        let (record, _) = self.delivery(tenant, delivery.id).await?;
+        self.attempt(ClaimedDelivery::new(record, lease)).await;
+        self.delivery(tenant, delivery.id).await
+    }
+
+    /// Runs the delivery loop in a task: due deliveries are claimed and
+    /// sent, by this process or any other running it.
+    pub fn start(&self) -> DeliveryLoop {
+        let this = self.clone();
+        DeliveryLoop {
+            task: tokio::spawn(async move { this.run().await }),
+        }
+    }
+
+    async fn run(&self) {
+        let config = &self.inner.config;
+        let mut next_prune = Instant::now();
+        loop {
+            if Instant::now() >= next_prune {
+                next_prune = Instant::now() + PRUNE_EVERY;
+                let before = onboarding_core::model::before(now(), config.retention);
+                match self.inner.log.prune(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "old webhook deliveries pruned"),
+                    Err(error) => tracing::warn!(%error, "cannot prune old webhook deliveries"),
+                }
+            }
+            loop {
+                let at = now();
+                let claimed = match self
+                    .inner
+                    .log
+                    .claim_due(at, config.batch_size, after(at, config.lease()))
+                    .await
+                {
+                    Ok(claimed) => claimed,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot claim due webhook deliveries");
+                        break;
+                    }
+                };
+                if claimed.is_empty() {
+                    break;
+                }
+                futures::future::join_all(claimed.into_iter().map(|c| self.attempt(c))).await;
+            }
+            tokio::select! {
+                () = self.inner.wake.notified() => {}
+                () = tokio::time::sleep(config.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Makes one attempt of a claimed delivery and records it.
+    async fn attempt(&self, claimed: ClaimedDelivery) {
+        let record = &claimed.record;
+        let started_at = now();
+        let started = Instant::now();
+        let Sent {
+            status_code,
             error,
-            started_at,
-            finished_at: Utc::now(),
-            replay_of: target.replay_of,
-            tenant: target.tenant.clone(),
-            body: target.body.clone(),
+            hopeless,
+        } = match self
+            .inner
+            .endpoints
+            .endpoint(&record.tenant, record.endpoint_id)
+            .await
+        {
+            Ok(Some(endpoint)) => self.send(&endpoint, record).await,
+            Ok(None) => Sent::hopeless("the endpoint was deleted"),
+            Err(e) => Sent::failed(None, format!("cannot read the endpoint: {}", e.message())),
         };
+        let delivered = status_code.is_some_and(|c| (200..300).contains(&c));
+        let attempt = AttemptRecord {
+            delivery_id: record.id,
+            attempt: record.attempts + 1,
+            started_at,
+            latency_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+            status_code,
+            error: if delivered { None } else { error },
+            delivered,
+        };
+        let mut result = AttemptResult::new(&claimed, attempt, &self.inner.config.retry, now());
+        if hopeless {
+            // Trying again cannot help: no retry (a replay may, once fixed).
+            result.status = DeliveryStatus::Failed;
+            result.next_attempt_at = None;
+        }
         tracing::info!(
-            delivery_id = %delivery.id, webhook_id = %delivery.webhook_id,
-            batch_id = %delivery.batch_id, tenant = %delivery.tenant, attempt,
-            outcome = ?delivery.outcome, status = ?delivery.response_status,
-            error = delivery.error.as_deref().unwrap_or(""), "webhook delivery attempt"
+            delivery_id = %record.id, webhook_id = %record.webhook_id, tenant = %record.tenant,
+            event = %record.event, attempt = result.attempt.attempt, status = ?status_code,
+            outcome = result.status.as_str(), error = result.attempt.error.as_deref().unwrap_or(""),
+            "webhook delivery attempt"
         );
         if let Some(metrics) = self.inner.metrics.get() {
-            metrics.record_webhook(match outcome {
-                DeliveryOutcome::Delivered => "delivered",
-                DeliveryOutcome::Failed => "failed",
-            });
+            metrics.record_webhook(if delivered { "delivered" } else { "failed" });
         }
-        let mut log = self.log();
-        log.push_back(delivery.clone());
-        while log.len() > self.inner.config.log_capacity {
-            log.pop_front();
+        match self.inner.log.record_attempt(&result).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(delivery_id = %record.id, "the claim passed to another process; attempt not recorded")
+            }
+            Err(error) => {
+                tracing::warn!(delivery_id = %record.id, %error, "cannot record a webhook attempt; it will be made again")
+            }
         }
-        delivery
+    }
+
+    /// POSTs the delivery's body, signed; the answer's status or the error.
+    async fn send(&self, endpoint: &WebhookEndpoint, record: &DeliveryRecord) -> Sent {
+        // Checked again at delivery: the URL may predate a stricter policy;
+        // the client's resolver checks the addresses it connects to.
+        let url = match self.inner.config.policy.check(&endpoint.url, "/url") {
+            Ok(url) => url,
+            Err(e) => return Sent::hopeless(&format!("the URL is not allowed: {}", e.detail)),
+        };
+        let at = now();
+        let timestamp = at.timestamp();
+        let signature = sign_all(
+            &endpoint.signing_secrets(at),
+            timestamp,
+            record.body.as_bytes(),
+        );
+        let sent = self
+            .inner
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(ID_HEADER, &record.webhook_id)
+            .header(TIMESTAMP_HEADER, timestamp.to_string())
+            .header(SIGNATURE_HEADER, signature)
+            .body(record.body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => Sent {
+                status_code: Some(response.status().as_u16()),
+                error: None,
+                hopeless: false,
+            },
+            Ok(response) => Sent::failed(
+                Some(response.status().as_u16()),
+                format!("the endpoint answered {}", response.status()),
+            ),
+            Err(e) => Sent::failed(None, transport_error(e)),
+        }
     }
 }
 
-/// The webhook's stable id for one completion of one batch.
-fn webhook_id(batch: BatchId, completed_at: Timestamp) -> String {
-    format!(
-        "whk_{}_{}",
-        batch.0.simple(),
-        completed_at.timestamp_micros()
+/// How one attempt went.
+struct Sent {
+    /// The endpoint's HTTP status, when it answered.
+    status_code: Option<u16>,
+    /// Why it failed.
+    error: Option<String>,
+    /// Whether retrying cannot help (the endpoint is gone or its URL refused).
+    hopeless: bool,
+}
+
+impl Sent {
+    fn failed(status_code: Option<u16>, error: String) -> Self {
+        Self {
+            status_code,
+            error: Some(error),
+            hopeless: false,
+        }
+    }
+
+    fn hopeless(error: &str) -> Self {
+        Self {
+            status_code: None,
+            error: Some(error.to_owned()),
+            hopeless: true,
+        }
+    }
+}
+
+/// Why a request failed, without the URL (it may carry a tenant's token).
+fn transport_error(e: reqwest::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if s.downcast_ref::<url::PrivateAddress>().is_some() {
+            return s.to_string();
+        }
+        source = s.source();
+    }
+    if e.is_timeout() {
+        "the endpoint did not answer in time".to_owned()
+    } else if e.is_connect() {
+        "could not connect to the endpoint".to_owned()
+    } else {
+        format!("request failed: {}", e.without_url())
+    }
+}
+
+fn new_delivery(
+    endpoint: &WebhookEndpoint,
+    message: &Message,
+    at: onboarding_core::model::Timestamp,
+) -> NewDelivery {
+    NewDelivery::new(
+        endpoint,
+        message.webhook_id.clone(),
+        message.event,
+        message.batch_id,
+        message.body.clone(),
+        at,
     )
 }
 
-fn payload(
-    webhook_id: &str,
-    tenant: &TenantId,
-    batch: BatchId,
-    counts: &BatchCounts,
-    completed_at: Timestamp,
-) -> String {
-    serde_json::json!({
-        "id": webhook_id,
-        "type": "batch.completed",
-        "created_at": Utc::now(),
-        "data": {
-            "batch_id": batch,
-            "tenant": tenant,
-            "completed_at": completed_at,
-            "total": counts.total(),
-            "counts": {
-                "completed": counts.completed,
-                "failed": counts.failed,
-                "cancelled": counts.cancelled,
-            },
-            "changes": {
-                "created": counts.created,
-                "updated": counts.updated,
-                "unchanged": counts.unchanged,
-                "skipped": counts.skipped,
-            },
-        },
-    })
-    .to_string()
+fn endpoint_not_found(id: EndpointId) -> Error {
+    Error::not_found(format!("webhook endpoint {id} does not exist"))
+}
+
+fn delivery_not_found(id: DeliveryId) -> Error {
+    Error::not_found(format!("webhook delivery {id} does not exist"))
+}
+
+/// An [`EventSink`] that turns events into deliveries in the outbox (see
+/// [`Webhooks::enqueue`]) after handing every event to an inner sink. A
+/// failure to record them fails `publish`, so the core publishes
+/// `BatchCompleted` again later (at least once).
+#[derive(Clone)]
+pub struct WebhookSink {
+    webhooks: Webhooks,
+    next: Arc<dyn EventSink>,
+}
+
+impl fmt::Debug for WebhookSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSink")
+            .field("webhooks", &self.webhooks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookSink {
+    /// A sink recording deliveries in `webhooks`, after handing every event to `next`.
+    pub fn new(webhooks: Webhooks, next: Arc<dyn EventSink>) -> Self {
+        Self { webhooks, next }
+    }
 }
 
 #[async_trait]
 impl EventSink for WebhookSink {
     async fn publish(&self, events: &[Event]) -> Result<()> {
-        let forwarded = self.inner.next.publish(events).await;
-        let mut failed = 0usize;
-        for event in events {
-            let Event::BatchCompleted {
-                tenant,
-                batch_id,
-                counts,
-                completed_at,
-            } = event
-            else {
-                continue;
-            };
-            let Some(url) = self.inner.config.urls.get(tenant) else {
-                continue;
-            };
-            let id = webhook_id(*batch_id, *completed_at);
-            let body: Arc<str> = payload(&id, tenant, *batch_id, counts, *completed_at).into();
-            let (ok, _) = self
-                .deliver(Target {
-                    tenant,
-                    batch_id: batch_id.0,
-                    url,
-                    webhook_id: &id,
-                    body,
-                    replay_of: None,
-                })
-                .await;
-            if !ok {
-                failed += 1;
-            }
-        }
-        forwarded?;
-        if failed > 0 {
+        let forwarded = self.next.publish(events).await;
+        if let Err(e) = self.webhooks.enqueue(events).await {
             return Err(Error::new(
                 ErrorKind::Unavailable,
-                format!(
-                    "{failed} batch completion webhook(s) could not be delivered; the batch stays unannounced and is published again later"
-                ),
+                format!("webhook deliveries could not be recorded ({}); the events are published again later", e.message()),
             ));
         }
-        Ok(())
+        forwarded
     }
 }
 

@@ -10,13 +10,13 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use onboarding_core::testing::namespace::unique_name;
 use onboarding_core::testing::TestBackend;
 
-use crate::{RedisCache, RedisConfig, RedisQueue};
+use crate::RedisConfig;
 
 /// Node timeout: a master unreachable this long is failed over.
 const NODE_TIMEOUT_MS: u64 = 1000;
@@ -111,18 +111,10 @@ impl TestCluster {
             .with_poll_interval(Duration::from_millis(100))
     }
 
-    /// The backends of one conformance case on the shared cluster: a queue
-    /// and a cache under a fresh prefix; the repository in memory.
+    /// The backends of one conformance case on the shared cluster: a queue,
+    /// a cache and the limits under a fresh prefix; the repository in memory.
     pub async fn test_backend() -> TestBackend {
-        let config = Self::config(TestBackend::VISIBILITY_TIMEOUT).await;
-        let queue = RedisQueue::connect(config.clone()).await;
-        let cache = RedisCache::connect(config).await;
-        match (queue, cache) {
-            (Ok(queue), Ok(cache)) => TestBackend::memory()
-                .with_queue(Arc::new(queue))
-                .with_cache(Arc::new(cache)),
-            (Err(e), _) | (_, Err(e)) => panic!("cannot connect to the test cluster: {e}"),
-        }
+        super::backends_on(Self::config(TestBackend::VISIBILITY_TIMEOUT).await).await
     }
 
     fn start() -> Result<Self, String> {

@@ -98,6 +98,7 @@ pub(crate) async fn connect(url: DatabaseUrl, options: &SqlOptions) -> Result<Sq
             pool.clone(),
             options,
         ))),
+        stores: crate::stores::mysql::stores(pool.clone()),
         closer: Arc::new(pool),
     })
 }

@@ -41,6 +41,7 @@ fn from_pool(url: DatabaseUrl, pool: PgPool, options: &SqlOptions) -> SqlBackend
         url,
         repository: Arc::new(DetachedRepository::new(PgRepository::new(pool.clone()))),
         queue: Arc::new(DetachedQueue::new(PgQueue::new(pool.clone(), options))),
+        stores: crate::stores::postgres::stores(pool.clone()),
         closer: Arc::new(pool),
     }
 }

@@ -115,6 +115,7 @@ pub(crate) async fn connect(url: DatabaseUrl, options: &SqlOptions) -> Result<Sq
             pool.clone(),
             options,
         ))),
+        stores: crate::stores::sqlite::stores(pool.clone()),
         closer: Arc::new(pool),
     })
 }

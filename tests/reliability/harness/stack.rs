@@ -150,6 +150,20 @@ impl Deployment {
     /// Starts the HTTP server (no in-process workers) with `server_env`
     /// overrides, and waits until it is ready.
     pub(crate) async fn start_server(&mut self, server_env: &[(&str, &str)]) {
+        let (server, base, operator) = self.spawn_server("server", server_env).await;
+        self.base = base;
+        self.operator = operator;
+        self.server = Some(server);
+    }
+
+    /// Starts one more HTTP server process (no in-process workers) named
+    /// `name`, waits until it is ready, and returns it with its base URL
+    /// and its operator listener's.
+    pub(crate) async fn spawn_server(
+        &self,
+        name: &str,
+        server_env: &[(&str, &str)],
+    ) -> (Proc, String, String) {
         let (port, operator_port) = (free_port(), free_port());
         let mut env = self.env();
         env.retain(|(k, _)| k != "WORKERS" && k != "METRICS_ADDR");
@@ -165,23 +179,22 @@ impl Deployment {
             env.retain(|(key, _)| key != k);
             env.push(((*k).to_owned(), (*v).to_owned()));
         }
-        let log = log_dir(&self.scenario).join("server.log");
-        let server = Proc::spawn("server", &binaries().server, &env, log);
-        self.base = format!("http://127.0.0.1:{port}");
-        self.operator = format!("http://127.0.0.1:{operator_port}");
-        self.server = Some(server);
-        let (http, base) = (self.http.clone(), self.operator.clone());
-        let server = self.server.as_mut().expect("server");
+        let log = log_dir(&self.scenario).join(format!("{name}.log"));
+        let mut server = Proc::spawn(name, &binaries().server, &env, log);
+        let base = format!("http://127.0.0.1:{port}");
+        let operator = format!("http://127.0.0.1:{operator_port}");
+        let (http, url) = (self.http.clone(), operator.clone());
         eventually("the server to be ready", Duration::from_secs(60), || {
-            let (http, base) = (http.clone(), base.clone());
+            let (http, url) = (http.clone(), url.clone());
             let exited = server.try_exit();
             async move {
                 assert!(exited.is_none(), "the server exited: {exited:?}");
-                let r = http.get(format!("{base}/ready")).send().await.ok()?;
+                let r = http.get(format!("{url}/ready")).send().await.ok()?;
                 r.status().is_success().then_some(())
             }
         })
         .await;
+        (server, base, operator)
     }
 
     /// Starts one more worker process.
