@@ -55,6 +55,10 @@ ensure_mariadb() {
 }
 
 ensure_redis() {
+  # The Redis Cluster tests start their own redis-server processes and join
+  # them with redis-cli, whether or not a server already listens here.
+  need_pkg redis-server redis-server
+  need_pkg redis-cli redis-tools
   if ! port_open 6379; then
     need_pkg redis-server redis-server
     log "starting Redis"

@@ -306,7 +306,8 @@ mod amqp {
         prefix: Option<&str>,
         expiry: Option<Duration>,
     ) -> Result<Arc<dyn JobQueue>> {
-        let mut config = AmqpConfig::new(url);
+        // `?queue_type=quorum` (and `delivery_limit=N`) pick replicated queues.
+        let mut config = AmqpConfig::from_url(url)?;
         if let Some(prefix) = prefix {
             config = config.with_prefix(prefix);
         }

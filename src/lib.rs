@@ -40,10 +40,16 @@ pub use onboarding_redis::{RedisCache, RedisConfig, RedisQueue};
 /// RabbitMQ: a queue with confirms, delayed retries and a dead-letter queue.
 #[cfg(feature = "amqp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]
-pub use onboarding_amqp::{AmqpConfig, AmqpQueue};
+pub use onboarding_amqp::{AmqpConfig, AmqpQueue, QueueType};
 
 /// The HTTP API: an axum router to serve or nest, its configuration,
 /// metrics and signed webhooks.
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use onboarding_http as web;
+
+/// Domain checks by DNS: a processor decorator that fails items whose
+/// domain does not exist.
+#[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
+pub mod dns;

@@ -62,6 +62,14 @@ pub struct CommonArgs {
     /// tests that measure the pipeline itself).
     #[arg(long, env = "PROCESSOR", default_value = "welcome", value_parser = ["welcome", "noop"])]
     pub processor: String,
+    /// `dns`: before the processor, look each domain up in DNS (MX, else
+    /// A/AAAA); a domain that does not exist fails its item at once
+    /// (`domain_not_found`), a resolver that does not answer is retried.
+    #[arg(long, env = "DOMAIN_CHECK", default_value = "off", value_parser = ["off", "dns"])]
+    pub domain_check: String,
+    /// The resolver of `DOMAIN_CHECK=dns` (`ip:port`); unset: the system's.
+    #[arg(long, env = "DNS_RESOLVER")]
+    pub dns_resolver: Option<std::net::SocketAddr>,
     /// Generate a missing API key (server) or webhook secret and print it
     /// (handy at a terminal). `false` makes a missing one an error instead,
     /// so that no secret is written to a log (the Dockerfile sets it).
@@ -118,15 +126,45 @@ pub async fn connect(
 
 /// The processor the flags ask for.
 pub fn processor(args: &CommonArgs) -> Result<Arc<dyn Processor>, String> {
-    match args
+    let processor: Arc<dyn Processor> = match args
         .processor_url
         .as_deref()
         .filter(|u| !u.trim().is_empty())
     {
-        Some(url) => Ok(Arc::new(HttpProcessor::new(url)?)),
-        None if args.processor == "noop" => Ok(Arc::new(onboarding::NoopProcessor)),
-        None => Ok(Arc::new(WelcomeProcessor)),
+        Some(url) => Arc::new(HttpProcessor::new(url)?),
+        None if args.processor == "noop" => Arc::new(onboarding::NoopProcessor),
+        None => Arc::new(WelcomeProcessor),
+    };
+    match args.domain_check.as_str() {
+        "dns" => domain_check(processor, args.dns_resolver),
+        _ => Ok(processor),
     }
+}
+
+/// `DOMAIN_CHECK=dns`: the processor behind a DNS check of each domain.
+#[cfg(feature = "dns")]
+fn domain_check(
+    processor: Arc<dyn Processor>,
+    resolver: Option<std::net::SocketAddr>,
+) -> Result<Arc<dyn Processor>, String> {
+    let mut config = onboarding::dns::DnsConfig::default();
+    if let Some(address) = resolver {
+        config = config.with_resolver(address);
+    }
+    let checked = onboarding::dns::DomainCheck::new(processor, config)
+        .map_err(|e| format!("DOMAIN_CHECK=dns: {e}"))?;
+    Ok(Arc::new(checked))
+}
+
+#[cfg(not(feature = "dns"))]
+fn domain_check(
+    _processor: Arc<dyn Processor>,
+    _resolver: Option<std::net::SocketAddr>,
+) -> Result<Arc<dyn Processor>, String> {
+    Err(
+        "DOMAIN_CHECK=dns needs the `dns` feature: cargo run --release --features dns --example …"
+            .to_owned(),
+    )
 }
 
 /// The built-in onboarding step: "provisions" the organization (a short

@@ -1,10 +1,52 @@
 //! `AmqpConfig`: where the broker is, how the queues are named, and how the
-//! queue behaves (prefetch, visibility timeout, reconnection backoff).
+//! queue behaves (queue type, prefetch, visibility timeout, reconnection
+//! backoff).
 
 use std::time::Duration;
 
 use onboarding_core::model::TenantId;
-use onboarding_core::SecretUrl;
+use onboarding_core::{Error, ErrorKind, Result, SecretUrl};
+
+/// The RabbitMQ type of the durable queues (`x-queue-type`).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    /// Classic queues (the default): one copy, on the node that declared
+    /// them; no delivery limit.
+    #[default]
+    Classic,
+    /// Quorum queues: replicated over the cluster's nodes with Raft, they
+    /// survive the loss of a minority of nodes. Each message has a delivery
+    /// limit ([`AmqpConfig::delivery_limit`]); a message past it is
+    /// dead-lettered to the dead-letter queue, never dropped.
+    Quorum,
+}
+
+impl QueueType {
+    /// The value of `x-queue-type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        }
+    }
+}
+
+impl std::str::FromStr for QueueType {
+    type Err = Error;
+
+    /// `classic` or `quorum`.
+    fn from_str(value: &str) -> Result<Self> {
+        match value {
+            "classic" => Ok(Self::Classic),
+            "quorum" => Ok(Self::Quorum),
+            other => Err(Error::new(
+                ErrorKind::Invalid,
+                format!("queue_type {other:?} is not supported: use classic or quorum"),
+            )),
+        }
+    }
+}
 
 /// Configuration of an [`AmqpQueue`](crate::AmqpQueue).
 ///
@@ -15,6 +57,18 @@ use onboarding_core::SecretUrl;
 pub struct AmqpConfig {
     /// `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`).
     pub url: SecretUrl,
+    /// The type of every durable queue (default [`QueueType::Classic`]).
+    /// The per-connection announcement queue is always classic (exclusive
+    /// queues cannot be quorum queues).
+    pub queue_type: QueueType,
+    /// Quorum queues only: deliveries of one message (`x-delivery-limit`,
+    /// default 1000) after which the broker dead-letters it to the
+    /// dead-letter queue. Each redelivery (visibility timeout, lost
+    /// connection) counts; the limit only stops a message that keeps coming
+    /// back forever. The item stays in the repository, so the sweeper
+    /// enqueues it again; [`AmqpQueue::dead_lettered`](crate::AmqpQueue::dead_lettered)
+    /// counts such messages.
+    pub delivery_limit: u32,
     /// Prefix of every queue name: the work queue is `{prefix}.jobs`, the
     /// dead-letter queue `{prefix}.jobs.dead`, the wait queues
     /// `{prefix}.jobs.wait.{n}` (default `onboarding`).
@@ -56,6 +110,8 @@ impl AmqpConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: SecretUrl::new(url),
+            queue_type: QueueType::Classic,
+            delivery_limit: 1000,
             prefix: "onboarding".to_owned(),
             prefetch: 64,
             visibility_timeout: Duration::from_secs(30),
@@ -66,6 +122,66 @@ impl AmqpConfig {
             queue_expiry: None,
             tenant_queue_expiry: Some(Duration::from_secs(7 * 24 * 3600)),
         }
+    }
+
+    /// A configuration from a URL that may carry the queue settings in its
+    /// query: `queue_type=classic|quorum` and `delivery_limit=N` (e.g.
+    /// `amqp://guest:guest@host:5672/%2f?queue_type=quorum`). They are taken
+    /// out of the URL; other parameters (`heartbeat`, …) stay for the client.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Invalid`] for an unknown queue type or a delivery limit
+    /// that is not a positive number.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, query),
+            None => (url, ""),
+        };
+        let mut kept = Vec::new();
+        let mut queue_type = QueueType::Classic;
+        let mut delivery_limit = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "queue_type" => queue_type = value.parse()?,
+                "delivery_limit" => {
+                    let limit = value.parse::<u32>().ok().filter(|n| *n > 0);
+                    delivery_limit = Some(limit.ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Invalid,
+                            format!("delivery_limit {value:?} must be a positive number"),
+                        )
+                    })?);
+                }
+                _ => kept.push(pair),
+            }
+        }
+        let url = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        let mut config = Self::new(url).with_queue_type(queue_type);
+        if let Some(limit) = delivery_limit {
+            config = config.with_delivery_limit(limit);
+        }
+        Ok(config)
+    }
+
+    /// Sets the queue type. Changing the type of existing queues needs
+    /// them deleted first (or a new prefix): RabbitMQ refuses to declare a
+    /// queue again with another type. Their jobs are wake-up calls only;
+    /// the sweeper enqueues the items again.
+    pub fn with_queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
+        self
+    }
+
+    /// Sets the delivery limit of quorum queues (at least 1).
+    pub fn with_delivery_limit(mut self, limit: u32) -> Self {
+        self.delivery_limit = limit.max(1);
+        self
     }
 
     /// Sets the queue name prefix.
@@ -196,6 +312,31 @@ mod tests {
             shown.contains("amqp://bob:***@broker:5672/%2f") && !shown.contains("s3cr3t"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn from_url_takes_the_queue_settings_out_of_the_query() {
+        let c =
+            AmqpConfig::from_url("amqp://h/%2f?heartbeat=10&queue_type=quorum&delivery_limit=7")
+                .expect("valid");
+        assert_eq!(c.queue_type, QueueType::Quorum);
+        assert_eq!(c.delivery_limit, 7);
+        assert_eq!(c.url.expose(), "amqp://h/%2f?heartbeat=10");
+        let c = AmqpConfig::from_url("amqp://h/%2f?queue_type=classic").expect("valid");
+        assert_eq!(
+            (c.queue_type, c.url.expose()),
+            (QueueType::Classic, "amqp://h/%2f")
+        );
+        let c = AmqpConfig::from_url("amqp://h/%2f").expect("valid");
+        assert_eq!((c.queue_type, c.delivery_limit), (QueueType::Classic, 1000));
+        for bad in [
+            "amqp://h?queue_type=stream",
+            "amqp://h?delivery_limit=0",
+            "amqp://h?delivery_limit=x",
+        ] {
+            let e = AmqpConfig::from_url(bad).expect_err(bad);
+            assert_eq!(e.kind(), ErrorKind::Invalid, "{bad}");
+        }
     }
 
     #[test]

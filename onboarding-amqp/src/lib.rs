@@ -12,5 +12,5 @@ mod topology;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
-pub use config::AmqpConfig;
+pub use config::{AmqpConfig, QueueType};
 pub use queue::AmqpQueue;

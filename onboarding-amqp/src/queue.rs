@@ -30,8 +30,8 @@ pub struct AmqpQueue {
     config: AmqpConfig,
     slot: tokio::sync::Mutex<Slot>,
     /// Tenants this queue enqueued for or heard announced: a new session
-    /// consumes all their queues.
-    tenants: Tenants,
+    /// consumes all their queues (and `delete_queues` deletes them).
+    pub(crate) tenants: Tenants,
     /// Connections opened so far.
     connections: AtomicU64,
 }

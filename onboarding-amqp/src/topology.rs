@@ -1,4 +1,5 @@
-//! Exchanges and queues, all durable and classic:
+//! Exchanges and queues, all durable, of the configured type (classic or
+//! quorum):
 //!
 //! - `{prefix}.jobs.t.{tenant}`: one work queue per tenant, bound to the
 //!   direct exchange `{prefix}.route` with the tenant as routing key;
@@ -8,7 +9,8 @@
 //! - `{prefix}.wait.{n}` fanout exchanges, each into wait queue
 //!   `{prefix}.jobs.wait.{n}`, whose expired messages are dead-lettered to
 //!   `{prefix}.route` with their original routing key (the tenant);
-//! - work queues dead-letter rejected messages to `{prefix}.jobs.dead`;
+//! - work queues dead-letter rejected messages (and, quorum queues, messages
+//!   past the delivery limit) to `{prefix}.jobs.dead`;
 //! - `{prefix}.announce`, a direct exchange of tenant names (key `tenants`):
 //!   every consuming process binds a private queue to it and starts consuming
 //!   the tenants it hears of.
@@ -20,7 +22,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 use onboarding_core::model::TenantId;
 
-use crate::config::AmqpConfig;
+use crate::config::{AmqpConfig, QueueType};
 use crate::error::AmqpError;
 
 fn text(value: &str) -> AMQPValue {
@@ -39,26 +41,50 @@ const DURABLE: QueueDeclareOptions = QueueDeclareOptions {
     nowait: false,
 };
 
-/// Arguments shared by every queue: classic type, so that no delivery limit
-/// (RabbitMQ 4 quorum queues default to 20 deliveries) ever drops a message,
-/// whatever the vhost's default queue type; and the configured expiry.
-fn classic(expiry: Option<Duration>) -> FieldTable {
+/// Arguments shared by every durable queue: its type, always explicit so
+/// the vhost's default type never applies (RabbitMQ 4 quorum queues default
+/// to a delivery limit of 20: ours is set here), and the configured expiry.
+fn durable(config: &AmqpConfig, expiry: Option<Duration>) -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), text("classic"));
+    args.insert("x-queue-type".into(), text(config.queue_type.as_str()));
+    if config.queue_type == QueueType::Quorum {
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(i64::from(config.delivery_limit)),
+        );
+    }
     if let Some(expiry) = expiry {
         args.insert("x-expires".into(), millis(expiry));
     }
     args
 }
 
-/// A work queue's arguments: rejected messages go to the dead-letter queue.
+/// Adds dead-lettering to `exchange` (with `routing_key`, or the message's
+/// own key). Quorum queues dead-letter at least once: a message leaves the
+/// queue only once the target confirmed it (RabbitMQ requires
+/// `x-overflow: reject-publish` for that; no queue here has a length limit,
+/// so it changes nothing else).
+fn dead_letter(
+    args: &mut FieldTable,
+    config: &AmqpConfig,
+    exchange: &str,
+    routing_key: Option<&str>,
+) {
+    args.insert("x-dead-letter-exchange".into(), text(exchange));
+    if let Some(key) = routing_key {
+        args.insert("x-dead-letter-routing-key".into(), text(key));
+    }
+    if config.queue_type == QueueType::Quorum {
+        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+        args.insert("x-overflow".into(), text("reject-publish"));
+    }
+}
+
+/// A work queue's arguments: rejected messages, and on quorum queues
+/// messages past the delivery limit, go to the dead-letter queue.
 fn work_args(config: &AmqpConfig, expiry: Option<Duration>) -> FieldTable {
-    let mut args = classic(expiry);
-    args.insert("x-dead-letter-exchange".into(), text(""));
-    args.insert(
-        "x-dead-letter-routing-key".into(),
-        text(&config.dead_letter_queue()),
-    );
+    let mut args = durable(config, expiry);
+    dead_letter(&mut args, config, "", Some(&config.dead_letter_queue()));
     args
 }
 
@@ -111,11 +137,8 @@ pub(crate) async fn wait_queue(
     config: &AmqpConfig,
     bucket: u8,
 ) -> Result<u32, AmqpError> {
-    let mut args = classic(config.queue_expiry);
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        text(&config.route_exchange()),
-    );
+    let mut args = durable(config, config.queue_expiry);
+    dead_letter(&mut args, config, &config.route_exchange(), None);
     let queue = channel
         .queue_declare(config.wait_queue(bucket).as_str().into(), DURABLE, args)
         .await
@@ -151,7 +174,7 @@ pub(crate) async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<()
         .queue_declare(
             config.dead_letter_queue().as_str().into(),
             DURABLE,
-            classic(config.queue_expiry),
+            durable(config, config.queue_expiry),
         )
         .await
         .map_err(AmqpError::lapin("declaring the dead-letter queue"))?;
@@ -203,6 +226,13 @@ pub(crate) async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<()
     Ok(())
 }
 
+/// The announcement queue's arguments: exclusive queues are always classic.
+fn classic() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), text("classic"));
+    args
+}
+
 /// Declares this process's private announcement queue; answers its name.
 pub(crate) async fn announce_queue(
     channel: &Channel,
@@ -214,7 +244,7 @@ pub(crate) async fn announce_queue(
         ..QueueDeclareOptions::default()
     };
     let queue = channel
-        .queue_declare("".into(), options, classic(None))
+        .queue_declare("".into(), options, classic())
         .await
         .map_err(AmqpError::lapin("declaring the announcement queue"))?;
     let name = queue.name().to_string();

@@ -5,7 +5,6 @@
 //! binaries one after another) and take turns through `BROKER`.
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,15 +30,7 @@ fn job(tenant: &str) -> onboarding_core::Job {
 static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn close_all_connections() {
-    let out = Command::new("rabbitmqctl")
-        .args(["close_all_connections", "test"])
-        .output()
-        .expect("rabbitmqctl must be installed to run this test");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testing::rabbitmqctl(&["close_all_connections", "test"]);
 }
 
 /// Takes a few milliseconds per item, so a batch is mid-run for a while.

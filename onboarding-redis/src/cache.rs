@@ -1,13 +1,15 @@
 //! `RedisCache`: `GET`, `SET … PX`, `DEL` under `{prefix}:cache:`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::join_all;
 use onboarding_core::{Cache, Result};
-use redis::aio::ConnectionManager;
+use redis::cluster_routing::Slot;
 
 use crate::config::RedisConfig;
-use crate::connect;
+use crate::connect::{self, Conn, Connector};
 use crate::error::from_redis;
 
 /// Keys per `DEL` command of one `delete`.
@@ -17,7 +19,7 @@ const DELETE_CHUNK: usize = 1000;
 /// every call fails with `Unavailable`, which callers treat as a miss.
 #[derive(Clone)]
 pub struct RedisCache {
-    conn: ConnectionManager,
+    conn: Conn,
     key_prefix: String,
     config: RedisConfig,
 }
@@ -31,7 +33,7 @@ impl std::fmt::Debug for RedisCache {
 }
 
 impl connect::FromConnection for RedisCache {
-    fn from_connection(_: redis::Client, conn: ConnectionManager, config: RedisConfig) -> Self {
+    fn from_connection(_: Connector, conn: Conn, config: RedisConfig) -> Self {
         Self {
             conn,
             key_prefix: format!("{}:cache:", config.prefix),
@@ -100,18 +102,30 @@ impl Cache for RedisCache {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for chunk in keys.chunks(DELETE_CHUNK) {
-            let cmd = pipe.cmd("DEL");
-            for key in chunk {
-                cmd.arg(self.key(key));
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        // One `DEL` per chunk on one server; on a cluster one `DEL` may
+        // only name keys of one hash slot: a pipeline per slot, in parallel.
+        let groups: Vec<Vec<&String>> = if self.conn.is_cluster() {
+            let mut by_slot: HashMap<Slot, Vec<&String>> = HashMap::new();
+            for key in &keys {
+                by_slot.entry(Slot::for_key(key)).or_default().push(key);
             }
-            cmd.ignore();
+            by_slot.into_values().collect()
+        } else {
+            vec![keys.iter().collect()]
+        };
+        let calls = groups.into_iter().map(|group| {
+            let mut pipe = redis::pipe();
+            for chunk in group.chunks(DELETE_CHUNK) {
+                pipe.cmd("DEL").arg(chunk).ignore();
+            }
+            let mut conn = self.conn.clone();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        });
+        for answer in join_all(calls).await {
+            answer.map_err(|e| from_redis("cache delete", e))?;
         }
-        let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| from_redis("cache delete", e))
+        Ok(())
     }
 
     async fn ping(&self) -> Result<()> {

@@ -9,11 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use onboarding_core::limits::{Admission, Admit, BacklogLedger, LedgerAnswer, Rate, RateLimiter};
 use onboarding_core::Result;
-use redis::aio::ConnectionManager;
 use redis::Script;
 
 use crate::config::RedisConfig;
-use crate::connect;
+use crate::connect::{self, Conn, Connector};
 use crate::error::from_redis;
 
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/gcra.lua")));
@@ -22,16 +21,17 @@ static ADMIT: LazyLock<Script> =
 static RECORD: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/ledger_record.lua")));
 
-/// Just the connection: what the limiter and the ledger are built on.
-struct Managed(ConnectionManager);
+/// Just the connection (one server or a cluster: every script here touches
+/// one key): what the limiter and the ledger are built on.
+struct Managed(Conn);
 
 impl connect::FromConnection for Managed {
-    fn from_connection(_: redis::Client, conn: ConnectionManager, _: RedisConfig) -> Self {
+    fn from_connection(_: Connector, conn: Conn, _: RedisConfig) -> Self {
         Self(conn)
     }
 }
 
-async fn manager(config: &RedisConfig) -> Result<ConnectionManager> {
+async fn manager(config: &RedisConfig) -> Result<Conn> {
     Ok(connect::open::<Managed>(config.clone()).await?.0)
 }
 
@@ -40,7 +40,7 @@ async fn manager(config: &RedisConfig) -> Result<ConnectionManager> {
 /// key's allowance.
 #[derive(Clone)]
 pub struct RedisRateLimiter {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     rate: Rate,
 }
@@ -95,7 +95,7 @@ impl RateLimiter for RedisRateLimiter {
 /// any server admits counts against the limit for all of them.
 #[derive(Clone)]
 pub struct RedisLedger {
-    conn: ConnectionManager,
+    conn: Conn,
     key: String,
 }
 

@@ -7,6 +7,11 @@
 //! A server that cannot be reached fails the test: nothing is skipped.
 //! Prefixes come from [`unique_name`]; the first prefix a process creates
 //! deletes the keys of prefixes that crashed runs left behind.
+//!
+//! [`TestCluster`]: a Redis Cluster of its own for a test binary, on free
+//! loopback ports, removed when the process ends.
+
+mod cluster;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +20,8 @@ use onboarding_core::testing::namespace::{is_stale, unique_name, PREFIX};
 use onboarding_core::testing::{Cleanup, TestBackend};
 
 use crate::{RedisCache, RedisConfig, RedisQueue};
+
+pub use cluster::TestCluster;
 
 /// Keys of prefixes older than this are left-overs of a run that crashed.
 pub const STALE_AFTER: Duration = Duration::from_secs(6 * 3600);
@@ -109,38 +116,48 @@ impl TestPrefix {
     }
 
     /// The backends of one conformance case: a queue (visibility
-    /// [`TestBackend::VISIBILITY_TIMEOUT`]) and a cache under a fresh
-    /// prefix, deleted when the case ends; the repository in memory.
+    /// [`TestBackend::VISIBILITY_TIMEOUT`]), a cache and the limits under a
+    /// fresh prefix, deleted when the case ends; the repository in memory.
     pub async fn test_backend() -> TestBackend {
         let prefix = Self::create().await;
-        let queue = prefix.queue(TestBackend::VISIBILITY_TIMEOUT).await;
-        let cache = prefix.cache().await;
-        // Two connections each: two processes sharing the Redis.
-        let rate = onboarding_core::testing::limits::CASE_RATE;
-        let limiter = || async {
-            let limiter = crate::RedisRateLimiter::connect(
-                prefix.config(TestBackend::VISIBILITY_TIMEOUT),
-                rate,
-            )
+        backends_on(prefix.config(TestBackend::VISIBILITY_TIMEOUT))
             .await
-            .unwrap_or_else(|e| panic!("Redis must run at {}: {e}", prefix.url));
-            Arc::new(limiter) as Arc<dyn onboarding_core::limits::RateLimiter>
-        };
-        let ledger = || async {
-            let ledger =
-                crate::RedisLedger::connect(prefix.config(TestBackend::VISIBILITY_TIMEOUT))
-                    .await
-                    .unwrap_or_else(|e| panic!("Redis must run at {}: {e}", prefix.url));
-            Arc::new(ledger) as Arc<dyn onboarding_core::limits::BacklogLedger>
-        };
-        let limiters = [limiter().await, limiter().await];
-        let ledgers = [ledger().await, ledger().await];
-        TestBackend::memory()
-            .with_queue(Arc::new(queue))
-            .with_cache(Arc::new(cache))
-            .with_limits(limiters, ledgers)
             .with_cleanup(prefix.into_cleanup())
     }
+}
+
+/// The backends of one conformance case on the Redis `config` names: its
+/// queue, cache, and two rate limiters and two ledgers (two processes
+/// sharing the Redis); the repository in memory.
+async fn backends_on(config: RedisConfig) -> TestBackend {
+    let fail = |e: onboarding_core::Error| -> ! {
+        panic!("Redis must run at {} for this test: {e}", config.url)
+    };
+    let queue = RedisQueue::connect(config.clone())
+        .await
+        .unwrap_or_else(|e| fail(e));
+    let cache = RedisCache::connect(config.clone())
+        .await
+        .unwrap_or_else(|e| fail(e));
+    let rate = onboarding_core::testing::limits::CASE_RATE;
+    let limiter = || async {
+        let limiter = crate::RedisRateLimiter::connect(config.clone(), rate)
+            .await
+            .unwrap_or_else(|e| fail(e));
+        Arc::new(limiter) as Arc<dyn onboarding_core::limits::RateLimiter>
+    };
+    let ledger = || async {
+        let ledger = crate::RedisLedger::connect(config.clone())
+            .await
+            .unwrap_or_else(|e| fail(e));
+        Arc::new(ledger) as Arc<dyn onboarding_core::limits::BacklogLedger>
+    };
+    let limiters = [limiter().await, limiter().await];
+    let ledgers = [ledger().await, ledger().await];
+    TestBackend::memory()
+        .with_queue(Arc::new(queue))
+        .with_cache(Arc::new(cache))
+        .with_limits(limiters, ledgers)
 }
 
 async fn connection(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
