@@ -74,6 +74,7 @@ fn count(value: i64) -> u32 {
 
 /// The body of one engine's module (`postgres.rs`, `mysql.rs`, `sqlite.rs`):
 /// its `Db`, its dialect, and `keys.rs` / `webhooks.rs` compiled for it.
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 macro_rules! engine {
     ($db:ty, begin: $begin:expr, skip_locked: $skip:expr, ignore: ($ins:expr, $suffix:expr)) => {
         use std::sync::Arc;
@@ -121,6 +122,7 @@ macro_rules! engine {
         }
     };
 }
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 pub(crate) use engine;
 
 #[cfg(feature = "mysql")]
