@@ -48,7 +48,7 @@ async fn ready(service: &OnboardingService) -> (u16, serde_json::Value) {
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
     let response = reqwest::get(format!("http://{address}/ready")).await.unwrap();
     let status = response.status().as_u16();
-    let body = response.json().await.unwrap();
+    let body = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
     server.abort();
     (status, body)
 }
@@ -153,7 +153,7 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
             let (routed, globex) = (routed.clone(), globex.clone());
             async move {
                 let s = status(&*routed, &globex, globex_batch).await?;
-                s.cancelled_at.is_some().then_some(())
+                s.batch.cancelled_at.is_some().then_some(())
             }
         },
     )

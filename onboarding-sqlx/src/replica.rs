@@ -33,11 +33,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use onboarding_core::model::{
-    BatchId, BatchStatus, Domain, ItemId, Organization, StoreResult, Submission, TenantId,
-    Timestamp,
+    BatchId, BatchStatus, Domain, ItemId, Organization, TenantId, Timestamp,
 };
 use onboarding_core::repository::{
-    ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository,
+    ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, StoreResult,
+    Submission,
 };
 use onboarding_core::{ErrorKind, Job, Result, FRESHNESS};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -297,26 +297,15 @@ impl ReplicaRouted {
         }
     }
 
-    /// Runs `read` on the replica when it may serve `tenant`, else (or when
-    /// the replica fails) on the primary.
-    async fn read<T, F>(&self, tenant: Option<&TenantId>, read: F) -> Result<T>
-    where
-        F: for<'a> Fn(
-            &'a dyn OrgRepository,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'a>>,
-    {
-        if self.positions.replica_may_serve(tenant) {
-            match read(&*self.replica).await {
-                Ok(answer) => return Ok(answer),
-                Err(e) if e.kind() == ErrorKind::Unavailable => {
-                    tracing::warn!(error = %e, "read replica failed: reading from the primary");
-                    self.positions.replica_failed();
-                }
-                Err(e) => return Err(e),
-            }
+    /// Whether a replica error means "read from the primary instead" (and
+    /// skip the replica until the next sample).
+    fn replica_failed(&self, error: &onboarding_core::Error) -> bool {
+        if error.kind() != ErrorKind::Unavailable {
+            return false;
         }
-        read(&*self.primary).await
+        tracing::warn!(error = %error, "read replica failed: reading from the primary");
+        self.positions.replica_failed();
+        true
     }
 
     /// Runs a write of `tenant` on the primary and remembers when it finished.
@@ -330,6 +319,22 @@ impl ReplicaRouted {
         self.positions.wrote(tenant);
         result
     }
+}
+
+/// `$call` with `$repo` the replica when it may serve `$tenant` (falling
+/// back to the primary when it fails), else the primary.
+macro_rules! routed_read {
+    ($self:ident, $tenant:expr, |$repo:ident| $call:expr) => {{
+        if $self.positions.replica_may_serve($tenant) {
+            let $repo = &*$self.replica;
+            match $call.await {
+                Err(e) if $self.replica_failed(&e) => {}
+                answer => return answer,
+            }
+        }
+        let $repo = &*$self.primary;
+        $call.await
+    }};
 }
 
 #[async_trait]
@@ -420,10 +425,7 @@ impl OrgRepository for ReplicaRouted {
     }
 
     async fn batch_status(&self, tenant: &TenantId, batch: BatchId) -> Result<Option<BatchStatus>> {
-        self.read(Some(tenant), |repo| {
-            Box::pin(async move { repo.batch_status(tenant, batch).await })
-        })
-        .await
+        routed_read!(self, Some(tenant), |repo| repo.batch_status(tenant, batch))
     }
 
     async fn list_items(
@@ -432,17 +434,12 @@ impl OrgRepository for ReplicaRouted {
         batch: BatchId,
         query: &ItemQuery,
     ) -> Result<Option<ItemPage>> {
-        self.read(Some(tenant), |repo| {
-            Box::pin(async move { repo.list_items(tenant, batch, query).await })
-        })
-        .await
+        routed_read!(self, Some(tenant), |repo| repo
+            .list_items(tenant, batch, query))
     }
 
     async fn organization_by_domain(&self, domain: &Domain) -> Result<Option<Organization>> {
-        self.read(None, |repo| {
-            Box::pin(async move { repo.organization_by_domain(domain).await })
-        })
-        .await
+        routed_read!(self, None, |repo| repo.organization_by_domain(domain))
     }
 
     async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {
