@@ -3,7 +3,7 @@
 //! (`pg_basebackup -R`) of the test's own on free loopback ports. A fresh
 //! replica serves reads, a tenant reads its own writes at once, a paused
 //! replica (`pg_wal_replay_pause()`) is skipped once behind by more than
-//! 1 s, a stopped one too, and `/ready` says `degraded`, not down.
+//! 500 ms, a stopped one too, and `/ready` says `degraded`, not down.
 
 #![allow(clippy::unwrap_used)]
 
@@ -55,6 +55,7 @@ async fn ready(service: &OnboardingService) -> (u16, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
+    let t0 = std::time::Instant::now();
     let primary = tokio::task::spawn_blocking(PostgresCluster::start_primary)
         .await
         .unwrap();
@@ -68,6 +69,7 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
     let sql = onboarding_sqlx::connect(&primary_url, SqlOptions::default())
         .await
         .unwrap();
+    eprintln!("PHASE 1 {:?}", t0.elapsed());
     let replica = tokio::task::block_in_place(|| primary.start_replica());
     let replica_url = replica.url("onboarding");
 
@@ -99,6 +101,7 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
         before.primary + 1,
         "served by the primary: the replica may not have the write yet"
     );
+    eprintln!("PHASE 2 {:?}", t0.elapsed());
     eventually("a read served by the replica", Duration::from_secs(30), || {
         let routed = routed.clone();
         let acme = acme.clone();
@@ -110,12 +113,14 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
     })
     .await;
     assert_eq!(routed.degraded(), None);
+    eprintln!("PHASE 3 {:?}", t0.elapsed());
     let (code, body) = ready(&service).await;
     assert_eq!((code, body["status"].as_str()), (200, Some("ready")), "{body}");
 
     // Paused replay: the tenant still reads its own writes; another
     // process's write shows within the freshness bound; /ready degraded.
     let globex_batch = submit(&service, &globex).await;
+    eprintln!("PHASE 4 {:?}", t0.elapsed());
     eventually("the replica to have globex's batch", Duration::from_secs(30), || {
         let replica_url = replica_url.clone();
         async move {
@@ -146,6 +151,7 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
         .await
         .unwrap()
         .unwrap();
+    eprintln!("PHASE 5 {:?}", t0.elapsed());
     eventually(
         "another process's write to show (replica aged out)",
         Duration::from_secs(10),
@@ -158,11 +164,13 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
         },
     )
     .await;
+    eprintln!("PHASE 6 {:?}", t0.elapsed());
     eventually("degraded: replica behind", Duration::from_secs(10), || {
         let routed = routed.clone();
         async move { (routed.degraded() == Some("read_replica_behind")).then_some(()) }
     })
     .await;
+    eprintln!("PHASE 7 {:?}", t0.elapsed());
     let (code, body) = ready(&service).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["status"], "degraded", "{body}");
@@ -173,6 +181,7 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
         .await
         .unwrap();
     replica_admin.close().await;
+    eprintln!("PHASE 8 {:?}", t0.elapsed());
     eventually("the replica to catch up", Duration::from_secs(30), || {
         let routed = routed.clone();
         async move { routed.degraded().is_none().then_some(()) }
@@ -181,6 +190,7 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
 
     // Replica down: reads answer from the primary, /ready degraded (200).
     tokio::task::block_in_place(|| replica.stop());
+    eprintln!("PHASE 9 {:?}", t0.elapsed());
     eventually("degraded: replica unavailable", Duration::from_secs(10), || {
         let routed = routed.clone();
         async move { (routed.degraded() == Some("read_replica_unavailable")).then_some(()) }
@@ -191,6 +201,7 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
         assert!(status(&*routed, &acme, b).await.is_some());
     }
     assert_eq!(routed.read_counts().primary, before.primary + 2);
+    eprintln!("PHASE 10 {:?}", t0.elapsed());
     let (code, body) = ready(&service).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["status"], "degraded", "{body}");
@@ -205,6 +216,7 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
         .connect()
         .await
         .unwrap();
+    eprintln!("PHASE 11 {:?}", t0.elapsed());
     eventually("the facade's router to see the replica down", Duration::from_secs(10), || {
         let repo = facade.repository.clone();
         async move { (repo.degraded() == Some("read_replica_unavailable")).then_some(()) }
@@ -214,11 +226,13 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
 
     // Back up: the replica serves again.
     tokio::task::block_in_place(|| replica.start());
+    eprintln!("PHASE 12 {:?}", t0.elapsed());
     eventually("the replica back in use", Duration::from_secs(30), || {
         let routed = routed.clone();
         async move { routed.degraded().is_none().then_some(()) }
     })
     .await;
+    eprintln!("PHASE 13 {:?}", t0.elapsed());
     let (code, body) = ready(&service).await;
     assert_eq!((code, body["status"].as_str()), (200, Some("ready")), "{body}");
     admin.close().await;

@@ -30,7 +30,7 @@ pub struct CommonArgs {
     pub database_url: String,
     /// A PostgreSQL streaming replica of `DATABASE_URL` for status, items and
     /// organization reads (writes and a tenant's reads right after its own
-    /// writes stay on the primary; a replica behind by more than 1 s or down
+    /// writes stay on the primary; a replica behind by more than 500 ms or down
     /// is skipped, `/ready` says `degraded`).
     #[arg(long, env = "DATABASE_READ_URL", hide_env_values = true)]
     pub database_read_url: Option<String>,
