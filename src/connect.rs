@@ -268,10 +268,7 @@ fn read_replica(
     backend.with_read_replica(read_url, options)
 }
 
-#[cfg(all(
-    not(feature = "postgres"),
-    any(feature = "mysql", feature = "sqlite")
-))]
+#[cfg(all(not(feature = "postgres"), any(feature = "mysql", feature = "sqlite")))]
 fn read_replica(
     _: onboarding_sqlx::SqlBackend,
     _: &str,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use onboarding::model::{BatchId, BatchStatus, TenantId};
 use onboarding::repository::OrgRepository;
 use onboarding::{
-    Backends, BackendUrls, IngestConfig, OnboardingService, SubmitOptions, Worker, WorkerConfig,
+    BackendUrls, Backends, IngestConfig, OnboardingService, SubmitOptions, Worker, WorkerConfig,
 };
 use onboarding_core::testing::eventually;
 use onboarding_core::testing::guarantees::ScriptedProcessor;
@@ -117,10 +117,7 @@ async fn sqlite_online_backup_restores_every_batch_into_a_new_deployment() {
     // Online: the worker is claiming and finishing items during the copy.
     let (backup, _remove_backup) = scratch_file("sqlite_backup");
     let source = sqlite_file(database.url());
-    let (source_arg, backup_arg) = (
-        source.display().to_string(),
-        backup.display().to_string(),
-    );
+    let (source_arg, backup_arg) = (source.display().to_string(), backup.display().to_string());
     let output = tokio::task::spawn_blocking(move || {
         run_script("sqlite-backup.sh", &[&source_arg, &backup_arg])
     })
@@ -162,7 +159,9 @@ async fn postgres_base_backup_and_archived_wal_restore_every_batch() {
     let primary = tokio::task::spawn_blocking(PostgresCluster::start_primary)
         .await
         .unwrap();
-    let admin = sqlx::PgPool::connect(&primary.url("postgres")).await.unwrap();
+    let admin = sqlx::PgPool::connect(&primary.url("postgres"))
+        .await
+        .unwrap();
     sqlx::query("CREATE DATABASE onboarding")
         .execute(&admin)
         .await
@@ -191,17 +190,21 @@ async fn postgres_base_backup_and_archived_wal_restore_every_batch() {
         .fetch_one(&admin)
         .await
         .unwrap();
-    eventually("the WAL segment to be archived", Duration::from_secs(30), || {
-        let (admin, segment) = (admin.clone(), segment.clone());
-        async move {
-            let last: Option<String> =
-                sqlx::query_scalar("SELECT last_archived_wal FROM pg_stat_archiver")
-                    .fetch_one(&admin)
-                    .await
-                    .ok()?;
-            last.filter(|last| *last >= segment)
-        }
-    })
+    eventually(
+        "the WAL segment to be archived",
+        Duration::from_secs(30),
+        || {
+            let (admin, segment) = (admin.clone(), segment.clone());
+            async move {
+                let last: Option<String> =
+                    sqlx::query_scalar("SELECT last_archived_wal FROM pg_stat_archiver")
+                        .fetch_one(&admin)
+                        .await
+                        .ok()?;
+                last.filter(|last| *last >= segment)
+            }
+        },
+    )
     .await;
 
     // 1. The base backup alone, copied into a new data directory.
@@ -248,16 +251,20 @@ async fn postgres_base_backup_and_archived_wal_restore_every_batch() {
     let pool = sqlx::PgPool::connect(&from_archive.url("onboarding"))
         .await
         .unwrap();
-    eventually("recovery to end (promoted)", Duration::from_secs(60), || {
-        let pool = pool.clone();
-        async move {
-            let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
-                .fetch_one(&pool)
-                .await
-                .ok()?;
-            (!in_recovery).then_some(())
-        }
-    })
+    eventually(
+        "recovery to end (promoted)",
+        Duration::from_secs(60),
+        || {
+            let pool = pool.clone();
+            async move {
+                let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
+                (!in_recovery).then_some(())
+            }
+        },
+    )
     .await;
     pool.close().await;
     let restored = BackendUrls::new(from_archive.url("onboarding"), "database", "memory")
@@ -311,12 +318,9 @@ async fn redis_losing_every_key_loses_no_work() {
     let refilled_after = submitted.elapsed();
     worker.shutdown().await;
     for &batch in &batches {
-        for item in onboarding_core::testing::fixtures::all_items(
-            &*backends.repository,
-            &tenant(),
-            batch,
-        )
-        .await
+        for item in
+            onboarding_core::testing::fixtures::all_items(&*backends.repository, &tenant(), batch)
+                .await
         {
             assert_eq!(item.attempts, 1, "processed once: {}", item.domain.as_str());
         }

@@ -14,7 +14,7 @@ use onboarding::memory::{MemoryCache, TracingEventSink};
 use onboarding::model::{BatchId, BatchStatus, TenantId};
 use onboarding::repository::OrgRepository;
 use onboarding::web::{operator_router, Metrics};
-use onboarding::{Backends, BackendUrls, IngestConfig, OnboardingService, SubmitOptions};
+use onboarding::{BackendUrls, Backends, IngestConfig, OnboardingService, SubmitOptions};
 use onboarding_core::testing::eventually;
 use onboarding_sqlx::replica::ReplicaRouted;
 use onboarding_sqlx::testing::PostgresCluster;
@@ -36,7 +36,11 @@ async fn submit(service: &OnboardingService, tenant: &TenantId) -> BatchId {
         .batch_id
 }
 
-async fn status(repo: &dyn OrgRepository, tenant: &TenantId, batch: BatchId) -> Option<BatchStatus> {
+async fn status(
+    repo: &dyn OrgRepository,
+    tenant: &TenantId,
+    batch: BatchId,
+) -> Option<BatchStatus> {
     repo.batch_status(tenant, batch).await.unwrap()
 }
 
@@ -46,7 +50,9 @@ async fn ready(service: &OnboardingService) -> (u16, serde_json::Value) {
     let address = listener.local_addr().unwrap();
     let router = operator_router(service.clone(), Metrics::new());
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let response = reqwest::get(format!("http://{address}/ready")).await.unwrap();
+    let response = reqwest::get(format!("http://{address}/ready"))
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     let body = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
     server.abort();
@@ -55,11 +61,12 @@ async fn ready(service: &OnboardingService) -> (u16, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
-    let t0 = std::time::Instant::now();
     let primary = tokio::task::spawn_blocking(PostgresCluster::start_primary)
         .await
         .unwrap();
-    let admin = sqlx::PgPool::connect(&primary.url("postgres")).await.unwrap();
+    let admin = sqlx::PgPool::connect(&primary.url("postgres"))
+        .await
+        .unwrap();
     sqlx::query("CREATE DATABASE onboarding")
         .execute(&admin)
         .await
@@ -69,7 +76,6 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
     let sql = onboarding_sqlx::connect(&primary_url, SqlOptions::default())
         .await
         .unwrap();
-    eprintln!("PHASE 1 {:?}", t0.elapsed());
     let replica = tokio::task::block_in_place(|| primary.start_replica());
     let replica_url = replica.url("onboarding");
 
@@ -101,48 +107,61 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
         before.primary + 1,
         "served by the primary: the replica may not have the write yet"
     );
-    eprintln!("PHASE 2 {:?}", t0.elapsed());
-    eventually("a read served by the replica", Duration::from_secs(30), || {
-        let routed = routed.clone();
-        let acme = acme.clone();
-        async move {
-            let counts = routed.read_counts();
-            let answer = status(&*routed, &acme, batch).await?;
-            (routed.read_counts().replica > counts.replica).then_some(answer)
-        }
-    })
+    eventually(
+        "a read served by the replica",
+        Duration::from_secs(30),
+        || {
+            let routed = routed.clone();
+            let acme = acme.clone();
+            async move {
+                let counts = routed.read_counts();
+                let answer = status(&*routed, &acme, batch).await?;
+                (routed.read_counts().replica > counts.replica).then_some(answer)
+            }
+        },
+    )
     .await;
     assert_eq!(routed.degraded(), None);
-    eprintln!("PHASE 3 {:?}", t0.elapsed());
     let (code, body) = ready(&service).await;
-    assert_eq!((code, body["status"].as_str()), (200, Some("ready")), "{body}");
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("ready")),
+        "{body}"
+    );
 
     // Paused replay: the tenant still reads its own writes; another
     // process's write shows within the freshness bound; /ready degraded.
     let globex_batch = submit(&service, &globex).await;
-    eprintln!("PHASE 4 {:?}", t0.elapsed());
-    eventually("the replica to have globex's batch", Duration::from_secs(30), || {
-        let replica_url = replica_url.clone();
-        async move {
-            let pool = sqlx::PgPool::connect(&replica_url).await.ok()?;
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM batches WHERE id = $1")
-                .bind(globex_batch.0)
-                .fetch_one(&pool)
-                .await
-                .ok()?;
-            pool.close().await;
-            (n == 1).then_some(())
-        }
-    })
+    eventually(
+        "the replica to have globex's batch",
+        Duration::from_secs(30),
+        || {
+            let replica_url = replica_url.clone();
+            async move {
+                let pool = sqlx::PgPool::connect(&replica_url).await.ok()?;
+                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM batches WHERE id = $1")
+                    .bind(globex_batch.0)
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
+                pool.close().await;
+                (n == 1).then_some(())
+            }
+        },
+    )
     .await;
-    let replica_admin = sqlx::PgPool::connect(&replica.url("postgres")).await.unwrap();
+    let replica_admin = sqlx::PgPool::connect(&replica.url("postgres"))
+        .await
+        .unwrap();
     sqlx::query("SELECT pg_wal_replay_pause()")
         .execute(&replica_admin)
         .await
         .unwrap();
     let written_while_paused = submit(&service, &acme).await;
     assert!(
-        status(&*routed, &acme, written_while_paused).await.is_some(),
+        status(&*routed, &acme, written_while_paused)
+            .await
+            .is_some(),
         "read-your-writes while the replica is paused"
     );
     // Another process (the primary's repository, not through this router) cancels globex's batch.
@@ -151,7 +170,6 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
         .await
         .unwrap()
         .unwrap();
-    eprintln!("PHASE 5 {:?}", t0.elapsed());
     eventually(
         "another process's write to show (replica aged out)",
         Duration::from_secs(10),
@@ -164,13 +182,11 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
         },
     )
     .await;
-    eprintln!("PHASE 6 {:?}", t0.elapsed());
     eventually("degraded: replica behind", Duration::from_secs(10), || {
         let routed = routed.clone();
         async move { (routed.degraded() == Some("read_replica_behind")).then_some(()) }
     })
     .await;
-    eprintln!("PHASE 7 {:?}", t0.elapsed());
     let (code, body) = ready(&service).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["status"], "degraded", "{body}");
@@ -181,7 +197,6 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
         .await
         .unwrap();
     replica_admin.close().await;
-    eprintln!("PHASE 8 {:?}", t0.elapsed());
     eventually("the replica to catch up", Duration::from_secs(30), || {
         let routed = routed.clone();
         async move { routed.degraded().is_none().then_some(()) }
@@ -190,18 +205,20 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
 
     // Replica down: reads answer from the primary, /ready degraded (200).
     tokio::task::block_in_place(|| replica.stop());
-    eprintln!("PHASE 9 {:?}", t0.elapsed());
-    eventually("degraded: replica unavailable", Duration::from_secs(10), || {
-        let routed = routed.clone();
-        async move { (routed.degraded() == Some("read_replica_unavailable")).then_some(()) }
-    })
+    eventually(
+        "degraded: replica unavailable",
+        Duration::from_secs(10),
+        || {
+            let routed = routed.clone();
+            async move { (routed.degraded() == Some("read_replica_unavailable")).then_some(()) }
+        },
+    )
     .await;
     let before = routed.read_counts();
     for b in [batch, written_while_paused] {
         assert!(status(&*routed, &acme, b).await.is_some());
     }
     assert_eq!(routed.read_counts().primary, before.primary + 2);
-    eprintln!("PHASE 10 {:?}", t0.elapsed());
     let (code, body) = ready(&service).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["status"], "degraded", "{body}");
@@ -216,24 +233,29 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
         .connect()
         .await
         .unwrap();
-    eprintln!("PHASE 11 {:?}", t0.elapsed());
-    eventually("the facade's router to see the replica down", Duration::from_secs(10), || {
-        let repo = facade.repository.clone();
-        async move { (repo.degraded() == Some("read_replica_unavailable")).then_some(()) }
-    })
+    eventually(
+        "the facade's router to see the replica down",
+        Duration::from_secs(10),
+        || {
+            let repo = facade.repository.clone();
+            async move { (repo.degraded() == Some("read_replica_unavailable")).then_some(()) }
+        },
+    )
     .await;
     assert!(status(&*facade.repository, &acme, batch).await.is_some());
 
     // Back up: the replica serves again.
     tokio::task::block_in_place(|| replica.start());
-    eprintln!("PHASE 12 {:?}", t0.elapsed());
     eventually("the replica back in use", Duration::from_secs(30), || {
         let routed = routed.clone();
         async move { routed.degraded().is_none().then_some(()) }
     })
     .await;
-    eprintln!("PHASE 13 {:?}", t0.elapsed());
     let (code, body) = ready(&service).await;
-    assert_eq!((code, body["status"].as_str()), (200, Some("ready")), "{body}");
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("ready")),
+        "{body}"
+    );
     admin.close().await;
 }

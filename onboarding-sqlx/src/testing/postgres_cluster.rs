@@ -120,7 +120,13 @@ impl PostgresCluster {
         };
         let mut initdb = pg_command("initdb");
         initdb
-            .args(["--auth=trust", "--username=postgres", "--no-sync", "-E", "UTF8"])
+            .args([
+                "--auth=trust",
+                "--username=postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ])
             .arg("-D")
             .arg(cluster.data_dir());
         run(initdb)?;
@@ -176,8 +182,15 @@ impl PostgresCluster {
         let dir = Self::new_dir().unwrap_or_else(|e| panic!("replica directory: {e}"));
         let mut backup = pg_command("pg_basebackup");
         backup
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
-            .args(["-X", "stream", "-R", "--no-sync", "-D"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-X", "stream", "-R", "--no-sync", "--checkpoint=fast", "-D"])
             .arg(dir.join("data"));
         run(backup).unwrap_or_else(|e| panic!("pg_basebackup: {e}"));
         Self::start_from(dir, "archive_mode = off\n")
