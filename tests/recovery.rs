@@ -111,7 +111,11 @@ async fn sqlite_online_backup_restores_every_batch_into_a_new_deployment() {
         .connect()
         .await
         .unwrap();
-    let service = OnboardingService::new(live.clone(), IngestConfig::default());
+    // Open items of the backup are swept 2 s after submission, not 60 s.
+    let service = OnboardingService::new(
+        live.clone(),
+        IngestConfig::default().with_stale_after(Duration::from_secs(2)),
+    );
     let batches = submit(&service, 5).await;
     let worker = quick_worker(live.clone());
     // Online: the worker is claiming and finishing items during the copy.
@@ -170,7 +174,11 @@ async fn postgres_base_backup_and_archived_wal_restore_every_batch() {
         .connect()
         .await
         .unwrap();
-    let service = OnboardingService::new(live.clone(), IngestConfig::default());
+    // Open items of the backup are swept 2 s after submission, not 60 s.
+    let service = OnboardingService::new(
+        live.clone(),
+        IngestConfig::default().with_stale_after(Duration::from_secs(2)),
+    );
     let before = submit(&service, 3).await;
 
     let backup_dir = RemoveDir(PostgresCluster::new_dir().unwrap());

@@ -460,3 +460,60 @@ impl OrgRepository for ReplicaRouted {
         self.positions.lock().problem
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(name: &str) -> TenantId {
+        TenantId::parse(name).expect("tenant")
+    }
+
+    #[test]
+    fn a_replica_that_replayed_a_recent_sample_serves_readers_without_newer_writes() {
+        let positions = Positions::default();
+        assert!(!positions.replica_may_serve(None), "nothing sampled yet");
+        positions.record(Instant::now(), Some(100), Some(100));
+        assert!(positions.replica_may_serve(None));
+        assert!(positions.replica_may_serve(Some(&tenant("acme"))));
+        assert_eq!(positions.lock().problem, None);
+    }
+
+    #[test]
+    fn a_tenant_reads_the_primary_until_a_sample_after_its_write_is_replayed() {
+        let positions = Positions::default();
+        let (acme, globex) = (tenant("acme"), tenant("globex"));
+        positions.record(Instant::now(), Some(100), Some(100));
+        positions.wrote(Some(&acme));
+        assert!(!positions.replica_may_serve(Some(&acme)));
+        assert!(positions.replica_may_serve(Some(&globex)));
+        assert!(!positions.replica_may_serve(None), "organizations: any write");
+        // Sampled after the write, not yet replayed.
+        positions.record(Instant::now(), Some(200), Some(100));
+        assert!(!positions.replica_may_serve(Some(&acme)));
+        positions.record(Instant::now(), Some(200), Some(200));
+        assert!(positions.replica_may_serve(Some(&acme)));
+        assert!(
+            positions.lock().tenant_writes.is_empty(),
+            "replayed writes are forgotten"
+        );
+    }
+
+    #[test]
+    fn a_replica_behind_by_more_than_max_lag_or_down_serves_nobody() {
+        let positions = Positions::default();
+        let start = Instant::now();
+        positions.record(start, Some(100), Some(100));
+        // The primary moves on, the replica stays (paused replay).
+        positions.record(start + MAX_LAG / 2, Some(200), Some(100));
+        assert_eq!(positions.lock().problem, None, "within MAX_LAG");
+        positions.record(start + MAX_LAG * 2, Some(300), Some(100));
+        assert_eq!(positions.lock().problem, Some("read_replica_behind"));
+        assert!(!positions.replica_may_serve(None));
+        positions.record(start + MAX_LAG * 3, Some(300), None);
+        assert_eq!(positions.lock().problem, Some("read_replica_unavailable"));
+        assert!(!positions.replica_may_serve(None));
+        let counts = positions.lock();
+        assert_eq!((counts.replica_reads, counts.primary_reads), (0, 2));
+    }
+}
