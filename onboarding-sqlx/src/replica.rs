@@ -487,7 +487,10 @@ mod tests {
         positions.wrote(Some(&acme));
         assert!(!positions.replica_may_serve(Some(&acme)));
         assert!(positions.replica_may_serve(Some(&globex)));
-        assert!(!positions.replica_may_serve(None), "organizations: any write");
+        assert!(
+            !positions.replica_may_serve(None),
+            "organizations: any write"
+        );
         // Sampled after the write, not yet replayed.
         positions.record(Instant::now(), Some(200), Some(100));
         assert!(!positions.replica_may_serve(Some(&acme)));
