@@ -4,6 +4,7 @@
 mod app;
 mod auth;
 mod config;
+mod dashboard;
 pub mod dto;
 mod extract;
 mod handlers;
@@ -32,6 +33,7 @@ pub use auth::AUTH_FAILURES;
 pub use config::{
     ApiKeys, ConfigError, HttpConfig, HttpConfigBuilder, KeyHash, RateLimit, SharedConfig,
 };
+pub use dashboard::{dashboard_router, DashboardConfig, CONTENT_SECURITY_POLICY};
 pub use metrics::Metrics;
 pub use openapi::ApiDoc;
 pub use operator::operator_router;
