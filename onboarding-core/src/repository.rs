@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::model::{
-    Batch, BatchId, BatchItem, BatchState, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus,
-    LeaseToken, NewOrganization, Organization, OrganizationId, SubmitMode, TenantId, Timestamp,
+    Batch, BatchId, BatchItem, BatchState, BatchStatus, Change, ConflictPolicy, Domain, ItemId,
+    ItemStatus, LeaseToken, NewOrganization, Organization, OrganizationId, SubmitMode, TenantId,
+    Timestamp,
 };
 use crate::queue::Job;
 

@@ -52,7 +52,13 @@ async fn batches_are_listed_newest_first_with_a_cursor_per_tenant() {
             // Each entry is the same object GET /api/v1/batches/{id} answers.
             let id = batch["batch_id"].as_str().unwrap();
             let one = get(&app, &format!("/api/v1/batches/{id}"), Some(ACME_KEY)).await;
-            let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<HashSet<_>>();
+            let keys = |v: &Value| {
+                v.as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect::<HashSet<_>>()
+            };
             assert_eq!(keys(batch), keys(&one.body));
             assert_eq!(batch["counts"], one.body["counts"]);
             seen.push(id.to_owned());
@@ -94,10 +100,20 @@ async fn batches_are_listed_newest_first_with_a_cursor_per_tenant() {
 async fn bad_listing_parameters_are_problems() {
     let (app, _service) = app();
     submit(&app, ACME_KEY, 1, "bad-").await;
-    for cursor in ["garbage", "b1.zz", "p1.00000001", "b1.%3Cscript%3E", "b2.0190b6a47c1e7d3a9f001234567890ab"] {
-        get(&app, &format!("/api/v1/batches?cursor={cursor}"), Some(ACME_KEY))
-            .await
-            .assert_problem(400);
+    for cursor in [
+        "garbage",
+        "b1.zz",
+        "p1.00000001",
+        "b1.%3Cscript%3E",
+        "b2.0190b6a47c1e7d3a9f001234567890ab",
+    ] {
+        get(
+            &app,
+            &format!("/api/v1/batches?cursor={cursor}"),
+            Some(ACME_KEY),
+        )
+        .await
+        .assert_problem(400);
     }
     for (query, parameter) in [
         ("state=done", "state"),
@@ -149,7 +165,11 @@ async fn two_thousand_failures_of_three_causes_are_three_groups_and_one_retries_
     let service = service_over(repo.clone());
     let app = router(service, config().build());
     let (batch, _) = failed_batch(&repo, 2000, |i| match i % 3 {
-        0 => format!("timeout after {} ms talking to 10.0.{}.7", 1000 + i, i % 250),
+        0 => format!(
+            "timeout after {} ms talking to 10.0.{}.7",
+            1000 + i,
+            i % 250
+        ),
         1 => format!(
             "CRM refused organization {} (request {})",
             uuid::Uuid::new_v4(),
@@ -159,15 +179,26 @@ async fn two_thousand_failures_of_three_causes_are_three_groups_and_one_retries_
     })
     .await;
 
-    let answer = get(&app, &format!("/api/v1/batches/{batch}/failures"), Some(ACME_KEY)).await;
+    let answer = get(
+        &app,
+        &format!("/api/v1/batches/{batch}/failures"),
+        Some(ACME_KEY),
+    )
+    .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["failed"], 2000);
     assert_eq!(answer.body["ungrouped"], 0);
     let groups = answer.body["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 3, "{:#}", answer.body["groups"]);
-    let counts: Vec<u64> = groups.iter().map(|g| g["count"].as_u64().unwrap()).collect();
+    let counts: Vec<u64> = groups
+        .iter()
+        .map(|g| g["count"].as_u64().unwrap())
+        .collect();
     assert_eq!(counts, [667, 667, 666], "largest first");
-    let causes: HashSet<&str> = groups.iter().map(|g| g["cause"].as_str().unwrap()).collect();
+    let causes: HashSet<&str> = groups
+        .iter()
+        .map(|g| g["cause"].as_str().unwrap())
+        .collect();
     assert_eq!(
         causes,
         HashSet::from([
@@ -190,11 +221,19 @@ async fn two_thousand_failures_of_three_causes_are_three_groups_and_one_retries_
     let retry = format!("/api/v1/batches/{batch}/failures/{key}/retry");
     let retried = send(&app, request(Method::POST, &retry, Some(ACME_KEY), None)).await;
     assert_eq!(retried.status, 202, "{}", retried.body);
-    assert_eq!(retried.body, json!({"batch_id": batch.to_string(), "requeued": 666}));
+    assert_eq!(
+        retried.body,
+        json!({"batch_id": batch.to_string(), "requeued": 666})
+    );
     let status = get(&app, &format!("/api/v1/batches/{batch}"), Some(ACME_KEY)).await;
     assert_eq!(status.body["counts"]["pending"], 666);
     assert_eq!(status.body["counts"]["failed"], 1334);
-    let after = get(&app, &format!("/api/v1/batches/{batch}/failures"), Some(ACME_KEY)).await;
+    let after = get(
+        &app,
+        &format!("/api/v1/batches/{batch}/failures"),
+        Some(ACME_KEY),
+    )
+    .await;
     assert_eq!(after.body["groups"].as_array().unwrap().len(), 2);
     // Nothing left in that group: 404; other tenants and bad keys: 404 too.
     send(&app, request(Method::POST, &retry, Some(ACME_KEY), None))
@@ -203,10 +242,19 @@ async fn two_thousand_failures_of_three_causes_are_three_groups_and_one_retries_
     send(&app, request(Method::POST, &retry, Some(GLOBEX_KEY), None))
         .await
         .assert_problem(404);
-    get(&app, &format!("/api/v1/batches/{batch}/failures"), Some(GLOBEX_KEY))
-        .await
-        .assert_problem(404);
-    for bad in ["zz", "0123456789ABCDEF", "%3Cscript%3E", "0123456789abcdef0"] {
+    get(
+        &app,
+        &format!("/api/v1/batches/{batch}/failures"),
+        Some(GLOBEX_KEY),
+    )
+    .await
+    .assert_problem(404);
+    for bad in [
+        "zz",
+        "0123456789ABCDEF",
+        "%3Cscript%3E",
+        "0123456789abcdef0",
+    ] {
         let uri = format!("/api/v1/batches/{batch}/failures/{bad}/retry");
         send(&app, request(Method::POST, &uri, Some(ACME_KEY), None))
             .await
@@ -214,11 +262,21 @@ async fn two_thousand_failures_of_three_causes_are_three_groups_and_one_retries_
     }
     send(
         &app,
-        request(Method::POST, "/api/v1/batches/not-a-uuid/failures/0123456789abcdef/retry", Some(ACME_KEY), None),
+        request(
+            Method::POST,
+            "/api/v1/batches/not-a-uuid/failures/0123456789abcdef/retry",
+            Some(ACME_KEY),
+            None,
+        ),
     )
     .await
     .assert_problem(404);
-    let none = get(&app, &format!("/api/v1/batches/{}/failures", BatchId::new()), Some(ACME_KEY)).await;
+    let none = get(
+        &app,
+        &format!("/api/v1/batches/{}/failures", BatchId::new()),
+        Some(ACME_KEY),
+    )
+    .await;
     none.assert_problem(404);
 }
 
@@ -271,7 +329,12 @@ async fn event_streams_push_progress_from_the_shared_status() {
     let app = router(service, config().build());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(onboarding_http::serve(listener, app, ServeConfig::default(), std::future::pending()));
+    tokio::spawn(onboarding_http::serve(
+        listener,
+        app,
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
 
@@ -310,8 +373,16 @@ async fn event_streams_push_progress_from_the_shared_status() {
     let (_, stats) = read_events(&mut all, |name, _| name == "stats").await;
     assert_eq!(stats["queue_depth"], 20);
 
-    let worker = Worker::new(shared, Arc::new(onboarding_core::NoopProcessor), WorkerConfig::default()).start();
-    let (_, last) = read_events(&mut one, |name, data| name == "batch" && data["state"] == "completed").await;
+    let worker = Worker::new(
+        shared,
+        Arc::new(onboarding_core::NoopProcessor),
+        WorkerConfig::default(),
+    )
+    .start();
+    let (_, last) = read_events(&mut one, |name, data| {
+        name == "batch" && data["state"] == "completed"
+    })
+    .await;
     assert_eq!(last["percent"], 100.0);
     assert_eq!(last["counts"]["completed"], 20);
     let (_, seen) = read_events(&mut all, |name, data| {
@@ -336,7 +407,11 @@ async fn event_streams_push_progress_from_the_shared_status() {
         .await
         .unwrap();
     assert_eq!(foreign.status(), 404);
-    let anonymous = http.get(format!("{base}/api/v1/events")).send().await.unwrap();
+    let anonymous = http
+        .get(format!("{base}/api/v1/events"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), 401);
     // globex's stream never carries acme's batch.
     let mut theirs = http
@@ -356,10 +431,17 @@ async fn revoked_keys_end_their_streams() {
     let app = router(service, config().key_store(keys.clone()).build());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(onboarding_http::serve(listener, app, ServeConfig::default(), std::future::pending()));
+    tokio::spawn(onboarding_http::serve(
+        listener,
+        app,
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
     use onboarding_core::keys::{KeySelector, KeyStore, NewApiKey};
     let tenant = tenant("initech");
-    keys.create_tenant(&tenant, onboarding_core::model::now()).await.unwrap();
+    keys.create_tenant(&tenant, onboarding_core::model::now())
+        .await
+        .unwrap();
     let (key, record) = NewApiKey::generate(tenant, None, onboarding_core::model::now());
     let info = keys.create_key(&record).await.unwrap();
     let mut stream = reqwest::Client::new()
@@ -370,10 +452,19 @@ async fn revoked_keys_end_their_streams() {
         .unwrap();
     assert_eq!(stream.status(), 200);
     read_events(&mut stream, |name, _| name == "stats").await;
-    keys.revoke_key(None, &KeySelector::Id(info.id), onboarding_core::model::now()).await.unwrap();
+    keys.revoke_key(
+        None,
+        &KeySelector::Id(info.id),
+        onboarding_core::model::now(),
+    )
+    .await
+    .unwrap();
     let (name, _) = read_events(&mut stream, |name, _| name != "stats" && name != "batch").await;
     assert_eq!(name, "unauthorized");
-    let rest = tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await.unwrap().unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(5), stream.chunk())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rest, None, "the stream ends");
 }
 
@@ -383,13 +474,22 @@ async fn the_dashboard_is_served_with_a_strict_content_security_policy() {
     let app = api.merge(dashboard_router(DashboardConfig::default()));
     let page = get(&app, "/", None).await;
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     let csp = page.header("content-security-policy").unwrap();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     assert!(csp.contains("default-src 'none'"));
     let html = String::from_utf8(page.raw.clone()).unwrap();
     assert!(html.contains(r#"<script src="/dashboard/app.js" defer></script>"#));
-    for (path, kind) in [("/dashboard/app.js", "text/javascript"), ("/dashboard/app.css", "text/css")] {
+    for (path, kind) in [
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/app.css", "text/css"),
+    ] {
         let asset = get(&app, path, None).await;
         assert_eq!(asset.status, 200);
         assert!(asset.header("content-type").unwrap().starts_with(kind));
@@ -414,4 +514,3 @@ async fn the_dashboard_is_served_with_a_strict_content_security_policy() {
     let (api_only, _service) = app();
     get(&api_only, "/", None).await.assert_problem(404);
 }
-

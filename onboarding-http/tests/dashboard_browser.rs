@@ -213,15 +213,24 @@ impl Api {
     }
 
     async fn status(&self, batch: &str) -> Value {
-        self.call(reqwest::Method::GET, &format!("/api/v1/batches/{batch}"), None)
-            .await
-            .1
+        self.call(
+            reqwest::Method::GET,
+            &format!("/api/v1/batches/{batch}"),
+            None,
+        )
+        .await
+        .1
     }
 }
 
 fn orgs(prefix: &str, n: usize) -> Vec<Value> {
     (0..n)
-        .map(|i| org(&format!("{prefix} org {i}"), &format!("{prefix}-{i}.example.com")))
+        .map(|i| {
+            org(
+                &format!("{prefix} org {i}"),
+                &format!("{prefix}-{i}.example.com"),
+            )
+        })
         .collect()
 }
 
@@ -308,7 +317,11 @@ async fn assert_no_injection(client: &Client) {
         "an alert opened: a name was interpreted"
     );
     assert_eq!(count(client, "img[src='x']").await, 0);
-    assert_eq!(count(client, "script").await, 1, "only the page's own script");
+    assert_eq!(
+        count(client, "script").await,
+        1,
+        "only the page's own script"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -331,7 +344,12 @@ async fn the_dashboard_works_in_a_real_browser() {
     // The server's backends and the workers' share the database only: each
     // has its own status cache, as separate processes would.
     let backends = |cache: MemoryCache| {
-        Backends::new(sql.repository(), sql.queue(), Arc::new(cache), events.clone())
+        Backends::new(
+            sql.repository(),
+            sql.queue(),
+            Arc::new(cache),
+            events.clone(),
+        )
     };
     let service = OnboardingService::new(backends(MemoryCache::default()), IngestConfig::default());
     let (open_slow, slow) = watch::channel(false);
@@ -398,9 +416,17 @@ async fn the_dashboard_works_in_a_real_browser() {
     );
     fill(&client, "#api-key", &session_key).await;
     click(&client, "#sign-in-form button[type=submit]").await;
-    until("the batches list", || async { text(&client, "#batches-title").await }).await;
+    until("the batches list", || async {
+        text(&client, "#batches-title").await
+    })
+    .await;
     assert!(
-        !client.current_url().await.unwrap().as_str().contains(&session_key),
+        !client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains(&session_key),
         "the key is never in a URL"
     );
     mark(&client).await;
@@ -409,8 +435,14 @@ async fn the_dashboard_works_in_a_real_browser() {
     let done = api.submit(orgs("quick", 40)).await;
     let mut failing = Vec::new();
     for i in 0..10 {
-        failing.push(org(&format!("Failing A {i}"), &format!("fail-a-{i}.example.com")));
-        failing.push(org(&format!("Failing B {i}"), &format!("fail-b-{i}.example.com")));
+        failing.push(org(
+            &format!("Failing A {i}"),
+            &format!("fail-a-{i}.example.com"),
+        ));
+        failing.push(org(
+            &format!("Failing B {i}"),
+            &format!("fail-b-{i}.example.com"),
+        ));
         let name = format!("{} {i}", HOSTILE_NAMES[i % 2]);
         failing.push(org(&name, &format!("fail-c-{i}.example.com")));
     }
@@ -431,7 +463,9 @@ async fn the_dashboard_works_in_a_real_browser() {
     .await;
     open_slow.send(true).unwrap();
     until("the slow batch to reach 100 % live", || async {
-        text(&client, ".progress .pct").await.filter(|t| t == "100 %")
+        text(&client, ".progress .pct")
+            .await
+            .filter(|t| t == "100 %")
     })
     .await;
     until("its state to show completed", || async {
@@ -455,7 +489,9 @@ async fn the_dashboard_works_in_a_real_browser() {
     let status_filter = client.find(Locator::Css("#item-status")).await.unwrap();
     status_filter.select_by_value("failed").await.unwrap();
     until("no failed organization in this batch", || async {
-        text(&client, "#view tbody td").await.filter(|t| t == "No organizations match.")
+        text(&client, "#view tbody td")
+            .await
+            .filter(|t| t == "No organizations match.")
     })
     .await;
 
@@ -468,13 +504,18 @@ async fn the_dashboard_works_in_a_real_browser() {
     click(&client, "#download").await;
     let file = downloads.join(format!("batch-{done}-results.csv"));
     let csv = until("the CSV download", || async {
-        std::fs::read_to_string(&file).ok().filter(|c| c.ends_with("\r\n"))
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|c| c.ends_with("\r\n"))
     })
     .await;
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 41, "a header and one line per organization");
     assert!(lines[0].starts_with("position,domain,name,status"));
-    assert!(lines[1..].iter().all(|l| l.contains(",completed,")), "{csv}");
+    assert!(
+        lines[1..].iter().all(|l| l.contains(",completed,")),
+        "{csv}"
+    );
 
     // Failures: hostile names shown as text on the batch page and by cause.
     go(&client, &base, &format!("#/batches/{failures}")).await;
@@ -498,7 +539,9 @@ async fn the_dashboard_works_in_a_real_browser() {
         let expected_odd = format!("name \"{name} 1\" refused by the CRM");
         let cells = shown.as_array().unwrap();
         assert!(
-            cells.iter().any(|c| c == &json!(expected) || c == &json!(expected_odd)),
+            cells
+                .iter()
+                .any(|c| c == &json!(expected) || c == &json!(expected_odd)),
             "{name} shown as text: {shown}"
         );
     }
@@ -519,7 +562,11 @@ async fn the_dashboard_works_in_a_real_browser() {
         .await
         .unwrap();
     let group = group.as_str().unwrap().to_owned();
-    click(&client, &format!("tr[data-group='{group}'] button.retry-group")).await;
+    click(
+        &client,
+        &format!("tr[data-group='{group}'] button.retry-group"),
+    )
+    .await;
     until("the group to be queued again", || async {
         text(&client, "#view .notice")
             .await
@@ -565,7 +612,10 @@ async fn the_dashboard_works_in_a_real_browser() {
     .await;
     let cancelled = api.status(&held).await;
     assert_eq!(cancelled["state"], "cancelled");
-    assert!(cancelled["counts"]["cancelled"].as_u64().unwrap() >= 26, "{cancelled}");
+    assert!(
+        cancelled["counts"]["cancelled"].as_u64().unwrap() >= 26,
+        "{cancelled}"
+    );
 
     open_hold.send(true).unwrap();
 
@@ -580,7 +630,10 @@ async fn the_dashboard_works_in_a_real_browser() {
     until("only the cancelled batch", || async {
         let rows = count(&client, "tr[data-batch]").await;
         let id = client
-            .execute("return document.querySelector('tr[data-batch]')?.dataset.batch", vec![])
+            .execute(
+                "return document.querySelector('tr[data-batch]')?.dataset.batch",
+                vec![],
+            )
             .await
             .ok()?;
         (rows == 1 && id == json!(held)).then_some(())
@@ -607,7 +660,9 @@ async fn the_dashboard_works_in_a_real_browser() {
     .await;
     click(&client, "#view tbody tr button").await;
     until("the replay's answer", || async {
-        text(&client, "#view .notice").await.filter(|t| t.starts_with("Replayed: "))
+        text(&client, "#view .notice")
+            .await
+            .filter(|t| t.starts_with("Replayed: "))
     })
     .await;
     screenshot(&client, "webhooks").await;
@@ -616,21 +671,34 @@ async fn the_dashboard_works_in_a_real_browser() {
     go(&client, &base, "#/keys").await;
     fill(&client, "#admin-token", ADMIN_TOKEN).await;
     click(&client, "#view form button[type=submit]").await;
-    until("the key form", || async { client.find(Locator::Css("#new-key-tenant")).await.ok() }).await;
+    until("the key form", || async {
+        client.find(Locator::Css("#new-key-tenant")).await.ok()
+    })
+    .await;
     fill(&client, "#new-key-tenant", "initech").await;
     fill(&client, "#new-key-label", "CRM sync").await;
     click(&client, "#view form.filters button[type=submit]").await;
     until("the new key, shown once", || async {
-        text(&client, "#view .notice").await.filter(|t| t.contains("obk_"))
+        text(&client, "#view .notice")
+            .await
+            .filter(|t| t.contains("obk_"))
     })
     .await;
     screenshot(&client, "keys").await;
     let listed = keys.keys(None).await.unwrap();
-    assert!(listed.iter().any(|k| k.label.as_deref() == Some("CRM sync")));
+    assert!(listed
+        .iter()
+        .any(|k| k.label.as_deref() == Some("CRM sync")));
     let prefix = record.prefix.clone();
-    click(&client, &format!("button[aria-label='Revoke key {prefix}']")).await;
+    click(
+        &client,
+        &format!("button[aria-label='Revoke key {prefix}']"),
+    )
+    .await;
     until("the revocation", || async {
-        text(&client, "#view .notice").await.filter(|t| t.contains("revoked"))
+        text(&client, "#view .notice")
+            .await
+            .filter(|t| t.contains("revoked"))
     })
     .await;
     // The next call with the revoked key (within the key cache's second) ends the session.

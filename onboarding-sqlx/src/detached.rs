@@ -20,8 +20,8 @@ use onboarding_core::model::{
     BatchId, BatchStatus, Domain, ItemId, Organization, TenantId, Timestamp,
 };
 use onboarding_core::repository::{
-    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, StoreResult,
-    Submission,
+    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
+    OrgRepository, StoreResult, Submission,
 };
 use onboarding_core::{Delivery, Error, Job, JobQueue, QueueDepth, Receipt, Result};
 

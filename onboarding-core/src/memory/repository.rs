@@ -14,8 +14,8 @@ use crate::model::{
 };
 use crate::queue::Job;
 use crate::repository::{
-    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, Resolution,
-    StoreResult, StoredItem, Submission,
+    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
+    OrgRepository, Resolution, StoreResult, StoredItem, Submission,
 };
 
 /// The fastest backend and the test baseline: all state in process memory.

@@ -32,8 +32,8 @@ use crate::events::{Event, EventSink};
 use crate::model::{BatchId, BatchStatus, Domain, ItemId, Organization, TenantId, Timestamp};
 use crate::queue::{Delivery, Job, JobQueue, QueueDepth, Receipt};
 use crate::repository::{
-    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, StoreResult,
-    Submission,
+    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
+    OrgRepository, StoreResult, Submission,
 };
 
 /// What a [`Double`] does with one call.

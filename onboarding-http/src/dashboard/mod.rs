@@ -43,7 +43,10 @@ pub fn dashboard_router(config: DashboardConfig) -> Router {
         .replace("{{ASSETS}}", &format!("{}/dashboard", attr(mount)))
         .replace("{{API_BASE}}", &attr(config.api_base.trim_end_matches('/')));
     Router::new()
-        .route("/", get(move || async move { page(index.clone(), "text/html; charset=utf-8") }))
+        .route(
+            "/",
+            get(move || async move { page(index.clone(), "text/html; charset=utf-8") }),
+        )
         .route(
             "/dashboard/app.js",
             get(|| async { page(SCRIPT.to_owned(), "text/javascript; charset=utf-8") }),
@@ -71,8 +74,14 @@ fn page(body: String, content_type: &'static str) -> Response {
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(CONTENT_SECURITY_POLICY),
             ),
-            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
             (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
@@ -90,12 +99,18 @@ mod tests {
         let total = INDEX.len() + SCRIPT.len() + STYLE.len();
         assert!(total <= 150 * 1024, "assets are {total} bytes");
         // The page loads its script from a file: no inline script, no handler attributes.
-        let scripts: Vec<&str> = INDEX.match_indices("<script").map(|(i, _)| &INDEX[i..]).collect();
+        let scripts: Vec<&str> = INDEX
+            .match_indices("<script")
+            .map(|(i, _)| &INDEX[i..])
+            .collect();
         assert_eq!(scripts.len(), 1);
         assert!(scripts[0].starts_with("<script src="));
         assert!(!INDEX.contains(" onclick=") && !INDEX.contains(" onload="));
         // Data goes in as text only.
         assert!(!SCRIPT.contains("innerHTML") && !SCRIPT.contains("insertAdjacentHTML"));
-        assert!(!SCRIPT.contains("http://") || SCRIPT.matches("http://").count() == 1, "only the SVG namespace");
+        assert!(
+            !SCRIPT.contains("http://") || SCRIPT.matches("http://").count() == 1,
+            "only the SVG namespace"
+        );
     }
 }

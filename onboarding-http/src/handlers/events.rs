@@ -21,7 +21,9 @@ use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream};
-use onboarding_core::model::{now, BatchCounts, BatchId, BatchState, BatchStatus, TenantId, Timestamp};
+use onboarding_core::model::{
+    now, BatchCounts, BatchId, BatchState, BatchStatus, TenantId, Timestamp,
+};
 use onboarding_core::repository::BatchQuery;
 use onboarding_core::ErrorKind;
 use serde::Serialize;
@@ -137,7 +139,10 @@ impl Watch {
     async fn poll(&mut self) {
         self.polls += 1;
         if self.started.elapsed() >= MAX_LIFETIME {
-            self.end_with("reconnect", "this stream reached its lifetime; connect again");
+            self.end_with(
+                "reconnect",
+                "this stream reached its lifetime; connect again",
+            );
             return;
         }
         if !self.key_still_valid().await {
@@ -171,7 +176,9 @@ impl Watch {
         let running = service
             .list_batches(&self.tenant, &list(Some(BatchState::Running), RUNNING))
             .await;
-        let newest = service.list_batches(&self.tenant, &list(None, NEWEST)).await;
+        let newest = service
+            .list_batches(&self.tenant, &list(None, NEWEST))
+            .await;
         let (running, newest) = match (running, newest) {
             (Ok(r), Ok(n)) => (r.batches, n.batches),
             (Err(e), _) | (_, Err(e)) => {
@@ -202,8 +209,8 @@ impl Watch {
         statuses.sort_by(|a, b| a.batch.id.0.cmp(&b.batch.id.0));
         for status in &statuses {
             if let Some((before, _, _)) = self.shown.get(&status.batch.id) {
-                finished =
-                    finished.saturating_add(status.counts.finished().saturating_sub(before.finished()));
+                finished = finished
+                    .saturating_add(status.counts.finished().saturating_sub(before.finished()));
             }
             if BatchState::of(&status.batch) == BatchState::Running {
                 running_batches += 1;
@@ -218,9 +225,9 @@ impl Watch {
             }
             self.batch_event(status);
         }
-        let interval_seconds = self
-            .last_stats
-            .map_or(0.0, |t| (t.elapsed().as_millis() as f64 / 1000.0 * 10.0).round() / 10.0);
+        let interval_seconds = self.last_stats.map_or(0.0, |t| {
+            (t.elapsed().as_millis() as f64 / 1000.0 * 10.0).round() / 10.0
+        });
         self.last_stats = Some(Instant::now());
         let stats = StreamStats {
             at: now(),
@@ -262,7 +269,12 @@ fn bearer_key(headers: &HeaderMap) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
-fn open(state: AppState, tenant: TenantId, headers: &HeaderMap, scope: Scope) -> Result<Response, Problem> {
+fn open(
+    state: AppState,
+    tenant: TenantId,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<Response, Problem> {
     let permit = streams().try_acquire_owned().map_err(|_| {
         Problem::overloaded(
             format!("{MAX_STREAMS} event streams are open, the most this server serves; try again later"),
@@ -285,7 +297,11 @@ fn open(state: AppState, tenant: TenantId, headers: &HeaderMap, scope: Scope) ->
     };
     let sse = Sse::new(events(watch)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
     // No proxy buffering: each event reaches the browser when it is sent.
-    Ok(([("x-accel-buffering", "no"), ("cache-control", "no-store")], sse).into_response())
+    Ok((
+        [("x-accel-buffering", "no"), ("cache-control", "no-store")],
+        sse,
+    )
+        .into_response())
 }
 
 /// Live status of one batch (Server-Sent Events)

@@ -118,7 +118,10 @@ pub(crate) async fn retry(
     let batch: BatchId = raw_id
         .parse()
         .map_err(|_| Problem::not_found("no such batch"))?;
-    let key_ok = group.len() == 16 && group.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let key_ok = group.len() == 16
+        && group
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     if !key_ok {
         return Err(Problem::not_found("no failure group has this key"));
     }

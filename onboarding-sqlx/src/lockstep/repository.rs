@@ -17,8 +17,8 @@ use onboarding_core::model::{
     OrganizationId, TenantId, Timestamp,
 };
 use onboarding_core::repository::{
-    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, Resolution,
-    StoreResult, StoredItem, Submission,
+    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
+    OrgRepository, Resolution, StoreResult, StoredItem, Submission,
 };
 use onboarding_core::Job;
 use onboarding_core::{Error, Result};

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use onboarding_core::model::{
-    BatchId, BatchState, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus, Organization,
+    BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus, Organization,
     OrganizationId, TenantId, Timestamp,
 };
 use onboarding_core::repository::{
-    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, Resolution,
-    StoreResult, StoredItem, Submission,
+    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
+    OrgRepository, Resolution, StoreResult, StoredItem, Submission,
 };
 use onboarding_core::Job;
 use onboarding_core::{Error, Result};

@@ -227,7 +227,11 @@ pub async fn retry_items_redrives_only_listed_failed_items(backend: TestBackend)
         }
     }
     let other_item = fixtures::item(repo, &tenant, other_batch.id, other_ids[0]).await;
-    assert_eq!(other_item.status, ItemStatus::Failed, "another batch's item");
+    assert_eq!(
+        other_item.status,
+        ItemStatus::Failed,
+        "another batch's item"
+    );
     let status = fixtures::status(repo, &tenant, batch.id).await;
     assert_eq!(status.batch.completed_at, None, "the batch is open again");
     assert_eq!(status.counts.pending, 2);
