@@ -14,8 +14,8 @@ use axum::http::Method;
 use common::*;
 use onboarding_core::memory::MemoryRepository;
 use onboarding_core::model::{BatchId, ConflictPolicy, ItemId};
-use onboarding_core::repository::{OrgRepository, Resolution};
-use onboarding_core::testing::{eventually, fixtures};
+use onboarding_core::repository::Resolution;
+use onboarding_core::testing::fixtures;
 use onboarding_core::{Backends, IngestConfig, OnboardingService, Worker, WorkerConfig};
 use onboarding_http::{dashboard_router, router, DashboardConfig, ServeConfig};
 use serde_json::{json, Value};
@@ -338,16 +338,15 @@ async fn event_streams_push_progress_from_the_shared_status() {
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
 
-    let accepted: Value = http
+    let answer = http
         .post(format!("{base}/api/v1/bulk-onboard"))
         .bearer_auth(ACME_KEY)
-        .json(&orgs(20))
+        .header("content-type", "application/json")
+        .body(orgs(20).to_string())
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    let accepted: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
     let batch = accepted["batch_id"].as_str().unwrap().to_owned();
 
     let mut one = http
@@ -471,8 +470,8 @@ async fn revoked_keys_end_their_streams() {
 #[tokio::test]
 async fn the_dashboard_is_served_with_a_strict_content_security_policy() {
     let (api, _service) = app();
-    let app = api.merge(dashboard_router(DashboardConfig::default()));
-    let page = get(&app, "/", None).await;
+    let both = api.merge(dashboard_router(DashboardConfig::default()));
+    let page = get(&both, "/", None).await;
     assert_eq!(page.status, 200);
     assert_eq!(
         page.header("content-type"),
@@ -490,14 +489,14 @@ async fn the_dashboard_is_served_with_a_strict_content_security_policy() {
         ("/dashboard/app.js", "text/javascript"),
         ("/dashboard/app.css", "text/css"),
     ] {
-        let asset = get(&app, path, None).await;
+        let asset = get(&both, path, None).await;
         assert_eq!(asset.status, 200);
         assert!(asset.header("content-type").unwrap().starts_with(kind));
         assert!(asset.header("content-security-policy").is_some());
     }
     // The API's routes and problems are unchanged beside it.
-    get(&app, "/api/v1/batches", None).await.assert_problem(401);
-    get(&app, "/nope", None).await.assert_problem(404);
+    get(&both, "/api/v1/batches", None).await.assert_problem(401);
+    get(&both, "/nope", None).await.assert_problem(404);
     // Nested under a path, the page links its files and the API below it.
     let nested = axum::Router::new().nest(
         "/ops",

@@ -30,7 +30,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
-use onboarding_core::keys::{KeyStore, NewApiKey};
+use onboarding_core::keys::NewApiKey;
 use onboarding_core::memory::MemoryCache;
 use onboarding_core::model::now;
 use onboarding_core::testing::eventually;
@@ -196,11 +196,14 @@ impl Api {
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(ACME_KEY);
         if let Some(body) = body {
-            req = req.json(&body);
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        let bytes = resp.bytes().await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
     async fn submit(&self, organizations: Vec<Value>) -> String {

@@ -45,7 +45,10 @@ pub fn dashboard_router(config: DashboardConfig) -> Router {
     Router::new()
         .route(
             "/",
-            get(move || async move { page(index.clone(), "text/html; charset=utf-8") }),
+            get(move || {
+                let index = index.clone();
+                async move { page(index, "text/html; charset=utf-8") }
+            }),
         )
         .route(
             "/dashboard/app.js",

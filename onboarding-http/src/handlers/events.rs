@@ -60,17 +60,17 @@ fn streams() -> Arc<Semaphore> {
 
 /// The `stats` event of the tenant stream, once per poll.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct StreamStats {
+pub(crate) struct StreamStats {
     /// When it was measured.
-    pub at: chrono::DateTime<chrono::Utc>,
+    pub(crate) at: chrono::DateTime<chrono::Utc>,
     /// Items of the followed batches that reached a terminal status since the previous `stats`.
-    pub finished: u32,
+    pub(crate) finished: u32,
     /// Seconds since the previous `stats` (0 on the first).
-    pub interval_seconds: f64,
+    pub(crate) interval_seconds: f64,
     /// Pending plus processing items of the tenant's running batches (its queue depth).
-    pub queue_depth: u64,
+    pub(crate) queue_depth: u64,
     /// Running batches.
-    pub running_batches: u32,
+    pub(crate) running_batches: u32,
 }
 
 /// What a client sees change in a batch.

@@ -18,30 +18,30 @@ use crate::responses::{NotFound, RateLimited, Unauthorized, Unavailable};
 
 /// One cause of failure and how many items it covers.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct FailureGroupResponse {
+pub(crate) struct FailureGroupResponse {
     /// The group's key (16 hex digits), for `POST .../failures/{group}/retry`.
     #[schema(pattern = "^[0-9a-f]{16}$")]
-    pub key: String,
+    pub(crate) key: String,
     /// The last error of its items with numbers, ids and quoted values folded
     /// (`<n>`, `<id>`, `"…"`).
-    pub cause: String,
+    pub(crate) cause: String,
     /// Failed items with this cause.
-    pub count: u32,
+    pub(crate) count: u32,
     /// The first of them (by position), with its full error history.
-    pub example: BatchItemResponse,
+    pub(crate) example: BatchItemResponse,
 }
 
 /// A batch's failed items grouped by cause.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct FailureGroupsResponse {
+pub(crate) struct FailureGroupsResponse {
     /// The batch.
-    pub batch_id: Uuid,
+    pub(crate) batch_id: Uuid,
     /// Failed items in the batch.
-    pub failed: u32,
+    pub(crate) failed: u32,
     /// Groups, largest first (at most 200).
-    pub groups: Vec<FailureGroupResponse>,
+    pub(crate) groups: Vec<FailureGroupResponse>,
     /// Failed items whose cause did not fit in the 200 groups.
-    pub ungrouped: u32,
+    pub(crate) ungrouped: u32,
 }
 
 impl FailureGroupsResponse {

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::dto::{BatchState as BatchStateDto, BatchStatusResponse};
+use crate::dto::BatchStatusResponse;
 use crate::extract::Tenant;
 use crate::handlers::{limit, query};
 use crate::problem::Problem;
@@ -35,11 +35,11 @@ pub(crate) struct ListParams {
 
 /// One page of a tenant's batches.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct BatchListPage {
+pub(crate) struct BatchListPage {
     /// Newest first; each as `GET /api/v1/batches/{id}` answers it.
-    pub data: Vec<BatchStatusResponse>,
+    pub(crate) data: Vec<BatchStatusResponse>,
     /// Pass as `cursor` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 /// Encodes a batch id as an opaque listing cursor.
@@ -63,7 +63,7 @@ pub(crate) fn decode_cursor(cursor: &str) -> Option<BatchId> {
     operation_id = "batch_list",
     tag = "batches",
     params(
-        ("state" = Option<BatchStateDto>, Query, description = "Only batches in this state"),
+        ("state" = Option<crate::dto::BatchState>, Query, description = "Only batches in this state"),
         ("created_after" = Option<DateTime<Utc>>, Query, description = "Only batches created after this time (RFC 3339)"),
         ("cursor" = Option<String>, Query, pattern = r"^(b1\.[0-9a-fA-F]{32})?$", description = "The previous page's next_cursor (opaque); empty or absent: the first page; anything else: 400"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, 1-200 (default 50)"),
