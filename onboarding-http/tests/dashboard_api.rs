@@ -495,7 +495,9 @@ async fn the_dashboard_is_served_with_a_strict_content_security_policy() {
         assert!(asset.header("content-security-policy").is_some());
     }
     // The API's routes and problems are unchanged beside it.
-    get(&both, "/api/v1/batches", None).await.assert_problem(401);
+    get(&both, "/api/v1/batches", None)
+        .await
+        .assert_problem(401);
     get(&both, "/nope", None).await.assert_problem(404);
     // Nested under a path, the page links its files and the API below it.
     let nested = axum::Router::new().nest(

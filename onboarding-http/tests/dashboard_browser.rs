@@ -86,7 +86,8 @@ impl Processor for ScriptedProcessor {
             )));
         } else if domain.starts_with("fail-c-") {
             return Err(ProcessError::Permanent(format!(
-                "name \"{}\" refused by the CRM",
+                // Single quotes: the hostile names hold double quotes.
+                "name '{}' refused by the CRM",
                 item.organization.name
             )));
         }
@@ -203,7 +204,10 @@ impl Api {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     async fn submit(&self, organizations: Vec<Value>) -> String {
@@ -538,8 +542,8 @@ async fn the_dashboard_works_in_a_real_browser() {
         .await
         .unwrap();
     for name in HOSTILE_NAMES {
-        let expected = format!("name \"{name} 0\" refused by the CRM");
-        let expected_odd = format!("name \"{name} 1\" refused by the CRM");
+        let expected = format!("name '{name} 0' refused by the CRM");
+        let expected_odd = format!("name '{name} 1' refused by the CRM");
         let cells = shown.as_array().unwrap();
         assert!(
             cells
