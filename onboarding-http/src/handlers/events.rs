@@ -94,6 +94,8 @@ struct Watch {
     shown: HashMap<BatchId, Fingerprint>,
     outbox: VecDeque<Event>,
     started: Instant,
+    /// When the stream began, on the batches' clock.
+    opened_at: Timestamp,
     key_checked: Instant,
     last_stats: Option<Instant>,
     polls: u64,
@@ -208,9 +210,14 @@ impl Watch {
         let mut statuses: Vec<BatchStatus> = current.into_values().collect();
         statuses.sort_by(|a, b| a.batch.id.0.cmp(&b.batch.id.0));
         for status in &statuses {
-            if let Some((before, _, _)) = self.shown.get(&status.batch.id) {
-                finished = finished
-                    .saturating_add(status.counts.finished().saturating_sub(before.finished()));
+            let finished_before = match self.shown.get(&status.batch.id) {
+                Some((before, _, _)) => Some(before.finished()),
+                // A batch created since the stream began: all it finished is new.
+                None if status.batch.created_at >= self.opened_at => Some(0),
+                None => None,
+            };
+            if let Some(before) = finished_before {
+                finished = finished.saturating_add(status.counts.finished().saturating_sub(before));
             }
             if BatchState::of(&status.batch) == BatchState::Running {
                 running_batches += 1;
@@ -289,6 +296,7 @@ fn open(
         shown: HashMap::new(),
         outbox: VecDeque::new(),
         started: Instant::now(),
+        opened_at: now(),
         key_checked: Instant::now(),
         last_stats: None,
         polls: 0,

@@ -52,6 +52,8 @@ function signOut(message) {
   sessionStorage.removeItem(KEY);
   sessionStorage.removeItem(ADMIN);
   stopView();
+  if (tenantStream) { tenantStream.abort(); tenantStream = null; }
+  series.length = 0;
   $("nav").hidden = true;
   $("view").replaceChildren();
   $("sign-in").hidden = false;
@@ -141,9 +143,29 @@ function setLive(on) {
   if (el) { el.textContent = on ? "● live" : "○ reconnecting…"; el.classList.toggle("off", !on); }
 }
 
+// ---------- the tenant's event stream, one per signed-in tab ----------
+// It runs on every page, so the throughput chart has samples from the whole session.
+let tenantStream = null;
+const batchListeners = new Set();
+const series = []; // {t, rate, depth, running} from `stats` events, the last hour
+function startTenantStream() {
+  if (tenantStream) return;
+  tenantStream = new AbortController();
+  stream("/api/v1/events", (name, data) => {
+    if (name === "batch") for (const listener of batchListeners) listener(data);
+    else if (name === "stats") {
+      const rate = data.interval_seconds > 0 ? data.finished / data.interval_seconds : 0;
+      series.push({ t: Date.parse(data.at), rate, depth: data.queue_depth, running: data.running_batches });
+      const cutoff = Date.now() - HOUR * 1000;
+      while (series.length && series[0].t < cutoff) series.shift();
+      for (const listener of batchListeners) listener(null);
+    }
+  }, tenantStream.signal);
+}
+
 // ---------- views ----------
 let viewController = null;
-function stopView() { if (viewController) viewController.abort(); viewController = null; }
+function stopView() { if (viewController) viewController.abort(); viewController = null; batchListeners.clear(); }
 
 function route() {
   if (!key()) { signOut(""); return; }
@@ -152,6 +174,7 @@ function route() {
   const signal = viewController.signal;
   $("sign-in").hidden = true;
   $("nav").hidden = false;
+  startTenantStream();
   const hash = location.hash || "#/batches";
   for (const a of document.querySelectorAll("#nav a")) {
     a.toggleAttribute("aria-current", hash.startsWith(a.getAttribute("href")));
@@ -170,7 +193,6 @@ function route() {
 function errorLine(e) { return h("p", { class: "error", role: "alert", text: e.message || String(e) }); }
 
 // Batches list with filters, paging, live updates and the throughput chart.
-const series = []; // {t, rate, depth} from `stats` events, the last hour
 function batchesView(view, signal) {
   const filters = { state: "", created_after: "", limit: "20" };
   const cursors = [""];
@@ -190,7 +212,7 @@ function batchesView(view, signal) {
   view.append(
     h("div", { class: "row" },
       h("section", { class: "card", "aria-labelledby": "chart-title" },
-        h("h2", { id: "chart-title" }, "Throughput, last hour ", h("span", { class: "live off", text: "○ connecting…" })),
+        h("h2", { id: "chart-title" }, "Throughput (up to the last hour) ", h("span", { class: "live off", text: "○ connecting…" })),
         h("div", { class: "legend" }, h("span", { style: "--c:#0b57d0", text: "organizations finished per second" }), h("span", { style: "--c:#b3261e", text: "queue depth (pending + processing)" })),
         chart, totals)),
     h("section", { class: "card", "aria-labelledby": "batches-title" },
@@ -199,7 +221,7 @@ function batchesView(view, signal) {
         h("div", {}, h("label", { for: "filter-state" }, "State"), stateSel),
         h("div", {}, h("label", { for: "filter-after" }, "Created after"), after),
         h("div", {}, h("label", { for: "filter-limit" }, "Per page"), size)),
-      h("table", {},
+      h("table", { class: "batches" },
         h("caption", { class: "muted", style: "text-align:left", text: "Newest first; updates live." }),
         h("thead", {}, h("tr", {}, ...["Batch", "State", "Progress", "Pending", "Processing", "Completed", "Failed", "Cancelled", "Created / updated / unchanged / skipped", "Created", "Duration"].map((t, i) => h("th", { scope: "col", class: i >= 3 && i <= 7 ? "num" : null, text: t })))),
         tbody),
@@ -238,36 +260,34 @@ function batchesView(view, signal) {
       (!filters.created_after || Date.parse(b.created_at) > Date.parse(filters.created_after));
   }
   load();
-  stream("/api/v1/events", (name, data) => {
-    if (name === "batch") {
-      const old = rows.get(data.batch_id);
-      if (old && matches(data)) { const r = row(data); old.replaceWith(r); rows.set(data.batch_id, r); }
-      else if (old || (page === 0 && matches(data))) { clearTimeout(reloadTimer); reloadTimer = setTimeout(load, 300); }
-    } else if (name === "stats") {
-      const rate = data.interval_seconds > 0 ? data.finished / data.interval_seconds : 0;
-      series.push({ t: Date.parse(data.at), rate, depth: data.queue_depth, running: data.running_batches });
-      const cutoff = Date.now() - HOUR * 1000;
-      while (series.length && series[0].t < cutoff) series.shift();
-      drawChart(chart, totals);
-    }
-  }, signal);
+  batchListeners.add((data) => {
+    if (!data) { drawChart(chart, totals); return; }
+    const old = rows.get(data.batch_id);
+    if (old && matches(data)) { const r = row(data); old.replaceWith(r); rows.set(data.batch_id, r); }
+    else if (old || (page === 0 && matches(data))) { clearTimeout(reloadTimer); reloadTimer = setTimeout(load, 300); }
+  });
+  setLive(true);
 }
 
 const SVG = "http://www.w3.org/2000/svg";
 function s(tag, attrs) { const el = document.createElementNS(SVG, tag); for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v)); return el; }
 function drawChart(container, totals) {
-  const W = 900, H = 180, P = 34, now = Date.now(), from = now - HOUR * 1000;
+  const W = 900, H = 180, P = 34, now = Date.now();
+  // The samples' span (at most the last hour, at least a minute), so a short session is readable.
+  const from = Math.max(now - HOUR * 1000, Math.min(now - 60000, series.length ? series[0].t : now));
+  const span = now - from;
   const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Organizations finished per second and queue depth over the last hour" });
   const maxRate = Math.max(1, ...series.map((p) => p.rate));
   const maxDepth = Math.max(1, ...series.map((p) => p.depth));
-  const x = (t) => P + ((t - from) / (HOUR * 1000)) * (W - 2 * P);
+  const x = (t) => P + ((t - from) / span) * (W - 2 * P);
   const line = (key, max, color) => {
     if (!series.length) return;
     const pts = series.map((p) => `${x(p.t).toFixed(1)},${(H - P - (p[key] / max) * (H - 2 * P)).toFixed(1)}`).join(" ");
     svg.append(s("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 2 }));
   };
   svg.append(s("line", { x1: P, y1: H - P, x2: W - P, y2: H - P, stroke: "#8a96a3" }));
-  for (const [label, t] of [["-60 min", from], ["-30 min", from + HOUR * 500], ["now", now]]) {
+  const ago = (ms) => (ms >= 120000 ? `-${Math.round(ms / 60000)} min` : `-${Math.round(ms / 1000)} s`);
+  for (const [label, t] of [[ago(span), from], [ago(span / 2), from + span / 2], ["now", now]]) {
     const tx = s("text", { x: x(t), y: H - 12, "text-anchor": "middle" }); tx.textContent = label; svg.append(tx);
   }
   const l1 = s("text", { x: 4, y: 16 }); l1.textContent = `${maxRate.toFixed(1)}/s`; svg.append(l1);
