@@ -572,7 +572,7 @@ impl OrgRepository for MemoryRepository {
             .filter(|b| query.before.is_none_or(|before| b.id.0 < before.0))
             .map(|b| b.id)
             .collect();
-        ids.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        ids.sort_unstable_by_key(|b| std::cmp::Reverse(b.0));
         let more = ids.len() > limit;
         ids.truncate(limit);
         let batches: Vec<BatchStatus> = ids.iter().filter_map(|id| st.status(*id)).collect();

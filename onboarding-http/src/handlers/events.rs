@@ -208,7 +208,7 @@ impl Watch {
         let mut queue_depth = 0u64;
         let mut running_batches = 0u32;
         let mut statuses: Vec<BatchStatus> = current.into_values().collect();
-        statuses.sort_by(|a, b| a.batch.id.0.cmp(&b.batch.id.0));
+        statuses.sort_by_key(|a| a.batch.id.0);
         for status in &statuses {
             let finished_before = match self.shown.get(&status.batch.id) {
                 Some((before, _, _)) => Some(before.finished()),

@@ -54,7 +54,7 @@ pub async fn list_batches_pages_newest_first_for_the_tenant(backend: TestBackend
         }
     }
     let mut expected = stored.clone();
-    expected.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    expected.sort_unstable_by_key(|b| std::cmp::Reverse(b.0));
     assert_eq!(seen, expected, "every batch once, newest first");
 
     // A cursor naming no batch still pages by id.
