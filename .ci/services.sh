@@ -86,8 +86,16 @@ ensure_rabbitmq() {
   wait_for RabbitMQ port_open 5672
 }
 
+# The dashboard's browser test (onboarding-http/tests/dashboard_browser.rs)
+# drives Debian's chromium through chromedriver.
+ensure_chromium() {
+  need_pkg chromium chromium
+  need_pkg chromedriver chromium-driver
+  log "chromium is installed ($(chromium --version 2>/dev/null | head -n 1))"
+}
+
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-  for s in "${@:-postgres mariadb redis rabbitmq}"; do
+  for s in "${@:-postgres mariadb redis rabbitmq chromium}"; do
     for one in $s; do "ensure_$one"; done
   done
 fi

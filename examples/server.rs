@@ -15,7 +15,9 @@ use common::serving::{operator_addr, start_operator};
 use common::{print_line, CommonArgs};
 use onboarding::keys::{KeySelector, KeyStore, NewApiKey};
 use onboarding::model::{now, TenantId};
-use onboarding::web::{router, serve, ApiKeys, HttpConfig, Metrics, RateLimit};
+use onboarding::web::{
+    dashboard_router, router, serve, ApiKeys, DashboardConfig, HttpConfig, Metrics, RateLimit,
+};
 use onboarding::{IngestConfig, OnboardingService, Worker, WorkerConfig};
 
 /// Bulk organization onboarding over HTTP.
@@ -53,6 +55,10 @@ struct Args {
     /// it private; `off` turns them off.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9090")]
     metrics_addr: String,
+    /// The browser dashboard at `/` (signs in with an API key; every action
+    /// goes through the API); `false` serves the API alone.
+    #[arg(long, env = "DASHBOARD", default_value_t = true, action = clap::ArgAction::Set)]
+    dashboard: bool,
     #[command(flatten)]
     common: CommonArgs,
     #[command(subcommand)]
@@ -145,7 +151,10 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(ms) = args.common.hooks.request_timeout_ms {
         config = config.request_timeout(std::time::Duration::from_millis(ms));
     }
-    let app = router(service.clone(), config.build());
+    let mut app = router(service.clone(), config.build());
+    if args.dashboard {
+        app = app.merge(dashboard_router(DashboardConfig::default()));
+    }
     // Any process sends due webhook deliveries.
     let deliveries = connected.webhooks.start();
     let serve_config = args.common.serve.config();

@@ -16,6 +16,7 @@ mod redact;
 mod service;
 mod worker;
 
+pub mod failures;
 pub mod keys;
 pub mod limits;
 pub mod memory;

@@ -455,6 +455,48 @@ impl BatchStatus {
     }
 }
 
+/// Where a batch is in its life, as listings filter it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchState {
+    /// Neither completed nor cancelled.
+    Running,
+    /// Every item reached a terminal status (and it was not cancelled).
+    Completed,
+    /// Cancelled (whether or not its last items finished since).
+    Cancelled,
+}
+
+impl BatchState {
+    /// Every state.
+    pub const ALL: [BatchState; 3] = [Self::Running, Self::Completed, Self::Cancelled];
+
+    /// The state of a stored batch: cancelled wins over completed.
+    pub fn of(batch: &Batch) -> Self {
+        if batch.cancelled_at.is_some() {
+            Self::Cancelled
+        } else if batch.completed_at.is_some() {
+            Self::Completed
+        } else {
+            Self::Running
+        }
+    }
+
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+}
+
 /// One item of a batch as a client sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchItem {

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::model::{
-    Batch, BatchId, BatchItem, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus,
-    LeaseToken, NewOrganization, Organization, OrganizationId, SubmitMode, TenantId, Timestamp,
+    Batch, BatchId, BatchItem, BatchState, BatchStatus, Change, ConflictPolicy, Domain, ItemId,
+    ItemStatus, LeaseToken, NewOrganization, Organization, OrganizationId, SubmitMode, TenantId,
+    Timestamp,
 };
 use crate::queue::Job;
 
@@ -174,6 +175,28 @@ pub struct ItemPage {
     pub next_cursor: Option<u32>,
 }
 
+/// Which batches a listing returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchQuery {
+    /// Only batches in this state.
+    pub state: Option<BatchState>,
+    /// Only batches created strictly after this time.
+    pub created_after: Option<Timestamp>,
+    /// Only batches older than this one (the previous page's `next_cursor`).
+    pub before: Option<BatchId>,
+    /// At most this many (at least 1).
+    pub limit: u32,
+}
+
+/// One page of a tenant's batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchPage {
+    /// Newest first (by id: ids are UUIDv7, so in creation order).
+    pub batches: Vec<BatchStatus>,
+    /// The id to pass as `before` for the next page; `None` on the last page.
+    pub next_cursor: Option<BatchId>,
+}
+
 /// The source of truth for organizations, batches and items.
 ///
 /// Implementations must be safe to share between any number of workers and
@@ -325,6 +348,30 @@ pub trait OrgRepository: Send + Sync + 'static {
         batch: BatchId,
         now: Timestamp,
     ) -> Result<Option<Vec<Job>>>;
+
+    /// Re-drives some of a batch's failed items (one group of failures).
+    ///
+    /// # Behavior
+    /// - `None` when the batch does not exist for this tenant.
+    /// - The listed items of this batch that are `Failed` change as in
+    ///   [`OrgRepository::retry_failed`]; other listed ids (another batch's,
+    ///   not failed, unknown) are left as they are. Returns jobs to enqueue.
+    async fn retry_items(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        items: &[ItemId],
+        now: Timestamp,
+    ) -> Result<Option<Vec<Job>>>;
+
+    /// One page of a tenant's batches with their counts, newest first.
+    ///
+    /// # Behavior
+    /// - Only the tenant's batches; ordered by id descending (UUIDv7: newest first).
+    /// - Filters by [`BatchState`] (cancelled wins over completed) and `created_after`.
+    /// - `before` starts after that batch (it need not exist); pages never
+    ///   repeat or skip a batch; `next_cursor` is `None` on the last page.
+    async fn list_batches(&self, tenant: &TenantId, query: &BatchQuery) -> Result<BatchPage>;
 
     /// A batch and its exact counts.
     ///

@@ -16,10 +16,11 @@ use crate::error::{Error, ErrorKind, FieldError, Result};
 use crate::events::Event;
 use crate::limits::{Admission, BacklogLedger, MemoryLedger};
 use crate::model::{
-    now, BatchCounts, BatchId, BatchStatus, Change, Domain, ItemStatus, Organization, TenantId,
+    now, BatchCounts, BatchId, BatchStatus, Change, Domain, ItemId, ItemStatus, Organization,
+    TenantId,
 };
 use crate::queue::Job;
-use crate::repository::{ItemPage, ItemQuery, StoreResult, Submission};
+use crate::repository::{BatchPage, BatchQuery, ItemPage, ItemQuery, StoreResult, Submission};
 use crate::validate::{self, Limits, Rejection, SubmitRequest, ValidRequest};
 
 /// How the ingest service behaves. Every field has a sane default.
@@ -483,6 +484,39 @@ impl OnboardingService {
             tracing::warn!(batch_id = %batch, error = %e, "re-driven items not enqueued; the sweeper will");
         }
         Ok(u32::try_from(jobs.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Re-drives the listed failed items of a batch (one group of failures) and enqueues them.
+    pub async fn retry_items(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        items: &[ItemId],
+    ) -> Result<u32> {
+        let backends = &self.inner.backends;
+        let jobs = backends
+            .repository
+            .retry_items(tenant, batch, items, now())
+            .await?
+            .ok_or_else(|| batch_not_found(batch))?;
+        if !jobs.is_empty() {
+            self.invalidate(batch).await;
+        }
+        if let Err(e) = backends.queue.enqueue(&jobs).await {
+            tracing::warn!(batch_id = %batch, error = %e, "re-driven items not enqueued; the sweeper will");
+        }
+        Ok(u32::try_from(jobs.len()).unwrap_or(u32::MAX))
+    }
+
+    /// One page of a tenant's batches with exact counts, newest first (uncached).
+    pub async fn list_batches(&self, tenant: &TenantId, query: &BatchQuery) -> Result<BatchPage> {
+        let mut query = query.clone();
+        query.limit = query.limit.clamp(1, 1000);
+        self.inner
+            .backends
+            .repository
+            .list_batches(tenant, &query)
+            .await
     }
 
     /// Cancels a batch's pending items.

@@ -102,7 +102,10 @@ impl Authenticator {
 
     /// The tenant a presented key belongs to: the bootstrap keys first, then
     /// the database's.
-    async fn tenant_of(&self, key: &str) -> Result<Option<TenantId>, onboarding_core::Error> {
+    pub(crate) async fn tenant_of(
+        &self,
+        key: &str,
+    ) -> Result<Option<TenantId>, onboarding_core::Error> {
         if let Some((tenant, _)) = self.bootstrap.authenticate(key) {
             return Ok(Some(tenant));
         }

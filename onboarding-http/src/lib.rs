@@ -4,6 +4,7 @@
 mod app;
 mod auth;
 mod config;
+mod dashboard;
 pub mod dto;
 mod extract;
 mod handlers;
@@ -32,6 +33,7 @@ pub use auth::AUTH_FAILURES;
 pub use config::{
     ApiKeys, ConfigError, HttpConfig, HttpConfigBuilder, KeyHash, RateLimit, SharedConfig,
 };
+pub use dashboard::{dashboard_router, DashboardConfig, CONTENT_SECURITY_POLICY};
 pub use metrics::Metrics;
 pub use openapi::ApiDoc;
 pub use operator::operator_router;
@@ -42,6 +44,7 @@ pub use webhook::{UrlPolicy, WebhookConfig, WebhookSink, Webhooks};
 use app::{AppState, Shared};
 use auth::Authenticator;
 use handlers::{admin, batches, onboard, ops, webhooks};
+use handlers::{events, failures, listing};
 use limits::TenantLimits;
 
 /// The OpenAPI document as JSON, with links between the operations.
@@ -87,10 +90,18 @@ pub fn router(service: OnboardingService, config: HttpConfig) -> Router {
         .route("/api/bulk-onboard", post(onboard::seed))
         .route("/api/v1/bulk-onboard", post(onboard::v1))
         .route("/api/v1/bulk-onboard/validate", post(onboard::validate))
+        .route("/api/v1/batches", get(listing::list))
         .route("/api/v1/batches/{id}", get(batches::status))
         .route("/api/v1/batches/{id}/organizations", get(batches::items))
         .route("/api/v1/batches/{id}/retry", post(batches::retry))
         .route("/api/v1/batches/{id}/cancel", post(batches::cancel))
+        .route("/api/v1/batches/{id}/failures", get(failures::groups))
+        .route(
+            "/api/v1/batches/{id}/failures/{group}/retry",
+            post(failures::retry),
+        )
+        .route("/api/v1/batches/{id}/events", get(events::batch))
+        .route("/api/v1/events", get(events::tenant))
         .route(
             "/api/v1/webhooks/endpoints",
             get(webhooks::endpoints).post(webhooks::register),

@@ -7,6 +7,7 @@ use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
 
 use crate::handlers::{admin, batches, onboard, ops, webhooks};
+use crate::handlers::{events, failures, listing};
 
 /// The OpenAPI description of every route of [`crate::router`] (its links
 /// are added by [`crate::openapi_json`]).
@@ -24,6 +25,11 @@ use crate::handlers::{admin, batches, onboard, ops, webhooks};
         batches::items,
         batches::retry,
         batches::cancel,
+        listing::list,
+        failures::groups,
+        failures::retry,
+        events::batch,
+        events::tenant,
         webhooks::register,
         webhooks::endpoints,
         webhooks::delete,
@@ -42,7 +48,11 @@ use crate::handlers::{admin, batches, onboard, ops, webhooks};
         ops::openapi,
     ),
     // The problem answers (crate::responses) refer to these without registering them.
-    components(schemas(crate::problem::ProblemDocument, crate::problem::ProblemField)),
+    components(schemas(
+        crate::problem::ProblemDocument,
+        crate::problem::ProblemField,
+        events::StreamStats
+    )),
     modifiers(&BearerAuth),
     tags(
         (name = "onboarding", description = "Submit and validate organizations"),

@@ -20,8 +20,8 @@ use onboarding_core::model::{
     BatchId, BatchStatus, Domain, ItemId, Organization, TenantId, Timestamp,
 };
 use onboarding_core::repository::{
-    ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, StoreResult,
-    Submission,
+    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
+    OrgRepository, StoreResult, Submission,
 };
 use onboarding_core::{Delivery, Error, Job, JobQueue, QueueDepth, Receipt, Result};
 
@@ -172,6 +172,25 @@ impl OrgRepository for DetachedRepository {
             r.retry_failed(&t, batch, now).await
         })
         .await
+    }
+
+    async fn retry_items(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        items: &[ItemId],
+        now: Timestamp,
+    ) -> Result<Option<Vec<Job>>> {
+        let t = tenant.clone();
+        let items = items.to_vec();
+        detached(&self.inner, |r| async move {
+            r.retry_items(&t, batch, &items, now).await
+        })
+        .await
+    }
+
+    async fn list_batches(&self, tenant: &TenantId, query: &BatchQuery) -> Result<BatchPage> {
+        self.inner.list_batches(tenant, query).await
     }
 
     // Reads hold no locks and leave no transaction open: no task needed.

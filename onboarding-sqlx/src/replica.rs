@@ -36,8 +36,8 @@ use onboarding_core::model::{
     BatchId, BatchStatus, Domain, ItemId, Organization, TenantId, Timestamp,
 };
 use onboarding_core::repository::{
-    ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, StoreResult,
-    Submission,
+    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
+    OrgRepository, StoreResult, Submission,
 };
 use onboarding_core::{ErrorKind, Job, Result};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -427,6 +427,24 @@ impl OrgRepository for ReplicaRouted {
     ) -> Result<Option<Vec<Job>>> {
         self.write(Some(tenant), self.primary.retry_failed(tenant, batch, now))
             .await
+    }
+
+    async fn retry_items(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        items: &[ItemId],
+        now: Timestamp,
+    ) -> Result<Option<Vec<Job>>> {
+        self.write(
+            Some(tenant),
+            self.primary.retry_items(tenant, batch, items, now),
+        )
+        .await
+    }
+
+    async fn list_batches(&self, tenant: &TenantId, query: &BatchQuery) -> Result<BatchPage> {
+        routed_read!(self, Some(tenant), |repo| repo.list_batches(tenant, query))
     }
 
     async fn batch_status(&self, tenant: &TenantId, batch: BatchId) -> Result<Option<BatchStatus>> {

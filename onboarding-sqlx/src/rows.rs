@@ -237,3 +237,26 @@ pub(crate) fn page(
         next_cursor,
     }))
 }
+
+/// The SQL condition selecting batches in `state` (every engine spells it alike).
+pub(crate) fn state_condition(state: Option<onboarding_core::model::BatchState>) -> &'static str {
+    use onboarding_core::model::BatchState;
+    match state {
+        None => "1 = 1",
+        Some(BatchState::Running) => "cancelled_at IS NULL AND completed_at IS NULL",
+        Some(BatchState::Completed) => "cancelled_at IS NULL AND completed_at IS NOT NULL",
+        Some(BatchState::Cancelled) => "cancelled_at IS NOT NULL",
+    }
+}
+
+/// Cuts `limit + 1` rows (newest first) to a page and its cursor.
+pub(crate) fn batch_page(mut rows: Vec<BatchRow>, limit: u32) -> (Vec<BatchRow>, Option<BatchId>) {
+    let limit = limit as usize;
+    if rows.len() > limit {
+        rows.truncate(limit);
+        let cursor = rows.last().map(|r| BatchId(r.id));
+        (rows, cursor)
+    } else {
+        (rows, None)
+    }
+}

@@ -8,14 +8,14 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    after, AttemptError, Batch, BatchCounts, BatchId, BatchItem, BatchStatus, Change,
+    after, AttemptError, Batch, BatchCounts, BatchId, BatchItem, BatchState, BatchStatus, Change,
     ConflictPolicy, Domain, ItemId, ItemStatus, LeaseToken, Organization, OrganizationId, TenantId,
     Timestamp,
 };
 use crate::queue::Job;
 use crate::repository::{
-    ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, Resolution,
-    StoreResult, StoredItem, Submission,
+    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
+    OrgRepository, Resolution, StoreResult, StoredItem, Submission,
 };
 
 /// The fastest backend and the test baseline: all state in process memory.
@@ -102,6 +102,37 @@ impl State {
             }
         }
         done
+    }
+
+    /// Makes the failed items among `ids` (all of `batch`) pending again.
+    fn redrive(&mut self, batch: BatchId, ids: &[ItemId], now: Timestamp) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for id in ids {
+            if let Some(item) = self.items.get_mut(id) {
+                if item.item.status == ItemStatus::Failed {
+                    item.item.status = ItemStatus::Pending;
+                    item.item.attempts = 0;
+                    item.item.available_at = now;
+                    item.item.finished_at = None;
+                    item.item.updated_at = now;
+                    item.sweep_at = now;
+                    jobs.push(Job {
+                        item_id: *id,
+                        tenant: item.tenant.clone(),
+                        not_before: None,
+                    });
+                    let domain = item.item.domain.clone();
+                    self.set_org_status(&domain, ItemStatus::Pending);
+                }
+            }
+        }
+        if !jobs.is_empty() {
+            if let Some(row) = self.batches.get_mut(&batch) {
+                row.batch.completed_at = None;
+                row.batch.announced_at = None;
+            }
+        }
+        jobs
     }
 
     fn tenant_batch(&self, tenant: &TenantId, id: BatchId) -> Option<&BatchRow> {
@@ -506,33 +537,50 @@ impl OrgRepository for MemoryRepository {
             return Ok(None);
         };
         let ids = row.items.clone();
-        let mut jobs = Vec::new();
-        for id in &ids {
-            if let Some(item) = st.items.get_mut(id) {
-                if item.item.status == ItemStatus::Failed {
-                    item.item.status = ItemStatus::Pending;
-                    item.item.attempts = 0;
-                    item.item.available_at = now;
-                    item.item.finished_at = None;
-                    item.item.updated_at = now;
-                    item.sweep_at = now;
-                    jobs.push(Job {
-                        item_id: *id,
-                        tenant: item.tenant.clone(),
-                        not_before: None,
-                    });
-                    let domain = item.item.domain.clone();
-                    st.set_org_status(&domain, ItemStatus::Pending);
-                }
-            }
+        Ok(Some(st.redrive(batch, &ids, now)))
+    }
+
+    async fn retry_items(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        items: &[ItemId],
+        now: Timestamp,
+    ) -> Result<Option<Vec<Job>>> {
+        let mut st = self.lock()?;
+        if st.tenant_batch(tenant, batch).is_none() {
+            return Ok(None);
         }
-        if !jobs.is_empty() {
-            if let Some(row) = st.batches.get_mut(&batch) {
-                row.batch.completed_at = None;
-                row.batch.announced_at = None;
-            }
-        }
-        Ok(Some(jobs))
+        let ids: Vec<ItemId> = items
+            .iter()
+            .filter(|id| st.items.get(id).is_some_and(|i| i.item.batch_id == batch))
+            .copied()
+            .collect();
+        Ok(Some(st.redrive(batch, &ids, now)))
+    }
+
+    async fn list_batches(&self, tenant: &TenantId, query: &BatchQuery) -> Result<BatchPage> {
+        let st = self.lock()?;
+        let limit = query.limit.max(1) as usize;
+        let mut ids: Vec<BatchId> = st
+            .batches
+            .values()
+            .map(|row| &row.batch)
+            .filter(|b| &b.tenant == tenant)
+            .filter(|b| query.state.is_none_or(|s| BatchState::of(b) == s))
+            .filter(|b| query.created_after.is_none_or(|t| b.created_at > t))
+            .filter(|b| query.before.is_none_or(|before| b.id.0 < before.0))
+            .map(|b| b.id)
+            .collect();
+        ids.sort_unstable_by_key(|b| std::cmp::Reverse(b.0));
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let batches: Vec<BatchStatus> = ids.iter().filter_map(|id| st.status(*id)).collect();
+        let next_cursor = if more { ids.last().copied() } else { None };
+        Ok(BatchPage {
+            batches,
+            next_cursor,
+        })
     }
 
     async fn batch_status(&self, tenant: &TenantId, batch: BatchId) -> Result<Option<BatchStatus>> {

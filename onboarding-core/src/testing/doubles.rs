@@ -32,8 +32,8 @@ use crate::events::{Event, EventSink};
 use crate::model::{BatchId, BatchStatus, Domain, ItemId, Organization, TenantId, Timestamp};
 use crate::queue::{Delivery, Job, JobQueue, QueueDepth, Receipt};
 use crate::repository::{
-    ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, StoreResult,
-    Submission,
+    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
+    OrgRepository, StoreResult, Submission,
 };
 
 /// What a [`Double`] does with one call.
@@ -198,6 +198,8 @@ forward!(OrgRepository {
     fn mark_announced(batches: &[BatchId], now: Timestamp) -> ();
     fn cancel_batch(tenant: &TenantId, batch: BatchId, now: Timestamp) -> Option<BatchStatus>;
     fn retry_failed(tenant: &TenantId, batch: BatchId, now: Timestamp) -> Option<Vec<Job>>;
+    fn retry_items(tenant: &TenantId, batch: BatchId, items: &[ItemId], now: Timestamp) -> Option<Vec<Job>>;
+    fn list_batches(tenant: &TenantId, query: &BatchQuery) -> BatchPage;
     fn batch_status(tenant: &TenantId, batch: BatchId) -> Option<BatchStatus>;
     fn list_items(tenant: &TenantId, batch: BatchId, query: &ItemQuery) -> Option<ItemPage>;
     fn organization_by_domain(domain: &Domain) -> Option<Organization>;

@@ -2,6 +2,9 @@
 
 pub(crate) mod admin;
 pub(crate) mod batches;
+pub(crate) mod events;
+pub(crate) mod failures;
+pub(crate) mod listing;
 pub(crate) mod onboard;
 pub(crate) mod ops;
 pub(crate) mod webhooks;

@@ -17,8 +17,8 @@ use onboarding_core::model::{
     OrganizationId, TenantId, Timestamp,
 };
 use onboarding_core::repository::{
-    ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, Resolution,
-    StoreResult, StoredItem, Submission,
+    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
+    OrgRepository, Resolution, StoreResult, StoredItem, Submission,
 };
 use onboarding_core::Job;
 use onboarding_core::{Error, Result};
@@ -878,6 +878,96 @@ impl OrgRepository for LockRepository {
         }
         tx.commit().await.db()?;
         Ok(Some(jobs))
+    }
+
+    async fn retry_items(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        items: &[ItemId],
+        now: Timestamp,
+    ) -> Result<Option<Vec<Job>>> {
+        let mut tx = self.begin().await?;
+        if tenant_batch(&mut *tx, tenant, batch, dialect::FOR_UPDATE)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let mut asked: Vec<Uuid> = items.iter().map(|i| i.0).collect();
+        asked.sort_unstable();
+        asked.dedup();
+        let mut jobs = Vec::new();
+        let mut orgs = Vec::new();
+        let mut ids = Vec::new();
+        for chunk in asked.chunks(rows_per(1) - 1) {
+            let mut qb = QueryBuilder::new(
+                "SELECT id, tenant, organization_id FROM batch_items WHERE status = 'failed' AND batch_id = ",
+            );
+            qb.push_bind(batch.0).push(" AND id IN ");
+            push_in(&mut qb, chunk);
+            qb.push(dialect::FOR_UPDATE);
+            for r in qb.build().fetch_all(&mut *tx).await.db()? {
+                let id: Uuid = r.try_get("id").db()?;
+                ids.push(id);
+                orgs.push(r.try_get::<Uuid, _>("organization_id").db()?);
+                jobs.push(Job {
+                    item_id: ItemId(id),
+                    tenant: parse_tenant(r.try_get("tenant").db()?)?,
+                    not_before: None,
+                });
+            }
+        }
+        if !jobs.is_empty() {
+            for chunk in ids.chunks(rows_per(1) - 3) {
+                let mut qb = QueryBuilder::new(
+                    "UPDATE batch_items SET status = 'pending', attempts = 0, finished_at = NULL, available_at = ",
+                );
+                qb.push_bind(now)
+                    .push(", updated_at = ")
+                    .push_bind(now)
+                    .push(", sweep_at = ")
+                    .push_bind(now)
+                    .push(" WHERE id IN ");
+                push_in(&mut qb, chunk);
+                qb.build().execute(&mut *tx).await.db()?;
+            }
+            set_org_status(&mut tx, &orgs, ItemStatus::Pending).await?;
+            sqlx::query("UPDATE batches SET completed_at = NULL, announced_at = NULL WHERE id = ?")
+                .bind(batch.0)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+        }
+        tx.commit().await.db()?;
+        Ok(Some(jobs))
+    }
+
+    async fn list_batches(&self, tenant: &TenantId, query: &BatchQuery) -> Result<BatchPage> {
+        let limit = query.limit.max(1);
+        let mut conn = self.pool.acquire().await.db()?;
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT {BATCH_COLUMNS} FROM batches WHERE {} AND tenant = ",
+            rows::state_condition(query.state)
+        ));
+        qb.push_bind(tenant.as_str());
+        if let Some(before) = query.before {
+            qb.push(" AND id < ").push_bind(before.0);
+        }
+        if let Some(after) = query.created_after {
+            qb.push(" AND created_at > ").push_bind(after);
+        }
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows: Vec<BatchRow> = qb.build_query_as().fetch_all(&mut *conn).await.db()?;
+        let (mut rows, next_cursor) = rows::batch_page(rows, limit);
+        // MySQL compares text case-insensitively: the tenant must match exactly
+        // (the cursor comes from the rows read, so paging stays gap-free).
+        rows.retain(|b| b.tenant == tenant.as_str());
+        Ok(BatchPage {
+            batches: with_counts(&mut conn, rows).await?,
+            next_cursor,
+        })
     }
 
     async fn batch_status(&self, tenant: &TenantId, batch: BatchId) -> Result<Option<BatchStatus>> {

@@ -9,8 +9,8 @@ use onboarding_core::model::{
     OrganizationId, TenantId, Timestamp,
 };
 use onboarding_core::repository::{
-    ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, Resolution,
-    StoreResult, StoredItem, Submission,
+    BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
+    OrgRepository, Resolution, StoreResult, StoredItem, Submission,
 };
 use onboarding_core::Job;
 use onboarding_core::{Error, Result};
@@ -40,6 +40,50 @@ type Tx = Transaction<'static, Postgres>;
 impl PgRepository {
     pub(crate) fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    /// Makes the batch's failed items (all, or those in `only`) pending again.
+    async fn redrive(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        only: Option<Vec<Uuid>>,
+        now: Timestamp,
+    ) -> Result<Option<Vec<Job>>> {
+        let mut tx = self.begin().await?;
+        if tenant_batch(&mut *tx, tenant, batch).await?.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "WITH u AS (
+                UPDATE batch_items SET status = 'pending', attempts = 0, available_at = $2,
+                    finished_at = NULL, updated_at = $2, sweep_at = $2
+                WHERE batch_id = $1 AND status = 'failed' AND ($3::uuid[] IS NULL OR id = ANY($3))
+                RETURNING id, tenant, organization_id
+            ), o AS (
+                UPDATE organizations o SET status = 'pending'
+                FROM u WHERE o.id = u.organization_id
+            )
+            SELECT id, tenant FROM u",
+        )
+        .bind(batch.0)
+        .bind(now)
+        .bind(only)
+        .fetch_all(&mut *tx)
+        .await
+        .db()?;
+        let jobs = job_rows(rows)?;
+        if !jobs.is_empty() {
+            sqlx::query(
+                "UPDATE batches SET completed_at = NULL, announced_at = NULL WHERE id = $1",
+            )
+            .bind(batch.0)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        }
+        tx.commit().await.db()?;
+        Ok(Some(jobs))
     }
 
     // Every call already runs in a task of its own (`DetachedRepository`),
@@ -675,39 +719,41 @@ impl OrgRepository for PgRepository {
         batch: BatchId,
         now: Timestamp,
     ) -> Result<Option<Vec<Job>>> {
-        let mut tx = self.begin().await?;
-        if tenant_batch(&mut *tx, tenant, batch).await?.is_none() {
-            return Ok(None);
-        }
-        let rows = sqlx::query(
-            "WITH u AS (
-                UPDATE batch_items SET status = 'pending', attempts = 0, available_at = $2,
-                    finished_at = NULL, updated_at = $2, sweep_at = $2
-                WHERE batch_id = $1 AND status = 'failed'
-                RETURNING id, tenant, organization_id
-            ), o AS (
-                UPDATE organizations o SET status = 'pending'
-                FROM u WHERE o.id = u.organization_id
-            )
-            SELECT id, tenant FROM u",
-        )
-        .bind(batch.0)
-        .bind(now)
-        .fetch_all(&mut *tx)
+        self.redrive(tenant, batch, None, now).await
+    }
+
+    async fn retry_items(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        items: &[ItemId],
+        now: Timestamp,
+    ) -> Result<Option<Vec<Job>>> {
+        let ids: Vec<Uuid> = items.iter().map(|i| i.0).collect();
+        self.redrive(tenant, batch, Some(ids), now).await
+    }
+
+    async fn list_batches(&self, tenant: &TenantId, query: &BatchQuery) -> Result<BatchPage> {
+        let limit = query.limit.max(1);
+        let rows: Vec<BatchRow> = sqlx::query_as(&format!(
+            "SELECT {BATCH_COLUMNS} FROM batches
+             WHERE tenant = $1 AND ($2::uuid IS NULL OR id < $2)
+               AND ($3::timestamptz IS NULL OR created_at > $3) AND {}
+             ORDER BY id DESC LIMIT $4",
+            rows::state_condition(query.state)
+        ))
+        .bind(tenant.as_str())
+        .bind(query.before.map(|b| b.0))
+        .bind(query.created_after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
         .await
         .db()?;
-        let jobs = job_rows(rows)?;
-        if !jobs.is_empty() {
-            sqlx::query(
-                "UPDATE batches SET completed_at = NULL, announced_at = NULL WHERE id = $1",
-            )
-            .bind(batch.0)
-            .execute(&mut *tx)
-            .await
-            .db()?;
-        }
-        tx.commit().await.db()?;
-        Ok(Some(jobs))
+        let (rows, next_cursor) = rows::batch_page(rows, limit);
+        Ok(BatchPage {
+            batches: with_counts(&self.pool, rows).await?,
+            next_cursor,
+        })
     }
 
     async fn batch_status(&self, tenant: &TenantId, batch: BatchId) -> Result<Option<BatchStatus>> {

@@ -8,11 +8,13 @@
 mod batches;
 mod cancel_safety;
 mod leases;
+mod listing;
 mod store;
 mod sweep;
 
 pub use batches::*;
 pub use cancel_safety::*;
 pub use leases::*;
+pub use listing::*;
 pub use store::*;
 pub use sweep::*;

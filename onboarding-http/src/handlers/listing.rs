@@ -1,0 +1,158 @@
+//! `GET /api/v1/batches`: a tenant's batches, newest first, cursor-paginated.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use onboarding_core::model::{now, BatchId, BatchState};
+use onboarding_core::repository::BatchQuery;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::dto::BatchStatusResponse;
+use crate::extract::Tenant;
+use crate::handlers::{limit, query};
+use crate::problem::Problem;
+use crate::responses::{Invalid, Malformed, RateLimited, Unauthorized, Unavailable};
+
+/// Default page size of the listing.
+const DEFAULT_PAGE: u32 = 50;
+/// Largest page (each batch comes with its exact counts).
+const MAX_PAGE: u32 = 200;
+/// Prefix of a listing cursor (a version, so the format can change).
+const CURSOR_PREFIX: &str = "b1.";
+
+/// Query parameters of the listing.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListParams {
+    state: Option<String>,
+    created_after: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+/// One page of a tenant's batches.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct BatchListPage {
+    /// Newest first; each as `GET /api/v1/batches/{id}` answers it.
+    pub(crate) data: Vec<BatchStatusResponse>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub(crate) next_cursor: Option<String>,
+}
+
+/// Encodes a batch id as an opaque listing cursor.
+pub(crate) fn encode_cursor(id: BatchId) -> String {
+    format!("{CURSOR_PREFIX}{}", id.0.simple())
+}
+
+/// Decodes [`encode_cursor`].
+pub(crate) fn decode_cursor(cursor: &str) -> Option<BatchId> {
+    let hex = cursor.strip_prefix(CURSOR_PREFIX)?;
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Uuid::try_parse(hex).ok().map(BatchId)
+}
+
+/// A tenant's batches with their counts, newest first, cursor-paginated
+#[utoipa::path(
+    get,
+    path = "/api/v1/batches",
+    operation_id = "batch_list",
+    tag = "batches",
+    params(
+        ("state" = Option<crate::dto::BatchState>, Query, description = "Only batches in this state"),
+        ("created_after" = Option<DateTime<Utc>>, Query, description = "Only batches created after this time (RFC 3339)"),
+        ("cursor" = Option<String>, Query, pattern = r"^(b1\.[0-9a-fA-F]{32})?$", description = "The previous page's next_cursor (opaque); empty or absent: the first page; anything else: 400"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, 1-200 (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "One page, newest first", body = BatchListPage),
+        Malformed, Unauthorized, Invalid, RateLimited, Unavailable,
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "batch_list", skip_all, fields(tenant = %tenant.0))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<BatchListPage>, Problem> {
+    let params = query(params)?;
+    let batch_state = match params.state.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(BatchState::parse(raw).ok_or_else(|| {
+            Problem::invalid_parameter(
+                "state",
+                "invalid_value",
+                "state must be one of running, completed, cancelled",
+            )
+        })?),
+    };
+    let created_after = match params.created_after.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(
+            DateTime::parse_from_rfc3339(raw.trim())
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    Problem::invalid_parameter(
+                        "created_after",
+                        "invalid_value",
+                        "created_after must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
+                    )
+                })?,
+        ),
+    };
+    let before = match params.cursor.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(decode_cursor(raw).ok_or_else(|| {
+            Problem::malformed("cursor must be a next_cursor value from an earlier page")
+        })?),
+    };
+    let limit = limit(params.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
+    let page = state
+        .service()
+        .list_batches(
+            &tenant.0,
+            &BatchQuery {
+                state: batch_state,
+                created_after,
+                before,
+                limit,
+            },
+        )
+        .await
+        .map_err(|e| state.problem(&e))?;
+    let at = now();
+    Ok(Json(BatchListPage {
+        data: page
+            .batches
+            .iter()
+            .map(|s| BatchStatusResponse::new(s, at))
+            .collect(),
+        next_cursor: page.next_cursor.map(encode_cursor),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let id = BatchId::new();
+        assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
+        for bad in [
+            "",
+            "b1.",
+            "b1.zz",
+            "b2.0190b6a47c1e7d3a9f001234567890ab",
+            "b1.0190b6a4-7c1e-7d3a-9f00-1234567890ab",
+            "b1.0190b6a47c1e7d3a9f001234567890abcd",
+        ] {
+            assert_eq!(decode_cursor(bad), None, "{bad}");
+        }
+    }
+}
