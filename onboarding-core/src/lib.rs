@@ -16,6 +16,7 @@ mod redact;
 mod service;
 mod worker;
 
+pub mod import;
 pub mod keys;
 pub mod limits;
 pub mod memory;

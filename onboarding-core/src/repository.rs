@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::import::ImportStore;
 use crate::model::{
     Batch, BatchId, BatchItem, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus,
     LeaseToken, NewOrganization, Organization, OrganizationId, SubmitMode, TenantId, Timestamp,
@@ -355,4 +356,13 @@ pub trait OrgRepository: Send + Sync + 'static {
 
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<()>;
+
+    /// The staging of file imports, when this backend has one.
+    ///
+    /// # Behavior
+    /// - Backends that support imports answer `Some` and pass the `imports`
+    ///   conformance group; the default is `None`.
+    fn imports(&self) -> Option<&dyn ImportStore> {
+        None
+    }
 }
