@@ -4,7 +4,7 @@
 use crate::error::ErrorKind;
 use crate::import::{ImportRow, ImportState, ImportStore, NewImport, RowError};
 use crate::model::{BatchId, Change, ConflictPolicy, ItemStatus, NewOrganization, TenantId};
-use crate::repository::{ItemQuery, OrgRepository, StoreResult, Submission};
+use crate::repository::{ItemQuery, StoreResult, Submission};
 use crate::testing::fixtures;
 use crate::testing::TestBackend;
 
@@ -75,16 +75,20 @@ pub async fn import_is_invisible_until_finished(backend: TestBackend) {
         .expect("append_import failed");
     assert!(dups.is_empty());
     let repo = &backend.repository;
-    assert!(repo.batch_status(&tenant, batch).await.unwrap().is_none());
+    assert!(repo
+        .batch_status(&tenant, batch)
+        .await
+        .expect("store call failed")
+        .is_none());
     assert!(repo
         .organization_by_domain(&orgs[0].domain)
         .await
-        .unwrap()
+        .expect("store call failed")
         .is_none());
     let progress = store
         .import_progress(&tenant, batch)
         .await
-        .unwrap()
+        .expect("store call failed")
         .expect("progress of a receiving upload");
     assert_eq!(progress.state, ImportState::Receiving);
     assert_eq!(
@@ -99,9 +103,9 @@ pub async fn import_is_invisible_until_finished(backend: TestBackend) {
     assert!(store
         .import_progress(&other, batch)
         .await
-        .unwrap()
+        .expect("store call failed")
         .is_none());
-    store.abort_import(batch).await.unwrap();
+    store.abort_import(batch).await.expect("store call failed");
 }
 
 /// Finishing creates one batch: one item per staged row at its line, upserted like a submission.
@@ -120,16 +124,16 @@ pub async fn import_finish_creates_one_batch(backend: TestBackend) {
     let mut orgs = new_orgs(1200);
     orgs.push(fixtures::renamed(&existing[0]));
     for (i, chunk) in orgs.chunks(500).enumerate() {
-        let first = 2 + u32::try_from(i * 500).unwrap();
+        let first = 2 + u32::try_from(i * 500).expect("small");
         store
             .append_import(batch, &rows(first, chunk), &[])
             .await
-            .unwrap();
+            .expect("store call failed");
     }
     store
         .append_import(batch, &[], &[bad_row(5000)])
         .await
-        .unwrap();
+        .expect("store call failed");
     let answer = store
         .finish_import(&finishing(&tenant, batch, None))
         .await
@@ -144,7 +148,11 @@ pub async fn import_finish_creates_one_batch(backend: TestBackend) {
     assert_eq!(stored.id, batch);
     assert_eq!(stored.total, 1201);
     assert!(items.is_empty());
-    let status = repo.batch_status(&tenant, batch).await.unwrap().unwrap();
+    let status = repo
+        .batch_status(&tenant, batch)
+        .await
+        .expect("store call failed")
+        .expect("expected Some");
     assert_eq!(status.counts.pending, 1201);
     assert_eq!(status.counts.created, 1200);
     assert_eq!(status.counts.updated, 1);
@@ -159,8 +167,8 @@ pub async fn import_finish_creates_one_batch(backend: TestBackend) {
             },
         )
         .await
-        .unwrap()
-        .unwrap();
+        .expect("store call failed")
+        .expect("store call failed");
     let positions: Vec<u32> = page.items.iter().map(|i| i.position).collect();
     assert_eq!(positions, vec![2, 3, 4, 5, 6]);
     assert_eq!(page.items[0].domain, orgs[0].domain);
@@ -169,28 +177,31 @@ pub async fn import_finish_creates_one_batch(backend: TestBackend) {
     let org = repo
         .organization_by_domain(&existing[0].domain)
         .await
-        .unwrap()
-        .unwrap();
+        .expect("store call failed")
+        .expect("store call failed");
     assert_eq!(org.name, orgs[1200].name);
     let progress = store
         .import_progress(&tenant, batch)
         .await
-        .unwrap()
-        .unwrap();
+        .expect("store call failed")
+        .expect("store call failed");
     assert_eq!(progress.state, ImportState::Stored);
     assert_eq!((progress.rows_stored, progress.rows_rejected), (1201, 1));
     let rejected = store
         .rejected_rows(&tenant, batch, None, 10)
         .await
-        .unwrap()
-        .unwrap();
+        .expect("store call failed")
+        .expect("store call failed");
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].line, 5000);
     // Finished uploads take no more rows.
     let late = store
         .append_import(batch, &rows(9000, &new_orgs(1)), &[])
         .await;
-    assert_eq!(late.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        late.expect_err("expected an error").kind(),
+        ErrorKind::NotFound
+    );
 }
 
 /// A domain staged before (in an earlier chunk or the same one) is refused, naming the earlier line.
@@ -202,7 +213,7 @@ pub async fn import_refuses_duplicate_domains(backend: TestBackend) {
     store
         .append_import(batch, &rows(2, &orgs), &[])
         .await
-        .unwrap();
+        .expect("store call failed");
     let again = vec![
         fixtures::renamed(&orgs[1]),
         orgs[0].clone(),
@@ -213,7 +224,10 @@ pub async fn import_refuses_duplicate_domains(backend: TestBackend) {
         line: 20,
         ..chunk[2].clone()
     });
-    let dups = store.append_import(batch, &chunk, &[]).await.unwrap();
+    let dups = store
+        .append_import(batch, &chunk, &[])
+        .await
+        .expect("store call failed");
     let got: Vec<(u32, &str)> = dups.iter().map(|d| (d.line, d.code.as_str())).collect();
     assert_eq!(
         got,
@@ -230,8 +244,8 @@ pub async fn import_refuses_duplicate_domains(backend: TestBackend) {
     let progress = store
         .import_progress(&tenant, batch)
         .await
-        .unwrap()
-        .unwrap();
+        .expect("store call failed")
+        .expect("store call failed");
     assert_eq!(
         (
             progress.rows_received,
@@ -243,7 +257,7 @@ pub async fn import_refuses_duplicate_domains(backend: TestBackend) {
     let StoreResult::Stored { batch: stored, .. } = store
         .finish_import(&finishing(&tenant, batch, None))
         .await
-        .unwrap()
+        .expect("store call failed")
     else {
         panic!("not stored")
     };
@@ -251,8 +265,8 @@ pub async fn import_refuses_duplicate_domains(backend: TestBackend) {
     let rejected = store
         .rejected_rows(&tenant, batch, Some(10), 10)
         .await
-        .unwrap()
-        .unwrap();
+        .expect("store call failed")
+        .expect("store call failed");
     let lines: Vec<u32> = rejected.iter().map(|r| r.line).collect();
     assert_eq!(lines, vec![11, 20]);
 }
@@ -266,7 +280,7 @@ pub async fn import_abort_keeps_nothing(backend: TestBackend) {
     store
         .append_import(batch, &rows(2, &orgs), &[bad_row(9)])
         .await
-        .unwrap();
+        .expect("store call failed");
     store.abort_import(batch).await.expect("abort failed");
     store
         .abort_import(batch)
@@ -275,27 +289,34 @@ pub async fn import_abort_keeps_nothing(backend: TestBackend) {
     assert!(store
         .import_progress(&tenant, batch)
         .await
-        .unwrap()
+        .expect("store call failed")
         .is_none());
     assert!(store
         .rejected_rows(&tenant, batch, None, 10)
         .await
-        .unwrap()
+        .expect("store call failed")
         .is_none());
     let repo = &backend.repository;
-    assert!(repo.batch_status(&tenant, batch).await.unwrap().is_none());
+    assert!(repo
+        .batch_status(&tenant, batch)
+        .await
+        .expect("store call failed")
+        .is_none());
     for o in &orgs {
         assert!(repo
             .organization_by_domain(&o.domain)
             .await
-            .unwrap()
+            .expect("store call failed")
             .is_none());
     }
     let late = store.finish_import(&finishing(&tenant, batch, None)).await;
-    assert_eq!(late.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        late.expect_err("expected an error").kind(),
+        ErrorKind::NotFound
+    );
     // The key is free again.
     let again = begin(store, &tenant, Some("k")).await;
-    store.abort_import(again).await.unwrap();
+    store.abort_import(again).await.expect("store call failed");
 }
 
 /// A key in use by an upload still receiving is a conflict; another tenant's same key is not.
@@ -311,10 +332,13 @@ pub async fn import_key_in_progress_conflicts(backend: TestBackend) {
             now: crate::model::now(),
         })
         .await;
-    assert_eq!(second.unwrap_err().kind(), ErrorKind::Conflict);
+    assert_eq!(
+        second.expect_err("expected an error").kind(),
+        ErrorKind::Conflict
+    );
     let other = begin(store, &fixtures::tenant(), Some("same")).await;
-    store.abort_import(first).await.unwrap();
-    store.abort_import(other).await.unwrap();
+    store.abort_import(first).await.expect("store call failed");
+    store.abort_import(other).await.expect("store call failed");
 }
 
 /// A finished key answers Replayed (same hash) or KeyConflict (other hash), and the upload is discarded.
@@ -325,21 +349,21 @@ pub async fn import_replays_finished_keys(backend: TestBackend) {
     store
         .append_import(first, &rows(2, &new_orgs(2)), &[])
         .await
-        .unwrap();
+        .expect("store call failed");
     store
         .finish_import(&finishing(&tenant, first, Some("done")))
         .await
-        .unwrap();
+        .expect("store call failed");
     let second = begin(store, &tenant, Some("done")).await;
     let late_orgs = new_orgs(2);
     store
         .append_import(second, &rows(2, &late_orgs), &[])
         .await
-        .unwrap();
+        .expect("store call failed");
     let answer = store
         .finish_import(&finishing(&tenant, second, Some("done")))
         .await
-        .unwrap();
+        .expect("store call failed");
     let StoreResult::Replayed { batch } = answer else {
         panic!("expected Replayed, got {answer:?}")
     };
@@ -347,22 +371,25 @@ pub async fn import_replays_finished_keys(backend: TestBackend) {
     assert!(store
         .import_progress(&tenant, second)
         .await
-        .unwrap()
+        .expect("store call failed")
         .is_none());
     let repo = &backend.repository;
     assert!(repo
         .organization_by_domain(&late_orgs[0].domain)
         .await
-        .unwrap()
+        .expect("store call failed")
         .is_none());
     let third = begin(store, &tenant, Some("done")).await;
     store
         .append_import(third, &rows(2, &new_orgs(1)), &[])
         .await
-        .unwrap();
+        .expect("store call failed");
     let mut other = finishing(&tenant, third, Some("done"));
     other.request_hash = "another-hash".to_owned();
-    let answer = store.finish_import(&other).await.unwrap();
+    let answer = store
+        .finish_import(&other)
+        .await
+        .expect("store call failed");
     assert!(
         matches!(answer, StoreResult::KeyConflict { .. }),
         "{answer:?}"
