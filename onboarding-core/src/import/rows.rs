@@ -56,6 +56,21 @@ pub struct RowError {
 }
 
 impl RowError {
+    /// The refusal of `row` because line `earlier` has the same domain.
+    pub fn duplicate(row: &ImportRow, earlier: u32) -> Self {
+        Self {
+            line: row.line,
+            column: Some("domain".to_owned()),
+            code: codes::DOMAIN_DUPLICATE.to_owned(),
+            detail: format!(
+                "domain {} already appears at line {earlier}",
+                row.organization.domain
+            ),
+            value: Some(row.organization.domain.as_str().to_owned()),
+            external_id: row.external_id.clone(),
+        }
+    }
+
     /// A problem of the whole line.
     pub fn line(line: u32, code: &str, detail: impl Into<String>) -> Self {
         Self {
@@ -67,6 +82,13 @@ impl RowError {
             external_id: None,
         }
     }
+}
+
+/// How many rows `errors` refuse (one row may have several problems, listed together).
+pub fn refused_rows(errors: &[RowError]) -> u64 {
+    let mut lines: Vec<u32> = errors.iter().map(|e| e.line).collect();
+    lines.dedup();
+    u64::try_from(lines.len()).unwrap_or(u64::MAX)
 }
 
 /// A row parsed from a file: accepted, or refused with its problems.

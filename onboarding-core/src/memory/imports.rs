@@ -11,7 +11,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::import::{ImportProgress, ImportRow, ImportState, ImportStore, NewImport, RowError};
 use crate::model::{BatchId, Domain, TenantId};
 use crate::repository::{OrgRepository, StoreResult, Submission};
-use crate::validate::codes;
 
 /// Every upload of one repository.
 #[derive(Debug, Default)]
@@ -90,7 +89,7 @@ impl ImportStore for MemoryRepository {
         let mut duplicates = Vec::new();
         for row in rows {
             match upload.lines_by_domain.get(&row.organization.domain) {
-                Some(&earlier) => duplicates.push(duplicate(row, earlier)),
+                Some(&earlier) => duplicates.push(RowError::duplicate(row, earlier)),
                 None => {
                     upload
                         .lines_by_domain
@@ -99,7 +98,7 @@ impl ImportStore for MemoryRepository {
                 }
             }
         }
-        let refused_rows = distinct_lines(rejected);
+        let refused_rows = crate::import::refused_rows(rejected);
         let p = &mut upload.progress;
         p.rows_received += count(rows.len()) + refused_rows;
         p.rows_stored += count(rows.len() - duplicates.len());
@@ -182,28 +181,6 @@ impl ImportStore for MemoryRepository {
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(Some(rows))
     }
-}
-
-/// The refusal of a row whose domain an earlier line already has.
-pub(crate) fn duplicate(row: &ImportRow, earlier: u32) -> RowError {
-    RowError {
-        line: row.line,
-        column: Some("domain".to_owned()),
-        code: codes::DOMAIN_DUPLICATE.to_owned(),
-        detail: format!(
-            "domain {} already appears at line {earlier}",
-            row.organization.domain
-        ),
-        value: Some(row.organization.domain.as_str().to_owned()),
-        external_id: row.external_id.clone(),
-    }
-}
-
-/// Rows refused: one row may have several problems.
-pub(crate) fn distinct_lines(errors: &[RowError]) -> u64 {
-    let mut lines: Vec<u32> = errors.iter().map(|e| e.line).collect();
-    lines.dedup();
-    count(lines.len())
 }
 
 fn count(n: usize) -> u64 {

@@ -49,6 +49,11 @@ impl LockRepository {
     async fn begin(&self) -> Result<Tx> {
         dialect::begin_write(&self.pool).await
     }
+
+    /// The pool (the import staging in `imports.rs` shares it).
+    pub(super) fn pool(&self) -> &Pool<Db> {
+        &self.pool
+    }
 }
 
 /// Rows per statement when each row binds `per_row` parameters.
@@ -969,6 +974,10 @@ impl OrgRepository for LockRepository {
         }
         tx.commit().await.db()?;
         Ok(ids.len() as u64)
+    }
+
+    fn imports(&self) -> Option<&dyn onboarding_core::import::ImportStore> {
+        Some(self)
     }
 
     async fn ping(&self) -> Result<()> {

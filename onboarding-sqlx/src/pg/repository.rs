@@ -47,6 +47,11 @@ impl PgRepository {
     async fn begin(&self) -> Result<Tx> {
         self.pool.begin().await.db()
     }
+
+    /// The pool (the import staging in `imports.rs` shares it).
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
 }
 
 /// Statuses (with counts) of `ids`, in the order of `batches`.
@@ -784,6 +789,10 @@ impl OrgRepository for PgRepository {
         .await
         .db()?;
         Ok(u64::try_from(done.len()).unwrap_or(u64::MAX))
+    }
+
+    fn imports(&self) -> Option<&dyn onboarding_core::import::ImportStore> {
+        Some(self)
     }
 
     async fn ping(&self) -> Result<()> {
