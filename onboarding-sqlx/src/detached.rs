@@ -268,6 +268,17 @@ impl ImportStore for DetachedRepository {
             .await
     }
 
+    async fn staged_rows(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        lines: &[u32],
+    ) -> Result<Vec<ImportRow>> {
+        staging(self.inner.as_ref())?
+            .staged_rows(tenant, batch, lines)
+            .await
+    }
+
     async fn rejected_rows(
         &self,
         tenant: &TenantId,

@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 
 use onboarding_core::import::{ImportProgress, ImportRow, ImportState, RowError};
-use onboarding_core::model::{BatchId, Timestamp};
+use onboarding_core::model::{BatchId, Domain, NewOrganization, Timestamp};
+use sqlx::Row;
+
+use crate::error::DbResultExt;
 use onboarding_core::Result;
 
 /// The rows of a chunk to stage, and the refusals of those whose domain an
@@ -111,3 +114,24 @@ impl RejectionRow {
 pub(crate) const RECEIVING: &str = "receiving";
 /// `imports.state` of an upload whose batch exists.
 pub(crate) const STORED: &str = "stored";
+
+/// A staged row read back (`line_no, name, domain, contact_email, external_id`).
+pub(crate) fn staged_row<R>(r: &R) -> Result<ImportRow>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let line: i64 = r.try_get("line_no").db()?;
+    Ok(ImportRow {
+        line: u32::try_from(line).unwrap_or(u32::MAX),
+        organization: NewOrganization {
+            name: r.try_get("name").db()?,
+            domain: Domain::from_normalized(r.try_get::<String, _>("domain").db()?),
+            contact_email: r.try_get("contact_email").db()?,
+        },
+        external_id: r.try_get("external_id").db()?,
+    })
+}

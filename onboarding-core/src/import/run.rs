@@ -418,6 +418,22 @@ impl OnboardingService {
             .ok_or_else(missing)
     }
 
+    /// The staged rows of an import at these lines (none for a JSON batch).
+    ///
+    /// # Errors
+    /// Only a backend's.
+    pub async fn staged_rows(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        lines: &[u32],
+    ) -> Result<Vec<ImportRow>> {
+        match self.backends().repository.imports() {
+            Some(store) if !lines.is_empty() => store.staged_rows(tenant, batch, lines).await,
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// The rows an import refused, by line (see [`ImportStore::rejected_rows`]).
     ///
     /// # Errors

@@ -113,7 +113,7 @@ pub trait ImportStore: Send + Sync + 'static {
         batch: BatchId,
     ) -> Result<Option<ImportProgress>>;
 
-    /// The refused rows of an upload, ordered by line (then by column).
+    /// The refused rows of an upload, ordered by line (a line's problems in the order they were appended).
     ///
     /// # Behavior
     /// - `None` for an unknown upload or one of another tenant.
@@ -126,4 +126,16 @@ pub trait ImportStore: Send + Sync + 'static {
         after_line: Option<u32>,
         limit: u32,
     ) -> Result<Option<Vec<RowError>>>;
+
+    /// The staged rows of an upload at these lines (the submitted name,
+    /// contact email and external id of a batch's items, for results).
+    ///
+    /// # Behavior
+    /// - Rows of other tenants, of unknown uploads or at lines not staged are left out.
+    async fn staged_rows(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        lines: &[u32],
+    ) -> Result<Vec<ImportRow>>;
 }

@@ -125,7 +125,6 @@ impl ImportStore for MemoryRepository {
             StoreResult::Stored { .. } => {
                 if let Some(upload) = uploads.get_mut(&s.batch_id) {
                     upload.progress.state = ImportState::Stored;
-                    upload.rows = Vec::new();
                     upload.lines_by_domain = HashMap::new();
                 }
             }
@@ -160,6 +159,25 @@ impl ImportStore for MemoryRepository {
             .map(|u| u.progress.clone()))
     }
 
+    async fn staged_rows(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        lines: &[u32],
+    ) -> Result<Vec<ImportRow>> {
+        let uploads = self.uploads.lock()?;
+        let Some(upload) = uploads.get(&batch).filter(|u| &u.tenant == tenant) else {
+            return Ok(Vec::new());
+        };
+        let wanted: std::collections::HashSet<u32> = lines.iter().copied().collect();
+        Ok(upload
+            .rows
+            .iter()
+            .filter(|r| wanted.contains(&r.line))
+            .cloned()
+            .collect())
+    }
+
     async fn rejected_rows(
         &self,
         tenant: &TenantId,
@@ -177,7 +195,7 @@ impl ImportStore for MemoryRepository {
             .filter(|e| after_line.is_none_or(|a| e.line > a))
             .cloned()
             .collect();
-        rows.sort_by(|a, b| (a.line, &a.column).cmp(&(b.line, &b.column)));
+        rows.sort_by_key(|e| e.line);
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(Some(rows))
     }

@@ -194,6 +194,20 @@ pub async fn import_finish_creates_one_batch(backend: TestBackend) {
         .expect("store call failed");
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].line, 5000);
+    let mut staged = store
+        .staged_rows(&tenant, batch, &[3, 2, 99_999])
+        .await
+        .expect("staged_rows failed");
+    staged.sort_by_key(|r| r.line);
+    assert_eq!(staged.len(), 2);
+    assert_eq!((staged[0].line, staged[1].line), (2, 3));
+    assert_eq!(staged[0].organization, orgs[0]);
+    assert_eq!(staged[0].external_id.as_deref(), Some("ext-2"));
+    let foreign = store
+        .staged_rows(&fixtures::tenant(), batch, &[2])
+        .await
+        .expect("staged_rows failed");
+    assert!(foreign.is_empty());
     // Finished uploads take no more rows.
     let late = store
         .append_import(batch, &rows(9000, &new_orgs(1)), &[])

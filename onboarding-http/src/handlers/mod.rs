@@ -2,8 +2,10 @@
 
 pub(crate) mod admin;
 pub(crate) mod batches;
+pub(crate) mod imports;
 pub(crate) mod onboard;
 pub(crate) mod ops;
+pub(crate) mod results;
 pub(crate) mod webhooks;
 
 use axum::extract::rejection::QueryRejection;

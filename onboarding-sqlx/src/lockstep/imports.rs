@@ -289,6 +289,38 @@ impl ImportStore for LockRepository {
         row.map(ProgressRow::into_model).transpose()
     }
 
+    async fn staged_rows(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        lines: &[u32],
+    ) -> Result<Vec<ImportRow>> {
+        let mut out = Vec::with_capacity(lines.len());
+        for chunk in lines.chunks(
+            chunk_len(usize::MAX, dialect::MAX_PARAMS, 1)
+                .saturating_sub(2)
+                .max(1),
+        ) {
+            let mut qb = QueryBuilder::new(
+                "SELECT r.line_no, r.name, r.domain, r.contact_email, r.external_id
+                 FROM import_rows r JOIN imports i ON i.batch_id = r.batch_id WHERE r.batch_id = ",
+            );
+            qb.push_bind(batch.0)
+                .push(" AND i.tenant = ")
+                .push_bind(tenant.as_str())
+                .push(" AND r.line_no IN (");
+            let mut sep = qb.separated(", ");
+            for line in chunk {
+                sep.push_bind(i64::from(*line));
+            }
+            sep.push_unseparated(")");
+            for r in qb.build().fetch_all(self.pool()).await.db()? {
+                out.push(crate::staging::staged_row(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn rejected_rows(
         &self,
         tenant: &TenantId,

@@ -309,6 +309,29 @@ impl ImportStore for PgRepository {
         row.map(ProgressRow::into_model).transpose()
     }
 
+    async fn staged_rows(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        lines: &[u32],
+    ) -> Result<Vec<ImportRow>> {
+        let lines: Vec<i64> = lines.iter().map(|l| i64::from(*l)).collect();
+        let rows = sqlx::query(
+            "SELECT r.line_no, r.name, r.domain, r.contact_email, r.external_id
+             FROM import_rows r JOIN imports i ON i.batch_id = r.batch_id
+             WHERE r.batch_id = $1 AND i.tenant = $2 AND r.line_no = ANY($3)",
+        )
+        .bind(batch.0)
+        .bind(tenant.as_str())
+        .bind(lines)
+        .fetch_all(self.pool())
+        .await
+        .db()?;
+        rows.into_iter()
+            .map(|r| crate::staging::staged_row(&r))
+            .collect()
+    }
+
     async fn rejected_rows(
         &self,
         tenant: &TenantId,
