@@ -93,6 +93,8 @@ pub(crate) struct ImportAccepted {
     ),
     security(("bearer" = []))
 )]
+// Each argument is an axum extractor: the handler's signature is its request.
+#[allow(clippy::too_many_arguments)]
 #[tracing::instrument(name = "import_file", skip_all, fields(tenant = %tenant.0, batch_id = tracing::field::Empty))]
 pub(crate) async fn create(
     State(state): State<AppState>,

@@ -2,15 +2,16 @@
 -- body arrives, then turned into one batch in one transaction.
 CREATE TABLE imports (
     batch_id        BINARY(16)   NOT NULL PRIMARY KEY,
-    tenant          VARCHAR(64)  NOT NULL,
-    idempotency_key VARCHAR(255) NULL,
+    -- Compared exactly (tenant ids and keys are case sensitive).
+    tenant          VARCHAR(64)  CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    idempotency_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
     state           VARCHAR(16)  NOT NULL,
     rows_received   BIGINT       NOT NULL DEFAULT 0,
     rows_stored     BIGINT       NOT NULL DEFAULT 0,
     rows_rejected   BIGINT       NOT NULL DEFAULT 0,
     started_at      DATETIME(6)  NOT NULL,
     -- No partial indexes here: the key only while receiving, unique.
-    receiving_key   VARCHAR(255) AS (CASE WHEN state = 'receiving' THEN idempotency_key END) PERSISTENT,
+    receiving_key   VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin AS (CASE WHEN state = 'receiving' THEN idempotency_key END) PERSISTENT,
     UNIQUE KEY imports_receiving_key (tenant, receiving_key)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
