@@ -58,13 +58,11 @@ fn csv_rows(prefix: &str, lines: std::ops::Range<usize>) -> String {
 #[tokio::test]
 async fn csv_import_is_one_batch_with_rejected_rows_listed() {
     let (app, service) = app();
-    let body = format!(
-        "\u{feff}extra,name,domain,contact_email,external_id\r\n\
+    let body = "\u{feff}extra,name,domain,contact_email,external_id\r\n\
          x,Acme,ACME.com,a@acme.com,A1\r\n\
          x,,bad domain,nope,A2\r\n\
          x,Acme again,acme.com,b@acme.com,A3\r\n\
-         x,\"Globex, \"\"Inc\"\"\",globex.com,g@globex.com,\r\n"
-    );
+         x,\"Globex, \"\"Inc\"\"\",globex.com,g@globex.com,\r\n";
     let answer = send(&app, upload("/api/v1/imports", ACME_KEY, "text/csv", body)).await;
     assert_eq!(answer.status, 202, "{}", answer.body);
     assert_eq!(answer.body["organizations_count"], 2);
