@@ -27,6 +27,14 @@ need_pkg() { # binary, package...
 }
 
 ensure_postgres() {
+  # tests/replica.rs and tests/recovery.rs run PostgreSQL clusters of their
+  # own (initdb, pg_basebackup from /usr/lib/postgresql/*/bin, as the
+  # postgres user through runuser when root), and the SQLite backup script
+  # uses the sqlite3 shell.
+  need_pkg sqlite3 sqlite3
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    need_pkg pg_ctlcluster postgresql
+  fi
   if ! port_open 5432; then
     need_pkg pg_ctlcluster postgresql
     log "starting PostgreSQL"

@@ -29,6 +29,9 @@ use onboarding_core::{redact_url, Backends, Cache, Error, ErrorKind, JobQueue, R
 pub struct BackendUrls {
     /// The repository's URL.
     pub database: SecretUrl,
+    /// A PostgreSQL read replica of `database` for status, items and
+    /// organization reads (`DATABASE_READ_URL`; `onboarding_sqlx::replica`), if any.
+    pub read_database: Option<SecretUrl>,
     /// The queue's URL.
     pub queue: SecretUrl,
     /// The cache's URL.
@@ -50,11 +53,18 @@ impl BackendUrls {
     ) -> Self {
         Self {
             database: SecretUrl::new(database),
+            read_database: None,
             queue: SecretUrl::new(queue),
             cache: SecretUrl::new(cache),
             prefix: None,
             queue_expiry: None,
         }
+    }
+
+    /// Sets the read replica's URL (`None` or empty: every read on `database`).
+    pub fn with_read_database(mut self, url: Option<String>) -> Self {
+        self.read_database = url.filter(|u| !u.trim().is_empty()).map(SecretUrl::new);
+        self
     }
 
     /// Sets the key / queue-name prefix.
@@ -95,7 +105,9 @@ impl BackendUrls {
     ///
     /// As [`BackendUrls::connect`].
     pub async fn connect_deployment(&self, rate: Option<Rate>) -> Result<Deployment> {
-        let (repository, sql_queue, directory) = repository(self.database.expose().trim()).await?;
+        let read_url = self.read_database.as_ref().map(|u| u.expose().trim());
+        let (repository, sql_queue, directory) =
+            repository(self.database.expose().trim(), read_url).await?;
         let queue: Arc<dyn JobQueue> = match self.queue.expose().trim() {
             "database" => sql_queue
                 .ok_or_else(|| invalid("QUEUE_URL=database needs a SQL DATABASE_URL".to_owned()))?,
@@ -205,7 +217,13 @@ fn is_redis(url: &str) -> bool {
 /// the directory in the same database.
 async fn repository(
     url: &str,
+    read_url: Option<&str>,
 ) -> Result<(Arc<dyn OrgRepository>, Option<Arc<dyn JobQueue>>, Directory)> {
+    if url == "memory" && read_url.is_some() {
+        return Err(invalid(
+            "DATABASE_READ_URL needs a PostgreSQL DATABASE_URL".to_owned(),
+        ));
+    }
     if url == "memory" {
         let webhooks = Arc::new(MemoryWebhooks::new());
         return Ok((
@@ -225,7 +243,11 @@ async fn repository(
     }
     #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
     {
-        let backend = onboarding_sqlx::connect(url, onboarding_sqlx::SqlOptions::default()).await?;
+        let options = onboarding_sqlx::SqlOptions::default();
+        let mut backend = onboarding_sqlx::connect(url, options.clone()).await?;
+        if let Some(read_url) = read_url {
+            backend = read_replica(backend, read_url, &options)?;
+        }
         let directory: Directory = (
             backend.key_store(),
             backend.webhook_store(),
@@ -235,6 +257,24 @@ async fn repository(
     }
     #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
     Err(needs("sqlite", "a SQL DATABASE_URL"))
+}
+
+#[cfg(feature = "postgres")]
+fn read_replica(
+    backend: onboarding_sqlx::SqlBackend,
+    read_url: &str,
+    options: &onboarding_sqlx::SqlOptions,
+) -> Result<onboarding_sqlx::SqlBackend> {
+    backend.with_read_replica(read_url, options)
+}
+
+#[cfg(all(not(feature = "postgres"), any(feature = "mysql", feature = "sqlite")))]
+fn read_replica(
+    _: onboarding_sqlx::SqlBackend,
+    _: &str,
+    _: &onboarding_sqlx::SqlOptions,
+) -> Result<onboarding_sqlx::SqlBackend> {
+    Err(needs("postgres", "DATABASE_READ_URL"))
 }
 
 #[cfg(feature = "redis")]

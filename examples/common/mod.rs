@@ -28,6 +28,12 @@ pub struct CommonArgs {
         hide_env_values = true
     )]
     pub database_url: String,
+    /// A PostgreSQL streaming replica of `DATABASE_URL` for status, items and
+    /// organization reads (writes and a tenant's reads right after its own
+    /// writes stay on the primary; a replica behind by more than 500 ms or down
+    /// is skipped, `/ready` says `degraded`).
+    #[arg(long, env = "DATABASE_READ_URL", hide_env_values = true)]
+    pub database_read_url: Option<String>,
     /// `database` (the SQL table queue), `redis://…`, `amqp://…`, or `memory`.
     #[arg(
         long,
@@ -87,6 +93,7 @@ impl CommonArgs {
     /// The backend URLs of the flags (`Debug` hides their passwords).
     pub fn urls(&self) -> BackendUrls {
         BackendUrls::new(&self.database_url, &self.queue_url, &self.cache_url)
+            .with_read_database(self.database_read_url.clone())
             .with_prefix(self.hooks.prefix().map(str::to_owned))
             .with_queue_expiry(self.hooks.queue_expiry_ms.map(Duration::from_millis))
     }

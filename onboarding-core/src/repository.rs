@@ -357,6 +357,16 @@ pub trait OrgRepository: Send + Sync + 'static {
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<()>;
 
+    /// Why the repository works in a reduced way while `ping` succeeds (a
+    /// read replica down or behind: reads served by the primary), as a
+    /// short code for `/ready`; `None` when all is well.
+    ///
+    /// # Behavior
+    /// - `None` unless the implementation has such a part (the default).
+    fn degraded(&self) -> Option<&'static str> {
+        None
+    }
+
     /// The staging of file imports, when this backend has one.
     ///
     /// # Behavior

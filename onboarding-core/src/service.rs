@@ -179,6 +179,9 @@ pub struct Readiness {
     pub queue: Result<()>,
     /// The cache answered.
     pub cache: Result<()>,
+    /// Why the repository works in a reduced way, if it does (a read
+    /// replica down or behind): still ready, reads served by the primary.
+    pub degraded: Option<&'static str>,
 }
 
 impl Readiness {
@@ -533,6 +536,7 @@ impl OnboardingService {
             database,
             queue,
             cache,
+            degraded: b.repository.degraded(),
         }
     }
 

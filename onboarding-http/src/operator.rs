@@ -29,7 +29,7 @@ pub(crate) const DEPTH_REFRESH: Duration = Duration::from_secs(5);
 /// | route | answer |
 /// |---|---|
 /// | `GET /health` | 200 `{"status":"ok"}`: the process is up |
-/// | `GET /ready` | 200, or 503 with `Retry-After`, and the status of the database, queue and cache |
+/// | `GET /ready` | 200 (`ready`, or `degraded`: serving, a read replica down or behind), or 503 with `Retry-After`, and the status of the database, queue and cache |
 /// | `GET /metrics` | Prometheus text; the queue depth is read at most every 5 s |
 ///
 /// Serve it on a loopback or otherwise private address: it has no
@@ -60,7 +60,7 @@ struct Operator {
 /// One backend's readiness.
 #[derive(Debug, Serialize)]
 struct ComponentCheck {
-    /// `up` or `down`.
+    /// `up`, `degraded` (serving with less: a read replica down or behind) or `down`.
     status: &'static str,
     /// The error kind when down (details are in the server log).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,13 +87,15 @@ fn check(result: Option<&onboarding_core::Result<()>>, name: &str) -> ComponentC
     }
 }
 
-/// `{"status": "ready"|"unavailable", "checks": {"database": …, "queue": …, "cache": …}}`.
+/// `{"status": "ready"|"degraded"|"unavailable", "checks": {"database": …, "queue": …, "cache": …}}`:
+/// `degraded` (200) when every backend answers but the database works in a
+/// reduced way (a read replica down or behind, reads served by the primary).
 async fn ready(State(operator): State<Operator>) -> Response {
     let readiness = tokio::time::timeout(PROBE_TIMEOUT, operator.service.readiness())
         .await
         .ok();
     let ready = readiness.as_ref().is_some_and(|r| r.is_ready());
-    let checks: std::collections::BTreeMap<&str, ComponentCheck> = [
+    let mut checks: std::collections::BTreeMap<&str, ComponentCheck> = [
         ("database", readiness.as_ref().map(|r| &r.database)),
         ("queue", readiness.as_ref().map(|r| &r.queue)),
         ("cache", readiness.as_ref().map(|r| &r.cache)),
@@ -101,8 +103,19 @@ async fn ready(State(operator): State<Operator>) -> Response {
     .into_iter()
     .map(|(name, result)| (name, check(result, name)))
     .collect();
+    let degraded = readiness.as_ref().and_then(|r| r.degraded);
+    if let (true, Some(reason), Some(database)) = (ready, degraded, checks.get_mut("database")) {
+        *database = ComponentCheck {
+            status: "degraded",
+            error: Some(reason),
+        };
+    }
     let body = serde_json::json!({
-        "status": if ready { "ready" } else { "unavailable" },
+        "status": match (ready, degraded) {
+            (true, None) => "ready",
+            (true, Some(_)) => "degraded",
+            (false, _) => "unavailable",
+        },
         "checks": checks,
     });
     if ready {

@@ -28,6 +28,9 @@ mod wake;
 mod mysql;
 #[cfg(feature = "postgres")]
 mod pg;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod replica;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

@@ -34,6 +34,11 @@ use onboarding_core::testing::{Cleanup, TestBackend};
 
 use crate::{connect, Engine, SqlBackend, SqlOptions};
 
+#[cfg(feature = "postgres")]
+mod postgres_cluster;
+#[cfg(feature = "postgres")]
+pub use postgres_cluster::PostgresCluster;
+
 /// Test databases older than this are left-overs of a run that crashed.
 pub const STALE_AFTER: Duration = Duration::from_secs(6 * 3600);
 

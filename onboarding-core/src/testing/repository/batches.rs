@@ -952,4 +952,9 @@ pub async fn repository_ping_answers(backend: TestBackend) {
         .ping()
         .await
         .expect("ping of a running repository failed");
+    assert_eq!(
+        backend.repository.degraded(),
+        None,
+        "a repository with no replica is never degraded"
+    );
 }
