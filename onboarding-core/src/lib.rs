@@ -17,6 +17,7 @@ mod service;
 mod worker;
 
 pub mod failures;
+pub mod import;
 pub mod keys;
 pub mod limits;
 pub mod memory;

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::import::ImportStore;
 use crate::model::{
     Batch, BatchId, BatchItem, BatchState, BatchStatus, Change, ConflictPolicy, Domain, ItemId,
     ItemStatus, LeaseToken, NewOrganization, Organization, OrganizationId, SubmitMode, TenantId,
@@ -410,6 +411,15 @@ pub trait OrgRepository: Send + Sync + 'static {
     /// # Behavior
     /// - `None` unless the implementation has such a part (the default).
     fn degraded(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The staging of file imports, when this backend has one.
+    ///
+    /// # Behavior
+    /// - Backends that support imports answer `Some` and pass the `imports`
+    ///   conformance group; the default is `None`.
+    fn imports(&self) -> Option<&dyn ImportStore> {
         None
     }
 }

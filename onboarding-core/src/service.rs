@@ -617,7 +617,7 @@ fn batch_not_found(batch: BatchId) -> Error {
     Error::not_found(format!("batch {batch} does not exist"))
 }
 
-fn check_idempotency_key(key: &str) -> Result<()> {
+pub(crate) fn check_idempotency_key(key: &str) -> Result<()> {
     let ok = !key.is_empty()
         && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
         && key.bytes().all(|b| (0x21..=0x7e).contains(&b));

@@ -39,5 +39,5 @@ async fn setup() -> TestBackend {
 
 onboarding_core::conformance_tests!(
     setup,
-    [repository, queue, cache, guarantees, keys, webhooks, limits]
+    [repository, queue, cache, guarantees, imports, keys, webhooks, limits]
 );

@@ -223,6 +223,9 @@ pub struct HttpConfig {
     /// Largest accepted request body in bytes (default 2 MiB: 1000
     /// organizations with 255-character names fit with room to spare).
     pub body_limit: usize,
+    /// Largest file `POST /api/v1/imports` accepts, in bytes (default 1 GiB;
+    /// separate from [`HttpConfig::body_limit`]: a file is streamed, never held whole).
+    pub import_body_limit: u64,
     /// Longest a request may take before it is answered 503 (default 30 s).
     pub request_timeout: Duration,
     /// `Retry-After` sent with 503 answers (default 5 s).
@@ -288,6 +291,7 @@ impl Default for HttpConfig {
             api_keys: ApiKeys::new(),
             rate_limit: Some(RateLimit::default()),
             body_limit: Self::DEFAULT_BODY_LIMIT,
+            import_body_limit: Self::DEFAULT_IMPORT_BODY_LIMIT,
             request_timeout: Duration::from_secs(30),
             retry_after: Duration::from_secs(5),
             max_concurrent_submissions: Some(Self::DEFAULT_MAX_CONCURRENT_SUBMISSIONS),
@@ -301,6 +305,8 @@ impl Default for HttpConfig {
 impl HttpConfig {
     /// The default body limit: 2 MiB.
     pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+    /// The default [`HttpConfig::import_body_limit`]: 1 GiB.
+    pub const DEFAULT_IMPORT_BODY_LIMIT: u64 = 1024 * 1024 * 1024;
 
     /// The default [`max_concurrent_submissions`](Self::max_concurrent_submissions): 32.
     pub const DEFAULT_MAX_CONCURRENT_SUBMISSIONS: usize = 32;
@@ -341,6 +347,12 @@ impl HttpConfigBuilder {
     /// Sets the largest accepted body, in bytes.
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.config.body_limit = bytes;
+        self
+    }
+
+    /// Sets the largest accepted import file, in bytes.
+    pub fn import_body_limit(mut self, bytes: u64) -> Self {
+        self.config.import_body_limit = bytes;
         self
     }
 

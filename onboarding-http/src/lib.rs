@@ -43,7 +43,7 @@ pub use webhook::{UrlPolicy, WebhookConfig, WebhookSink, Webhooks};
 
 use app::{AppState, Shared};
 use auth::Authenticator;
-use handlers::{admin, batches, onboard, ops, webhooks};
+use handlers::{admin, batches, imports, onboard, ops, results, webhooks};
 use handlers::{events, failures, listing};
 use limits::TenantLimits;
 
@@ -91,8 +91,14 @@ pub fn router(service: OnboardingService, config: HttpConfig) -> Router {
         .route("/api/v1/bulk-onboard", post(onboard::v1))
         .route("/api/v1/bulk-onboard/validate", post(onboard::validate))
         .route("/api/v1/batches", get(listing::list))
+        // Files are streamed with their own limit (`import_body_limit`), not the JSON one.
+        .route(
+            "/api/v1/imports",
+            post(imports::create).layer(DefaultBodyLimit::disable()),
+        )
         .route("/api/v1/batches/{id}", get(batches::status))
         .route("/api/v1/batches/{id}/organizations", get(batches::items))
+        .route("/api/v1/batches/{id}/results", get(results::results))
         .route("/api/v1/batches/{id}/retry", post(batches::retry))
         .route("/api/v1/batches/{id}/cancel", post(batches::cancel))
         .route("/api/v1/batches/{id}/failures", get(failures::groups))

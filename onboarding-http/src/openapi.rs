@@ -6,7 +6,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
 
-use crate::handlers::{admin, batches, onboard, ops, webhooks};
+use crate::handlers::{admin, batches, imports, onboard, ops, results, webhooks};
 use crate::handlers::{events, failures, listing};
 
 /// The OpenAPI description of every route of [`crate::router`] (its links
@@ -21,8 +21,10 @@ use crate::handlers::{events, failures, listing};
         onboard::seed,
         onboard::v1,
         onboard::validate,
+        imports::create,
         batches::status,
         batches::items,
+        results::results,
         batches::retry,
         batches::cancel,
         listing::list,

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use onboarding_core::import::{ImportProgress, ImportRow, ImportStore, NewImport, RowError};
 use onboarding_core::model::{
     BatchId, BatchStatus, Domain, ItemId, Organization, TenantId, Timestamp,
 };
@@ -218,8 +219,95 @@ impl OrgRepository for DetachedRepository {
         .await
     }
 
+    fn imports(&self) -> Option<&dyn ImportStore> {
+        self.inner.imports().map(|_| self as &dyn ImportStore)
+    }
+
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
+    }
+}
+
+/// The inner repository's import staging, from a task of its own.
+fn staging(repository: &dyn OrgRepository) -> Result<&dyn ImportStore> {
+    repository
+        .imports()
+        .ok_or_else(|| Error::internal("the repository has no import staging"))
+}
+
+// Each call runs detached like the repository's: an upload whose client
+// goes away cannot leave a staging transaction open.
+#[async_trait]
+impl ImportStore for DetachedRepository {
+    async fn begin_import(&self, import: &NewImport) -> Result<()> {
+        let import = import.clone();
+        detached(&self.inner, |r| async move {
+            staging(r.as_ref())?.begin_import(&import).await
+        })
+        .await
+    }
+
+    async fn append_import(
+        &self,
+        batch: BatchId,
+        rows: &[ImportRow],
+        rejected: &[RowError],
+    ) -> Result<Vec<RowError>> {
+        let (rows, rejected) = (rows.to_vec(), rejected.to_vec());
+        detached(&self.inner, |r| async move {
+            staging(r.as_ref())?
+                .append_import(batch, &rows, &rejected)
+                .await
+        })
+        .await
+    }
+
+    async fn finish_import(&self, submission: &Submission) -> Result<StoreResult> {
+        let s = submission.clone();
+        detached(&self.inner, |r| async move {
+            staging(r.as_ref())?.finish_import(&s).await
+        })
+        .await
+    }
+
+    async fn abort_import(&self, batch: BatchId) -> Result<()> {
+        detached(&self.inner, |r| async move {
+            staging(r.as_ref())?.abort_import(batch).await
+        })
+        .await
+    }
+
+    async fn import_progress(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+    ) -> Result<Option<ImportProgress>> {
+        staging(self.inner.as_ref())?
+            .import_progress(tenant, batch)
+            .await
+    }
+
+    async fn staged_rows(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        lines: &[u32],
+    ) -> Result<Vec<ImportRow>> {
+        staging(self.inner.as_ref())?
+            .staged_rows(tenant, batch, lines)
+            .await
+    }
+
+    async fn rejected_rows(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        after_line: Option<u32>,
+        limit: u32,
+    ) -> Result<Option<Vec<RowError>>> {
+        staging(self.inner.as_ref())?
+            .rejected_rows(tenant, batch, after_line, limit)
+            .await
     }
 }
 

@@ -19,6 +19,8 @@ use onboarding_core::webhooks::{DeliveryLog, WebhookStore};
 mod detached;
 mod error;
 mod rows;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+mod staging;
 mod stores;
 mod wake;
 

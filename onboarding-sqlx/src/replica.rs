@@ -477,6 +477,11 @@ impl OrgRepository for ReplicaRouted {
     fn degraded(&self) -> Option<&'static str> {
         self.positions.lock().problem
     }
+
+    // Imports stage and read on the primary.
+    fn imports(&self) -> Option<&dyn onboarding_core::import::ImportStore> {
+        self.primary.imports()
+    }
 }
 
 #[cfg(test)]

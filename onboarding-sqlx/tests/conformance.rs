@@ -14,7 +14,10 @@ mod postgres {
         TestDatabase::test_backend(Engine::Postgres).await
     }
 
-    onboarding_core::conformance_tests!(setup, [repository, queue, guarantees, keys, webhooks]);
+    onboarding_core::conformance_tests!(
+        setup,
+        [repository, queue, guarantees, imports, keys, webhooks]
+    );
 }
 
 mod mysql {
@@ -24,7 +27,10 @@ mod mysql {
         TestDatabase::test_backend(Engine::MySql).await
     }
 
-    onboarding_core::conformance_tests!(setup, [repository, queue, guarantees, keys, webhooks]);
+    onboarding_core::conformance_tests!(
+        setup,
+        [repository, queue, guarantees, imports, keys, webhooks]
+    );
 }
 
 mod sqlite {
@@ -34,5 +40,8 @@ mod sqlite {
         TestDatabase::test_backend(Engine::Sqlite).await
     }
 
-    onboarding_core::conformance_tests!(setup, [repository, queue, guarantees, keys, webhooks]);
+    onboarding_core::conformance_tests!(
+        setup,
+        [repository, queue, guarantees, imports, keys, webhooks]
+    );
 }

@@ -3,6 +3,7 @@
 
 mod cache;
 mod events;
+mod imports;
 mod keys;
 mod queue;
 mod repository;

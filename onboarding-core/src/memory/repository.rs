@@ -25,6 +25,8 @@ use crate::repository::{
 #[derive(Debug, Default)]
 pub struct MemoryRepository {
     state: Mutex<State>,
+    /// Staged file imports (`memory/imports.rs`).
+    pub(super) uploads: super::imports::Uploads,
 }
 
 #[derive(Debug, Default)]
@@ -644,6 +646,10 @@ impl OrgRepository for MemoryRepository {
             }
         }
         Ok(old.len() as u64)
+    }
+
+    fn imports(&self) -> Option<&dyn crate::import::ImportStore> {
+        Some(self)
     }
 
     async fn ping(&self) -> Result<()> {

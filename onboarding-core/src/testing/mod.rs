@@ -84,6 +84,7 @@ pub mod cache;
 pub mod doubles;
 pub mod fixtures;
 pub mod guarantees;
+pub mod imports;
 pub mod keys;
 pub mod limits;
 pub mod namespace;
@@ -368,6 +369,18 @@ macro_rules! __conformance_cases {
             ]
         }
     };
+    (imports, $setup:path) => {
+        $crate::__conformance_tests! {
+            $setup, imports, [
+                import_is_invisible_until_finished,
+                import_finish_creates_one_batch,
+                import_refuses_duplicate_domains,
+                import_abort_keeps_nothing,
+                import_key_in_progress_conflicts,
+                import_replays_finished_keys,
+            ]
+        }
+    };
     (keys, $setup:path) => {
         $crate::__conformance_tests! {
             $setup, keys, [
@@ -462,7 +475,7 @@ macro_rules! __conformance_tests {
 /// Generates the conformance cases of the named groups as plain `#[test]`
 /// functions in a module named `conformance`; without a list, every group.
 ///
-/// The groups: `repository`, `queue`, `cache`, `keys`, `webhooks`,
+/// The groups: `repository`, `queue`, `cache`, `imports`, `keys`, `webhooks`,
 /// `limits` (one case per `# Behavior` bullet of the traits) and `guarantees` (ARCHITECTURE.md's guarantees through the
 /// service and real workers). A backend names the traits it implements,
 /// plus `guarantees`; the other fields of its [`TestBackend`](crate::testing::TestBackend)

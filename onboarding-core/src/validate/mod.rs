@@ -24,6 +24,8 @@ mod json;
 mod problem;
 mod request;
 
+pub(crate) use request::hex;
+
 pub use domain::normalize_domain;
 pub use fields::{normalize_email, normalize_name};
 pub use json::validate_json;

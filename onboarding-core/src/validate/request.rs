@@ -99,7 +99,7 @@ fn hash_str(hasher: &mut Sha256, s: &str) {
     hasher.update(s.as_bytes());
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for &b in bytes {

@@ -4,9 +4,11 @@ pub(crate) mod admin;
 pub(crate) mod batches;
 pub(crate) mod events;
 pub(crate) mod failures;
+pub(crate) mod imports;
 pub(crate) mod listing;
 pub(crate) mod onboard;
 pub(crate) mod ops;
+pub(crate) mod results;
 pub(crate) mod webhooks;
 
 use axum::extract::rejection::QueryRejection;

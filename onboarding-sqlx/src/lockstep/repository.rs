@@ -33,7 +33,7 @@ use crate::rows::{
     BATCH_COLUMNS, ITEM_COLUMNS, ORG_COLUMNS,
 };
 
-type Tx = Transaction<'static, Db>;
+pub(super) type Tx = Transaction<'static, Db>;
 
 /// The repository of this engine.
 #[derive(Debug, Clone)]
@@ -48,6 +48,11 @@ impl LockRepository {
 
     async fn begin(&self) -> Result<Tx> {
         dialect::begin_write(&self.pool).await
+    }
+
+    /// The pool (the import staging in `imports.rs` shares it).
+    pub(super) fn pool(&self) -> &Pool<Db> {
+        &self.pool
     }
 }
 
@@ -218,6 +223,118 @@ fn job_of(id: Uuid, tenant: String, available: Timestamp, now: Timestamp) -> Res
     })
 }
 
+/// Rows of organizations one `store_chunk` call may take (8 parameters each).
+pub(super) fn org_chunk_len(chunk_size: usize) -> usize {
+    chunk_len(chunk_size, dialect::MAX_PARAMS, 8)
+}
+
+/// Upserts one chunk of a submission's organizations (at most
+/// [`org_chunk_len`]) and inserts their items (shared by `store_submission`
+/// and the import's `finish_import`).
+pub(super) async fn store_chunk(
+    tx: &mut Tx,
+    s: &Submission,
+    chunk: &[(u32, onboarding_core::model::NewOrganization)],
+) -> Result<Vec<StoredItem>> {
+    let mut items = Vec::with_capacity(chunk.len());
+    let domains: Vec<&str> = chunk.iter().map(|(_, o)| o.domain.as_str()).collect();
+    let mut qb = QueryBuilder::new(
+        "SELECT id, domain, name, contact_email, status FROM organizations WHERE domain IN (",
+    );
+    let mut sep = qb.separated(", ");
+    for d in &domains {
+        sep.push_bind(*d);
+    }
+    sep.push_unseparated(")");
+    qb.push(dialect::FOR_UPDATE);
+    let existing: Vec<Existing> = qb.build_query_as().fetch_all(&mut **tx).await.db()?;
+    let existing: HashMap<String, Existing> = existing
+        .into_iter()
+        .map(|e| (e.domain.clone(), e))
+        .collect();
+
+    let mut writes = Vec::new();
+    let mut to_pending = Vec::new();
+    for (position, org) in chunk {
+        let (id, change, done) = match existing.get(org.domain.as_str()) {
+            None => {
+                let id = OrganizationId::new().0;
+                writes.push((id, org));
+                (id, Change::Created, false)
+            }
+            Some(e) if s.policy == ConflictPolicy::Skip => (e.id, Change::Skipped, true),
+            Some(e) if e.name == org.name && e.contact_email == org.contact_email => {
+                let done =
+                    rows::status(&e.status)? == ItemStatus::Completed && !s.reprocess_unchanged;
+                if !done {
+                    to_pending.push(e.id);
+                }
+                (e.id, Change::Unchanged, done)
+            }
+            Some(e) => {
+                writes.push((e.id, org));
+                (e.id, Change::Updated, false)
+            }
+        };
+        items.push(StoredItem {
+            item_id: ItemId::new(),
+            position: *position,
+            organization_id: OrganizationId(id),
+            domain: org.domain.clone(),
+            change,
+            status: if done {
+                ItemStatus::Completed
+            } else {
+                ItemStatus::Pending
+            },
+        });
+    }
+    if !writes.is_empty() {
+        let mut qb = QueryBuilder::new(
+                "INSERT INTO organizations (id, name, domain, contact_email, status, version, created_at, updated_at) ",
+            );
+        qb.push_values(&writes, |mut b, (id, org)| {
+            b.push_bind(*id)
+                .push_bind(org.name.as_str())
+                .push_bind(org.domain.as_str())
+                .push_bind(org.contact_email.as_str())
+                .push_bind("pending")
+                .push_bind(1_i64)
+                .push_bind(s.now)
+                .push_bind(s.now);
+        });
+        qb.push(dialect::UPSERT);
+        qb.build().execute(&mut **tx).await.db()?;
+    }
+    set_org_status(tx, &to_pending, ItemStatus::Pending).await?;
+    for chunk in items.chunks(chunk_len(s.chunk_size, dialect::MAX_PARAMS, 15)) {
+        let mut qb = QueryBuilder::new(
+                "INSERT INTO batch_items (id, batch_id, tenant, position, organization_id, domain, status,
+                    change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at, finished_at) ",
+            );
+        qb.push_values(chunk, |mut b, i| {
+            let done = i.status == ItemStatus::Completed;
+            b.push_bind(i.item_id.0)
+                .push_bind(s.batch_id.0)
+                .push_bind(s.tenant.as_str())
+                .push_bind(i64::from(i.position))
+                .push_bind(i.organization_id.0)
+                .push_bind(i.domain.as_str())
+                .push_bind(i.status.as_str())
+                .push_bind(i.change.as_str())
+                .push_bind(0_i64)
+                .push_bind(s.now)
+                .push_bind(s.sweep_at)
+                .push_bind("[]")
+                .push_bind(s.now)
+                .push_bind(s.now)
+                .push_bind(done.then_some(s.now));
+        });
+        qb.build().execute(&mut **tx).await.db()?;
+    }
+    Ok(items)
+}
+
 #[async_trait]
 impl OrgRepository for LockRepository {
     async fn store_submission(&self, s: &Submission) -> Result<StoreResult> {
@@ -263,101 +380,7 @@ impl OrgRepository for LockRepository {
         let mut items = Vec::with_capacity(s.organizations.len());
         let org_chunk = chunk_len(s.chunk_size, dialect::MAX_PARAMS, 8);
         for chunk in s.organizations.chunks(org_chunk) {
-            let domains: Vec<&str> = chunk.iter().map(|(_, o)| o.domain.as_str()).collect();
-            let mut qb = QueryBuilder::new(
-                "SELECT id, domain, name, contact_email, status FROM organizations WHERE domain IN (",
-            );
-            let mut sep = qb.separated(", ");
-            for d in &domains {
-                sep.push_bind(*d);
-            }
-            sep.push_unseparated(")");
-            qb.push(dialect::FOR_UPDATE);
-            let existing: Vec<Existing> = qb.build_query_as().fetch_all(&mut *tx).await.db()?;
-            let existing: HashMap<String, Existing> = existing
-                .into_iter()
-                .map(|e| (e.domain.clone(), e))
-                .collect();
-
-            let mut writes = Vec::new();
-            let mut to_pending = Vec::new();
-            for (position, org) in chunk {
-                let (id, change, done) = match existing.get(org.domain.as_str()) {
-                    None => {
-                        let id = OrganizationId::new().0;
-                        writes.push((id, org));
-                        (id, Change::Created, false)
-                    }
-                    Some(e) if s.policy == ConflictPolicy::Skip => (e.id, Change::Skipped, true),
-                    Some(e) if e.name == org.name && e.contact_email == org.contact_email => {
-                        let done = rows::status(&e.status)? == ItemStatus::Completed
-                            && !s.reprocess_unchanged;
-                        if !done {
-                            to_pending.push(e.id);
-                        }
-                        (e.id, Change::Unchanged, done)
-                    }
-                    Some(e) => {
-                        writes.push((e.id, org));
-                        (e.id, Change::Updated, false)
-                    }
-                };
-                items.push(StoredItem {
-                    item_id: ItemId::new(),
-                    position: *position,
-                    organization_id: OrganizationId(id),
-                    domain: org.domain.clone(),
-                    change,
-                    status: if done {
-                        ItemStatus::Completed
-                    } else {
-                        ItemStatus::Pending
-                    },
-                });
-            }
-            if !writes.is_empty() {
-                let mut qb = QueryBuilder::new(
-                    "INSERT INTO organizations (id, name, domain, contact_email, status, version, created_at, updated_at) ",
-                );
-                qb.push_values(&writes, |mut b, (id, org)| {
-                    b.push_bind(*id)
-                        .push_bind(org.name.as_str())
-                        .push_bind(org.domain.as_str())
-                        .push_bind(org.contact_email.as_str())
-                        .push_bind("pending")
-                        .push_bind(1_i64)
-                        .push_bind(s.now)
-                        .push_bind(s.now);
-                });
-                qb.push(dialect::UPSERT);
-                qb.build().execute(&mut *tx).await.db()?;
-            }
-            set_org_status(&mut tx, &to_pending, ItemStatus::Pending).await?;
-        }
-        for chunk in items.chunks(chunk_len(s.chunk_size, dialect::MAX_PARAMS, 15)) {
-            let mut qb = QueryBuilder::new(
-                "INSERT INTO batch_items (id, batch_id, tenant, position, organization_id, domain, status,
-                    change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at, finished_at) ",
-            );
-            qb.push_values(chunk, |mut b, i| {
-                let done = i.status == ItemStatus::Completed;
-                b.push_bind(i.item_id.0)
-                    .push_bind(s.batch_id.0)
-                    .push_bind(s.tenant.as_str())
-                    .push_bind(i64::from(i.position))
-                    .push_bind(i.organization_id.0)
-                    .push_bind(i.domain.as_str())
-                    .push_bind(i.status.as_str())
-                    .push_bind(i.change.as_str())
-                    .push_bind(0_i64)
-                    .push_bind(s.now)
-                    .push_bind(s.sweep_at)
-                    .push_bind("[]")
-                    .push_bind(s.now)
-                    .push_bind(s.now)
-                    .push_bind(done.then_some(s.now));
-            });
-            qb.build().execute(&mut *tx).await.db()?;
+            items.extend(store_chunk(&mut tx, s, chunk).await?);
         }
         let all_done = items.iter().all(|i| i.status == ItemStatus::Completed);
         if all_done {
@@ -1041,6 +1064,10 @@ impl OrgRepository for LockRepository {
         }
         tx.commit().await.db()?;
         Ok(ids.len() as u64)
+    }
+
+    fn imports(&self) -> Option<&dyn onboarding_core::import::ImportStore> {
+        Some(self)
     }
 
     async fn ping(&self) -> Result<()> {

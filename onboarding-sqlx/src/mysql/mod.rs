@@ -18,6 +18,9 @@ pub(crate) type Db = sqlx::MySql;
 // The same source is compiled once per engine, each time with this
 // module's `Db` and `dialect`: that is the point, not an accident.
 #[allow(clippy::duplicate_mod)]
+#[path = "../lockstep/imports.rs"]
+mod imports;
+#[allow(clippy::duplicate_mod)]
 #[path = "../lockstep/queue.rs"]
 mod queue;
 #[allow(clippy::duplicate_mod)]

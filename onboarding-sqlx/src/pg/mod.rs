@@ -9,6 +9,7 @@ use crate::detached::{DetachedQueue, DetachedRepository};
 use crate::error::{DbResultExt, SqlError};
 use crate::{DatabaseUrl, Engine, SqlBackend, SqlOptions};
 
+mod imports;
 mod queue;
 mod repository;
 

@@ -35,7 +35,7 @@ pub(crate) struct PgRepository {
     pool: PgPool,
 }
 
-type Tx = Transaction<'static, Postgres>;
+pub(super) type Tx = Transaction<'static, Postgres>;
 
 impl PgRepository {
     pub(crate) fn new(pool: PgPool) -> Self {
@@ -90,6 +90,11 @@ impl PgRepository {
     // so a plain `begin` cannot be interrupted half-way.
     async fn begin(&self) -> Result<Tx> {
         self.pool.begin().await.db()
+    }
+
+    /// The pool (the import staging in `imports.rs` shares it).
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
     }
 }
 
@@ -249,6 +254,80 @@ async fn upsert_chunk(
     Ok(found)
 }
 
+/// Upserts one chunk of a submission's organizations and inserts their
+/// items (shared by `store_submission` and the import's `finish_import`).
+pub(super) async fn store_chunk(
+    tx: &mut Tx,
+    s: &Submission,
+    chunk: &[(u32, onboarding_core::model::NewOrganization)],
+) -> Result<Vec<StoredItem>> {
+    let mut items = Vec::with_capacity(chunk.len());
+    let found = upsert_chunk(tx, s, chunk).await?;
+    let mut to_pending = Vec::new();
+    for (position, org) in chunk {
+        let up = found
+            .get(org.domain.as_str())
+            .ok_or_else(|| Error::internal(format!("upsert lost domain {}", org.domain)))?;
+        let done = up.change == Change::Skipped
+            || (up.change == Change::Unchanged
+                && up.status == ItemStatus::Completed
+                && !s.reprocess_unchanged);
+        if up.change == Change::Unchanged && !done {
+            to_pending.push(up.id);
+        }
+        items.push(StoredItem {
+            item_id: ItemId::new(),
+            position: *position,
+            organization_id: OrganizationId(up.id),
+            domain: org.domain.clone(),
+            change: up.change,
+            status: if done {
+                ItemStatus::Completed
+            } else {
+                ItemStatus::Pending
+            },
+        });
+    }
+    if !to_pending.is_empty() {
+        sqlx::query("UPDATE organizations SET status = 'pending' WHERE id = ANY($1)")
+            .bind(&to_pending)
+            .execute(&mut **tx)
+            .await
+            .db()?;
+    }
+    {
+        let chunk = &items;
+        let ids: Vec<Uuid> = chunk.iter().map(|i| i.item_id.0).collect();
+        let positions: Vec<i64> = chunk.iter().map(|i| i64::from(i.position)).collect();
+        let orgs: Vec<Uuid> = chunk.iter().map(|i| i.organization_id.0).collect();
+        let domains: Vec<&str> = chunk.iter().map(|i| i.domain.as_str()).collect();
+        let statuses: Vec<&str> = chunk.iter().map(|i| i.status.as_str()).collect();
+        let changes: Vec<&str> = chunk.iter().map(|i| i.change.as_str()).collect();
+        sqlx::query(
+                "INSERT INTO batch_items (id, batch_id, tenant, position, organization_id, domain, status,
+                    change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at, finished_at)
+                 SELECT u.id, $7, $8, u.position, u.org, u.domain, u.status, u.change, 0, $9, $10, '[]', $9, $9,
+                    CASE WHEN u.status = 'completed' THEN $9 END
+                 FROM UNNEST($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[])
+                    AS u(id, position, org, domain, status, change)",
+            )
+            .bind(ids)
+            .bind(positions)
+            .bind(orgs)
+            .bind(domains)
+            .bind(statuses)
+            .bind(changes)
+            .bind(s.batch_id.0)
+            .bind(s.tenant.as_str())
+            .bind(s.now)
+            .bind(s.sweep_at)
+            .execute(&mut **tx)
+            .await
+            .db()?;
+    }
+    Ok(items)
+}
+
 #[async_trait]
 impl OrgRepository for PgRepository {
     async fn store_submission(&self, s: &Submission) -> Result<StoreResult> {
@@ -286,68 +365,7 @@ impl OrgRepository for PgRepository {
 
         let mut items = Vec::with_capacity(s.organizations.len());
         for chunk in s.organizations.chunks(s.chunk_size.max(1)) {
-            let found = upsert_chunk(&mut tx, s, chunk).await?;
-            let mut to_pending = Vec::new();
-            for (position, org) in chunk {
-                let up = found
-                    .get(org.domain.as_str())
-                    .ok_or_else(|| Error::internal(format!("upsert lost domain {}", org.domain)))?;
-                let done = up.change == Change::Skipped
-                    || (up.change == Change::Unchanged
-                        && up.status == ItemStatus::Completed
-                        && !s.reprocess_unchanged);
-                if up.change == Change::Unchanged && !done {
-                    to_pending.push(up.id);
-                }
-                items.push(StoredItem {
-                    item_id: ItemId::new(),
-                    position: *position,
-                    organization_id: OrganizationId(up.id),
-                    domain: org.domain.clone(),
-                    change: up.change,
-                    status: if done {
-                        ItemStatus::Completed
-                    } else {
-                        ItemStatus::Pending
-                    },
-                });
-            }
-            if !to_pending.is_empty() {
-                sqlx::query("UPDATE organizations SET status = 'pending' WHERE id = ANY($1)")
-                    .bind(&to_pending)
-                    .execute(&mut *tx)
-                    .await
-                    .db()?;
-            }
-        }
-        for chunk in items.chunks(s.chunk_size.max(1)) {
-            let ids: Vec<Uuid> = chunk.iter().map(|i| i.item_id.0).collect();
-            let positions: Vec<i64> = chunk.iter().map(|i| i64::from(i.position)).collect();
-            let orgs: Vec<Uuid> = chunk.iter().map(|i| i.organization_id.0).collect();
-            let domains: Vec<&str> = chunk.iter().map(|i| i.domain.as_str()).collect();
-            let statuses: Vec<&str> = chunk.iter().map(|i| i.status.as_str()).collect();
-            let changes: Vec<&str> = chunk.iter().map(|i| i.change.as_str()).collect();
-            sqlx::query(
-                "INSERT INTO batch_items (id, batch_id, tenant, position, organization_id, domain, status,
-                    change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at, finished_at)
-                 SELECT u.id, $7, $8, u.position, u.org, u.domain, u.status, u.change, 0, $9, $10, '[]', $9, $9,
-                    CASE WHEN u.status = 'completed' THEN $9 END
-                 FROM UNNEST($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[])
-                    AS u(id, position, org, domain, status, change)",
-            )
-            .bind(ids)
-            .bind(positions)
-            .bind(orgs)
-            .bind(domains)
-            .bind(statuses)
-            .bind(changes)
-            .bind(s.batch_id.0)
-            .bind(s.tenant.as_str())
-            .bind(s.now)
-            .bind(s.sweep_at)
-            .execute(&mut *tx)
-            .await
-            .db()?;
+            items.extend(store_chunk(&mut tx, s, chunk).await?);
         }
         let all_done = items.iter().all(|i| i.status == ItemStatus::Completed);
         let batch: BatchRow = sqlx::query_as(&format!(
@@ -817,6 +835,10 @@ impl OrgRepository for PgRepository {
         .await
         .db()?;
         Ok(u64::try_from(done.len()).unwrap_or(u64::MAX))
+    }
+
+    fn imports(&self) -> Option<&dyn onboarding_core::import::ImportStore> {
+        Some(self)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -1,0 +1,411 @@
+//! [`ImportStore`](crate::import::ImportStore) cases: one per `# Behavior`
+//! bullet, each in its own random tenant with random domains.
+
+use crate::error::ErrorKind;
+use crate::import::{ImportRow, ImportState, ImportStore, NewImport, RowError};
+use crate::model::{BatchId, Change, ConflictPolicy, ItemStatus, NewOrganization, TenantId};
+use crate::repository::{ItemQuery, StoreResult, Submission};
+use crate::testing::fixtures;
+use crate::testing::TestBackend;
+
+fn store(backend: &TestBackend) -> &dyn ImportStore {
+    backend
+        .repository
+        .imports()
+        .expect("the backend runs the imports group but has no ImportStore")
+}
+
+async fn begin(store: &dyn ImportStore, tenant: &TenantId, key: Option<&str>) -> BatchId {
+    let batch = BatchId::new();
+    store
+        .begin_import(&NewImport {
+            batch_id: batch,
+            tenant: tenant.clone(),
+            idempotency_key: key.map(str::to_owned),
+            now: crate::model::now(),
+        })
+        .await
+        .expect("begin_import failed");
+    batch
+}
+
+/// Rows at lines `first..` for these organizations.
+fn rows(first: u32, organizations: &[NewOrganization]) -> Vec<ImportRow> {
+    (first..)
+        .zip(organizations)
+        .map(|(line, o)| ImportRow {
+            line,
+            organization: o.clone(),
+            external_id: Some(format!("ext-{line}")),
+        })
+        .collect()
+}
+
+fn new_orgs(n: usize) -> Vec<NewOrganization> {
+    (0..n)
+        .map(|_| fixtures::organization(&fixtures::domain()))
+        .collect()
+}
+
+fn finishing(tenant: &TenantId, batch: BatchId, key: Option<&str>) -> Submission {
+    let mut s = fixtures::submission_of(tenant, Vec::new(), ConflictPolicy::Update);
+    s.batch_id = batch;
+    s.idempotency_key = key.map(str::to_owned);
+    s.request_hash = "import-hash".to_owned();
+    s
+}
+
+fn bad_row(line: u32) -> RowError {
+    RowError::line(line, "invalid_utf8", "the line is not UTF-8")
+}
+
+/// An upload in progress is no batch: status, items and the sweeper don't see it; its counters do.
+pub async fn import_is_invisible_until_finished(backend: TestBackend) {
+    let store = store(&backend);
+    let tenant = fixtures::tenant();
+    let batch = begin(store, &tenant, None).await;
+    let orgs = new_orgs(3);
+    let dups = store
+        .append_import(
+            batch,
+            &rows(2, &orgs),
+            &[bad_row(5), bad_row(5), bad_row(6)],
+        )
+        .await
+        .expect("append_import failed");
+    assert!(dups.is_empty());
+    let repo = &backend.repository;
+    assert!(repo
+        .batch_status(&tenant, batch)
+        .await
+        .expect("store call failed")
+        .is_none());
+    assert!(repo
+        .organization_by_domain(&orgs[0].domain)
+        .await
+        .expect("store call failed")
+        .is_none());
+    let progress = store
+        .import_progress(&tenant, batch)
+        .await
+        .expect("store call failed")
+        .expect("progress of a receiving upload");
+    assert_eq!(progress.state, ImportState::Receiving);
+    assert_eq!(
+        (
+            progress.rows_received,
+            progress.rows_stored,
+            progress.rows_rejected
+        ),
+        (5, 3, 2)
+    );
+    let other = fixtures::tenant();
+    assert!(store
+        .import_progress(&other, batch)
+        .await
+        .expect("store call failed")
+        .is_none());
+    store.abort_import(batch).await.expect("store call failed");
+}
+
+/// Finishing creates one batch: one item per staged row at its line, upserted like a submission.
+pub async fn import_finish_creates_one_batch(backend: TestBackend) {
+    let store = store(&backend);
+    let repo = &backend.repository;
+    let tenant = fixtures::tenant();
+    // One domain exists already with other data: Updated.
+    let existing = new_orgs(1);
+    fixtures::store(
+        repo.as_ref(),
+        &fixtures::submission_of(&tenant, existing.clone(), ConflictPolicy::Update),
+    )
+    .await;
+    let batch = begin(store, &tenant, None).await;
+    let mut orgs = new_orgs(1200);
+    orgs.push(fixtures::renamed(&existing[0]));
+    for (i, chunk) in orgs.chunks(500).enumerate() {
+        let first = 2 + u32::try_from(i * 500).expect("small");
+        store
+            .append_import(batch, &rows(first, chunk), &[])
+            .await
+            .expect("store call failed");
+    }
+    store
+        .append_import(batch, &[], &[bad_row(5000)])
+        .await
+        .expect("store call failed");
+    let answer = store
+        .finish_import(&finishing(&tenant, batch, None))
+        .await
+        .expect("finish_import failed");
+    let StoreResult::Stored {
+        batch: stored,
+        items,
+    } = answer
+    else {
+        panic!("expected Stored, got {answer:?}")
+    };
+    assert_eq!(stored.id, batch);
+    assert_eq!(stored.total, 1201);
+    assert!(items.is_empty());
+    let status = repo
+        .batch_status(&tenant, batch)
+        .await
+        .expect("store call failed")
+        .expect("expected Some");
+    assert_eq!(status.counts.pending, 1201);
+    assert_eq!(status.counts.created, 1200);
+    assert_eq!(status.counts.updated, 1);
+    let page = repo
+        .list_items(
+            &tenant,
+            batch,
+            &ItemQuery {
+                status: None,
+                limit: 5,
+                after_position: None,
+            },
+        )
+        .await
+        .expect("store call failed")
+        .expect("store call failed");
+    let positions: Vec<u32> = page.items.iter().map(|i| i.position).collect();
+    assert_eq!(positions, vec![2, 3, 4, 5, 6]);
+    assert_eq!(page.items[0].domain, orgs[0].domain);
+    assert_eq!(page.items[0].change, Change::Created);
+    assert_eq!(page.items[0].status, ItemStatus::Pending);
+    let org = repo
+        .organization_by_domain(&existing[0].domain)
+        .await
+        .expect("store call failed")
+        .expect("store call failed");
+    assert_eq!(org.name, orgs[1200].name);
+    let progress = store
+        .import_progress(&tenant, batch)
+        .await
+        .expect("store call failed")
+        .expect("store call failed");
+    assert_eq!(progress.state, ImportState::Stored);
+    assert_eq!((progress.rows_stored, progress.rows_rejected), (1201, 1));
+    let rejected = store
+        .rejected_rows(&tenant, batch, None, 10)
+        .await
+        .expect("store call failed")
+        .expect("store call failed");
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].line, 5000);
+    let mut staged = store
+        .staged_rows(&tenant, batch, &[3, 2, 99_999])
+        .await
+        .expect("staged_rows failed");
+    staged.sort_by_key(|r| r.line);
+    assert_eq!(staged.len(), 2);
+    assert_eq!((staged[0].line, staged[1].line), (2, 3));
+    assert_eq!(staged[0].organization, orgs[0]);
+    assert_eq!(staged[0].external_id.as_deref(), Some("ext-2"));
+    let foreign = store
+        .staged_rows(&fixtures::tenant(), batch, &[2])
+        .await
+        .expect("staged_rows failed");
+    assert!(foreign.is_empty());
+    // Finished uploads take no more rows.
+    let late = store
+        .append_import(batch, &rows(9000, &new_orgs(1)), &[])
+        .await;
+    assert_eq!(
+        late.expect_err("expected an error").kind(),
+        ErrorKind::NotFound
+    );
+}
+
+/// A domain staged before (in an earlier chunk or the same one) is refused, naming the earlier line.
+pub async fn import_refuses_duplicate_domains(backend: TestBackend) {
+    let store = store(&backend);
+    let tenant = fixtures::tenant();
+    let batch = begin(store, &tenant, None).await;
+    let orgs = new_orgs(2);
+    store
+        .append_import(batch, &rows(2, &orgs), &[])
+        .await
+        .expect("store call failed");
+    let again = vec![
+        fixtures::renamed(&orgs[1]),
+        orgs[0].clone(),
+        new_orgs(1)[0].clone(),
+    ];
+    let mut chunk = rows(10, &again);
+    chunk.push(ImportRow {
+        line: 20,
+        ..chunk[2].clone()
+    });
+    let dups = store
+        .append_import(batch, &chunk, &[])
+        .await
+        .expect("store call failed");
+    let got: Vec<(u32, &str)> = dups.iter().map(|d| (d.line, d.code.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (10, "domain_duplicate"),
+            (11, "domain_duplicate"),
+            (20, "domain_duplicate")
+        ]
+    );
+    assert!(dups[0].detail.contains("line 3"), "{}", dups[0].detail);
+    assert!(dups[1].detail.contains("line 2"), "{}", dups[1].detail);
+    assert!(dups[2].detail.contains("line 12"), "{}", dups[2].detail);
+    assert_eq!(dups[0].external_id.as_deref(), Some("ext-10"));
+    let progress = store
+        .import_progress(&tenant, batch)
+        .await
+        .expect("store call failed")
+        .expect("store call failed");
+    assert_eq!(
+        (
+            progress.rows_received,
+            progress.rows_stored,
+            progress.rows_rejected
+        ),
+        (6, 3, 3)
+    );
+    let StoreResult::Stored { batch: stored, .. } = store
+        .finish_import(&finishing(&tenant, batch, None))
+        .await
+        .expect("store call failed")
+    else {
+        panic!("not stored")
+    };
+    assert_eq!(stored.total, 3);
+    let rejected = store
+        .rejected_rows(&tenant, batch, Some(10), 10)
+        .await
+        .expect("store call failed")
+        .expect("store call failed");
+    let lines: Vec<u32> = rejected.iter().map(|r| r.line).collect();
+    assert_eq!(lines, vec![11, 20]);
+}
+
+/// Aborting keeps nothing: no batch, no organization, no counters; unknown uploads are fine.
+pub async fn import_abort_keeps_nothing(backend: TestBackend) {
+    let store = store(&backend);
+    let tenant = fixtures::tenant();
+    let batch = begin(store, &tenant, Some("k")).await;
+    let orgs = new_orgs(5);
+    store
+        .append_import(batch, &rows(2, &orgs), &[bad_row(9)])
+        .await
+        .expect("store call failed");
+    store.abort_import(batch).await.expect("abort failed");
+    store
+        .abort_import(batch)
+        .await
+        .expect("second abort failed");
+    assert!(store
+        .import_progress(&tenant, batch)
+        .await
+        .expect("store call failed")
+        .is_none());
+    assert!(store
+        .rejected_rows(&tenant, batch, None, 10)
+        .await
+        .expect("store call failed")
+        .is_none());
+    let repo = &backend.repository;
+    assert!(repo
+        .batch_status(&tenant, batch)
+        .await
+        .expect("store call failed")
+        .is_none());
+    for o in &orgs {
+        assert!(repo
+            .organization_by_domain(&o.domain)
+            .await
+            .expect("store call failed")
+            .is_none());
+    }
+    let late = store.finish_import(&finishing(&tenant, batch, None)).await;
+    assert_eq!(
+        late.expect_err("expected an error").kind(),
+        ErrorKind::NotFound
+    );
+    // The key is free again.
+    let again = begin(store, &tenant, Some("k")).await;
+    store.abort_import(again).await.expect("store call failed");
+}
+
+/// A key in use by an upload still receiving is a conflict; another tenant's same key is not.
+pub async fn import_key_in_progress_conflicts(backend: TestBackend) {
+    let store = store(&backend);
+    let tenant = fixtures::tenant();
+    let first = begin(store, &tenant, Some("same")).await;
+    let second = store
+        .begin_import(&NewImport {
+            batch_id: BatchId::new(),
+            tenant: tenant.clone(),
+            idempotency_key: Some("same".to_owned()),
+            now: crate::model::now(),
+        })
+        .await;
+    assert_eq!(
+        second.expect_err("expected an error").kind(),
+        ErrorKind::Conflict
+    );
+    let other = begin(store, &fixtures::tenant(), Some("same")).await;
+    store.abort_import(first).await.expect("store call failed");
+    store.abort_import(other).await.expect("store call failed");
+}
+
+/// A finished key answers Replayed (same hash) or KeyConflict (other hash), and the upload is discarded.
+pub async fn import_replays_finished_keys(backend: TestBackend) {
+    let store = store(&backend);
+    let tenant = fixtures::tenant();
+    let first = begin(store, &tenant, Some("done")).await;
+    store
+        .append_import(first, &rows(2, &new_orgs(2)), &[])
+        .await
+        .expect("store call failed");
+    store
+        .finish_import(&finishing(&tenant, first, Some("done")))
+        .await
+        .expect("store call failed");
+    let second = begin(store, &tenant, Some("done")).await;
+    let late_orgs = new_orgs(2);
+    store
+        .append_import(second, &rows(2, &late_orgs), &[])
+        .await
+        .expect("store call failed");
+    let answer = store
+        .finish_import(&finishing(&tenant, second, Some("done")))
+        .await
+        .expect("store call failed");
+    let StoreResult::Replayed { batch } = answer else {
+        panic!("expected Replayed, got {answer:?}")
+    };
+    assert_eq!(batch.id, first);
+    assert!(store
+        .import_progress(&tenant, second)
+        .await
+        .expect("store call failed")
+        .is_none());
+    let repo = &backend.repository;
+    assert!(repo
+        .organization_by_domain(&late_orgs[0].domain)
+        .await
+        .expect("store call failed")
+        .is_none());
+    let third = begin(store, &tenant, Some("done")).await;
+    store
+        .append_import(third, &rows(2, &new_orgs(1)), &[])
+        .await
+        .expect("store call failed");
+    let mut other = finishing(&tenant, third, Some("done"));
+    other.request_hash = "another-hash".to_owned();
+    let answer = store
+        .finish_import(&other)
+        .await
+        .expect("store call failed");
+    assert!(
+        matches!(answer, StoreResult::KeyConflict { .. }),
+        "{answer:?}"
+    );
+}

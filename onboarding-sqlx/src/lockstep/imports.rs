@@ -1,0 +1,348 @@
+//! `ImportStore` for MySQL/MariaDB and SQLite: rows staged with multi-row
+//! inserts per chunk; the finish reads them back in chunks (keyset by line)
+//! inside one write transaction and stores them with the submission's own
+//! `store_chunk`.
+//!
+//! Compiled once per engine (`#[path]`), like `repository.rs`.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use onboarding_core::import::{ImportProgress, ImportRow, ImportStore, NewImport, RowError};
+use onboarding_core::model::{BatchId, Domain, ItemStatus, NewOrganization, TenantId};
+use onboarding_core::repository::{StoreResult, Submission};
+use onboarding_core::{Error, ErrorKind, Result};
+use sqlx::{QueryBuilder, Row};
+
+use super::dialect;
+use super::repository::{org_chunk_len, store_chunk, LockRepository, Tx};
+use crate::chunk_len;
+use crate::error::{is_unique_violation, DbResultExt};
+use crate::rows::{mode_str, policy_str, BatchRow, BATCH_COLUMNS};
+use crate::staging::{
+    numbered, split_duplicates, ProgressRow, RejectionRow, PROGRESS_COLUMNS, RECEIVING,
+    REJECTION_COLUMNS, STORED,
+};
+
+fn not_receiving(batch: BatchId) -> Error {
+    Error::not_found(format!("no upload {batch} is being received"))
+}
+
+/// Locks the upload's row when it is still receiving.
+async fn lock_receiving(tx: &mut Tx, batch: BatchId) -> Result<Option<i64>> {
+    sqlx::query_scalar(&format!(
+        "SELECT rows_stored FROM imports WHERE batch_id = ? AND state = ?{}",
+        dialect::FOR_UPDATE
+    ))
+    .bind(batch.0)
+    .bind(RECEIVING)
+    .fetch_optional(&mut **tx)
+    .await
+    .db()
+}
+
+async fn insert_rejections<'a>(
+    tx: &mut Tx,
+    batch: BatchId,
+    refused: impl IntoIterator<Item = &'a RowError>,
+) -> Result<()> {
+    let numbered = numbered(refused);
+    for chunk in numbered.chunks(chunk_len(usize::MAX, dialect::MAX_PARAMS, 8)) {
+        let mut qb = QueryBuilder::new(
+            "INSERT INTO import_rejections (batch_id, line_no, seq, column_name, code, detail, field_value, external_id) ",
+        );
+        qb.push_values(chunk, |mut b, (seq, e)| {
+            b.push_bind(batch.0)
+                .push_bind(i64::from(e.line))
+                .push_bind(*seq)
+                .push_bind(e.column.as_deref())
+                .push_bind(e.code.as_str())
+                .push_bind(e.detail.as_str())
+                .push_bind(e.value.as_deref())
+                .push_bind(e.external_id.as_deref());
+        });
+        qb.build().execute(&mut **tx).await.db()?;
+    }
+    Ok(())
+}
+
+async fn delete_upload(tx: &mut Tx, batch: BatchId) -> Result<()> {
+    for table in ["import_rows", "import_rejections", "imports"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE batch_id = ?"))
+            .bind(batch.0)
+            .execute(&mut **tx)
+            .await
+            .db()?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ImportStore for LockRepository {
+    async fn begin_import(&self, import: &NewImport) -> Result<()> {
+        let inserted = sqlx::query(
+            "INSERT INTO imports (batch_id, tenant, idempotency_key, state, started_at)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(import.batch_id.0)
+        .bind(import.tenant.as_str())
+        .bind(import.idempotency_key.as_deref())
+        .bind(RECEIVING)
+        .bind(import.now)
+        .execute(self.pool())
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(Error::new(
+                ErrorKind::Conflict,
+                "an upload with this idempotency key is still in progress",
+            )),
+            Err(e) => Err(crate::error::driver(e)),
+        }
+    }
+
+    async fn append_import(
+        &self,
+        batch: BatchId,
+        rows: &[ImportRow],
+        rejected: &[RowError],
+    ) -> Result<Vec<RowError>> {
+        let mut tx = dialect::begin_write(self.pool()).await?;
+        if lock_receiving(&mut tx, batch).await?.is_none() {
+            return Err(not_receiving(batch));
+        }
+        let mut earlier: HashMap<String, i64> = HashMap::new();
+        for chunk in rows.chunks(
+            chunk_len(usize::MAX, dialect::MAX_PARAMS, 1)
+                .saturating_sub(1)
+                .max(1),
+        ) {
+            let mut qb =
+                QueryBuilder::new("SELECT domain, line_no FROM import_rows WHERE batch_id = ");
+            qb.push_bind(batch.0).push(" AND domain IN (");
+            let mut sep = qb.separated(", ");
+            for r in chunk {
+                sep.push_bind(r.organization.domain.as_str());
+            }
+            sep.push_unseparated(")");
+            for r in qb.build().fetch_all(&mut *tx).await.db()? {
+                earlier.insert(r.try_get("domain").db()?, r.try_get("line_no").db()?);
+            }
+        }
+        let (fresh, duplicates) = split_duplicates(rows, &earlier);
+        for chunk in fresh.chunks(chunk_len(usize::MAX, dialect::MAX_PARAMS, 6)) {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO import_rows (batch_id, line_no, name, domain, contact_email, external_id) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(batch.0)
+                    .push_bind(i64::from(r.line))
+                    .push_bind(r.organization.name.as_str())
+                    .push_bind(r.organization.domain.as_str())
+                    .push_bind(r.organization.contact_email.as_str())
+                    .push_bind(r.external_id.as_deref());
+            });
+            qb.build().execute(&mut *tx).await.db()?;
+        }
+        insert_rejections(&mut tx, batch, rejected.iter().chain(&duplicates)).await?;
+        let refused =
+            i64::try_from(onboarding_core::import::refused_rows(rejected)).unwrap_or(i64::MAX);
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        sqlx::query(
+            "UPDATE imports SET rows_received = rows_received + ?, rows_stored = rows_stored + ?,
+                rows_rejected = rows_rejected + ? WHERE batch_id = ?",
+        )
+        .bind(count(rows.len()) + refused)
+        .bind(count(fresh.len()))
+        .bind(refused + count(duplicates.len()))
+        .bind(batch.0)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        tx.commit().await.db()?;
+        Ok(duplicates)
+    }
+
+    async fn finish_import(&self, s: &Submission) -> Result<StoreResult> {
+        let mut tx = dialect::begin_write(self.pool()).await?;
+        let Some(total) = lock_receiving(&mut tx, s.batch_id).await? else {
+            return Err(not_receiving(s.batch_id));
+        };
+        if let Some(key) = &s.idempotency_key {
+            let earlier: Option<BatchRow> = sqlx::query_as(&format!(
+                "SELECT {BATCH_COLUMNS} FROM batches WHERE tenant = ? AND idempotency_key = ?{}",
+                dialect::FOR_UPDATE
+            ))
+            .bind(s.tenant.as_str())
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
+            if let Some(batch) = earlier {
+                delete_upload(&mut tx, s.batch_id).await?;
+                tx.commit().await.db()?;
+                let batch = batch.into_model()?;
+                return Ok(if batch.request_hash == s.request_hash {
+                    StoreResult::Replayed { batch }
+                } else {
+                    StoreResult::KeyConflict { batch }
+                });
+            }
+        }
+        sqlx::query(
+            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.batch_id.0)
+        .bind(s.tenant.as_str())
+        .bind(s.idempotency_key.as_deref())
+        .bind(&s.request_hash)
+        .bind(total)
+        .bind(policy_str(s.policy))
+        .bind(mode_str(s.mode))
+        .bind(s.now)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        let chunk = i64::try_from(org_chunk_len(s.chunk_size)).unwrap_or(500);
+        let mut after = 0_i64;
+        let mut all_done = true;
+        loop {
+            let rows = sqlx::query(
+                "SELECT line_no, name, domain, contact_email FROM import_rows
+                 WHERE batch_id = ? AND line_no > ? ORDER BY line_no LIMIT ?",
+            )
+            .bind(s.batch_id.0)
+            .bind(after)
+            .bind(chunk)
+            .fetch_all(&mut *tx)
+            .await
+            .db()?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut organizations = Vec::with_capacity(rows.len());
+            for r in rows {
+                let line: i64 = r.try_get("line_no").db()?;
+                after = line;
+                organizations.push((
+                    u32::try_from(line).unwrap_or(u32::MAX),
+                    NewOrganization {
+                        name: r.try_get("name").db()?,
+                        domain: Domain::from_normalized(r.try_get::<String, _>("domain").db()?),
+                        contact_email: r.try_get("contact_email").db()?,
+                    },
+                ));
+            }
+            let items = store_chunk(&mut tx, s, &organizations).await?;
+            all_done &= items.iter().all(|i| i.status == ItemStatus::Completed);
+        }
+        if all_done {
+            sqlx::query("UPDATE batches SET completed_at = ? WHERE id = ?")
+                .bind(s.now)
+                .bind(s.batch_id.0)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+        }
+        sqlx::query("UPDATE imports SET state = ? WHERE batch_id = ?")
+            .bind(STORED)
+            .bind(s.batch_id.0)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        let batch: BatchRow =
+            sqlx::query_as(&format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?"))
+                .bind(s.batch_id.0)
+                .fetch_one(&mut *tx)
+                .await
+                .db()?;
+        tx.commit().await.db()?;
+        Ok(StoreResult::Stored {
+            batch: batch.into_model()?,
+            items: Vec::new(),
+        })
+    }
+
+    async fn abort_import(&self, batch: BatchId) -> Result<()> {
+        let mut tx = dialect::begin_write(self.pool()).await?;
+        if lock_receiving(&mut tx, batch).await?.is_some() {
+            delete_upload(&mut tx, batch).await?;
+        }
+        tx.commit().await.db()?;
+        Ok(())
+    }
+
+    async fn import_progress(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+    ) -> Result<Option<ImportProgress>> {
+        let row: Option<ProgressRow> = sqlx::query_as(&format!(
+            "SELECT {PROGRESS_COLUMNS} FROM imports WHERE batch_id = ? AND tenant = ?"
+        ))
+        .bind(batch.0)
+        .bind(tenant.as_str())
+        .fetch_optional(self.pool())
+        .await
+        .db()?;
+        row.map(ProgressRow::into_model).transpose()
+    }
+
+    async fn staged_rows(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        lines: &[u32],
+    ) -> Result<Vec<ImportRow>> {
+        let mut out = Vec::with_capacity(lines.len());
+        for chunk in lines.chunks(
+            chunk_len(usize::MAX, dialect::MAX_PARAMS, 1)
+                .saturating_sub(2)
+                .max(1),
+        ) {
+            let mut qb = QueryBuilder::new(
+                "SELECT r.line_no, r.name, r.domain, r.contact_email, r.external_id
+                 FROM import_rows r JOIN imports i ON i.batch_id = r.batch_id WHERE r.batch_id = ",
+            );
+            qb.push_bind(batch.0)
+                .push(" AND i.tenant = ")
+                .push_bind(tenant.as_str())
+                .push(" AND r.line_no IN (");
+            let mut sep = qb.separated(", ");
+            for line in chunk {
+                sep.push_bind(i64::from(*line));
+            }
+            sep.push_unseparated(")");
+            for r in qb.build().fetch_all(self.pool()).await.db()? {
+                out.push(crate::staging::staged_row(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn rejected_rows(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        after_line: Option<u32>,
+        limit: u32,
+    ) -> Result<Option<Vec<RowError>>> {
+        if self.import_progress(tenant, batch).await?.is_none() {
+            return Ok(None);
+        }
+        let rows: Vec<RejectionRow> = sqlx::query_as(&format!(
+            "SELECT {REJECTION_COLUMNS} FROM import_rejections
+             WHERE batch_id = ? AND line_no > ? ORDER BY line_no, seq LIMIT ?"
+        ))
+        .bind(batch.0)
+        .bind(after_line.map_or(-1, i64::from))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .db()?;
+        Ok(Some(
+            rows.into_iter().map(RejectionRow::into_model).collect(),
+        ))
+    }
+}

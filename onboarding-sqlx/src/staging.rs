@@ -1,0 +1,137 @@
+//! What every engine's `ImportStore` shares: the rows of a chunk that are
+//! new in their upload, and the refused rows numbered per line.
+
+use std::collections::HashMap;
+
+use onboarding_core::import::{ImportProgress, ImportRow, ImportState, RowError};
+use onboarding_core::model::{BatchId, Domain, NewOrganization, Timestamp};
+use sqlx::Row;
+
+use crate::error::DbResultExt;
+use onboarding_core::Result;
+
+/// The rows of a chunk to stage, and the refusals of those whose domain an
+/// earlier line has (`earlier`: domain → line of the rows staged before).
+pub(crate) fn split_duplicates<'a>(
+    rows: &'a [ImportRow],
+    earlier: &HashMap<String, i64>,
+) -> (Vec<&'a ImportRow>, Vec<RowError>) {
+    let mut first_in_chunk: HashMap<&str, u32> = HashMap::with_capacity(rows.len());
+    let mut fresh = Vec::with_capacity(rows.len());
+    let mut duplicates = Vec::new();
+    for row in rows {
+        let domain = row.organization.domain.as_str();
+        if let Some(&line) = earlier.get(domain) {
+            duplicates.push(RowError::duplicate(row, u32::try_from(line).unwrap_or(0)));
+        } else if let Some(&line) = first_in_chunk.get(domain) {
+            duplicates.push(RowError::duplicate(row, line));
+        } else {
+            first_in_chunk.insert(domain, row.line);
+            fresh.push(row);
+        }
+    }
+    (fresh, duplicates)
+}
+
+/// Each problem with its number within its line (the key's `seq`).
+pub(crate) fn numbered<'a>(
+    refused: impl IntoIterator<Item = &'a RowError>,
+) -> Vec<(i32, &'a RowError)> {
+    let mut last = None;
+    let mut seq = 0;
+    refused
+        .into_iter()
+        .map(|e| {
+            seq = if last == Some(e.line) { seq + 1 } else { 0 };
+            last = Some(e.line);
+            (seq, e)
+        })
+        .collect()
+}
+
+/// The columns [`ProgressRow`] reads.
+pub(crate) const PROGRESS_COLUMNS: &str =
+    "batch_id, state, rows_received, rows_stored, rows_rejected, started_at";
+
+/// One row of `imports`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ProgressRow {
+    batch_id: uuid::Uuid,
+    state: String,
+    rows_received: i64,
+    rows_stored: i64,
+    rows_rejected: i64,
+    started_at: Timestamp,
+}
+
+impl ProgressRow {
+    pub(crate) fn into_model(self) -> Result<ImportProgress> {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(ImportProgress {
+            batch_id: BatchId(self.batch_id),
+            state: if self.state == RECEIVING {
+                ImportState::Receiving
+            } else {
+                ImportState::Stored
+            },
+            rows_received: count(self.rows_received),
+            rows_stored: count(self.rows_stored),
+            rows_rejected: count(self.rows_rejected),
+            started_at: self.started_at,
+        })
+    }
+}
+
+/// The columns [`RejectionRow`] reads.
+pub(crate) const REJECTION_COLUMNS: &str =
+    "line_no, column_name, code, detail, field_value, external_id";
+
+/// One row of `import_rejections`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct RejectionRow {
+    line_no: i64,
+    column_name: Option<String>,
+    code: String,
+    detail: String,
+    field_value: Option<String>,
+    external_id: Option<String>,
+}
+
+impl RejectionRow {
+    pub(crate) fn into_model(self) -> RowError {
+        RowError {
+            line: u32::try_from(self.line_no).unwrap_or(u32::MAX),
+            column: self.column_name,
+            code: self.code,
+            detail: self.detail,
+            value: self.field_value,
+            external_id: self.external_id,
+        }
+    }
+}
+
+/// `imports.state` of an upload still arriving.
+pub(crate) const RECEIVING: &str = "receiving";
+/// `imports.state` of an upload whose batch exists.
+pub(crate) const STORED: &str = "stored";
+
+/// A staged row read back (`line_no, name, domain, contact_email, external_id`).
+pub(crate) fn staged_row<R>(r: &R) -> Result<ImportRow>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let line: i64 = r.try_get("line_no").db()?;
+    Ok(ImportRow {
+        line: u32::try_from(line).unwrap_or(u32::MAX),
+        organization: NewOrganization {
+            name: r.try_get("name").db()?,
+            domain: Domain::from_normalized(r.try_get::<String, _>("domain").db()?),
+            contact_email: r.try_get("contact_email").db()?,
+        },
+        external_id: r.try_get("external_id").db()?,
+    })
+}
