@@ -261,12 +261,13 @@ impl OrgRepository for LockRepository {
         }
 
         let mut items = Vec::with_capacity(s.organizations.len());
-        let org_chunk = chunk_len(s.chunk_size, dialect::MAX_PARAMS, 8);
+        let org_chunk = chunk_len(s.chunk_size, dialect::MAX_PARAMS, 9);
         for chunk in s.organizations.chunks(org_chunk) {
             let domains: Vec<&str> = chunk.iter().map(|(_, o)| o.domain.as_str()).collect();
             let mut qb = QueryBuilder::new(
-                "SELECT id, domain, name, contact_email, status FROM organizations WHERE domain IN (",
+                "SELECT id, domain, name, contact_email, status FROM organizations WHERE tenant = ",
             );
+            qb.push_bind(s.tenant.as_str()).push(" AND domain IN (");
             let mut sep = qb.separated(", ");
             for d in &domains {
                 sep.push_bind(*d);
@@ -317,10 +318,11 @@ impl OrgRepository for LockRepository {
             }
             if !writes.is_empty() {
                 let mut qb = QueryBuilder::new(
-                    "INSERT INTO organizations (id, name, domain, contact_email, status, version, created_at, updated_at) ",
+                    "INSERT INTO organizations (id, tenant, name, domain, contact_email, status, version, created_at, updated_at) ",
                 );
                 qb.push_values(&writes, |mut b, (id, org)| {
                     b.push_bind(*id)
+                        .push_bind(s.tenant.as_str())
                         .push_bind(org.name.as_str())
                         .push_bind(org.domain.as_str())
                         .push_bind(org.contact_email.as_str())
@@ -914,10 +916,15 @@ impl OrgRepository for LockRepository {
         crate::rows::page(rows, limit)
     }
 
-    async fn organization_by_domain(&self, domain: &Domain) -> Result<Option<Organization>> {
+    async fn organization_by_domain(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Organization>> {
         let row: Option<OrgRow> = sqlx::query_as(&format!(
-            "SELECT {ORG_COLUMNS} FROM organizations WHERE domain = ?"
+            "SELECT {ORG_COLUMNS} FROM organizations WHERE tenant = ? AND domain = ?"
         ))
+        .bind(tenant.as_str())
         .bind(domain.as_str())
         .fetch_optional(&self.pool)
         .await

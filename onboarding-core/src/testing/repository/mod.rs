@@ -10,9 +10,11 @@ mod cancel_safety;
 mod leases;
 mod store;
 mod sweep;
+mod tenants;
 
 pub use batches::*;
 pub use cancel_safety::*;
 pub use leases::*;
 pub use store::*;
 pub use sweep::*;
+pub use tenants::*;
