@@ -29,7 +29,7 @@ use super::{dialect, Db};
 use crate::chunk_len;
 use crate::error::{is_unique_violation, DbResultExt};
 use crate::rows::{
-    self, add, error_entry, mode_str, policy_str, BatchRow, CountRow, ItemRow, OrgRow,
+    self, add, error_entry, mode_str, policy_str, BatchRow, CountRow, ItemRow, OrgRow, Text,
     BATCH_COLUMNS, ITEM_COLUMNS, ORG_COLUMNS,
 };
 
@@ -108,11 +108,11 @@ where
     .await
     .db()
     // MySQL compares text case-insensitively: the tenant must match exactly.
-    .map(|row: Option<BatchRow>| row.filter(|b| b.tenant == tenant.as_str()))
+    .map(|row: Option<BatchRow>| row.filter(|b| b.tenant.0 == tenant.as_str()))
 }
 
-fn parse_tenant(s: String) -> Result<TenantId> {
-    TenantId::parse(s)
+fn parse_tenant(s: Text) -> Result<TenantId> {
+    TenantId::parse(s.0)
 }
 
 /// The existing organization a submission found for one domain.
@@ -133,7 +133,7 @@ struct Leased {
     attempts: i64,
     errors: String,
     organization_id: Uuid,
-    tenant: String,
+    tenant: Text,
 }
 
 /// Reads the listed items that are processing, under lock, and keeps those whose token matches.
@@ -210,7 +210,7 @@ fn append_error(history: &str, entry: serde_json::Value) -> Result<String> {
     Ok(serde_json::Value::Array(list).to_string())
 }
 
-fn job_of(id: Uuid, tenant: String, available: Timestamp, now: Timestamp) -> Result<Job> {
+fn job_of(id: Uuid, tenant: Text, available: Timestamp, now: Timestamp) -> Result<Job> {
     Ok(Job {
         item_id: ItemId(id),
         tenant: parse_tenant(tenant)?,
@@ -444,7 +444,7 @@ impl OrgRepository for LockRepository {
                 let organization = OrgRow::from_row(&row).db()?.into_model()?;
                 let id: Uuid = row.try_get("item_id").db()?;
                 let batch: Uuid = row.try_get("batch_id").db()?;
-                let tenant: String = row.try_get("tenant").db()?;
+                let tenant: Text = row.try_get("tenant").db()?;
                 let attempts: i64 = row.try_get("attempts").db()?;
                 let change: String = row.try_get("change_kind").db()?;
                 out.push(ClaimedItem {
