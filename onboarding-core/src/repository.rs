@@ -210,6 +210,10 @@ pub trait OrgRepository: Send + Sync + 'static {
     ///
     /// # Behavior
     /// - All or nothing: on any error nothing of the submission is visible.
+    /// - Organizations belong to the submitting tenant: every outcome below is
+    ///   relative to the tenant's own row of the domain; another tenant's row
+    ///   of the same domain is never read, written or reported (a domain only
+    ///   another tenant has is `Created` for this one).
     /// - A new domain is inserted (`Created`, version 1, status pending).
     /// - An existing domain with policy `Update` and different name or
     ///   contact_email is updated (`Updated`, version + 1); with identical
@@ -392,8 +396,16 @@ pub trait OrgRepository: Send + Sync + 'static {
         query: &ItemQuery,
     ) -> Result<Option<ItemPage>>;
 
-    /// The organization stored for a normalized domain.
-    async fn organization_by_domain(&self, domain: &Domain) -> Result<Option<Organization>>;
+    /// The tenant's own organization for a normalized domain.
+    ///
+    /// # Behavior
+    /// - Organizations are keyed by (tenant, domain): another tenant's row of
+    ///   the same domain is never returned; `None` when this tenant has none.
+    async fn organization_by_domain(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Organization>>;
 
     /// Deletes batches (and their items) completed before `finished_before`.
     ///

@@ -535,11 +535,12 @@ impl OnboardingService {
         Ok(status)
     }
 
-    /// The organization stored for a domain (normalized first), served from the cache when fresh.
-    pub async fn organization(&self, domain: &str) -> Result<Organization> {
+    /// The tenant's own organization of a domain (normalized first), served from the cache when fresh.
+    pub async fn organization(&self, tenant: &TenantId, domain: &str) -> Result<Organization> {
         let domain: Domain = validate::normalize_domain(domain)
             .map_err(|e| Error::invalid(vec![e.into_field_error("/domain")]))?;
-        let key = format!("onboarding:organization:{domain}");
+        // The key holds the tenant: a cached row is only ever served to its owner.
+        let key = format!("onboarding:organization:{tenant}:{domain}");
         let cache = &self.inner.backends.cache;
         if let Ok(Some(bytes)) = cache.get(&key).await {
             if let Ok(org) = serde_json::from_slice::<Organization>(&bytes) {
@@ -550,7 +551,7 @@ impl OnboardingService {
             .inner
             .backends
             .repository
-            .organization_by_domain(&domain)
+            .organization_by_domain(tenant, &domain)
             .await?
             .ok_or_else(|| Error::not_found(format!("no organization has domain {domain}")))?;
         if let Ok(bytes) = serde_json::to_vec(&org) {

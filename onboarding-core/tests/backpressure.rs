@@ -112,7 +112,7 @@ async fn over_the_limit_is_overloaded_and_stores_nothing() {
     for i in 0..3 {
         let e = f
             .service
-            .organization(&format!("org{i}-over.example.com"))
+            .organization(&f.tenant, &format!("org{i}-over.example.com"))
             .await
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);

@@ -138,7 +138,10 @@ async fn validate_is_a_dry_run() {
     assert_eq!(a.body["organizations"][1]["domain"], "acme.com");
     assert_eq!(a.body["organizations"][0]["name"], "Bücher GmbH");
     // Nothing stored.
-    let err = service.organization("acme.com").await.unwrap_err();
+    let err = service
+        .organization(&tenant("acme"), "acme.com")
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), onboarding_core::ErrorKind::NotFound);
     // Invalid: the same 422 as a submission.
     let bad = json!({"organizations": [org("A", "bad domain")]});
@@ -484,7 +487,7 @@ async fn sql_and_html_in_names_are_stored_and_returned_verbatim() {
     for (i, name) in names.iter().enumerate() {
         assert_eq!(v.body["organizations"][i]["name"], *name);
         let stored = service
-            .organization(&format!("verbatim{i}.com"))
+            .organization(&tenant("acme"), &format!("verbatim{i}.com"))
             .await
             .unwrap();
         assert_eq!(stored.name, *name);

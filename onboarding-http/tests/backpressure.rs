@@ -59,7 +59,7 @@ async fn a_full_backlog_is_503_overloaded_with_retry_after_and_stores_nothing() 
     }
     for i in 0..3 {
         let e = service
-            .organization(&format!("org{i}.com"))
+            .organization(&tenant("acme"), &format!("org{i}.com"))
             .await
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound, "nothing stored");

@@ -260,7 +260,9 @@ async fn bad_uploads_are_refused_and_store_nothing() {
         "{:?}",
         answer.pointers()
     );
-    let org = service.organization("atomic0.example.com").await;
+    let org = service
+        .organization(&tenant("acme"), "atomic0.example.com")
+        .await;
     assert!(org.is_err(), "{org:?}");
     // max_errors: past it, nothing stored.
     let body = "name,domain,contact_email\nA,maxerr-a.com,a@a.com\n,,\n,,\n";
@@ -270,7 +272,10 @@ async fn bad_uploads_are_refused_and_store_nothing() {
     )
     .await;
     answer.assert_problem(422);
-    assert!(service.organization("maxerr-a.com").await.is_err());
+    assert!(service
+        .organization(&tenant("acme"), "maxerr-a.com")
+        .await
+        .is_err());
     let answer = send(
         &app,
         upload("/api/v1/imports?max_errors=2", ACME_KEY, "text/csv", body),
@@ -342,7 +347,10 @@ async fn past_the_import_limit_is_413_and_nothing_is_stored() {
     )
     .await;
     answer.assert_problem(413);
-    assert!(service.organization("limit0.example.com").await.is_err());
+    assert!(service
+        .organization(&tenant("acme"), "limit0.example.com")
+        .await
+        .is_err());
     // The JSON limit is not the import limit: a file larger than 2 MiB passes.
     let (app, _) = app_with_default_limits();
     let big = format!("name,domain,contact_email\n{}", csv_rows("big", 0..40_000));
@@ -468,13 +476,18 @@ async fn disconnect_mid_upload_keeps_nothing(backends: Backends) {
     )
     .await;
     for i in [0, 1_999, 4_999] {
-        let found = service.organization(&format!("gone{i}.example.com")).await;
+        let found = service
+            .organization(&tenant("acme"), &format!("gone{i}.example.com"))
+            .await;
         assert!(
             found.is_err(),
             "row {i} of the interrupted upload was stored: {found:?}"
         );
     }
-    assert!(service.organization("kept-after-gone.com").await.is_ok());
+    assert!(service
+        .organization(&tenant("acme"), "kept-after-gone.com")
+        .await
+        .is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -208,8 +208,12 @@ impl OrgRepository for DetachedRepository {
         self.inner.list_items(tenant, batch, query).await
     }
 
-    async fn organization_by_domain(&self, domain: &Domain) -> Result<Option<Organization>> {
-        self.inner.organization_by_domain(domain).await
+    async fn organization_by_domain(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Organization>> {
+        self.inner.organization_by_domain(tenant, domain).await
     }
 
     async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {

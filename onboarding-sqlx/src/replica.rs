@@ -461,8 +461,13 @@ impl OrgRepository for ReplicaRouted {
             .list_items(tenant, batch, query))
     }
 
-    async fn organization_by_domain(&self, domain: &Domain) -> Result<Option<Organization>> {
-        routed_read!(self, None, |repo| repo.organization_by_domain(domain))
+    async fn organization_by_domain(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Organization>> {
+        routed_read!(self, Some(tenant), |repo| repo
+            .organization_by_domain(tenant, domain))
     }
 
     async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {

@@ -47,12 +47,41 @@ impl OrgRow {
     }
 }
 
+/// Text of a column of any collation: MySQL reports text with a binary
+/// collation (tenant ids, idempotency keys: they compare exactly) as
+/// `VARBINARY`, which `String` alone refuses to decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Text(pub(crate) String);
+
+impl<DB: sqlx::Database> sqlx::Type<DB> for Text
+where
+    String: sqlx::Type<DB>,
+    Vec<u8>: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <String as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <String as sqlx::Type<DB>>::compatible(ty) || <Vec<u8> as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for Text
+where
+    String: sqlx::Decode<'r, DB>,
+{
+    fn decode(value: DB::ValueRef<'r>) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+        <String as sqlx::Decode<'r, DB>>::decode(value).map(Text)
+    }
+}
+
 /// One `batches` row.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct BatchRow {
     pub(crate) id: Uuid,
-    pub(crate) tenant: String,
-    pub(crate) idempotency_key: Option<String>,
+    pub(crate) tenant: Text,
+    pub(crate) idempotency_key: Option<Text>,
     pub(crate) request_hash: String,
     pub(crate) total: i64,
     pub(crate) policy: String,
@@ -67,8 +96,8 @@ impl BatchRow {
     pub(crate) fn into_model(self) -> Result<Batch> {
         Ok(Batch {
             id: BatchId(self.id),
-            tenant: TenantId::parse(self.tenant)?,
-            idempotency_key: self.idempotency_key,
+            tenant: TenantId::parse(self.tenant.0)?,
+            idempotency_key: self.idempotency_key.map(|k| k.0),
             request_hash: self.request_hash,
             total: u32::try_from(self.total).unwrap_or(u32::MAX),
             policy: match self.policy.as_str() {

@@ -31,7 +31,8 @@ pub struct MemoryRepository {
 
 #[derive(Debug, Default)]
 struct State {
-    organizations: HashMap<Domain, Organization>,
+    /// Keyed by owner and normalized domain: two tenants' rows never meet.
+    organizations: HashMap<(TenantId, Domain), Organization>,
     batches: HashMap<BatchId, BatchRow>,
     idempotency: HashMap<(TenantId, String), BatchId>,
     items: HashMap<ItemId, ItemRow>,
@@ -123,8 +124,8 @@ impl State {
                         tenant: item.tenant.clone(),
                         not_before: None,
                     });
-                    let domain = item.item.domain.clone();
-                    self.set_org_status(&domain, ItemStatus::Pending);
+                    let (tenant, domain) = (item.tenant.clone(), item.item.domain.clone());
+                    self.set_org_status(&tenant, &domain, ItemStatus::Pending);
                 }
             }
         }
@@ -141,9 +142,12 @@ impl State {
         self.batches.get(&id).filter(|b| &b.batch.tenant == tenant)
     }
 
-    fn set_org_status(&mut self, domain: &Domain, status: ItemStatus) {
+    fn set_org_status(&mut self, tenant: &TenantId, domain: &Domain, status: ItemStatus) {
         // `updated_at` tracks changes of the data (like `version`), not of the status.
-        if let Some(org) = self.organizations.get_mut(domain) {
+        if let Some(org) = self
+            .organizations
+            .get_mut(&(tenant.clone(), domain.clone()))
+        {
             org.status = status;
         }
     }
@@ -178,7 +182,10 @@ impl OrgRepository for MemoryRepository {
         let mut items = Vec::with_capacity(s.organizations.len());
         let mut item_ids = Vec::with_capacity(s.organizations.len());
         for (position, new) in &s.organizations {
-            let (change, org) = match st.organizations.get_mut(&new.domain) {
+            let (change, org) = match st
+                .organizations
+                .get_mut(&(s.tenant.clone(), new.domain.clone()))
+            {
                 None => {
                     let org = Organization {
                         id: OrganizationId::new(),
@@ -191,7 +198,8 @@ impl OrgRepository for MemoryRepository {
                         updated_at: now,
                         deleted_at: None,
                     };
-                    st.organizations.insert(new.domain.clone(), org.clone());
+                    st.organizations
+                        .insert((s.tenant.clone(), new.domain.clone()), org.clone());
                     (Change::Created, org)
                 }
                 Some(org) if s.policy == ConflictPolicy::Skip => (Change::Skipped, org.clone()),
@@ -213,7 +221,7 @@ impl OrgRepository for MemoryRepository {
             let status = if done {
                 ItemStatus::Completed
             } else {
-                st.set_org_status(&new.domain, ItemStatus::Pending);
+                st.set_org_status(&s.tenant, &new.domain, ItemStatus::Pending);
                 ItemStatus::Pending
             };
             let item = BatchItem {
@@ -306,7 +314,8 @@ impl OrgRepository for MemoryRepository {
                 row.tenant.clone(),
                 row.item.domain.clone(),
             );
-            let Some(organization) = st.organizations.get(&domain).cloned() else {
+            let Some(organization) = st.organizations.get(&(tenant.clone(), domain)).cloned()
+            else {
                 return Err(Error::internal(format!("item {id} has no organization")));
             };
             claimed.push(ClaimedItem {
@@ -391,8 +400,8 @@ impl OrgRepository for MemoryRepository {
                     ItemStatus::Failed
                 }
             };
-            let domain = row.item.domain.clone();
-            st.set_org_status(&domain, org_status);
+            let (tenant, domain) = (row.tenant.clone(), row.item.domain.clone());
+            st.set_org_status(&tenant, &domain, org_status);
             applied.push(finish.lease.item_id);
         }
         Ok(applied)
@@ -416,8 +425,8 @@ impl OrgRepository for MemoryRepository {
                 tenant: row.tenant.clone(),
                 not_before: None,
             });
-            let domain = row.item.domain.clone();
-            st.set_org_status(&domain, ItemStatus::Pending);
+            let (tenant, domain) = (row.tenant.clone(), row.item.domain.clone());
+            st.set_org_status(&tenant, &domain, ItemStatus::Pending);
         }
         Ok(jobs)
     }
@@ -517,8 +526,8 @@ impl OrgRepository for MemoryRepository {
                     item.item.status = ItemStatus::Cancelled;
                     item.item.finished_at = Some(now);
                     item.item.updated_at = now;
-                    let domain = item.item.domain.clone();
-                    st.set_org_status(&domain, ItemStatus::Cancelled);
+                    let (tenant, domain) = (item.tenant.clone(), item.item.domain.clone());
+                    st.set_org_status(&tenant, &domain, ItemStatus::Cancelled);
                 }
             }
         }
@@ -622,8 +631,16 @@ impl OrgRepository for MemoryRepository {
         Ok(Some(ItemPage { items, next_cursor }))
     }
 
-    async fn organization_by_domain(&self, domain: &Domain) -> Result<Option<Organization>> {
-        Ok(self.lock()?.organizations.get(domain).cloned())
+    async fn organization_by_domain(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Organization>> {
+        Ok(self
+            .lock()?
+            .organizations
+            .get(&(tenant.clone(), domain.clone()))
+            .cloned())
     }
 
     async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {

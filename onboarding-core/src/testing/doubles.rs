@@ -202,7 +202,7 @@ forward!(OrgRepository {
     fn list_batches(tenant: &TenantId, query: &BatchQuery) -> BatchPage;
     fn batch_status(tenant: &TenantId, batch: BatchId) -> Option<BatchStatus>;
     fn list_items(tenant: &TenantId, batch: BatchId, query: &ItemQuery) -> Option<ItemPage>;
-    fn organization_by_domain(domain: &Domain) -> Option<Organization>;
+    fn organization_by_domain(tenant: &TenantId, domain: &Domain) -> Option<Organization>;
     fn prune(finished_before: Timestamp, limit: u32) -> u64;
     fn ping() -> ();
 });

@@ -346,9 +346,13 @@ pub async fn item(
 /// # Panics
 ///
 /// When `organization_by_domain` fails or answers `None`.
-pub async fn stored_organization(repository: &dyn OrgRepository, domain: &Domain) -> Organization {
+pub async fn stored_organization(
+    repository: &dyn OrgRepository,
+    tenant: &TenantId,
+    domain: &Domain,
+) -> Organization {
     repository
-        .organization_by_domain(domain)
+        .organization_by_domain(tenant, domain)
         .await
         .expect("organization_by_domain failed")
         .unwrap_or_else(|| panic!("no organization stored for {domain}"))

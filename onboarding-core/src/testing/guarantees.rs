@@ -283,7 +283,9 @@ pub async fn submission_is_all_or_nothing(backend: TestBackend) {
     for n in 0..5 {
         let domain = crate::validate::normalize_domain(&h.domain(n)).expect("valid domain");
         assert_eq!(
-            repo.organization_by_domain(&domain).await.expect("lookup"),
+            repo.organization_by_domain(&h.tenant, &domain)
+                .await
+                .expect("lookup"),
             None,
             "nothing of an invalid request is stored"
         );
@@ -303,7 +305,9 @@ pub async fn submission_is_all_or_nothing(backend: TestBackend) {
     for n in 10..13 {
         let domain = crate::validate::normalize_domain(&h.domain(n)).expect("valid domain");
         assert_eq!(
-            repo.organization_by_domain(&domain).await.expect("lookup"),
+            repo.organization_by_domain(&h.tenant, &domain)
+                .await
+                .expect("lookup"),
             None
         );
     }
@@ -546,7 +550,11 @@ pub async fn duplicates_follow_the_policy(backend: TestBackend) {
     let status = h.until_completed(accepted.batch_id).await;
     assert_eq!(status.counts.skipped, 5);
     let domain = crate::validate::normalize_domain(&h.domain(0)).expect("valid");
-    let org = h.service.organization(domain.as_str()).await.expect("org");
+    let org = h
+        .service
+        .organization(&h.tenant, domain.as_str())
+        .await
+        .expect("org");
     assert_eq!(org.name, "Org 0");
     assert_eq!(org.version, 1);
 
@@ -563,7 +571,7 @@ pub async fn duplicates_follow_the_policy(backend: TestBackend) {
     let org = h
         .backends()
         .repository
-        .organization_by_domain(&domain)
+        .organization_by_domain(&h.tenant, &domain)
         .await
         .expect("lookup")
         .expect("row");

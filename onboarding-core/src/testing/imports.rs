@@ -81,7 +81,7 @@ pub async fn import_is_invisible_until_finished(backend: TestBackend) {
         .expect("store call failed")
         .is_none());
     assert!(repo
-        .organization_by_domain(&orgs[0].domain)
+        .organization_by_domain(&tenant, &orgs[0].domain)
         .await
         .expect("store call failed")
         .is_none());
@@ -175,7 +175,7 @@ pub async fn import_finish_creates_one_batch(backend: TestBackend) {
     assert_eq!(page.items[0].change, Change::Created);
     assert_eq!(page.items[0].status, ItemStatus::Pending);
     let org = repo
-        .organization_by_domain(&existing[0].domain)
+        .organization_by_domain(&tenant, &existing[0].domain)
         .await
         .expect("store call failed")
         .expect("store call failed");
@@ -318,7 +318,7 @@ pub async fn import_abort_keeps_nothing(backend: TestBackend) {
         .is_none());
     for o in &orgs {
         assert!(repo
-            .organization_by_domain(&o.domain)
+            .organization_by_domain(&tenant, &o.domain)
             .await
             .expect("store call failed")
             .is_none());
@@ -389,7 +389,7 @@ pub async fn import_replays_finished_keys(backend: TestBackend) {
         .is_none());
     let repo = &backend.repository;
     assert!(repo
-        .organization_by_domain(&late_orgs[0].domain)
+        .organization_by_domain(&tenant, &late_orgs[0].domain)
         .await
         .expect("store call failed")
         .is_none());

@@ -333,6 +333,14 @@ macro_rules! __conformance_cases {
                 organization_by_domain_finds_stored_rows,
                 prune_deletes_only_batches_completed_before,
                 repository_ping_answers,
+                store_update_of_another_tenants_domain_leaves_it_untouched,
+                store_skip_of_another_tenants_domain_leaves_it_untouched,
+                store_outcomes_follow_the_tenants_own_row,
+                cancel_and_retry_touch_only_the_tenants_own_rows,
+                prune_of_one_tenants_batch_keeps_the_others,
+                tenants_upsert_the_same_domains_concurrently,
+                claim_reads_the_submitting_tenants_organization,
+                idempotency_keys_and_tenants_compare_exactly,
             ]
         }
     };

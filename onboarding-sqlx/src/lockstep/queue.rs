@@ -86,7 +86,7 @@ impl LockQueue {
         for row in locked {
             let id: i64 = row.try_get("id").db()?;
             let item: Uuid = row.try_get("item_id").db()?;
-            let tenant: String = row.try_get("tenant").db()?;
+            let tenant: crate::rows::Text = row.try_get("tenant").db()?;
             let not_before: Option<chrono::DateTime<chrono::Utc>> =
                 row.try_get("not_before").db()?;
             picked.push((
@@ -120,7 +120,7 @@ impl LockQueue {
                 Ok(Delivery {
                     job: Job {
                         item_id: ItemId(item),
-                        tenant: TenantId::parse(tenant)?,
+                        tenant: TenantId::parse(tenant.0)?,
                         not_before,
                     },
                     receipt: Receipt(id.to_string()),

@@ -29,7 +29,7 @@ use super::{dialect, Db};
 use crate::chunk_len;
 use crate::error::{is_unique_violation, DbResultExt};
 use crate::rows::{
-    self, add, error_entry, mode_str, policy_str, BatchRow, CountRow, ItemRow, OrgRow,
+    self, add, error_entry, mode_str, policy_str, BatchRow, CountRow, ItemRow, OrgRow, Text,
     BATCH_COLUMNS, ITEM_COLUMNS, ORG_COLUMNS,
 };
 
@@ -113,11 +113,11 @@ where
     .await
     .db()
     // MySQL compares text case-insensitively: the tenant must match exactly.
-    .map(|row: Option<BatchRow>| row.filter(|b| b.tenant == tenant.as_str()))
+    .map(|row: Option<BatchRow>| row.filter(|b| b.tenant.0 == tenant.as_str()))
 }
 
-fn parse_tenant(s: String) -> Result<TenantId> {
-    TenantId::parse(s)
+fn parse_tenant(s: Text) -> Result<TenantId> {
+    TenantId::parse(s.0)
 }
 
 /// The existing organization a submission found for one domain.
@@ -138,7 +138,7 @@ struct Leased {
     attempts: i64,
     errors: String,
     organization_id: Uuid,
-    tenant: String,
+    tenant: Text,
 }
 
 /// Reads the listed items that are processing, under lock, and keeps those whose token matches.
@@ -215,7 +215,7 @@ fn append_error(history: &str, entry: serde_json::Value) -> Result<String> {
     Ok(serde_json::Value::Array(list).to_string())
 }
 
-fn job_of(id: Uuid, tenant: String, available: Timestamp, now: Timestamp) -> Result<Job> {
+fn job_of(id: Uuid, tenant: Text, available: Timestamp, now: Timestamp) -> Result<Job> {
     Ok(Job {
         item_id: ItemId(id),
         tenant: parse_tenant(tenant)?,
@@ -225,7 +225,7 @@ fn job_of(id: Uuid, tenant: String, available: Timestamp, now: Timestamp) -> Res
 
 /// Rows of organizations one `store_chunk` call may take (8 parameters each).
 pub(super) fn org_chunk_len(chunk_size: usize) -> usize {
-    chunk_len(chunk_size, dialect::MAX_PARAMS, 8)
+    chunk_len(chunk_size, dialect::MAX_PARAMS, 9)
 }
 
 /// Upserts one chunk of a submission's organizations (at most
@@ -239,8 +239,9 @@ pub(super) async fn store_chunk(
     let mut items = Vec::with_capacity(chunk.len());
     let domains: Vec<&str> = chunk.iter().map(|(_, o)| o.domain.as_str()).collect();
     let mut qb = QueryBuilder::new(
-        "SELECT id, domain, name, contact_email, status FROM organizations WHERE domain IN (",
+        "SELECT id, domain, name, contact_email, status FROM organizations WHERE tenant = ",
     );
+    qb.push_bind(s.tenant.as_str()).push(" AND domain IN (");
     let mut sep = qb.separated(", ");
     for d in &domains {
         sep.push_bind(*d);
@@ -291,10 +292,11 @@ pub(super) async fn store_chunk(
     }
     if !writes.is_empty() {
         let mut qb = QueryBuilder::new(
-                "INSERT INTO organizations (id, name, domain, contact_email, status, version, created_at, updated_at) ",
+                "INSERT INTO organizations (id, tenant, name, domain, contact_email, status, version, created_at, updated_at) ",
             );
         qb.push_values(&writes, |mut b, (id, org)| {
             b.push_bind(*id)
+                .push_bind(s.tenant.as_str())
                 .push_bind(org.name.as_str())
                 .push_bind(org.domain.as_str())
                 .push_bind(org.contact_email.as_str())
@@ -378,8 +380,7 @@ impl OrgRepository for LockRepository {
         }
 
         let mut items = Vec::with_capacity(s.organizations.len());
-        let org_chunk = chunk_len(s.chunk_size, dialect::MAX_PARAMS, 8);
-        for chunk in s.organizations.chunks(org_chunk) {
+        for chunk in s.organizations.chunks(org_chunk_len(s.chunk_size)) {
             items.extend(store_chunk(&mut tx, s, chunk).await?);
         }
         let all_done = items.iter().all(|i| i.status == ItemStatus::Completed);
@@ -465,7 +466,7 @@ impl OrgRepository for LockRepository {
                 let organization = OrgRow::from_row(&row).db()?.into_model()?;
                 let id: Uuid = row.try_get("item_id").db()?;
                 let batch: Uuid = row.try_get("batch_id").db()?;
-                let tenant: String = row.try_get("tenant").db()?;
+                let tenant: Text = row.try_get("tenant").db()?;
                 let attempts: i64 = row.try_get("attempts").db()?;
                 let change: String = row.try_get("change_kind").db()?;
                 out.push(ClaimedItem {
@@ -986,7 +987,7 @@ impl OrgRepository for LockRepository {
         let (mut rows, next_cursor) = rows::batch_page(rows, limit);
         // MySQL compares text case-insensitively: the tenant must match exactly
         // (the cursor comes from the rows read, so paging stays gap-free).
-        rows.retain(|b| b.tenant == tenant.as_str());
+        rows.retain(|b| b.tenant.0 == tenant.as_str());
         Ok(BatchPage {
             batches: with_counts(&mut conn, rows).await?,
             next_cursor,
@@ -1027,10 +1028,15 @@ impl OrgRepository for LockRepository {
         crate::rows::page(rows, limit)
     }
 
-    async fn organization_by_domain(&self, domain: &Domain) -> Result<Option<Organization>> {
+    async fn organization_by_domain(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Organization>> {
         let row: Option<OrgRow> = sqlx::query_as(&format!(
-            "SELECT {ORG_COLUMNS} FROM organizations WHERE domain = ?"
+            "SELECT {ORG_COLUMNS} FROM organizations WHERE tenant = ? AND domain = ?"
         ))
+        .bind(tenant.as_str())
         .bind(domain.as_str())
         .fetch_optional(&self.pool)
         .await

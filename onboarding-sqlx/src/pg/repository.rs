@@ -178,9 +178,9 @@ async fn upsert_chunk(
         .map(|(_, o)| o.contact_email.as_str())
         .collect();
     let on_conflict = match s.policy {
-        ConflictPolicy::Skip => "ON CONFLICT (domain) DO NOTHING",
+        ConflictPolicy::Skip => "ON CONFLICT (tenant, domain) DO NOTHING",
         ConflictPolicy::Update => {
-            "ON CONFLICT (domain) DO UPDATE SET
+            "ON CONFLICT (tenant, domain) DO UPDATE SET
                 name = EXCLUDED.name,
                 contact_email = EXCLUDED.contact_email,
                 version = o.version + 1,
@@ -190,8 +190,8 @@ async fn upsert_chunk(
         }
     };
     let sql = format!(
-        "INSERT INTO organizations AS o (id, name, domain, contact_email, status, version, created_at, updated_at)
-         SELECT u.id, u.name, u.domain, u.email, 'pending', 1, $5, $5
+        "INSERT INTO organizations AS o (id, tenant, name, domain, contact_email, status, version, created_at, updated_at)
+         SELECT u.id, $6, u.name, u.domain, u.email, 'pending', 1, $5, $5
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS u(id, name, domain, email)
          {on_conflict}
          RETURNING o.id, o.domain, (o.xmax = 0) AS inserted"
@@ -202,6 +202,7 @@ async fn upsert_chunk(
         .bind(&domains)
         .bind(&emails)
         .bind(s.now)
+        .bind(s.tenant.as_str())
         .fetch_all(&mut **tx)
         .await
         .db()?;
@@ -228,12 +229,14 @@ async fn upsert_chunk(
             .copied()
             .filter(|d| !found.contains_key(*d))
             .collect();
-        let existing =
-            sqlx::query("SELECT id, domain, status FROM organizations WHERE domain = ANY($1)")
-                .bind(&missing)
-                .fetch_all(&mut **tx)
-                .await
-                .db()?;
+        let existing = sqlx::query(
+            "SELECT id, domain, status FROM organizations WHERE tenant = $2 AND domain = ANY($1)",
+        )
+        .bind(&missing)
+        .bind(s.tenant.as_str())
+        .fetch_all(&mut **tx)
+        .await
+        .db()?;
         let kept = match s.policy {
             ConflictPolicy::Skip => Change::Skipped,
             ConflictPolicy::Update => Change::Unchanged,
@@ -806,10 +809,15 @@ impl OrgRepository for PgRepository {
         rows::page(rows, limit)
     }
 
-    async fn organization_by_domain(&self, domain: &Domain) -> Result<Option<Organization>> {
+    async fn organization_by_domain(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Organization>> {
         let row: Option<OrgRow> = sqlx::query_as(&format!(
-            "SELECT {ORG_COLUMNS} FROM organizations WHERE domain = $1"
+            "SELECT {ORG_COLUMNS} FROM organizations WHERE tenant = $1 AND domain = $2"
         ))
+        .bind(tenant.as_str())
         .bind(domain.as_str())
         .fetch_optional(&self.pool)
         .await

@@ -42,7 +42,7 @@ pub(crate) mod dialect {
     /// A random number, to break ties between tenants in a dequeue.
     pub(crate) const RANDOM: &str = "RANDOM()";
     /// Appended to the multi-row insert of new and changed organizations.
-    pub(crate) const UPSERT: &str = " ON CONFLICT (domain) DO UPDATE SET
+    pub(crate) const UPSERT: &str = " ON CONFLICT (tenant, domain) DO UPDATE SET
         name = excluded.name,
         contact_email = excluded.contact_email,
         version = organizations.version + 1,

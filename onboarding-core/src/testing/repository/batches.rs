@@ -842,7 +842,7 @@ pub async fn organization_by_domain_finds_stored_rows(backend: TestBackend) {
     let (batch, items) = fixtures::store(repo, &submission).await;
     for (item, (_, org)) in items.iter().zip(&submission.organizations) {
         let found = repo
-            .organization_by_domain(&org.domain)
+            .organization_by_domain(&tenant, &org.domain)
             .await
             .expect("organization_by_domain failed")
             .expect("a stored domain is found");
@@ -859,7 +859,7 @@ pub async fn organization_by_domain_finds_stored_rows(backend: TestBackend) {
         assert_eq!(found.deleted_at, None);
     }
     let missing = repo
-        .organization_by_domain(&fixtures::domain())
+        .organization_by_domain(&tenant, &fixtures::domain())
         .await
         .expect("organization_by_domain failed");
     assert!(missing.is_none(), "an unknown domain is None: {missing:?}");
@@ -930,7 +930,7 @@ pub async fn prune_deletes_only_batches_completed_before(backend: TestBackend) {
         fixtures::status(repo, &tenant, b).await;
     }
     for domain in &domains {
-        fixtures::stored_organization(repo, domain).await;
+        fixtures::stored_organization(repo, &tenant, domain).await;
     }
 
     // Clean up: nothing of this case stays in its range.

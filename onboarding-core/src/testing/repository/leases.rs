@@ -50,7 +50,7 @@ pub async fn claim_marks_items_processing(backend: TestBackend) {
         assert_eq!(listed.status, ItemStatus::Processing);
         assert_eq!(listed.attempts, 1);
         assert_eq!(listed.lease_until, Some(request.lease_until));
-        let organization = fixtures::stored_organization(repo, &org.domain).await;
+        let organization = fixtures::stored_organization(repo, &tenant, &org.domain).await;
         assert_eq!(
             organization.status,
             ItemStatus::Pending,
@@ -63,7 +63,7 @@ pub async fn claim_marks_items_processing(backend: TestBackend) {
         (ItemStatus::Pending, 0)
     );
     assert_eq!(
-        fixtures::stored_organization(repo, &orgs[2].domain)
+        fixtures::stored_organization(repo, &tenant, &orgs[2].domain)
             .await
             .status,
         ItemStatus::Pending
@@ -393,7 +393,7 @@ pub async fn finish_is_fenced_by_lease_token(backend: TestBackend) {
         assert_eq!(listed.lease_until, Some(b_until), "B's lease is untouched");
         assert!(listed.errors.is_empty(), "a zombie's error was recorded");
         assert_eq!(listed.finished_at, None);
-        let organization = fixtures::stored_organization(repo, &domain).await;
+        let organization = fixtures::stored_organization(repo, &tenant, &domain).await;
         assert_eq!(
             organization.status,
             ItemStatus::Pending,
@@ -457,7 +457,7 @@ pub async fn finish_completed_completes_item_and_organization(backend: TestBacke
         assert_eq!(listed.finished_at, Some(t1));
         assert_eq!(listed.attempts, 1);
         assert!(listed.errors.is_empty());
-        let organization = fixtures::stored_organization(repo, &stored.domain).await;
+        let organization = fixtures::stored_organization(repo, &tenant, &stored.domain).await;
         assert_eq!(organization.status, ItemStatus::Completed);
     }
     let status = fixtures::status(repo, &tenant, batch.id).await;
@@ -592,7 +592,7 @@ pub async fn finish_failed_moves_item_to_dead_letter(backend: TestBackend) {
                 permanent,
             }]
         );
-        let organization = fixtures::stored_organization(repo, &stored.domain).await;
+        let organization = fixtures::stored_organization(repo, &tenant, &stored.domain).await;
         assert_eq!(organization.status, ItemStatus::Failed);
     }
     let status = fixtures::status(repo, &tenant, batch.id).await;

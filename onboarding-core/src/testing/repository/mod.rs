@@ -11,6 +11,7 @@ mod leases;
 mod listing;
 mod store;
 mod sweep;
+mod tenants;
 
 pub use batches::*;
 pub use cancel_safety::*;
@@ -18,3 +19,4 @@ pub use leases::*;
 pub use listing::*;
 pub use store::*;
 pub use sweep::*;
+pub use tenants::*;

@@ -34,7 +34,7 @@ async fn assert_nothing_stored(
     );
     for domain in new_domains {
         let organization = repository
-            .organization_by_domain(domain)
+            .organization_by_domain(&submission.tenant, domain)
             .await
             .expect("organization_by_domain failed");
         assert!(
@@ -95,7 +95,7 @@ pub async fn store_is_all_or_nothing(backend: TestBackend) {
     }
     let new_domains: Vec<_> = new_orgs.iter().map(|o| o.domain.clone()).collect();
     assert_nothing_stored(repo, &second, &new_domains, "key conflict").await;
-    let kept = fixtures::stored_organization(repo, &existing.domain).await;
+    let kept = fixtures::stored_organization(repo, &tenant, &existing.domain).await;
     assert_eq!(
         (kept.name.as_str(), kept.version),
         (existing.name.as_str(), 1),
@@ -121,7 +121,7 @@ pub async fn store_is_all_or_nothing(backend: TestBackend) {
     if repo.store_submission(&reuse).await.is_err() {
         for org in &other_orgs {
             let organization = repo
-                .organization_by_domain(&org.domain)
+                .organization_by_domain(&tenant, &org.domain)
                 .await
                 .expect("organization_by_domain failed");
             assert!(
@@ -177,7 +177,7 @@ pub async fn store_inserts_new_domains(backend: TestBackend) {
         assert_eq!(item.change, Change::Created);
         assert_eq!(item.status, ItemStatus::Pending);
 
-        let stored = fixtures::stored_organization(repo, &org.domain).await;
+        let stored = fixtures::stored_organization(repo, &tenant, &org.domain).await;
         assert_eq!(stored.id, item.organization_id);
         assert_eq!(stored.name, org.name);
         assert_eq!(stored.contact_email, org.contact_email);
@@ -235,7 +235,7 @@ pub async fn store_updates_changed_domains(backend: TestBackend) {
         assert_eq!(item.change, Change::Updated, "{} changed", new.domain);
         assert_eq!(item.status, ItemStatus::Pending);
         assert_eq!(item.organization_id, old_item.organization_id, "same row");
-        let stored = fixtures::stored_organization(repo, &new.domain).await;
+        let stored = fixtures::stored_organization(repo, &tenant, &new.domain).await;
         assert_eq!(stored.name, new.name);
         assert_eq!(stored.contact_email, new.contact_email);
         assert_eq!(stored.version, 2, "an update increments the version");
@@ -270,7 +270,7 @@ pub async fn store_keeps_identical_domains_unchanged(backend: TestBackend) {
         );
         // Its organization is pending, not completed: the item needs processing.
         assert_eq!(item.status, ItemStatus::Pending);
-        let stored = fixtures::stored_organization(repo, &org.domain).await;
+        let stored = fixtures::stored_organization(repo, &tenant, &org.domain).await;
         assert_eq!(
             stored.version, 1,
             "an unchanged organization keeps its version"
@@ -312,7 +312,7 @@ pub async fn store_skips_existing_domains(backend: TestBackend) {
             ItemStatus::Completed,
             "a skipped item is stored completed"
         );
-        let stored = fixtures::stored_organization(repo, &org.domain).await;
+        let stored = fixtures::stored_organization(repo, &tenant, &org.domain).await;
         assert_eq!(stored.name, org.name, "policy skip keeps the existing row");
         assert_eq!(stored.version, 1);
         assert_eq!(stored.updated_at, t0);
@@ -377,7 +377,7 @@ pub async fn store_completes_skipped_and_already_processed_items(backend: TestBa
         }
     }
     for org in &orgs[..3] {
-        let stored = fixtures::stored_organization(repo, &org.domain).await;
+        let stored = fixtures::stored_organization(repo, &tenant, &org.domain).await;
         assert_eq!(
             stored.status,
             ItemStatus::Completed,
@@ -429,13 +429,13 @@ pub async fn store_makes_organization_pending_with_its_item(backend: TestBackend
         (items[1].change, items[1].status),
         (Change::Unchanged, ItemStatus::Completed)
     );
-    let updated = fixtures::stored_organization(repo, &orgs[0].domain).await;
+    let updated = fixtures::stored_organization(repo, &tenant, &orgs[0].domain).await;
     assert_eq!(
         updated.status,
         ItemStatus::Pending,
         "an organization with a pending item is pending"
     );
-    let unchanged = fixtures::stored_organization(repo, &orgs[1].domain).await;
+    let unchanged = fixtures::stored_organization(repo, &tenant, &orgs[1].domain).await;
     assert_eq!(
         unchanged.status,
         ItemStatus::Completed,
@@ -478,7 +478,7 @@ pub async fn store_replays_same_key_and_hash(backend: TestBackend) {
         2
     );
     for org in fixtures::organizations_of(&first) {
-        let stored = fixtures::stored_organization(repo, &org.domain).await;
+        let stored = fixtures::stored_organization(repo, &tenant, &org.domain).await;
         assert_eq!(stored.version, 1);
         assert_eq!(
             stored.updated_at, first.now,
@@ -525,7 +525,7 @@ pub async fn store_rejects_same_key_with_other_hash(backend: TestBackend) {
     }
     assert_nothing_stored(repo, &conflict, &[], "key conflict").await;
     for org in &orgs {
-        let stored = fixtures::stored_organization(repo, &org.domain).await;
+        let stored = fixtures::stored_organization(repo, &tenant, &org.domain).await;
         assert_eq!(
             (stored.name.as_str(), stored.version),
             (org.name.as_str(), 1),
@@ -572,7 +572,7 @@ pub async fn store_idempotency_holds_under_concurrency(backend: TestBackend) {
     );
     for org in fixtures::organizations_of(&template) {
         assert_eq!(
-            fixtures::stored_organization(&**repo, &org.domain)
+            fixtures::stored_organization(&**repo, &tenant, &org.domain)
                 .await
                 .version,
             1
@@ -708,6 +708,6 @@ pub async fn store_stores_large_submissions(backend: TestBackend) {
         "every item is listed once, by position"
     );
     let last = &submission.organizations[N - 1].1;
-    fixtures::stored_organization(repo, &last.domain).await;
+    fixtures::stored_organization(repo, &tenant, &last.domain).await;
     fixtures::cancel_quietly(repo, &tenant, &[batch.id]).await;
 }
