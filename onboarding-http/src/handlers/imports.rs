@@ -38,7 +38,9 @@ pub(crate) struct ImportParams {
     /// Refuse the whole import (nothing stored) once more than this many rows are refused.
     #[param(pattern = "^[0-9]{1,18}$")]
     max_errors: Option<String>,
-    /// The idempotency key, when not sent as the `Idempotency-Key` header.
+    /// The idempotency key, when not sent as the `Idempotency-Key` header:
+    /// 1-255 visible ASCII characters.
+    #[param(pattern = "^[!-~]{1,255}$")]
     idempotency_key: Option<String>,
 }
 
@@ -82,7 +84,7 @@ pub(crate) struct ImportAccepted {
     tag = "onboarding",
     params(
         ImportParams,
-        ("Idempotency-Key" = Option<String>, Header, description = "Kept with its batch (7 days): same key and file → the first answer again; a retry while the first upload still arrives → 409"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1-255 visible ASCII characters. Kept with its batch (7 days): same key and file → the first answer again; a retry while the first upload still arrives → 409"),
     ),
     request_body(content = String, content_type = "text/csv", description = "CSV with a header row, or NDJSON (`application/x-ndjson`)"),
     responses(

@@ -81,8 +81,9 @@ pub(crate) async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<BatchListPage>, Problem> {
     let params = query(params)?;
+    // An empty value is refused like any other value outside the enum.
     let batch_state = match params.state.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(raw) => Some(BatchState::parse(raw).ok_or_else(|| {
             Problem::invalid_parameter(
                 "state",
@@ -91,8 +92,9 @@ pub(crate) async fn list(
             )
         })?),
     };
+    // An empty value is refused like any other non-time (the document says date-time).
     let created_after = match params.created_after.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(raw) => Some(
             DateTime::parse_from_rfc3339(raw.trim())
                 .map(|t| t.with_timezone(&Utc))
