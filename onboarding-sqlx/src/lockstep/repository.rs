@@ -112,8 +112,6 @@ where
     .fetch_optional(exec)
     .await
     .db()
-    // MySQL compares text case-insensitively: the tenant must match exactly.
-    .map(|row: Option<BatchRow>| row.filter(|b| b.tenant.0 == tenant.as_str()))
 }
 
 fn parse_tenant(s: Text) -> Result<TenantId> {
@@ -984,10 +982,8 @@ impl OrgRepository for LockRepository {
         qb.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(limit) + 1);
         let rows: Vec<BatchRow> = qb.build_query_as().fetch_all(&mut *conn).await.db()?;
-        let (mut rows, next_cursor) = rows::batch_page(rows, limit);
-        // MySQL compares text case-insensitively: the tenant must match exactly
-        // (the cursor comes from the rows read, so paging stays gap-free).
-        rows.retain(|b| b.tenant.0 == tenant.as_str());
+        // Tenants compare exactly in SQL on every engine (`utf8mb4_bin` on MariaDB).
+        let (rows, next_cursor) = rows::batch_page(rows, limit);
         Ok(BatchPage {
             batches: with_counts(&mut conn, rows).await?,
             next_cursor,
