@@ -411,6 +411,9 @@ pub trait OrgRepository: Send + Sync + 'static {
     ///
     /// # Behavior
     /// - Open batches and organizations are never deleted. Returns how many batches went.
+    /// - A pruned batch's file staging (rows, refusals) goes with it, and so do
+    ///   uploads still receiving that began before `finished_before` (their
+    ///   process died mid-upload; a live one discards its own on failure).
     async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64>;
 
     /// Checks that the backend answers.

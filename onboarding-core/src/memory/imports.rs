@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::MemoryRepository;
 use crate::error::{Error, ErrorKind, Result};
 use crate::import::{ImportProgress, ImportRow, ImportState, ImportStore, NewImport, RowError};
-use crate::model::{BatchId, Domain, TenantId};
+use crate::model::{BatchId, Domain, TenantId, Timestamp};
 use crate::repository::{OrgRepository, StoreResult, Submission};
 
 /// Every upload of one repository.
@@ -31,6 +31,21 @@ impl Uploads {
         self.0
             .lock()
             .map_err(|_| Error::internal("memory import lock poisoned by a panic"))
+    }
+}
+
+impl Uploads {
+    /// Forgets the uploads of pruned batches, and uploads still receiving
+    /// that began before `abandoned_before` (their request died with its process).
+    pub(crate) fn prune(&self, pruned: &[BatchId], abandoned_before: Timestamp) -> Result<()> {
+        let mut uploads = self.lock()?;
+        for batch in pruned {
+            uploads.remove(batch);
+        }
+        uploads.retain(|_, u| {
+            u.progress.state != ImportState::Receiving || u.progress.started_at >= abandoned_before
+        });
+        Ok(())
     }
 }
 

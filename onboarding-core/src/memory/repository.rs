@@ -662,6 +662,8 @@ impl OrgRepository for MemoryRepository {
                 }
             }
         }
+        drop(st);
+        self.uploads.prune(&old, finished_before)?;
         Ok(old.len() as u64)
     }
 

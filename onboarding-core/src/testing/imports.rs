@@ -409,3 +409,94 @@ pub async fn import_replays_finished_keys(backend: TestBackend) {
         "{answer:?}"
     );
 }
+
+/// Pruning a finished import's batch takes its staged rows and refusals
+/// with it, and discards uploads left `receiving` before the cutoff (their
+/// process died); a newer upload in progress stays.
+pub async fn import_staging_is_pruned_with_its_batch(backend: TestBackend) {
+    let store = store(&backend);
+    let repo = &backend.repository;
+    let tenant = fixtures::tenant();
+    let hour = std::time::Duration::from_secs(3600);
+    // Every row skips an organization the tenant has: the batch is complete at once.
+    let existing = new_orgs(3);
+    fixtures::store(
+        repo.as_ref(),
+        &fixtures::submission_of(&tenant, existing.clone(), ConflictPolicy::Update),
+    )
+    .await;
+    let finished = begin(store, &tenant, None).await;
+    store
+        .append_import(finished, &rows(2, &existing), &[bad_row(9)])
+        .await
+        .expect("store call failed");
+    let mut skipping = finishing(&tenant, finished, None);
+    skipping.policy = ConflictPolicy::Skip;
+    store
+        .finish_import(&skipping)
+        .await
+        .expect("finish_import failed");
+    let status = repo
+        .batch_status(&tenant, finished)
+        .await
+        .expect("store call failed")
+        .expect("expected Some");
+    assert!(status.batch.completed_at.is_some(), "{status:?}");
+
+    let now = crate::model::now();
+    let abandoned = BatchId::new();
+    store
+        .begin_import(&NewImport {
+            batch_id: abandoned,
+            tenant: tenant.clone(),
+            idempotency_key: Some("died".to_owned()),
+            now: crate::model::before(now, 2 * hour),
+        })
+        .await
+        .expect("begin_import failed");
+    store
+        .append_import(abandoned, &rows(2, &new_orgs(2)), &[bad_row(4)])
+        .await
+        .expect("store call failed");
+    let cutoff = crate::model::after(now, hour);
+    let live = BatchId::new();
+    store
+        .begin_import(&NewImport {
+            batch_id: live,
+            tenant: tenant.clone(),
+            idempotency_key: None,
+            now: crate::model::after(cutoff, hour),
+        })
+        .await
+        .expect("begin_import failed");
+
+    let pruned = repo.prune(cutoff, 1000).await.expect("prune failed");
+    assert!(pruned >= 1, "the finished batch is pruned");
+    for batch in [finished, abandoned] {
+        assert!(store
+            .import_progress(&tenant, batch)
+            .await
+            .expect("store call failed")
+            .is_none());
+        assert!(store
+            .rejected_rows(&tenant, batch, None, 10)
+            .await
+            .expect("store call failed")
+            .is_none());
+        assert!(store
+            .staged_rows(&tenant, batch, &[2, 3, 4])
+            .await
+            .expect("store call failed")
+            .is_empty());
+    }
+    // The abandoned upload's key is free again.
+    let again = begin(store, &tenant, Some("died")).await;
+    let progress = store
+        .import_progress(&tenant, live)
+        .await
+        .expect("store call failed")
+        .expect("the upload in progress stays");
+    assert_eq!(progress.state, ImportState::Receiving);
+    store.abort_import(again).await.expect("store call failed");
+    store.abort_import(live).await.expect("store call failed");
+}

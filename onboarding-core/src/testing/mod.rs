@@ -386,6 +386,7 @@ macro_rules! __conformance_cases {
                 import_abort_keeps_nothing,
                 import_key_in_progress_conflicts,
                 import_replays_finished_keys,
+                import_staging_is_pruned_with_its_batch,
             ]
         }
     };

@@ -67,14 +67,39 @@ async fn insert_rejections<'a>(
 }
 
 async fn delete_upload(tx: &mut Tx, batch: BatchId) -> Result<()> {
-    for table in ["import_rows", "import_rejections", "imports"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE batch_id = ?"))
-            .bind(batch.0)
-            .execute(&mut **tx)
-            .await
-            .db()?;
+    delete_uploads(tx, &[batch.0]).await
+}
+
+/// Deletes the staging of these uploads: rows, refusals and counters.
+pub(super) async fn delete_uploads(tx: &mut Tx, batches: &[uuid::Uuid]) -> Result<()> {
+    for chunk in batches.chunks(chunk_len(usize::MAX, dialect::MAX_PARAMS, 1)) {
+        for table in ["import_rows", "import_rejections", "imports"] {
+            let mut qb = QueryBuilder::new(format!("DELETE FROM {table} WHERE batch_id IN ("));
+            let mut ids = qb.separated(", ");
+            for id in chunk {
+                ids.push_bind(*id);
+            }
+            ids.push_unseparated(")");
+            qb.build().execute(&mut **tx).await.db()?;
+        }
     }
     Ok(())
+}
+
+/// Uploads still receiving that began before `before`: abandoned by a
+/// process that died mid-upload (a live one discards its own on failure).
+pub(super) async fn abandoned_uploads(
+    tx: &mut Tx,
+    before: onboarding_core::model::Timestamp,
+    limit: u32,
+) -> Result<Vec<uuid::Uuid>> {
+    sqlx::query_scalar("SELECT batch_id FROM imports WHERE state = ? AND started_at < ? LIMIT ?")
+        .bind(RECEIVING)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&mut **tx)
+        .await
+        .db()
 }
 
 #[async_trait]

@@ -1064,6 +1064,12 @@ impl OrgRepository for LockRepository {
             push_in(&mut qb, chunk);
             qb.build().execute(&mut *tx).await.db()?;
         }
+        // A file's staging goes with its batch, and with it uploads abandoned
+        // `receiving` past the cutoff (their process died).
+        let mut uploads =
+            super::imports::abandoned_uploads(&mut tx, finished_before, limit).await?;
+        uploads.extend_from_slice(&ids);
+        super::imports::delete_uploads(&mut tx, &uploads).await?;
         tx.commit().await.db()?;
         Ok(ids.len() as u64)
     }

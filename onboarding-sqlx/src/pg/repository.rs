@@ -834,6 +834,17 @@ impl OrgRepository for PgRepository {
                 RETURNING id
             ), items AS (
                 DELETE FROM batch_items WHERE batch_id IN (SELECT id FROM gone)
+            ), uploads AS (
+                -- A file's staging goes with its batch; an upload still
+                -- `receiving` past the cutoff was abandoned by a process that died.
+                DELETE FROM imports WHERE batch_id IN (SELECT id FROM gone)
+                    OR batch_id IN (SELECT batch_id FROM imports
+                        WHERE state = 'receiving' AND started_at < $1 LIMIT $2)
+                RETURNING batch_id
+            ), staged AS (
+                DELETE FROM import_rows WHERE batch_id IN (SELECT batch_id FROM uploads)
+            ), refused AS (
+                DELETE FROM import_rejections WHERE batch_id IN (SELECT batch_id FROM uploads)
             )
             SELECT id FROM gone",
         )
