@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use onboarding_core::import::{ImportProgress, ImportRow, ImportStore, NewImport, RowError};
 use onboarding_core::model::{
     BatchId, BatchStatus, Domain, ItemId, Organization, TenantId, Timestamp,
 };
@@ -483,9 +484,81 @@ impl OrgRepository for ReplicaRouted {
         self.positions.lock().problem
     }
 
-    // Imports stage and read on the primary.
-    fn imports(&self) -> Option<&dyn onboarding_core::import::ImportStore> {
-        self.primary.imports()
+    // Imports stage and read on the primary, through `self` so that a
+    // finished import counts as its tenant's write (below).
+    fn imports(&self) -> Option<&dyn ImportStore> {
+        self.primary.imports().map(|_| self as &dyn ImportStore)
+    }
+}
+
+impl ReplicaRouted {
+    fn primary_imports(&self) -> Result<&dyn ImportStore> {
+        self.primary.imports().ok_or_else(|| {
+            onboarding_core::Error::new(ErrorKind::Unavailable, "the primary has no import store")
+                .with_retryable(false)
+        })
+    }
+}
+
+/// The primary's import store; a finish is a write of the tenant, so the
+/// reads that follow it (the pending items the service enqueues, the
+/// client's status) do not go to a replica that has not replayed it.
+#[async_trait]
+impl ImportStore for ReplicaRouted {
+    async fn begin_import(&self, import: &NewImport) -> Result<()> {
+        self.primary_imports()?.begin_import(import).await
+    }
+
+    async fn append_import(
+        &self,
+        batch: BatchId,
+        rows: &[ImportRow],
+        rejected: &[RowError],
+    ) -> Result<Vec<RowError>> {
+        self.primary_imports()?
+            .append_import(batch, rows, rejected)
+            .await
+    }
+
+    async fn finish_import(&self, submission: &Submission) -> Result<StoreResult> {
+        let store = self.primary_imports()?;
+        self.write(Some(&submission.tenant), store.finish_import(submission))
+            .await
+    }
+
+    async fn abort_import(&self, batch: BatchId) -> Result<()> {
+        self.primary_imports()?.abort_import(batch).await
+    }
+
+    async fn import_progress(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+    ) -> Result<Option<ImportProgress>> {
+        self.primary_imports()?.import_progress(tenant, batch).await
+    }
+
+    async fn rejected_rows(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        after_line: Option<u32>,
+        limit: u32,
+    ) -> Result<Option<Vec<RowError>>> {
+        self.primary_imports()?
+            .rejected_rows(tenant, batch, after_line, limit)
+            .await
+    }
+
+    async fn staged_rows(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        lines: &[u32],
+    ) -> Result<Vec<ImportRow>> {
+        self.primary_imports()?
+            .staged_rows(tenant, batch, lines)
+            .await
     }
 }
 
@@ -495,6 +568,59 @@ mod tests {
 
     fn tenant(name: &str) -> TenantId {
         TenantId::parse(name).expect("tenant")
+    }
+
+    /// A finished import is its tenant's write: the pending items the
+    /// service lists right after it come from the primary even while the
+    /// replica counts as fresh (here: an empty replica).
+    #[tokio::test]
+    async fn a_finished_import_is_read_back_from_the_primary() {
+        use onboarding_core::memory::MemoryRepository;
+        use onboarding_core::model::{ConflictPolicy, ItemStatus};
+        use onboarding_core::testing::fixtures;
+
+        let positions = Arc::new(Positions::default());
+        positions.record(Instant::now(), Some(100), Some(100));
+        let routed = ReplicaRouted {
+            primary: Arc::new(MemoryRepository::new()),
+            replica: Arc::new(MemoryRepository::new()),
+            positions,
+        };
+        let acme = tenant("acme");
+        let store = routed.imports().expect("the primary imports");
+        let batch = BatchId::new();
+        store
+            .begin_import(&NewImport {
+                batch_id: batch,
+                tenant: acme.clone(),
+                idempotency_key: None,
+                now: onboarding_core::model::now(),
+            })
+            .await
+            .expect("begin");
+        let row = ImportRow {
+            line: 2,
+            organization: fixtures::organization(&fixtures::domain()),
+            external_id: None,
+        };
+        store
+            .append_import(batch, &[row], &[])
+            .await
+            .expect("append");
+        let mut finish = fixtures::submission_of(&acme, Vec::new(), ConflictPolicy::Update);
+        finish.batch_id = batch;
+        store.finish_import(&finish).await.expect("finish");
+        let pending = ItemQuery {
+            status: Some(ItemStatus::Pending),
+            limit: 10,
+            after_position: None,
+        };
+        let page = routed
+            .list_items(&acme, batch, &pending)
+            .await
+            .expect("list")
+            .expect("read from the primary, which has the batch");
+        assert_eq!(page.items.len(), 1);
     }
 
     #[test]
