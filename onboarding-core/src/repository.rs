@@ -87,6 +87,19 @@ pub enum StoreResult {
     },
 }
 
+impl StoreResult {
+    /// The answer when the tenant's idempotency key already names `earlier`:
+    /// [`StoreResult::Replayed`] for the same request hash, else
+    /// [`StoreResult::KeyConflict`]. The one rule every backend applies.
+    pub fn for_earlier(earlier: Batch, request_hash: &str) -> Self {
+        if earlier.request_hash == request_hash {
+            Self::Replayed { batch: earlier }
+        } else {
+            Self::KeyConflict { batch: earlier }
+        }
+    }
+}
+
 /// A fencing reference: an item together with the lease token of one claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Lease {

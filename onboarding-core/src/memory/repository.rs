@@ -171,11 +171,7 @@ impl OrgRepository for MemoryRepository {
                     .get(id)
                     .map(|b| b.batch.clone())
                     .ok_or_else(|| Error::internal("idempotency key points to no batch"))?;
-                return Ok(if batch.request_hash == s.request_hash {
-                    StoreResult::Replayed { batch }
-                } else {
-                    StoreResult::KeyConflict { batch }
-                });
+                return Ok(StoreResult::for_earlier(batch, &s.request_hash));
             }
         }
         let now = s.now;

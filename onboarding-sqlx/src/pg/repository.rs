@@ -359,11 +359,7 @@ impl OrgRepository for PgRepository {
                 .await?
                 .ok_or_else(|| Error::internal("idempotency key conflict without a batch"))?
                 .into_model()?;
-            return Ok(if batch.request_hash == s.request_hash {
-                StoreResult::Replayed { batch }
-            } else {
-                StoreResult::KeyConflict { batch }
-            });
+            return Ok(StoreResult::for_earlier(batch, &s.request_hash));
         }
 
         let mut items = Vec::with_capacity(s.organizations.len());
