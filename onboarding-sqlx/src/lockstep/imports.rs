@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use onboarding_core::import::{ImportProgress, ImportRow, ImportStore, NewImport, RowError};
-use onboarding_core::model::{BatchId, Domain, ItemStatus, NewOrganization, TenantId};
+use onboarding_core::model::{BatchId, ItemStatus, TenantId};
 use onboarding_core::repository::{StoreResult, Submission};
 use onboarding_core::{Error, ErrorKind, Result};
 use sqlx::{QueryBuilder, Row};
@@ -207,11 +207,7 @@ impl ImportStore for LockRepository {
                 delete_upload(&mut tx, s.batch_id).await?;
                 tx.commit().await.db()?;
                 let batch = batch.into_model()?;
-                return Ok(if batch.request_hash == s.request_hash {
-                    StoreResult::Replayed { batch }
-                } else {
-                    StoreResult::KeyConflict { batch }
-                });
+                return Ok(StoreResult::for_earlier(batch, &s.request_hash));
             }
         }
         sqlx::query(
@@ -234,7 +230,7 @@ impl ImportStore for LockRepository {
         let mut all_done = true;
         loop {
             let rows = sqlx::query(
-                "SELECT line_no, name, domain, contact_email FROM import_rows
+                "SELECT line_no, name, domain, contact_email, external_id FROM import_rows
                  WHERE batch_id = ? AND line_no > ? ORDER BY line_no LIMIT ?",
             )
             .bind(s.batch_id.0)
@@ -247,17 +243,10 @@ impl ImportStore for LockRepository {
                 break;
             }
             let mut organizations = Vec::with_capacity(rows.len());
-            for r in rows {
-                let line: i64 = r.try_get("line_no").db()?;
-                after = line;
-                organizations.push((
-                    u32::try_from(line).unwrap_or(u32::MAX),
-                    NewOrganization {
-                        name: r.try_get("name").db()?,
-                        domain: Domain::from_normalized(r.try_get::<String, _>("domain").db()?),
-                        contact_email: r.try_get("contact_email").db()?,
-                    },
-                ));
+            for r in &rows {
+                let staged = crate::staging::staged_row(r)?;
+                after = i64::from(staged.line);
+                organizations.push((staged.line, staged.organization));
             }
             let items = store_chunk(&mut tx, s, &organizations).await?;
             all_done &= items.iter().all(|i| i.status == ItemStatus::Completed);
