@@ -115,7 +115,7 @@ pub async fn import_finish_creates_one_batch(backend: TestBackend) {
     let tenant = fixtures::tenant();
     // One domain exists already with other data: Updated.
     let existing = new_orgs(1);
-    fixtures::store(
+    let (earlier, _) = fixtures::store(
         repo.as_ref(),
         &fixtures::submission_of(&tenant, existing.clone(), ConflictPolicy::Update),
     )
@@ -216,6 +216,8 @@ pub async fn import_finish_creates_one_batch(backend: TestBackend) {
         late.expect_err("expected an error").kind(),
         ErrorKind::NotFound
     );
+    // Open batches left behind would be swept by every later sweep case.
+    fixtures::cancel_quietly(repo.as_ref(), &tenant, &[earlier.id, batch]).await;
 }
 
 /// A domain staged before (in an earlier chunk or the same one) is refused, naming the earlier line.
@@ -283,6 +285,7 @@ pub async fn import_refuses_duplicate_domains(backend: TestBackend) {
         .expect("store call failed");
     let lines: Vec<u32> = rejected.iter().map(|r| r.line).collect();
     assert_eq!(lines, vec![11, 20]);
+    fixtures::cancel_quietly(backend.repository.as_ref(), &tenant, &[batch]).await;
 }
 
 /// Aborting keeps nothing: no batch, no organization, no counters; unknown uploads are fine.
@@ -408,23 +411,29 @@ pub async fn import_replays_finished_keys(backend: TestBackend) {
         matches!(answer, StoreResult::KeyConflict { .. }),
         "{answer:?}"
     );
+    fixtures::cancel_quietly(repo.as_ref(), &tenant, &[first]).await;
 }
 
 /// Pruning a finished import's batch takes its staged rows and refusals
 /// with it, and discards uploads left `receiving` before the cutoff (their
 /// process died); a newer upload in progress stays.
+///
+/// Works in 2001-2006 so that no other case's batch or upload is in its range.
 pub async fn import_staging_is_pruned_with_its_batch(backend: TestBackend) {
     let store = store(&backend);
     let repo = &backend.repository;
     let tenant = fixtures::tenant();
     let hour = std::time::Duration::from_secs(3600);
+    let t = fixtures::time_in_past(2001);
     // Every row skips an organization the tenant has: the batch is complete at once.
     let existing = new_orgs(3);
-    fixtures::store(
+    let (earlier, _) = fixtures::store(
         repo.as_ref(),
-        &fixtures::submission_of(&tenant, existing.clone(), ConflictPolicy::Update),
+        &fixtures::submission_at(&tenant, existing.clone(), ConflictPolicy::Update, t),
     )
     .await;
+    // Items pending since then would be due in every other case's sweep.
+    fixtures::cancel_quietly(repo.as_ref(), &tenant, &[earlier.id]).await;
     let finished = begin(store, &tenant, None).await;
     store
         .append_import(finished, &rows(2, &existing), &[bad_row(9)])
@@ -432,6 +441,7 @@ pub async fn import_staging_is_pruned_with_its_batch(backend: TestBackend) {
         .expect("store call failed");
     let mut skipping = finishing(&tenant, finished, None);
     skipping.policy = ConflictPolicy::Skip;
+    skipping.now = t;
     store
         .finish_import(&skipping)
         .await
@@ -443,14 +453,13 @@ pub async fn import_staging_is_pruned_with_its_batch(backend: TestBackend) {
         .expect("expected Some");
     assert!(status.batch.completed_at.is_some(), "{status:?}");
 
-    let now = crate::model::now();
     let abandoned = BatchId::new();
     store
         .begin_import(&NewImport {
             batch_id: abandoned,
             tenant: tenant.clone(),
             idempotency_key: Some("died".to_owned()),
-            now: crate::model::before(now, 2 * hour),
+            now: crate::model::before(t, hour),
         })
         .await
         .expect("begin_import failed");
@@ -458,7 +467,7 @@ pub async fn import_staging_is_pruned_with_its_batch(backend: TestBackend) {
         .append_import(abandoned, &rows(2, &new_orgs(2)), &[bad_row(4)])
         .await
         .expect("store call failed");
-    let cutoff = crate::model::after(now, hour);
+    let cutoff = crate::model::after(t, hour);
     let live = BatchId::new();
     store
         .begin_import(&NewImport {
