@@ -163,13 +163,7 @@ async fn postgres_base_backup_and_archived_wal_restore_every_batch() {
     let primary = tokio::task::spawn_blocking(PostgresCluster::start_primary)
         .await
         .unwrap();
-    let admin = sqlx::PgPool::connect(&primary.url("postgres"))
-        .await
-        .unwrap();
-    sqlx::query("CREATE DATABASE onboarding")
-        .execute(&admin)
-        .await
-        .unwrap();
+    let admin = primary.create_database("onboarding").await;
     let live = BackendUrls::new(primary.url("onboarding"), "database", "memory")
         .connect()
         .await

@@ -64,13 +64,7 @@ async fn reads_use_the_replica_only_when_it_has_what_the_reader_must_see() {
     let primary = tokio::task::spawn_blocking(PostgresCluster::start_primary)
         .await
         .unwrap();
-    let admin = sqlx::PgPool::connect(&primary.url("postgres"))
-        .await
-        .unwrap();
-    sqlx::query("CREATE DATABASE onboarding")
-        .execute(&admin)
-        .await
-        .unwrap();
+    let admin = primary.create_database("onboarding").await;
     // The schema exists before the replica is copied (a replica cannot migrate).
     let primary_url = primary.url("onboarding");
     let sql = onboarding_sqlx::connect(&primary_url, SqlOptions::default())

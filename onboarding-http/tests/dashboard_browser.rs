@@ -185,29 +185,12 @@ async fn receiver() -> String {
 }
 
 /// The API, as the test's own client (not the browser) calls it.
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
+struct Api(HttpClient);
 
 impl Api {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(ACME_KEY);
-        if let Some(body) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        let (status, _, body) = self.0.call(method, path, ACME_KEY, body.as_ref()).await;
+        (status, body)
     }
 
     async fn submit(&self, organizations: Vec<Value>) -> String {
@@ -382,11 +365,9 @@ async fn the_dashboard_works_in_a_real_browser() {
         .webhooks(webhooks.clone())
         .build();
     let app = router(service, config).merge(dashboard_router(DashboardConfig::default()));
-    let base = format!("http://{}", serve(app).await);
-    let api = Api {
-        base: base.clone(),
-        http: reqwest::Client::new(),
-    };
+    let addr = serve(app).await;
+    let base = format!("http://{addr}");
+    let api = Api(HttpClient::new(addr));
     let (status, endpoint) = api
         .call(
             reqwest::Method::POST,

@@ -64,46 +64,8 @@ fn fast_worker() -> WorkerConfig {
         .with_shutdown_timeout(Duration::from_secs(2))
 }
 
-struct Client {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Client {
-    fn new(addr: SocketAddr) -> Self {
-        Self {
-            base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        key: &str,
-        body: Option<&Value>,
-    ) -> (u16, HeaderMap, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(key);
-        if let Some(body) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.unwrap();
-        (
-            status,
-            headers,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
+// The end-to-end tests' own calls, beside `call`.
+impl HttpClient {
     /// Polls the batch until `done` holds, with a deadline (no fixed sleeps).
     async fn wait_for(&self, batch: &str, key: &str, done: impl Fn(&Value) -> bool) -> Value {
         eventually(
@@ -170,7 +132,7 @@ async fn seed_request_reaches_completed(backends: Backends) {
     let service = OnboardingService::new(backends.clone(), IngestConfig::default());
     let worker = Worker::new(backends, Arc::new(PickyProcessor), fast_worker()).start();
     let addr = serve(router(service, config().build())).await;
-    let client = Client::new(addr);
+    let client = HttpClient::new(addr);
 
     // The seed's request, byte for byte, answered with the seed's body.
     let seed = json!({"organizations": [{"name": "Acme Corporation", "domain": "acme.com", "contact_email": "contact@acme.com"}]});
@@ -340,7 +302,7 @@ async fn batch_completion_webhook_is_signed_retried_logged_and_replayable() {
     let service = OnboardingService::new(backends.clone(), IngestConfig::default());
     let worker = Worker::new(backends, Arc::new(PickyProcessor), fast_worker()).start();
     let addr = serve(router(service, config().webhooks(webhooks).build())).await;
-    let client = Client::new(addr);
+    let client = HttpClient::new(addr);
 
     // Each tenant registers its own endpoint and gets its own secret.
     let (status, _, acme) = client

@@ -508,8 +508,9 @@ async fn a_rotated_secret_signs_beside_the_old_one_during_the_overlap() {
     assert_eq!(list.body["deliveries"].as_array().unwrap().len(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delivery_made_by_another_process_is_listed_and_replayed_here() {
+/// A webhook receiver on a free loopback port: `POST /hook` answers 200
+/// and counts the calls.
+async fn counting_receiver() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -525,6 +526,22 @@ async fn a_delivery_made_by_another_process_is_listed_and_replayed_here() {
         }),
     );
     tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
+    (addr, hits)
+}
+
+/// A `BatchCompleted` of a new batch of tenant `acme`.
+fn completed_for_acme() -> onboarding_core::Event {
+    onboarding_core::Event::BatchCompleted {
+        tenant: tenant("acme"),
+        batch_id: onboarding_core::model::BatchId::new(),
+        counts: Default::default(),
+        completed_at: onboarding_core::model::now(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_made_by_another_process_is_listed_and_replayed_here() {
+    let (addr, hits) = counting_receiver().await;
     let store = Arc::new(MemoryWebhooks::new());
     // The "worker": its own Webhooks over the shared store, sending.
     let worker = webhooks(&store, UrlPolicy::permissive());
@@ -537,15 +554,7 @@ async fn a_delivery_made_by_another_process_is_listed_and_replayed_here() {
         .await
         .unwrap();
     let _loop = worker.start();
-    worker
-        .enqueue(&[onboarding_core::Event::BatchCompleted {
-            tenant: tenant("acme"),
-            batch_id: onboarding_core::model::BatchId::new(),
-            counts: Default::default(),
-            completed_at: onboarding_core::model::now(),
-        }])
-        .await
-        .unwrap();
+    worker.enqueue(&[completed_for_acme()]).await.unwrap();
     // The "server": lists and replays it.
     let app = with_webhooks(&store, UrlPolicy::permissive());
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -574,21 +583,7 @@ async fn a_delivery_made_by_another_process_is_listed_and_replayed_here() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_that_became_private_is_refused_again_at_delivery() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = hits.clone();
-    let receiver = Router::new().route(
-        "/hook",
-        axum::routing::post(move || {
-            let count = count.clone();
-            async move {
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                StatusCode::OK
-            }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
+    let (addr, hits) = counting_receiver().await;
     let store = Arc::new(MemoryWebhooks::new());
     // Stored as if registered under a laxer policy (or before its name moved).
     let endpoint = onboarding_core::webhooks::WebhookEndpoint::new(
@@ -602,15 +597,7 @@ async fn a_url_that_became_private_is_refused_again_at_delivery() {
         .unwrap();
     let sender = webhooks(&store, UrlPolicy::strict().with_http(true));
     let _loop = sender.start();
-    sender
-        .enqueue(&[onboarding_core::Event::BatchCompleted {
-            tenant: tenant("acme"),
-            batch_id: onboarding_core::model::BatchId::new(),
-            counts: Default::default(),
-            completed_at: onboarding_core::model::now(),
-        }])
-        .await
-        .unwrap();
+    sender.enqueue(&[completed_for_acme()]).await.unwrap();
     let query = onboarding_core::webhooks::DeliveryQuery::latest(1);
     let deadline = Instant::now() + Duration::from_secs(10);
     let record = loop {

@@ -217,6 +217,56 @@ pub(crate) fn policy_str(p: ConflictPolicy) -> &'static str {
     }
 }
 
+/// A queue's job counts, as every engine's `depth` reads them (`n_`: `DELAYED`
+/// is a reserved word in MySQL).
+#[derive(sqlx::FromRow)]
+pub(crate) struct DepthRow {
+    n_ready: i64,
+    n_delayed: i64,
+    n_in_flight: i64,
+}
+
+impl DepthRow {
+    pub(crate) fn into_model(self) -> onboarding_core::QueueDepth {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        onboarding_core::QueueDepth {
+            ready: count(self.n_ready),
+            delayed: count(self.n_delayed),
+            in_flight: count(self.n_in_flight),
+        }
+    }
+}
+
+/// A statement of `DB` with its arguments bound so far.
+pub(crate) type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>;
+
+/// Binds a submission's new `batches` row to an `INSERT INTO batches (id,
+/// tenant, idempotency_key, request_hash, total, policy, mode, created_at)`
+/// (`total` items), on every engine.
+pub(crate) fn bind_new_batch<'q, DB>(
+    query: Query<'q, DB>,
+    s: &'q onboarding_core::repository::Submission,
+    total: i64,
+) -> Query<'q, DB>
+where
+    DB: sqlx::Database,
+    Uuid: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Timestamp: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(s.batch_id.0)
+        .bind(s.tenant.as_str())
+        .bind(s.idempotency_key.as_deref())
+        .bind(s.request_hash.as_str())
+        .bind(total)
+        .bind(policy_str(s.policy))
+        .bind(mode_str(s.mode))
+        .bind(s.now)
+}
+
 /// The stored name of a mode.
 pub(crate) fn mode_str(m: SubmitMode) -> &'static str {
     match m {

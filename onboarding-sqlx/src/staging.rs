@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use onboarding_core::import::{ImportProgress, ImportRow, ImportState, RowError};
-use onboarding_core::model::{BatchId, Domain, NewOrganization, Timestamp};
+use onboarding_core::model::{BatchId, Domain, NewOrganization, TenantId, Timestamp};
 use sqlx::Row;
 
 use crate::error::DbResultExt;
@@ -134,4 +134,67 @@ where
         },
         external_id: r.try_get("external_id").db()?,
     })
+}
+
+/// The next chunk (at most `chunk` rows) of an upload's staged rows after
+/// line `*after`, read by `sql` (an engine's spelling of `SELECT line_no,
+/// name, domain, contact_email, external_id FROM import_rows WHERE batch_id
+/// = ? AND line_no > ? ORDER BY line_no LIMIT ?`), with `*after` moved to
+/// its last line: empty once every row is read.
+pub(crate) async fn next_staged_chunk<'c, DB>(
+    conn: &'c mut DB::Connection,
+    sql: &'c str,
+    batch: BatchId,
+    after: &mut i64,
+    chunk: i64,
+) -> Result<Vec<(u32, NewOrganization)>>
+where
+    DB: sqlx::Database,
+    &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    uuid::Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'s> &'s str: sqlx::ColumnIndex<DB::Row>,
+    i64: for<'q> sqlx::Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    String: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    Option<String>: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+{
+    let rows = sqlx::query(sql)
+        .bind(batch.0)
+        .bind(*after)
+        .bind(chunk)
+        .fetch_all(conn)
+        .await
+        .db()?;
+    let mut organizations = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let staged = staged_row(r)?;
+        *after = i64::from(staged.line);
+        organizations.push((staged.line, staged.organization));
+    }
+    Ok(organizations)
+}
+
+/// A tenant's upload's progress, read by `sql` (an engine's spelling of
+/// `SELECT {PROGRESS_COLUMNS} FROM imports WHERE batch_id = ? AND tenant = ?`).
+pub(crate) async fn progress<DB>(
+    pool: &sqlx::Pool<DB>,
+    sql: &str,
+    tenant: &TenantId,
+    batch: BatchId,
+) -> Result<Option<ImportProgress>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'r> ProgressRow: sqlx::FromRow<'r, DB::Row>,
+    uuid::Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let row: Option<ProgressRow> = sqlx::query_as(sql)
+        .bind(batch.0)
+        .bind(tenant.as_str())
+        .fetch_optional(pool)
+        .await
+        .db()?;
+    row.map(ProgressRow::into_model).transpose()
 }

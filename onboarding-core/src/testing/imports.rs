@@ -55,6 +55,31 @@ fn finishing(tenant: &TenantId, batch: BatchId, key: Option<&str>) -> Submission
     s
 }
 
+/// Nothing of an upload is left: no progress, no refused rows, none of its
+/// staged rows (at `lines`).
+async fn assert_upload_gone(
+    store: &dyn ImportStore,
+    tenant: &TenantId,
+    batch: BatchId,
+    lines: &[u32],
+) {
+    assert!(store
+        .import_progress(tenant, batch)
+        .await
+        .expect("store call failed")
+        .is_none());
+    assert!(store
+        .rejected_rows(tenant, batch, None, 10)
+        .await
+        .expect("store call failed")
+        .is_none());
+    assert!(store
+        .staged_rows(tenant, batch, lines)
+        .await
+        .expect("store call failed")
+        .is_empty());
+}
+
 fn bad_row(line: u32) -> RowError {
     RowError::line(line, "invalid_utf8", "the line is not UTF-8")
 }
@@ -303,16 +328,7 @@ pub async fn import_abort_keeps_nothing(backend: TestBackend) {
         .abort_import(batch)
         .await
         .expect("second abort failed");
-    assert!(store
-        .import_progress(&tenant, batch)
-        .await
-        .expect("store call failed")
-        .is_none());
-    assert!(store
-        .rejected_rows(&tenant, batch, None, 10)
-        .await
-        .expect("store call failed")
-        .is_none());
+    assert_upload_gone(store, &tenant, batch, &[2, 3, 4, 5, 6]).await;
     let repo = &backend.repository;
     assert!(repo
         .batch_status(&tenant, batch)
@@ -482,21 +498,7 @@ pub async fn import_staging_is_pruned_with_its_batch(backend: TestBackend) {
     let pruned = repo.prune(cutoff, 1000).await.expect("prune failed");
     assert!(pruned >= 1, "the finished batch is pruned");
     for batch in [finished, abandoned] {
-        assert!(store
-            .import_progress(&tenant, batch)
-            .await
-            .expect("store call failed")
-            .is_none());
-        assert!(store
-            .rejected_rows(&tenant, batch, None, 10)
-            .await
-            .expect("store call failed")
-            .is_none());
-        assert!(store
-            .staged_rows(&tenant, batch, &[2, 3, 4])
-            .await
-            .expect("store call failed")
-            .is_empty());
+        assert_upload_gone(store, &tenant, batch, &[2, 3, 4]).await;
     }
     // The abandoned upload's key is free again.
     let again = begin(store, &tenant, Some("died")).await;

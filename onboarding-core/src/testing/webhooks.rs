@@ -17,7 +17,7 @@ use crate::model::{after, now, BatchId, LeaseToken, TenantId, Timestamp};
 use crate::testing::{fixtures, TestBackend};
 use crate::webhooks::{
     AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryId, DeliveryLog, DeliveryQuery,
-    DeliveryStatus, EndpointId, NewDelivery, RetrySchedule, WebhookEndpoint,
+    DeliveryRecord, DeliveryStatus, EndpointId, NewDelivery, RetrySchedule, WebhookEndpoint,
 };
 
 static CLAIMS: Mutex<()> = Mutex::const_new(());
@@ -72,6 +72,31 @@ fn attempt(claimed: &ClaimedDelivery, delivered: bool, at: Timestamp) -> Attempt
         &RetrySchedule::new(3, Duration::from_secs(10)),
         at,
     )
+}
+
+/// Claims delivery `id` for a replay at `at`, with a 30 s lease.
+async fn claim_now(
+    log: &dyn DeliveryLog,
+    tenant: &TenantId,
+    id: DeliveryId,
+    at: Timestamp,
+) -> ClaimedDelivery {
+    log.claim_delivery(tenant, id, at, after(at, Duration::from_secs(30)))
+        .await
+        .expect("claim")
+        .expect("exists")
+}
+
+/// Delivery `id` as shown to its tenant, with its attempts.
+async fn shown(
+    log: &dyn DeliveryLog,
+    tenant: &TenantId,
+    id: DeliveryId,
+) -> (DeliveryRecord, Vec<AttemptRecord>) {
+    log.delivery(tenant, id)
+        .await
+        .expect("delivery")
+        .expect("exists")
 }
 
 /// Claims everything due at `at` and records a delivered attempt for what
@@ -622,12 +647,7 @@ pub async fn record_attempt_with_the_current_lease_updates_the_delivery(backend:
         .await
         .expect("add");
     let at = now();
-    let claimed = backend
-        .deliveries
-        .claim_delivery(&tenant, d.id, at, after(at, Duration::from_secs(30)))
-        .await
-        .expect("claim")
-        .expect("exists");
+    let claimed = claim_now(&*backend.deliveries, &tenant, d.id, at).await;
     let failed = attempt(&claimed, false, at);
     assert_eq!(
         failed.status,
@@ -639,12 +659,7 @@ pub async fn record_attempt_with_the_current_lease_updates_the_delivery(backend:
         .record_attempt(&failed)
         .await
         .expect("record"));
-    let (record, attempts) = backend
-        .deliveries
-        .delivery(&tenant, d.id)
-        .await
-        .expect("delivery")
-        .expect("exists");
+    let (record, attempts) = shown(&*backend.deliveries, &tenant, d.id).await;
     assert_eq!(
         (
             record.status,
@@ -667,24 +682,14 @@ pub async fn record_attempt_with_the_current_lease_updates_the_delivery(backend:
     );
     assert_eq!(attempts, vec![failed.attempt.clone()]);
     // The claim ended: a replay may claim it now.
-    let replay = backend
-        .deliveries
-        .claim_delivery(&tenant, d.id, at, after(at, Duration::from_secs(30)))
-        .await
-        .expect("claim")
-        .expect("exists");
+    let replay = claim_now(&*backend.deliveries, &tenant, d.id, at).await;
     let ok = attempt(&replay, true, at);
     assert!(backend
         .deliveries
         .record_attempt(&ok)
         .await
         .expect("record"));
-    let (record, attempts) = backend
-        .deliveries
-        .delivery(&tenant, d.id)
-        .await
-        .expect("delivery")
-        .expect("exists");
+    let (record, attempts) = shown(&*backend.deliveries, &tenant, d.id).await;
     assert_eq!(
         (record.status, record.attempts, record.next_attempt_at),
         (DeliveryStatus::Delivered, 2, None)
@@ -705,24 +710,14 @@ pub async fn record_attempt_with_a_stale_lease_changes_nothing(backend: TestBack
         .await
         .expect("add");
     let at = now();
-    let mut claimed = backend
-        .deliveries
-        .claim_delivery(&tenant, d.id, at, after(at, Duration::from_secs(30)))
-        .await
-        .expect("claim")
-        .expect("exists");
+    let mut claimed = claim_now(&*backend.deliveries, &tenant, d.id, at).await;
     claimed.lease = LeaseToken::new();
     assert!(!backend
         .deliveries
         .record_attempt(&attempt(&claimed, true, at))
         .await
         .expect("record"));
-    let (record, attempts) = backend
-        .deliveries
-        .delivery(&tenant, d.id)
-        .await
-        .expect("delivery")
-        .expect("exists");
+    let (record, attempts) = shown(&*backend.deliveries, &tenant, d.id).await;
     assert_eq!(
         (record.status, record.attempts),
         (DeliveryStatus::Pending, 0)

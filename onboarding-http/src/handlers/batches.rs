@@ -13,7 +13,7 @@ use crate::dto::{
     decode_cursor, encode_cursor, BatchItemsPage, BatchStatusResponse, ItemStatusDto, RetryAccepted,
 };
 use crate::extract::TenantBatch;
-use crate::handlers::{limit, query, MAX_PAGE};
+use crate::handlers::{limit, optional_param, query, MAX_PAGE};
 use crate::problem::Problem;
 use crate::responses::{Invalid, Malformed, NotFound, RateLimited, Unauthorized, Unavailable};
 
@@ -84,27 +84,20 @@ pub(crate) async fn items(
     params: Result<Query<ItemsParams>, QueryRejection>,
 ) -> Result<Json<BatchItemsPage>, Problem> {
     let params = query(params)?;
-    let status = match params.status.as_deref() {
-        None => None,
-        Some(raw) => Some(ItemStatus::parse(raw).ok_or_else(|| {
-            Problem::invalid_parameter(
-                "status",
-                "invalid_value",
-                "status must be one of pending, processing, completed, failed, cancelled",
-            )
-        })?),
-    };
+    let status = optional_param(
+        params.status.as_deref(),
+        "status",
+        ItemStatus::parse,
+        "status must be one of pending, processing, completed, failed, cancelled",
+    )?;
     let limit = limit(params.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
-    let after_position = match params.cursor.as_deref() {
-        None | Some("") => None,
-        Some(raw) => Some(decode_cursor(raw).ok_or_else(|| {
-            Problem::invalid_parameter(
-                "cursor",
-                "invalid_value",
-                "cursor must be a next_cursor value from an earlier page",
-            )
-        })?),
-    };
+    // An empty cursor is the first page.
+    let after_position = optional_param(
+        params.cursor.as_deref().filter(|c| !c.is_empty()),
+        "cursor",
+        decode_cursor,
+        "cursor must be a next_cursor value from an earlier page",
+    )?;
     let query = ItemQuery {
         status,
         limit,

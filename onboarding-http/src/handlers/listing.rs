@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::dto::BatchStatusResponse;
 use crate::extract::Tenant;
-use crate::handlers::{limit, query};
+use crate::handlers::{limit, optional_param, query};
 use crate::problem::Problem;
 use crate::responses::{Invalid, Malformed, RateLimited, Unauthorized, Unavailable};
 
@@ -82,31 +82,23 @@ pub(crate) async fn list(
 ) -> Result<Json<BatchListPage>, Problem> {
     let params = query(params)?;
     // An empty value is refused like any other value outside the enum.
-    let batch_state = match params.state.as_deref() {
-        None => None,
-        Some(raw) => Some(BatchState::parse(raw).ok_or_else(|| {
-            Problem::invalid_parameter(
-                "state",
-                "invalid_value",
-                "state must be one of running, completed, cancelled",
-            )
-        })?),
-    };
+    let batch_state = optional_param(
+        params.state.as_deref(),
+        "state",
+        BatchState::parse,
+        "state must be one of running, completed, cancelled",
+    )?;
     // An empty value is refused like any other non-time (the document says date-time).
-    let created_after = match params.created_after.as_deref() {
-        None => None,
-        Some(raw) => Some(
+    let created_after = optional_param(
+        params.created_after.as_deref(),
+        "created_after",
+        |raw| {
             DateTime::parse_from_rfc3339(raw.trim())
+                .ok()
                 .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    Problem::invalid_parameter(
-                        "created_after",
-                        "invalid_value",
-                        "created_after must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
-                    )
-                })?,
-        ),
-    };
+        },
+        "created_after must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
+    )?;
     let before = match params.cursor.as_deref() {
         None | Some("") => None,
         Some(raw) => Some(decode_cursor(raw).ok_or_else(|| {

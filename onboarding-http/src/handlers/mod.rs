@@ -27,6 +27,20 @@ pub(crate) fn query<T>(params: Result<Query<T>, QueryRejection>) -> Result<T, Pr
         .map_err(|e| Problem::malformed(format!("the query string is invalid: {}", e.body_text())))
 }
 
+/// An optional query parameter `name`: absent, `None`; a value `parse`
+/// refuses (the empty one too), a 422 `invalid_value` saying `detail`.
+pub(crate) fn optional_param<T>(
+    raw: Option<&str>,
+    name: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+    detail: &str,
+) -> Result<Option<T>, Problem> {
+    raw.map(|raw| {
+        parse(raw).ok_or_else(|| Problem::invalid_parameter(name, "invalid_value", detail))
+    })
+    .transpose()
+}
+
 /// Parses an optional `limit` query parameter within `1..=max`.
 pub(crate) fn limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, Problem> {
     match raw {

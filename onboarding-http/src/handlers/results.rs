@@ -18,7 +18,7 @@ use utoipa::IntoParams;
 
 use crate::app::AppState;
 use crate::extract::TenantBatch;
-use crate::handlers::query;
+use crate::handlers::{optional_param, query};
 use crate::problem::Problem;
 use crate::responses::{Invalid, Malformed, NotFound, RateLimited, Unauthorized, Unavailable};
 
@@ -205,16 +205,12 @@ pub(crate) async fn results(
         }
     };
     let rejected = params.status.as_deref() == Some("rejected");
-    let status = match params.status.as_deref() {
-        None | Some("rejected") => None,
-        Some(raw) => Some(ItemStatus::parse(raw).ok_or_else(|| {
-            Problem::invalid_parameter(
-                "status",
-                "invalid_value",
-                "status must be one of completed, failed, pending, processing, cancelled, rejected",
-            )
-        })?),
-    };
+    let status = optional_param(
+        params.status.as_deref().filter(|_| !rejected),
+        "status",
+        ItemStatus::parse,
+        "status must be one of completed, failed, pending, processing, cancelled, rejected",
+    )?;
     let service = state.service().clone();
     let (tenant, id) = (batch.tenant, batch.id);
     // The batch must exist for this tenant (an upload still arriving has rejected rows but no batch).

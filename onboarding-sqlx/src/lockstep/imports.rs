@@ -15,13 +15,13 @@ use onboarding_core::{Error, ErrorKind, Result};
 use sqlx::{QueryBuilder, Row};
 
 use super::dialect;
-use super::repository::{org_chunk_len, store_chunk, LockRepository, Tx};
+use super::repository::{insert_batch, org_chunk_len, store_chunk, LockRepository, Tx};
 use crate::chunk_len;
 use crate::error::{is_unique_violation, DbResultExt};
-use crate::rows::{mode_str, policy_str, BatchRow, BATCH_COLUMNS};
+use crate::rows::{BatchRow, BATCH_COLUMNS};
 use crate::staging::{
-    numbered, split_duplicates, ProgressRow, RejectionRow, PROGRESS_COLUMNS, RECEIVING,
-    REJECTION_COLUMNS, STORED,
+    numbered, split_duplicates, RejectionRow, PROGRESS_COLUMNS, RECEIVING, REJECTION_COLUMNS,
+    STORED,
 };
 
 fn not_receiving(batch: BatchId) -> Error {
@@ -210,43 +210,22 @@ impl ImportStore for LockRepository {
                 return Ok(StoreResult::for_earlier(batch, &s.request_hash));
             }
         }
-        sqlx::query(
-            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(s.batch_id.0)
-        .bind(s.tenant.as_str())
-        .bind(s.idempotency_key.as_deref())
-        .bind(&s.request_hash)
-        .bind(total)
-        .bind(policy_str(s.policy))
-        .bind(mode_str(s.mode))
-        .bind(s.now)
-        .execute(&mut *tx)
-        .await
-        .db()?;
+        insert_batch(&mut tx, s, total).await.db()?;
         let chunk = i64::try_from(org_chunk_len(s.chunk_size)).unwrap_or(500);
         let mut after = 0_i64;
         let mut all_done = true;
         loop {
-            let rows = sqlx::query(
+            let organizations = crate::staging::next_staged_chunk::<super::Db>(
+                &mut *tx,
                 "SELECT line_no, name, domain, contact_email, external_id FROM import_rows
                  WHERE batch_id = ? AND line_no > ? ORDER BY line_no LIMIT ?",
+                s.batch_id,
+                &mut after,
+                chunk,
             )
-            .bind(s.batch_id.0)
-            .bind(after)
-            .bind(chunk)
-            .fetch_all(&mut *tx)
-            .await
-            .db()?;
-            if rows.is_empty() {
+            .await?;
+            if organizations.is_empty() {
                 break;
-            }
-            let mut organizations = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let staged = crate::staging::staged_row(r)?;
-                after = i64::from(staged.line);
-                organizations.push((staged.line, staged.organization));
             }
             let items = store_chunk(&mut tx, s, &organizations).await?;
             all_done &= items.iter().all(|i| i.status == ItemStatus::Completed);
@@ -292,15 +271,11 @@ impl ImportStore for LockRepository {
         tenant: &TenantId,
         batch: BatchId,
     ) -> Result<Option<ImportProgress>> {
-        let row: Option<ProgressRow> = sqlx::query_as(&format!(
-            "SELECT {PROGRESS_COLUMNS} FROM imports WHERE batch_id = ? AND tenant = ?"
-        ))
-        .bind(batch.0)
-        .bind(tenant.as_str())
-        .fetch_optional(self.pool())
-        .await
-        .db()?;
-        row.map(ProgressRow::into_model).transpose()
+        let sql = format!(
+            "SELECT {} FROM imports WHERE batch_id = ? AND tenant = ?",
+            PROGRESS_COLUMNS
+        );
+        crate::staging::progress::<super::Db>(self.pool(), &sql, tenant, batch).await
     }
 
     async fn staged_rows(

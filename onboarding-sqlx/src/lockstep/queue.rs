@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{dialect, Db};
 use crate::chunk_len;
 use crate::error::DbResultExt;
-use crate::rows::add;
+use crate::rows::{add, DepthRow};
 use crate::wake::Waker;
 use crate::SqlOptions;
 
@@ -176,7 +176,7 @@ impl JobQueue for LockQueue {
 
     async fn depth(&self) -> Result<QueueDepth> {
         let at = now();
-        let row = sqlx::query(
+        let row: DepthRow = sqlx::query_as(
             "SELECT
                 COUNT(CASE WHEN available_at <= ? THEN 1 END) AS n_ready,
                 COUNT(CASE WHEN available_at > ? AND leased_until IS NULL THEN 1 END) AS n_delayed,
@@ -189,15 +189,7 @@ impl JobQueue for LockQueue {
         .fetch_one(&self.pool)
         .await
         .db()?;
-        let get = |c: &str| -> Result<u64> {
-            let n: i64 = row.try_get(c).db()?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        };
-        Ok(QueueDepth {
-            ready: get("n_ready")?,
-            delayed: get("n_delayed")?,
-            in_flight: get("n_in_flight")?,
-        })
+        Ok(row.into_model())
     }
 
     async fn ping(&self) -> Result<()> {

@@ -29,7 +29,7 @@ use super::{dialect, Db};
 use crate::chunk_len;
 use crate::error::{is_unique_violation, DbResultExt};
 use crate::rows::{
-    self, add, error_entry, mode_str, policy_str, BatchRow, CountRow, ItemRow, OrgRow, Text,
+    self, add, bind_new_batch, error_entry, BatchRow, CountRow, ItemRow, OrgRow, Text,
     BATCH_COLUMNS, ITEM_COLUMNS, ORG_COLUMNS,
 };
 
@@ -335,25 +335,31 @@ pub(super) async fn store_chunk(
     Ok(items)
 }
 
+/// Inserts a submission's batch row (`total` items): a unique violation
+/// when its idempotency key names an earlier batch of the tenant.
+pub(super) async fn insert_batch(
+    tx: &mut Tx,
+    s: &Submission,
+    total: i64,
+) -> std::result::Result<<Db as sqlx::Database>::QueryResult, sqlx::Error> {
+    bind_new_batch(
+        sqlx::query(
+            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        ),
+        s,
+        total,
+    )
+    .execute(&mut **tx)
+    .await
+}
+
 #[async_trait]
 impl OrgRepository for LockRepository {
     async fn store_submission(&self, s: &Submission) -> Result<StoreResult> {
         let mut tx = self.begin().await?;
         let total = i64::try_from(s.organizations.len()).unwrap_or(i64::MAX);
-        let inserted = sqlx::query(
-            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(s.batch_id.0)
-        .bind(s.tenant.as_str())
-        .bind(s.idempotency_key.as_deref())
-        .bind(&s.request_hash)
-        .bind(total)
-        .bind(policy_str(s.policy))
-        .bind(mode_str(s.mode))
-        .bind(s.now)
-        .execute(&mut *tx)
-        .await;
+        let inserted = insert_batch(&mut tx, s, total).await;
         if let Err(e) = inserted {
             if !(is_unique_violation(&e) && s.idempotency_key.is_some()) {
                 return Err(crate::error::driver(e));

@@ -11,12 +11,12 @@ use onboarding_core::repository::{StoreResult, Submission};
 use onboarding_core::{Error, ErrorKind, Result};
 use sqlx::Row;
 
-use super::repository::{store_chunk, PgRepository, Tx};
+use super::repository::{insert_batch, store_chunk, PgRepository, Tx};
 use crate::error::DbResultExt;
-use crate::rows::{mode_str, policy_str, BatchRow, BATCH_COLUMNS};
+use crate::rows::{BatchRow, BATCH_COLUMNS};
 use crate::staging::{
-    numbered, split_duplicates, ProgressRow, RejectionRow, PROGRESS_COLUMNS, RECEIVING,
-    REJECTION_COLUMNS, STORED,
+    numbered, split_duplicates, RejectionRow, PROGRESS_COLUMNS, RECEIVING, REJECTION_COLUMNS,
+    STORED,
 };
 
 fn not_receiving(batch: BatchId) -> Error {
@@ -188,23 +188,7 @@ impl ImportStore for PgRepository {
         let Some(total) = stored else {
             return Err(not_receiving(s.batch_id));
         };
-        let inserted = sqlx::query(
-            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (tenant, idempotency_key) DO NOTHING",
-        )
-        .bind(s.batch_id.0)
-        .bind(s.tenant.as_str())
-        .bind(s.idempotency_key.as_deref())
-        .bind(&s.request_hash)
-        .bind(total)
-        .bind(policy_str(s.policy))
-        .bind(mode_str(s.mode))
-        .bind(s.now)
-        .execute(&mut *tx)
-        .await
-        .db()?;
-        if inserted.rows_affected() == 0 {
+        if !insert_batch(&mut tx, s, total).await? {
             let batch: BatchRow = sqlx::query_as(&format!(
                 "SELECT {BATCH_COLUMNS} FROM batches WHERE tenant = $1 AND idempotency_key = $2"
             ))
@@ -222,24 +206,17 @@ impl ImportStore for PgRepository {
         let mut after = 0_i64;
         let mut all_done = true;
         loop {
-            let rows = sqlx::query(
+            let organizations = crate::staging::next_staged_chunk::<sqlx::Postgres>(
+                &mut *tx,
                 "SELECT line_no, name, domain, contact_email, external_id FROM import_rows
                  WHERE batch_id = $1 AND line_no > $2 ORDER BY line_no LIMIT $3",
+                s.batch_id,
+                &mut after,
+                chunk,
             )
-            .bind(s.batch_id.0)
-            .bind(after)
-            .bind(chunk)
-            .fetch_all(&mut *tx)
-            .await
-            .db()?;
-            if rows.is_empty() {
+            .await?;
+            if organizations.is_empty() {
                 break;
-            }
-            let mut organizations = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let staged = crate::staging::staged_row(r)?;
-                after = i64::from(staged.line);
-                organizations.push((staged.line, staged.organization));
             }
             let items = store_chunk(&mut tx, s, &organizations).await?;
             all_done &= items.iter().all(|i| i.status == ItemStatus::Completed);
@@ -287,15 +264,11 @@ impl ImportStore for PgRepository {
         tenant: &TenantId,
         batch: BatchId,
     ) -> Result<Option<ImportProgress>> {
-        let row: Option<ProgressRow> = sqlx::query_as(&format!(
-            "SELECT {PROGRESS_COLUMNS} FROM imports WHERE batch_id = $1 AND tenant = $2"
-        ))
-        .bind(batch.0)
-        .bind(tenant.as_str())
-        .fetch_optional(self.pool())
-        .await
-        .db()?;
-        row.map(ProgressRow::into_model).transpose()
+        let sql = format!(
+            "SELECT {} FROM imports WHERE batch_id = $1 AND tenant = $2",
+            PROGRESS_COLUMNS
+        );
+        crate::staging::progress::<sqlx::Postgres>(self.pool(), &sql, tenant, batch).await
     }
 
     async fn staged_rows(

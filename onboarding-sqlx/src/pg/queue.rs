@@ -10,7 +10,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::error::DbResultExt;
-use crate::rows::add;
+use crate::rows::{add, DepthRow};
 use crate::wake::Waker;
 use crate::SqlOptions;
 
@@ -150,26 +150,18 @@ impl JobQueue for PgQueue {
     }
 
     async fn depth(&self) -> Result<QueueDepth> {
-        let row = sqlx::query(
+        let row: DepthRow = sqlx::query_as(
             "SELECT
-                COUNT(*) FILTER (WHERE available_at <= $1) AS ready,
-                COUNT(*) FILTER (WHERE available_at > $1 AND leased_until IS NULL) AS delayed,
-                COUNT(*) FILTER (WHERE available_at > $1 AND leased_until IS NOT NULL) AS in_flight
+                COUNT(*) FILTER (WHERE available_at <= $1) AS n_ready,
+                COUNT(*) FILTER (WHERE available_at > $1 AND leased_until IS NULL) AS n_delayed,
+                COUNT(*) FILTER (WHERE available_at > $1 AND leased_until IS NOT NULL) AS n_in_flight
              FROM jobs",
         )
         .bind(now())
         .fetch_one(&self.pool)
         .await
         .db()?;
-        let get = |c: &str| -> Result<u64> {
-            let n: i64 = row.try_get(c).db()?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        };
-        Ok(QueueDepth {
-            ready: get("ready")?,
-            delayed: get("delayed")?,
-            in_flight: get("in_flight")?,
-        })
+        Ok(row.into_model())
     }
 
     async fn ping(&self) -> Result<()> {

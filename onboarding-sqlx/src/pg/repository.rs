@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use crate::error::{DbResultExt, SqlError};
 use crate::rows::{
-    self, add, mode_str, policy_str, BatchRow, CountRow, ItemRow, OrgRow, BATCH_COLUMNS,
-    ITEM_COLUMNS, ORG_COLUMNS,
+    self, add, bind_new_batch, BatchRow, CountRow, ItemRow, OrgRow, BATCH_COLUMNS, ITEM_COLUMNS,
+    ORG_COLUMNS,
 };
 
 /// Open batches one sweep looks into (least recently swept first): bounds a
@@ -331,28 +331,30 @@ pub(super) async fn store_chunk(
     Ok(items)
 }
 
+/// Inserts a submission's batch row (`total` items); `false` when its
+/// idempotency key names an earlier batch of the tenant.
+pub(super) async fn insert_batch(tx: &mut Tx, s: &Submission, total: i64) -> Result<bool> {
+    let inserted = bind_new_batch(
+        sqlx::query(
+            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (tenant, idempotency_key) DO NOTHING",
+        ),
+        s,
+        total,
+    )
+    .execute(&mut **tx)
+    .await
+    .db()?;
+    Ok(inserted.rows_affected() == 1)
+}
+
 #[async_trait]
 impl OrgRepository for PgRepository {
     async fn store_submission(&self, s: &Submission) -> Result<StoreResult> {
         let mut tx = self.begin().await?;
         let total = i64::try_from(s.organizations.len()).unwrap_or(i64::MAX);
-        let inserted = sqlx::query(
-            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (tenant, idempotency_key) DO NOTHING",
-        )
-        .bind(s.batch_id.0)
-        .bind(s.tenant.as_str())
-        .bind(s.idempotency_key.as_deref())
-        .bind(&s.request_hash)
-        .bind(total)
-        .bind(policy_str(s.policy))
-        .bind(mode_str(s.mode))
-        .bind(s.now)
-        .execute(&mut *tx)
-        .await
-        .db()?;
-        if inserted.rows_affected() == 0 {
+        if !insert_batch(&mut tx, s, total).await? {
             tx.rollback().await.db()?;
             let key = s.idempotency_key.as_deref().unwrap_or_default();
             let batch = batch_by_key(&self.pool, &s.tenant, key)

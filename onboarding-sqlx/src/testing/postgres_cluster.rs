@@ -221,6 +221,23 @@ impl PostgresCluster {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// Creates `database` on this cluster, answering a pool on its
+    /// `postgres` database (for statements the test runs as the operator).
+    ///
+    /// # Panics
+    ///
+    /// When it cannot connect or create it.
+    pub async fn create_database(&self, database: &str) -> sqlx::PgPool {
+        let admin = sqlx::PgPool::connect(&self.url("postgres"))
+            .await
+            .unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
+        sqlx::query(&format!("CREATE DATABASE \"{database}\""))
+            .execute(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("test PostgreSQL: CREATE DATABASE {database}: {e}"));
+        admin
+    }
+
     /// Stops the server at once (`pg_ctl stop -m immediate`): like a crash
     /// or a machine gone.
     pub fn stop(&self) {

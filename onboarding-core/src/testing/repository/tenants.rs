@@ -8,9 +8,10 @@ use std::sync::Arc;
 use tokio::sync::Barrier;
 
 use crate::model::{
-    Change, ConflictPolicy, Domain, ItemStatus, NewOrganization, Organization, TenantId,
+    now, Batch, Change, ConflictPolicy, Domain, ItemStatus, NewOrganization, Organization,
+    TenantId, Timestamp,
 };
-use crate::repository::{OrgRepository, Resolution, StoreResult};
+use crate::repository::{OrgRepository, Resolution, StoreResult, StoredItem};
 use crate::testing::fixtures::{self, secs};
 use crate::testing::TestBackend;
 
@@ -21,6 +22,19 @@ fn other_data(domain: &Domain, owner: &str) -> NewOrganization {
         domain: domain.clone(),
         contact_email: format!("{owner}@{domain}"),
     }
+}
+
+/// Stores `owner`'s data of `domain` for `tenant` at `at` (policy `Update`).
+async fn store_own(
+    repo: &dyn OrgRepository,
+    tenant: &TenantId,
+    domain: &Domain,
+    owner: &str,
+    at: Timestamp,
+) -> (Batch, Vec<StoredItem>) {
+    let organizations = vec![other_data(domain, owner)];
+    let submission = fixtures::submission_at(tenant, organizations, ConflictPolicy::Update, at);
+    fixtures::store(repo, &submission).await
 }
 
 /// Asserts that `found` is still exactly `before` (another tenant's call changed nothing).
@@ -108,26 +122,11 @@ pub async fn store_outcomes_follow_the_tenants_own_row(backend: TestBackend) {
     let repo = &*backend.repository;
     let (alpha, beta) = (fixtures::tenant(), fixtures::tenant());
     let domain = fixtures::domain();
-    let first = fixtures::submission_of(
-        &alpha,
-        vec![other_data(&domain, "alpha")],
-        ConflictPolicy::Update,
-    );
-    let (a1, _) = fixtures::store(repo, &first).await;
-    let beta_s = fixtures::submission_of(
-        &beta,
-        vec![other_data(&domain, "beta")],
-        ConflictPolicy::Update,
-    );
-    let (b1, _) = fixtures::store(repo, &beta_s).await;
+    let (a1, _) = store_own(repo, &alpha, &domain, "alpha", now()).await;
+    let (b1, _) = store_own(repo, &beta, &domain, "beta", now()).await;
     let beta_before = fixtures::stored_organization(repo, &beta, &domain).await;
     // Alpha resubmits its own data (unchanged) then new data (updated).
-    let same = fixtures::submission_of(
-        &alpha,
-        vec![other_data(&domain, "alpha")],
-        ConflictPolicy::Update,
-    );
-    let (a2, same_items) = fixtures::store(repo, &same).await;
+    let (a2, same_items) = store_own(repo, &alpha, &domain, "alpha", now()).await;
     assert_eq!(same_items[0].change, Change::Unchanged);
     let renamed = fixtures::renamed(&other_data(&domain, "alpha"));
     let update = fixtures::submission_of(&alpha, vec![renamed.clone()], ConflictPolicy::Update);
@@ -258,20 +257,8 @@ pub async fn prune_of_one_tenants_batch_keeps_the_others(backend: TestBackend) {
     let (alpha, beta) = (fixtures::tenant(), fixtures::tenant());
     let t = fixtures::time_in_past(1990);
     let domain = fixtures::domain();
-    let a = fixtures::submission_at(
-        &alpha,
-        vec![other_data(&domain, "alpha")],
-        ConflictPolicy::Update,
-        t,
-    );
-    let (alpha_batch, alpha_items) = fixtures::store(repo, &a).await;
-    let b = fixtures::submission_at(
-        &beta,
-        vec![other_data(&domain, "beta")],
-        ConflictPolicy::Update,
-        t,
-    );
-    let (beta_batch, _) = fixtures::store(repo, &b).await;
+    let (alpha_batch, alpha_items) = store_own(repo, &alpha, &domain, "alpha", t).await;
+    let (beta_batch, _) = store_own(repo, &beta, &domain, "beta", t).await;
     fixtures::process(repo, &fixtures::ids(&alpha_items), t).await;
     let done = repo
         .complete_batches(&[alpha_batch.id, beta_batch.id], t)
