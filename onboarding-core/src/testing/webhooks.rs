@@ -74,6 +74,13 @@ fn attempt(claimed: &ClaimedDelivery, delivered: bool, at: Timestamp) -> Attempt
     )
 }
 
+/// Adds one delivery to the log.
+async fn add_one(log: &dyn DeliveryLog, d: &NewDelivery) {
+    log.add_deliveries(std::slice::from_ref(d))
+        .await
+        .expect("add");
+}
+
 /// Claims delivery `id` for a replay at `at`, with a 30 s lease.
 async fn claim_now(
     log: &dyn DeliveryLog,
@@ -373,11 +380,7 @@ pub async fn add_deliveries_with_a_lease_is_not_claimed_before_it_ends(backend: 
     let created = fixtures::time_in_past(1972);
     let until = after(claim_time(), Duration::from_secs(60));
     let d = delivery(&e, created).claimed(LeaseToken::new(), until);
-    backend
-        .deliveries
-        .add_deliveries(std::slice::from_ref(&d))
-        .await
-        .expect("add");
+    add_one(&*backend.deliveries, &d).await;
     let early = claim_all(&*backend.deliveries, &tenant, claim_time(), until).await;
     assert!(
         early.is_empty(),
@@ -501,11 +504,7 @@ pub async fn claim_due_takes_over_expired_claims(backend: TestBackend) {
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
     let d = delivery(&e, fixtures::time_in_past(1972));
-    backend
-        .deliveries
-        .add_deliveries(std::slice::from_ref(&d))
-        .await
-        .expect("add");
+    add_one(&*backend.deliveries, &d).await;
     let at = claim_time();
     let first = claim_all(
         &*backend.deliveries,
@@ -550,11 +549,7 @@ pub async fn claim_delivery_starts_a_new_round(backend: TestBackend) {
     let tenant = fixtures::tenant();
     let e = endpoint(&tenant);
     let d = delivery(&e, now());
-    backend
-        .deliveries
-        .add_deliveries(std::slice::from_ref(&d))
-        .await
-        .expect("add");
+    add_one(&*backend.deliveries, &d).await;
     let at = now();
     let lease = after(at, Duration::from_secs(30));
     let first = backend
@@ -596,11 +591,7 @@ pub async fn claim_delivery_starts_a_new_round(backend: TestBackend) {
 pub async fn claim_delivery_of_unknown_or_foreign_is_none(backend: TestBackend) {
     let (owner, other) = (fixtures::tenant(), fixtures::tenant());
     let d = delivery(&endpoint(&owner), now());
-    backend
-        .deliveries
-        .add_deliveries(std::slice::from_ref(&d))
-        .await
-        .expect("add");
+    add_one(&*backend.deliveries, &d).await;
     let (at, lease) = (now(), after(now(), Duration::from_secs(30)));
     for (tenant, id) in [(&other, d.id), (&owner, DeliveryId::new())] {
         let answer = backend
@@ -616,11 +607,7 @@ pub async fn claim_delivery_of_unknown_or_foreign_is_none(backend: TestBackend) 
 pub async fn claim_delivery_of_a_live_claim_is_conflict(backend: TestBackend) {
     let tenant = fixtures::tenant();
     let d = delivery(&endpoint(&tenant), now());
-    backend
-        .deliveries
-        .add_deliveries(std::slice::from_ref(&d))
-        .await
-        .expect("add");
+    add_one(&*backend.deliveries, &d).await;
     let at = now();
     let lease = after(at, Duration::from_secs(30));
     let held = backend
@@ -641,11 +628,7 @@ pub async fn claim_delivery_of_a_live_claim_is_conflict(backend: TestBackend) {
 pub async fn record_attempt_with_the_current_lease_updates_the_delivery(backend: TestBackend) {
     let tenant = fixtures::tenant();
     let d = delivery(&endpoint(&tenant), now());
-    backend
-        .deliveries
-        .add_deliveries(std::slice::from_ref(&d))
-        .await
-        .expect("add");
+    add_one(&*backend.deliveries, &d).await;
     let at = now();
     let claimed = claim_now(&*backend.deliveries, &tenant, d.id, at).await;
     let failed = attempt(&claimed, false, at);
@@ -704,11 +687,7 @@ pub async fn record_attempt_with_the_current_lease_updates_the_delivery(backend:
 pub async fn record_attempt_with_a_stale_lease_changes_nothing(backend: TestBackend) {
     let tenant = fixtures::tenant();
     let d = delivery(&endpoint(&tenant), now());
-    backend
-        .deliveries
-        .add_deliveries(std::slice::from_ref(&d))
-        .await
-        .expect("add");
+    add_one(&*backend.deliveries, &d).await;
     let at = now();
     let mut claimed = claim_now(&*backend.deliveries, &tenant, d.id, at).await;
     claimed.lease = LeaseToken::new();
@@ -779,29 +758,24 @@ pub async fn deliveries_filters_by_tenant_endpoint_batch_and_limit(backend: Test
 pub async fn delivery_of_unknown_or_foreign_is_none(backend: TestBackend) {
     let (owner, other) = (fixtures::tenant(), fixtures::tenant());
     let d = delivery(&endpoint(&owner), now());
-    backend
-        .deliveries
-        .add_deliveries(std::slice::from_ref(&d))
-        .await
-        .expect("add");
-    assert!(backend
-        .deliveries
-        .delivery(&owner, d.id)
-        .await
-        .expect("delivery")
-        .is_some());
-    assert!(backend
-        .deliveries
-        .delivery(&other, d.id)
-        .await
-        .expect("delivery")
-        .is_none());
-    assert!(backend
-        .deliveries
-        .delivery(&owner, DeliveryId::new())
-        .await
-        .expect("delivery")
-        .is_none());
+    add_one(&*backend.deliveries, &d).await;
+    let asked = [
+        (&owner, d.id, true),
+        (&other, d.id, false),
+        (&owner, DeliveryId::new(), false),
+    ];
+    for (tenant, id, found) in asked {
+        let answer = backend
+            .deliveries
+            .delivery(tenant, id)
+            .await
+            .expect("delivery");
+        assert_eq!(
+            answer.is_some(),
+            found,
+            "delivery {id:?} asked by {tenant:?}"
+        );
+    }
 }
 
 /// Finished deliveries changed before the cut-off are deleted with their

@@ -271,10 +271,8 @@ impl ImportStore for LockRepository {
         tenant: &TenantId,
         batch: BatchId,
     ) -> Result<Option<ImportProgress>> {
-        let sql = format!(
-            "SELECT {} FROM imports WHERE batch_id = ? AND tenant = ?",
-            PROGRESS_COLUMNS
-        );
+        let sql =
+            format!("SELECT {PROGRESS_COLUMNS} FROM imports WHERE batch_id = ? AND tenant = ?");
         crate::staging::progress::<super::Db>(self.pool(), &sql, tenant, batch).await
     }
 

@@ -264,10 +264,8 @@ impl ImportStore for PgRepository {
         tenant: &TenantId,
         batch: BatchId,
     ) -> Result<Option<ImportProgress>> {
-        let sql = format!(
-            "SELECT {} FROM imports WHERE batch_id = $1 AND tenant = $2",
-            PROGRESS_COLUMNS
-        );
+        let sql =
+            format!("SELECT {PROGRESS_COLUMNS} FROM imports WHERE batch_id = $1 AND tenant = $2");
         crate::staging::progress::<sqlx::Postgres>(self.pool(), &sql, tenant, batch).await
     }
 
