@@ -694,6 +694,17 @@ async fn organizations_are_cursor_paginated() {
             }
             assert_eq!(item["status"], "pending");
             assert_eq!(item["outcome"], "created");
+            // A JSON submission keeps no line, name, email or external id of its own.
+            for field in [
+                "line",
+                "name",
+                "contact_email",
+                "external_id",
+                "error_code",
+                "error_detail",
+            ] {
+                assert_eq!(item[field], Value::Null, "{field}: {item}");
+            }
         }
         match page.body["next_cursor"].as_str() {
             Some(cursor) => uri = format!("{base}?limit=2&cursor={cursor}"),

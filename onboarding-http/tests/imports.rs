@@ -147,6 +147,39 @@ async fn csv_import_is_one_batch_with_rejected_rows_listed() {
     assert_eq!(rows[0]["status"], "pending");
     assert_eq!(rows[0]["change"], "created");
     assert_eq!(rows[1]["name"], "Globex, \"Inc\"");
+    // The JSON results carry the same fields, with the same values.
+    let page = send(
+        &app,
+        request(
+            Method::GET,
+            &format!("/api/v1/batches/{id}/organizations"),
+            Some(ACME_KEY),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let items = page.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    for (item, row) in items.iter().zip(&rows) {
+        for field in row.as_object().unwrap().keys() {
+            assert_eq!(item[field], row[field], "{field}: {item} vs {row}");
+        }
+    }
+    assert_eq!(items[0]["line"], 2);
+    assert_eq!(items[0]["name"], "Acme");
+    assert_eq!(items[0]["contact_email"], "a@acme.com");
+    assert_eq!(items[0]["external_id"], "A1");
+    assert_eq!(items[0]["domain"], "acme.com");
+    assert_eq!(items[0]["change"], "created");
+    assert_eq!(items[0]["status"], "pending");
+    assert_eq!(items[0]["attempts"], 0);
+    assert_eq!(items[0]["error_code"], serde_json::Value::Null);
+    assert_eq!(items[0]["error_detail"], serde_json::Value::Null);
+    assert_eq!(items[1]["line"], 5);
+    assert_eq!(items[1]["name"], "Globex, \"Inc\"");
+    assert_eq!(items[1]["contact_email"], "g@globex.com");
+    assert_eq!(items[1]["external_id"], serde_json::Value::Null);
     let file = send(
         &app,
         request(
