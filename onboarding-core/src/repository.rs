@@ -20,6 +20,17 @@ use crate::model::{
 };
 use crate::queue::Job;
 
+/// A tenant's items finished in one time bucket ([`OrgRepository::throughput`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThroughputBucket {
+    /// The bucket's start in whole seconds since the Unix epoch (a multiple of its width).
+    pub start: i64,
+    /// Items that finished `completed` in it.
+    pub completed: u64,
+    /// Items that finished `failed` in it.
+    pub failed: u64,
+}
+
 /// Everything needed to store one accepted request atomically.
 #[derive(Debug, Clone)]
 pub struct Submission {
@@ -408,6 +419,25 @@ pub trait OrgRepository: Send + Sync + 'static {
         batch: BatchId,
         query: &ItemQuery,
     ) -> Result<Option<ItemPage>>;
+
+    /// A tenant's finished items per time bucket since `since`: the history
+    /// of a throughput chart, computed set-based (one `GROUP BY`).
+    ///
+    /// # Behavior
+    /// - Counts the tenant's items now `completed` or `failed` whose
+    ///   `finished_at` is at or after `since`, per bucket of `bucket_seconds`
+    ///   (treated as at least 1) aligned on the Unix epoch: an item falls in
+    ///   the bucket starting at `floor(finished_at / bucket_seconds) * bucket_seconds`
+    ///   (whole seconds since the epoch).
+    /// - Another tenant's items are never counted; pending, processing and
+    ///   cancelled items neither; buckets without items are left out; ordered
+    ///   by `start`.
+    async fn throughput(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+        bucket_seconds: u32,
+    ) -> Result<Vec<ThroughputBucket>>;
 
     /// The tenant's own organization for a normalized domain.
     ///

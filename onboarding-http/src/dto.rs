@@ -2,11 +2,11 @@
 //! their OpenAPI schemas. Field names are part of the contract.
 
 use chrono::{DateTime, Utc};
+use onboarding_core::import::ImportRow;
 use onboarding_core::model::{
     AttemptError, BatchItem, BatchStatus, Change, ConflictPolicy, ItemOutcome, ItemStatus,
     SubmitMode,
 };
-use onboarding_core::import::ImportRow;
 use onboarding_core::validate::{Rejection, ValidRequest};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -586,7 +586,12 @@ async fn the_dashboard_works_in_a_real_browser() {
     for expected in ["Failing A 0", "Failing B 9"]
         .into_iter()
         .map(String::from)
-        .chain(HOSTILE_NAMES.iter().enumerate().map(|(i, n)| format!("{n} {i}")))
+        .chain(
+            HOSTILE_NAMES
+                .iter()
+                .enumerate()
+                .map(|(i, n)| format!("{n} {i}")),
+        )
     {
         assert!(
             names.contains(&expected.as_str()),

@@ -22,7 +22,7 @@ use onboarding_core::model::{
 };
 use onboarding_core::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
-    OrgRepository, StoreResult, Submission,
+    OrgRepository, StoreResult, Submission, ThroughputBucket,
 };
 use onboarding_core::{Delivery, Error, Job, JobQueue, QueueDepth, Receipt, Result};
 
@@ -206,6 +206,15 @@ impl OrgRepository for DetachedRepository {
         query: &ItemQuery,
     ) -> Result<Option<ItemPage>> {
         self.inner.list_items(tenant, batch, query).await
+    }
+
+    async fn throughput(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+        bucket_seconds: u32,
+    ) -> Result<Vec<ThroughputBucket>> {
+        self.inner.throughput(tenant, since, bucket_seconds).await
     }
 
     async fn organization_by_domain(

@@ -38,7 +38,7 @@ use onboarding_core::model::{
 };
 use onboarding_core::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
-    OrgRepository, StoreResult, Submission,
+    OrgRepository, StoreResult, Submission, ThroughputBucket,
 };
 use onboarding_core::{ErrorKind, Job, Result};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -460,6 +460,19 @@ impl OrgRepository for ReplicaRouted {
     ) -> Result<Option<ItemPage>> {
         routed_read!(self, Some(tenant), |repo| repo
             .list_items(tenant, batch, query))
+    }
+
+    async fn throughput(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+        bucket_seconds: u32,
+    ) -> Result<Vec<ThroughputBucket>> {
+        routed_read!(self, Some(tenant), |repo| repo.throughput(
+            tenant,
+            since,
+            bucket_seconds
+        ))
     }
 
     async fn organization_by_domain(

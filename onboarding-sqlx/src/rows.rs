@@ -289,3 +289,14 @@ pub(crate) fn batch_page(mut rows: Vec<BatchRow>, limit: u32) -> (Vec<BatchRow>,
         (rows, None)
     }
 }
+
+/// A `(bucket start, completed, failed)` row of a throughput query.
+pub(crate) fn throughput_bucket(
+    (start, completed, failed): (i64, i64, i64),
+) -> onboarding_core::repository::ThroughputBucket {
+    onboarding_core::repository::ThroughputBucket {
+        start,
+        completed: u64::try_from(completed).unwrap_or(0),
+        failed: u64::try_from(failed).unwrap_or(0),
+    }
+}

@@ -15,7 +15,7 @@ use crate::model::{
 use crate::queue::Job;
 use crate::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
-    OrgRepository, Resolution, StoreResult, StoredItem, Submission,
+    OrgRepository, Resolution, StoreResult, StoredItem, Submission, ThroughputBucket,
 };
 
 /// The fastest backend and the test baseline: all state in process memory.
@@ -625,6 +625,37 @@ impl OrgRepository for MemoryRepository {
             None
         };
         Ok(Some(ItemPage { items, next_cursor }))
+    }
+
+    async fn throughput(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+        bucket_seconds: u32,
+    ) -> Result<Vec<ThroughputBucket>> {
+        let width = i64::from(bucket_seconds.max(1));
+        let st = self.lock()?;
+        let mut buckets: std::collections::BTreeMap<i64, ThroughputBucket> = Default::default();
+        for row in st.items.values().filter(|r| &r.tenant == tenant) {
+            let Some(at) = row.item.finished_at.filter(|at| *at >= since) else {
+                continue;
+            };
+            let start = at.timestamp().div_euclid(width) * width;
+            let bucket = buckets.entry(start).or_insert(ThroughputBucket {
+                start,
+                completed: 0,
+                failed: 0,
+            });
+            match row.item.status {
+                ItemStatus::Completed => bucket.completed += 1,
+                ItemStatus::Failed => bucket.failed += 1,
+                _ => {}
+            }
+        }
+        Ok(buckets
+            .into_values()
+            .filter(|b| b.completed + b.failed > 0)
+            .collect())
     }
 
     async fn organization_by_domain(

@@ -33,7 +33,7 @@ use crate::model::{BatchId, BatchStatus, Domain, ItemId, Organization, TenantId,
 use crate::queue::{Delivery, Job, JobQueue, QueueDepth, Receipt};
 use crate::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
-    OrgRepository, StoreResult, Submission,
+    OrgRepository, StoreResult, Submission, ThroughputBucket,
 };
 
 /// What a [`Double`] does with one call.
@@ -202,6 +202,7 @@ forward!(OrgRepository {
     fn list_batches(tenant: &TenantId, query: &BatchQuery) -> BatchPage;
     fn batch_status(tenant: &TenantId, batch: BatchId) -> Option<BatchStatus>;
     fn list_items(tenant: &TenantId, batch: BatchId, query: &ItemQuery) -> Option<ItemPage>;
+    fn throughput(tenant: &TenantId, since: Timestamp, bucket_seconds: u32) -> Vec<ThroughputBucket>;
     fn organization_by_domain(tenant: &TenantId, domain: &Domain) -> Option<Organization>;
     fn prune(finished_before: Timestamp, limit: u32) -> u64;
     fn ping() -> ();

@@ -18,7 +18,7 @@ use onboarding_core::model::{
 };
 use onboarding_core::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
-    OrgRepository, Resolution, StoreResult, StoredItem, Submission,
+    OrgRepository, Resolution, StoreResult, StoredItem, Submission, ThroughputBucket,
 };
 use onboarding_core::Job;
 use onboarding_core::{Error, Result};
@@ -1018,6 +1018,36 @@ impl OrgRepository for LockRepository {
             .push_bind(i64::from(limit) + 1);
         let rows: Vec<ItemRow> = qb.build_query_as().fetch_all(&mut *conn).await.db()?;
         crate::rows::page(rows, limit)
+    }
+
+    async fn throughput(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+        bucket_seconds: u32,
+    ) -> Result<Vec<ThroughputBucket>> {
+        let width = i64::from(bucket_seconds.max(1));
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT ({epoch} {div} ?) * ? AS bucket,
+                    COUNT(CASE WHEN status = 'completed' THEN 1 END),
+                    COUNT(CASE WHEN status = 'failed' THEN 1 END)
+             FROM batch_items
+             WHERE tenant = ? AND finished_at >= ? AND status IN ('completed', 'failed')
+             GROUP BY bucket ORDER BY bucket",
+            epoch = dialect::FINISHED_EPOCH,
+            div = dialect::INT_DIV,
+        ))
+        .bind(width)
+        .bind(width)
+        .bind(tenant.as_str())
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        Ok(rows
+            .into_iter()
+            .map(crate::rows::throughput_bucket)
+            .collect())
     }
 
     async fn organization_by_domain(

@@ -55,6 +55,12 @@ pub(crate) mod dialect {
     /// The statement that begins a write transaction (`None`: the driver's `BEGIN`).
     pub(crate) const BEGIN_WRITE: Option<&str> = None;
 
+    /// `finished_at` in whole seconds since the Unix epoch (stored in UTC).
+    pub(crate) const FINISHED_EPOCH: &str =
+        "TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', finished_at)";
+    /// Integer division.
+    pub(crate) const INT_DIV: &str = "DIV";
+
     /// Begins a write transaction.
     pub(crate) async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>> {
         pool.begin().await.db()

@@ -10,7 +10,7 @@ use onboarding_core::model::{
 };
 use onboarding_core::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
-    OrgRepository, Resolution, StoreResult, StoredItem, Submission,
+    OrgRepository, Resolution, StoreResult, StoredItem, Submission, ThroughputBucket,
 };
 use onboarding_core::Job;
 use onboarding_core::{Error, Result};
@@ -803,6 +803,29 @@ impl OrgRepository for PgRepository {
         .await
         .db()?;
         rows::page(rows, limit)
+    }
+
+    async fn throughput(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+        bucket_seconds: u32,
+    ) -> Result<Vec<ThroughputBucket>> {
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT (floor(extract(epoch FROM finished_at) / $3::bigint) * $3::bigint)::bigint AS bucket,
+                    count(*) FILTER (WHERE status = 'completed'),
+                    count(*) FILTER (WHERE status = 'failed')
+             FROM batch_items
+             WHERE tenant = $1 AND finished_at >= $2 AND status IN ('completed', 'failed')
+             GROUP BY bucket ORDER BY bucket",
+        )
+        .bind(tenant.as_str())
+        .bind(since)
+        .bind(i64::from(bucket_seconds.max(1)))
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        Ok(rows.into_iter().map(rows::throughput_bucket).collect())
     }
 
     async fn organization_by_domain(

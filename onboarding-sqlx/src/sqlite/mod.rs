@@ -51,6 +51,11 @@ pub(crate) mod dialect {
         WHERE organizations.name IS NOT excluded.name
            OR organizations.contact_email IS NOT excluded.contact_email";
 
+    /// `finished_at` in whole seconds since the Unix epoch (stored in UTC).
+    pub(crate) const FINISHED_EPOCH: &str = "CAST(strftime('%s', finished_at) AS INTEGER)";
+    /// Integer division.
+    pub(crate) const INT_DIV: &str = "/";
+
     /// Begins a write transaction holding the database's write lock.
     pub(crate) async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>> {
         pool.begin_with("BEGIN IMMEDIATE").await.db()
