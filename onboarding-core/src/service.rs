@@ -17,10 +17,12 @@ use crate::events::Event;
 use crate::limits::{Admission, BacklogLedger, MemoryLedger};
 use crate::model::{
     now, BatchCounts, BatchId, BatchStatus, Change, Domain, ItemId, ItemStatus, Organization,
-    TenantId,
+    TenantId, Timestamp,
 };
 use crate::queue::Job;
-use crate::repository::{BatchPage, BatchQuery, ItemPage, ItemQuery, StoreResult, Submission};
+use crate::repository::{
+    BatchPage, BatchQuery, ItemPage, ItemQuery, StoreResult, Submission, ThroughputBucket,
+};
 use crate::validate::{self, Limits, Rejection, SubmitRequest, ValidRequest};
 
 /// How the ingest service behaves. Every field has a sane default.
@@ -516,6 +518,23 @@ impl OnboardingService {
             .backends
             .repository
             .list_batches(tenant, &query)
+            .await
+    }
+
+    /// A tenant's completed and failed items per bucket of `bucket_seconds`
+    /// since `since` (uncached; see [`OrgRepository::throughput`]).
+    ///
+    /// [`OrgRepository::throughput`]: crate::repository::OrgRepository::throughput
+    pub async fn throughput(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+        bucket_seconds: u32,
+    ) -> Result<Vec<ThroughputBucket>> {
+        self.inner
+            .backends
+            .repository
+            .throughput(tenant, since, bucket_seconds)
             .await
     }
 

@@ -7,7 +7,7 @@ use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
 
 use crate::handlers::{admin, batches, imports, onboard, ops, results, webhooks};
-use crate::handlers::{events, failures, listing};
+use crate::handlers::{events, failures, listing, throughput};
 
 /// The OpenAPI description of every route of [`crate::router`] (its links
 /// are added by [`crate::openapi_json`]).
@@ -32,6 +32,7 @@ use crate::handlers::{events, failures, listing};
         failures::retry,
         events::batch,
         events::tenant,
+        throughput::throughput,
         webhooks::register,
         webhooks::endpoints,
         webhooks::delete,

@@ -633,6 +633,7 @@ async fn health_and_openapi_and_no_operator_endpoints() {
         "/api/v1/batches/{id}/failures/{group}/retry",
         "/api/v1/batches/{id}/events",
         "/api/v1/events",
+        "/api/v1/throughput",
         "/api/v1/batches/{id}/results",
         "/api/v1/imports",
         "/api/v1/webhooks/endpoints",
@@ -651,7 +652,7 @@ async fn health_and_openapi_and_no_operator_endpoints() {
         );
     }
     // The admin routes are documented only where they are on (tests/shared_state.rs).
-    assert_eq!(paths.len(), 23, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 24, "{:?}", paths.keys().collect::<Vec<_>>());
     let schemas = o.body["components"]["schemas"].as_object().unwrap();
     for s in [
         "BulkOnboardAccepted",

@@ -238,7 +238,7 @@ impl Api {
             .await
             .unwrap();
         let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap();
+        let body: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
         assert_eq!(status, 202, "{body}");
         body["batch_id"].as_str().unwrap().to_owned()
     }
