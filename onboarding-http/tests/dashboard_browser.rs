@@ -684,7 +684,24 @@ async fn the_dashboard_works_in_a_real_browser() {
     open_hold.send(true).unwrap();
 
     // The list: filters and paging, then the screenshot with the chart.
+    // After a reload, the chart starts from the server's history of the last
+    // hour (GET /api/v1/throughput), not from the page's own samples.
     go(&client, &base, "#/batches").await;
+    client.refresh().await.unwrap();
+    let history = until("the last hour's history in the chart", || async {
+        let finished = client
+            .execute(
+                "return Number(document.querySelector('svg.chart')?.dataset.historyFinished || 0)",
+                vec![],
+            )
+            .await
+            .ok()?
+            .as_u64()?;
+        (finished > 0).then_some(finished)
+    })
+    .await;
+    // At most the 100 organizations of the quick, slow and failing batches and the held one's 30.
+    assert!(history <= 130, "{history} finished in the history");
     until("the list", || async {
         (count(&client, "tr[data-batch]").await == 4).then_some(())
     })
