@@ -616,6 +616,9 @@ async fn the_dashboard_works_in_a_real_browser() {
         (count(&client, "tr[data-group]").await == 3).then_some(())
     })
     .await;
+    // Each group's example with its imported name.
+    let examples = text(&client, "#view table").await.unwrap();
+    assert!(examples.contains("#2 · Failing A 0"), "{examples}");
     assert_no_injection(&client).await;
     screenshot(&client, "failures").await;
     let group = client
