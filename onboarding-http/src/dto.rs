@@ -429,8 +429,11 @@ pub struct BatchItemResponse {
     pub error_code: Option<String>,
     /// The last error's detail (the whole message when it has no code), if any.
     pub error_detail: Option<String>,
-    /// Every failed attempt, oldest first.
+    /// The last 10 failed attempts, oldest first.
+    #[schema(max_items = 10)]
     pub errors: Vec<AttemptErrorDto>,
+    /// Every failed attempt ever recorded, re-drives included (`errors` keeps the last 10).
+    pub error_count: u32,
     /// Not claimable before this.
     pub available_at: DateTime<Utc>,
     /// When it was stored.
@@ -467,6 +470,7 @@ impl BatchItemResponse {
             error_code,
             error_detail,
             errors: i.errors.iter().map(Into::into).collect(),
+            error_count: i.error_count,
             available_at: i.available_at,
             created_at: i.created_at,
             updated_at: i.updated_at,
