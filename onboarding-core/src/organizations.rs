@@ -9,7 +9,7 @@ use crate::model::{BatchId, Domain, Organization, Timestamp};
 /// Which of a tenant's organizations a listing returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrganizationQuery {
-    /// Only domains ordered after this one (the previous page's `next_cursor`; it need not exist).
+    /// Only domains ordered after this one in the backend's order (the previous page's `next_cursor`; it need not exist).
     pub after: Option<Domain>,
     /// At most this many (at least 1).
     pub limit: u32,
@@ -18,7 +18,7 @@ pub struct OrganizationQuery {
 /// One page of a tenant's organizations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrganizationPage {
-    /// Ordered by domain (byte order of the normalized domain), soft-deleted ones left out.
+    /// Ordered by domain (the backend's order of text), soft-deleted ones left out.
     pub organizations: Vec<Organization>,
     /// The domain to pass as `after` for the next page; `None` on the last page.
     pub next_cursor: Option<Domain>,

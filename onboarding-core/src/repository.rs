@@ -426,7 +426,8 @@ pub trait OrgRepository: Send + Sync + 'static {
     ///
     /// # Behavior
     /// - Only the tenant's own rows, soft-deleted ones left out; ordered by
-    ///   domain ascending (byte order; unique per tenant, so the order is stable).
+    ///   domain ascending (the backend's text order; unique per tenant, so
+    ///   the order is stable).
     /// - `after` starts after that domain (it need not exist); pages never
     ///   repeat or skip an organization; `next_cursor` is `None` on the last page.
     async fn list_organizations(
