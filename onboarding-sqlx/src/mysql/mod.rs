@@ -23,7 +23,7 @@ mod imports;
 #[allow(clippy::duplicate_mod)]
 #[path = "../lockstep/organizations.rs"]
 mod organizations;
-
+#[allow(clippy::duplicate_mod)]
 #[path = "../lockstep/queue.rs"]
 mod queue;
 #[allow(clippy::duplicate_mod)]
