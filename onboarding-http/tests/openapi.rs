@@ -140,7 +140,11 @@ async fn links_lead_from_a_submission_to_the_batch_routes() {
         .flat_map(|item| item.as_object().unwrap().values())
         .filter_map(|op| op["operationId"].as_str().map(str::to_owned))
         .collect();
-    for submit in ["/api/bulk-onboard", "/api/v1/bulk-onboard", "/api/v1/imports"] {
+    for submit in [
+        "/api/bulk-onboard",
+        "/api/v1/bulk-onboard",
+        "/api/v1/imports",
+    ] {
         let links = doc["paths"][submit]["post"]["responses"]["202"]["links"]
             .as_object()
             .unwrap();
@@ -196,4 +200,17 @@ async fn every_error_status_is_a_problem_document() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn the_results_file_documents_both_formats() {
+    let (app, _) = app();
+    let doc = document(&app).await;
+    let content = doc["paths"]["/api/v1/batches/{id}/results"]["get"]["responses"]["200"]
+        ["content"]
+        .as_object()
+        .unwrap();
+    let mut types: Vec<&str> = content.keys().map(String::as_str).collect();
+    types.sort_unstable();
+    assert_eq!(types, ["application/x-ndjson", "text/csv"]);
 }
