@@ -26,7 +26,7 @@ use tokio::io::AsyncWriteExt;
 
 /// Command-line client of the bulk-onboarding API.
 #[derive(Parser)]
-#[command(name = "onboard", version, about)]
+#[command(name = "onboard", version)]
 struct Args {
     /// The server's base URL.
     #[arg(long, env = "ONBOARD_URL", default_value = "http://127.0.0.1:8080")]
