@@ -22,6 +22,7 @@ pub mod keys;
 pub mod limits;
 pub mod memory;
 pub mod model;
+pub mod organizations;
 pub mod repository;
 pub mod validate;
 pub mod webhooks;

@@ -18,6 +18,7 @@ use crate::model::{
     ItemStatus, LeaseToken, NewOrganization, Organization, OrganizationId, SubmitMode, TenantId,
     Timestamp,
 };
+use crate::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
 use crate::queue::Job;
 
 /// A tenant's items finished in one time bucket ([`OrgRepository::throughput`]).
@@ -443,12 +444,61 @@ pub trait OrgRepository: Send + Sync + 'static {
     ///
     /// # Behavior
     /// - Organizations are keyed by (tenant, domain): another tenant's row of
-    ///   the same domain is never returned; `None` when this tenant has none.
+    ///   the same domain is never returned; `None` when this tenant has none
+    ///   or deleted it ([`OrgRepository::delete_organization`]).
     async fn organization_by_domain(
         &self,
         tenant: &TenantId,
         domain: &Domain,
     ) -> Result<Option<Organization>>;
+
+    /// One page of the tenant's organizations, ordered by domain.
+    ///
+    /// # Behavior
+    /// - Only the tenant's own rows, soft-deleted ones left out; ordered by
+    ///   domain ascending (the backend's text order; unique per tenant, so
+    ///   the order is stable).
+    /// - `after` starts after that domain (it need not exist); pages never
+    ///   repeat or skip an organization; `next_cursor` is `None` on the last page.
+    async fn list_organizations(
+        &self,
+        tenant: &TenantId,
+        query: &OrganizationQuery,
+    ) -> Result<OrganizationPage>;
+
+    /// Every recorded version of the tenant's organization, oldest first.
+    ///
+    /// # Behavior
+    /// - `None` when the tenant has no such organization or deleted it.
+    /// - One version per write of its data, in the same transaction as the
+    ///   upsert: created (1), each update (+ 1), each restore after a delete
+    ///   (+ 1); with the name, contact email, batch and time of that write.
+    ///   `Unchanged` and `Skipped` outcomes write none.
+    async fn organization_versions(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Vec<OrganizationVersion>>>;
+
+    /// Soft-deletes the tenant's organization of a domain.
+    ///
+    /// # Behavior
+    /// - `false` when the tenant has no such organization or already deleted
+    ///   it (another tenant's row of the domain is never touched).
+    /// - Sets `deleted_at = now`: the organization is hidden from
+    ///   `organization_by_domain`, `list_organizations` and `organization_versions`.
+    /// - A later submission of the domain by the tenant restores it under
+    ///   either policy: `Created`, version + 1 (continuing), the submitted
+    ///   data, status pending, `created_at` kept, a version recorded.
+    /// - Its batch items are left as they are: work accepted before the
+    ///   delete finishes (pending items are processed) and batch counts stay exact.
+    /// - `prune` never removes organizations or their versions.
+    async fn delete_organization(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+        now: Timestamp,
+    ) -> Result<bool>;
 
     /// Deletes batches (and their items) completed before `finished_before`.
     ///

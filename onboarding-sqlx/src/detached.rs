@@ -20,6 +20,7 @@ use onboarding_core::import::{ImportProgress, ImportRow, ImportStore, NewImport,
 use onboarding_core::model::{
     BatchId, BatchStatus, Domain, ItemId, Organization, TenantId, Timestamp,
 };
+use onboarding_core::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
 use onboarding_core::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
     OrgRepository, StoreResult, Submission, ThroughputBucket,
@@ -223,6 +224,35 @@ impl OrgRepository for DetachedRepository {
         domain: &Domain,
     ) -> Result<Option<Organization>> {
         self.inner.organization_by_domain(tenant, domain).await
+    }
+
+    async fn list_organizations(
+        &self,
+        tenant: &TenantId,
+        query: &OrganizationQuery,
+    ) -> Result<OrganizationPage> {
+        self.inner.list_organizations(tenant, query).await
+    }
+
+    async fn organization_versions(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Vec<OrganizationVersion>>> {
+        self.inner.organization_versions(tenant, domain).await
+    }
+
+    async fn delete_organization(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let (t, d) = (tenant.clone(), domain.clone());
+        detached(&self.inner, |r| async move {
+            r.delete_organization(&t, &d, now).await
+        })
+        .await
     }
 
     async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {

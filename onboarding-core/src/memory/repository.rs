@@ -12,6 +12,7 @@ use crate::model::{
     BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus, LeaseToken, Organization,
     OrganizationId, TenantId, Timestamp,
 };
+use crate::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
 use crate::queue::Job;
 use crate::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
@@ -30,9 +31,11 @@ pub struct MemoryRepository {
 }
 
 #[derive(Debug, Default)]
-struct State {
+pub(super) struct State {
     /// Keyed by owner and normalized domain: two tenants' rows never meet.
-    organizations: HashMap<(TenantId, Domain), Organization>,
+    pub(super) organizations: HashMap<(TenantId, Domain), Organization>,
+    /// Every version of each organization's data, oldest first (`memory/organizations.rs`).
+    pub(super) versions: HashMap<OrganizationId, Vec<OrganizationVersion>>,
     batches: HashMap<BatchId, BatchRow>,
     idempotency: HashMap<(TenantId, String), BatchId>,
     items: HashMap<ItemId, ItemRow>,
@@ -69,7 +72,7 @@ impl MemoryRepository {
         Self::default()
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, State>> {
+    pub(super) fn lock(&self) -> Result<MutexGuard<'_, State>> {
         // A poisoned lock means a panic mid-update: the state may be torn.
         self.state
             .lock()
@@ -208,6 +211,15 @@ impl OrgRepository for MemoryRepository {
                         .insert((s.tenant.clone(), new.domain.clone()), org.clone());
                     (Change::Created, org)
                 }
+                Some(org) if org.deleted_at.is_some() => {
+                    // A deleted organization comes back as new, its version continuing.
+                    org.name = new.name.clone();
+                    org.contact_email = new.contact_email.clone();
+                    org.version += 1;
+                    org.updated_at = now;
+                    org.deleted_at = None;
+                    (Change::Created, org.clone())
+                }
                 Some(org) if s.policy == ConflictPolicy::Skip => (Change::Skipped, org.clone()),
                 Some(org) if org.name == new.name && org.contact_email == new.contact_email => {
                     (Change::Unchanged, org.clone())
@@ -220,6 +232,9 @@ impl OrgRepository for MemoryRepository {
                     (Change::Updated, org.clone())
                 }
             };
+            if matches!(change, Change::Created | Change::Updated) {
+                st.record_version(&org, s.batch_id, now);
+            }
             let done = change == Change::Skipped
                 || (change == Change::Unchanged
                     && org.status == ItemStatus::Completed
@@ -674,11 +689,32 @@ impl OrgRepository for MemoryRepository {
         tenant: &TenantId,
         domain: &Domain,
     ) -> Result<Option<Organization>> {
-        Ok(self
-            .lock()?
-            .organizations
-            .get(&(tenant.clone(), domain.clone()))
-            .cloned())
+        Ok(self.lock()?.live_organization(tenant, domain).cloned())
+    }
+
+    async fn list_organizations(
+        &self,
+        tenant: &TenantId,
+        query: &OrganizationQuery,
+    ) -> Result<OrganizationPage> {
+        Ok(self.lock()?.list_organizations(tenant, query))
+    }
+
+    async fn organization_versions(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Vec<OrganizationVersion>>> {
+        Ok(self.lock()?.versions_of(tenant, domain))
+    }
+
+    async fn delete_organization(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+        now: Timestamp,
+    ) -> Result<bool> {
+        Ok(self.lock()?.delete_organization(tenant, domain, now))
     }
 
     async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {

@@ -343,6 +343,12 @@ macro_rules! __conformance_cases {
                 tenants_upsert_the_same_domains_concurrently,
                 claim_reads_the_submitting_tenants_organization,
                 idempotency_keys_and_tenants_compare_exactly,
+                organization_versions_record_every_write,
+                list_organizations_pages_by_domain_for_the_tenant,
+                delete_organization_hides_it_from_reads,
+                submission_restores_a_deleted_organization,
+                organizations_of_another_tenant_stay_out_of_reach,
+                deleted_organizations_items_finish_and_prune_keeps_them,
             ]
         }
     };

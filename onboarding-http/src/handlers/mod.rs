@@ -8,6 +8,7 @@ pub(crate) mod imports;
 pub(crate) mod listing;
 pub(crate) mod onboard;
 pub(crate) mod ops;
+pub(crate) mod organizations;
 pub(crate) mod results;
 pub(crate) mod throughput;
 pub(crate) mod webhooks;

@@ -16,6 +16,7 @@ use onboarding_core::model::{
     trim_error_history, Batch, BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId,
     ItemStatus, Organization, OrganizationId, TenantId, Timestamp,
 };
+use onboarding_core::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
 use onboarding_core::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
     OrgRepository, Resolution, StoreResult, StoredItem, Submission, ThroughputBucket,
@@ -126,6 +127,8 @@ struct Existing {
     name: String,
     contact_email: String,
     status: String,
+    version: i64,
+    deleted_at: Option<Timestamp>,
 }
 
 /// One leased item as read under lock before a fenced write.
@@ -238,7 +241,7 @@ pub(super) async fn store_chunk(
     let mut items = Vec::with_capacity(chunk.len());
     let domains: Vec<&str> = chunk.iter().map(|(_, o)| o.domain.as_str()).collect();
     let mut qb = QueryBuilder::new(
-        "SELECT id, domain, name, contact_email, status FROM organizations WHERE tenant = ",
+        "SELECT id, domain, name, contact_email, status, version, deleted_at FROM organizations WHERE tenant = ",
     );
     qb.push_bind(s.tenant.as_str()).push(" AND domain IN (");
     let mut sep = qb.separated(", ");
@@ -259,8 +262,14 @@ pub(super) async fn store_chunk(
         let (id, change, done) = match existing.get(org.domain.as_str()) {
             None => {
                 let id = OrganizationId::new().0;
-                writes.push((id, org));
+                writes.push((id, org, 1));
                 (id, Change::Created, false)
+            }
+            // A deleted organization comes back under either policy, as new,
+            // its version continuing (the upsert clears `deleted_at`).
+            Some(e) if e.deleted_at.is_some() => {
+                writes.push((e.id, org, e.version + 1));
+                (e.id, Change::Created, false)
             }
             Some(e) if s.policy == ConflictPolicy::Skip => (e.id, Change::Skipped, true),
             Some(e) if e.name == org.name && e.contact_email == org.contact_email => {
@@ -272,7 +281,7 @@ pub(super) async fn store_chunk(
                 (e.id, Change::Unchanged, done)
             }
             Some(e) => {
-                writes.push((e.id, org));
+                writes.push((e.id, org, e.version + 1));
                 (e.id, Change::Updated, false)
             }
         };
@@ -293,7 +302,7 @@ pub(super) async fn store_chunk(
         let mut qb = QueryBuilder::new(
                 "INSERT INTO organizations (id, tenant, name, domain, contact_email, status, version, created_at, updated_at) ",
             );
-        qb.push_values(&writes, |mut b, (id, org)| {
+        qb.push_values(&writes, |mut b, (id, org, _)| {
             b.push_bind(*id)
                 .push_bind(s.tenant.as_str())
                 .push_bind(org.name.as_str())
@@ -305,6 +314,19 @@ pub(super) async fn store_chunk(
                 .push_bind(s.now);
         });
         qb.push(dialect::UPSERT);
+        qb.build().execute(&mut **tx).await.db()?;
+        // Each written row's version, in one multi-row insert (as many rows as the upsert's).
+        let mut qb = QueryBuilder::new(
+            "INSERT INTO organization_versions (organization_id, version, name, contact_email, batch_id, created_at) ",
+        );
+        qb.push_values(&writes, |mut b, (id, org, version)| {
+            b.push_bind(*id)
+                .push_bind(*version)
+                .push_bind(org.name.as_str())
+                .push_bind(org.contact_email.as_str())
+                .push_bind(s.batch_id.0)
+                .push_bind(s.now);
+        });
         qb.build().execute(&mut **tx).await.db()?;
     }
     set_org_status(tx, &to_pending, ItemStatus::Pending).await?;
@@ -1057,7 +1079,8 @@ impl OrgRepository for LockRepository {
         domain: &Domain,
     ) -> Result<Option<Organization>> {
         let row: Option<OrgRow> = sqlx::query_as(&format!(
-            "SELECT {ORG_COLUMNS} FROM organizations WHERE tenant = ? AND domain = ?"
+            "SELECT {ORG_COLUMNS} FROM organizations
+             WHERE tenant = ? AND domain = ? AND deleted_at IS NULL"
         ))
         .bind(tenant.as_str())
         .bind(domain.as_str())
@@ -1065,6 +1088,34 @@ impl OrgRepository for LockRepository {
         .await
         .db()?;
         row.map(OrgRow::into_model).transpose()
+    }
+
+    async fn list_organizations(
+        &self,
+        tenant: &TenantId,
+        query: &OrganizationQuery,
+    ) -> Result<OrganizationPage> {
+        super::organizations::list(&self.pool, tenant, query).await
+    }
+
+    async fn organization_versions(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Vec<OrganizationVersion>>> {
+        super::organizations::versions(&self.pool, tenant, domain).await
+    }
+
+    async fn delete_organization(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let deleted = super::organizations::delete(&mut tx, tenant, domain, now).await?;
+        tx.commit().await.db()?;
+        Ok(deleted)
     }
 
     async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {
