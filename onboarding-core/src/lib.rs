@@ -23,6 +23,7 @@ pub mod limits;
 pub mod memory;
 pub mod model;
 pub mod repository;
+pub mod trace;
 pub mod validate;
 pub mod webhooks;
 

@@ -43,6 +43,8 @@ struct BatchRow {
     batch: Batch,
     /// Item ids in position order.
     items: Vec<ItemId>,
+    /// [`Submission::trace_parent`].
+    trace_parent: Option<String>,
 }
 
 #[derive(Debug)]
@@ -278,6 +280,7 @@ impl OrgRepository for MemoryRepository {
             BatchRow {
                 batch: batch.clone(),
                 items: item_ids,
+                trace_parent: s.trace_parent.clone(),
             },
         );
         Ok(StoreResult::Stored { batch, items })
@@ -314,6 +317,10 @@ impl OrgRepository for MemoryRepository {
             else {
                 return Err(Error::internal(format!("item {id} has no organization")));
             };
+            let trace_parent = st
+                .batches
+                .get(&batch_id)
+                .and_then(|b| b.trace_parent.clone());
             claimed.push(ClaimedItem {
                 lease: Lease {
                     item_id: *id,
@@ -324,6 +331,7 @@ impl OrgRepository for MemoryRepository {
                 attempt,
                 change,
                 organization,
+                trace_parent,
             });
         }
         Ok(claimed)

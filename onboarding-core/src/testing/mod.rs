@@ -341,6 +341,7 @@ macro_rules! __conformance_cases {
                 tenants_upsert_the_same_domains_concurrently,
                 claim_reads_the_submitting_tenants_organization,
                 idempotency_keys_and_tenants_compare_exactly,
+                claim_carries_the_batchs_trace_parent,
             ]
         }
     };
@@ -387,6 +388,7 @@ macro_rules! __conformance_cases {
                 import_key_in_progress_conflicts,
                 import_replays_finished_keys,
                 import_staging_is_pruned_with_its_batch,
+                import_keeps_the_trace_parent,
             ]
         }
     };

@@ -12,6 +12,7 @@ mod listing;
 mod store;
 mod sweep;
 mod tenants;
+mod trace;
 
 pub use batches::*;
 pub use cancel_safety::*;
@@ -20,3 +21,4 @@ pub use listing::*;
 pub use store::*;
 pub use sweep::*;
 pub use tenants::*;
+pub use trace::*;
