@@ -42,7 +42,9 @@ use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
+};
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt as _};
 
@@ -90,7 +92,11 @@ impl OtelConfig {
         default_service_name: &str,
         var: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, String> {
-        let set = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let set = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
             || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
         {
@@ -115,7 +121,8 @@ impl OtelConfig {
                 ))
             }
         };
-        let service_name = set("OTEL_SERVICE_NAME").unwrap_or_else(|| default_service_name.to_owned());
+        let service_name =
+            set("OTEL_SERVICE_NAME").unwrap_or_else(|| default_service_name.to_owned());
         Ok(Some(Self {
             json,
             ..Self::new(endpoint, service_name)
@@ -242,7 +249,10 @@ mod tests {
         );
         let on = config(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4318/custom"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://traces:4318/custom",
+            ),
             ("OTEL_SERVICE_NAME", "api-eu"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
         ])
@@ -257,7 +267,10 @@ mod tests {
     fn disabled_or_unsupported() {
         let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
         assert_eq!(config(&[endpoint, ("OTEL_SDK_DISABLED", "true")]), Ok(None));
-        assert_eq!(config(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")]), Ok(None));
+        assert_eq!(
+            config(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")]),
+            Ok(None)
+        );
         assert!(config(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).is_err());
     }
 }

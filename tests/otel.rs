@@ -156,8 +156,10 @@ async fn a_request_and_its_items_share_a_trace() {
     config.batch_delay = Some(Duration::from_millis(100));
     let otel = config.start().unwrap();
     let _subscriber = tracing::subscriber::set_default(
-        tracing_subscriber::registry()
-            .with(otel.layer().with_filter(tracing::level_filters::LevelFilter::INFO)),
+        tracing_subscriber::registry().with(
+            otel.layer()
+                .with_filter(tracing::level_filters::LevelFilter::INFO),
+        ),
     );
     let (addr, worker) = start_app().await;
     let http = reqwest::Client::new();
@@ -200,7 +202,10 @@ async fn without_the_variables_nothing_is_exported() {
     let (addr, worker) = start_app().await;
     let http = reqwest::Client::new();
     let batch = submit(&http, addr).await;
-    eventually("the batch completed", WITHIN, || completed(&http, addr, &batch)).await;
+    eventually("the batch completed", WITHIN, || {
+        completed(&http, addr, &batch)
+    })
+    .await;
     worker.shutdown().await;
     assert_eq!(*receiver.requests.lock().unwrap(), 0);
 }

@@ -34,9 +34,10 @@ impl Traces {
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
         use tracing_subscriber::Layer as _;
-        self.otel
-            .as_ref()
-            .map(|o| o.layer().with_filter(tracing::level_filters::LevelFilter::INFO))
+        self.otel.as_ref().map(|o| {
+            o.layer()
+                .with_filter(tracing::level_filters::LevelFilter::INFO)
+        })
     }
 
     /// Logs whether traces are exported.
@@ -60,7 +61,8 @@ impl Traces {
     pub fn from_env() -> Result<Self, String> {
         let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
         Ok(Self {
-            ignored: set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            ignored: set("OTEL_EXPORTER_OTLP_ENDPOINT")
+                || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
         })
     }
 
