@@ -497,6 +497,17 @@ impl BatchState {
     }
 }
 
+/// How many failed attempts an item keeps in its history: a retry loop
+/// (`POST /retry` again and again) must not grow a row without end, so
+/// older entries go and [`BatchItem::error_count`] keeps the total.
+pub const ERROR_HISTORY_LIMIT: usize = 10;
+
+/// Drops the oldest entries of an error history past [`ERROR_HISTORY_LIMIT`].
+pub fn trim_error_history<T>(history: &mut Vec<T>) {
+    let excess = history.len().saturating_sub(ERROR_HISTORY_LIMIT);
+    history.drain(..excess);
+}
+
 /// One item of a batch as a client sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchItem {
@@ -520,8 +531,12 @@ pub struct BatchItem {
     pub available_at: Timestamp,
     /// Lease expiry while processing.
     pub lease_until: Option<Timestamp>,
-    /// Every failed attempt, oldest first.
+    /// The last [`ERROR_HISTORY_LIMIT`] failed attempts, oldest first.
     pub errors: Vec<AttemptError>,
+    /// Every failed attempt ever recorded, re-drives included (`errors`
+    /// keeps only the last [`ERROR_HISTORY_LIMIT`] of them).
+    #[serde(default)]
+    pub error_count: u32,
     /// When the item was stored.
     pub created_at: Timestamp,
     /// When it last changed.

@@ -415,8 +415,11 @@ pub struct BatchItemResponse {
     pub outcome: OutcomeDto,
     /// Attempts started.
     pub attempts: u32,
-    /// Every failed attempt, oldest first.
+    /// The last 10 failed attempts, oldest first.
+    #[schema(max_items = 10)]
     pub errors: Vec<AttemptErrorDto>,
+    /// Every failed attempt ever recorded, re-drives included (`errors` keeps the last 10).
+    pub error_count: u32,
     /// Not claimable before this.
     pub available_at: DateTime<Utc>,
     /// When it was stored.
@@ -439,6 +442,7 @@ impl From<&BatchItem> for BatchItemResponse {
             outcome: i.outcome().into(),
             attempts: i.attempts,
             errors: i.errors.iter().map(Into::into).collect(),
+            error_count: i.error_count,
             available_at: i.available_at,
             created_at: i.created_at,
             updated_at: i.updated_at,

@@ -96,6 +96,8 @@ const FROM_BATCH: &[(&str, &str, &str, &str)] = &[
         "id",
         "$response.body#/batch_id",
     ),
+    ("results", "batch_results", "id", "$response.body#/batch_id"),
+    ("failures", "batch_failures", "id", "$response.body#/batch_id"),
     ("retry", "batch_retry", "id", "$response.body#/batch_id"),
     ("cancel", "batch_cancel", "id", "$response.body#/batch_id"),
 ];
@@ -105,6 +107,7 @@ const FROM_BATCH: &[(&str, &str, &str, &str)] = &[
 const LINKS: &[LinkSet] = &[
     ("/api/bulk-onboard", "post", "202", FROM_BATCH),
     ("/api/v1/bulk-onboard", "post", "202", FROM_BATCH),
+    ("/api/v1/imports", "post", "202", FROM_BATCH),
     (
         "/api/v1/webhooks/deliveries",
         "get",

@@ -140,7 +140,7 @@ async fn links_lead_from_a_submission_to_the_batch_routes() {
         .flat_map(|item| item.as_object().unwrap().values())
         .filter_map(|op| op["operationId"].as_str().map(str::to_owned))
         .collect();
-    for submit in ["/api/bulk-onboard", "/api/v1/bulk-onboard"] {
+    for submit in ["/api/bulk-onboard", "/api/v1/bulk-onboard", "/api/v1/imports"] {
         let links = doc["paths"][submit]["post"]["responses"]["202"]["links"]
             .as_object()
             .unwrap();
@@ -153,7 +153,9 @@ async fn links_lead_from_a_submission_to_the_batch_routes() {
             targets,
             [
                 "batch_cancel",
+                "batch_failures",
                 "batch_organizations",
+                "batch_results",
                 "batch_retry",
                 "batch_status"
             ],

@@ -1,8 +1,9 @@
 //! Row shapes shared by every engine, and their conversion to the core's model.
 
 use onboarding_core::model::{
-    AttemptError, Batch, BatchCounts, BatchId, BatchItem, BatchStatus, Change, ConflictPolicy,
-    Domain, ItemId, ItemStatus, Organization, OrganizationId, SubmitMode, TenantId, Timestamp,
+    trim_error_history, AttemptError, Batch, BatchCounts, BatchId, BatchItem, BatchStatus, Change,
+    ConflictPolicy, Domain, ItemId, ItemStatus, Organization, OrganizationId, SubmitMode, TenantId,
+    Timestamp,
 };
 use onboarding_core::{Error, Result};
 use uuid::Uuid;
@@ -15,7 +16,7 @@ pub(crate) const ORG_COLUMNS: &str =
 pub(crate) const BATCH_COLUMNS: &str = "id, tenant, idempotency_key, request_hash, total, policy, mode, created_at, completed_at, cancelled_at, announced_at";
 
 /// Columns of `batch_items` for an [`ItemRow`].
-pub(crate) const ITEM_COLUMNS: &str = "id, batch_id, position, organization_id, domain, status, change_kind, attempts, available_at, lease_until, errors, created_at, updated_at, finished_at";
+pub(crate) const ITEM_COLUMNS: &str = "id, batch_id, position, organization_id, domain, status, change_kind, attempts, available_at, lease_until, errors, error_count, created_at, updated_at, finished_at";
 
 /// One `organizations` row.
 #[derive(Debug, sqlx::FromRow)]
@@ -130,6 +131,7 @@ pub(crate) struct ItemRow {
     pub(crate) available_at: Timestamp,
     pub(crate) lease_until: Option<Timestamp>,
     pub(crate) errors: String,
+    pub(crate) error_count: i64,
     pub(crate) created_at: Timestamp,
     pub(crate) updated_at: Timestamp,
     pub(crate) finished_at: Option<Timestamp>,
@@ -137,9 +139,11 @@ pub(crate) struct ItemRow {
 
 impl ItemRow {
     pub(crate) fn into_model(self) -> Result<BatchItem> {
-        let errors: Vec<AttemptError> = serde_json::from_str(&self.errors).map_err(|e| {
+        let mut errors: Vec<AttemptError> = serde_json::from_str(&self.errors).map_err(|e| {
             Error::internal("stored error history is not valid JSON").with_source(e)
         })?;
+        // Rows written before the history was bounded may hold more.
+        trim_error_history(&mut errors);
         Ok(BatchItem {
             id: ItemId(self.id),
             batch_id: BatchId(self.batch_id),
@@ -152,6 +156,7 @@ impl ItemRow {
             available_at: self.available_at,
             lease_until: self.lease_until,
             errors,
+            error_count: u32::try_from(self.error_count).unwrap_or(u32::MAX),
             created_at: self.created_at,
             updated_at: self.updated_at,
             finished_at: self.finished_at,

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    after, AttemptError, Batch, BatchCounts, BatchId, BatchItem, BatchState, BatchStatus, Change,
-    ConflictPolicy, Domain, ItemId, ItemStatus, LeaseToken, Organization, OrganizationId, TenantId,
-    Timestamp,
+    after, trim_error_history, AttemptError, Batch, BatchCounts, BatchId, BatchItem, BatchState,
+    BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus, LeaseToken, Organization,
+    OrganizationId, TenantId, Timestamp,
 };
 use crate::queue::Job;
 use crate::repository::{
@@ -53,6 +53,16 @@ struct ItemRow {
     tenant: TenantId,
     token: Option<LeaseToken>,
     sweep_at: Timestamp,
+}
+
+impl ItemRow {
+    /// Appends a failed attempt, keeping the last
+    /// [`ERROR_HISTORY_LIMIT`](crate::model::ERROR_HISTORY_LIMIT) and the total.
+    fn record_error(&mut self, error: AttemptError) {
+        self.item.errors.push(error);
+        trim_error_history(&mut self.item.errors);
+        self.item.error_count = self.item.error_count.saturating_add(1);
+    }
 }
 
 impl MemoryRepository {
@@ -234,6 +244,7 @@ impl OrgRepository for MemoryRepository {
                 available_at: now,
                 lease_until: None,
                 errors: Vec::new(),
+                error_count: 0,
                 created_at: now,
                 updated_at: now,
                 finished_at: done.then_some(now),
@@ -384,7 +395,7 @@ impl OrgRepository for MemoryRepository {
                     row.item.status = ItemStatus::Pending;
                     row.item.available_at = *available_at;
                     row.sweep_at = after(*available_at, stale_after);
-                    row.item.errors.push(AttemptError {
+                    row.record_error(AttemptError {
                         attempt,
                         at: now,
                         message: error.clone(),
@@ -395,7 +406,7 @@ impl OrgRepository for MemoryRepository {
                 Resolution::Failed { error, permanent } => {
                     row.item.status = ItemStatus::Failed;
                     row.item.finished_at = Some(now);
-                    row.item.errors.push(AttemptError {
+                    row.record_error(AttemptError {
                         attempt,
                         at: now,
                         message: error.clone(),

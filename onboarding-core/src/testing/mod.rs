@@ -304,6 +304,7 @@ macro_rules! __conformance_cases {
                 finish_is_fenced_by_lease_token,
                 finish_completed_completes_item_and_organization,
                 finish_retry_returns_item_to_pending,
+                error_history_keeps_the_last_attempts,
                 finish_failed_moves_item_to_dead_letter,
                 release_returns_items_to_pending,
                 sweep_returns_stale_pending_items_once,

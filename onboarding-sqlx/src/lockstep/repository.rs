@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use onboarding_core::model::{
-    Batch, BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus, Organization,
-    OrganizationId, TenantId, Timestamp,
+    trim_error_history, Batch, BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId,
+    ItemStatus, Organization, OrganizationId, TenantId, Timestamp,
 };
 use onboarding_core::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
@@ -210,6 +210,7 @@ fn append_error(history: &str, entry: serde_json::Value) -> Result<String> {
     let mut list: Vec<serde_json::Value> = serde_json::from_str(history)
         .map_err(|e| Error::internal("stored error history is not valid JSON").with_source(e))?;
     list.push(entry);
+    trim_error_history(&mut list);
     Ok(serde_json::Value::Array(list).to_string())
 }
 
@@ -596,7 +597,7 @@ impl OrgRepository for LockRepository {
                     .push(" THEN ")
                     .push_bind(*sweep);
             }
-            qb.push(" END, errors = CASE id");
+            qb.push(" END, error_count = error_count + 1, errors = CASE id");
             for (id, _, _, errors) in chunk {
                 qb.push(" WHEN ")
                     .push_bind(*id)
@@ -620,7 +621,7 @@ impl OrgRepository for LockRepository {
             qb.push_bind(now)
                 .push(", updated_at = ")
                 .push_bind(now)
-                .push(", errors = CASE id");
+                .push(", error_count = error_count + 1, errors = CASE id");
             for (id, errors) in chunk {
                 qb.push(" WHEN ")
                     .push_bind(*id)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use onboarding_core::model::{
     BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus, Organization,
-    OrganizationId, TenantId, Timestamp,
+    OrganizationId, TenantId, Timestamp, ERROR_HISTORY_LIMIT,
 };
 use onboarding_core::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
@@ -511,10 +511,16 @@ impl OrgRepository for PgRepository {
                     available_at = CASE WHEN f.kind = 'retry' THEN f.available_at ELSE b.available_at END,
                     sweep_at = CASE WHEN f.kind = 'retry' THEN f.sweep_at ELSE b.sweep_at END,
                     finished_at = CASE WHEN f.kind = 'retry' THEN b.finished_at ELSE $8 END,
-                    errors = CASE WHEN f.kind = 'completed' THEN b.errors ELSE
-                        (b.errors::jsonb || jsonb_build_array(jsonb_build_object(
-                            'attempt', b.attempts, 'at', $9::text,
-                            'message', f.message, 'permanent', f.permanent)))::text END
+                    error_count = CASE WHEN f.kind = 'completed' THEN b.error_count
+                        ELSE b.error_count + 1 END,
+                    -- The new entry appended, then only the last $10 kept.
+                    errors = CASE WHEN f.kind = 'completed' THEN b.errors ELSE (
+                        SELECT jsonb_agg(h.entry ORDER BY h.n)::text
+                        FROM jsonb_array_elements(b.errors::jsonb || jsonb_build_array(
+                            jsonb_build_object('attempt', b.attempts, 'at', $9::text,
+                                'message', f.message, 'permanent', f.permanent)))
+                            WITH ORDINALITY AS h(entry, n)
+                        WHERE h.n > jsonb_array_length(b.errors::jsonb) + 1 - $10) END
                 FROM f
                 WHERE b.id = f.id AND b.lease_token = f.token AND b.status = 'processing'
                 RETURNING b.id, b.organization_id, b.status
@@ -533,6 +539,7 @@ impl OrgRepository for PgRepository {
         .bind(permanent)
         .bind(now)
         .bind(now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .bind(i64::try_from(ERROR_HISTORY_LIMIT).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
         .db()?;

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use tokio::sync::Barrier;
 
-use crate::model::{AttemptError, Change, ConflictPolicy, ItemId, ItemStatus, LeaseToken};
+use crate::model::{
+    AttemptError, Change, ConflictPolicy, ItemId, ItemStatus, LeaseToken, ERROR_HISTORY_LIMIT,
+};
 use crate::repository::{Lease, Resolution};
 use crate::testing::fixtures::{self, secs};
 use crate::testing::TestBackend;
@@ -535,6 +537,70 @@ pub async fn finish_retry_returns_item_to_pending(backend: TestBackend) {
         "the error history grows, oldest first"
     );
     fixtures::cancel_quietly(repo, &tenant, &[batch.id]).await;
+}
+
+/// The error history keeps the last [`ERROR_HISTORY_LIMIT`] attempts,
+/// oldest first, and `error_count` counts every one, across re-drives: a
+/// retry loop cannot grow a row without end.
+pub async fn error_history_keeps_the_last_attempts(backend: TestBackend) {
+    let repo = &*backend.repository;
+    let tenant = fixtures::tenant();
+    let submission = fixtures::submission(&tenant, 1, ConflictPolicy::Update);
+    let (batch, items) = fixtures::store(repo, &submission).await;
+    let id = items[0].item_id;
+    let limit = u32::try_from(ERROR_HISTORY_LIMIT).expect("a small limit");
+    let mut now = submission.now;
+    // Fails the item once at `now`: a retry, or for good on the last attempt.
+    let fail_once = |now, last: bool| async move {
+        let claimed = fixtures::claim(repo, &[id], now).await;
+        let error = format!("boom {}", claimed[0].attempt);
+        let resolution = if last {
+            Resolution::Failed {
+                error,
+                permanent: false,
+            }
+        } else {
+            Resolution::Retry {
+                available_at: now,
+                error,
+            }
+        };
+        fixtures::finish(repo, &fixtures::leases(&claimed), resolution, now).await;
+    };
+    let attempts = limit + 3;
+    for attempt in 1..=attempts {
+        now += secs(1);
+        fail_once(now, attempt == attempts).await;
+    }
+    let listed = fixtures::item(repo, &tenant, batch.id, id).await;
+    assert_eq!(listed.status, ItemStatus::Failed);
+    assert_eq!(listed.error_count, attempts, "every failure is counted");
+    let kept: Vec<u32> = listed.errors.iter().map(|e| e.attempt).collect();
+    assert_eq!(
+        kept,
+        (4..=attempts).collect::<Vec<_>>(),
+        "only the last {limit} attempts are kept, oldest first"
+    );
+    assert_eq!(
+        listed.errors.last().map(|e| e.message.as_str()),
+        Some(format!("boom {attempts}").as_str())
+    );
+
+    // A re-drive starts the attempts again; the history stays bounded.
+    now += secs(1);
+    repo.retry_failed(&tenant, batch.id, now)
+        .await
+        .expect("retry_failed failed")
+        .expect("the batch exists for its tenant");
+    now += secs(1);
+    fail_once(now, true).await;
+    let listed = fixtures::item(repo, &tenant, batch.id, id).await;
+    assert_eq!(listed.error_count, attempts + 1);
+    assert_eq!(listed.errors.len(), ERROR_HISTORY_LIMIT);
+    let kept: Vec<u32> = listed.errors.iter().map(|e| e.attempt).collect();
+    let mut expected: Vec<u32> = (5..=attempts).collect();
+    expected.push(1);
+    assert_eq!(kept, expected, "the re-driven attempt 1 comes last");
 }
 
 /// `Failed` makes item and organization `Failed`, appends the error and
