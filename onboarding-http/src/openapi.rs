@@ -97,7 +97,12 @@ const FROM_BATCH: &[(&str, &str, &str, &str)] = &[
         "$response.body#/batch_id",
     ),
     ("results", "batch_results", "id", "$response.body#/batch_id"),
-    ("failures", "batch_failures", "id", "$response.body#/batch_id"),
+    (
+        "failures",
+        "batch_failures",
+        "id",
+        "$response.body#/batch_id",
+    ),
     ("retry", "batch_retry", "id", "$response.body#/batch_id"),
     ("cancel", "batch_cancel", "id", "$response.body#/batch_id"),
 ];

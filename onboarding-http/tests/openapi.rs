@@ -140,7 +140,11 @@ async fn links_lead_from_a_submission_to_the_batch_routes() {
         .flat_map(|item| item.as_object().unwrap().values())
         .filter_map(|op| op["operationId"].as_str().map(str::to_owned))
         .collect();
-    for submit in ["/api/bulk-onboard", "/api/v1/bulk-onboard", "/api/v1/imports"] {
+    for submit in [
+        "/api/bulk-onboard",
+        "/api/v1/bulk-onboard",
+        "/api/v1/imports",
+    ] {
         let links = doc["paths"][submit]["post"]["responses"]["202"]["links"]
             .as_object()
             .unwrap();
