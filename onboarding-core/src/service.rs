@@ -306,6 +306,12 @@ impl OnboardingService {
     ///   down, and the sweeper delivers what the enqueue could not.
     /// - The check comes before the idempotency lookup, so an overloaded
     ///   service refuses a replay too; the client's retry gets the replay.
+    /// - Idempotency key: the same key and request answer the first batch
+    ///   again (`replayed`, nothing stored); the same key with another request
+    ///   is `Invalid` with code `idempotency_key_reused` (nothing stored). The
+    ///   key lives as long as its batch (pruned after the worker's
+    ///   `retention` once finished). Concurrent requests under one key are
+    ///   decided by the store: one is stored, the others replay or are refused.
     pub async fn submit_valid(
         &self,
         tenant: &TenantId,
@@ -349,13 +355,9 @@ impl OnboardingService {
                 })
             }
             StoreResult::KeyConflict { batch } => {
-                return Err(Error::new(
-                    ErrorKind::Conflict,
-                    format!(
-                        "idempotency key {:?} was already used for a different request (batch {})",
-                        options.idempotency_key.unwrap_or_default(),
-                        batch.id
-                    ),
+                return Err(key_reused(
+                    options.idempotency_key.as_deref().unwrap_or_default(),
+                    batch.id,
                 ))
             }
         };
@@ -617,6 +619,21 @@ impl OnboardingService {
 
 fn batch_not_found(batch: BatchId) -> Error {
     Error::not_found(format!("batch {batch} does not exist"))
+}
+
+/// The refusal of an idempotency key the tenant already used for another
+/// request (draft-ietf-httpapi-idempotency-key-header: 422): `Invalid`,
+/// not retryable, one field error with code `idempotency_key_reused`.
+pub(crate) fn key_reused(key: &str, earlier: BatchId) -> Error {
+    let detail = format!(
+        "idempotency key {key:?} was already used for a different request (batch {earlier}); \
+         a key may only be reused with the same payload"
+    );
+    Error::new(ErrorKind::Invalid, detail.clone()).with_field_errors(vec![FieldError::new(
+        "",
+        "idempotency_key_reused",
+        detail,
+    )])
 }
 
 pub(crate) fn check_idempotency_key(key: &str) -> Result<()> {

@@ -28,9 +28,15 @@ pub struct ProblemField {
 
 impl From<&FieldError> for ProblemField {
     fn from(e: &FieldError) -> Self {
+        // The service's idempotency key problems (`idempotency_key_invalid`,
+        // `idempotency_key_reused`) are about the header, not the body.
+        let parameter = e
+            .code
+            .starts_with("idempotency_key_")
+            .then(|| "Idempotency-Key".to_owned());
         Self {
             pointer: e.pointer.clone(),
-            parameter: None,
+            parameter,
             code: e.code.clone(),
             detail: e.detail.clone(),
         }

@@ -549,8 +549,12 @@ async fn idempotency_key_replays_or_conflicts() {
     assert_eq!(again.body, first.body, "same batch, same body");
     assert_eq!(again.header("location"), first.header("location"));
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
-    // Same key, different body.
-    send_with_key(orgs(3), "key-1").await.assert_problem(409);
+    // Same key, different body: 422 (draft-ietf-httpapi-idempotency-key-header).
+    let reused = send_with_key(orgs(3), "key-1").await;
+    reused.assert_problem(422);
+    assert_eq!(reused.codes(), vec!["idempotency_key_reused"]);
+    assert_eq!(reused.body["errors"][0]["parameter"], "Idempotency-Key");
+    assert_eq!(reused.header("idempotent-replayed"), None);
     // Another key: a new batch.
     let other = send_with_key(orgs(2), "key-2").await;
     assert_ne!(other.body["batch_id"], first.body["batch_id"]);

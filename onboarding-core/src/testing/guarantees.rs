@@ -301,7 +301,8 @@ pub async fn submission_is_all_or_nothing(backend: TestBackend) {
         .submit(&h.tenant, &h.request(10..13), key.clone())
         .await
         .expect_err("same key, other body");
-    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    assert_eq!(err.field_errors()[0].code, "idempotency_key_reused");
     for n in 10..13 {
         let domain = crate::validate::normalize_domain(&h.domain(n)).expect("valid domain");
         assert_eq!(

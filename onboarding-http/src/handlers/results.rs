@@ -181,7 +181,8 @@ enum Format {
     tag = "batches",
     params(("id" = uuid::Uuid, Path, description = "The batch id"), ResultsParams),
     responses(
-        (status = 200, description = "The file: `text/csv` (a header row, then one row per result) or `application/x-ndjson`", body = String, content_type = "text/csv"),
+        (status = 200, description = "The file: `text/csv` (a header row, then one row per result) or `application/x-ndjson` (`format=ndjson`)",
+            content((String = "text/csv"), (String = "application/x-ndjson"))),
         Malformed, Unauthorized, NotFound, Invalid, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
