@@ -13,6 +13,7 @@ mod organizations;
 mod store;
 mod sweep;
 mod tenants;
+mod trace;
 
 pub use batches::*;
 pub use cancel_safety::*;
@@ -22,3 +23,4 @@ pub use organizations::*;
 pub use store::*;
 pub use sweep::*;
 pub use tenants::*;
+pub use trace::*;
