@@ -24,6 +24,7 @@ pub mod memory;
 pub mod model;
 pub mod organizations;
 pub mod repository;
+pub mod trace;
 pub mod validate;
 pub mod webhooks;
 

@@ -57,6 +57,10 @@ pub struct Submission {
     pub now: Timestamp,
     /// When a pending item that nobody claimed is first considered lost by [`OrgRepository::sweep`].
     pub sweep_at: Timestamp,
+    /// The W3C `traceparent` of the request that created the batch
+    /// (`crate::trace`), stored with the batch and handed back with each
+    /// claimed item; `None` when traces are not exported.
+    pub trace_parent: Option<String>,
 }
 
 /// One stored item, as the ingest service needs it to enqueue and emit events.
@@ -149,6 +153,8 @@ pub struct ClaimedItem {
     pub change: Change,
     /// The organization as stored now.
     pub organization: Organization,
+    /// The `traceparent` stored with the item's batch ([`Submission::trace_parent`]).
+    pub trace_parent: Option<String>,
 }
 
 /// How one attempt ended.

@@ -341,6 +341,7 @@ impl OnboardingService {
                 .unwrap_or(config.reprocess_unchanged),
             now: at,
             sweep_at: crate::model::after(at, config.stale_after),
+            trace_parent: crate::trace::current_traceparent(),
         };
         let (batch, items) = match backends.repository.store_submission(&submission).await? {
             StoreResult::Stored { batch, items } => (batch, items),

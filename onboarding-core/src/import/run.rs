@@ -316,6 +316,7 @@ impl OnboardingService {
                 .unwrap_or(config.reprocess_unchanged),
             now: at,
             sweep_at: after(at, config.stale_after),
+            trace_parent: crate::trace::current_traceparent(),
         };
         let stored = store.finish_import(&submission).await?;
         guard.armed = false;

@@ -46,6 +46,8 @@ struct BatchRow {
     batch: Batch,
     /// Item ids in position order.
     items: Vec<ItemId>,
+    /// [`Submission::trace_parent`].
+    trace_parent: Option<String>,
 }
 
 #[derive(Debug)]
@@ -304,6 +306,7 @@ impl OrgRepository for MemoryRepository {
             BatchRow {
                 batch: batch.clone(),
                 items: item_ids,
+                trace_parent: s.trace_parent.clone(),
             },
         );
         Ok(StoreResult::Stored { batch, items })
@@ -340,6 +343,10 @@ impl OrgRepository for MemoryRepository {
             else {
                 return Err(Error::internal(format!("item {id} has no organization")));
             };
+            let trace_parent = st
+                .batches
+                .get(&batch_id)
+                .and_then(|b| b.trace_parent.clone());
             claimed.push(ClaimedItem {
                 lease: Lease {
                     item_id: *id,
@@ -350,6 +357,7 @@ impl OrgRepository for MemoryRepository {
                 attempt,
                 change,
                 organization,
+                trace_parent,
             });
         }
         Ok(claimed)

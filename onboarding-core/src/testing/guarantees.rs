@@ -410,6 +410,7 @@ pub async fn lost_messages_are_swept(backend: TestBackend) {
         reprocess_unchanged: false,
         now: at,
         sweep_at: at,
+        trace_parent: None,
     };
     repo.store_submission(&submission).await.expect("stored");
     let processor = ScriptedProcessor::new();

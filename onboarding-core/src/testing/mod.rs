@@ -349,6 +349,7 @@ macro_rules! __conformance_cases {
                 submission_restores_a_deleted_organization,
                 organizations_of_another_tenant_stay_out_of_reach,
                 deleted_organizations_items_finish_and_prune_keeps_them,
+                claim_carries_the_batchs_trace_parent,
             ]
         }
     };
@@ -395,6 +396,7 @@ macro_rules! __conformance_cases {
                 import_key_in_progress_conflicts,
                 import_replays_finished_keys,
                 import_staging_is_pruned_with_its_batch,
+                import_keeps_the_trace_parent,
             ]
         }
     };

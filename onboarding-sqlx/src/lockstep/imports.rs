@@ -211,8 +211,8 @@ impl ImportStore for LockRepository {
             }
         }
         sqlx::query(
-            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at, trace_parent)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.batch_id.0)
         .bind(s.tenant.as_str())
@@ -222,6 +222,7 @@ impl ImportStore for LockRepository {
         .bind(policy_str(s.policy))
         .bind(mode_str(s.mode))
         .bind(s.now)
+        .bind(s.trace_parent.as_deref())
         .execute(&mut *tx)
         .await
         .db()?;

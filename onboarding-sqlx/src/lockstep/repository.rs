@@ -364,8 +364,8 @@ impl OrgRepository for LockRepository {
         let mut tx = self.begin().await?;
         let total = i64::try_from(s.organizations.len()).unwrap_or(i64::MAX);
         let inserted = sqlx::query(
-            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at, trace_parent)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.batch_id.0)
         .bind(s.tenant.as_str())
@@ -375,6 +375,7 @@ impl OrgRepository for LockRepository {
         .bind(policy_str(s.policy))
         .bind(mode_str(s.mode))
         .bind(s.now)
+        .bind(s.trace_parent.as_deref())
         .execute(&mut *tx)
         .await;
         if let Err(e) = inserted {
@@ -474,8 +475,9 @@ impl OrgRepository for LockRepository {
         let mut out = Vec::with_capacity(item_ids.len());
         for chunk in item_ids.chunks(rows_per(1)) {
             let mut qb = QueryBuilder::new(format!(
-                "SELECT i.id AS item_id, i.batch_id, i.tenant, i.attempts, i.change_kind, {org_cols}
-                 FROM batch_items i JOIN organizations o ON o.id = i.organization_id WHERE i.id IN "
+                "SELECT i.id AS item_id, i.batch_id, i.tenant, i.attempts, i.change_kind, t.trace_parent, {org_cols}
+                 FROM batch_items i JOIN organizations o ON o.id = i.organization_id
+                 LEFT JOIN batches t ON t.id = i.batch_id WHERE i.id IN "
             ));
             push_in(&mut qb, chunk);
             let rows = qb.build().fetch_all(&mut *tx).await.db()?;
@@ -486,6 +488,7 @@ impl OrgRepository for LockRepository {
                 let tenant: Text = row.try_get("tenant").db()?;
                 let attempts: i64 = row.try_get("attempts").db()?;
                 let change: String = row.try_get("change_kind").db()?;
+                let trace_parent: Option<String> = row.try_get("trace_parent").db()?;
                 out.push(ClaimedItem {
                     lease: Lease {
                         item_id: ItemId(id),
@@ -496,6 +499,7 @@ impl OrgRepository for LockRepository {
                     attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
                     change: rows::change(&change)?,
                     organization,
+                    trace_parent,
                 });
             }
         }

@@ -189,8 +189,8 @@ impl ImportStore for PgRepository {
             return Err(not_receiving(s.batch_id));
         };
         let inserted = sqlx::query(
-            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at, trace_parent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (tenant, idempotency_key) DO NOTHING",
         )
         .bind(s.batch_id.0)
@@ -201,6 +201,7 @@ impl ImportStore for PgRepository {
         .bind(policy_str(s.policy))
         .bind(mode_str(s.mode))
         .bind(s.now)
+        .bind(s.trace_parent.as_deref())
         .execute(&mut *tx)
         .await
         .db()?;

@@ -359,8 +359,8 @@ impl OrgRepository for PgRepository {
         let mut tx = self.begin().await?;
         let total = i64::try_from(s.organizations.len()).unwrap_or(i64::MAX);
         let inserted = sqlx::query(
-            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at, trace_parent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (tenant, idempotency_key) DO NOTHING",
         )
         .bind(s.batch_id.0)
@@ -371,6 +371,7 @@ impl OrgRepository for PgRepository {
         .bind(policy_str(s.policy))
         .bind(mode_str(s.mode))
         .bind(s.now)
+        .bind(s.trace_parent.as_deref())
         .execute(&mut *tx)
         .await
         .db()?;
@@ -433,8 +434,9 @@ impl OrgRepository for PgRepository {
                     ELSE false END
                 RETURNING b.id, b.batch_id, b.tenant, b.attempts, b.change_kind, b.organization_id
             )
-            SELECT c.id AS item_id, c.batch_id, c.tenant, c.attempts, c.change_kind, {org_cols}
-            FROM c JOIN organizations o ON o.id = c.organization_id"
+            SELECT c.id AS item_id, c.batch_id, c.tenant, c.attempts, c.change_kind, t.trace_parent, {org_cols}
+            FROM c JOIN organizations o ON o.id = c.organization_id
+            LEFT JOIN batches t ON t.id = c.batch_id"
         );
         let found = sqlx::query(&sql)
             .bind(ids)
@@ -950,6 +952,7 @@ fn claimed(row: &PgRow, r: &ClaimRequest, organization: Organization) -> Result<
     let tenant: String = row.try_get("tenant").db()?;
     let attempts: i64 = row.try_get("attempts").db()?;
     let change: String = row.try_get("change_kind").db()?;
+    let trace_parent: Option<String> = row.try_get("trace_parent").db()?;
     Ok(ClaimedItem {
         lease: Lease {
             item_id: ItemId(id),
@@ -960,5 +963,6 @@ fn claimed(row: &PgRow, r: &ClaimRequest, organization: Organization) -> Result<
         attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
         change: rows::change(&change)?,
         organization,
+        trace_parent,
     })
 }

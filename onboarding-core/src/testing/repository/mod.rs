@@ -14,6 +14,7 @@ mod store;
 mod sweep;
 mod tenants;
 mod throughput;
+mod trace;
 
 pub use batches::*;
 pub use cancel_safety::*;
@@ -24,3 +25,4 @@ pub use store::*;
 pub use sweep::*;
 pub use tenants::*;
 pub use throughput::*;
+pub use trace::*;
