@@ -11,11 +11,12 @@
 FROM rust:1-slim-bookworm AS builder
 WORKDIR /src
 COPY . .
-# Every backend the examples can switch to at run time.
+# Every backend the examples can switch to at run time, and traces (exported
+# only when OTEL_EXPORTER_OTLP_ENDPOINT is set).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-        --features http,sqlite,postgres,mysql,redis,amqp \
+        --features http,sqlite,postgres,mysql,redis,amqp,otel \
         --example server --example worker \
  && mkdir -p /out \
  && cp target/release/examples/server /out/onboarding-server \

@@ -53,3 +53,9 @@ pub use onboarding_http as web;
 #[cfg(feature = "dns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub mod dns;
+
+/// OpenTelemetry traces: OTLP/HTTP export of the spans, a request and its
+/// items in one trace.
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod otel;

@@ -7,6 +7,7 @@
 pub mod hooks;
 pub mod serving;
 pub mod shared;
+pub mod traces;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -262,34 +263,52 @@ impl Processor for HttpProcessor {
     }
 }
 
-/// Logs to stderr, runs `program`, and turns its error into exit code 1.
+/// Logs to stderr (and exports traces when `OTEL_EXPORTER_OTLP_ENDPOINT` is
+/// set), runs `program`, and turns its error into exit code 1.
 pub async fn run_main<F>(program: impl FnOnce() -> F) -> ExitCode
 where
     F: Future<Output = Result<(), String>>,
 {
-    init_logging();
-    match program().await {
+    let traces = match init_logging() {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match program().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    traces.shutdown().await;
+    code
 }
 
 /// Logs to stderr; `RUST_LOG` takes `info`, `debug`, `onboarding_http=debug,info`, ….
-fn init_logging() {
+/// Spans at `info` and above go to OpenTelemetry when it is on, whatever `RUST_LOG` says.
+fn init_logging() -> Result<traces::Traces, String> {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| "info".parse().unwrap_or_default());
+    let traces = traces::Traces::from_env()?;
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .with(traces.layer())
         .init();
+    traces.announce();
+    Ok(traces)
 }
 
 /// Something for the person at the terminal (stdout, so it can be piped).

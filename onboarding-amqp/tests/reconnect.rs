@@ -84,6 +84,7 @@ async fn a_worker_finishes_its_batch_across_broker_closed_connections() {
         now: wall,
         // The sweeper is off anyway: only the queue brings messages back.
         sweep_at: wall + chrono::Duration::hours(1),
+        trace_parent: None,
     };
     let StoreResult::Stored { items, .. } = repository
         .store_submission(&submission)

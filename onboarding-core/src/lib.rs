@@ -22,7 +22,9 @@ pub mod keys;
 pub mod limits;
 pub mod memory;
 pub mod model;
+pub mod organizations;
 pub mod repository;
+pub mod trace;
 pub mod validate;
 pub mod webhooks;
 

@@ -18,7 +18,19 @@ use crate::model::{
     ItemStatus, LeaseToken, NewOrganization, Organization, OrganizationId, SubmitMode, TenantId,
     Timestamp,
 };
+use crate::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
 use crate::queue::Job;
+
+/// A tenant's items finished in one time bucket ([`OrgRepository::throughput`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThroughputBucket {
+    /// The bucket's start in whole seconds since the Unix epoch (a multiple of its width).
+    pub start: i64,
+    /// Items that finished `completed` in it.
+    pub completed: u64,
+    /// Items that finished `failed` in it.
+    pub failed: u64,
+}
 
 /// Everything needed to store one accepted request atomically.
 #[derive(Debug, Clone)]
@@ -45,6 +57,10 @@ pub struct Submission {
     pub now: Timestamp,
     /// When a pending item that nobody claimed is first considered lost by [`OrgRepository::sweep`].
     pub sweep_at: Timestamp,
+    /// The W3C `traceparent` of the request that created the batch
+    /// (`crate::trace`), stored with the batch and handed back with each
+    /// claimed item; `None` when traces are not exported.
+    pub trace_parent: Option<String>,
 }
 
 /// One stored item, as the ingest service needs it to enqueue and emit events.
@@ -137,6 +153,8 @@ pub struct ClaimedItem {
     pub change: Change,
     /// The organization as stored now.
     pub organization: Organization,
+    /// The `traceparent` stored with the item's batch ([`Submission::trace_parent`]).
+    pub trace_parent: Option<String>,
 }
 
 /// How one attempt ended.
@@ -409,16 +427,84 @@ pub trait OrgRepository: Send + Sync + 'static {
         query: &ItemQuery,
     ) -> Result<Option<ItemPage>>;
 
+    /// A tenant's finished items per time bucket since `since`: the history
+    /// of a throughput chart, computed set-based (one `GROUP BY`).
+    ///
+    /// # Behavior
+    /// - Counts the tenant's items now `completed` or `failed` whose
+    ///   `finished_at` is at or after `since`, per bucket of `bucket_seconds`
+    ///   (treated as at least 1) aligned on the Unix epoch: an item falls in
+    ///   the bucket starting at `floor(finished_at / bucket_seconds) * bucket_seconds`
+    ///   (whole seconds since the epoch).
+    /// - Another tenant's items are never counted; pending, processing and
+    ///   cancelled items neither; buckets without items are left out; ordered
+    ///   by `start`.
+    async fn throughput(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+        bucket_seconds: u32,
+    ) -> Result<Vec<ThroughputBucket>>;
+
     /// The tenant's own organization for a normalized domain.
     ///
     /// # Behavior
     /// - Organizations are keyed by (tenant, domain): another tenant's row of
-    ///   the same domain is never returned; `None` when this tenant has none.
+    ///   the same domain is never returned; `None` when this tenant has none
+    ///   or deleted it ([`OrgRepository::delete_organization`]).
     async fn organization_by_domain(
         &self,
         tenant: &TenantId,
         domain: &Domain,
     ) -> Result<Option<Organization>>;
+
+    /// One page of the tenant's organizations, ordered by domain.
+    ///
+    /// # Behavior
+    /// - Only the tenant's own rows, soft-deleted ones left out; ordered by
+    ///   domain ascending (the backend's text order; unique per tenant, so
+    ///   the order is stable).
+    /// - `after` starts after that domain (it need not exist); pages never
+    ///   repeat or skip an organization; `next_cursor` is `None` on the last page.
+    async fn list_organizations(
+        &self,
+        tenant: &TenantId,
+        query: &OrganizationQuery,
+    ) -> Result<OrganizationPage>;
+
+    /// Every recorded version of the tenant's organization, oldest first.
+    ///
+    /// # Behavior
+    /// - `None` when the tenant has no such organization or deleted it.
+    /// - One version per write of its data, in the same transaction as the
+    ///   upsert: created (1), each update (+ 1), each restore after a delete
+    ///   (+ 1); with the name, contact email, batch and time of that write.
+    ///   `Unchanged` and `Skipped` outcomes write none.
+    async fn organization_versions(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Vec<OrganizationVersion>>>;
+
+    /// Soft-deletes the tenant's organization of a domain.
+    ///
+    /// # Behavior
+    /// - `false` when the tenant has no such organization or already deleted
+    ///   it (another tenant's row of the domain is never touched).
+    /// - Sets `deleted_at = now`: the organization is hidden from
+    ///   `organization_by_domain`, `list_organizations` and `organization_versions`.
+    /// - A later submission of the domain by the tenant restores it under
+    ///   either policy: `Created`, version + 1 (continuing), the submitted
+    ///   data, status pending, `created_at` kept, a version recorded.
+    /// - Its batch items are left as they are: work accepted before the
+    ///   delete finishes (pending items are processed) and batch counts stay exact.
+    /// - `prune` never removes organizations or their versions.
+    async fn delete_organization(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+        now: Timestamp,
+    ) -> Result<bool>;
 
     /// Deletes batches (and their items) completed before `finished_before`.
     ///

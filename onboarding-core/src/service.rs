@@ -17,10 +17,13 @@ use crate::events::Event;
 use crate::limits::{Admission, BacklogLedger, MemoryLedger};
 use crate::model::{
     now, BatchCounts, BatchId, BatchStatus, Change, Domain, ItemId, ItemStatus, Organization,
-    TenantId,
+    TenantId, Timestamp,
 };
+use crate::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
 use crate::queue::Job;
-use crate::repository::{BatchPage, BatchQuery, ItemPage, ItemQuery, StoreResult, Submission};
+use crate::repository::{
+    BatchPage, BatchQuery, ItemPage, ItemQuery, StoreResult, Submission, ThroughputBucket,
+};
 use crate::validate::{self, Limits, Rejection, SubmitRequest, ValidRequest};
 
 /// How the ingest service behaves. Every field has a sane default.
@@ -43,8 +46,6 @@ pub struct IngestConfig {
     /// behind the database a status may be on any process. Raise it only
     /// when every process shares one cache and the lag does not matter.
     pub status_cache_ttl: Duration,
-    /// How long an organization lookup stays cached (default [`FRESHNESS`], 1 s).
-    pub organization_cache_ttl: Duration,
     /// Re-process organizations that a submission leaves unchanged and that
     /// were already processed (default false).
     pub reprocess_unchanged: bool,
@@ -80,7 +81,6 @@ impl Default for IngestConfig {
             chunk_size: 1000,
             stale_after: Duration::from_secs(60),
             status_cache_ttl: FRESHNESS,
-            organization_cache_ttl: FRESHNESS,
             reprocess_unchanged: false,
             max_backlog: Some(Self::DEFAULT_MAX_BACKLOG),
             backlog_refresh: Duration::from_millis(500),
@@ -306,6 +306,12 @@ impl OnboardingService {
     ///   down, and the sweeper delivers what the enqueue could not.
     /// - The check comes before the idempotency lookup, so an overloaded
     ///   service refuses a replay too; the client's retry gets the replay.
+    /// - Idempotency key: the same key and request answer the first batch
+    ///   again (`replayed`, nothing stored); the same key with another request
+    ///   is `Invalid` with code `idempotency_key_reused` (nothing stored). The
+    ///   key lives as long as its batch (pruned after the worker's
+    ///   `retention` once finished). Concurrent requests under one key are
+    ///   decided by the store: one is stored, the others replay or are refused.
     pub async fn submit_valid(
         &self,
         tenant: &TenantId,
@@ -335,6 +341,7 @@ impl OnboardingService {
                 .unwrap_or(config.reprocess_unchanged),
             now: at,
             sweep_at: crate::model::after(at, config.stale_after),
+            trace_parent: crate::trace::current_traceparent(),
         };
         let (batch, items) = match backends.repository.store_submission(&submission).await? {
             StoreResult::Stored { batch, items } => (batch, items),
@@ -348,13 +355,9 @@ impl OnboardingService {
                 })
             }
             StoreResult::KeyConflict { batch } => {
-                return Err(Error::new(
-                    ErrorKind::Conflict,
-                    format!(
-                        "idempotency key {:?} was already used for a different request (batch {})",
-                        options.idempotency_key.unwrap_or_default(),
-                        batch.id
-                    ),
+                return Err(key_reused(
+                    options.idempotency_key.as_deref().unwrap_or_default(),
+                    batch.id,
                 ))
             }
         };
@@ -519,6 +522,23 @@ impl OnboardingService {
             .await
     }
 
+    /// A tenant's completed and failed items per bucket of `bucket_seconds`
+    /// since `since` (uncached; see [`OrgRepository::throughput`]).
+    ///
+    /// [`OrgRepository::throughput`]: crate::repository::OrgRepository::throughput
+    pub async fn throughput(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+        bucket_seconds: u32,
+    ) -> Result<Vec<ThroughputBucket>> {
+        self.inner
+            .backends
+            .repository
+            .throughput(tenant, since, bucket_seconds)
+            .await
+    }
+
     /// Cancels a batch's pending items.
     pub async fn cancel(&self, tenant: &TenantId, batch: BatchId) -> Result<BatchStatus> {
         let status = self
@@ -535,31 +555,68 @@ impl OnboardingService {
         Ok(status)
     }
 
-    /// The tenant's own organization of a domain (normalized first), served from the cache when fresh.
+    /// The tenant's own organization of a domain (normalized first).
+    ///
+    /// Organization reads are not cached: a submission or a delete on any
+    /// process would have to invalidate them (one key per domain on the
+    /// submission's hot path). They are one index lookup, served by a read
+    /// replica when one is configured.
     pub async fn organization(&self, tenant: &TenantId, domain: &str) -> Result<Organization> {
-        let domain: Domain = validate::normalize_domain(domain)
-            .map_err(|e| Error::invalid(vec![e.into_field_error("/domain")]))?;
-        // The key holds the tenant: a cached row is only ever served to its owner.
-        let key = format!("onboarding:organization:{tenant}:{domain}");
-        let cache = &self.inner.backends.cache;
-        if let Ok(Some(bytes)) = cache.get(&key).await {
-            if let Ok(org) = serde_json::from_slice::<Organization>(&bytes) {
-                return Ok(org);
-            }
-        }
-        let org = self
-            .inner
+        let domain = path_domain(domain)?;
+        self.inner
             .backends
             .repository
             .organization_by_domain(tenant, &domain)
             .await?
-            .ok_or_else(|| Error::not_found(format!("no organization has domain {domain}")))?;
-        if let Ok(bytes) = serde_json::to_vec(&org) {
-            let _ = cache
-                .set(&key, &bytes, self.inner.config.organization_cache_ttl)
-                .await;
+            .ok_or_else(|| organization_not_found(&domain))
+    }
+
+    /// One page of the tenant's organizations (limit clamped to 1-1000).
+    pub async fn list_organizations(
+        &self,
+        tenant: &TenantId,
+        query: &OrganizationQuery,
+    ) -> Result<OrganizationPage> {
+        let mut query = query.clone();
+        query.limit = query.limit.clamp(1, 1000);
+        self.inner
+            .backends
+            .repository
+            .list_organizations(tenant, &query)
+            .await
+    }
+
+    /// Every version of the tenant's organization of a domain (normalized first).
+    pub async fn organization_versions(
+        &self,
+        tenant: &TenantId,
+        domain: &str,
+    ) -> Result<Vec<OrganizationVersion>> {
+        let domain = path_domain(domain)?;
+        self.inner
+            .backends
+            .repository
+            .organization_versions(tenant, &domain)
+            .await?
+            .ok_or_else(|| organization_not_found(&domain))
+    }
+
+    /// Soft-deletes the tenant's organization of a domain (normalized
+    /// first); `NotFound` when it has none or deleted it already. Its pending
+    /// items are still processed; a later submission restores it.
+    pub async fn delete_organization(&self, tenant: &TenantId, domain: &str) -> Result<()> {
+        let domain = path_domain(domain)?;
+        let deleted = self
+            .inner
+            .backends
+            .repository
+            .delete_organization(tenant, &domain, now())
+            .await?;
+        if deleted {
+            Ok(())
+        } else {
+            Err(organization_not_found(&domain))
         }
-        Ok(org)
     }
 
     /// Asks every backend whether it answers.
@@ -614,8 +671,36 @@ impl OnboardingService {
     }
 }
 
+/// A domain given as a path parameter, normalized like a submitted one
+/// (IDNA, case); the error points at `/domain`.
+fn path_domain(raw: &str) -> Result<Domain> {
+    validate::normalize_domain(raw).map_err(|e| Error::invalid(vec![e.into_field_error("/domain")]))
+}
+
+/// The tenant has no live organization of `domain` (whatever other tenants have).
+fn organization_not_found(domain: &Domain) -> Error {
+    Error::not_found(format!(
+        "this tenant has no organization with domain {domain}"
+    ))
+}
+
 fn batch_not_found(batch: BatchId) -> Error {
     Error::not_found(format!("batch {batch} does not exist"))
+}
+
+/// The refusal of an idempotency key the tenant already used for another
+/// request (draft-ietf-httpapi-idempotency-key-header: 422): `Invalid`,
+/// not retryable, one field error with code `idempotency_key_reused`.
+pub(crate) fn key_reused(key: &str, earlier: BatchId) -> Error {
+    let detail = format!(
+        "idempotency key {key:?} was already used for a different request (batch {earlier}); \
+         a key may only be reused with the same payload"
+    );
+    Error::new(ErrorKind::Invalid, detail.clone()).with_field_errors(vec![FieldError::new(
+        "",
+        "idempotency_key_reused",
+        detail,
+    )])
 }
 
 pub(crate) fn check_idempotency_key(key: &str) -> Result<()> {

@@ -2,6 +2,7 @@
 //! their OpenAPI schemas. Field names are part of the contract.
 
 use chrono::{DateTime, Utc};
+use onboarding_core::import::ImportRow;
 use onboarding_core::model::{
     AttemptError, BatchItem, BatchStatus, Change, ConflictPolicy, ItemOutcome, ItemStatus,
     SubmitMode,
@@ -396,13 +397,22 @@ impl From<&AttemptError> for AttemptErrorDto {
     }
 }
 
-/// One organization of a batch.
+/// One organization of a batch: what was submitted and its result (the
+/// fields of a row of `GET /api/v1/batches/{id}/results`, and more).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BatchItemResponse {
     /// Item id.
     pub id: Uuid,
-    /// Index in the submitted `organizations`.
+    /// Index in the submitted `organizations` (imports: the file's line number).
     pub position: u32,
+    /// The file's line number (imports); null for a JSON submission.
+    pub line: Option<u32>,
+    /// The submitted name (imports); null when the batch did not keep it (a JSON submission).
+    pub name: Option<String>,
+    /// The submitted contact email (imports); null when the batch did not keep it.
+    pub contact_email: Option<String>,
+    /// The row's `external_id` (imports), if it had one.
+    pub external_id: Option<String>,
     /// The organization row.
     pub organization_id: Uuid,
     /// Normalized domain.
@@ -415,6 +425,10 @@ pub struct BatchItemResponse {
     pub outcome: OutcomeDto,
     /// Attempts started.
     pub attempts: u32,
+    /// The last error's code (`code: detail` messages), if any.
+    pub error_code: Option<String>,
+    /// The last error's detail (the whole message when it has no code), if any.
+    pub error_detail: Option<String>,
     /// The last 10 failed attempts, oldest first.
     #[schema(max_items = 10)]
     pub errors: Vec<AttemptErrorDto>,
@@ -432,15 +446,29 @@ pub struct BatchItemResponse {
 
 impl From<&BatchItem> for BatchItemResponse {
     fn from(i: &BatchItem) -> Self {
+        Self::of(i, None)
+    }
+}
+
+impl BatchItemResponse {
+    /// An item with its staged row (imports: line, name, email, external id).
+    pub(crate) fn of(i: &BatchItem, staged: Option<&ImportRow>) -> Self {
+        let (error_code, error_detail) = crate::handlers::results::last_error(i);
         Self {
             id: i.id.0,
             position: i.position,
+            line: staged.map(|s| s.line),
+            name: staged.map(|s| s.organization.name.clone()),
+            contact_email: staged.map(|s| s.organization.contact_email.clone()),
+            external_id: staged.and_then(|s| s.external_id.clone()),
             organization_id: i.organization_id.0,
             domain: i.domain.to_string(),
             status: i.status.into(),
             change: i.change.into(),
             outcome: i.outcome().into(),
             attempts: i.attempts,
+            error_code,
+            error_detail,
             errors: i.errors.iter().map(Into::into).collect(),
             error_count: i.error_count,
             available_at: i.available_at,

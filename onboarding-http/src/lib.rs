@@ -44,7 +44,7 @@ pub use webhook::{UrlPolicy, WebhookConfig, WebhookSink, Webhooks};
 use app::{AppState, Shared};
 use auth::Authenticator;
 use handlers::{admin, batches, imports, onboard, ops, results, webhooks};
-use handlers::{events, failures, listing};
+use handlers::{events, failures, listing, organizations, throughput};
 use limits::TenantLimits;
 
 /// The OpenAPI document as JSON, with links between the operations.
@@ -108,6 +108,16 @@ pub fn router(service: OnboardingService, config: HttpConfig) -> Router {
         )
         .route("/api/v1/batches/{id}/events", get(events::batch))
         .route("/api/v1/events", get(events::tenant))
+        .route("/api/v1/throughput", get(throughput::throughput))
+        .route("/api/v1/organizations", get(organizations::list))
+        .route(
+            "/api/v1/organizations/{domain}",
+            get(organizations::show).delete(organizations::delete),
+        )
+        .route(
+            "/api/v1/organizations/{domain}/versions",
+            get(organizations::versions),
+        )
         .route(
             "/api/v1/webhooks/endpoints",
             get(webhooks::endpoints).post(webhooks::register),

@@ -7,7 +7,7 @@ use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
 
 use crate::handlers::{admin, batches, imports, onboard, ops, results, webhooks};
-use crate::handlers::{events, failures, listing};
+use crate::handlers::{events, failures, listing, organizations, throughput};
 
 /// The OpenAPI description of every route of [`crate::router`] (its links
 /// are added by [`crate::openapi_json`]).
@@ -32,6 +32,11 @@ use crate::handlers::{events, failures, listing};
         failures::retry,
         events::batch,
         events::tenant,
+        throughput::throughput,
+        organizations::show,
+        organizations::list,
+        organizations::versions,
+        organizations::delete,
         webhooks::register,
         webhooks::endpoints,
         webhooks::delete,
@@ -59,6 +64,7 @@ use crate::handlers::{events, failures, listing};
     tags(
         (name = "onboarding", description = "Submit and validate organizations"),
         (name = "batches", description = "Follow, re-drive and cancel batches"),
+        (name = "organizations", description = "The tenant's own organizations: read, list, versions, soft delete"),
         (name = "webhooks", description = "A tenant's webhook endpoints (signed with their own secret) and deliveries"),
         (name = "admin", description = "Operator routes (Bearer ADMIN_TOKEN; 404 when no token is configured): tenants and API keys"),
         (name = "operations", description = "Liveness and this document"),

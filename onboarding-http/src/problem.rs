@@ -15,7 +15,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// One problem with one part of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ProblemField {
-    /// RFC 6901 pointer into the JSON body (`/organizations/3/domain`); empty for the whole body.
+    /// RFC 6901 pointer into the JSON body (`/organizations/3/domain`); empty for the whole body,
+    /// a query parameter or a header; `/` and its name for a path parameter (`/domain`).
     pub pointer: String,
     /// The query parameter or header at fault, when it is not the body.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -28,9 +29,15 @@ pub struct ProblemField {
 
 impl From<&FieldError> for ProblemField {
     fn from(e: &FieldError) -> Self {
+        // The service's idempotency key problems (`idempotency_key_invalid`,
+        // `idempotency_key_reused`) are about the header, not the body.
+        let parameter = e
+            .code
+            .starts_with("idempotency_key_")
+            .then(|| "Idempotency-Key".to_owned());
         Self {
             pointer: e.pointer.clone(),
-            parameter: None,
+            parameter,
             code: e.code.clone(),
             detail: e.detail.clone(),
         }
@@ -176,6 +183,15 @@ impl Problem {
             code: code.to_owned(),
             detail,
         }])
+    }
+
+    /// 422 for a path parameter: its `errors` entry names it and points at it (`/{parameter}`).
+    pub fn invalid_path_parameter(parameter: &str, code: &str, detail: impl Into<String>) -> Self {
+        let mut problem = Self::invalid_parameter(parameter, code, detail);
+        for field in &mut problem.document.errors {
+            field.pointer = format!("/{parameter}");
+        }
+        problem
     }
 
     /// 429 with `Retry-After`.

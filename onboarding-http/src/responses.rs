@@ -27,7 +27,7 @@ pub(crate) struct Unauthorized(ProblemDocument);
 #[response(status = 404, content_type = "application/problem+json")]
 pub(crate) struct NotFound(ProblemDocument);
 
-/// The `Idempotency-Key` was used before with a different body
+/// A request with the same `Idempotency-Key` is still in progress (an import whose body is still arriving): retry once it has been answered (draft-ietf-httpapi-idempotency-key-header)
 #[derive(IntoResponses)]
 #[response(status = 409, content_type = "application/problem+json")]
 pub(crate) struct IdempotencyConflict(ProblemDocument);
@@ -47,7 +47,7 @@ pub(crate) struct TooLarge(ProblemDocument);
 #[response(status = 415, content_type = "application/problem+json")]
 pub(crate) struct UnsupportedMediaType(ProblemDocument);
 
-/// Validation failed: `errors` lists every problem with its JSON pointer, or the query parameter or header at fault
+/// Validation failed: `errors` lists every problem with its JSON pointer, or the query parameter or header at fault. On submissions, also an `Idempotency-Key` used before with another payload (code `idempotency_key_reused`, `parameter` `Idempotency-Key`; nothing stored)
 #[derive(IntoResponses)]
 #[response(status = 422, content_type = "application/problem+json")]
 pub(crate) struct Invalid(ProblemDocument);

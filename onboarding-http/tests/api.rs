@@ -549,8 +549,12 @@ async fn idempotency_key_replays_or_conflicts() {
     assert_eq!(again.body, first.body, "same batch, same body");
     assert_eq!(again.header("location"), first.header("location"));
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
-    // Same key, different body.
-    send_with_key(orgs(3), "key-1").await.assert_problem(409);
+    // Same key, different body: 422 (draft-ietf-httpapi-idempotency-key-header).
+    let reused = send_with_key(orgs(3), "key-1").await;
+    reused.assert_problem(422);
+    assert_eq!(reused.codes(), vec!["idempotency_key_reused"]);
+    assert_eq!(reused.body["errors"][0]["parameter"], "Idempotency-Key");
+    assert_eq!(reused.header("idempotent-replayed"), None);
     // Another key: a new batch.
     let other = send_with_key(orgs(2), "key-2").await;
     assert_ne!(other.body["batch_id"], first.body["batch_id"]);
@@ -633,8 +637,12 @@ async fn health_and_openapi_and_no_operator_endpoints() {
         "/api/v1/batches/{id}/failures/{group}/retry",
         "/api/v1/batches/{id}/events",
         "/api/v1/events",
+        "/api/v1/throughput",
         "/api/v1/batches/{id}/results",
         "/api/v1/imports",
+        "/api/v1/organizations",
+        "/api/v1/organizations/{domain}",
+        "/api/v1/organizations/{domain}/versions",
         "/api/v1/webhooks/endpoints",
         "/api/v1/webhooks/endpoints/{id}",
         "/api/v1/webhooks/endpoints/{id}/rotate-secret",
@@ -651,7 +659,7 @@ async fn health_and_openapi_and_no_operator_endpoints() {
         );
     }
     // The admin routes are documented only where they are on (tests/shared_state.rs).
-    assert_eq!(paths.len(), 23, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 27, "{:?}", paths.keys().collect::<Vec<_>>());
     let schemas = o.body["components"]["schemas"].as_object().unwrap();
     for s in [
         "BulkOnboardAccepted",
@@ -694,6 +702,17 @@ async fn organizations_are_cursor_paginated() {
             }
             assert_eq!(item["status"], "pending");
             assert_eq!(item["outcome"], "created");
+            // A JSON submission keeps no line, name, email or external id of its own.
+            for field in [
+                "line",
+                "name",
+                "contact_email",
+                "external_id",
+                "error_code",
+                "error_detail",
+            ] {
+                assert_eq!(item[field], Value::Null, "{field}: {item}");
+            }
         }
         match page.body["next_cursor"].as_str() {
             Some(cursor) => uri = format!("{base}?limit=2&cursor={cursor}"),

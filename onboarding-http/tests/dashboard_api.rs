@@ -162,6 +162,81 @@ async fn failed_batch(
 }
 
 #[tokio::test]
+async fn throughput_counts_the_tenants_finished_organizations_per_bucket() {
+    let repo = Arc::new(MemoryRepository::new());
+    let service = service_over(repo.clone());
+    let app = router(service, config().build());
+    let acme = fixtures::submission(&tenant("acme"), 3, ConflictPolicy::Update);
+    let (_, items) = fixtures::store(&*repo, &acme).await;
+    fixtures::process(&*repo, &fixtures::ids(&items), acme.now).await;
+    failed_batch(&repo, 2, |i| format!("crm_down: attempt {i}")).await;
+    // Another tenant's completions are never counted.
+    let globex = fixtures::submission(&tenant("globex"), 4, ConflictPolicy::Update);
+    let (_, foreign) = fixtures::store(&*repo, &globex).await;
+    fixtures::process(&*repo, &fixtures::ids(&foreign), globex.now).await;
+
+    let answer = get(
+        &app,
+        "/api/v1/throughput?window=3600&bucket=60",
+        Some(ACME_KEY),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["bucket_seconds"], 60);
+    let buckets = answer.body["buckets"].as_array().unwrap();
+    let sum = |field: &str| -> u64 { buckets.iter().map(|b| b[field].as_u64().unwrap()).sum() };
+    assert_eq!((sum("completed"), sum("failed")), (3, 2), "{}", answer.body);
+    for b in buckets {
+        let start = chrono::DateTime::parse_from_rfc3339(b["start"].as_str().unwrap()).unwrap();
+        assert_eq!(start.timestamp() % 60, 0, "aligned on the minute: {b}");
+    }
+    // The default: the last hour in 10-second buckets.
+    let default = get(&app, "/api/v1/throughput", Some(ACME_KEY)).await;
+    assert_eq!(default.body["bucket_seconds"], 10);
+    let since =
+        chrono::DateTime::parse_from_rfc3339(default.body["since"].as_str().unwrap()).unwrap();
+    let until =
+        chrono::DateTime::parse_from_rfc3339(default.body["until"].as_str().unwrap()).unwrap();
+    assert_eq!((until - since).num_seconds(), 3600);
+    let other = get(
+        &app,
+        "/api/v1/throughput?window=3600&bucket=60",
+        Some(GLOBEX_KEY),
+    )
+    .await;
+    let globex_completed: u64 = other.body["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["completed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(globex_completed, 4);
+
+    for (query, parameter) in [
+        ("window=10", "window"),
+        ("window=86401", "window"),
+        ("window=abc", "window"),
+        ("bucket=0", "bucket"),
+        ("bucket=3601", "bucket"),
+        ("window=86400&bucket=1", "bucket"),
+    ] {
+        let a = get(&app, &format!("/api/v1/throughput?{query}"), Some(ACME_KEY)).await;
+        a.assert_problem(422);
+        assert_eq!(a.body["errors"][0]["parameter"], parameter, "{query}");
+    }
+    get(
+        &app,
+        "/api/v1/throughput?window=60&window=120",
+        Some(ACME_KEY),
+    )
+    .await
+    .assert_problem(400);
+    get(&app, "/api/v1/throughput", None)
+        .await
+        .assert_problem(401);
+}
+
+#[tokio::test]
 async fn two_thousand_failures_of_three_causes_are_three_groups_and_one_retries_alone() {
     let repo = Arc::new(MemoryRepository::new());
     let service = service_over(repo.clone());

@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::http::{Method, Request};
 use axum::Router;
 use common::*;
+use futures::StreamExt;
 use onboarding_core::memory::{MemoryCache, TracingEventSink};
 use onboarding_core::model::{BatchId, ItemStatus};
 use onboarding_core::repository::ItemQuery;
@@ -147,6 +148,39 @@ async fn csv_import_is_one_batch_with_rejected_rows_listed() {
     assert_eq!(rows[0]["status"], "pending");
     assert_eq!(rows[0]["change"], "created");
     assert_eq!(rows[1]["name"], "Globex, \"Inc\"");
+    // The JSON results carry the same fields, with the same values.
+    let page = send(
+        &app,
+        request(
+            Method::GET,
+            &format!("/api/v1/batches/{id}/organizations"),
+            Some(ACME_KEY),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let items = page.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    for (item, row) in items.iter().zip(&rows) {
+        for field in row.as_object().unwrap().keys() {
+            assert_eq!(item[field], row[field], "{field}: {item} vs {row}");
+        }
+    }
+    assert_eq!(items[0]["line"], 2);
+    assert_eq!(items[0]["name"], "Acme");
+    assert_eq!(items[0]["contact_email"], "a@acme.com");
+    assert_eq!(items[0]["external_id"], "A1");
+    assert_eq!(items[0]["domain"], "acme.com");
+    assert_eq!(items[0]["change"], "created");
+    assert_eq!(items[0]["status"], "pending");
+    assert_eq!(items[0]["attempts"], 0);
+    assert_eq!(items[0]["error_code"], serde_json::Value::Null);
+    assert_eq!(items[0]["error_detail"], serde_json::Value::Null);
+    assert_eq!(items[1]["line"], 5);
+    assert_eq!(items[1]["name"], "Globex, \"Inc\"");
+    assert_eq!(items[1]["contact_email"], "g@globex.com");
+    assert_eq!(items[1]["external_id"], serde_json::Value::Null);
     let file = send(
         &app,
         request(
@@ -403,11 +437,100 @@ async fn idempotent_imports_replay_and_conflict() {
         ),
     )
     .await;
-    assert!(
-        other.status == 409 || other.status == 422,
-        "{}",
-        other.status
-    );
+    other.assert_problem(422);
+    assert_eq!(other.codes(), vec!["idempotency_key_reused"]);
+    assert_eq!(other.body["errors"][0]["parameter"], "Idempotency-Key");
+}
+
+/// draft-ietf-httpapi-idempotency-key-header on the import route: a retry
+/// while the first upload still arrives is 409 (and disturbs nothing); once
+/// the first is answered, the same file replays its answer with
+/// `Idempotent-Replayed: true` and another file is 422.
+async fn import_idempotency_follows_the_draft(service: OnboardingService) {
+    let app = router(service.clone(), config().build());
+    let head = "name,domain,contact_email,external_id\n".to_owned();
+    let rest = csv_rows("draft", 0..3);
+    let (begun_tx, begun_rx) = tokio::sync::oneshot::channel::<()>();
+    let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
+    // The handler opens the upload (taking the key) before it reads the
+    // body: the stream is asked for its second chunk only after that.
+    let gated = futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(
+        head.clone(),
+    )))
+    .chain(futures::stream::once({
+        let rest = rest.clone();
+        async move {
+            let _ = begun_tx.send(());
+            let _ = gate_rx.await;
+            Ok(rest)
+        }
+    }));
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let mut request = upload(
+                "/api/v1/imports",
+                ACME_KEY,
+                "text/csv",
+                Body::from_stream(gated),
+            );
+            request
+                .headers_mut()
+                .insert("idempotency-key", "draft-1".parse().unwrap());
+            send(&app, request).await
+        }
+    });
+    begun_rx.await.unwrap();
+    let whole = format!("{head}{rest}");
+    let keyed = |body: String| {
+        let mut request = upload("/api/v1/imports", ACME_KEY, "text/csv", body);
+        request
+            .headers_mut()
+            .insert("idempotency-key", "draft-1".parse().unwrap());
+        request
+    };
+    let busy = send(&app, keyed(whole.clone())).await;
+    busy.assert_problem(409);
+    assert_eq!(busy.header("idempotent-replayed"), None);
+    gate_tx.send(()).unwrap();
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 202, "{}", first.body);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    assert_eq!(first.body["organizations_count"], 3);
+    let again = send(&app, keyed(whole.clone())).await;
+    assert_eq!(again.status, 202, "{}", again.body);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body, "the first answer, replayed");
+    assert_eq!(again.header("location"), first.header("location"));
+    let other = send(
+        &app,
+        keyed(format!("{head}{}", csv_rows("draft-other", 0..2))),
+    )
+    .await;
+    other.assert_problem(422);
+    assert_eq!(other.codes(), vec!["idempotency_key_reused"]);
+    assert_eq!(other.body["errors"][0]["parameter"], "Idempotency-Key");
+    assert!(service
+        .organization(&tenant("acme"), "draft-other0.example.com")
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn import_idempotency_follows_the_draft_on_memory() {
+    import_idempotency_follows_the_draft(memory_service()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_idempotency_follows_the_draft_on_sqlite() {
+    let db = TestDatabase::create(Engine::Sqlite).await;
+    let sql = db.connect(SqlOptions::default()).await;
+    import_idempotency_follows_the_draft(OnboardingService::new(
+        sql_backends(&sql),
+        IngestConfig::default(),
+    ))
+    .await;
+    sql.close().await;
 }
 
 /// A client that goes away mid-upload leaves nothing: the upload is

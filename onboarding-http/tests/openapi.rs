@@ -201,3 +201,16 @@ async fn every_error_status_is_a_problem_document() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_results_file_documents_both_formats() {
+    let (app, _) = app();
+    let doc = document(&app).await;
+    let content = doc["paths"]["/api/v1/batches/{id}/results"]["get"]["responses"]["200"]
+        ["content"]
+        .as_object()
+        .unwrap();
+    let mut types: Vec<&str> = content.keys().map(String::as_str).collect();
+    types.sort_unstable();
+    assert_eq!(types, ["application/x-ndjson", "text/csv"]);
+}

@@ -20,9 +20,10 @@ use onboarding_core::import::{ImportProgress, ImportRow, ImportStore, NewImport,
 use onboarding_core::model::{
     BatchId, BatchStatus, Domain, ItemId, Organization, TenantId, Timestamp,
 };
+use onboarding_core::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
 use onboarding_core::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
-    OrgRepository, StoreResult, Submission,
+    OrgRepository, StoreResult, Submission, ThroughputBucket,
 };
 use onboarding_core::{Delivery, Error, Job, JobQueue, QueueDepth, Receipt, Result};
 
@@ -208,12 +209,50 @@ impl OrgRepository for DetachedRepository {
         self.inner.list_items(tenant, batch, query).await
     }
 
+    async fn throughput(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+        bucket_seconds: u32,
+    ) -> Result<Vec<ThroughputBucket>> {
+        self.inner.throughput(tenant, since, bucket_seconds).await
+    }
+
     async fn organization_by_domain(
         &self,
         tenant: &TenantId,
         domain: &Domain,
     ) -> Result<Option<Organization>> {
         self.inner.organization_by_domain(tenant, domain).await
+    }
+
+    async fn list_organizations(
+        &self,
+        tenant: &TenantId,
+        query: &OrganizationQuery,
+    ) -> Result<OrganizationPage> {
+        self.inner.list_organizations(tenant, query).await
+    }
+
+    async fn organization_versions(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Vec<OrganizationVersion>>> {
+        self.inner.organization_versions(tenant, domain).await
+    }
+
+    async fn delete_organization(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let (t, d) = (tenant.clone(), domain.clone());
+        detached(&self.inner, |r| async move {
+            r.delete_organization(&t, &d, now).await
+        })
+        .await
     }
 
     async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {

@@ -18,6 +18,7 @@ use onboarding_core::webhooks::{DeliveryLog, WebhookStore};
 
 mod detached;
 mod error;
+mod organizations;
 mod rows;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod staging;

@@ -36,9 +36,10 @@ use onboarding_core::import::{ImportProgress, ImportRow, ImportStore, NewImport,
 use onboarding_core::model::{
     BatchId, BatchStatus, Domain, ItemId, Organization, TenantId, Timestamp,
 };
+use onboarding_core::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
 use onboarding_core::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
-    OrgRepository, StoreResult, Submission,
+    OrgRepository, StoreResult, Submission, ThroughputBucket,
 };
 use onboarding_core::{ErrorKind, Job, Result};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -462,6 +463,19 @@ impl OrgRepository for ReplicaRouted {
             .list_items(tenant, batch, query))
     }
 
+    async fn throughput(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+        bucket_seconds: u32,
+    ) -> Result<Vec<ThroughputBucket>> {
+        routed_read!(self, Some(tenant), |repo| repo.throughput(
+            tenant,
+            since,
+            bucket_seconds
+        ))
+    }
+
     async fn organization_by_domain(
         &self,
         tenant: &TenantId,
@@ -469,6 +483,38 @@ impl OrgRepository for ReplicaRouted {
     ) -> Result<Option<Organization>> {
         routed_read!(self, Some(tenant), |repo| repo
             .organization_by_domain(tenant, domain))
+    }
+
+    async fn list_organizations(
+        &self,
+        tenant: &TenantId,
+        query: &OrganizationQuery,
+    ) -> Result<OrganizationPage> {
+        routed_read!(self, Some(tenant), |repo| repo
+            .list_organizations(tenant, query))
+    }
+
+    async fn organization_versions(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Vec<OrganizationVersion>>> {
+        routed_read!(self, Some(tenant), |repo| repo
+            .organization_versions(tenant, domain))
+    }
+
+    async fn delete_organization(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+        now: Timestamp,
+    ) -> Result<bool> {
+        // A tenant's write: its next reads wait for the replica to replay it.
+        self.write(
+            Some(tenant),
+            self.primary.delete_organization(tenant, domain, now),
+        )
+        .await
     }
 
     async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {

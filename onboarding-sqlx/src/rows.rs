@@ -246,8 +246,8 @@ impl DepthRow {
 pub(crate) type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>;
 
 /// Binds a submission's new `batches` row to an `INSERT INTO batches (id,
-/// tenant, idempotency_key, request_hash, total, policy, mode, created_at)`
-/// (`total` items), on every engine.
+/// tenant, idempotency_key, request_hash, total, policy, mode, created_at,
+/// trace_parent)` (`total` items), on every engine.
 pub(crate) fn bind_new_batch<'q, DB>(
     query: Query<'q, DB>,
     s: &'q onboarding_core::repository::Submission,
@@ -270,6 +270,7 @@ where
         .bind(policy_str(s.policy))
         .bind(mode_str(s.mode))
         .bind(s.now)
+        .bind(s.trace_parent.as_deref())
 }
 
 /// The stored name of a mode.
@@ -342,5 +343,16 @@ pub(crate) fn batch_page(mut rows: Vec<BatchRow>, limit: u32) -> (Vec<BatchRow>,
         (rows, cursor)
     } else {
         (rows, None)
+    }
+}
+
+/// A `(bucket start, completed, failed)` row of a throughput query.
+pub(crate) fn throughput_bucket(
+    (start, completed, failed): (i64, i64, i64),
+) -> onboarding_core::repository::ThroughputBucket {
+    onboarding_core::repository::ThroughputBucket {
+        start,
+        completed: u64::try_from(completed).unwrap_or(0),
+        failed: u64::try_from(failed).unwrap_or(0),
     }
 }

@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, FieldError, Result};
 use crate::model::{after, now, BatchId, ConflictPolicy, ItemStatus, SubmitMode, TenantId};
 use crate::queue::Job;
 use crate::repository::{ItemQuery, OrgRepository, StoreResult, Submission};
-use crate::service::{check_idempotency_key, OnboardingService};
+use crate::service::{check_idempotency_key, key_reused, OnboardingService};
 
 /// Rows parsed before they are staged with one call (bounds memory).
 const STAGE_ROWS: usize = 2_000;
@@ -218,9 +218,11 @@ impl OnboardingService {
     ///   (`Invalid`, quoting the first 100 problems) and store nothing.
     /// - A CSV header without a required column is `Invalid` at once.
     /// - No valid row at all is `Invalid`.
-    /// - The idempotency key works as on [`OnboardingService::submit_valid`];
-    ///   the request hash covers the options and the body's bytes. A second
-    ///   upload with a key in use by one still arriving is a `Conflict`.
+    /// - The idempotency key works as on [`OnboardingService::submit_valid`]
+    ///   (another payload under a used key: `Invalid`, code
+    ///   `idempotency_key_reused`); the request hash covers the options and
+    ///   the body's bytes. A second upload with a key in use by one still
+    ///   arriving is a `Conflict` (the first request is in progress).
     pub async fn import<S, B, E>(
         &self,
         tenant: &TenantId,
@@ -314,6 +316,7 @@ impl OnboardingService {
                 .unwrap_or(config.reprocess_unchanged),
             now: at,
             sweep_at: after(at, config.stale_after),
+            trace_parent: crate::trace::current_traceparent(),
         };
         let stored = store.finish_import(&submission).await?;
         guard.armed = false;
@@ -330,13 +333,9 @@ impl OnboardingService {
                 })
             }
             StoreResult::KeyConflict { batch } => {
-                return Err(Error::new(
-                    ErrorKind::Conflict,
-                    format!(
-                        "idempotency key {:?} was already used for a different request (batch {})",
-                        options.idempotency_key.unwrap_or_default(),
-                        batch.id
-                    ),
+                return Err(key_reused(
+                    options.idempotency_key.as_deref().unwrap_or_default(),
+                    batch.id,
                 ))
             }
         };

@@ -5,6 +5,7 @@ mod cache;
 mod events;
 mod imports;
 mod keys;
+mod organizations;
 mod queue;
 mod repository;
 mod webhooks;

@@ -12,10 +12,11 @@ use crate::model::{
     BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus, LeaseToken, Organization,
     OrganizationId, TenantId, Timestamp,
 };
+use crate::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
 use crate::queue::Job;
 use crate::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
-    OrgRepository, Resolution, StoreResult, StoredItem, Submission,
+    OrgRepository, Resolution, StoreResult, StoredItem, Submission, ThroughputBucket,
 };
 
 /// The fastest backend and the test baseline: all state in process memory.
@@ -30,9 +31,11 @@ pub struct MemoryRepository {
 }
 
 #[derive(Debug, Default)]
-struct State {
+pub(super) struct State {
     /// Keyed by owner and normalized domain: two tenants' rows never meet.
-    organizations: HashMap<(TenantId, Domain), Organization>,
+    pub(super) organizations: HashMap<(TenantId, Domain), Organization>,
+    /// Every version of each organization's data, oldest first (`memory/organizations.rs`).
+    pub(super) versions: HashMap<OrganizationId, Vec<OrganizationVersion>>,
     batches: HashMap<BatchId, BatchRow>,
     idempotency: HashMap<(TenantId, String), BatchId>,
     items: HashMap<ItemId, ItemRow>,
@@ -43,6 +46,8 @@ struct BatchRow {
     batch: Batch,
     /// Item ids in position order.
     items: Vec<ItemId>,
+    /// [`Submission::trace_parent`].
+    trace_parent: Option<String>,
 }
 
 #[derive(Debug)]
@@ -69,7 +74,7 @@ impl MemoryRepository {
         Self::default()
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, State>> {
+    pub(super) fn lock(&self) -> Result<MutexGuard<'_, State>> {
         // A poisoned lock means a panic mid-update: the state may be torn.
         self.state
             .lock()
@@ -208,6 +213,15 @@ impl OrgRepository for MemoryRepository {
                         .insert((s.tenant.clone(), new.domain.clone()), org.clone());
                     (Change::Created, org)
                 }
+                Some(org) if org.deleted_at.is_some() => {
+                    // A deleted organization comes back as new, its version continuing.
+                    org.name = new.name.clone();
+                    org.contact_email = new.contact_email.clone();
+                    org.version += 1;
+                    org.updated_at = now;
+                    org.deleted_at = None;
+                    (Change::Created, org.clone())
+                }
                 Some(org) if s.policy == ConflictPolicy::Skip => (Change::Skipped, org.clone()),
                 Some(org) if org.name == new.name && org.contact_email == new.contact_email => {
                     (Change::Unchanged, org.clone())
@@ -220,6 +234,9 @@ impl OrgRepository for MemoryRepository {
                     (Change::Updated, org.clone())
                 }
             };
+            if matches!(change, Change::Created | Change::Updated) {
+                st.record_version(&org, s.batch_id, now);
+            }
             let done = change == Change::Skipped
                 || (change == Change::Unchanged
                     && org.status == ItemStatus::Completed
@@ -289,6 +306,7 @@ impl OrgRepository for MemoryRepository {
             BatchRow {
                 batch: batch.clone(),
                 items: item_ids,
+                trace_parent: s.trace_parent.clone(),
             },
         );
         Ok(StoreResult::Stored { batch, items })
@@ -325,6 +343,10 @@ impl OrgRepository for MemoryRepository {
             else {
                 return Err(Error::internal(format!("item {id} has no organization")));
             };
+            let trace_parent = st
+                .batches
+                .get(&batch_id)
+                .and_then(|b| b.trace_parent.clone());
             claimed.push(ClaimedItem {
                 lease: Lease {
                     item_id: *id,
@@ -335,6 +357,7 @@ impl OrgRepository for MemoryRepository {
                 attempt,
                 change,
                 organization,
+                trace_parent,
             });
         }
         Ok(claimed)
@@ -638,16 +661,68 @@ impl OrgRepository for MemoryRepository {
         Ok(Some(ItemPage { items, next_cursor }))
     }
 
+    async fn throughput(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+        bucket_seconds: u32,
+    ) -> Result<Vec<ThroughputBucket>> {
+        let width = i64::from(bucket_seconds.max(1));
+        let st = self.lock()?;
+        let mut buckets: std::collections::BTreeMap<i64, ThroughputBucket> = Default::default();
+        for row in st.items.values().filter(|r| &r.tenant == tenant) {
+            let Some(at) = row.item.finished_at.filter(|at| *at >= since) else {
+                continue;
+            };
+            let start = at.timestamp().div_euclid(width) * width;
+            let bucket = buckets.entry(start).or_insert(ThroughputBucket {
+                start,
+                completed: 0,
+                failed: 0,
+            });
+            match row.item.status {
+                ItemStatus::Completed => bucket.completed += 1,
+                ItemStatus::Failed => bucket.failed += 1,
+                _ => {}
+            }
+        }
+        Ok(buckets
+            .into_values()
+            .filter(|b| b.completed + b.failed > 0)
+            .collect())
+    }
+
     async fn organization_by_domain(
         &self,
         tenant: &TenantId,
         domain: &Domain,
     ) -> Result<Option<Organization>> {
-        Ok(self
-            .lock()?
-            .organizations
-            .get(&(tenant.clone(), domain.clone()))
-            .cloned())
+        Ok(self.lock()?.live_organization(tenant, domain).cloned())
+    }
+
+    async fn list_organizations(
+        &self,
+        tenant: &TenantId,
+        query: &OrganizationQuery,
+    ) -> Result<OrganizationPage> {
+        Ok(self.lock()?.list_organizations(tenant, query))
+    }
+
+    async fn organization_versions(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Vec<OrganizationVersion>>> {
+        Ok(self.lock()?.versions_of(tenant, domain))
+    }
+
+    async fn delete_organization(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+        now: Timestamp,
+    ) -> Result<bool> {
+        Ok(self.lock()?.delete_organization(tenant, domain, now))
     }
 
     async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {

@@ -30,10 +30,11 @@ use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventSink};
 use crate::model::{BatchId, BatchStatus, Domain, ItemId, Organization, TenantId, Timestamp};
+use crate::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
 use crate::queue::{Delivery, Job, JobQueue, QueueDepth, Receipt};
 use crate::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
-    OrgRepository, StoreResult, Submission,
+    OrgRepository, StoreResult, Submission, ThroughputBucket,
 };
 
 /// What a [`Double`] does with one call.
@@ -202,7 +203,11 @@ forward!(OrgRepository {
     fn list_batches(tenant: &TenantId, query: &BatchQuery) -> BatchPage;
     fn batch_status(tenant: &TenantId, batch: BatchId) -> Option<BatchStatus>;
     fn list_items(tenant: &TenantId, batch: BatchId, query: &ItemQuery) -> Option<ItemPage>;
+    fn throughput(tenant: &TenantId, since: Timestamp, bucket_seconds: u32) -> Vec<ThroughputBucket>;
     fn organization_by_domain(tenant: &TenantId, domain: &Domain) -> Option<Organization>;
+    fn list_organizations(tenant: &TenantId, query: &OrganizationQuery) -> OrganizationPage;
+    fn organization_versions(tenant: &TenantId, domain: &Domain) -> Option<Vec<OrganizationVersion>>;
+    fn delete_organization(tenant: &TenantId, domain: &Domain, now: Timestamp) -> bool;
     fn prune(finished_before: Timestamp, limit: u32) -> u64;
     fn ping() -> ();
 });

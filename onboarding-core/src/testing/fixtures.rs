@@ -107,6 +107,7 @@ pub fn submission_at(
         reprocess_unchanged: false,
         now,
         sweep_at: now + delta(SWEEP_DELAY),
+        trace_parent: None,
     }
 }
 

@@ -301,7 +301,8 @@ pub async fn submission_is_all_or_nothing(backend: TestBackend) {
         .submit(&h.tenant, &h.request(10..13), key.clone())
         .await
         .expect_err("same key, other body");
-    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    assert_eq!(err.field_errors()[0].code, "idempotency_key_reused");
     for n in 10..13 {
         let domain = crate::validate::normalize_domain(&h.domain(n)).expect("valid domain");
         assert_eq!(
@@ -409,6 +410,7 @@ pub async fn lost_messages_are_swept(backend: TestBackend) {
         reprocess_unchanged: false,
         now: at,
         sweep_at: at,
+        trace_parent: None,
     };
     repo.store_submission(&submission).await.expect("stored");
     let processor = ScriptedProcessor::new();

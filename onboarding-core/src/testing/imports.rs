@@ -511,3 +511,45 @@ pub async fn import_staging_is_pruned_with_its_batch(backend: TestBackend) {
     store.abort_import(again).await.expect("store call failed");
     store.abort_import(live).await.expect("store call failed");
 }
+
+/// The finish stores the submission's `trace_parent` with the batch: the
+/// imported items' claims carry it.
+pub async fn import_keeps_the_trace_parent(backend: TestBackend) {
+    let store = store(&backend);
+    let repo = &backend.repository;
+    let tenant = fixtures::tenant();
+    let batch = begin(store, &tenant, None).await;
+    store
+        .append_import(batch, &rows(2, &new_orgs(2)), &[])
+        .await
+        .expect("append_import failed");
+    let mut finish = finishing(&tenant, batch, None);
+    finish.trace_parent = Some(crate::testing::repository::TRACE_PARENT.to_owned());
+    store
+        .finish_import(&finish)
+        .await
+        .expect("finish_import failed");
+    let page = repo
+        .list_items(
+            &tenant,
+            batch,
+            &ItemQuery {
+                status: None,
+                limit: 5,
+                after_position: None,
+            },
+        )
+        .await
+        .expect("list_items failed")
+        .expect("the batch exists");
+    let ids: Vec<_> = page.items.iter().map(|i| i.id).collect();
+    assert_eq!(ids.len(), 2);
+    let claimed = fixtures::claim(repo.as_ref(), &ids, finish.now + fixtures::secs(1)).await;
+    for c in &claimed {
+        assert_eq!(
+            c.trace_parent.as_deref(),
+            Some(crate::testing::repository::TRACE_PARENT)
+        );
+    }
+    fixtures::cancel_quietly(repo.as_ref(), &tenant, &[batch]).await;
+}

@@ -329,6 +329,7 @@ macro_rules! __conformance_cases {
                 list_items_pages_without_repeats_or_gaps,
                 list_batches_pages_newest_first_for_the_tenant,
                 list_batches_filters_by_state_and_created_after,
+                throughput_counts_the_tenants_finished_items_per_bucket,
                 retry_items_of_unknown_or_foreign_batch_is_none,
                 retry_items_redrives_only_listed_failed_items,
                 organization_by_domain_finds_stored_rows,
@@ -342,6 +343,13 @@ macro_rules! __conformance_cases {
                 tenants_upsert_the_same_domains_concurrently,
                 claim_reads_the_submitting_tenants_organization,
                 idempotency_keys_and_tenants_compare_exactly,
+                organization_versions_record_every_write,
+                list_organizations_pages_by_domain_for_the_tenant,
+                delete_organization_hides_it_from_reads,
+                submission_restores_a_deleted_organization,
+                organizations_of_another_tenant_stay_out_of_reach,
+                deleted_organizations_items_finish_and_prune_keeps_them,
+                claim_carries_the_batchs_trace_parent,
             ]
         }
     };
@@ -388,6 +396,7 @@ macro_rules! __conformance_cases {
                 import_key_in_progress_conflicts,
                 import_replays_finished_keys,
                 import_staging_is_pruned_with_its_batch,
+                import_keeps_the_trace_parent,
             ]
         }
     };

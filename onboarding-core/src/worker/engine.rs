@@ -10,6 +10,7 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::flush::{flush_loop, Done};
 use super::maintenance::{heartbeat_loop, sweep_once, sweeper_loop, SweepReport};
@@ -463,8 +464,14 @@ async fn process_one(shared: &Shared, item: &ClaimedItem) -> crate::repository::
         change: item.change,
         organization: item.organization.clone(),
     };
+    // One span per attempt, a child of the request that created the batch
+    // (its `traceparent` is stored with the batch: `crate::trace`).
+    let span = tracing::info_span!("process_item", item_id = %work.item_id, batch_id = %work.batch_id, attempt = work.attempt);
+    if let Some(parent) = &item.trace_parent {
+        crate::trace::set_parent(&span, parent);
+    }
     let started = Instant::now();
-    let call = AssertUnwindSafe(shared.processor.process(&work)).catch_unwind();
+    let call = AssertUnwindSafe(shared.processor.process(&work).instrument(span)).catch_unwind();
     let result = match tokio::time::timeout(shared.config.process_timeout, call).await {
         Ok(Ok(result)) => result,
         Ok(Err(panic)) => {

@@ -10,9 +10,11 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::dto::{
-    decode_cursor, encode_cursor, BatchItemsPage, BatchStatusResponse, ItemStatusDto, RetryAccepted,
+    decode_cursor, encode_cursor, BatchItemResponse, BatchItemsPage, BatchStatusResponse,
+    ItemStatusDto, RetryAccepted,
 };
 use crate::extract::TenantBatch;
+use crate::handlers::results::items_with_submissions;
 use crate::handlers::{limit, optional_param, query, MAX_PAGE};
 use crate::problem::Problem;
 use crate::responses::{Invalid, Malformed, NotFound, RateLimited, Unauthorized, Unavailable};
@@ -60,6 +62,12 @@ pub(crate) struct ItemsParams {
 }
 
 /// A batch's organizations with their results, cursor-paginated by position
+///
+/// Each carries the fields of a row of the results file
+/// (`GET /api/v1/batches/{id}/results`): for imports the line, submitted
+/// name, contact email and `external_id`; the domain, change, status,
+/// attempts, the last error's code and detail; plus ids, outcome, the whole
+/// error history and times.
 #[utoipa::path(
     get,
     path = "/api/v1/batches/{id}/organizations",
@@ -103,14 +111,15 @@ pub(crate) async fn items(
         limit,
         after_position,
     };
-    let page = state
-        .service()
-        .list_items(&batch.tenant, batch.id, &query)
+    let (items, next) = items_with_submissions(state.service(), &batch.tenant, batch.id, &query)
         .await
         .map_err(|e| state.problem(&e))?;
     Ok(Json(BatchItemsPage {
-        items: page.items.iter().map(Into::into).collect(),
-        next_cursor: page.next_cursor.map(encode_cursor),
+        items: items
+            .iter()
+            .map(|(item, staged)| BatchItemResponse::of(item, staged.as_ref()))
+            .collect(),
+        next_cursor: next.map(encode_cursor),
     }))
 }
 

@@ -1,10 +1,13 @@
 //! `GET /api/v1/batches/{id}/failures` (failed items grouped by cause) and
 //! `POST /api/v1/batches/{id}/failures/{group}/retry` (re-drive one group).
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use onboarding_core::failures::{self, FailureGroup, FailureGroups};
+use onboarding_core::import::ImportRow;
 use onboarding_core::model::BatchId;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -27,7 +30,7 @@ pub(crate) struct FailureGroupResponse {
     pub(crate) cause: String,
     /// Failed items with this cause.
     pub(crate) count: u32,
-    /// The first of them (by position), with its full error history.
+    /// The first of them (by position), with its full error history (and, for imports, what was submitted).
     pub(crate) example: BatchItemResponse,
 }
 
@@ -45,22 +48,27 @@ pub(crate) struct FailureGroupsResponse {
 }
 
 impl FailureGroupsResponse {
-    fn new(batch: BatchId, groups: &FailureGroups) -> Self {
+    /// The groups, each example with its staged row (`staged`, by line: imports).
+    fn new(batch: BatchId, groups: &FailureGroups, staged: &HashMap<u32, ImportRow>) -> Self {
         Self {
             batch_id: batch.0,
             failed: groups.failed,
-            groups: groups.groups.iter().map(group_response).collect(),
+            groups: groups
+                .groups
+                .iter()
+                .map(|g| group_response(g, staged.get(&g.example.position)))
+                .collect(),
             ungrouped: groups.ungrouped,
         }
     }
 }
 
-fn group_response(g: &FailureGroup) -> FailureGroupResponse {
+fn group_response(g: &FailureGroup, staged: Option<&ImportRow>) -> FailureGroupResponse {
     FailureGroupResponse {
         key: g.key.clone(),
         cause: g.cause.clone(),
         count: g.count,
-        example: (&g.example).into(),
+        example: BatchItemResponse::of(&g.example, staged),
     }
 }
 
@@ -85,7 +93,16 @@ pub(crate) async fn groups(
     let groups = failures::group_failures(state.service(), &batch.tenant, batch.id)
         .await
         .map_err(|e| state.problem(&e))?;
-    Ok(Json(FailureGroupsResponse::new(batch.id, &groups)))
+    let lines: Vec<u32> = groups.groups.iter().map(|g| g.example.position).collect();
+    let staged: HashMap<u32, ImportRow> = state
+        .service()
+        .staged_rows(&batch.tenant, batch.id, &lines)
+        .await
+        .map_err(|e| state.problem(&e))?
+        .into_iter()
+        .map(|r| (r.line, r))
+        .collect();
+    Ok(Json(FailureGroupsResponse::new(batch.id, &groups, &staged)))
 }
 
 /// Re-drive the failed organizations of one cause

@@ -39,7 +39,8 @@ pub(crate) struct ImportParams {
     #[param(pattern = "^[0-9]{1,18}$")]
     max_errors: Option<String>,
     /// The idempotency key, when not sent as the `Idempotency-Key` header:
-    /// 1-255 visible ASCII characters.
+    /// 1-255 visible ASCII characters, kept as long as its batch (7 days
+    /// after it finished).
     #[param(pattern = "^[!-~]{1,255}$")]
     idempotency_key: Option<String>,
 }
@@ -73,10 +74,11 @@ pub(crate) struct ImportAccepted {
 /// proceeds; `max_errors` or `mode=atomic` refuse the whole import (422,
 /// nothing stored). A body past the import limit (default 1 GiB) is 413, and
 /// a client that goes away mid-upload leaves nothing stored. The
-/// `Idempotency-Key` (header or query) is kept 7 days with its batch: the
-/// same key and the same file answer the first batch again with
-/// `Idempotent-Replayed: true`; another file 409 (see the docs); a retry
-/// while the first upload still arrives 409.
+/// `Idempotency-Key` (header or query; draft-ietf-httpapi-idempotency-key-header)
+/// lives as long as its batch (while it runs and 7 days after it finished):
+/// the same key and the same file (and options) answer the first batch again
+/// with `Idempotent-Replayed: true`; another file 422
+/// `idempotency_key_reused`; a retry while the first upload still arrives 409.
 #[utoipa::path(
     post,
     path = "/api/v1/imports",
@@ -84,7 +86,7 @@ pub(crate) struct ImportAccepted {
     tag = "onboarding",
     params(
         ImportParams,
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1-255 visible ASCII characters. Kept with its batch (7 days): same key and file → the first answer again; a retry while the first upload still arrives → 409"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1-255 visible ASCII characters (draft-ietf-httpapi-idempotency-key-header). The key lives as long as its batch: while it runs and 7 days after it finished (the workers' retention), then it is free again. Same key and file → the first answer again with `Idempotent-Replayed: true`; same key, another file → 422 `idempotency_key_reused`; a retry while the first upload still arrives → 409"),
     ),
     request_body(content = String, content_type = "text/csv", description = "CSV with a header row, or NDJSON (`application/x-ndjson`)"),
     responses(

@@ -8,7 +8,9 @@ pub(crate) mod imports;
 pub(crate) mod listing;
 pub(crate) mod onboard;
 pub(crate) mod ops;
+pub(crate) mod organizations;
 pub(crate) mod results;
+pub(crate) mod throughput;
 pub(crate) mod webhooks;
 
 use axum::extract::rejection::QueryRejection;
@@ -43,18 +45,32 @@ pub(crate) fn optional_param<T>(
 
 /// Parses an optional `limit` query parameter within `1..=max`.
 pub(crate) fn limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, Problem> {
+    bounded("limit", raw, default, 1..=max)
+}
+
+/// Parses an optional integer query parameter `name` within `range`.
+pub(crate) fn bounded(
+    name: &str,
+    raw: Option<&str>,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, Problem> {
     match raw {
         None => Ok(default),
         Some(raw) => raw
             .trim()
             .parse::<u32>()
             .ok()
-            .filter(|n| (1..=max).contains(n))
+            .filter(|n| range.contains(n))
             .ok_or_else(|| {
                 Problem::invalid_parameter(
-                    "limit",
+                    name,
                     "invalid_value",
-                    format!("limit must be an integer from 1 to {max}"),
+                    format!(
+                        "{name} must be an integer from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
                 )
             }),
     }

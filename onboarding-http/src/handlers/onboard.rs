@@ -19,8 +19,7 @@ use crate::extract::{json_body, SubmissionSlot, Tenant};
 use crate::metrics::{Refusal, SubmissionOutcome};
 use crate::problem::Problem;
 use crate::responses::{
-    IdempotencyConflict, Invalid, Malformed, RateLimited, TooLarge, Unauthorized, Unavailable,
-    UnsupportedMediaType,
+    Invalid, Malformed, RateLimited, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
 };
 
 /// Header set on answers that replay an earlier submission.
@@ -38,10 +37,10 @@ const REPLAYED_HEADER: &str = "idempotent-replayed";
     operation_id = "bulk_onboard",
     tag = "onboarding",
     request_body(content = BulkOnboardRequest, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the same batch again; same key, other body: 409")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1-255 visible ASCII characters (draft-ietf-httpapi-idempotency-key-header). Same key and body: the first answer again (same batch) with `Idempotent-Replayed: true`; same key, other body: 422 `idempotency_key_reused`. The key lives as long as its batch: while it runs and 7 days after it finished (the workers' retention), then it is free again. Concurrent requests under one key are decided by the store: one is stored, the others get its replay or 422")),
     responses(
         (status = 202, description = "Accepted: stored and queued", body = BulkOnboardAccepted),
-        Malformed, Unauthorized, IdempotencyConflict, TooLarge, UnsupportedMediaType, Invalid,
+        Malformed, Unauthorized, TooLarge, UnsupportedMediaType, Invalid,
         RateLimited, Unavailable,
     ),
     security(("bearer" = []))
@@ -71,11 +70,11 @@ pub(crate) async fn seed(
     operation_id = "bulk_onboard_v1",
     tag = "onboarding",
     request_body(content = BulkOnboardRequest, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the same batch again; same key, other body: 409")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1-255 visible ASCII characters (draft-ietf-httpapi-idempotency-key-header). Same key and body: the first answer again (same batch) with `Idempotent-Replayed: true`; same key, other body: 422 `idempotency_key_reused`. The key lives as long as its batch: while it runs and 7 days after it finished (the workers' retention), then it is free again. Concurrent requests under one key are decided by the store: one is stored, the others get its replay or 422")),
     responses(
         (status = 202, description = "Accepted: stored and queued; `rejected` lists left-out organizations in partial mode", body = BulkOnboardAccepted,
             headers(("Location" = String, description = "The batch status URL"))),
-        Malformed, Unauthorized, IdempotencyConflict, TooLarge, UnsupportedMediaType, Invalid,
+        Malformed, Unauthorized, TooLarge, UnsupportedMediaType, Invalid,
         RateLimited, Unavailable,
     ),
     security(("bearer" = []))

@@ -68,11 +68,7 @@ struct ResultRow {
 
 impl ResultRow {
     fn of_item(item: &BatchItem, staged: Option<&ImportRow>) -> Self {
-        let (error_code, error_detail) = item
-            .errors
-            .last()
-            .map(|e| split_error(&e.message))
-            .unwrap_or_default();
+        let (error_code, error_detail) = last_error(item);
         Self {
             line: staged.map(|s| s.line),
             name: staged.map(|s| s.organization.name.clone()),
@@ -134,6 +130,14 @@ impl ResultRow {
     }
 }
 
+/// The last error's (code, detail), as [`split_error`] reads it; `(None, None)` without errors.
+pub(crate) fn last_error(item: &BatchItem) -> (Option<String>, Option<String>) {
+    item.errors
+        .last()
+        .map(|e| split_error(&e.message))
+        .unwrap_or_default()
+}
+
 /// `code: detail` (a processor's structured error) → (code, detail); else (None, message).
 fn split_error(message: &str) -> (Option<String>, Option<String>) {
     match message.split_once(": ") {
@@ -181,7 +185,8 @@ enum Format {
     tag = "batches",
     params(("id" = uuid::Uuid, Path, description = "The batch id"), ResultsParams),
     responses(
-        (status = 200, description = "The file: `text/csv` (a header row, then one row per result) or `application/x-ndjson`", body = String, content_type = "text/csv"),
+        (status = 200, description = "The file: `text/csv` (a header row, then one row per result) or `application/x-ndjson` (`format=ndjson`)",
+            content((String = "text/csv"), (String = "application/x-ndjson"))),
         Malformed, Unauthorized, NotFound, Invalid, RateLimited, Unavailable,
     ),
     security(("bearer" = []))
@@ -296,20 +301,41 @@ async fn items_page(
             Cursor::After(p) => Some(p),
         },
     };
-    let page = service.list_items(tenant, batch, &query).await?;
+    let (items, next) = items_with_submissions(service, tenant, batch, &query).await?;
+    let rows = items
+        .iter()
+        .map(|(item, staged)| ResultRow::of_item(item, staged.as_ref()))
+        .collect();
+    Ok((rows, next.map(Cursor::After)))
+}
+
+/// One page of a batch's items, each with what was submitted for it when
+/// the batch is a file import (its staged row: line, name, contact email,
+/// external id), and the next page's position cursor. The read path of the
+/// results file and of `GET /api/v1/batches/{id}/organizations`.
+pub(crate) async fn items_with_submissions(
+    service: &OnboardingService,
+    tenant: &TenantId,
+    batch: BatchId,
+    query: &ItemQuery,
+) -> onboarding_core::Result<(Vec<(BatchItem, Option<ImportRow>)>, Option<u32>)> {
+    let page = service.list_items(tenant, batch, query).await?;
     let positions: Vec<u32> = page.items.iter().map(|i| i.position).collect();
-    let staged: HashMap<u32, ImportRow> = service
+    let mut staged: HashMap<u32, ImportRow> = service
         .staged_rows(tenant, batch, &positions)
         .await?
         .into_iter()
         .map(|r| (r.line, r))
         .collect();
-    let rows = page
+    let items = page
         .items
-        .iter()
-        .map(|i| ResultRow::of_item(i, staged.get(&i.position)))
+        .into_iter()
+        .map(|i| {
+            let row = staged.remove(&i.position);
+            (i, row)
+        })
         .collect();
-    Ok((rows, page.next_cursor.map(Cursor::After)))
+    Ok((items, page.next_cursor))
 }
 
 async fn rejected_page(

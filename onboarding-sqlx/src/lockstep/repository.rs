@@ -16,9 +16,10 @@ use onboarding_core::model::{
     trim_error_history, Batch, BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId,
     ItemStatus, Organization, OrganizationId, TenantId, Timestamp,
 };
+use onboarding_core::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
 use onboarding_core::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
-    OrgRepository, Resolution, StoreResult, StoredItem, Submission,
+    OrgRepository, Resolution, StoreResult, StoredItem, Submission, ThroughputBucket,
 };
 use onboarding_core::Job;
 use onboarding_core::{Error, Result};
@@ -126,6 +127,8 @@ struct Existing {
     name: String,
     contact_email: String,
     status: String,
+    version: i64,
+    deleted_at: Option<Timestamp>,
 }
 
 /// One leased item as read under lock before a fenced write.
@@ -238,7 +241,7 @@ pub(super) async fn store_chunk(
     let mut items = Vec::with_capacity(chunk.len());
     let domains: Vec<&str> = chunk.iter().map(|(_, o)| o.domain.as_str()).collect();
     let mut qb = QueryBuilder::new(
-        "SELECT id, domain, name, contact_email, status FROM organizations WHERE tenant = ",
+        "SELECT id, domain, name, contact_email, status, version, deleted_at FROM organizations WHERE tenant = ",
     );
     qb.push_bind(s.tenant.as_str()).push(" AND domain IN (");
     let mut sep = qb.separated(", ");
@@ -259,8 +262,14 @@ pub(super) async fn store_chunk(
         let (id, change, done) = match existing.get(org.domain.as_str()) {
             None => {
                 let id = OrganizationId::new().0;
-                writes.push((id, org));
+                writes.push((id, org, 1));
                 (id, Change::Created, false)
+            }
+            // A deleted organization comes back under either policy, as new,
+            // its version continuing (the upsert clears `deleted_at`).
+            Some(e) if e.deleted_at.is_some() => {
+                writes.push((e.id, org, e.version + 1));
+                (e.id, Change::Created, false)
             }
             Some(e) if s.policy == ConflictPolicy::Skip => (e.id, Change::Skipped, true),
             Some(e) if e.name == org.name && e.contact_email == org.contact_email => {
@@ -272,7 +281,7 @@ pub(super) async fn store_chunk(
                 (e.id, Change::Unchanged, done)
             }
             Some(e) => {
-                writes.push((e.id, org));
+                writes.push((e.id, org, e.version + 1));
                 (e.id, Change::Updated, false)
             }
         };
@@ -293,7 +302,7 @@ pub(super) async fn store_chunk(
         let mut qb = QueryBuilder::new(
                 "INSERT INTO organizations (id, tenant, name, domain, contact_email, status, version, created_at, updated_at) ",
             );
-        qb.push_values(&writes, |mut b, (id, org)| {
+        qb.push_values(&writes, |mut b, (id, org, _)| {
             b.push_bind(*id)
                 .push_bind(s.tenant.as_str())
                 .push_bind(org.name.as_str())
@@ -305,6 +314,19 @@ pub(super) async fn store_chunk(
                 .push_bind(s.now);
         });
         qb.push(dialect::UPSERT);
+        qb.build().execute(&mut **tx).await.db()?;
+        // Each written row's version, in one multi-row insert (as many rows as the upsert's).
+        let mut qb = QueryBuilder::new(
+            "INSERT INTO organization_versions (organization_id, version, name, contact_email, batch_id, created_at) ",
+        );
+        qb.push_values(&writes, |mut b, (id, org, version)| {
+            b.push_bind(*id)
+                .push_bind(*version)
+                .push_bind(org.name.as_str())
+                .push_bind(org.contact_email.as_str())
+                .push_bind(s.batch_id.0)
+                .push_bind(s.now);
+        });
         qb.build().execute(&mut **tx).await.db()?;
     }
     set_org_status(tx, &to_pending, ItemStatus::Pending).await?;
@@ -345,8 +367,8 @@ pub(super) async fn insert_batch(
 ) -> std::result::Result<<Db as sqlx::Database>::QueryResult, sqlx::Error> {
     bind_new_batch(
         sqlx::query(
-            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at, trace_parent)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ),
         s,
         total,
@@ -458,8 +480,9 @@ impl OrgRepository for LockRepository {
         let mut out = Vec::with_capacity(item_ids.len());
         for chunk in item_ids.chunks(rows_per(1)) {
             let mut qb = QueryBuilder::new(format!(
-                "SELECT i.id AS item_id, i.batch_id, i.tenant, i.attempts, i.change_kind, {org_cols}
-                 FROM batch_items i JOIN organizations o ON o.id = i.organization_id WHERE i.id IN "
+                "SELECT i.id AS item_id, i.batch_id, i.tenant, i.attempts, i.change_kind, t.trace_parent, {org_cols}
+                 FROM batch_items i JOIN organizations o ON o.id = i.organization_id
+                 LEFT JOIN batches t ON t.id = i.batch_id WHERE i.id IN "
             ));
             push_in(&mut qb, chunk);
             let rows = qb.build().fetch_all(&mut *tx).await.db()?;
@@ -470,6 +493,7 @@ impl OrgRepository for LockRepository {
                 let tenant: Text = row.try_get("tenant").db()?;
                 let attempts: i64 = row.try_get("attempts").db()?;
                 let change: String = row.try_get("change_kind").db()?;
+                let trace_parent: Option<String> = row.try_get("trace_parent").db()?;
                 out.push(ClaimedItem {
                     lease: Lease {
                         item_id: ItemId(id),
@@ -480,6 +504,7 @@ impl OrgRepository for LockRepository {
                     attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
                     change: rows::change(&change)?,
                     organization,
+                    trace_parent,
                 });
             }
         }
@@ -1027,13 +1052,44 @@ impl OrgRepository for LockRepository {
         crate::rows::page(rows, limit)
     }
 
+    async fn throughput(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+        bucket_seconds: u32,
+    ) -> Result<Vec<ThroughputBucket>> {
+        let width = i64::from(bucket_seconds.max(1));
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT ({epoch} {div} ?) * ? AS bucket,
+                    COUNT(CASE WHEN status = 'completed' THEN 1 END),
+                    COUNT(CASE WHEN status = 'failed' THEN 1 END)
+             FROM batch_items
+             WHERE tenant = ? AND finished_at >= ? AND status IN ('completed', 'failed')
+             GROUP BY bucket ORDER BY bucket",
+            epoch = dialect::FINISHED_EPOCH,
+            div = dialect::INT_DIV,
+        ))
+        .bind(width)
+        .bind(width)
+        .bind(tenant.as_str())
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        Ok(rows
+            .into_iter()
+            .map(crate::rows::throughput_bucket)
+            .collect())
+    }
+
     async fn organization_by_domain(
         &self,
         tenant: &TenantId,
         domain: &Domain,
     ) -> Result<Option<Organization>> {
         let row: Option<OrgRow> = sqlx::query_as(&format!(
-            "SELECT {ORG_COLUMNS} FROM organizations WHERE tenant = ? AND domain = ?"
+            "SELECT {ORG_COLUMNS} FROM organizations
+             WHERE tenant = ? AND domain = ? AND deleted_at IS NULL"
         ))
         .bind(tenant.as_str())
         .bind(domain.as_str())
@@ -1041,6 +1097,34 @@ impl OrgRepository for LockRepository {
         .await
         .db()?;
         row.map(OrgRow::into_model).transpose()
+    }
+
+    async fn list_organizations(
+        &self,
+        tenant: &TenantId,
+        query: &OrganizationQuery,
+    ) -> Result<OrganizationPage> {
+        super::organizations::list(&self.pool, tenant, query).await
+    }
+
+    async fn organization_versions(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Vec<OrganizationVersion>>> {
+        super::organizations::versions(&self.pool, tenant, domain).await
+    }
+
+    async fn delete_organization(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let deleted = super::organizations::delete(&mut tx, tenant, domain, now).await?;
+        tx.commit().await.db()?;
+        Ok(deleted)
     }
 
     async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {

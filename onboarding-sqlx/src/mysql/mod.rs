@@ -21,6 +21,9 @@ pub(crate) type Db = sqlx::MySql;
 #[path = "../lockstep/imports.rs"]
 mod imports;
 #[allow(clippy::duplicate_mod)]
+#[path = "../lockstep/organizations.rs"]
+mod organizations;
+#[allow(clippy::duplicate_mod)]
 #[path = "../lockstep/queue.rs"]
 mod queue;
 #[allow(clippy::duplicate_mod)]
@@ -42,18 +45,25 @@ pub(crate) mod dialect {
     /// A random number, to break ties between tenants in a dequeue.
     pub(crate) const RANDOM: &str = "RAND()";
     /// Appended to the multi-row insert of new and changed organizations.
-    /// Only rows the locking read found missing or different are written, so
-    /// an existing row here is a change (text columns use a case-insensitive
+    /// Only rows the locking read found missing, different or deleted are
+    /// written, so an existing row here is a change or a restore (text columns use a case-insensitive
     /// collation, so the comparison is made exactly, in Rust, not in SQL).
     pub(crate) const UPSERT: &str = " ON DUPLICATE KEY UPDATE
         version = version + 1,
         updated_at = VALUES(updated_at),
         status = 'pending',
         name = VALUES(name),
-        contact_email = VALUES(contact_email)";
+        contact_email = VALUES(contact_email),
+        deleted_at = NULL";
 
     /// The statement that begins a write transaction (`None`: the driver's `BEGIN`).
     pub(crate) const BEGIN_WRITE: Option<&str> = None;
+
+    /// `finished_at` in whole seconds since the Unix epoch (stored in UTC).
+    pub(crate) const FINISHED_EPOCH: &str =
+        "TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', finished_at)";
+    /// Integer division.
+    pub(crate) const INT_DIV: &str = "DIV";
 
     /// Begins a write transaction.
     pub(crate) async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>> {

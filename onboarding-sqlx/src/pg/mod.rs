@@ -10,6 +10,7 @@ use crate::error::{DbResultExt, SqlError};
 use crate::{DatabaseUrl, Engine, SqlBackend, SqlOptions};
 
 mod imports;
+mod organizations;
 mod queue;
 mod repository;
 

@@ -8,9 +8,10 @@ use onboarding_core::model::{
     BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus, Organization,
     OrganizationId, TenantId, Timestamp, ERROR_HISTORY_LIMIT,
 };
+use onboarding_core::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
 use onboarding_core::repository::{
     BatchPage, BatchQuery, ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease,
-    OrgRepository, Resolution, StoreResult, StoredItem, Submission,
+    OrgRepository, Resolution, StoreResult, StoredItem, Submission, ThroughputBucket,
 };
 use onboarding_core::Job;
 use onboarding_core::{Error, Result};
@@ -177,24 +178,44 @@ async fn upsert_chunk(
         .iter()
         .map(|(_, o)| o.contact_email.as_str())
         .collect();
-    let on_conflict = match s.policy {
-        ConflictPolicy::Skip => "ON CONFLICT (tenant, domain) DO NOTHING",
-        ConflictPolicy::Update => {
-            "ON CONFLICT (tenant, domain) DO UPDATE SET
+    // A soft-deleted row is restored under either policy (reported
+    // `Created`, its version continuing); a live one changes only under
+    // `Update` with different data.
+    let restore = "ON CONFLICT (tenant, domain) DO UPDATE SET
                 name = EXCLUDED.name,
                 contact_email = EXCLUDED.contact_email,
                 version = o.version + 1,
                 status = 'pending',
-                updated_at = EXCLUDED.updated_at
-             WHERE (o.name, o.contact_email) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.contact_email)"
+                updated_at = EXCLUDED.updated_at,
+                deleted_at = NULL
+             WHERE o.deleted_at IS NOT NULL";
+    let changed = match s.policy {
+        ConflictPolicy::Skip => "",
+        ConflictPolicy::Update => {
+            " OR (o.name, o.contact_email) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.contact_email)"
         }
     };
+    // Every row the upsert wrote (created, updated, restored) gets its
+    // version in the same statement: one set-based insert, of changed rows
+    // only. The lateral read of `organizations` sees the snapshot from
+    // before the statement, so it tells a restored row (deleted before)
+    // from an updated one; inserted rows skip it (a one-time filter).
     let sql = format!(
-        "INSERT INTO organizations AS o (id, tenant, name, domain, contact_email, status, version, created_at, updated_at)
-         SELECT u.id, $6, u.name, u.domain, u.email, 'pending', 1, $5, $5
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS u(id, name, domain, email)
-         {on_conflict}
-         RETURNING o.id, o.domain, (o.xmax = 0) AS inserted"
+        "WITH up AS (
+            INSERT INTO organizations AS o (id, tenant, name, domain, contact_email, status, version, created_at, updated_at)
+            SELECT u.id, $6, u.name, u.domain, u.email, 'pending', 1, $5, $5
+            FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS u(id, name, domain, email)
+            {restore}{changed}
+            RETURNING o.id, o.domain, o.version, o.name, o.contact_email, (o.xmax = 0) AS inserted
+         ), versions AS (
+            INSERT INTO organization_versions (organization_id, version, name, contact_email, batch_id, created_at)
+            SELECT id, version, name, contact_email, $7, $5 FROM up
+         )
+         SELECT up.id, up.domain, up.inserted OR COALESCE(before.deleted, false) AS created
+         FROM up LEFT JOIN LATERAL (
+            SELECT p.deleted_at IS NOT NULL AS deleted FROM organizations p
+            WHERE NOT up.inserted AND p.id = up.id
+         ) before ON true"
     );
     let written = sqlx::query(&sql)
         .bind(&ids)
@@ -203,18 +224,19 @@ async fn upsert_chunk(
         .bind(&emails)
         .bind(s.now)
         .bind(s.tenant.as_str())
+        .bind(s.batch_id.0)
         .fetch_all(&mut **tx)
         .await
         .db()?;
     let mut found = HashMap::with_capacity(chunk.len());
     for row in written {
         let domain: String = row.try_get("domain").db()?;
-        let inserted: bool = row.try_get("inserted").db()?;
+        let created: bool = row.try_get("created").db()?;
         found.insert(
             domain,
             Upserted {
                 id: row.try_get("id").db()?,
-                change: if inserted {
+                change: if created {
                     Change::Created
                 } else {
                     Change::Updated
@@ -336,8 +358,8 @@ pub(super) async fn store_chunk(
 pub(super) async fn insert_batch(tx: &mut Tx, s: &Submission, total: i64) -> Result<bool> {
     let inserted = bind_new_batch(
         sqlx::query(
-            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode, created_at, trace_parent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (tenant, idempotency_key) DO NOTHING",
         ),
         s,
@@ -413,8 +435,9 @@ impl OrgRepository for PgRepository {
                     ELSE false END
                 RETURNING b.id, b.batch_id, b.tenant, b.attempts, b.change_kind, b.organization_id
             )
-            SELECT c.id AS item_id, c.batch_id, c.tenant, c.attempts, c.change_kind, {org_cols}
-            FROM c JOIN organizations o ON o.id = c.organization_id"
+            SELECT c.id AS item_id, c.batch_id, c.tenant, c.attempts, c.change_kind, t.trace_parent, {org_cols}
+            FROM c JOIN organizations o ON o.id = c.organization_id
+            LEFT JOIN batches t ON t.id = c.batch_id"
         );
         let found = sqlx::query(&sql)
             .bind(ids)
@@ -814,13 +837,37 @@ impl OrgRepository for PgRepository {
         rows::page(rows, limit)
     }
 
+    async fn throughput(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+        bucket_seconds: u32,
+    ) -> Result<Vec<ThroughputBucket>> {
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT (floor(extract(epoch FROM finished_at) / $3::bigint) * $3::bigint)::bigint AS bucket,
+                    count(*) FILTER (WHERE status = 'completed'),
+                    count(*) FILTER (WHERE status = 'failed')
+             FROM batch_items
+             WHERE tenant = $1 AND finished_at >= $2 AND status IN ('completed', 'failed')
+             GROUP BY bucket ORDER BY bucket",
+        )
+        .bind(tenant.as_str())
+        .bind(since)
+        .bind(i64::from(bucket_seconds.max(1)))
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        Ok(rows.into_iter().map(rows::throughput_bucket).collect())
+    }
+
     async fn organization_by_domain(
         &self,
         tenant: &TenantId,
         domain: &Domain,
     ) -> Result<Option<Organization>> {
         let row: Option<OrgRow> = sqlx::query_as(&format!(
-            "SELECT {ORG_COLUMNS} FROM organizations WHERE tenant = $1 AND domain = $2"
+            "SELECT {ORG_COLUMNS} FROM organizations
+             WHERE tenant = $1 AND domain = $2 AND deleted_at IS NULL"
         ))
         .bind(tenant.as_str())
         .bind(domain.as_str())
@@ -828,6 +875,31 @@ impl OrgRepository for PgRepository {
         .await
         .db()?;
         row.map(OrgRow::into_model).transpose()
+    }
+
+    async fn list_organizations(
+        &self,
+        tenant: &TenantId,
+        query: &OrganizationQuery,
+    ) -> Result<OrganizationPage> {
+        super::organizations::list(&self.pool, tenant, query).await
+    }
+
+    async fn organization_versions(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+    ) -> Result<Option<Vec<OrganizationVersion>>> {
+        super::organizations::versions(&self.pool, tenant, domain).await
+    }
+
+    async fn delete_organization(
+        &self,
+        tenant: &TenantId,
+        domain: &Domain,
+        now: Timestamp,
+    ) -> Result<bool> {
+        super::organizations::delete(&self.pool, tenant, domain, now).await
     }
 
     async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {
@@ -881,6 +953,7 @@ fn claimed(row: &PgRow, r: &ClaimRequest, organization: Organization) -> Result<
     let tenant: String = row.try_get("tenant").db()?;
     let attempts: i64 = row.try_get("attempts").db()?;
     let change: String = row.try_get("change_kind").db()?;
+    let trace_parent: Option<String> = row.try_get("trace_parent").db()?;
     Ok(ClaimedItem {
         lease: Lease {
             item_id: ItemId(id),
@@ -891,5 +964,6 @@ fn claimed(row: &PgRow, r: &ClaimRequest, organization: Organization) -> Result<
         attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
         change: rows::change(&change)?,
         organization,
+        trace_parent,
     })
 }

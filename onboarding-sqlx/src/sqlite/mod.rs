@@ -21,6 +21,9 @@ pub(crate) type Db = sqlx::Sqlite;
 #[path = "../lockstep/imports.rs"]
 mod imports;
 #[allow(clippy::duplicate_mod)]
+#[path = "../lockstep/organizations.rs"]
+mod organizations;
+#[allow(clippy::duplicate_mod)]
 #[path = "../lockstep/queue.rs"]
 mod queue;
 #[allow(clippy::duplicate_mod)]
@@ -47,9 +50,16 @@ pub(crate) mod dialect {
         contact_email = excluded.contact_email,
         version = organizations.version + 1,
         status = 'pending',
-        updated_at = excluded.updated_at
+        updated_at = excluded.updated_at,
+        deleted_at = NULL
         WHERE organizations.name IS NOT excluded.name
-           OR organizations.contact_email IS NOT excluded.contact_email";
+           OR organizations.contact_email IS NOT excluded.contact_email
+           OR organizations.deleted_at IS NOT NULL";
+
+    /// `finished_at` in whole seconds since the Unix epoch (stored in UTC).
+    pub(crate) const FINISHED_EPOCH: &str = "CAST(strftime('%s', finished_at) AS INTEGER)";
+    /// Integer division.
+    pub(crate) const INT_DIV: &str = "/";
 
     /// Begins a write transaction holding the database's write lock.
     pub(crate) async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>> {

@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 pub(crate) struct Binaries {
     pub(crate) server: PathBuf,
     pub(crate) worker: PathBuf,
+    /// The command-line client (tests/cli.rs).
+    pub(crate) onboard: PathBuf,
 }
 
 fn target_profile_dir() -> PathBuf {
@@ -30,6 +32,7 @@ pub(crate) fn binaries() -> &'static Binaries {
         let bins = Binaries {
             server: profile_dir.join("examples/server"),
             worker: profile_dir.join("examples/worker"),
+            onboard: profile_dir.join("examples/onboard"),
         };
         if std::env::var_os("RELIABILITY_NO_BUILD").is_none() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -53,7 +56,7 @@ pub(crate) fn binaries() -> &'static Binaries {
             assert!(status.success(), "building the examples failed");
         }
         assert!(
-            bins.server.exists() && bins.worker.exists(),
+            bins.server.exists() && bins.worker.exists() && bins.onboard.exists(),
             "examples not found under {}",
             profile_dir.display()
         );

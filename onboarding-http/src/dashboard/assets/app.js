@@ -54,6 +54,7 @@ function signOut(message) {
   stopView();
   if (tenantStream) { tenantStream.abort(); tenantStream = null; }
   series.length = 0;
+  historyFinished = null;
   $("nav").hidden = true;
   $("view").replaceChildren();
   $("sign-in").hidden = false;
@@ -147,10 +148,13 @@ function setLive(on) {
 // It runs on every page, so the throughput chart has samples from the whole session.
 let tenantStream = null;
 const batchListeners = new Set();
-const series = []; // {t, rate, depth, running} from `stats` events, the last hour
+const series = []; // {t, rate, depth, running}: the server's history (depth null), then `stats` events; the last hour
+const BUCKET = 10; // seconds per bucket of the history
+let historyFinished = null; // organizations finished in the loaded history (null: not loaded)
 function startTenantStream() {
   if (tenantStream) return;
   tenantStream = new AbortController();
+  loadHistory(tenantStream.signal);
   stream("/api/v1/events", (name, data) => {
     if (name === "batch") for (const listener of batchListeners) listener(data);
     else if (name === "stats") {
@@ -161,6 +165,26 @@ function startTenantStream() {
       for (const listener of batchListeners) listener(null);
     }
   }, tenantStream.signal);
+}
+
+// The last hour's finished organizations per bucket, counted by the server
+// (GET /api/v1/throughput), so the chart does not start empty at sign-in.
+async function loadHistory(signal) {
+  try {
+    const res = await api(`/api/v1/throughput?window=${HOUR}&bucket=${BUCKET}`, { signal });
+    const width = res.bucket_seconds * 1000, until = Date.parse(res.until);
+    const counts = new Map(res.buckets.map((b) => [Date.parse(b.start), b.completed + b.failed]));
+    const points = [];
+    // Every bucket up to now, empty ones as zero, each at its end (the current one: now).
+    for (let start = Math.floor(Date.parse(res.since) / width) * width; start <= until; start += width) {
+      points.push({ t: Math.min(start + width, until), rate: (counts.get(start) || 0) / res.bucket_seconds, depth: null, running: null });
+    }
+    historyFinished = [...counts.values()].reduce((a, n) => a + n, 0);
+    // Live samples from before the history's end are in it; the later ones follow it.
+    const later = series.filter((p) => p.t > until);
+    series.splice(0, series.length, ...points, ...later);
+    for (const listener of batchListeners) listener(null);
+  } catch (e) { /* the live samples still come */ }
 }
 
 // ---------- views ----------
@@ -276,13 +300,14 @@ function drawChart(container, totals) {
   // The samples' span (at most the last hour, at least a minute), so a short session is readable.
   const from = Math.max(now - HOUR * 1000, Math.min(now - 60000, series.length ? series[0].t : now));
   const span = now - from;
-  const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Organizations finished per second and queue depth over the last hour" });
+  const live = series.filter((p) => p.depth !== null);
+  const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Organizations finished per second and queue depth over the last hour", "data-history-finished": historyFinished === null ? "" : historyFinished });
   const maxRate = Math.max(1, ...series.map((p) => p.rate));
-  const maxDepth = Math.max(1, ...series.map((p) => p.depth));
+  const maxDepth = Math.max(1, ...live.map((p) => p.depth));
   const x = (t) => P + ((t - from) / span) * (W - 2 * P);
-  const line = (key, max, color) => {
-    if (!series.length) return;
-    const pts = series.map((p) => `${x(p.t).toFixed(1)},${(H - P - (p[key] / max) * (H - 2 * P)).toFixed(1)}`).join(" ");
+  const line = (points, key, max, color) => {
+    if (!points.length) return;
+    const pts = points.map((p) => `${x(p.t).toFixed(1)},${(H - P - (p[key] / max) * (H - 2 * P)).toFixed(1)}`).join(" ");
     svg.append(s("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 2 }));
   };
   svg.append(s("line", { x1: P, y1: H - P, x2: W - P, y2: H - P, stroke: "#8a96a3" }));
@@ -292,17 +317,18 @@ function drawChart(container, totals) {
   }
   const l1 = s("text", { x: 4, y: 16 }); l1.textContent = `${maxRate.toFixed(1)}/s`; svg.append(l1);
   const l2 = s("text", { x: W - 4, y: 16, "text-anchor": "end" }); l2.textContent = `depth ${maxDepth}`; svg.append(l2);
-  line("rate", maxRate, "#0b57d0");
-  line("depth", maxDepth, "#b3261e");
+  line(series, "rate", maxRate, "#0b57d0");
+  line(live, "depth", maxDepth, "#b3261e");
   container.replaceChildren(svg);
-  const last = series[series.length - 1];
+  const last = live[live.length - 1];
   const recent = series.filter((p) => p.t > now - 60000);
   const perMin = recent.reduce((a, p) => a + p.rate, 0) / Math.max(1, recent.length);
+  const since = live.length ? `live every second since ${fmtTime(live[0].t)}` : "live samples arrive every second";
   totals.replaceChildren(
     h("div", {}, h("b", { id: "stat-rate", text: perMin.toFixed(1) }), "finished/s (1 min avg)"),
     h("div", {}, h("b", { id: "stat-depth", text: last ? last.depth : 0 }), "queue depth"),
     h("div", {}, h("b", { text: last ? last.running : 0 }), "running batches"),
-    h("p", { class: "muted", text: series.length ? `Sampled every second since ${fmtTime(series[0].t)}.` : "Samples arrive every second while this page is open." }));
+    h("p", { class: "muted", text: historyFinished === null ? `Loading the last hour… (${since})` : `Last hour from the server: ${historyFinished} finished (${BUCKET} s buckets); ${since}.` }));
 }
 
 // One batch: progress, ETA, actions, organizations with search and status filter.
@@ -357,7 +383,7 @@ function batchView(view, id, signal) {
     const q = search.value.trim().toLowerCase();
     const shown = items.filter((i) => !q || i.domain.toLowerCase().includes(q) || (i.name || "").toLowerCase().includes(q));
     tbody.replaceChildren(...shown.map((i) => {
-      const err = i.errors && i.errors.length ? i.errors[i.errors.length - 1].message : "";
+      const err = i.error_code ? `${i.error_code}: ${i.error_detail || ""}` : i.error_detail || "";
       return h("tr", {},
         h("td", { class: "num", text: i.position }), h("td", { class: "mono", text: i.domain }), h("td", { text: i.name || "" }),
         h("td", {}, h("span", { class: `status-${i.status}`, text: i.status })), h("td", { text: i.change }),
@@ -377,29 +403,23 @@ function batchView(view, id, signal) {
       renderItems();
     } catch (e) { if (!signal.aborted) notice.replaceChildren(errorLine(e)); }
   }
+  // The server's streamed results file, fetched with the key (a link cannot send the header).
   async function download() {
     notice.textContent = "Preparing the CSV…";
-    const rows = [["position", "domain", "name", "status", "change", "outcome", "attempts", "last_error", "finished_at"]];
-    let c = null;
+    let blob;
     try {
-      do {
-        const q = new URLSearchParams({ limit: "1000" });
-        if (c) q.set("cursor", c);
-        const res = await api(`/api/v1/batches/${id}/organizations?${q}`, { signal });
-        for (const i of res.items) {
-          const err = i.errors && i.errors.length ? i.errors[i.errors.length - 1].message : "";
-          rows.push([i.position, i.domain, i.name || "", i.status, i.change, i.outcome, i.attempts, err, i.finished_at || ""]);
-        }
-        c = res.next_cursor;
-      } while (c);
-    } catch (e) { notice.replaceChildren(errorLine(e)); return; }
-    const cell = (v) => { let t = String(v); if (/^[=+\-@\t\r]/.test(t)) t = "'" + t; return /[",\n\r]/.test(t) ? `"${t.replace(/"/g, '""')}"` : t; };
-    const csv = rows.map((r) => r.map(cell).join(",")).join("\r\n") + "\r\n";
-    const url = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
+      const res = await fetch(`${API}/api/v1/batches/${id}/results?format=csv`, {
+        headers: { Authorization: `Bearer ${key()}`, Accept: "text/csv" }, credentials: "omit", cache: "no-store", signal,
+      });
+      if (res.status === 401) { signOut("Your API key is no longer accepted (revoked or expired). Sign in again."); return; }
+      if (!res.ok) { let p = null; try { p = await res.json(); } catch (_) { p = null; } throw new ApiError(res.status, p); }
+      blob = await res.blob();
+    } catch (e) { if (!signal.aborted) notice.replaceChildren(errorLine(e)); return; }
+    const url = URL.createObjectURL(blob);
     const a = h("a", { href: url, download: `batch-${id}-results.csv` });
     document.body.append(a); a.click(); a.remove();
     setTimeout(() => URL.revokeObjectURL(url), 10000);
-    notice.textContent = `Downloaded ${rows.length - 1} results as CSV.`;
+    notice.textContent = "Downloaded the results as CSV.";
   }
   api(`/api/v1/batches/${id}`, { signal }).then(renderHead, (e) => { if (!signal.aborted) head.replaceChildren(errorLine(e)); });
   loadItems(true);

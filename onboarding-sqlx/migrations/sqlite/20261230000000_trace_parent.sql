@@ -1,0 +1,3 @@
+-- The W3C traceparent of the request that created the batch: the worker's
+-- processing spans continue its trace (NULL when traces are not exported).
+ALTER TABLE batches ADD COLUMN trace_parent TEXT;
