@@ -212,8 +212,9 @@ impl Api {
             csv.push_str(&format!("{}\r\n", row.join(",")));
         }
         let resp = self
+            .0
             .http
-            .post(format!("{}/api/v1/imports", self.base))
+            .post(format!("{}/api/v1/imports", self.0.base))
             .bearer_auth(ACME_KEY)
             .header("content-type", "text/csv")
             .body(csv)

@@ -206,8 +206,8 @@ pub async fn until_entered(repository: &Double<MemoryRepository>, n: u64) {
 
 /// A caller of an API served over TCP.
 pub struct HttpClient {
-    base: String,
-    http: reqwest::Client,
+    pub base: String,
+    pub http: reqwest::Client,
 }
 
 impl HttpClient {
