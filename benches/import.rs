@@ -187,6 +187,11 @@ async fn run(engine: Engine, rows: usize) {
     let started = Instant::now();
     let batch = upload(addr, rows).await;
     let uploaded = started.elapsed();
+    println!(
+        "import {label}: upload of {rows} rows stored in {:.1} s = {:.0} rows/s; processing…",
+        uploaded.as_secs_f64(),
+        per_second(rows, uploaded)
+    );
     workload::wait_finished_every(&service, &tenant, &[batch], Duration::from_millis(50)).await;
     let end_to_end = started.elapsed();
     let rss_peak = peak_rss_mib();
