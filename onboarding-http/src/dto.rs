@@ -71,6 +71,15 @@ impl From<SubmitMode> for Mode {
     }
 }
 
+/// The body of `POST /api/bulk-onboard`, the seed's contract: `organizations`
+/// only (other keys, `on_conflict` and `mode` included, are ignored there).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SeedBulkOnboardRequest {
+    /// 1 to 1000 organizations; domains unique after normalization.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub organizations: Vec<SubmittedOrganization>,
+}
+
 /// The body of `POST /api/v1/bulk-onboard` (the seed route takes `organizations` only).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BulkOnboardRequest {

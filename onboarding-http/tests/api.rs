@@ -854,3 +854,40 @@ async fn no_client_input_produces_a_server_error() {
         }
     }
 }
+
+/// Found by schemathesis: a number for `on_conflict` is refused by the v1
+/// route; the seed route ignores `on_conflict` and `mode` whatever they hold
+/// (its contract), and its document no longer lists them.
+#[tokio::test]
+async fn on_conflict_is_checked_by_v1_and_ignored_by_the_seed_route() {
+    let (app, _) = app();
+    let body = json!({
+        "mode": null,
+        "on_conflict": -58800,
+        "organizations": [{"contact_email": "0@0.com", "domain": "0.com", "name": "0"}]
+    });
+    let answer = post_json(&app, "/api/v1/bulk-onboard", ACME_KEY, &body).await;
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    assert_eq!(
+        answer.body["errors"][0]["pointer"], "/on_conflict",
+        "{}",
+        answer.body
+    );
+    let answer = post_json(&app, "/api/bulk-onboard", ACME_KEY, &body).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+
+    let doc = get(&app, "/api/v1/openapi.json", None).await.body;
+    let schema_of = |path: &str| {
+        let reference = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["$ref"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        doc["components"]["schemas"][reference].clone()
+    };
+    assert!(schema_of("/api/bulk-onboard")["properties"]["on_conflict"].is_null());
+    assert!(schema_of("/api/v1/bulk-onboard")["properties"]["on_conflict"].is_object());
+}

@@ -14,7 +14,10 @@ use onboarding_core::{Accepted, ErrorKind, SubmitOptions};
 use serde_json::Value;
 
 use crate::app::{AppState, StoreStep};
-use crate::dto::{BulkOnboardAccepted, BulkOnboardRequest, ValidationSummary, ACCEPTED_MESSAGE};
+use crate::dto::{
+    BulkOnboardAccepted, BulkOnboardRequest, SeedBulkOnboardRequest, ValidationSummary,
+    ACCEPTED_MESSAGE,
+};
 use crate::extract::{json_body, SubmissionSlot, Tenant};
 use crate::metrics::{Refusal, SubmissionOutcome};
 use crate::problem::Problem;
@@ -36,7 +39,7 @@ const REPLAYED_HEADER: &str = "idempotent-replayed";
     path = "/api/bulk-onboard",
     operation_id = "bulk_onboard",
     tag = "onboarding",
-    request_body(content = BulkOnboardRequest, content_type = "application/json"),
+    request_body(content = SeedBulkOnboardRequest, content_type = "application/json"),
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1-255 visible ASCII characters (draft-ietf-httpapi-idempotency-key-header). Same key and body: the first answer again (same batch) with `Idempotent-Replayed: true`; same key, other body: 422 `idempotency_key_reused`. The key lives as long as its batch: while it runs and 7 days after it finished (the workers' retention), then it is free again. Concurrent requests under one key are decided by the store: one is stored, the others get its replay or 422")),
     responses(
         (status = 202, description = "Accepted: stored and queued", body = BulkOnboardAccepted),
