@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::dto::BatchStatusResponse;
 use crate::extract::Tenant;
-use crate::handlers::{limit, optional_param, query};
+use crate::handlers::{cursor_param, limit, optional_param, query};
 use crate::problem::Problem;
 use crate::responses::{Invalid, Malformed, RateLimited, Unauthorized, Unavailable};
 
@@ -99,12 +99,7 @@ pub(crate) async fn list(
         },
         "created_after must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
     )?;
-    let before = match params.cursor.as_deref() {
-        None | Some("") => None,
-        Some(raw) => Some(decode_cursor(raw).ok_or_else(|| {
-            Problem::malformed("cursor must be a next_cursor value from an earlier page")
-        })?),
-    };
+    let before = cursor_param(params.cursor.as_deref(), decode_cursor)?;
     let limit = limit(params.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let page = state
         .service()

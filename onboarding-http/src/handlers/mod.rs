@@ -43,6 +43,21 @@ pub(crate) fn optional_param<T>(
     .transpose()
 }
 
+/// An optional keyset `cursor` query parameter: absent or empty, the first
+/// page (`None`); a value `decode` refuses, 400 (it was not a `next_cursor`
+/// this API gave out).
+pub(crate) fn cursor_param<T>(
+    raw: Option<&str>,
+    decode: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, Problem> {
+    match raw {
+        None | Some("") => Ok(None),
+        Some(raw) => decode(raw).map(Some).ok_or_else(|| {
+            Problem::malformed("cursor must be a next_cursor value from an earlier page")
+        }),
+    }
+}
+
 /// Parses an optional `limit` query parameter within `1..=max`.
 pub(crate) fn limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, Problem> {
     bounded("limit", raw, default, 1..=max)

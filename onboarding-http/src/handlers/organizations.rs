@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::dto::ItemStatusDto;
 use crate::extract::Tenant;
-use crate::handlers::{limit, query, MAX_PAGE};
+use crate::handlers::{cursor_param, limit, query, MAX_PAGE};
 use crate::problem::Problem;
 use crate::responses::{Invalid, Malformed, NotFound, RateLimited, Unauthorized, Unavailable};
 
@@ -193,12 +193,7 @@ pub(crate) async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<OrganizationListPage>, Problem> {
     let params = query(params)?;
-    let after = match params.cursor.as_deref() {
-        None | Some("") => None,
-        Some(raw) => Some(decode_cursor(raw).ok_or_else(|| {
-            Problem::malformed("cursor must be a next_cursor value from an earlier page")
-        })?),
-    };
+    let after = cursor_param(params.cursor.as_deref(), decode_cursor)?;
     let limit = limit(params.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let page = state
         .service()
