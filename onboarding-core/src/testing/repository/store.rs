@@ -101,6 +101,16 @@ pub async fn store_is_all_or_nothing(backend: TestBackend) {
         (existing.name.as_str(), 1),
         "a refused submission updated an existing organization"
     );
+    let versions = repo
+        .organization_versions(&tenant, &existing.domain)
+        .await
+        .expect("organization_versions failed")
+        .expect("the organization exists");
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![1],
+        "a refused submission recorded a version"
+    );
     assert_eq!(
         fixtures::status(repo, &tenant, first_batch.id)
             .await
