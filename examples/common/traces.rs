@@ -67,7 +67,7 @@ impl Traces {
     }
 
     /// No layer.
-    pub fn layer<S>(&self) -> Option<tracing_subscriber::layer::Identity> {
+    pub fn layer(&self) -> Option<tracing_subscriber::layer::Identity> {
         None
     }
 
