@@ -33,10 +33,8 @@ use workload::{env_usize, worker_config};
 
 /// Resident set size of this process in bytes (Linux; 0 elsewhere).
 fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
+    onboarding_core::testing::proc_status_kib(std::process::id(), "VmRSS:")
+        .map_or(0, |kib| kib * 1024)
 }
 
 fn main() {

@@ -49,13 +49,7 @@ fn csv_rows(from: usize, to: usize) -> String {
 
 /// Peak resident set of this process, in MiB (Linux `VmHWM`; 0 elsewhere).
 fn peak_rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
+    onboarding_core::testing::proc_status_kib(std::process::id(), "VmHWM:")
         .map_or(0, |kib| kib / 1024)
 }
 

@@ -394,12 +394,7 @@ async fn floor(args: &Args) -> (Vec<f64>, Vec<f64>) {
 // ------------------------------------------------------------------ phases
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+    onboarding_core::testing::proc_status_kib(pid, "VmHWM:")
 }
 
 /// Time from the 202 until the first item leaves `pending`, on an idle server.

@@ -21,12 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Peak resident set of this process, in KiB (Linux `VmHWM`).
 fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    onboarding_core::testing::proc_status_kib(std::process::id(), "VmHWM:").unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,17 +21,9 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM` = peak RSS).
+/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM` = peak RSS); 0 when unreadable.
 fn proc_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    onboarding_core::testing::proc_status_kib(pid, field).unwrap_or(0)
 }
 
 /// The queue's backlog (ready + delayed jobs) as the server's `/metrics`

@@ -88,6 +88,7 @@ pub mod imports;
 pub mod keys;
 pub mod limits;
 pub mod namespace;
+pub mod process;
 pub mod queue;
 pub mod repository;
 pub mod requests;
@@ -97,6 +98,7 @@ mod poll;
 
 pub use namespace::Cleanup;
 pub use poll::{eventually, eventually_every, Progress, POLL_EVERY};
+pub use process::proc_status_kib;
 
 /// The backends one conformance case runs against.
 ///
