@@ -281,11 +281,6 @@ pub(crate) fn mode_str(m: SubmitMode) -> &'static str {
     }
 }
 
-/// `t + d`, saturating.
-pub(crate) fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
-    t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
 /// One error-history entry, to append to the stored array.
 #[cfg_attr(not(any(feature = "mysql", feature = "sqlite")), allow(dead_code))]
 pub(crate) fn error_entry(

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use onboarding_core::model::{now, ItemId, TenantId};
+use onboarding_core::model::{after, now, ItemId, TenantId};
 use onboarding_core::{Delivery, Job, JobQueue, QueueDepth, Receipt, Result};
 use sqlx::{Pool, QueryBuilder, Row};
 use uuid::Uuid;
@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{dialect, Db};
 use crate::chunk_len;
 use crate::error::DbResultExt;
-use crate::rows::{add, DepthRow};
+use crate::rows::DepthRow;
 use crate::wake::Waker;
 use crate::SqlOptions;
 
@@ -100,7 +100,7 @@ impl LockQueue {
         picked.sort_by_key(|p| (p.0, p.1));
         picked.truncate(max);
         if !picked.is_empty() {
-            let until = add(at, self.visibility_timeout);
+            let until = after(at, self.visibility_timeout);
             let mut qb = QueryBuilder::new("UPDATE jobs SET available_at = ");
             qb.push_bind(until)
                 .push(", leased_until = ")

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use onboarding_core::model::{
-    trim_error_history, Batch, BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId,
+    after, trim_error_history, Batch, BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId,
     ItemStatus, Organization, OrganizationId, TenantId, Timestamp,
 };
 use onboarding_core::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
@@ -30,8 +30,8 @@ use super::{dialect, Db};
 use crate::chunk_len;
 use crate::error::{is_unique_violation, DbResultExt};
 use crate::rows::{
-    self, add, bind_new_batch, error_entry, BatchRow, CountRow, ItemRow, OrgRow, Text,
-    BATCH_COLUMNS, ITEM_COLUMNS, ORG_COLUMNS,
+    self, bind_new_batch, error_entry, BatchRow, CountRow, ItemRow, OrgRow, Text, BATCH_COLUMNS,
+    ITEM_COLUMNS, ORG_COLUMNS,
 };
 
 pub(super) type Tx = Transaction<'static, Db>;
@@ -580,7 +580,7 @@ impl OrgRepository for LockRepository {
                     retried.push((
                         row.id,
                         *available_at,
-                        add(*available_at, stale_after),
+                        after(*available_at, stale_after),
                         errors,
                     ));
                     org_pending.push(row.organization_id);
@@ -729,7 +729,7 @@ impl OrgRepository for LockRepository {
         }
         for chunk in ids.chunks(rows_per(1)) {
             let mut qb = QueryBuilder::new("UPDATE batch_items SET sweep_at = ");
-            qb.push_bind(add(now, stale_after)).push(" WHERE id IN ");
+            qb.push_bind(after(now, stale_after)).push(" WHERE id IN ");
             push_in(&mut qb, chunk);
             qb.build().execute(&mut *tx).await.db()?;
         }

@@ -3,14 +3,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use onboarding_core::model::{now, ItemId, TenantId};
+use onboarding_core::model::{after, now, ItemId, TenantId};
 use onboarding_core::{Delivery, Job, JobQueue, QueueDepth, Receipt, Result};
 use sqlx::postgres::PgPool;
 use sqlx::Row;
 use uuid::Uuid;
 
 use crate::error::DbResultExt;
-use crate::rows::{add, DepthRow};
+use crate::rows::DepthRow;
 use crate::wake::Waker;
 use crate::SqlOptions;
 
@@ -70,7 +70,7 @@ impl PgQueue {
         let rows = sqlx::query(DEQUEUE)
             .bind(at)
             .bind(i64::try_from(max.max(1)).unwrap_or(i64::MAX))
-            .bind(add(at, self.visibility_timeout))
+            .bind(after(at, self.visibility_timeout))
             .fetch_all(&self.pool)
             .await
             .db()?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use onboarding_core::model::{
-    BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus, Organization,
+    after, BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId, ItemStatus, Organization,
     OrganizationId, TenantId, Timestamp, ERROR_HISTORY_LIMIT,
 };
 use onboarding_core::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::error::{DbResultExt, SqlError};
 use crate::rows::{
-    self, add, bind_new_batch, BatchRow, CountRow, ItemRow, OrgRow, BATCH_COLUMNS, ITEM_COLUMNS,
+    self, bind_new_batch, BatchRow, CountRow, ItemRow, OrgRow, BATCH_COLUMNS, ITEM_COLUMNS,
     ORG_COLUMNS,
 };
 
@@ -516,7 +516,7 @@ impl OrgRepository for PgRepository {
             };
             kinds.push(kind);
             available.push(at);
-            sweep.push(add(at, stale_after));
+            sweep.push(after(at, stale_after));
             messages.push(msg);
             permanent.push(perm);
         }
@@ -625,7 +625,7 @@ impl OrgRepository for PgRepository {
             SELECT id, tenant, available_at FROM found",
         )
         .bind(now)
-        .bind(add(now, stale_after))
+        .bind(after(now, stale_after))
         .bind(i64::from(limit))
         .bind(SWEEP_BATCHES)
         .fetch_all(&self.pool)
