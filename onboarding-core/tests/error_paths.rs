@@ -12,8 +12,8 @@ use onboarding_core::testing::doubles::{unavailable, Action, Double};
 use onboarding_core::testing::fixtures::until_batch;
 use onboarding_core::testing::requests::request;
 use onboarding_core::{
-    Backends, ErrorKind, IngestConfig, NoopProcessor, OnboardingService, SubmitOptions, Worker,
-    WorkerConfig,
+    Accepted, Backends, ErrorKind, IngestConfig, NoopProcessor, OnboardingService, SubmitOptions,
+    Worker, WorkerConfig, WorkerHandle,
 };
 use onboarding_core::{JobQueue, QueueDepth};
 
@@ -121,29 +121,16 @@ async fn a_failed_claim_is_tried_again_before_the_visibility_timeout() {
             }
         }),
     );
-    let backends = Backends::new(
-        repo.clone(),
-        Arc::new(MemoryQueue::new(Duration::from_secs(30))),
-        Arc::new(MemoryCache::default()),
-        Arc::new(RecordingEventSink::new()),
-    );
-    let service = OnboardingService::new(backends.clone(), IngestConfig::default());
-    let tenant = TenantId::parse("acme").unwrap();
-    let accepted = service
-        .submit(
-            &tenant,
-            &request("claimfail", 0..10),
-            SubmitOptions::default(),
-        )
-        .await
-        .unwrap();
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
     // No sweeper: only the worker's own retry can deliver before 30 s.
-    let worker = Worker::new(
-        backends,
-        Arc::new(NoopProcessor),
+    let (tenant, accepted, worker) = submit_then_work(
+        repo.clone(),
+        queue,
+        IngestConfig::default(),
+        ("claimfail", 10),
         WorkerConfig::default().with_sweeper(false),
     )
-    .start();
+    .await;
     until_batch(
         &*repo,
         &tenant,
@@ -176,31 +163,14 @@ async fn the_sweeper_waits_for_a_long_queue_and_not_for_a_lost_one() {
     }));
     let repo = Arc::new(MemoryRepository::new());
     let stale_after = Duration::from_millis(100);
-    let backends = Backends::new(
+    let (tenant, accepted, worker) = submit_then_work(
         repo.clone(),
         queue.clone(),
-        Arc::new(MemoryCache::default()),
-        Arc::new(RecordingEventSink::new()),
-    );
-    let service = OnboardingService::new(
-        backends.clone(),
         IngestConfig::default().with_stale_after(stale_after),
-    );
-    let tenant = TenantId::parse("acme").unwrap();
-    let accepted = service
-        .submit(
-            &tenant,
-            &request("waiting", 0..50),
-            SubmitOptions::default(),
-        )
-        .await
-        .unwrap();
-    let worker = Worker::new(
-        backends,
-        Arc::new(NoopProcessor),
+        ("waiting", 50),
         WorkerConfig::default().with_sweep(Duration::from_millis(20), stale_after),
     )
-    .start();
+    .await;
     // Many sweeps, each long after the items' sweep_at.
     onboarding_core::testing::eventually("20 sweeps", Duration::from_secs(20), || async {
         (queue.calls("depth") >= 20).then_some(())
@@ -240,4 +210,29 @@ async fn the_sweeper_waits_for_a_long_queue_and_not_for_a_lost_one() {
         stats.swept, 50,
         "each lost item re-enqueued once: {stats:?}"
     );
+}
+
+/// Submits `n` organizations (domains tagged `tag`) on memory backends
+/// around `repo` and `queue`, then starts a no-op worker.
+async fn submit_then_work(
+    repo: Arc<dyn OrgRepository>,
+    queue: Arc<dyn JobQueue>,
+    ingest: IngestConfig,
+    (tag, n): (&str, usize),
+    config: WorkerConfig,
+) -> (TenantId, Accepted, WorkerHandle) {
+    let backends = Backends::new(
+        repo,
+        queue,
+        Arc::new(MemoryCache::default()),
+        Arc::new(RecordingEventSink::new()),
+    );
+    let service = OnboardingService::new(backends.clone(), ingest);
+    let tenant = TenantId::parse("acme").unwrap();
+    let accepted = service
+        .submit(&tenant, &request(tag, 0..n), SubmitOptions::default())
+        .await
+        .unwrap();
+    let worker = Worker::new(backends, Arc::new(NoopProcessor), config).start();
+    (tenant, accepted, worker)
 }
