@@ -314,14 +314,22 @@ pub trait OrgRepository: Send + Sync + 'static {
     /// returns it to be enqueued again.
     ///
     /// # Behavior
-    /// - `Pending` items with `sweep_at <= now` are returned, and their
+    /// - `Pending` items with `sweep_at <= pending_due` are returned, and their
     ///   `sweep_at` moves to `now + stale_after` (so one item is not returned again at once).
+    ///   The sweeper passes a `pending_due` before `now` while the queue may
+    ///   still hold their messages (see the worker's `QueueWatch`).
     /// - `Processing` items with `lease_until <= now` are returned (their
     ///   next claim takes them over), and `lease_until` is not changed.
     /// - At most `limit` jobs, oldest due first where the backend can order cheaply.
     /// - `Cancelled` items are never returned; an expired lease of a
     ///   cancelled batch is (the item must still reach a terminal status).
-    async fn sweep(&self, now: Timestamp, stale_after: Duration, limit: u32) -> Result<Vec<Job>>;
+    async fn sweep(
+        &self,
+        now: Timestamp,
+        pending_due: Timestamp,
+        stale_after: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>>;
 
     /// Marks the listed batches completed where they are finished, exactly once each.
     ///

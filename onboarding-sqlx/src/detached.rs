@@ -103,9 +103,15 @@ impl OrgRepository for DetachedRepository {
         .await
     }
 
-    async fn sweep(&self, now: Timestamp, stale_after: Duration, limit: u32) -> Result<Vec<Job>> {
+    async fn sweep(
+        &self,
+        now: Timestamp,
+        pending_due: Timestamp,
+        stale_after: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
         detached(&self.inner, |r| async move {
-            r.sweep(now, stale_after, limit).await
+            r.sweep(now, pending_due, stale_after, limit).await
         })
         .await
     }

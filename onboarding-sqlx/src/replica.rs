@@ -380,8 +380,16 @@ impl OrgRepository for ReplicaRouted {
         self.primary.release_items(leases, now).await
     }
 
-    async fn sweep(&self, now: Timestamp, stale_after: Duration, limit: u32) -> Result<Vec<Job>> {
-        self.primary.sweep(now, stale_after, limit).await
+    async fn sweep(
+        &self,
+        now: Timestamp,
+        pending_due: Timestamp,
+        stale_after: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
+        self.primary
+            .sweep(now, pending_due, stale_after, limit)
+            .await
     }
 
     async fn complete_batches(

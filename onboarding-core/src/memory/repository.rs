@@ -461,7 +461,13 @@ impl OrgRepository for MemoryRepository {
         Ok(jobs)
     }
 
-    async fn sweep(&self, now: Timestamp, stale_after: Duration, limit: u32) -> Result<Vec<Job>> {
+    async fn sweep(
+        &self,
+        now: Timestamp,
+        pending_due: Timestamp,
+        stale_after: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
         let mut st = self.lock()?;
         let mut jobs = Vec::new();
         for row in st.items.values_mut() {
@@ -469,7 +475,7 @@ impl OrgRepository for MemoryRepository {
                 break;
             }
             let due = match row.item.status {
-                ItemStatus::Pending if row.sweep_at <= now => {
+                ItemStatus::Pending if row.sweep_at <= pending_due => {
                     row.sweep_at = after(now, stale_after);
                     true
                 }

@@ -192,7 +192,7 @@ forward!(OrgRepository {
     fn extend_leases(leases: &[Lease], now: Timestamp, lease_until: Timestamp) -> Vec<ItemId>;
     fn finish_items(finishes: &[Finish], now: Timestamp, stale_after: Duration) -> Vec<ItemId>;
     fn release_items(leases: &[Lease], now: Timestamp) -> Vec<Job>;
-    fn sweep(now: Timestamp, stale_after: Duration, limit: u32) -> Vec<Job>;
+    fn sweep(now: Timestamp, pending_due: Timestamp, stale_after: Duration, limit: u32) -> Vec<Job>;
     fn complete_batches(batches: &[BatchId], now: Timestamp) -> Vec<BatchStatus>;
     fn complete_open_batches(now: Timestamp, limit: u32) -> Vec<BatchStatus>;
     fn unannounced_batches(completed_before: Timestamp, limit: u32) -> Vec<BatchStatus>;

@@ -381,11 +381,25 @@ pub async fn cancel_quietly(
 ///
 /// When `sweep` fails or returns more than `limit` jobs.
 pub async fn sweep_all(repository: &dyn OrgRepository, now: Timestamp, limit: u32) -> Vec<Job> {
+    sweep_all_due(repository, now, now, limit).await
+}
+
+/// Like [`sweep_all`], with pending items due when `sweep_at <= pending_due`.
+///
+/// # Panics
+///
+/// When `sweep` fails or returns more than `limit` jobs.
+pub async fn sweep_all_due(
+    repository: &dyn OrgRepository,
+    now: Timestamp,
+    pending_due: Timestamp,
+    limit: u32,
+) -> Vec<Job> {
     let mut all = Vec::new();
     let mut seen = HashSet::new();
     for _ in 0..1_000 {
         let jobs = repository
-            .sweep(now, STALE_AFTER, limit)
+            .sweep(now, pending_due, STALE_AFTER, limit)
             .await
             .expect("sweep failed");
         assert!(

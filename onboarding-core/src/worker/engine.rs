@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::flush::{flush_loop, Done};
-use super::maintenance::{heartbeat_loop, sweep_once, sweeper_loop, SweepReport};
+use super::maintenance::{heartbeat_loop, sweep_once, sweeper_loop, QueueWatch, SweepReport};
 use super::{Counters, SharedCounters, WorkerConfig, WorkerStats};
 use crate::backends::Backends;
 use crate::error::Result;
@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     /// Leases in hand: claimed and not yet recorded.
     pub(crate) in_flight: Mutex<HashMap<ItemId, Lease>>,
     pub(crate) counters: SharedCounters,
+    /// The sweeper's readings of the queue (see [`QueueWatch`]).
+    pub(crate) queue_watch: Mutex<QueueWatch>,
 }
 
 impl Shared {
@@ -86,6 +88,7 @@ impl Worker {
                 config,
                 in_flight: Mutex::new(HashMap::new()),
                 counters: Arc::new(Counters::default()),
+                queue_watch: Mutex::new(QueueWatch::default()),
             }),
         }
     }
@@ -347,18 +350,9 @@ async fn fetch_loop(
             now: claim_now,
             lease_until: crate::model::after(claim_now, config.lease),
         };
-        let started = Instant::now();
-        let claimed = shared.backends.repository.claim_items(&request).await;
-        Counters::add_elapsed(&shared.counters.claim_micros, started);
-        let claimed = match claimed {
-            Ok(c) => c,
-            Err(e) => {
-                // Not acked: the queue delivers these again after its visibility timeout.
-                Counters::bump(&shared.counters.backend_errors, 1);
-                tracing::warn!(error = %e, "claim failed");
-                pause(&mut stop, backoff.next()).await;
-                continue;
-            }
+        let Some(claimed) = claim(&shared, &request, &mut stop, &mut backoff).await else {
+            // Not acked: the queue delivers these again after its visibility timeout.
+            continue;
         };
         backoff.reset();
         Counters::bump(&shared.counters.claimed, claimed.len());
@@ -446,6 +440,39 @@ async fn drain(tasks: &mut JoinSet<()>, timeout: Duration) {
             }
         }
     }
+}
+
+/// Claims tried per delivery before it is left to the queue's visibility timeout.
+const CLAIM_TRIES: u32 = 3;
+
+/// Claims the items of one dequeue, trying again after an error (a
+/// deadlock victim, a connection reset): a delivery that is not acked stays
+/// invisible for the queue's whole visibility timeout (30 s by default), so
+/// one failed statement would hold its items back that long (issue 17's
+/// 31.5 s drain). `None` after [`CLAIM_TRIES`] failures or at shutdown.
+async fn claim(
+    shared: &Shared,
+    request: &ClaimRequest,
+    stop: &mut watch::Receiver<bool>,
+    backoff: &mut ErrorBackoff,
+) -> Option<Vec<ClaimedItem>> {
+    for tried in 1..=CLAIM_TRIES {
+        let started = Instant::now();
+        let claimed = shared.backends.repository.claim_items(request).await;
+        Counters::add_elapsed(&shared.counters.claim_micros, started);
+        match claimed {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                Counters::bump(&shared.counters.backend_errors, 1);
+                tracing::warn!(error = %e, tried, "claim failed");
+                pause(stop, backoff.next()).await;
+                if *stop.borrow() {
+                    return None;
+                }
+            }
+        }
+    }
+    None
 }
 
 async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) {

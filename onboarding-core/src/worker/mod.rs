@@ -63,6 +63,10 @@ pub struct WorkerConfig {
     pub sweep_interval: Duration,
     /// A pending item nobody claimed this long after it became available is re-enqueued (default 60 s).
     pub stale_after: Duration,
+    /// The longest a message waiting in a non-empty queue is trusted to be
+    /// delivered: past it, its pending item is re-enqueued even while the
+    /// queue says its message may still be waiting (default 10 min; see the sweeper).
+    pub max_queue_wait: Duration,
     /// A completed batch not announced this long after completion is announced by the sweeper (default 10 s).
     pub announce_grace: Duration,
     /// Finished batches older than this are pruned (default 7 days).
@@ -91,6 +95,7 @@ impl Default for WorkerConfig {
             run_sweeper: true,
             sweep_interval: Duration::from_secs(5),
             stale_after: Duration::from_secs(60),
+            max_queue_wait: Duration::from_secs(600),
             announce_grace: Duration::from_secs(10),
             retention: Duration::from_secs(7 * 24 * 3600),
             prune_interval: Duration::from_secs(3600),
@@ -129,6 +134,12 @@ impl WorkerConfig {
     pub fn with_sweep(mut self, interval: Duration, stale_after: Duration) -> Self {
         self.sweep_interval = interval;
         self.stale_after = stale_after;
+        self
+    }
+
+    /// Sets how long a message waiting in a non-empty queue is trusted to be delivered.
+    pub fn with_max_queue_wait(mut self, d: Duration) -> Self {
+        self.max_queue_wait = d;
         self
     }
 

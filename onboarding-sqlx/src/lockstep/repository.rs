@@ -703,14 +703,20 @@ impl OrgRepository for LockRepository {
             .collect()
     }
 
-    async fn sweep(&self, now: Timestamp, stale_after: Duration, limit: u32) -> Result<Vec<Job>> {
+    async fn sweep(
+        &self,
+        now: Timestamp,
+        pending_due: Timestamp,
+        stale_after: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
         let mut tx = self.begin().await?;
         let pending = sqlx::query(&format!(
             "SELECT id, tenant, available_at FROM batch_items
              WHERE status = 'pending' AND sweep_at <= ? ORDER BY sweep_at LIMIT ?{}",
             dialect::SKIP_LOCKED
         ))
-        .bind(now)
+        .bind(pending_due)
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await

@@ -1,6 +1,8 @@
 //! The PostgreSQL `jobs` table queue.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use onboarding_core::model::{after, now, ItemId, TenantId};
@@ -23,13 +25,55 @@ pub(crate) struct PgQueue {
     visibility_timeout: Duration,
     poll_interval: Duration,
     waker: Waker,
+    cursors: Mutex<Cursors>,
 }
 
-/// Fair dequeue without ranking every ready job: a skip scan lists the
-/// tenants (`jobs_tenant` index), each tenant's oldest ready jobs are locked
-/// (`SKIP LOCKED`), and the first `$2` by rank within their tenant are taken,
-/// so one tenant's backlog cannot starve another's.
-const DEQUEUE: &str = "
+/// How long keyset dequeues run before the next full one (see [`Cursors`]).
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// Where each tenant's next dequeue starts in `jobs_tenant`.
+///
+/// Acked jobs are deleted, and their dead index entries stay at the head of
+/// each tenant's `(tenant, id)` range until VACUUM: a dequeue that starts at
+/// the head walks all of them (50-100 ms per dequeue at 669,000 dead rows,
+/// BENCHMARKS.md). So after a full dequeue (tenants found by a skip scan,
+/// each from its first job), the next ones start past the highest id handed
+/// out per tenant. A job below that mark (redelivered after its visibility
+/// timeout, delayed until its `not_before`, committed out of id order, or
+/// locked by a concurrent dequeue that did not pick it) waits for the next
+/// full dequeue: at most [`FULL_SCAN_EVERY`], or at once when a keyset
+/// dequeue comes back short, and a tenant that appears meanwhile too.
+#[derive(Debug, Default)]
+struct Cursors {
+    /// Tenant → highest job id handed out.
+    after: HashMap<String, i64>,
+    /// When the next dequeue must be a full one (`None`: now).
+    keyset_until: Option<Instant>,
+}
+
+/// Fair dequeue without ranking every ready job: each tenant's oldest ready
+/// jobs are locked (`SKIP LOCKED`), and the first `$2` by rank within their
+/// tenant are taken, so one tenant's backlog cannot starve another's. The
+/// full form finds the tenants with a skip scan (`jobs_tenant` index) and
+/// reads each from its first job; the keyset form reads the tenants `$4`
+/// from past the ids `$5` (see [`Cursors`]).
+macro_rules! lease_picked {
+    () => {
+        ", pick AS (
+    SELECT id, rn FROM (
+        SELECT id, ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY id) AS rn FROM heads
+    ) r
+    ORDER BY rn, random()
+    LIMIT $2
+)
+UPDATE jobs SET available_at = $3, leased_until = $3
+FROM pick WHERE jobs.id = pick.id
+RETURNING jobs.id, jobs.item_id, jobs.tenant, jobs.not_before, pick.rn"
+    };
+}
+
+const DEQUEUE: &str = concat!(
+    "
 WITH RECURSIVE tenants AS (
     (SELECT tenant FROM jobs ORDER BY tenant LIMIT 1)
     UNION ALL
@@ -44,16 +88,23 @@ WITH RECURSIVE tenants AS (
         FOR UPDATE SKIP LOCKED
     ) h
     WHERE t.tenant IS NOT NULL
-), pick AS (
-    SELECT id, rn FROM (
-        SELECT id, ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY id) AS rn FROM heads
-    ) r
-    ORDER BY rn, random()
-    LIMIT $2
-)
-UPDATE jobs SET available_at = $3, leased_until = $3
-FROM pick WHERE jobs.id = pick.id
-RETURNING jobs.id, jobs.item_id, jobs.tenant, jobs.not_before, pick.rn";
+)",
+    lease_picked!()
+);
+
+const DEQUEUE_AFTER: &str = concat!(
+    "
+WITH heads AS (
+    SELECT h.id, h.tenant FROM UNNEST($4::text[], $5::bigint[]) AS k(tenant, after_id)
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.tenant FROM jobs j
+        WHERE j.tenant = k.tenant AND j.id > k.after_id AND j.available_at <= $1
+        ORDER BY j.id LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ) h
+)",
+    lease_picked!()
+);
 
 impl PgQueue {
     pub(crate) fn new(pool: PgPool, options: &SqlOptions) -> Self {
@@ -62,18 +113,54 @@ impl PgQueue {
             visibility_timeout: options.visibility_timeout,
             poll_interval: options.poll_interval,
             waker: Waker::default(),
+            cursors: Mutex::new(Cursors::default()),
+        }
+    }
+
+    fn cursors(&self) -> MutexGuard<'_, Cursors> {
+        // The marks are only a starting point: a poisoned lock's are as good.
+        self.cursors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The marks to dequeue past, while keyset dequeues are due.
+    fn marks(&self) -> Option<(Vec<String>, Vec<i64>)> {
+        let c = self.cursors();
+        match c.keyset_until {
+            Some(until) if Instant::now() < until && !c.after.is_empty() => {
+                Some(c.after.iter().map(|(t, id)| (t.clone(), *id)).unzip())
+            }
+            _ => None,
         }
     }
 
     async fn take(&self, max: usize) -> Result<Vec<Delivery>> {
+        if let Some(marks) = self.marks() {
+            let got = self.take_from(max, Some(marks)).await?;
+            if !got.is_empty() {
+                return Ok(got);
+            }
+        }
+        self.take_from(max, None).await
+    }
+
+    /// One dequeue: past `marks` when given, else from each tenant's first job.
+    async fn take_from(
+        &self,
+        max: usize,
+        marks: Option<(Vec<String>, Vec<i64>)>,
+    ) -> Result<Vec<Delivery>> {
         let at = now();
-        let rows = sqlx::query(DEQUEUE)
+        let max = max.max(1);
+        let full = marks.is_none();
+        let sql = if full { DEQUEUE } else { DEQUEUE_AFTER };
+        let mut query = sqlx::query(sql)
             .bind(at)
-            .bind(i64::try_from(max.max(1)).unwrap_or(i64::MAX))
-            .bind(after(at, self.visibility_timeout))
-            .fetch_all(&self.pool)
-            .await
-            .db()?;
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .bind(after(at, self.visibility_timeout));
+        if let Some((tenants, past)) = marks {
+            query = query.bind(tenants).bind(past);
+        }
+        let rows = query.fetch_all(&self.pool).await.db()?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let id: i64 = row.try_get("id").db()?;
@@ -95,6 +182,23 @@ impl PgQueue {
                 },
             ));
         }
+        let mut c = self.cursors();
+        if full {
+            // Tenants without a ready job now are left to the next full dequeue.
+            c.after.clear();
+            c.keyset_until = Some(Instant::now() + FULL_SCAN_EVERY);
+        } else if out.len() < max {
+            // Short: what is left may be below the marks.
+            c.keyset_until = None;
+        }
+        for (_, id, d) in &out {
+            let mark = c
+                .after
+                .entry(d.job.tenant.as_str().to_owned())
+                .or_insert(*id);
+            *mark = (*mark).max(*id);
+        }
+        drop(c);
         out.sort_by_key(|(rn, id, _)| (*rn, *id));
         Ok(out.into_iter().map(|(_, _, d)| d).collect())
     }

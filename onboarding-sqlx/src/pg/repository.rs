@@ -29,6 +29,8 @@ use crate::rows::{
 /// sweep's scan to this many batches' items however deep the backlog; with
 /// more open batches, each is visited every few sweeps.
 const SWEEP_BATCHES: i64 = 64;
+/// Items of one batch one sweep call reads at most (BENCHMARKS.md, "Backlog drain").
+const SWEEP_WINDOW: i64 = 20_000;
 
 /// The PostgreSQL repository.
 #[derive(Debug, Clone)]
@@ -598,36 +600,71 @@ impl OrgRepository for PgRepository {
         job_rows(rows)
     }
 
-    async fn sweep(&self, now: Timestamp, stale_after: Duration, limit: u32) -> Result<Vec<Job>> {
-        // Batch by batch: the least recently swept open batches, each item
-        // scanned through `(batch_id, position)`. No item index reads the
-        // columns claims and finishes change, which keeps those HOT.
+    async fn sweep(
+        &self,
+        now: Timestamp,
+        pending_due: Timestamp,
+        stale_after: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
+        // Batch by batch: the least recently swept open batches, each read
+        // through `(batch_id, position)` from where its last sweep stopped,
+        // at most `SWEEP_WINDOW` items per batch and call (a pass over a
+        // 1,000,000-item batch takes several calls, none a full scan of it).
+        // No item index reads the columns claims and finishes change, which
+        // keeps those HOT. A pending item a claim holds is left out (the
+        // claim is taking it): the sweep waits for no item lock, so it
+        // cannot deadlock with a claim, whose failure would leave its
+        // messages invisible until the queue's visibility timeout.
         let found = sqlx::query(
             "WITH due AS (
-                SELECT id FROM batches WHERE completed_at IS NULL
+                SELECT id, sweep_position FROM batches WHERE completed_at IS NULL
                 ORDER BY swept_at NULLS FIRST, created_at
                 LIMIT $4
                 FOR UPDATE SKIP LOCKED
+            ), scanned AS (
+                SELECT w.* FROM due d CROSS JOIN LATERAL (
+                    SELECT i.id, i.batch_id, i.position, i.tenant, i.available_at,
+                        i.status, i.sweep_at, i.lease_until
+                    FROM batch_items i
+                    WHERE i.batch_id = d.id AND i.position >= d.sweep_position
+                    ORDER BY i.position LIMIT $5
+                ) w
             ), found AS (
-                SELECT i.id, i.tenant, i.available_at, i.status FROM batch_items i
-                WHERE i.batch_id IN (SELECT id FROM due) AND CASE i.status
-                    WHEN 'pending' THEN i.sweep_at <= $1
-                    WHEN 'processing' THEN i.lease_until <= $1
+                SELECT id, tenant, available_at, status FROM scanned
+                WHERE CASE status
+                    WHEN 'pending' THEN sweep_at <= $6
+                    WHEN 'processing' THEN lease_until <= $1
                     ELSE false END
-                ORDER BY i.sweep_at
+                ORDER BY sweep_at
                 LIMIT $3
+            ), locked AS (
+                SELECT b.id FROM batch_items b JOIN found f ON b.id = f.id
+                WHERE f.status = 'pending' AND b.status = 'pending' AND b.sweep_at <= $6
+                FOR UPDATE OF b SKIP LOCKED
             ), bumped AS (
-                UPDATE batch_items b SET sweep_at = $2
-                FROM found f WHERE b.id = f.id AND f.status = 'pending'
+                UPDATE batch_items b SET sweep_at = $2 FROM locked l WHERE b.id = l.id
+            ), windows AS (
+                SELECT batch_id, count(*) AS n, max(position) AS last FROM scanned GROUP BY batch_id
             ), marked AS (
-                UPDATE batches b SET swept_at = $1 FROM due WHERE b.id = due.id
+                -- Next time: past this window, or from the start after the
+                -- last one; the same window while `found` was cut short.
+                UPDATE batches b SET swept_at = $1, sweep_position = CASE
+                    WHEN (SELECT count(*) FROM found) >= $3 THEN b.sweep_position
+                    WHEN w.n >= $5 THEN w.last + 1
+                    ELSE 0 END
+                FROM due LEFT JOIN windows w ON w.batch_id = due.id
+                WHERE b.id = due.id
             )
-            SELECT id, tenant, available_at FROM found",
+            SELECT id, tenant, available_at FROM found
+            WHERE status = 'processing' OR id IN (SELECT id FROM locked)",
         )
         .bind(now)
         .bind(after(now, stale_after))
         .bind(i64::from(limit))
         .bind(SWEEP_BATCHES)
+        .bind(SWEEP_WINDOW)
+        .bind(pending_due)
         .fetch_all(&self.pool)
         .await
         .db()?;

@@ -7,13 +7,13 @@
 
 use crate::model::{ConflictPolicy, ItemStatus};
 use crate::repository::Resolution;
-use crate::testing::fixtures::{self, count_jobs, secs, sweep_all};
+use crate::testing::fixtures::{self, count_jobs, secs, sweep_all, sweep_all_due};
 use crate::testing::TestBackend;
 
 /// Largest `limit` the sweep cases pass when they want everything.
 const ALL: u32 = 1000;
 
-/// `Pending` items with `sweep_at <= now` are returned once, and their
+/// `Pending` items with `sweep_at <= pending_due` are returned once, and their
 /// `sweep_at` moves to `now + stale_after`.
 pub async fn sweep_returns_stale_pending_items_once(backend: TestBackend) {
     let _exclusive = fixtures::exclusive().await;
@@ -30,6 +30,14 @@ pub async fn sweep_returns_stale_pending_items_once(backend: TestBackend) {
             count_jobs(&jobs, item.item_id),
             0,
             "a pending item is not swept before its sweep_at"
+        );
+    }
+    let jobs = sweep_all_due(repo, sweep_at + stale, sweep_at - secs(1), ALL).await;
+    for item in &items {
+        assert_eq!(
+            count_jobs(&jobs, item.item_id),
+            0,
+            "a pending item is not swept while its sweep_at is after pending_due, however late now is"
         );
     }
     let jobs = sweep_all(repo, sweep_at, ALL).await;
@@ -209,7 +217,7 @@ pub async fn sweep_respects_limit(backend: TestBackend) {
     let (batch, items) = fixtures::store(repo, &submission).await;
 
     let first = repo
-        .sweep(sweep_at, fixtures::STALE_AFTER, 2)
+        .sweep(sweep_at, sweep_at, fixtures::STALE_AFTER, 2)
         .await
         .expect("sweep failed");
     assert!(
@@ -248,7 +256,7 @@ pub async fn sweep_reaches_every_open_batch(backend: TestBackend) {
     let mut jobs = Vec::new();
     for _ in 0..20 {
         jobs.extend(
-            repo.sweep(latest, fixtures::STALE_AFTER, ALL)
+            repo.sweep(latest, latest, fixtures::STALE_AFTER, ALL)
                 .await
                 .expect("sweep failed"),
         );
