@@ -8,6 +8,14 @@
 //! and validating the request (fresh domains every iteration, so every
 //! iteration inserts 1000 new organizations).
 //!
+//! Then over HTTP (not a criterion benchmark: it runs whatever the filter):
+//! one client posts `STORE_HTTP_REQUESTS` (default 40) submissions of 1000
+//! fresh organizations, one after the other on one keep-alive connection,
+//! to a server in this process (PostgreSQL + Redis, no worker, the default
+//! ingest settings); after each 202 the same floor runs once. Reported: the
+//! median of the 202 (parsing, validation, store, enqueue, events) against
+//! the median of the floor (`http_*` rows).
+//!
 //! Run: `cargo bench --bench store`. Needs PostgreSQL,
 //! MariaDB and Redis (see `benches/backends.rs` for the URLs); it creates its
 //! own databases and key prefix and removes them at the end.
@@ -19,8 +27,11 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use onboarding::model::TenantId;
 use onboarding::validate::ValidRequest;
+use onboarding::web::{router, serve, HttpConfig, ServeConfig};
 use onboarding::{Backends, IngestConfig, OnboardingService, SubmitOptions};
 use sqlx::Connection;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
 use backends::SqlEngines;
@@ -223,6 +234,108 @@ fn bench_floor(
     group.finish();
 }
 
+/// Posts `body` on the keep-alive `conn`; answers the status once the whole
+/// response is read.
+async fn post(conn: &mut BufReader<TcpStream>, key: &str, body: &[u8]) -> u16 {
+    let head = format!(
+        "POST /api/v1/bulk-onboard HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.get_mut()
+        .write_all(head.as_bytes())
+        .await
+        .expect("send");
+    conn.get_mut().write_all(body).await.expect("send");
+    let mut line = String::new();
+    conn.read_line(&mut line).await.expect("status line");
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("an HTTP status");
+    let mut length = 0;
+    loop {
+        line.clear();
+        conn.read_line(&mut line).await.expect("header");
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().expect("content length");
+            }
+        }
+    }
+    let mut answer = vec![0; length];
+    conn.read_exact(&mut answer).await.expect("body");
+    status
+}
+
+/// The HTTP phase (see the module's documentation).
+fn bench_http(
+    rt: &Runtime,
+    backends: Backends,
+    pg_url: &str,
+    redis_key: &str,
+    probe: &OnboardingService,
+) {
+    let requests = workload::env_usize("STORE_HTTP_REQUESTS", 40);
+    if requests == 0 {
+        return;
+    }
+    const KEY: &str = "store-bench-key-0123456789";
+    rt.block_on(async {
+        let service = OnboardingService::new(backends, IngestConfig::default());
+        let config = HttpConfig::builder()
+            .api_key(TenantId::parse("bench").expect("tenant"), KEY)
+            .rate_limit(None)
+            .build();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(serve(
+            listener,
+            router(service, config),
+            ServeConfig::default(),
+            std::future::pending(),
+        ));
+        let mut pg = sqlx::PgConnection::connect(pg_url).await.expect("pg");
+        let mut redis_conn = redis::Client::open(backends::redis_url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let mut conn = BufReader::new(TcpStream::connect(addr).await.expect("connect"));
+        // Warm-up: connections, prepared statements, caches.
+        for _ in 0..3 {
+            let body =
+                serde_json::to_vec(&workload::json_body(N, &workload::unique_tag())).expect("json");
+            assert_eq!(post(&mut conn, KEY, &body).await, 202);
+        }
+        for _ in 0..requests {
+            let body =
+                serde_json::to_vec(&workload::json_body(N, &workload::unique_tag())).expect("json");
+            let started = Instant::now();
+            assert_eq!(post(&mut conn, KEY, &body).await, 202);
+            report::record("http_postgres_redis", started.elapsed(), 1);
+
+            let cols = columns(&fresh(probe, 1)[0]);
+            let msgs = messages();
+            let started = Instant::now();
+            floor_upsert(&mut pg, &cols).await;
+            floor_push(&mut redis_conn, redis_key, &msgs).await;
+            report::record("http_floor", started.elapsed(), 1);
+        }
+        let _: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(redis_key)
+            .query_async(&mut redis_conn)
+            .await;
+    });
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let rt = backends::runtime();
@@ -246,6 +359,13 @@ fn main() {
     bench_submit(&mut c, &rt, "postgres_redis", with_redis(&sql.postgres));
 
     c.final_summary();
+    bench_http(
+        &rt,
+        with_redis(&sql.postgres),
+        &sql.postgres_url,
+        &floor_key,
+        &memory,
+    );
 
     rt.block_on(sql.close());
     // The databases and the key prefix go at the end of the run.
@@ -309,6 +429,18 @@ fn main() {
             Row {
                 id: "floor_pg_upsert_then_redis_push",
                 label: "floor: PG upsert + Redis push",
+                elements: N as u64,
+                baseline: None,
+            },
+            Row {
+                id: "http_postgres_redis",
+                label: "over HTTP: PostgreSQL + Redis, the 202 (p50)",
+                elements: N as u64,
+                baseline: Some("http_floor"),
+            },
+            Row {
+                id: "http_floor",
+                label: "over HTTP: the floor after each request (p50)",
                 elements: N as u64,
                 baseline: None,
             },

@@ -19,7 +19,8 @@
 //!    first item leaves `pending`; each probe waits for its batch to finish;
 //! 3. load: `--clients` connections post `--requests` batches of `--orgs`
 //!    organizations in total (keep-alive, raw HTTP/1.1); latency of each 202;
-//! 4. completion: every batch polled until completed;
+//! 4. completion: every batch polled until completed (`--completion 0` skips
+//!    it, for a server without workers);
 //! 5. the floor again, and the server's peak RSS (`VmHWM` of `--server-pid`).
 //!
 //! Reports accepted requests/s, p50/p95/p99 of the 202, time until every
@@ -58,12 +59,15 @@ struct Args {
     floor_postgres: Option<String>,
     floor_redis: Option<String>,
     floor_reps: usize,
+    /// Whether phase 4 waits for the batches to complete (`--completion 0`
+    /// skips it: a server with `WORKERS=0` measures the store alone).
+    completion: bool,
     out: Option<String>,
 }
 
 const USAGE: &str = "loadgen --api-key KEY [--addr 127.0.0.1:8080] [--clients 4] [--requests 200] \
 [--orgs 1000] [--probes 5] [--max-seconds 280] [--server-pid PID] [--floor-postgres URL] \
-[--floor-redis URL] [--floor-reps 10] [--out DIR]";
+[--floor-redis URL] [--floor-reps 10] [--completion 1] [--out DIR]";
 
 fn parse_args() -> Result<Args, String> {
     let mut map: HashMap<String, String> = HashMap::new();
@@ -110,6 +114,7 @@ fn parse_args() -> Result<Args, String> {
         floor_postgres: get("floor-postgres"),
         floor_redis: get("floor-redis"),
         floor_reps: num("floor-reps", 10)?.clamp(1, 1000),
+        completion: num("completion", 1)? != 0,
         out: get("out"),
     };
     for url in [&args.floor_postgres, &args.floor_redis]
@@ -654,8 +659,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .as_secs_f64()
         .max(1e-9);
 
-    println!("phase 4: completion of {} batches", l.batches.len());
-    let (completed_at, samples) = completion(&args, &l.batches, l.first_sent).await;
+    let (completed_at, samples) = if args.completion {
+        println!("phase 4: completion of {} batches", l.batches.len());
+        completion(&args, &l.batches, l.first_sent).await
+    } else {
+        println!("phase 4: skipped (--completion 0)");
+        (None, Vec::new())
+    };
 
     println!("phase 5: raw floor (after load), peak RSS");
     let (pg2, redis2) = floor(&args).await;
@@ -699,13 +709,14 @@ async fn run(args: Args) -> Result<(), BoxError> {
                 orgs_accepted / secs
             );
         }
-        None => {
+        None if args.completion => {
             let _ = writeln!(
                 md,
                 "| time until every organization completed | not within {} s |",
                 args.max_seconds
             );
         }
+        None => {}
     }
     let mut fw = first_work.clone();
     let _ = writeln!(

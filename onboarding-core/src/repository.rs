@@ -63,6 +63,28 @@ pub struct Submission {
     pub trace_parent: Option<String>,
 }
 
+impl Submission {
+    /// The batch row this submission stores: `total` items, completed at
+    /// [`Submission::now`] when `all_done` (every item already completed);
+    /// what every repository answers in [`StoreResult::Stored`].
+    #[must_use]
+    pub fn stored_batch(&self, total: usize, all_done: bool) -> crate::model::Batch {
+        crate::model::Batch {
+            id: self.batch_id,
+            tenant: self.tenant.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+            request_hash: self.request_hash.clone(),
+            total: u32::try_from(total).unwrap_or(u32::MAX),
+            policy: self.policy,
+            mode: self.mode,
+            created_at: self.now,
+            completed_at: all_done.then_some(self.now),
+            cancelled_at: None,
+            announced_at: None,
+        }
+    }
+}
+
 /// One stored item, as the ingest service needs it to enqueue and emit events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredItem {

@@ -284,19 +284,7 @@ impl OrgRepository for MemoryRepository {
             );
         }
         let all_done = items.iter().all(|i| i.status == ItemStatus::Completed);
-        let batch = Batch {
-            id: s.batch_id,
-            tenant: s.tenant.clone(),
-            idempotency_key: s.idempotency_key.clone(),
-            request_hash: s.request_hash.clone(),
-            total: u32::try_from(items.len()).unwrap_or(u32::MAX),
-            policy: s.policy,
-            mode: s.mode,
-            created_at: now,
-            completed_at: all_done.then_some(now),
-            cancelled_at: None,
-            announced_at: None,
-        };
+        let batch = s.stored_batch(items.len(), all_done);
         if let Some(key) = &s.idempotency_key {
             st.idempotency
                 .insert((s.tenant.clone(), key.clone()), s.batch_id);

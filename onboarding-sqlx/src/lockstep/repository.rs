@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use onboarding_core::model::{
-    after, trim_error_history, Batch, BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId,
+    after, trim_error_history, BatchId, BatchStatus, Change, ConflictPolicy, Domain, ItemId,
     ItemStatus, Organization, OrganizationId, TenantId, Timestamp,
 };
 use onboarding_core::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
@@ -416,19 +416,7 @@ impl OrgRepository for LockRepository {
                 .db()?;
         }
         tx.commit().await.db()?;
-        let batch = Batch {
-            id: s.batch_id,
-            tenant: s.tenant.clone(),
-            idempotency_key: s.idempotency_key.clone(),
-            request_hash: s.request_hash.clone(),
-            total: u32::try_from(items.len()).unwrap_or(u32::MAX),
-            policy: s.policy,
-            mode: s.mode,
-            created_at: s.now,
-            completed_at: all_done.then_some(s.now),
-            cancelled_at: None,
-            announced_at: None,
-        };
+        let batch = s.stored_batch(items.len(), all_done);
         Ok(StoreResult::Stored { batch, items })
     }
 

@@ -1,6 +1,5 @@
 //! `OrgRepository` on PostgreSQL.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +13,7 @@ use onboarding_core::repository::{
     OrgRepository, Resolution, StoreResult, StoredItem, Submission, ThroughputBucket,
 };
 use onboarding_core::Job;
-use onboarding_core::{Error, Result};
+use onboarding_core::{Error, ErrorKind, Result};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{FromRow, Postgres, Row, Transaction};
 use uuid::Uuid;
@@ -62,10 +61,10 @@ impl PgRepository {
                 UPDATE batch_items SET status = 'pending', attempts = 0, available_at = $2,
                     finished_at = NULL, updated_at = $2, sweep_at = $2
                 WHERE batch_id = $1 AND status = 'failed' AND ($3::uuid[] IS NULL OR id = ANY($3))
-                RETURNING id, tenant, organization_id
+                RETURNING id, tenant, domain
             ), o AS (
                 UPDATE organizations o SET status = 'pending'
-                FROM u WHERE o.id = u.organization_id
+                FROM u WHERE o.tenant = u.tenant AND o.domain = u.domain
             )
             SELECT id, tenant FROM u",
         )
@@ -87,6 +86,33 @@ impl PgRepository {
         }
         tx.commit().await.db()?;
         Ok(Some(jobs))
+    }
+
+    /// A submission of one chunk: batch, organizations, versions and items
+    /// in one statement (its own transaction), the batch row made here
+    /// from what was stored rather than read back.
+    async fn store_in_one_statement(&self, s: &Submission) -> Result<StoreResult> {
+        let items = match run_chunk(&self.pool, s, &s.organizations, true).await {
+            Ok(items) => items,
+            // The key names an earlier batch (the statement stored nothing).
+            Err(e) if e.kind() == ErrorKind::Conflict && s.idempotency_key.is_some() => {
+                return self.earlier(s).await
+            }
+            Err(e) => return Err(e),
+        };
+        let all_done = items.iter().all(|i| i.status == ItemStatus::Completed);
+        let batch = s.stored_batch(items.len(), all_done);
+        Ok(StoreResult::Stored { batch, items })
+    }
+
+    /// The answer to a submission whose idempotency key names an earlier batch.
+    async fn earlier(&self, s: &Submission) -> Result<StoreResult> {
+        let key = s.idempotency_key.as_deref().unwrap_or_default();
+        let batch = batch_by_key(&self.pool, &s.tenant, key)
+            .await?
+            .ok_or_else(|| Error::internal("idempotency key conflict without a batch"))?
+            .into_model()?;
+        Ok(StoreResult::for_earlier(batch, &s.request_hash))
     }
 
     // Every call already runs in a task of its own (`DetachedRepository`),
@@ -160,199 +186,200 @@ fn job_rows(rows: Vec<PgRow>) -> Result<Vec<Job>> {
         .collect()
 }
 
-/// What the upsert of one chunk found, per domain.
-struct Upserted {
-    id: Uuid,
-    change: Change,
-    /// The organization's status before this submission (for `Unchanged`).
-    status: ItemStatus,
-}
-
-async fn upsert_chunk(
-    tx: &mut Tx,
-    s: &Submission,
-    chunk: &[(u32, onboarding_core::model::NewOrganization)],
-) -> Result<HashMap<String, Upserted>> {
-    let ids: Vec<Uuid> = chunk.iter().map(|_| OrganizationId::new().0).collect();
-    let names: Vec<&str> = chunk.iter().map(|(_, o)| o.name.as_str()).collect();
-    let domains: Vec<&str> = chunk.iter().map(|(_, o)| o.domain.as_str()).collect();
-    let emails: Vec<&str> = chunk
-        .iter()
-        .map(|(_, o)| o.contact_email.as_str())
-        .collect();
-    // A soft-deleted row is restored under either policy (reported
-    // `Created`, its version continuing); a live one changes only under
-    // `Update` with different data.
-    let restore = "ON CONFLICT (tenant, domain) DO UPDATE SET
+/// The `ON CONFLICT` clause of an upsert into `organizations AS o`: a
+/// soft-deleted row is restored under either policy (reported `Created`,
+/// its version continuing); a live one changes only under `Update` with
+/// different data.
+pub(super) fn on_conflict(policy: ConflictPolicy) -> String {
+    let changed = match policy {
+        ConflictPolicy::Skip => "",
+        ConflictPolicy::Update => {
+            " OR (o.name, o.contact_email) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.contact_email)"
+        }
+    };
+    format!(
+        "ON CONFLICT (tenant, domain) DO UPDATE SET
                 name = EXCLUDED.name,
                 contact_email = EXCLUDED.contact_email,
                 version = o.version + 1,
                 status = 'pending',
                 updated_at = EXCLUDED.updated_at,
                 deleted_at = NULL
-             WHERE o.deleted_at IS NOT NULL";
-    let changed = match s.policy {
-        ConflictPolicy::Skip => "",
-        ConflictPolicy::Update => {
-            " OR (o.name, o.contact_email) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.contact_email)"
-        }
+             WHERE o.deleted_at IS NOT NULL{changed}"
+    )
+}
+
+/// One statement that stores a chunk of a submission: upserts its
+/// organizations, writes a version of each row it changed, decides every
+/// item (change kind, pending or already completed), marks the organizations
+/// of unchanged items that will be processed again `pending`, and inserts
+/// the items. With `batch`, it also inserts the batch row (completed when no
+/// item is pending), so that a submission of one chunk is one statement,
+/// one round trip and one implicit transaction.
+///
+/// Parameters: `$1`..`$9` those of [`bind_new_batch`], then the chunk's
+/// organization ids, names, domains, contact emails, item ids, positions
+/// (`$10`..`$15`), the sweep time (`$16`) and `reprocess_unchanged` (`$17`).
+///
+/// Every part sees the snapshot from before the statement: `e`, read only
+/// for a domain the upsert did not insert, is the organization as it was,
+/// which tells a restored row (deleted before) from an updated one and
+/// gives an untouched row's id and status. Organizations are found by their
+/// primary key (tenant, domain) only: `e` is a per-row `LIMIT 1` lookup
+/// (not a join the planner could turn into a scan of the table) and `again`
+/// an `= ANY` of the primary key.
+fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
+    let kept = match policy {
+        ConflictPolicy::Skip => Change::Skipped,
+        ConflictPolicy::Update => Change::Unchanged,
+    }
+    .as_str();
+    let (created, updated, unchanged, skipped) = (
+        Change::Created.as_str(),
+        Change::Updated.as_str(),
+        Change::Unchanged.as_str(),
+        Change::Skipped.as_str(),
+    );
+    let (pending, completed) = (ItemStatus::Pending.as_str(), ItemStatus::Completed.as_str());
+    let on_conflict = on_conflict(policy);
+    // A repeated idempotency key stores nothing: the batch insert then
+    // fails on `batches_idempotency` and the caller answers with the
+    // earlier batch.
+    let (gate, batch) = if batch {
+        (
+            "WHERE $3::text IS NULL
+               OR NOT EXISTS (SELECT 1 FROM batches WHERE tenant = $2 AND idempotency_key = $3)",
+            format!(
+                ", batch AS (
+            INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode,
+                created_at, trace_parent, completed_at)
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9,
+                CASE WHEN COALESCE(bool_and(status = '{completed}'), true) THEN $8 END
+            FROM outcome
+         )"
+            ),
+        )
+    } else {
+        ("", String::new())
     };
-    // Every row the upsert wrote (created, updated, restored) gets its
-    // version in the same statement: one set-based insert, of changed rows
-    // only. The lateral read of `organizations` sees the snapshot from
-    // before the statement, so it tells a restored row (deleted before)
-    // from an updated one; inserted rows skip it (a one-time filter).
-    let sql = format!(
-        "WITH up AS (
+    format!(
+        "WITH input AS (
+            SELECT * FROM UNNEST($10::uuid[], $11::text[], $12::text[], $13::text[], $14::uuid[], $15::bigint[])
+                WITH ORDINALITY AS u(org, name, domain, email, item, position, n)
+            {gate}
+         ), up AS (
             INSERT INTO organizations AS o (id, tenant, name, domain, contact_email, status, version, created_at, updated_at)
-            SELECT u.id, $6, u.name, u.domain, u.email, 'pending', 1, $5, $5
-            FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS u(id, name, domain, email)
-            {restore}{changed}
+            SELECT org, $2, name, domain, email, '{pending}', 1, $8, $8 FROM input
+            {on_conflict}
             RETURNING o.id, o.domain, o.version, o.name, o.contact_email, (o.xmax = 0) AS inserted
          ), versions AS (
             INSERT INTO organization_versions (organization_id, version, name, contact_email, batch_id, created_at)
-            SELECT id, version, name, contact_email, $7, $5 FROM up
-         )
-         SELECT up.id, up.domain, up.inserted OR COALESCE(before.deleted, false) AS created
-         FROM up LEFT JOIN LATERAL (
-            SELECT p.deleted_at IS NOT NULL AS deleted FROM organizations p
-            WHERE NOT up.inserted AND p.id = up.id
-         ) before ON true"
-    );
-    let written = sqlx::query(&sql)
-        .bind(&ids)
+            SELECT id, version, name, contact_email, $1, $8 FROM up
+         ), outcome AS (
+            SELECT i.n, i.item, i.position, i.domain, COALESCE(up.id, e.id) AS org, d.change,
+                CASE WHEN d.change = '{skipped}'
+                    OR (d.change = '{unchanged}' AND e.status = '{completed}' AND NOT $17)
+                THEN '{completed}' ELSE '{pending}' END AS status
+            FROM input i
+            LEFT JOIN up ON up.domain = i.domain
+            LEFT JOIN LATERAL (
+                SELECT p.id, p.status, p.deleted_at FROM organizations p
+                WHERE NOT COALESCE(up.inserted, false) AND p.tenant = $2 AND p.domain = i.domain
+                LIMIT 1
+            ) e ON true
+            CROSS JOIN LATERAL (SELECT CASE
+                WHEN up.id IS NULL THEN '{kept}'
+                WHEN up.inserted OR e.deleted_at IS NOT NULL THEN '{created}'
+                ELSE '{updated}' END AS change) d
+         ), items AS (
+            INSERT INTO batch_items (id, batch_id, tenant, position, organization_id, domain, status,
+                change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at, finished_at)
+            SELECT item, $1, $2, position, org, domain, status, change, 0, $8, $16, '[]', $8, $8,
+                CASE WHEN status = '{completed}' THEN $8 END
+            FROM outcome
+         ), again AS (
+            UPDATE organizations SET status = '{pending}'
+            WHERE tenant = $2 AND domain = ANY(ARRAY(
+                SELECT domain FROM outcome WHERE change = '{unchanged}' AND status = '{pending}'))
+         ){batch}
+         SELECT n, org, change, status FROM outcome"
+    )
+}
+
+/// Runs [`chunk_statement`] for `chunk` on `exec`: the chunk's stored items,
+/// in the chunk's order.
+async fn run_chunk<'e, E>(
+    exec: E,
+    s: &Submission,
+    chunk: &[(u32, onboarding_core::model::NewOrganization)],
+    batch: bool,
+) -> Result<Vec<StoredItem>>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let total = i64::try_from(s.organizations.len()).unwrap_or(i64::MAX);
+    let orgs: Vec<Uuid> = chunk.iter().map(|_| OrganizationId::new().0).collect();
+    let names: Vec<&str> = chunk.iter().map(|(_, o)| o.name.as_str()).collect();
+    let domains: Vec<&str> = chunk.iter().map(|(_, o)| o.domain.as_str()).collect();
+    let emails: Vec<&str> = chunk
+        .iter()
+        .map(|(_, o)| o.contact_email.as_str())
+        .collect();
+    let items: Vec<Uuid> = chunk.iter().map(|_| ItemId::new().0).collect();
+    let positions: Vec<i64> = chunk.iter().map(|(p, _)| i64::from(*p)).collect();
+    let sql = chunk_statement(s.policy, batch);
+    let rows = bind_new_batch(sqlx::query(&sql), s, total)
+        .bind(&orgs)
         .bind(&names)
         .bind(&domains)
         .bind(&emails)
-        .bind(s.now)
-        .bind(s.tenant.as_str())
-        .bind(s.batch_id.0)
-        .fetch_all(&mut **tx)
+        .bind(&items)
+        .bind(&positions)
+        .bind(s.sweep_at)
+        .bind(s.reprocess_unchanged)
+        .fetch_all(exec)
         .await
         .db()?;
-    let mut found = HashMap::with_capacity(chunk.len());
-    for row in written {
-        let domain: String = row.try_get("domain").db()?;
-        let created: bool = row.try_get("created").db()?;
-        found.insert(
-            domain,
-            Upserted {
-                id: row.try_get("id").db()?,
-                change: if created {
-                    Change::Created
-                } else {
-                    Change::Updated
-                },
-                status: ItemStatus::Pending,
-            },
-        );
-    }
-    if found.len() < chunk.len() {
-        let missing: Vec<&str> = domains
-            .iter()
-            .copied()
-            .filter(|d| !found.contains_key(*d))
-            .collect();
-        let existing = sqlx::query(
-            "SELECT id, domain, status FROM organizations WHERE tenant = $2 AND domain = ANY($1)",
-        )
-        .bind(&missing)
-        .bind(s.tenant.as_str())
-        .fetch_all(&mut **tx)
-        .await
-        .db()?;
-        let kept = match s.policy {
-            ConflictPolicy::Skip => Change::Skipped,
-            ConflictPolicy::Update => Change::Unchanged,
+    // Rows come back in any order; `n` is the item's place in the chunk.
+    let mut stored: Vec<Option<StoredItem>> = Vec::new();
+    stored.resize_with(chunk.len(), || None);
+    for row in rows {
+        let n: i64 = row.try_get("n").db()?;
+        let change: String = row.try_get("change").db()?;
+        let status: String = row.try_get("status").db()?;
+        let i = usize::try_from(n - 1).unwrap_or(usize::MAX);
+        let (Some(slot), Some((position, org)), Some(item)) =
+            (stored.get_mut(i), chunk.get(i), items.get(i))
+        else {
+            return Err(Error::internal(format!(
+                "the store returned item {n} of {}",
+                chunk.len()
+            )));
         };
-        for row in existing {
-            let domain: String = row.try_get("domain").db()?;
-            let status: String = row.try_get("status").db()?;
-            found.insert(
-                domain,
-                Upserted {
-                    id: row.try_get("id").db()?,
-                    change: kept,
-                    status: rows::status(&status)?,
-                },
-            );
-        }
+        *slot = Some(StoredItem {
+            item_id: ItemId(*item),
+            position: *position,
+            organization_id: OrganizationId(row.try_get("org").db()?),
+            domain: org.domain.clone(),
+            change: rows::change(&change)?,
+            status: rows::status(&status)?,
+        });
     }
-    Ok(found)
+    stored
+        .into_iter()
+        .map(|i| i.ok_or_else(|| Error::internal("the store lost an item of the chunk")))
+        .collect()
 }
 
 /// Upserts one chunk of a submission's organizations and inserts their
-/// items (shared by `store_submission` and the import's `finish_import`).
+/// items, in the caller's transaction (a submission of several chunks; the
+/// import's `finish_import`).
 pub(super) async fn store_chunk(
     tx: &mut Tx,
     s: &Submission,
     chunk: &[(u32, onboarding_core::model::NewOrganization)],
 ) -> Result<Vec<StoredItem>> {
-    let mut items = Vec::with_capacity(chunk.len());
-    let found = upsert_chunk(tx, s, chunk).await?;
-    let mut to_pending = Vec::new();
-    for (position, org) in chunk {
-        let up = found
-            .get(org.domain.as_str())
-            .ok_or_else(|| Error::internal(format!("upsert lost domain {}", org.domain)))?;
-        let done = up.change == Change::Skipped
-            || (up.change == Change::Unchanged
-                && up.status == ItemStatus::Completed
-                && !s.reprocess_unchanged);
-        if up.change == Change::Unchanged && !done {
-            to_pending.push(up.id);
-        }
-        items.push(StoredItem {
-            item_id: ItemId::new(),
-            position: *position,
-            organization_id: OrganizationId(up.id),
-            domain: org.domain.clone(),
-            change: up.change,
-            status: if done {
-                ItemStatus::Completed
-            } else {
-                ItemStatus::Pending
-            },
-        });
-    }
-    if !to_pending.is_empty() {
-        sqlx::query("UPDATE organizations SET status = 'pending' WHERE id = ANY($1)")
-            .bind(&to_pending)
-            .execute(&mut **tx)
-            .await
-            .db()?;
-    }
-    {
-        let chunk = &items;
-        let ids: Vec<Uuid> = chunk.iter().map(|i| i.item_id.0).collect();
-        let positions: Vec<i64> = chunk.iter().map(|i| i64::from(i.position)).collect();
-        let orgs: Vec<Uuid> = chunk.iter().map(|i| i.organization_id.0).collect();
-        let domains: Vec<&str> = chunk.iter().map(|i| i.domain.as_str()).collect();
-        let statuses: Vec<&str> = chunk.iter().map(|i| i.status.as_str()).collect();
-        let changes: Vec<&str> = chunk.iter().map(|i| i.change.as_str()).collect();
-        sqlx::query(
-                "INSERT INTO batch_items (id, batch_id, tenant, position, organization_id, domain, status,
-                    change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at, finished_at)
-                 SELECT u.id, $7, $8, u.position, u.org, u.domain, u.status, u.change, 0, $9, $10, '[]', $9, $9,
-                    CASE WHEN u.status = 'completed' THEN $9 END
-                 FROM UNNEST($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[])
-                    AS u(id, position, org, domain, status, change)",
-            )
-            .bind(ids)
-            .bind(positions)
-            .bind(orgs)
-            .bind(domains)
-            .bind(statuses)
-            .bind(changes)
-            .bind(s.batch_id.0)
-            .bind(s.tenant.as_str())
-            .bind(s.now)
-            .bind(s.sweep_at)
-            .execute(&mut **tx)
-            .await
-            .db()?;
-    }
-    Ok(items)
+    run_chunk(&mut **tx, s, chunk, false).await
 }
 
 /// Inserts a submission's batch row (`total` items); `false` when its
@@ -376,16 +403,14 @@ pub(super) async fn insert_batch(tx: &mut Tx, s: &Submission, total: i64) -> Res
 #[async_trait]
 impl OrgRepository for PgRepository {
     async fn store_submission(&self, s: &Submission) -> Result<StoreResult> {
+        if s.organizations.len() <= s.chunk_size.max(1) {
+            return self.store_in_one_statement(s).await;
+        }
         let mut tx = self.begin().await?;
         let total = i64::try_from(s.organizations.len()).unwrap_or(i64::MAX);
         if !insert_batch(&mut tx, s, total).await? {
             tx.rollback().await.db()?;
-            let key = s.idempotency_key.as_deref().unwrap_or_default();
-            let batch = batch_by_key(&self.pool, &s.tenant, key)
-                .await?
-                .ok_or_else(|| Error::internal("idempotency key conflict without a batch"))?
-                .into_model()?;
-            return Ok(StoreResult::for_earlier(batch, &s.request_hash));
+            return self.earlier(s).await;
         }
 
         let mut items = Vec::with_capacity(s.organizations.len());
@@ -435,10 +460,10 @@ impl OrgRepository for PgRepository {
                     WHEN 'pending' THEN b.available_at <= $3
                     WHEN 'processing' THEN b.lease_until <= $3
                     ELSE false END
-                RETURNING b.id, b.batch_id, b.tenant, b.attempts, b.change_kind, b.organization_id
+                RETURNING b.id, b.batch_id, b.tenant, b.attempts, b.change_kind, b.domain
             )
             SELECT c.id AS item_id, c.batch_id, c.tenant, c.attempts, c.change_kind, t.trace_parent, {org_cols}
-            FROM c JOIN organizations o ON o.id = c.organization_id
+            FROM c JOIN organizations o ON o.tenant = c.tenant AND o.domain = c.domain
             LEFT JOIN batches t ON t.id = c.batch_id"
         );
         let found = sqlx::query(&sql)
@@ -548,10 +573,10 @@ impl OrgRepository for PgRepository {
                         WHERE h.n > jsonb_array_length(b.errors::jsonb) + 1 - $10) END
                 FROM f
                 WHERE b.id = f.id AND b.lease_token = f.token AND b.status = 'processing'
-                RETURNING b.id, b.organization_id, b.status
+                RETURNING b.id, b.tenant, b.domain, b.status
             ), o AS (
                 UPDATE organizations o SET status = u.status
-                FROM u WHERE o.id = u.organization_id
+                FROM u WHERE o.tenant = u.tenant AND o.domain = u.domain
             )
             SELECT id FROM u",
         )
@@ -584,10 +609,10 @@ impl OrgRepository for PgRepository {
                     available_at = $3, attempts = GREATEST(b.attempts - 1, 0), updated_at = $3
                 FROM UNNEST($1::uuid[], $2::uuid[]) AS l(id, token)
                 WHERE b.id = l.id AND b.lease_token = l.token AND b.status = 'processing'
-                RETURNING b.id, b.tenant, b.organization_id
+                RETURNING b.id, b.tenant, b.domain
             ), o AS (
                 UPDATE organizations o SET status = 'pending'
-                FROM u WHERE o.id = u.organization_id
+                FROM u WHERE o.tenant = u.tenant AND o.domain = u.domain
             )
             SELECT id, tenant FROM u",
         )
@@ -782,10 +807,10 @@ impl OrgRepository for PgRepository {
             "WITH u AS (
                 UPDATE batch_items SET status = 'cancelled', finished_at = $2, updated_at = $2
                 WHERE batch_id = $1 AND status = 'pending'
-                RETURNING organization_id
+                RETURNING tenant, domain
             ), o AS (
                 UPDATE organizations o SET status = 'cancelled'
-                FROM u WHERE o.id = u.organization_id
+                FROM u WHERE o.tenant = u.tenant AND o.domain = u.domain
             )
             UPDATE batches SET cancelled_at = COALESCE(cancelled_at, $2) WHERE id = $1
             RETURNING {BATCH_COLUMNS}"
