@@ -166,6 +166,30 @@ struct Upserted {
     status: ItemStatus,
 }
 
+/// The `ON CONFLICT` clause of an upsert into `organizations AS o` (shared
+/// by `store_chunk` and the import's set-based finish, so both decide alike):
+/// a soft-deleted row is restored under either policy (reported `Created`,
+/// its version continuing); a live one changes only under `Update` with
+/// different data.
+pub(super) fn on_conflict(policy: ConflictPolicy) -> String {
+    let changed = match policy {
+        ConflictPolicy::Skip => "",
+        ConflictPolicy::Update => {
+            " OR (o.name, o.contact_email) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.contact_email)"
+        }
+    };
+    format!(
+        "ON CONFLICT (tenant, domain) DO UPDATE SET
+                name = EXCLUDED.name,
+                contact_email = EXCLUDED.contact_email,
+                version = o.version + 1,
+                status = 'pending',
+                updated_at = EXCLUDED.updated_at,
+                deleted_at = NULL
+             WHERE o.deleted_at IS NOT NULL{changed}"
+    )
+}
+
 async fn upsert_chunk(
     tx: &mut Tx,
     s: &Submission,
@@ -178,23 +202,7 @@ async fn upsert_chunk(
         .iter()
         .map(|(_, o)| o.contact_email.as_str())
         .collect();
-    // A soft-deleted row is restored under either policy (reported
-    // `Created`, its version continuing); a live one changes only under
-    // `Update` with different data.
-    let restore = "ON CONFLICT (tenant, domain) DO UPDATE SET
-                name = EXCLUDED.name,
-                contact_email = EXCLUDED.contact_email,
-                version = o.version + 1,
-                status = 'pending',
-                updated_at = EXCLUDED.updated_at,
-                deleted_at = NULL
-             WHERE o.deleted_at IS NOT NULL";
-    let changed = match s.policy {
-        ConflictPolicy::Skip => "",
-        ConflictPolicy::Update => {
-            " OR (o.name, o.contact_email) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.contact_email)"
-        }
-    };
+    let on_conflict = on_conflict(s.policy);
     // Every row the upsert wrote (created, updated, restored) gets its
     // version in the same statement: one set-based insert, of changed rows
     // only. The lateral read of `organizations` sees the snapshot from
@@ -205,7 +213,7 @@ async fn upsert_chunk(
             INSERT INTO organizations AS o (id, tenant, name, domain, contact_email, status, version, created_at, updated_at)
             SELECT u.id, $6, u.name, u.domain, u.email, 'pending', 1, $5, $5
             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS u(id, name, domain, email)
-            {restore}{changed}
+            {on_conflict}
             RETURNING o.id, o.domain, o.version, o.name, o.contact_email, (o.xmax = 0) AS inserted
          ), versions AS (
             INSERT INTO organization_versions (organization_id, version, name, contact_email, batch_id, created_at)
