@@ -224,7 +224,10 @@ async fn store_staged(tx: &mut Tx, s: &Submission) -> Result<bool> {
                 change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at, finished_at)
             SELECT COALESCE(x.item_id, gen_random_uuid()), $1, $2, x.line_no, x.org, x.domain, x.status, x.change, 0, $3, $4, '[]', $3, $3,
                 CASE WHEN x.status = '{completed}' THEN $3 END
-            FROM outcome x
+            -- In position order, as store_chunk writes them: the pending
+            -- items are then paged (enqueue, listings) along the heap,
+            -- not all over it (the join's order is the hash batches').
+            FROM outcome x ORDER BY x.line_no
          ), again AS (
             UPDATE organizations o SET status = 'pending' FROM outcome x
             WHERE x.change = '{unchanged}' AND x.status = '{pending}' AND o.id = x.org
