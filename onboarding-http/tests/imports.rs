@@ -539,14 +539,7 @@ async fn import_idempotency_follows_the_draft_on_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_idempotency_follows_the_draft_on_sqlite() {
-    let db = TestDatabase::create(Engine::Sqlite).await;
-    let sql = db.connect(SqlOptions::default()).await;
-    import_idempotency_follows_the_draft(OnboardingService::new(
-        sql_backends(&sql),
-        IngestConfig::default(),
-    ))
-    .await;
-    sql.close().await;
+    on_engine(Engine::Sqlite, import_idempotency_follows_the_draft).await;
 }
 
 /// While the body arrives, the upload is listed first by `GET
@@ -646,26 +639,12 @@ async fn progress_is_visible_while_uploading_on_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_is_visible_while_uploading_on_sqlite() {
-    let db = TestDatabase::create(Engine::Sqlite).await;
-    let sql = db.connect(SqlOptions::default()).await;
-    progress_is_visible_while_uploading(OnboardingService::new(
-        sql_backends(&sql),
-        IngestConfig::default(),
-    ))
-    .await;
-    sql.close().await;
+    on_engine(Engine::Sqlite, progress_is_visible_while_uploading).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_is_visible_while_uploading_on_postgres() {
-    let db = TestDatabase::create(Engine::Postgres).await;
-    let sql = db.connect(SqlOptions::default()).await;
-    progress_is_visible_while_uploading(OnboardingService::new(
-        sql_backends(&sql),
-        IngestConfig::default(),
-    ))
-    .await;
-    sql.close().await;
+    on_engine(Engine::Postgres, progress_is_visible_while_uploading).await;
 }
 
 /// A client that goes away mid-upload leaves nothing: the upload is
@@ -766,6 +745,22 @@ async fn disconnect_mid_upload_keeps_nothing_on_postgres() {
     let db = TestDatabase::create(Engine::Postgres).await;
     let sql = db.connect(SqlOptions::default()).await;
     disconnect_mid_upload_keeps_nothing(sql_backends(&sql)).await;
+    sql.close().await;
+}
+
+/// Runs `case` with a service over a new database of `engine`.
+async fn on_engine<F, Fut>(engine: Engine, case: F)
+where
+    F: FnOnce(OnboardingService) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let db = TestDatabase::create(engine).await;
+    let sql = db.connect(SqlOptions::default()).await;
+    case(OnboardingService::new(
+        sql_backends(&sql),
+        IngestConfig::default(),
+    ))
+    .await;
     sql.close().await;
 }
 
