@@ -191,7 +191,7 @@ impl ImportStore for MemoryRepository {
             })
             .map(|u| u.progress.clone())
             .collect();
-        found.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        found.sort_by_key(|p| std::cmp::Reverse(p.started_at));
         found.truncate(usize::try_from(crate::import::RECEIVING_LISTED).unwrap_or(usize::MAX));
         Ok(found)
     }

@@ -109,7 +109,7 @@ async fn copy_rows(tx: &mut Tx, batch: BatchId, rows: &[&ImportRow]) -> sqlx::Re
         return Ok(());
     }
     let text = copy_text(batch, rows);
-    let mut copy = (&mut **tx)
+    let mut copy = tx
         .copy_in_raw(
             "COPY import_rows (batch_id, line_no, organization_id, item_id, name, domain, contact_email, external_id) FROM STDIN",
         )
