@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench --bench import                          # 1,000,000 rows, PostgreSQL + Redis, then SQLite
 //! IMPORT_ROWS=100000 IMPORT_ENGINES=sqlite cargo bench --bench import
+//! IMPORT_LOG=info IMPORT_ROWS=100000 cargo bench --bench import  # and the time per stage
 //! ```
 //!
 //! Reports, per engine: the upload (from the first byte sent to the 202,
@@ -222,7 +223,13 @@ async fn run(engine: Engine, rows: usize) {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
+        // IMPORT_LOG=info shows the import's own line, with the time spent per
+        // stage (body, parse, stage, finish, enqueue).
+        .with_max_level(if std::env::var("IMPORT_LOG").is_ok_and(|l| l == "info") {
+            tracing::Level::INFO
+        } else {
+            tracing::Level::WARN
+        })
         .with_writer(std::io::stderr)
         .init();
     let rows = env_usize("IMPORT_ROWS", 1_000_000).max(1);

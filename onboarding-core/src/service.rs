@@ -312,6 +312,7 @@ impl OnboardingService {
     ///   key lives as long as its batch (pruned after the worker's
     ///   `retention` once finished). Concurrent requests under one key are
     ///   decided by the store: one is stored, the others replay or are refused.
+    ///   A key in use by a file import still being uploaded is a `Conflict`.
     pub async fn submit_valid(
         &self,
         tenant: &TenantId,
@@ -325,6 +326,23 @@ impl OnboardingService {
         let backends = &self.inner.backends;
         if let Some(max) = config.max_backlog {
             self.check_backlog(max, valid.organizations.len()).await?;
+        }
+        // A file upload under the same key still arriving is the same
+        // request in progress (IETF idempotency draft: 409), as a second
+        // upload under it would be.
+        if let (Some(key), Some(imports)) =
+            (&options.idempotency_key, backends.repository.imports())
+        {
+            if !imports
+                .receiving_imports(tenant, Some(key))
+                .await?
+                .is_empty()
+            {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    "a request with this idempotency key is still in progress",
+                ));
+            }
         }
         let at = now();
         let submission = Submission {

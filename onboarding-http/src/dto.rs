@@ -2,7 +2,7 @@
 //! their OpenAPI schemas. Field names are part of the contract.
 
 use chrono::{DateTime, Utc};
-use onboarding_core::import::ImportRow;
+use onboarding_core::import::{ImportProgress, ImportRow, ImportState};
 use onboarding_core::model::{
     AttemptError, BatchItem, BatchStatus, Change, ConflictPolicy, ItemOutcome, ItemStatus,
     SubmitMode,
@@ -181,6 +181,9 @@ impl From<&ValidRequest> for ValidationSummary {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchState {
+    /// A file import whose body is still arriving: no items yet; `upload`
+    /// counts the rows received, stored (staged) and refused so far.
+    Receiving,
     /// Items are pending or processing (or the last ones just finished and
     /// the completion is being recorded).
     Running,
@@ -248,9 +251,72 @@ pub struct BatchStatusResponse {
     pub completed_at: Option<DateTime<Utc>>,
     /// When it was cancelled.
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// File imports: the upload's row counters (while it arrives and
+    /// after, on `GET /api/v1/batches/{id}`); null for a JSON submission
+    /// and in the listing once the batch is stored.
+    pub upload: Option<UploadProgress>,
+}
+
+/// The rows of a file import's upload.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UploadProgress {
+    /// Rows parsed so far, valid or not.
+    pub rows_received: u64,
+    /// Valid rows stored (staged) so far: the batch's organizations once it is stored.
+    pub rows_stored: u64,
+    /// Rows refused so far (listed by the results route with `status=rejected`).
+    pub rows_rejected: u64,
+    /// Whether the whole body arrived and the batch was stored.
+    pub stored: bool,
+    /// When the upload began.
+    pub started_at: DateTime<Utc>,
+}
+
+impl From<&ImportProgress> for UploadProgress {
+    fn from(p: &ImportProgress) -> Self {
+        Self {
+            rows_received: p.rows_received,
+            rows_stored: p.rows_stored,
+            rows_rejected: p.rows_rejected,
+            stored: p.state == ImportState::Stored,
+            started_at: p.started_at,
+        }
+    }
 }
 
 impl BatchStatusResponse {
+    /// The answer for a file import whose body is still arriving: no items
+    /// yet (`total` counts the rows stored so far), no percent or ETA.
+    pub fn receiving(p: &ImportProgress) -> Self {
+        Self {
+            batch_id: p.batch_id.0,
+            state: BatchState::Receiving,
+            total: u32::try_from(p.rows_stored).unwrap_or(u32::MAX),
+            counts: StatusCounts {
+                pending: 0,
+                processing: 0,
+                completed: 0,
+                failed: 0,
+                cancelled: 0,
+            },
+            changes: ChangeCounts {
+                created: 0,
+                updated: 0,
+                unchanged: 0,
+                skipped: 0,
+            },
+            percent: 0.0,
+            eta_seconds: None,
+            estimated_completion_at: None,
+            on_conflict: p.policy.into(),
+            mode: p.mode.into(),
+            created_at: p.started_at,
+            completed_at: None,
+            cancelled_at: None,
+            upload: Some(p.into()),
+        }
+    }
+
     /// Builds the answer at `now`.
     pub fn new(status: &BatchStatus, now: DateTime<Utc>) -> Self {
         let c = &status.counts;
@@ -297,6 +363,7 @@ impl BatchStatusResponse {
             created_at: b.created_at,
             completed_at: b.completed_at,
             cancelled_at: b.cancelled_at,
+            upload: None,
         }
     }
 }

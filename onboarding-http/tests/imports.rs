@@ -492,6 +492,22 @@ async fn import_idempotency_follows_the_draft(service: OnboardingService) {
     let busy = send(&app, keyed(whole.clone())).await;
     busy.assert_problem(409);
     assert_eq!(busy.header("idempotent-replayed"), None);
+    // A JSON submission under the key of the upload in progress is the
+    // same request in progress too: 409, nothing stored.
+    let mut json = request(
+        Method::POST,
+        "/api/v1/bulk-onboard",
+        Some(ACME_KEY),
+        Some(serde_json::to_vec(&orgs(1)).unwrap()),
+    );
+    json.headers_mut()
+        .insert("idempotency-key", "draft-1".parse().unwrap());
+    let busy_json = send(&app, json).await;
+    busy_json.assert_problem(409);
+    assert!(service
+        .organization(&tenant("acme"), "org0.com")
+        .await
+        .is_err());
     gate_tx.send(()).unwrap();
     let first = first.await.unwrap();
     assert_eq!(first.status, 202, "{}", first.body);
@@ -523,14 +539,112 @@ async fn import_idempotency_follows_the_draft_on_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_idempotency_follows_the_draft_on_sqlite() {
-    let db = TestDatabase::create(Engine::Sqlite).await;
-    let sql = db.connect(SqlOptions::default()).await;
-    import_idempotency_follows_the_draft(OnboardingService::new(
-        sql_backends(&sql),
-        IngestConfig::default(),
-    ))
+    on_engine(Engine::Sqlite, import_idempotency_follows_the_draft).await;
+}
+
+/// While the body arrives, the upload is listed first by `GET
+/// /api/v1/batches` (state `receiving`) and `GET /api/v1/batches/{id}`
+/// shows its rows received and stored so far; once stored, the status
+/// is the batch's (percent, ETA) with the upload's final counters.
+async fn progress_is_visible_while_uploading(service: OnboardingService) {
+    let app = router(service.clone(), config().build());
+    let (chunks, body) = futures::channel::mpsc::unbounded::<Result<String, std::io::Error>>();
+    let head = "name,domain,contact_email,external_id\n";
+    // More than one staging chunk (2,000 rows), and a bad row.
+    chunks
+        .unbounded_send(Ok(format!("{head}{}", csv_rows("slow", 0..2_500))))
+        .unwrap();
+    chunks
+        .unbounded_send(Ok("Bad,not a domain,x,\n".to_owned()))
+        .unwrap();
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move {
+            send(
+                &app,
+                upload(
+                    "/api/v1/imports",
+                    ACME_KEY,
+                    "text/csv",
+                    Body::from_stream(body),
+                ),
+            )
+            .await
+        }
+    });
+    // The client finds the upload in the listing, then follows its status.
+    let id = eventually(
+        "the upload listed as receiving",
+        Duration::from_secs(30),
+        || {
+            let app = app.clone();
+            async move {
+                let page = get(&app, "/api/v1/batches", Some(ACME_KEY)).await;
+                let first = page.body["data"][0].clone();
+                (first["state"] == "receiving")
+                    .then(|| first["batch_id"].as_str().map(str::to_owned))
+                    .flatten()
+            }
+        },
+    )
     .await;
-    sql.close().await;
+    let uri = format!("/api/v1/batches/{id}");
+    let seen = eventually(
+        "2,000 rows stored while uploading",
+        Duration::from_secs(30),
+        || {
+            let (app, uri) = (app.clone(), uri.clone());
+            async move {
+                let status = get(&app, &uri, Some(ACME_KEY)).await;
+                let stored = status.body["upload"]["rows_stored"].as_u64().unwrap_or(0);
+                if stored >= 2_000 {
+                    Ok(status)
+                } else {
+                    Err(status.body)
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(seen.status, 200, "{}", seen.body);
+    assert_eq!(seen.body["state"], "receiving");
+    assert_eq!(seen.body["upload"]["stored"], false);
+    assert_eq!(seen.body["percent"], 0.0);
+    assert!(seen.body["eta_seconds"].is_null());
+    assert_eq!(seen.body["mode"], "partial");
+    let received = seen.body["upload"]["rows_received"].as_u64().unwrap();
+    assert!((2_000..2_502).contains(&received), "{}", seen.body);
+    // The rest arrives: the answer, then the batch's own status.
+    chunks
+        .unbounded_send(Ok(csv_rows("slow", 2_500..3_000)))
+        .unwrap();
+    drop(chunks);
+    let answer = first.await.unwrap();
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    assert_eq!(answer.body["batch_id"], id.as_str());
+    let done = get(&app, &uri, Some(ACME_KEY)).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_ne!(done.body["state"], "receiving");
+    assert_eq!(done.body["total"], 3_000);
+    assert_eq!(done.body["upload"]["stored"], true);
+    assert_eq!(done.body["upload"]["rows_received"], 3_001);
+    assert_eq!(done.body["upload"]["rows_rejected"], 1);
+    assert!(done.body["percent"].is_number());
+}
+
+#[tokio::test]
+async fn progress_is_visible_while_uploading_on_memory() {
+    progress_is_visible_while_uploading(memory_service()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_visible_while_uploading_on_sqlite() {
+    on_engine(Engine::Sqlite, progress_is_visible_while_uploading).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_visible_while_uploading_on_postgres() {
+    on_engine(Engine::Postgres, progress_is_visible_while_uploading).await;
 }
 
 /// A client that goes away mid-upload leaves nothing: the upload is
@@ -631,6 +745,22 @@ async fn disconnect_mid_upload_keeps_nothing_on_postgres() {
     let db = TestDatabase::create(Engine::Postgres).await;
     let sql = db.connect(SqlOptions::default()).await;
     disconnect_mid_upload_keeps_nothing(sql_backends(&sql)).await;
+    sql.close().await;
+}
+
+/// Runs `case` with a service over a new database of `engine`.
+async fn on_engine<F, Fut>(engine: Engine, case: F)
+where
+    F: FnOnce(OnboardingService) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let db = TestDatabase::create(engine).await;
+    let sql = db.connect(SqlOptions::default()).await;
+    case(OnboardingService::new(
+        sql_backends(&sql),
+        IngestConfig::default(),
+    ))
+    .await;
     sql.close().await;
 }
 

@@ -336,6 +336,16 @@ impl ImportStore for DetachedRepository {
             .await
     }
 
+    async fn receiving_imports(
+        &self,
+        tenant: &TenantId,
+        key: Option<&str>,
+    ) -> Result<Vec<ImportProgress>> {
+        staging(self.inner.as_ref())?
+            .receiving_imports(tenant, key)
+            .await
+    }
+
     async fn staged_rows(
         &self,
         tenant: &TenantId,

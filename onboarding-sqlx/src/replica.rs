@@ -604,6 +604,14 @@ impl ImportStore for ReplicaRouted {
             .await
     }
 
+    async fn receiving_imports(
+        &self,
+        tenant: &TenantId,
+        key: Option<&str>,
+    ) -> Result<Vec<ImportProgress>> {
+        self.primary_imports()?.receiving_imports(tenant, key).await
+    }
+
     async fn staged_rows(
         &self,
         tenant: &TenantId,
@@ -649,6 +657,8 @@ mod tests {
                 tenant: acme.clone(),
                 idempotency_key: None,
                 now: onboarding_core::model::now(),
+                policy: onboarding_core::model::ConflictPolicy::Update,
+                mode: onboarding_core::model::SubmitMode::Partial,
             })
             .await
             .expect("begin");

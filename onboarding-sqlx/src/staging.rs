@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use onboarding_core::import::{ImportProgress, ImportRow, ImportState, RowError};
-use onboarding_core::model::{BatchId, Domain, NewOrganization, TenantId, Timestamp};
+use onboarding_core::model::{
+    BatchId, ConflictPolicy, Domain, NewOrganization, SubmitMode, TenantId, Timestamp,
+};
 use sqlx::Row;
 
 use crate::error::DbResultExt;
@@ -51,7 +53,7 @@ pub(crate) fn numbered<'a>(
 
 /// The columns [`ProgressRow`] reads.
 pub(crate) const PROGRESS_COLUMNS: &str =
-    "batch_id, state, rows_received, rows_stored, rows_rejected, started_at";
+    "batch_id, state, rows_received, rows_stored, rows_rejected, started_at, policy, mode";
 
 /// One row of `imports`.
 #[derive(sqlx::FromRow)]
@@ -62,6 +64,9 @@ pub(crate) struct ProgressRow {
     rows_stored: i64,
     rows_rejected: i64,
     started_at: Timestamp,
+    /// Null for uploads begun before the column existed.
+    policy: Option<String>,
+    mode: Option<String>,
 }
 
 impl ProgressRow {
@@ -78,6 +83,15 @@ impl ProgressRow {
             rows_stored: count(self.rows_stored),
             rows_rejected: count(self.rows_rejected),
             started_at: self.started_at,
+            policy: match self.policy.as_deref() {
+                Some("skip") => ConflictPolicy::Skip,
+                _ => ConflictPolicy::Update,
+            },
+            // Files default to partial mode.
+            mode: match self.mode.as_deref() {
+                Some("atomic") => SubmitMode::Atomic,
+                _ => SubmitMode::Partial,
+            },
         })
     }
 }
@@ -197,4 +211,50 @@ where
         .await
         .db()?;
     row.map(ProgressRow::into_model).transpose()
+}
+
+/// A tenant's uploads still receiving, newest first (those under `key`
+/// when given); `numbered`: the engine's placeholders are `$1, $2, …`
+/// (PostgreSQL), else `?`.
+pub(crate) async fn receiving<DB>(
+    pool: &sqlx::Pool<DB>,
+    numbered: bool,
+    tenant: &TenantId,
+    key: Option<&str>,
+) -> Result<Vec<ImportProgress>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'r> ProgressRow: sqlx::FromRow<'r, DB::Row>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let mut places = (1..).map(|n| {
+        if numbered {
+            format!("${n}")
+        } else {
+            "?".to_owned()
+        }
+    });
+    let mut place = || places.next().unwrap_or_default();
+    let mut sql = format!(
+        "SELECT {PROGRESS_COLUMNS} FROM imports WHERE tenant = {} AND state = {}",
+        place(),
+        place()
+    );
+    if key.is_some() {
+        sql.push_str(&format!(" AND idempotency_key = {}", place()));
+    }
+    sql.push_str(&format!(" ORDER BY started_at DESC LIMIT {}", place()));
+    let mut query = sqlx::query_as(&sql).bind(tenant.as_str()).bind(RECEIVING);
+    if let Some(key) = key {
+        query = query.bind(key);
+    }
+    let rows: Vec<ProgressRow> = query
+        .bind(i64::from(onboarding_core::import::RECEIVING_LISTED))
+        .fetch_all(pool)
+        .await
+        .db()?;
+    rows.into_iter().map(ProgressRow::into_model).collect()
 }

@@ -1,6 +1,7 @@
 //! [`OnboardingService::import`]: a body of any size → one batch, in chunks.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
@@ -121,6 +122,21 @@ impl Drop for AbortOnDrop {
             });
         }
     }
+}
+
+/// Time spent per stage of one import.
+#[derive(Default)]
+struct StageTimes {
+    /// Waiting for the body's chunks.
+    body: Duration,
+    /// Hashing, parsing and validating them.
+    parse: Duration,
+    /// Staging the rows (`append_import`).
+    stage: Duration,
+    /// `finish_import`.
+    finish: Duration,
+    /// Enqueueing the pending items.
+    enqueue: Duration,
 }
 
 struct Upload<'a> {
@@ -254,6 +270,8 @@ impl OnboardingService {
                 tenant: tenant.clone(),
                 idempotency_key: options.idempotency_key.clone(),
                 now: started,
+                policy: options.policy,
+                mode: options.mode,
             })
             .await?;
         let mut guard = AbortOnDrop {
@@ -285,16 +303,30 @@ impl OnboardingService {
         let mut parser = ImportParser::new(options.format);
         let mut parsed = Vec::with_capacity(STAGE_ROWS);
         let mut body = std::pin::pin!(body);
-        while let Some(chunk) = body.next().await {
+        // Where the time goes (logged with the answer): waiting for the
+        // body, parsing and validating, staging, the finish, the enqueue.
+        let mut stages = StageTimes::default();
+        loop {
+            let waited = Instant::now();
+            let Some(chunk) = body.next().await else {
+                break;
+            };
+            stages.body += waited.elapsed();
             let chunk = chunk.map_err(Into::into)?;
+            let parsing = Instant::now();
             hasher.update(chunk.as_ref());
             parser.feed(chunk.as_ref(), &mut parsed)?;
+            stages.parse += parsing.elapsed();
             if parsed.len() >= STAGE_ROWS {
+                let staging = Instant::now();
                 upload.stage(&mut parsed).await?;
+                stages.stage += staging.elapsed();
             }
         }
         parser.finish(&mut parsed)?;
+        let staging = Instant::now();
         upload.stage(&mut parsed).await?;
+        stages.stage += staging.elapsed();
         if upload.stored == 0 {
             return Err(refusal(
                 "the file has no valid row; nothing was stored".to_owned(),
@@ -318,7 +350,9 @@ impl OnboardingService {
             sweep_at: after(at, config.stale_after),
             trace_parent: crate::trace::current_traceparent(),
         };
+        let finishing = Instant::now();
         let stored = store.finish_import(&submission).await?;
+        stages.finish = finishing.elapsed();
         guard.armed = false;
         let batch = match stored {
             StoreResult::Stored { batch, .. } => batch,
@@ -339,14 +373,19 @@ impl OnboardingService {
                 ))
             }
         };
+        let enqueueing = Instant::now();
         let queued = self.enqueue_pending(tenant, batch.id).await;
+        stages.enqueue = enqueueing.elapsed();
         if batch.completed_at.is_some() {
             if let Ok(Some(status)) = backends.repository.batch_status(tenant, batch.id).await {
                 announce(backends, &[status]).await;
             }
         }
         tracing::info!(batch_id = %batch.id, %tenant, organizations = batch.total,
-            rejected = upload.rejected, queued, "import accepted");
+            rejected = upload.rejected, queued,
+            body_ms = stages.body.as_millis(), parse_ms = stages.parse.as_millis(),
+            stage_ms = stages.stage.as_millis(), finish_ms = stages.finish.as_millis(),
+            enqueue_ms = stages.enqueue.as_millis(), "import accepted");
         Ok(ImportReceipt {
             batch_id: batch.id,
             organizations_count: batch.total,
@@ -415,6 +454,18 @@ impl OnboardingService {
             .import_progress(tenant, batch)
             .await?
             .ok_or_else(missing)
+    }
+
+    /// The tenant's imports still being uploaded, newest first (at most
+    /// [`super::RECEIVING_LISTED`]; none when the repository has no imports).
+    ///
+    /// # Errors
+    /// Only a backend's.
+    pub async fn receiving_imports(&self, tenant: &TenantId) -> Result<Vec<ImportProgress>> {
+        match self.backends().repository.imports() {
+            Some(store) => store.receiving_imports(tenant, None).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The staged rows of an import at these lines (none for a JSON batch).

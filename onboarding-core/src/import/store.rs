@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::rows::{ImportRow, RowError};
 use crate::error::Result;
-use crate::model::{BatchId, TenantId, Timestamp};
+use crate::model::{BatchId, ConflictPolicy, SubmitMode, TenantId, Timestamp};
 use crate::repository::{StoreResult, Submission};
 
 /// An upload to open.
@@ -20,6 +20,10 @@ pub struct NewImport {
     pub idempotency_key: Option<String>,
     /// When the upload began.
     pub now: Timestamp,
+    /// The import's conflict policy (shown while it arrives).
+    pub policy: ConflictPolicy,
+    /// The import's mode (shown while it arrives).
+    pub mode: SubmitMode,
 }
 
 /// Where an upload is.
@@ -47,7 +51,14 @@ pub struct ImportProgress {
     pub rows_rejected: u64,
     /// When the upload began.
     pub started_at: Timestamp,
+    /// The import's conflict policy.
+    pub policy: ConflictPolicy,
+    /// The import's mode.
+    pub mode: SubmitMode,
 }
+
+/// Uploads still receiving that [`ImportStore::receiving_imports`] lists at most.
+pub const RECEIVING_LISTED: u32 = 100;
 
 /// Staged uploads. Every method of one upload is called by one caller at a
 /// time (the request that owns it); uploads of different requests run in parallel.
@@ -112,6 +123,17 @@ pub trait ImportStore: Send + Sync + 'static {
         tenant: &TenantId,
         batch: BatchId,
     ) -> Result<Option<ImportProgress>>;
+
+    /// The tenant's uploads still receiving, newest first (at most
+    /// [`RECEIVING_LISTED`]); only the one under `key` when a key is given.
+    ///
+    /// # Behavior
+    /// - Stored or discarded uploads and other tenants' are left out.
+    async fn receiving_imports(
+        &self,
+        tenant: &TenantId,
+        key: Option<&str>,
+    ) -> Result<Vec<ImportProgress>>;
 
     /// The refused rows of an upload, ordered by line (a line's problems in the order they were appended).
     ///

@@ -81,6 +81,8 @@ impl ImportStore for MemoryRepository {
                     rows_stored: 0,
                     rows_rejected: 0,
                     started_at: import.now,
+                    policy: import.policy,
+                    mode: import.mode,
                 },
                 rows: Vec::new(),
                 lines_by_domain: HashMap::new(),
@@ -172,6 +174,26 @@ impl ImportStore for MemoryRepository {
             .get(&batch)
             .filter(|u| &u.tenant == tenant)
             .map(|u| u.progress.clone()))
+    }
+
+    async fn receiving_imports(
+        &self,
+        tenant: &TenantId,
+        key: Option<&str>,
+    ) -> Result<Vec<ImportProgress>> {
+        let uploads = self.uploads.lock()?;
+        let mut found: Vec<ImportProgress> = uploads
+            .values()
+            .filter(|u| {
+                u.progress.state == ImportState::Receiving
+                    && &u.tenant == tenant
+                    && key.is_none_or(|k| u.key.as_deref() == Some(k))
+            })
+            .map(|u| u.progress.clone())
+            .collect();
+        found.sort_by_key(|p| std::cmp::Reverse(p.started_at));
+        found.truncate(usize::try_from(crate::import::RECEIVING_LISTED).unwrap_or(usize::MAX));
+        Ok(found)
     }
 
     async fn staged_rows(

@@ -3,7 +3,9 @@
 
 use crate::error::ErrorKind;
 use crate::import::{ImportRow, ImportState, ImportStore, NewImport, RowError};
-use crate::model::{BatchId, Change, ConflictPolicy, ItemStatus, NewOrganization, TenantId};
+use crate::model::{
+    BatchId, Change, ConflictPolicy, ItemStatus, NewOrganization, SubmitMode, TenantId,
+};
 use crate::repository::{ItemQuery, StoreResult, Submission};
 use crate::testing::fixtures;
 use crate::testing::TestBackend;
@@ -23,6 +25,8 @@ async fn begin(store: &dyn ImportStore, tenant: &TenantId, key: Option<&str>) ->
             tenant: tenant.clone(),
             idempotency_key: key.map(str::to_owned),
             now: crate::model::now(),
+            policy: ConflictPolicy::Update,
+            mode: SubmitMode::Partial,
         })
         .await
         .expect("begin_import failed");
@@ -363,6 +367,8 @@ pub async fn import_key_in_progress_conflicts(backend: TestBackend) {
             tenant: tenant.clone(),
             idempotency_key: Some("same".to_owned()),
             now: crate::model::now(),
+            policy: ConflictPolicy::Update,
+            mode: SubmitMode::Partial,
         })
         .await;
     assert_eq!(
@@ -476,6 +482,8 @@ pub async fn import_staging_is_pruned_with_its_batch(backend: TestBackend) {
             tenant: tenant.clone(),
             idempotency_key: Some("died".to_owned()),
             now: crate::model::before(t, hour),
+            policy: ConflictPolicy::Update,
+            mode: SubmitMode::Partial,
         })
         .await
         .expect("begin_import failed");
@@ -491,6 +499,8 @@ pub async fn import_staging_is_pruned_with_its_batch(backend: TestBackend) {
             tenant: tenant.clone(),
             idempotency_key: None,
             now: crate::model::after(cutoff, hour),
+            policy: ConflictPolicy::Update,
+            mode: SubmitMode::Partial,
         })
         .await
         .expect("begin_import failed");
@@ -552,4 +562,145 @@ pub async fn import_keeps_the_trace_parent(backend: TestBackend) {
         );
     }
     fixtures::cancel_quietly(repo.as_ref(), &tenant, &[batch]).await;
+}
+
+/// What a request did, without ids or times: per item (position, domain,
+/// change, status), whether the batch was finished at once, and per domain
+/// the organization (name, email, status, version, deleted) and its versions.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    items: Vec<(u32, String, Change, ItemStatus)>,
+    done_at_once: bool,
+    organizations: Vec<(String, String, ItemStatus, i64, bool)>,
+    versions: Vec<Vec<(i64, String, String)>>,
+}
+
+/// Stores `organizations` at positions `2..` in a new batch of `tenant`,
+/// through `store_submission` or through an upload, and reads what it did.
+async fn outcome_of(
+    backend: &TestBackend,
+    tenant: &TenantId,
+    organizations: &[NewOrganization],
+    policy: ConflictPolicy,
+    reprocess_unchanged: bool,
+    by_import: bool,
+) -> Outcome {
+    let repo = backend.repository.as_ref();
+    let mut s = fixtures::submission_of(tenant, Vec::new(), policy);
+    s.reprocess_unchanged = reprocess_unchanged;
+    let batch = if by_import {
+        let store = store(backend);
+        let batch = begin(store, tenant, None).await;
+        store
+            .append_import(batch, &rows(2, organizations), &[])
+            .await
+            .expect("append_import failed");
+        s.batch_id = batch;
+        store.finish_import(&s).await.expect("finish_import failed")
+    } else {
+        s.organizations = (2u32..).zip(organizations.iter().cloned()).collect();
+        repo.store_submission(&s)
+            .await
+            .expect("store_submission failed")
+    };
+    let StoreResult::Stored { batch, .. } = batch else {
+        panic!("expected Stored, got {batch:?}")
+    };
+    let mut items: Vec<_> = fixtures::all_items(repo, tenant, batch.id)
+        .await
+        .into_iter()
+        .map(|i| (i.position, i.domain.to_string(), i.change, i.status))
+        .collect();
+    items.sort_by_key(|i| i.0);
+    let mut outcome = Outcome {
+        items,
+        done_at_once: batch.completed_at.is_some(),
+        organizations: Vec::new(),
+        versions: Vec::new(),
+    };
+    for o in organizations {
+        let org = fixtures::stored_organization(repo, tenant, &o.domain).await;
+        outcome.organizations.push((
+            org.name,
+            org.contact_email,
+            org.status,
+            org.version,
+            org.deleted_at.is_some(),
+        ));
+        let versions = repo
+            .organization_versions(tenant, &o.domain)
+            .await
+            .expect("organization_versions failed")
+            .unwrap_or_default();
+        outcome.versions.push(
+            versions
+                .into_iter()
+                .map(|v| (v.version, v.name, v.contact_email))
+                .collect(),
+        );
+    }
+    outcome
+}
+
+/// A tenant whose organizations are: `[0]` pending, `[1]` and `[2]`
+/// completed, `[3]` completed then deleted, `[4]` pending.
+async fn prepared(backend: &TestBackend, organizations: &[NewOrganization]) -> TenantId {
+    let repo = backend.repository.as_ref();
+    let tenant = fixtures::tenant();
+    let (batch, items) = fixtures::store(
+        repo,
+        &fixtures::submission_of(&tenant, organizations.to_vec(), ConflictPolicy::Update),
+    )
+    .await;
+    let now = crate::model::now();
+    let done: Vec<_> = items[1..4].iter().map(|i| i.item_id).collect();
+    fixtures::process(repo, &done, now).await;
+    assert!(repo
+        .delete_organization(&tenant, &organizations[3].domain, now)
+        .await
+        .expect("delete_organization failed"));
+    fixtures::cancel_quietly(repo, &tenant, &[batch.id]).await;
+    tenant
+}
+
+/// The finish decides every row as `store_submission` does (the JSON
+/// route's chunks): the same change and item status per row, the same
+/// organizations and versions afterwards, under both policies, with
+/// `reprocess_unchanged` off and on; and a request whose every row is
+/// already done makes a finished batch either way.
+pub async fn import_finish_matches_store_submission(backend: TestBackend) {
+    let existing = new_orgs(5);
+    let fresh = new_orgs(1);
+    // Unchanged (pending), unchanged (completed), renamed (completed),
+    // restored (deleted), renamed (pending), new.
+    let request: Vec<NewOrganization> = vec![
+        existing[0].clone(),
+        existing[1].clone(),
+        fixtures::renamed(&existing[2]),
+        existing[3].clone(),
+        fixtures::renamed(&existing[4]),
+        fresh[0].clone(),
+    ];
+    for policy in [ConflictPolicy::Update, ConflictPolicy::Skip] {
+        for reprocess in [false, true] {
+            let mut seen = Vec::new();
+            for by_import in [false, true] {
+                let tenant = prepared(&backend, &existing).await;
+                let mixed =
+                    outcome_of(&backend, &tenant, &request, policy, reprocess, by_import).await;
+                // Only the completed organization again: nothing to process.
+                let done =
+                    outcome_of(&backend, &tenant, &existing[1..2], policy, false, by_import).await;
+                seen.push((mixed, done));
+            }
+            assert_eq!(
+                seen[0], seen[1],
+                "store_submission (left) and an import (right) differ: policy {policy:?}, reprocess_unchanged {reprocess}"
+            );
+            // (Reprocessing made the completed organization pending again.)
+            if policy == ConflictPolicy::Skip || !reprocess {
+                assert!(seen[1].1.done_at_once, "{:?}", seen[1].1);
+            }
+        }
+    }
 }

@@ -399,6 +399,7 @@ macro_rules! __conformance_cases {
                 import_replays_finished_keys,
                 import_staging_is_pruned_with_its_batch,
                 import_keeps_the_trace_parent,
+                import_finish_matches_store_submission,
             ]
         }
     };

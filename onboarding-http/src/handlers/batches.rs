@@ -4,8 +4,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use onboarding_core::import::ImportState;
 use onboarding_core::model::{now, BatchStatus, ItemStatus};
 use onboarding_core::repository::ItemQuery;
+use onboarding_core::ErrorKind;
 use serde::Deserialize;
 
 use crate::app::AppState;
@@ -40,8 +42,27 @@ pub(crate) async fn status(
     State(state): State<AppState>,
     batch: TenantBatch,
 ) -> Result<Json<BatchStatusResponse>, Problem> {
-    let status = state.service().batch_status(&batch.tenant, batch.id).await;
-    status_answer(&state, status)
+    let service = state.service();
+    match service.batch_status(&batch.tenant, batch.id).await {
+        // A file import still arriving has no batch yet: its upload's counters.
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            match service.import_progress(&batch.tenant, batch.id).await {
+                Ok(p) if p.state == ImportState::Receiving => {
+                    Ok(Json(BatchStatusResponse::receiving(&p)))
+                }
+                _ => Err(state.problem(&e)),
+            }
+        }
+        Ok(status) => {
+            let mut answer = BatchStatusResponse::new(&status, now());
+            // Only an import has an upload (a JSON batch's lookup finds none).
+            if let Ok(p) = service.import_progress(&batch.tenant, batch.id).await {
+                answer.upload = Some((&p).into());
+            }
+            Ok(Json(answer))
+        }
+        Err(e) => Err(state.problem(&e)),
+    }
 }
 
 /// A batch's status as answered by `status` and `cancel`.

@@ -57,6 +57,9 @@ pub(crate) fn decode_cursor(cursor: &str) -> Option<BatchId> {
 }
 
 /// A tenant's batches with their counts, newest first, cursor-paginated
+///
+/// Without `state` and `cursor`, the page starts with the file imports still
+/// being uploaded (state `receiving`, at most 100), beyond `limit`.
 #[utoipa::path(
     get,
     path = "/api/v1/batches",
@@ -114,13 +117,26 @@ pub(crate) async fn list(
         )
         .await
         .map_err(|e| state.problem(&e))?;
+    // The first page of an unfiltered listing starts with the imports still
+    // being uploaded (state `receiving`): how a client finds one to follow.
+    let mut data = Vec::new();
+    if before.is_none() && batch_state.is_none() {
+        let uploads = state
+            .service()
+            .receiving_imports(&tenant.0)
+            .await
+            .map_err(|e| state.problem(&e))?;
+        data.extend(
+            uploads
+                .iter()
+                .filter(|u| created_after.is_none_or(|t| u.started_at > t))
+                .map(BatchStatusResponse::receiving),
+        );
+    }
     let at = now();
+    data.extend(page.batches.iter().map(|s| BatchStatusResponse::new(s, at)));
     Ok(Json(BatchListPage {
-        data: page
-            .batches
-            .iter()
-            .map(|s| BatchStatusResponse::new(s, at))
-            .collect(),
+        data,
         next_cursor: page.next_cursor.map(encode_cursor),
     }))
 }

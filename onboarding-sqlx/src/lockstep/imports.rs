@@ -106,14 +106,16 @@ pub(super) async fn abandoned_uploads(
 impl ImportStore for LockRepository {
     async fn begin_import(&self, import: &NewImport) -> Result<()> {
         let inserted = sqlx::query(
-            "INSERT INTO imports (batch_id, tenant, idempotency_key, state, started_at)
-             VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO imports (batch_id, tenant, idempotency_key, state, started_at, policy, mode)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(import.batch_id.0)
         .bind(import.tenant.as_str())
         .bind(import.idempotency_key.as_deref())
         .bind(RECEIVING)
         .bind(import.now)
+        .bind(crate::rows::policy_str(import.policy))
+        .bind(crate::rows::mode_str(import.mode))
         .execute(self.pool())
         .await;
         match inserted {
@@ -274,6 +276,14 @@ impl ImportStore for LockRepository {
         let sql =
             format!("SELECT {PROGRESS_COLUMNS} FROM imports WHERE batch_id = ? AND tenant = ?");
         crate::staging::progress::<super::Db>(self.pool(), &sql, tenant, batch).await
+    }
+
+    async fn receiving_imports(
+        &self,
+        tenant: &TenantId,
+        key: Option<&str>,
+    ) -> Result<Vec<ImportProgress>> {
+        crate::staging::receiving::<super::Db>(self.pool(), false, tenant, key).await
     }
 
     async fn staged_rows(

@@ -6,13 +6,15 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use onboarding_core::import::{ImportProgress, ImportRow, ImportStore, NewImport, RowError};
-use onboarding_core::model::{BatchId, ItemStatus, TenantId};
+use onboarding_core::model::{
+    BatchId, Change, ConflictPolicy, ItemId, ItemStatus, OrganizationId, TenantId,
+};
 use onboarding_core::repository::{StoreResult, Submission};
 use onboarding_core::{Error, ErrorKind, Result};
 use sqlx::Row;
 
-use super::repository::{insert_batch, store_chunk, PgRepository, Tx};
-use crate::error::DbResultExt;
+use super::repository::{insert_batch, on_conflict, PgRepository, Tx};
+use crate::error::{is_unique_violation, DbResultExt};
 use crate::rows::{BatchRow, BATCH_COLUMNS};
 use crate::staging::{
     numbered, split_duplicates, RejectionRow, PROGRESS_COLUMNS, RECEIVING, REJECTION_COLUMNS,
@@ -21,6 +23,104 @@ use crate::staging::{
 
 fn not_receiving(batch: BatchId) -> Error {
     Error::not_found(format!("no upload {batch} is being received"))
+}
+
+/// Locks the upload's row when it is still receiving.
+async fn lock_receiving(tx: &mut Tx, batch: BatchId) -> Result<bool> {
+    let locked = sqlx::query("SELECT 1 FROM imports WHERE batch_id = $1 AND state = $2 FOR UPDATE")
+        .bind(batch.0)
+        .bind(RECEIVING)
+        .fetch_optional(&mut **tx)
+        .await
+        .db()?;
+    Ok(locked.is_some())
+}
+
+/// The lines of the domains of `rows` staged before in this upload.
+async fn staged_domains(
+    tx: &mut Tx,
+    batch: BatchId,
+    rows: &[ImportRow],
+) -> Result<HashMap<String, i64>> {
+    let domains: Vec<&str> = rows
+        .iter()
+        .map(|r| r.organization.domain.as_str())
+        .collect();
+    sqlx::query("SELECT domain, line_no FROM import_rows WHERE batch_id = $1 AND domain = ANY($2)")
+        .bind(batch.0)
+        .bind(&domains)
+        .fetch_all(&mut **tx)
+        .await
+        .db()?
+        .into_iter()
+        .map(|r| Ok((r.try_get("domain").db()?, r.try_get("line_no").db()?)))
+        .collect()
+}
+
+/// Appends `value` to a `COPY` text-format field: the backslash, tab,
+/// newline and carriage return escaped (nothing else is special).
+fn copy_field(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The `COPY` text-format lines of staged rows.
+fn copy_text(batch: BatchId, rows: &[&ImportRow]) -> String {
+    let mut out = String::with_capacity(rows.len() * 200);
+    let batch = batch.0.to_string();
+    for row in rows {
+        out.push_str(&batch);
+        out.push('\t');
+        out.push_str(&row.line.to_string());
+        // The ids the finish gives the row's organization (if new) and item.
+        for id in [OrganizationId::new().0, ItemId::new().0] {
+            out.push('\t');
+            out.push_str(&id.to_string());
+        }
+        for field in [
+            row.organization.name.as_str(),
+            row.organization.domain.as_str(),
+            row.organization.contact_email.as_str(),
+        ] {
+            out.push('\t');
+            copy_field(&mut out, field);
+        }
+        out.push('\t');
+        match &row.external_id {
+            Some(id) => copy_field(&mut out, id),
+            None => out.push_str("\\N"),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Stages rows with `COPY … FROM STDIN` (text format), the fastest way
+/// into a table (no statement per row, no parameter arrays).
+async fn copy_rows(tx: &mut Tx, batch: BatchId, rows: &[&ImportRow]) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let text = copy_text(batch, rows);
+    let mut copy = tx
+        .copy_in_raw(
+            "COPY import_rows (batch_id, line_no, organization_id, item_id, name, domain, contact_email, external_id) FROM STDIN",
+        )
+        .await?;
+    if let Err(e) = copy.send(text.into_bytes()).await {
+        // The connection must leave the copy either way; the send's error is the one to report.
+        copy.abort("send failed").await.ok();
+        return Err(e);
+    }
+    copy.finish().await?;
+    Ok(())
 }
 
 async fn insert_rejections<'a>(
@@ -73,18 +173,96 @@ async fn delete_upload(tx: &mut Tx, batch: BatchId) -> Result<()> {
     Ok(())
 }
 
+/// Stores every staged row of the upload as the batch's organizations and
+/// items with one statement, set-based, deciding each row as `store_chunk`
+/// does (same `ON CONFLICT` clause, same outcomes); answers whether every
+/// item is already completed.
+///
+/// The statement's parts all see the snapshot from before it: `e` is the
+/// organization as it was (absent for a row the upsert inserted), which
+/// tells a restored row (deleted before) from an updated one and gives an
+/// untouched row's id and status.
+async fn store_staged(tx: &mut Tx, s: &Submission) -> Result<bool> {
+    let kept = match s.policy {
+        ConflictPolicy::Skip => Change::Skipped,
+        ConflictPolicy::Update => Change::Unchanged,
+    }
+    .as_str();
+    let (created, updated, unchanged, skipped) = (
+        Change::Created.as_str(),
+        Change::Updated.as_str(),
+        Change::Unchanged.as_str(),
+        Change::Skipped.as_str(),
+    );
+    let (pending, completed) = (ItemStatus::Pending.as_str(), ItemStatus::Completed.as_str());
+    let on_conflict = on_conflict(s.policy);
+    let sql = format!(
+        "WITH up AS (
+            INSERT INTO organizations AS o (id, tenant, name, domain, contact_email, status, version, created_at, updated_at)
+            SELECT COALESCE(r.organization_id, gen_random_uuid()), $2, r.name, r.domain, r.contact_email, 'pending', 1, $3, $3
+            FROM import_rows r WHERE r.batch_id = $1 ORDER BY r.line_no
+            {on_conflict}
+            RETURNING o.id, o.domain, o.version, o.name, o.contact_email, (o.xmax = 0) AS inserted
+         ), versions AS (
+            INSERT INTO organization_versions (organization_id, version, name, contact_email, batch_id, created_at)
+            SELECT id, version, name, contact_email, $1, $3 FROM up
+         ), outcome AS (
+            SELECT r.line_no, r.item_id, r.domain, COALESCE(up.id, e.id) AS org, d.change,
+                CASE WHEN d.change = '{skipped}'
+                    OR (d.change = '{unchanged}' AND e.status = '{completed}' AND NOT $5)
+                THEN '{completed}' ELSE '{pending}' END AS status
+            FROM import_rows r
+            LEFT JOIN up ON up.domain = r.domain
+            LEFT JOIN organizations e ON e.tenant = $2 AND e.domain = r.domain
+            CROSS JOIN LATERAL (SELECT CASE
+                WHEN up.id IS NULL THEN '{kept}'
+                WHEN up.inserted OR e.deleted_at IS NOT NULL THEN '{created}'
+                ELSE '{updated}' END AS change) d
+            WHERE r.batch_id = $1
+         ), items AS (
+            INSERT INTO batch_items (id, batch_id, tenant, position, organization_id, domain, status,
+                change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at, finished_at)
+            SELECT COALESCE(x.item_id, gen_random_uuid()), $1, $2, x.line_no, x.org, x.domain, x.status, x.change, 0, $3, $4, '[]', $3, $3,
+                CASE WHEN x.status = '{completed}' THEN $3 END
+            -- In position order, as store_chunk writes them: the pending
+            -- items are then paged (enqueue, listings) along the heap,
+            -- not all over it (the join's order is the hash batches').
+            FROM outcome x ORDER BY x.line_no
+         ), again AS (
+            UPDATE organizations o SET status = 'pending' FROM outcome x
+            WHERE x.change = '{unchanged}' AND x.status = '{pending}'
+                AND o.tenant = $2 AND o.domain = x.domain
+         )
+         SELECT COUNT(*) FILTER (WHERE x.status <> '{completed}') AS open
+         FROM outcome x"
+    );
+    let row = sqlx::query(&sql)
+        .bind(s.batch_id.0)
+        .bind(s.tenant.as_str())
+        .bind(s.now)
+        .bind(s.sweep_at)
+        .bind(s.reprocess_unchanged)
+        .fetch_one(&mut **tx)
+        .await
+        .db()?;
+    let open: i64 = row.try_get("open").db()?;
+    Ok(open == 0)
+}
+
 #[async_trait]
 impl ImportStore for PgRepository {
     async fn begin_import(&self, import: &NewImport) -> Result<()> {
         let inserted = sqlx::query(
-            "INSERT INTO imports (batch_id, tenant, idempotency_key, state, started_at)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            "INSERT INTO imports (batch_id, tenant, idempotency_key, state, started_at, policy, mode)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
         .bind(import.batch_id.0)
         .bind(import.tenant.as_str())
         .bind(import.idempotency_key.as_deref())
         .bind(RECEIVING)
         .bind(import.now)
+        .bind(crate::rows::policy_str(import.policy))
+        .bind(crate::rows::mode_str(import.mode))
         .execute(self.pool())
         .await
         .db()?;
@@ -104,59 +282,32 @@ impl ImportStore for PgRepository {
         rejected: &[RowError],
     ) -> Result<Vec<RowError>> {
         let mut tx = self.pool().begin().await.db()?;
-        let locked =
-            sqlx::query("SELECT 1 FROM imports WHERE batch_id = $1 AND state = $2 FOR UPDATE")
-                .bind(batch.0)
-                .bind(RECEIVING)
-                .fetch_optional(&mut *tx)
-                .await
-                .db()?;
-        if locked.is_none() {
+        if !lock_receiving(&mut tx, batch).await? {
             return Err(not_receiving(batch));
         }
-        let domains: Vec<&str> = rows
-            .iter()
-            .map(|r| r.organization.domain.as_str())
-            .collect();
-        let earlier: HashMap<String, i64> = sqlx::query(
-            "SELECT domain, line_no FROM import_rows WHERE batch_id = $1 AND domain = ANY($2)",
-        )
-        .bind(batch.0)
-        .bind(&domains)
-        .fetch_all(&mut *tx)
-        .await
-        .db()?
-        .into_iter()
-        .map(|r| Ok((r.try_get("domain").db()?, r.try_get("line_no").db()?)))
-        .collect::<Result<_>>()?;
-        let (fresh, duplicates) = split_duplicates(rows, &earlier);
-        if !fresh.is_empty() {
-            let lines: Vec<i64> = fresh.iter().map(|r| i64::from(r.line)).collect();
-            let names: Vec<&str> = fresh.iter().map(|r| r.organization.name.as_str()).collect();
-            let domains: Vec<&str> = fresh
-                .iter()
-                .map(|r| r.organization.domain.as_str())
-                .collect();
-            let emails: Vec<&str> = fresh
-                .iter()
-                .map(|r| r.organization.contact_email.as_str())
-                .collect();
-            let ids: Vec<Option<&str>> = fresh.iter().map(|r| r.external_id.as_deref()).collect();
-            sqlx::query(
-                "INSERT INTO import_rows (batch_id, line_no, name, domain, contact_email, external_id)
-                 SELECT $1, u.* FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
-                    AS u(line_no, name, domain, contact_email, external_id)",
-            )
-            .bind(batch.0)
-            .bind(lines)
-            .bind(names)
-            .bind(domains)
-            .bind(emails)
-            .bind(ids)
-            .execute(&mut *tx)
-            .await
-            .db()?;
-        }
+        // Fast path: the chunk's own repeats are refused in memory and the
+        // rest is `COPY`ed. A domain staged by an earlier chunk (rare) makes
+        // the `COPY` fail on the staging's unique (batch, domain): then the
+        // chunk is staged again in a new transaction, after looking up the
+        // domains staged before.
+        let (fresh, duplicates) = split_duplicates(rows, &HashMap::new());
+        let copied = copy_rows(&mut tx, batch, &fresh).await;
+        let (tx, fresh, duplicates) = match copied {
+            Ok(()) => (tx, fresh, duplicates),
+            Err(e) if is_unique_violation(&e) => {
+                tx.rollback().await.db()?;
+                let mut tx = self.pool().begin().await.db()?;
+                if !lock_receiving(&mut tx, batch).await? {
+                    return Err(not_receiving(batch));
+                }
+                let earlier = staged_domains(&mut tx, batch, rows).await?;
+                let (fresh, duplicates) = split_duplicates(rows, &earlier);
+                copy_rows(&mut tx, batch, &fresh).await.db()?;
+                (tx, fresh, duplicates)
+            }
+            Err(e) => return Err(e).db(),
+        };
+        let mut tx = tx;
         insert_rejections(&mut tx, batch, rejected.iter().chain(&duplicates)).await?;
         let refused = onboarding_core::import::refused_rows(rejected);
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
@@ -202,25 +353,7 @@ impl ImportStore for PgRepository {
             let batch = batch.into_model()?;
             return Ok(StoreResult::for_earlier(batch, &s.request_hash));
         }
-        let chunk = i64::try_from(s.chunk_size.max(1)).unwrap_or(500);
-        let mut after = 0_i64;
-        let mut all_done = true;
-        loop {
-            let organizations = crate::staging::next_staged_chunk::<sqlx::Postgres>(
-                &mut *tx,
-                "SELECT line_no, name, domain, contact_email, external_id FROM import_rows
-                 WHERE batch_id = $1 AND line_no > $2 ORDER BY line_no LIMIT $3",
-                s.batch_id,
-                &mut after,
-                chunk,
-            )
-            .await?;
-            if organizations.is_empty() {
-                break;
-            }
-            let items = store_chunk(&mut tx, s, &organizations).await?;
-            all_done &= items.iter().all(|i| i.status == ItemStatus::Completed);
-        }
+        let all_done = store_staged(&mut tx, s).await?;
         let batch: BatchRow = sqlx::query_as(&format!(
             "UPDATE batches SET completed_at = CASE WHEN $2 THEN $3 END WHERE id = $1 RETURNING {BATCH_COLUMNS}"
         ))
@@ -245,14 +378,7 @@ impl ImportStore for PgRepository {
 
     async fn abort_import(&self, batch: BatchId) -> Result<()> {
         let mut tx = self.pool().begin().await.db()?;
-        let receiving =
-            sqlx::query("SELECT 1 FROM imports WHERE batch_id = $1 AND state = $2 FOR UPDATE")
-                .bind(batch.0)
-                .bind(RECEIVING)
-                .fetch_optional(&mut *tx)
-                .await
-                .db()?;
-        if receiving.is_some() {
+        if lock_receiving(&mut tx, batch).await? {
             delete_upload(&mut tx, batch).await?;
         }
         tx.commit().await.db()?;
@@ -267,6 +393,14 @@ impl ImportStore for PgRepository {
         let sql =
             format!("SELECT {PROGRESS_COLUMNS} FROM imports WHERE batch_id = $1 AND tenant = $2");
         crate::staging::progress::<sqlx::Postgres>(self.pool(), &sql, tenant, batch).await
+    }
+
+    async fn receiving_imports(
+        &self,
+        tenant: &TenantId,
+        key: Option<&str>,
+    ) -> Result<Vec<ImportProgress>> {
+        crate::staging::receiving::<sqlx::Postgres>(self.pool(), true, tenant, key).await
     }
 
     async fn staged_rows(

@@ -186,8 +186,9 @@ fn job_rows(rows: Vec<PgRow>) -> Result<Vec<Job>> {
         .collect()
 }
 
-/// The `ON CONFLICT` clause of an upsert into `organizations AS o`: a
-/// soft-deleted row is restored under either policy (reported `Created`,
+/// The `ON CONFLICT` clause of an upsert into `organizations AS o` (shared
+/// by the submission statement and the import's set-based finish, so both
+/// decide alike): a soft-deleted row is restored under either policy (reported `Created`,
 /// its version continuing); a live one changes only under `Update` with
 /// different data.
 pub(super) fn on_conflict(policy: ConflictPolicy) -> String {
