@@ -155,6 +155,7 @@ where
 /// name, domain, contact_email, external_id FROM import_rows WHERE batch_id
 /// = ? AND line_no > ? ORDER BY line_no LIMIT ?`), with `*after` moved to
 /// its last line: empty once every row is read.
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
 pub(crate) async fn next_staged_chunk<'c, DB>(
     conn: &'c mut DB::Connection,
     sql: &'c str,
