@@ -588,6 +588,11 @@ async fn progress_is_visible_while_uploading(service: OnboardingService) {
         },
     )
     .await;
+    // Filtered by its state, the listing holds the upload alone.
+    let receiving = get(&app, "/api/v1/batches?state=receiving", Some(ACME_KEY)).await;
+    assert_eq!(receiving.status, 200, "{}", receiving.body);
+    assert_eq!(receiving.body["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(receiving.body["data"][0]["batch_id"], id.as_str());
     let uri = format!("/api/v1/batches/{id}");
     let seen = eventually(
         "2,000 rows stored while uploading",

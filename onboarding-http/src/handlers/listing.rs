@@ -84,12 +84,15 @@ pub(crate) async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<BatchListPage>, Problem> {
     let params = query(params)?;
+    // `receiving` (uploads still arriving) lives in the import store, not
+    // among the stored batches: that filter answers those uploads alone.
+    let receiving_only = params.state.as_deref() == Some("receiving");
     // An empty value is refused like any other value outside the enum.
     let batch_state = optional_param(
-        params.state.as_deref(),
+        params.state.as_deref().filter(|_| !receiving_only),
         "state",
         BatchState::parse,
-        "state must be one of running, completed, cancelled",
+        "state must be one of receiving, running, completed, cancelled",
     )?;
     // An empty value is refused like any other non-time (the document says date-time).
     let created_after = optional_param(
@@ -104,6 +107,29 @@ pub(crate) async fn list(
     )?;
     let before = cursor_param(params.cursor.as_deref(), decode_cursor)?;
     let limit = limit(params.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
+    if receiving_only {
+        // At most 100 uploads arrive at once per tenant (the import store's
+        // page); they are not paginated, so a cursor leaves nothing more.
+        let uploads = if before.is_some() {
+            Vec::new()
+        } else {
+            state
+                .service()
+                .receiving_imports(&tenant.0)
+                .await
+                .map_err(|e| state.problem(&e))?
+        };
+        let data = uploads
+            .iter()
+            .filter(|u| created_after.is_none_or(|t| u.started_at > t))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(BatchStatusResponse::receiving)
+            .collect();
+        return Ok(Json(BatchListPage {
+            data,
+            next_cursor: None,
+        }));
+    }
     let page = state
         .service()
         .list_batches(
