@@ -6,14 +6,12 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use onboarding_core::import::{ImportProgress, ImportRow, ImportStore, NewImport, RowError};
-use onboarding_core::model::{
-    BatchId, Change, ConflictPolicy, ItemId, ItemStatus, OrganizationId, TenantId,
-};
+use onboarding_core::model::{BatchId, ItemId, OrganizationId, TenantId};
 use onboarding_core::repository::{StoreResult, Submission};
 use onboarding_core::{Error, ErrorKind, Result};
 use sqlx::Row;
 
-use super::repository::{insert_batch, on_conflict, PgRepository, Tx};
+use super::repository::{insert_batch, Decision, PgRepository, Tx};
 use crate::error::{is_unique_violation, DbResultExt};
 use crate::rows::{BatchRow, BATCH_COLUMNS};
 use crate::staging::{
@@ -183,19 +181,16 @@ async fn delete_upload(tx: &mut Tx, batch: BatchId) -> Result<()> {
 /// tells a restored row (deleted before) from an updated one and gives an
 /// untouched row's id and status.
 async fn store_staged(tx: &mut Tx, s: &Submission) -> Result<bool> {
-    let kept = match s.policy {
-        ConflictPolicy::Skip => Change::Skipped,
-        ConflictPolicy::Update => Change::Unchanged,
-    }
-    .as_str();
-    let (created, updated, unchanged, skipped) = (
-        Change::Created.as_str(),
-        Change::Updated.as_str(),
-        Change::Unchanged.as_str(),
-        Change::Skipped.as_str(),
-    );
-    let (pending, completed) = (ItemStatus::Pending.as_str(), ItemStatus::Completed.as_str());
-    let on_conflict = on_conflict(s.policy);
+    let Decision {
+        kept,
+        created,
+        updated,
+        unchanged,
+        skipped,
+        pending,
+        completed,
+        on_conflict,
+    } = Decision::new(s.policy);
     let sql = format!(
         "WITH up AS (
             INSERT INTO organizations AS o (id, tenant, name, domain, contact_email, status, version, created_at, updated_at)

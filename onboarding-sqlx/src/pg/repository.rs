@@ -210,6 +210,41 @@ pub(super) fn on_conflict(policy: ConflictPolicy) -> String {
     )
 }
 
+/// What the submission statement and the import's set-based finish decide
+/// with, so both decide alike: the stored change and status words, and the
+/// `ON CONFLICT` clause of the policy.
+pub(super) struct Decision {
+    /// The change of a row the upsert left alone under the policy.
+    pub(super) kept: &'static str,
+    pub(super) created: &'static str,
+    pub(super) updated: &'static str,
+    pub(super) unchanged: &'static str,
+    pub(super) skipped: &'static str,
+    pub(super) pending: &'static str,
+    pub(super) completed: &'static str,
+    /// [`on_conflict`] of the policy.
+    pub(super) on_conflict: String,
+}
+
+impl Decision {
+    pub(super) fn new(policy: ConflictPolicy) -> Self {
+        let kept = match policy {
+            ConflictPolicy::Skip => Change::Skipped,
+            ConflictPolicy::Update => Change::Unchanged,
+        };
+        Self {
+            kept: kept.as_str(),
+            created: Change::Created.as_str(),
+            updated: Change::Updated.as_str(),
+            unchanged: Change::Unchanged.as_str(),
+            skipped: Change::Skipped.as_str(),
+            pending: ItemStatus::Pending.as_str(),
+            completed: ItemStatus::Completed.as_str(),
+            on_conflict: on_conflict(policy),
+        }
+    }
+}
+
 /// One statement that stores a chunk of a submission: upserts its
 /// organizations, writes a version of each row it changed, decides every
 /// item (change kind, pending or already completed), marks the organizations
@@ -230,19 +265,16 @@ pub(super) fn on_conflict(policy: ConflictPolicy) -> String {
 /// (not a join the planner could turn into a scan of the table) and `again`
 /// an `= ANY` of the primary key.
 fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
-    let kept = match policy {
-        ConflictPolicy::Skip => Change::Skipped,
-        ConflictPolicy::Update => Change::Unchanged,
-    }
-    .as_str();
-    let (created, updated, unchanged, skipped) = (
-        Change::Created.as_str(),
-        Change::Updated.as_str(),
-        Change::Unchanged.as_str(),
-        Change::Skipped.as_str(),
-    );
-    let (pending, completed) = (ItemStatus::Pending.as_str(), ItemStatus::Completed.as_str());
-    let on_conflict = on_conflict(policy);
+    let Decision {
+        kept,
+        created,
+        updated,
+        unchanged,
+        skipped,
+        pending,
+        completed,
+        on_conflict,
+    } = Decision::new(policy);
     // A repeated idempotency key stores nothing: the batch insert then
     // fails on `batches_idempotency` and the caller answers with the
     // earlier batch.
