@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use onboarding::model::{BatchId, TenantId};
-use onboarding::web::{router, serve, HttpConfig, ServeConfig};
 use onboarding::{IngestConfig, JobQueue, NoopProcessor, OnboardingService, Worker};
 use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -162,20 +161,7 @@ async fn run(engine: Engine, rows: usize) {
         IngestConfig::default().with_max_backlog(None),
     );
     let tenant = TenantId::parse("import-bench").expect("tenant");
-    let config = HttpConfig::builder()
-        .api_key(tenant.clone(), KEY)
-        .rate_limit(None)
-        .build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(serve(
-        listener,
-        router(service.clone(), config),
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
+    let addr = onboarding_bench::http::serve_local(service.clone(), tenant.clone(), KEY).await;
     let worker = Worker::new(backends, Arc::new(NoopProcessor), worker_config()).start();
     let rss_before = peak_rss_mib();
 

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use onboarding::model::TenantId;
 use onboarding::validate::ValidRequest;
-use onboarding::web::{router, serve, HttpConfig, ServeConfig};
 use onboarding::{Backends, IngestConfig, OnboardingService, SubmitOptions};
 use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -288,20 +287,8 @@ fn bench_http(
     const KEY: &str = "store-bench-key-0123456789";
     rt.block_on(async {
         let service = OnboardingService::new(backends, IngestConfig::default());
-        let config = HttpConfig::builder()
-            .api_key(TenantId::parse("bench").expect("tenant"), KEY)
-            .rate_limit(None)
-            .build();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(serve(
-            listener,
-            router(service, config),
-            ServeConfig::default(),
-            std::future::pending(),
-        ));
+        let tenant = TenantId::parse("bench").expect("tenant");
+        let addr = onboarding_bench::http::serve_local(service, tenant, KEY).await;
         let mut pg = sqlx::PgConnection::connect(pg_url).await.expect("pg");
         let mut redis_conn = redis::Client::open(backends::redis_url())
             .expect("redis url")

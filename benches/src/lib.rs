@@ -3,5 +3,6 @@
 //! Each benchmark is a file beside `src/`, named in `Cargo.toml`.
 
 pub mod backends;
+pub mod http;
 pub mod report;
 pub mod workload;
