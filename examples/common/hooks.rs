@@ -15,31 +15,31 @@ pub struct Hooks {
     #[arg(long, env = "QUEUE_PREFIX")]
     pub queue_prefix: Option<String>,
     /// Worker lease in ms (default 30000; heartbeat = a third of it).
-    #[arg(long, env = "LEASE_MS")]
+    #[arg(long, env = "LEASE_MS", value_name = "MS")]
     pub lease_ms: Option<u64>,
     /// Sweeper interval in ms (default 5000).
-    #[arg(long, env = "SWEEP_INTERVAL_MS")]
+    #[arg(long, env = "SWEEP_INTERVAL_MS", value_name = "MS")]
     pub sweep_interval_ms: Option<u64>,
     /// Pending work unclaimed this long is re-enqueued, in ms (default 60000; server and worker alike).
-    #[arg(long, env = "STALE_AFTER_MS")]
+    #[arg(long, env = "STALE_AFTER_MS", value_name = "MS")]
     pub stale_after_ms: Option<u64>,
     /// First retry delay in ms (default 10000).
-    #[arg(long, env = "RETRY_BASE_MS")]
+    #[arg(long, env = "RETRY_BASE_MS", value_name = "MS")]
     pub retry_base_ms: Option<u64>,
     /// Attempts in all (default 3).
-    #[arg(long, env = "RETRY_MAX_ATTEMPTS")]
+    #[arg(long, env = "RETRY_MAX_ATTEMPTS", value_name = "N")]
     pub retry_max_attempts: Option<u32>,
     /// Graceful shutdown deadline in ms (default 10000).
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS")]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
     pub shutdown_timeout_ms: Option<u64>,
     /// Longest wait of one dequeue in ms (default 1000).
-    #[arg(long, env = "POLL_WAIT_MS")]
+    #[arg(long, env = "POLL_WAIT_MS", value_name = "MS")]
     pub poll_wait_ms: Option<u64>,
     /// RabbitMQ queues unused this long are deleted by the broker, in ms (default: never).
-    #[arg(long, env = "QUEUE_EXPIRY_MS")]
+    #[arg(long, env = "QUEUE_EXPIRY_MS", value_name = "MS")]
     pub queue_expiry_ms: Option<u64>,
     /// HTTP request timeout in ms (server only; default 30000).
-    #[arg(long, env = "REQUEST_TIMEOUT_MS")]
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
 }
 

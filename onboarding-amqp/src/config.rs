@@ -61,6 +61,17 @@ pub struct AmqpConfig {
     /// The per-connection announcement queue is always classic (exclusive
     /// queues cannot be quorum queues).
     pub queue_type: QueueType,
+    /// Lets the broker delete each queue once it has had no consumer and no
+    /// declaration for this long (`x-expires`; default `None`, never). For
+    /// tests and throw-away deployments: a wait queue has no consumer, so it
+    /// expires (with its delayed jobs) this long after the last connection.
+    pub queue_expiry: Option<Duration>,
+    /// Lets the broker delete a tenant's work queue once it has had no
+    /// consumer and no declaration for this long (default 7 days), so
+    /// queues of tenants gone quiet do not pile up. Jobs still in such a
+    /// queue are lost with it and re-enqueued by the sweeper. The shorter of
+    /// this and `queue_expiry` applies.
+    pub tenant_queue_expiry: Option<Duration>,
     /// Quorum queues only: deliveries of one message (`x-delivery-limit`,
     /// default 1000) after which the broker dead-letters it to the
     /// dead-letter queue. Each redelivery (visibility timeout, lost
@@ -92,17 +103,6 @@ pub struct AmqpConfig {
     /// holds delays of `[2^n, 2^(n+1))` seconds (queue 0: under 2 s); longer
     /// delays go to the last one. See the crate documentation for accuracy.
     pub delay_buckets: u8,
-    /// Lets the broker delete each queue once it has had no consumer and no
-    /// declaration for this long (`x-expires`; default `None`, never). For
-    /// tests and throw-away deployments: a wait queue has no consumer, so it
-    /// expires (with its delayed jobs) this long after the last connection.
-    pub queue_expiry: Option<Duration>,
-    /// Lets the broker delete a tenant's work queue once it has had no
-    /// consumer and no declaration for this long (default 7 days), so
-    /// queues of tenants gone quiet do not pile up. Jobs still in such a
-    /// queue are lost with it and re-enqueued by the sweeper. The shorter of
-    /// this and `queue_expiry` applies.
-    pub tenant_queue_expiry: Option<Duration>,
 }
 
 impl AmqpConfig {
@@ -169,13 +169,12 @@ impl AmqpConfig {
         Ok(config)
     }
 
-    /// Sets the queue type. Changing the type of existing queues needs
-    /// them deleted first (or a new prefix): RabbitMQ refuses to declare a
-    /// queue again with another type. Their jobs are wake-up calls only;
-    /// the sweeper enqueues the items again.
-    pub fn with_queue_type(mut self, queue_type: QueueType) -> Self {
-        self.queue_type = queue_type;
-        self
+    onboarding_core::setters! {
+        /// Sets the queue type. Changing the type of existing queues needs
+        /// them deleted first (or a new prefix): RabbitMQ refuses to declare a
+        /// queue again with another type. Their jobs are wake-up calls only;
+        /// the sweeper enqueues the items again.
+        with_queue_type(queue_type: QueueType);
     }
 
     /// Sets the delivery limit of quorum queues (at least 1).
@@ -196,10 +195,9 @@ impl AmqpConfig {
         self
     }
 
-    /// Sets the visibility timeout.
-    pub fn with_visibility_timeout(mut self, timeout: Duration) -> Self {
-        self.visibility_timeout = timeout;
-        self
+    onboarding_core::setters! {
+        /// Sets the visibility timeout.
+        with_visibility_timeout(visibility_timeout: Duration);
     }
 
     /// Sets the reconnection backoff bounds.
@@ -209,10 +207,9 @@ impl AmqpConfig {
         self
     }
 
-    /// Sets the connection timeout.
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
+    onboarding_core::setters! {
+        /// Sets the connection timeout.
+        with_connect_timeout(connect_timeout: Duration);
     }
 
     /// Sets the number of wait queues (1 to 32).

@@ -14,6 +14,7 @@ mod processor;
 mod queue;
 mod redact;
 mod service;
+mod setters;
 mod worker;
 
 pub mod failures;

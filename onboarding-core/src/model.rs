@@ -359,10 +359,10 @@ pub struct Batch {
     pub id: BatchId,
     /// Owner.
     pub tenant: TenantId,
-    /// Client-chosen idempotency key, unique per tenant.
-    pub idempotency_key: Option<String>,
     /// SHA-256 (hex) of the normalized request, to tell a replay from a reuse.
     pub request_hash: String,
+    /// Client-chosen idempotency key, unique per tenant.
+    pub idempotency_key: Option<String>,
     /// Number of items.
     pub total: u32,
     /// Conflict policy of the request.

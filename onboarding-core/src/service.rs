@@ -22,7 +22,8 @@ use crate::model::{
 use crate::organizations::{OrganizationPage, OrganizationQuery, OrganizationVersion};
 use crate::queue::Job;
 use crate::repository::{
-    BatchPage, BatchQuery, ItemPage, ItemQuery, StoreResult, Submission, ThroughputBucket,
+    BatchPage, BatchQuery, ItemPage, ItemQuery, OrgRepository, StoreResult, Submission,
+    ThroughputBucket,
 };
 use crate::validate::{self, Limits, Rejection, SubmitRequest, ValidRequest};
 
@@ -246,6 +247,11 @@ impl OnboardingService {
         &self.inner.backends
     }
 
+    /// The source of truth, for the reads and writes that go straight to it.
+    fn repository(&self) -> &dyn OrgRepository {
+        self.inner.backends.repository.as_ref()
+    }
+
     /// Its configuration.
     pub fn config(&self) -> &IngestConfig {
         &self.inner.config
@@ -460,9 +466,7 @@ impl OnboardingService {
             }
         }
         let status = self
-            .inner
-            .backends
-            .repository
+            .repository()
             .batch_status(tenant, batch)
             .await?
             .ok_or_else(|| batch_not_found(batch))?;
@@ -484,9 +488,7 @@ impl OnboardingService {
     ) -> Result<ItemPage> {
         let mut query = query.clone();
         query.limit = query.limit.clamp(1, 1000);
-        self.inner
-            .backends
-            .repository
+        self.repository()
             .list_items(tenant, batch, &query)
             .await?
             .ok_or_else(|| batch_not_found(batch))
@@ -533,11 +535,7 @@ impl OnboardingService {
     pub async fn list_batches(&self, tenant: &TenantId, query: &BatchQuery) -> Result<BatchPage> {
         let mut query = query.clone();
         query.limit = query.limit.clamp(1, 1000);
-        self.inner
-            .backends
-            .repository
-            .list_batches(tenant, &query)
-            .await
+        self.repository().list_batches(tenant, &query).await
     }
 
     /// A tenant's completed and failed items per bucket of `bucket_seconds`
@@ -550,9 +548,7 @@ impl OnboardingService {
         since: Timestamp,
         bucket_seconds: u32,
     ) -> Result<Vec<ThroughputBucket>> {
-        self.inner
-            .backends
-            .repository
+        self.repository()
             .throughput(tenant, since, bucket_seconds)
             .await
     }
@@ -560,9 +556,7 @@ impl OnboardingService {
     /// Cancels a batch's pending items.
     pub async fn cancel(&self, tenant: &TenantId, batch: BatchId) -> Result<BatchStatus> {
         let status = self
-            .inner
-            .backends
-            .repository
+            .repository()
             .cancel_batch(tenant, batch, now())
             .await?
             .ok_or_else(|| batch_not_found(batch))?;
@@ -581,9 +575,7 @@ impl OnboardingService {
     /// replica when one is configured.
     pub async fn organization(&self, tenant: &TenantId, domain: &str) -> Result<Organization> {
         let domain = path_domain(domain)?;
-        self.inner
-            .backends
-            .repository
+        self.repository()
             .organization_by_domain(tenant, &domain)
             .await?
             .ok_or_else(|| organization_not_found(&domain))
@@ -597,11 +589,7 @@ impl OnboardingService {
     ) -> Result<OrganizationPage> {
         let mut query = query.clone();
         query.limit = query.limit.clamp(1, 1000);
-        self.inner
-            .backends
-            .repository
-            .list_organizations(tenant, &query)
-            .await
+        self.repository().list_organizations(tenant, &query).await
     }
 
     /// Every version of the tenant's organization of a domain (normalized first).
@@ -611,9 +599,7 @@ impl OnboardingService {
         domain: &str,
     ) -> Result<Vec<OrganizationVersion>> {
         let domain = path_domain(domain)?;
-        self.inner
-            .backends
-            .repository
+        self.repository()
             .organization_versions(tenant, &domain)
             .await?
             .ok_or_else(|| organization_not_found(&domain))
@@ -625,9 +611,7 @@ impl OnboardingService {
     pub async fn delete_organization(&self, tenant: &TenantId, domain: &str) -> Result<()> {
         let domain = path_domain(domain)?;
         let deleted = self
-            .inner
-            .backends
-            .repository
+            .repository()
             .delete_organization(tenant, &domain, now())
             .await?;
         if deleted {

@@ -122,22 +122,13 @@ impl SqlOptions {
         self
     }
 
-    /// Sets how long to wait for a free connection.
-    pub fn with_acquire_timeout(mut self, d: Duration) -> Self {
-        self.acquire_timeout = d;
-        self
-    }
-
-    /// Turns the migrations on connect on or off.
-    pub fn with_migrations(mut self, run: bool) -> Self {
-        self.run_migrations = run;
-        self
-    }
-
-    /// Sets the queue's visibility timeout.
-    pub fn with_visibility_timeout(mut self, d: Duration) -> Self {
-        self.visibility_timeout = d;
-        self
+    onboarding_core::setters! {
+        /// Sets how long to wait for a free connection.
+        with_acquire_timeout(acquire_timeout: Duration);
+        /// Turns the migrations on connect on or off.
+        with_migrations(run_migrations: bool);
+        /// Sets the queue's visibility timeout.
+        with_visibility_timeout(visibility_timeout: Duration);
     }
 
     /// Sets how often a waiting `dequeue` polls.
@@ -146,10 +137,9 @@ impl SqlOptions {
         self
     }
 
-    /// Sets SQLite's busy timeout.
-    pub fn with_busy_timeout(mut self, d: Duration) -> Self {
-        self.busy_timeout = d;
-        self
+    onboarding_core::setters! {
+        /// Sets SQLite's busy timeout.
+        with_busy_timeout(busy_timeout: Duration);
     }
 }
 

@@ -358,15 +358,13 @@ impl OrgRepository for MemoryRepository {
         lease_until: Timestamp,
     ) -> Result<Vec<ItemId>> {
         let mut st = self.lock()?;
-        let mut held = Vec::new();
-        for lease in leases {
-            if let Some(row) = st.leased_mut(lease) {
-                row.item.lease_until = Some(lease_until);
-                row.item.updated_at = now;
-                held.push(lease.item_id);
-            }
-        }
-        Ok(held)
+        let held = leases.iter().filter_map(|lease| {
+            let row = st.leased_mut(lease)?;
+            row.item.lease_until = Some(lease_until);
+            row.item.updated_at = now;
+            Some(lease.item_id)
+        });
+        Ok(held.collect())
     }
 
     async fn finish_items(

@@ -16,8 +16,8 @@ use crate::model::{
 };
 use crate::queue::{Delivery, Job, JobQueue};
 use crate::repository::{
-    ClaimRequest, ClaimedItem, Finish, ItemQuery, Lease, OrgRepository, Resolution, StoreResult,
-    StoredItem, Submission,
+    ClaimRequest, ClaimedItem, Finish, ItemPage, ItemQuery, Lease, OrgRepository, Resolution,
+    StoreResult, StoredItem, Submission,
 };
 
 /// Lease length the cases give their claims.
@@ -285,6 +285,30 @@ pub async fn until_batch(
     .await
 }
 
+/// One page of a batch's items of any status, by position, after `after_position`.
+///
+/// # Panics
+///
+/// When `list_items` fails or answers `None`.
+pub async fn items_page(
+    repository: &dyn OrgRepository,
+    tenant: &TenantId,
+    batch: BatchId,
+    after_position: Option<u32>,
+    limit: u32,
+) -> ItemPage {
+    let query = ItemQuery {
+        status: None,
+        limit,
+        after_position,
+    };
+    repository
+        .list_items(tenant, batch, &query)
+        .await
+        .expect("list_items failed")
+        .unwrap_or_else(|| panic!("list_items({batch}) is None for its own tenant"))
+}
+
 /// Every item of a batch, by position (pages of 100).
 ///
 /// # Panics
@@ -298,16 +322,7 @@ pub async fn all_items(
     let mut items = Vec::new();
     let mut after_position = None;
     for _ in 0..10_000 {
-        let query = ItemQuery {
-            status: None,
-            limit: 100,
-            after_position,
-        };
-        let page = repository
-            .list_items(tenant, batch, &query)
-            .await
-            .expect("list_items failed")
-            .unwrap_or_else(|| panic!("list_items({batch}) is None for its own tenant"));
+        let page = items_page(repository, tenant, batch, after_position, 100).await;
         items.extend(page.items);
         match page.next_cursor {
             None => return items,

@@ -6,7 +6,7 @@ use crate::import::{ImportRow, ImportState, ImportStore, NewImport, RowError};
 use crate::model::{
     BatchId, Change, ConflictPolicy, ItemStatus, NewOrganization, SubmitMode, TenantId,
 };
-use crate::repository::{ItemQuery, StoreResult, Submission};
+use crate::repository::{StoreResult, Submission};
 use crate::testing::fixtures;
 use crate::testing::TestBackend;
 
@@ -185,19 +185,7 @@ pub async fn import_finish_creates_one_batch(backend: TestBackend) {
     assert_eq!(status.counts.pending, 1201);
     assert_eq!(status.counts.created, 1200);
     assert_eq!(status.counts.updated, 1);
-    let page = repo
-        .list_items(
-            &tenant,
-            batch,
-            &ItemQuery {
-                status: None,
-                limit: 5,
-                after_position: None,
-            },
-        )
-        .await
-        .expect("store call failed")
-        .expect("store call failed");
+    let page = fixtures::items_page(repo.as_ref(), &tenant, batch, None, 5).await;
     let positions: Vec<u32> = page.items.iter().map(|i| i.position).collect();
     assert_eq!(positions, vec![2, 3, 4, 5, 6]);
     assert_eq!(page.items[0].domain, orgs[0].domain);
@@ -539,19 +527,7 @@ pub async fn import_keeps_the_trace_parent(backend: TestBackend) {
         .finish_import(&finish)
         .await
         .expect("finish_import failed");
-    let page = repo
-        .list_items(
-            &tenant,
-            batch,
-            &ItemQuery {
-                status: None,
-                limit: 5,
-                after_position: None,
-            },
-        )
-        .await
-        .expect("list_items failed")
-        .expect("the batch exists");
+    let page = fixtures::items_page(repo.as_ref(), &tenant, batch, None, 5).await;
     let ids: Vec<_> = page.items.iter().map(|i| i.id).collect();
     assert_eq!(ids.len(), 2);
     let claimed = fixtures::claim(repo.as_ref(), &ids, finish.now + fixtures::secs(1)).await;

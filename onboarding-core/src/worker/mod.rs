@@ -124,46 +124,10 @@ impl WorkerConfig {
         self
     }
 
-    /// Sets the retry policy.
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
     /// Sets how often the sweeper runs and when pending work counts as lost.
     pub fn with_sweep(mut self, interval: Duration, stale_after: Duration) -> Self {
         self.sweep_interval = interval;
         self.stale_after = stale_after;
-        self
-    }
-
-    /// Sets how long a message waiting in a non-empty queue is trusted to be delivered.
-    pub fn with_max_queue_wait(mut self, d: Duration) -> Self {
-        self.max_queue_wait = d;
-        self
-    }
-
-    /// Turns the sweeper on or off.
-    pub fn with_sweeper(mut self, on: bool) -> Self {
-        self.run_sweeper = on;
-        self
-    }
-
-    /// Sets the shutdown deadline.
-    pub fn with_shutdown_timeout(mut self, d: Duration) -> Self {
-        self.shutdown_timeout = d;
-        self
-    }
-
-    /// Sets the longest wait of one dequeue.
-    pub fn with_poll_wait(mut self, d: Duration) -> Self {
-        self.poll_wait = d;
-        self
-    }
-
-    /// Sets the processor timeout.
-    pub fn with_process_timeout(mut self, d: Duration) -> Self {
-        self.process_timeout = d;
         self
     }
 
@@ -174,9 +138,20 @@ impl WorkerConfig {
         self
     }
 
-    /// Sets the announce grace period of the sweeper.
-    pub fn with_announce_grace(mut self, d: Duration) -> Self {
-        self.announce_grace = d;
-        self
+    crate::setters! {
+        /// Sets the retry policy.
+        with_retry(retry: RetryPolicy);
+        /// Sets how long a message waiting in a non-empty queue is trusted to be delivered.
+        with_max_queue_wait(max_queue_wait: Duration);
+        /// Turns the sweeper on or off.
+        with_sweeper(run_sweeper: bool);
+        /// Sets the shutdown deadline.
+        with_shutdown_timeout(shutdown_timeout: Duration);
+        /// Sets the longest wait of one dequeue.
+        with_poll_wait(poll_wait: Duration);
+        /// Sets the processor timeout.
+        with_process_timeout(process_timeout: Duration);
+        /// Sets the announce grace period of the sweeper.
+        with_announce_grace(announce_grace: Duration);
     }
 }

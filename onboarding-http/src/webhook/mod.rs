@@ -79,10 +79,9 @@ impl Default for WebhookConfig {
 }
 
 impl WebhookConfig {
-    /// Sets the URL policy.
-    pub fn with_policy(mut self, policy: UrlPolicy) -> Self {
-        self.policy = policy;
-        self
+    onboarding_core::setters! {
+        /// Sets the URL policy.
+        with_policy(policy: UrlPolicy);
     }
 
     /// Sets attempts per round and the first backoff.
@@ -91,10 +90,9 @@ impl WebhookConfig {
         self
     }
 
-    /// Sets the timeout of one attempt.
-    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = timeout;
-        self
+    onboarding_core::setters! {
+        /// Sets the timeout of one attempt.
+        with_attempt_timeout(attempt_timeout: Duration);
     }
 
     /// Sets how often the loop looks for due deliveries.
@@ -103,10 +101,9 @@ impl WebhookConfig {
         self
     }
 
-    /// Sets how long the old secret signs beside the new one after a rotation.
-    pub fn with_rotation_overlap(mut self, overlap: Duration) -> Self {
-        self.rotation_overlap = overlap;
-        self
+    onboarding_core::setters! {
+        /// Sets how long the old secret signs beside the new one after a rotation.
+        with_rotation_overlap(rotation_overlap: Duration);
     }
 
     /// The lease of one claim: long enough for an attempt and its bookkeeping.

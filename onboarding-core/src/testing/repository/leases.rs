@@ -83,9 +83,8 @@ pub async fn claim_leaves_out_unclaimable_items(backend: TestBackend) {
     let submission = fixtures::submission(&tenant, 5, ConflictPolicy::Update);
     let t0 = submission.now;
     let (batch, items) = fixtures::store(repo, &submission).await;
-    let ids = fixtures::ids(&items);
     let [claimable, leased, completed, failed, retrying] =
-        <[ItemId; 5]>::try_from(ids).expect("five items");
+        <[ItemId; 5]>::try_from(fixtures::ids(&items)).expect("five items");
 
     // Not yet available: a fresh item before its `available_at`.
     let early = repo
