@@ -1,18 +1,21 @@
 //! The extractors handlers share: the authenticated tenant, the tenant with
-//! the batch of the path, a concurrent-submission slot, and the JSON body.
+//! the batch of the path, a concurrent-submission slot, the query string's
+//! parameters and the JSON body.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use onboarding_core::model::{BatchId, TenantId};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::app::AppState;
+use crate::handlers::query;
 use crate::metrics::{InProgress, Refusal};
 use crate::problem::Problem;
 
@@ -125,6 +128,18 @@ impl FromRequestParts<AppState> for TenantBatch {
             .and_then(|Path(raw)| raw.parse::<BatchId>().ok())
             .ok_or_else(|| Problem::not_found("no such batch"))?;
         Ok(Self { tenant, id })
+    }
+}
+
+/// The query string's parameters as `T`: [`query`]'s 400 when it cannot be
+/// read. Listed after the tenant, so 401 comes first.
+pub(crate) struct QueryParams<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        query(Query::<T>::from_request_parts(parts, state).await).map(Self)
     }
 }
 

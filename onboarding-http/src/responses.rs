@@ -1,12 +1,17 @@
 //! The problem answers of the OpenAPI document: one type per status, each
 //! a `application/problem+json` [`ProblemDocument`], listed by name in every
 //! route's `responses(...)`. A status means the same on every route, and
-//! its description is written once.
+//! its description is written once. The routes that fail the same ways
+//! name one of the sets at the end ([`Lookup`], [`Listing`], …) instead.
 //!
 //! The types are never built: [`Problem`](crate::Problem) is what handlers
 //! answer; these only describe it.
 #![allow(dead_code)] // described in the OpenAPI document, never constructed
 
+use std::collections::BTreeMap;
+
+use utoipa::openapi::response::Response;
+use utoipa::openapi::RefOr;
 use utoipa::IntoResponses;
 
 use crate::problem::ProblemDocument;
@@ -63,3 +68,88 @@ pub(crate) struct RateLimited(ProblemDocument);
 #[response(status = 503, content_type = "application/problem+json",
     headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))]
 pub(crate) struct Unavailable(ProblemDocument);
+
+/// The answers of a set of problem types, merged (a status in two of them
+/// would keep the last one: no set below has one twice).
+type Answers = BTreeMap<String, RefOr<Response>>;
+
+fn merged(sets: &[fn() -> Answers]) -> Answers {
+    sets.iter().flat_map(|answers| answers()).collect()
+}
+
+/// The failures of a tenant's (or the operator's) read or action on one
+/// resource named by the path: 401, 404, 429, 503.
+pub(crate) struct Lookup;
+
+impl IntoResponses for Lookup {
+    fn responses() -> Answers {
+        merged(&[
+            Unauthorized::responses,
+            NotFound::responses,
+            RateLimited::responses,
+            Unavailable::responses,
+        ])
+    }
+}
+
+/// The failures of a listing with query parameters: 400 (unreadable query
+/// string), 401, 422 (a parameter's value), 429, 503.
+pub(crate) struct Listing;
+
+impl IntoResponses for Listing {
+    fn responses() -> Answers {
+        merged(&[
+            Malformed::responses,
+            Unauthorized::responses,
+            Invalid::responses,
+            RateLimited::responses,
+            Unavailable::responses,
+        ])
+    }
+}
+
+/// [`Listing`]'s failures plus 404: a listing under a resource of the path,
+/// or one a server may not keep.
+pub(crate) struct ListingOf;
+
+impl IntoResponses for ListingOf {
+    fn responses() -> Answers {
+        merged(&[Listing::responses, NotFound::responses])
+    }
+}
+
+/// [`Lookup`]'s failures plus 422: a resource named by a path parameter
+/// that must be valid (a domain).
+pub(crate) struct CheckedLookup;
+
+impl IntoResponses for CheckedLookup {
+    fn responses() -> Answers {
+        merged(&[Lookup::responses, Invalid::responses])
+    }
+}
+
+/// The failures of a write with a JSON body (besides [`Lookup`]'s): 400,
+/// 415, 413, 422.
+pub(crate) struct BodyFailures;
+
+impl IntoResponses for BodyFailures {
+    fn responses() -> Answers {
+        merged(&[
+            Lookup::responses,
+            Malformed::responses,
+            UnsupportedMediaType::responses,
+            TooLarge::responses,
+            Invalid::responses,
+        ])
+    }
+}
+
+/// [`BodyFailures`] plus 409: a write that creates something that may exist
+/// already or be over a limit.
+pub(crate) struct Create;
+
+impl IntoResponses for Create {
+    fn responses() -> Answers {
+        merged(&[BodyFailures::responses, Conflict::responses])
+    }
+}

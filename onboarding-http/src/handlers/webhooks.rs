@@ -2,8 +2,8 @@
 //! secret, ping) and deliveries (list, show with attempts, replay).
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -17,13 +17,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::extract::{json_object, Tenant};
-use crate::handlers::{limit, query, MAX_PAGE};
+use crate::extract::{json_object, QueryParams, Tenant};
+use crate::handlers::{limit, MAX_PAGE};
 use crate::problem::Problem;
-use crate::responses::{
-    Conflict, Invalid, Malformed, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable,
-    UnsupportedMediaType,
-};
+use crate::responses::{BodyFailures, Conflict, Create, Listing, Lookup};
 use crate::webhook::Webhooks;
 
 /// A webhook endpoint (never its secret).
@@ -261,11 +258,7 @@ fn delivery_id(path: Result<Path<String>, PathRejection>) -> Result<DeliveryId, 
 #[utoipa::path(
     post, path = "/api/v1/webhooks/endpoints", operation_id = "webhook_register", tag = "webhooks",
     request_body = NewEndpoint,
-    responses(
-        (status = 201, description = "Registered", body = EndpointWithSecret),
-        Unauthorized, NotFound, Conflict, Malformed, UnsupportedMediaType, TooLarge, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 201, description = "Registered", body = EndpointWithSecret), Create),
 )]
 #[tracing::instrument(name = "webhook_register", skip_all, fields(tenant = %tenant.0))]
 pub(crate) async fn register(
@@ -306,10 +299,9 @@ pub(crate) async fn register(
             ))
         }
     };
-    let endpoint = webhooks
-        .register(&tenant.0, url, &events)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let endpoint = state
+        .run(webhooks.register(&tenant.0, url, &events))
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(EndpointWithSecret {
@@ -322,20 +314,13 @@ pub(crate) async fn register(
 /// This tenant's webhook endpoints
 #[utoipa::path(
     get, path = "/api/v1/webhooks/endpoints", operation_id = "webhook_endpoints", tag = "webhooks",
-    responses(
-        (status = 200, description = "Endpoints", body = EndpointsPage),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "Endpoints", body = EndpointsPage), Lookup),
 )]
 pub(crate) async fn endpoints(
     State(state): State<AppState>,
     tenant: Tenant,
 ) -> Result<Json<EndpointsPage>, Problem> {
-    let list = webhooks(&state)?
-        .endpoints(&tenant.0)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let list = state.run(webhooks(&state)?.endpoints(&tenant.0)).await?;
     Ok(Json(EndpointsPage {
         endpoints: list.iter().map(EndpointView::from).collect(),
     }))
@@ -345,11 +330,7 @@ pub(crate) async fn endpoints(
 #[utoipa::path(
     delete, path = "/api/v1/webhooks/endpoints/{id}", operation_id = "webhook_delete", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "The endpoint id")),
-    responses(
-        (status = 204, description = "Deleted"),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 204, description = "Deleted"), Lookup),
 )]
 pub(crate) async fn delete(
     State(state): State<AppState>,
@@ -357,10 +338,7 @@ pub(crate) async fn delete(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
     let id = endpoint_id(path)?;
-    webhooks(&state)?
-        .delete(&tenant.0, id)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    state.run(webhooks(&state)?.delete(&tenant.0, id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -369,11 +347,7 @@ pub(crate) async fn delete(
     post, path = "/api/v1/webhooks/endpoints/{id}/rotate-secret", operation_id = "webhook_rotate_secret", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "The endpoint id")),
     request_body(content = Option<Rotation>, description = "Optional: the overlap"),
-    responses(
-        (status = 200, description = "The new secret (shown once); deliveries carry both signatures until previous_secret_expires_at", body = EndpointWithSecret),
-        Unauthorized, NotFound, Malformed, UnsupportedMediaType, TooLarge, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "The new secret (shown once); deliveries carry both signatures until previous_secret_expires_at", body = EndpointWithSecret), BodyFailures),
 )]
 pub(crate) async fn rotate_secret(
     State(state): State<AppState>,
@@ -405,10 +379,9 @@ pub(crate) async fn rotate_secret(
                 })?,
         ),
     };
-    let endpoint = webhooks(&state)?
-        .rotate_secret(&tenant.0, id, overlap)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let endpoint = state
+        .run(webhooks(&state)?.rotate_secret(&tenant.0, id, overlap))
+        .await?;
     Ok(Json(EndpointWithSecret {
         endpoint: (&endpoint).into(),
         secret: endpoint.secret.clone(),
@@ -419,11 +392,7 @@ pub(crate) async fn rotate_secret(
 #[utoipa::path(
     post, path = "/api/v1/webhooks/endpoints/{id}/ping", operation_id = "webhook_ping", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "The endpoint id")),
-    responses(
-        (status = 200, description = "The ping's delivery and attempt (see its status)", body = DeliveryDetailView),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "The ping's delivery and attempt (see its status)", body = DeliveryDetailView), Lookup),
 )]
 pub(crate) async fn ping(
     State(state): State<AppState>,
@@ -431,10 +400,7 @@ pub(crate) async fn ping(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<DeliveryDetailView>, Problem> {
     let id = endpoint_id(path)?;
-    let detail = webhooks(&state)?
-        .ping(&tenant.0, id)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let detail = state.run(webhooks(&state)?.ping(&tenant.0, id)).await?;
     Ok(Json(DeliveryDetailView::new(&detail)))
 }
 
@@ -454,19 +420,14 @@ pub(crate) struct DeliveriesParams {
         ("endpoint_id" = Option<uuid::Uuid>, Query, description = "Only deliveries to this endpoint"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many, 1-1000 (default 100)"),
     ),
-    responses(
-        (status = 200, description = "Deliveries", body = DeliveriesPage),
-        Malformed, Unauthorized, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "Deliveries", body = DeliveriesPage), Listing),
 )]
 #[tracing::instrument(name = "webhook_deliveries", skip_all, fields(tenant = %tenant.0))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     tenant: Tenant,
-    params: Result<Query<DeliveriesParams>, QueryRejection>,
+    QueryParams(params): QueryParams<DeliveriesParams>,
 ) -> Result<Json<DeliveriesPage>, Problem> {
-    let params = query(params)?;
     let mut q = DeliveryQuery::latest(limit(params.limit.as_deref(), 100, MAX_PAGE)?);
     if let Some(raw) = params.batch_id.as_deref() {
         q = q.of_batch(raw.parse::<BatchId>().map_err(|_| {
@@ -479,10 +440,7 @@ pub(crate) async fn list(
         })?);
     }
     let deliveries = match state.config().webhooks.as_ref() {
-        Some(w) => w
-            .deliveries(&tenant.0, &q)
-            .await
-            .map_err(|e| state.problem(&e))?,
+        Some(w) => state.run(w.deliveries(&tenant.0, &q)).await?,
         None => Vec::new(),
     };
     Ok(Json(DeliveriesPage {
@@ -494,11 +452,7 @@ pub(crate) async fn list(
 #[utoipa::path(
     get, path = "/api/v1/webhooks/deliveries/{id}", operation_id = "webhook_delivery", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "A delivery id from the listing")),
-    responses(
-        (status = 200, description = "The delivery", body = DeliveryDetailView),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "The delivery", body = DeliveryDetailView), Lookup),
 )]
 pub(crate) async fn show(
     State(state): State<AppState>,
@@ -506,10 +460,7 @@ pub(crate) async fn show(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<DeliveryDetailView>, Problem> {
     let id = delivery_id(path)?;
-    let detail = webhooks(&state)?
-        .delivery(&tenant.0, id)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let detail = state.run(webhooks(&state)?.delivery(&tenant.0, id)).await?;
     Ok(Json(DeliveryDetailView::new(&detail)))
 }
 
@@ -517,11 +468,7 @@ pub(crate) async fn show(
 #[utoipa::path(
     post, path = "/api/v1/webhooks/deliveries/{id}/replay", operation_id = "webhook_replay", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "A delivery id from the listing")),
-    responses(
-        (status = 200, description = "The delivery after the attempt (see its status)", body = DeliveryDetailView),
-        Unauthorized, NotFound, Conflict, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "The delivery after the attempt (see its status)", body = DeliveryDetailView), Lookup, Conflict),
 )]
 #[tracing::instrument(name = "webhook_replay", skip_all, fields(tenant = %tenant.0))]
 pub(crate) async fn replay(
@@ -530,9 +477,6 @@ pub(crate) async fn replay(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<DeliveryDetailView>, Problem> {
     let id = delivery_id(path)?;
-    let detail = webhooks(&state)?
-        .replay(&tenant.0, id)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let detail = state.run(webhooks(&state)?.replay(&tenant.0, id)).await?;
     Ok(Json(DeliveryDetailView::new(&detail)))
 }
