@@ -69,87 +69,108 @@ pub(crate) struct RateLimited(ProblemDocument);
     headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))]
 pub(crate) struct Unavailable(ProblemDocument);
 
-/// The answers of a set of problem types, merged (a status in two of them
-/// would keep the last one: no set below has one twice).
+/// Responses by status, as `IntoResponses` gives them.
 type Answers = BTreeMap<String, RefOr<Response>>;
 
-fn merged(sets: &[fn() -> Answers]) -> Answers {
-    sets.iter().flat_map(|answers| answers()).collect()
+/// The problem answers the sets below pick from, one per status
+/// ([`IdempotencyConflict`], a 409 of submissions only, is not among them).
+const BY_STATUS: [fn() -> Answers; 9] = [
+    Malformed::responses,
+    Unauthorized::responses,
+    NotFound::responses,
+    Conflict::responses,
+    TooLarge::responses,
+    UnsupportedMediaType::responses,
+    Invalid::responses,
+    RateLimited::responses,
+    Unavailable::responses,
+];
+
+/// The problem answers of these statuses.
+fn problems(statuses: &[u16]) -> Answers {
+    BY_STATUS
+        .iter()
+        .flat_map(|answers| answers())
+        .filter(|(status, _)| statuses.iter().any(|s| s.to_string() == *status))
+        .collect()
 }
 
-/// The failures of a tenant's (or the operator's) read or action on one
-/// resource named by the path: 401, 404, 429, 503.
+/// The failures of a read or an action on one resource the path names:
+/// 401, 404, 429, 503.
 pub(crate) struct Lookup;
 
 impl IntoResponses for Lookup {
     fn responses() -> Answers {
-        merged(&[
-            Unauthorized::responses,
-            NotFound::responses,
-            RateLimited::responses,
-            Unavailable::responses,
-        ])
+        problems(&[401, 404, 429, 503])
     }
 }
 
-/// The failures of a listing with query parameters: 400 (unreadable query
-/// string), 401, 422 (a parameter's value), 429, 503.
+/// The failures of a listing with query parameters: 400 (an unreadable
+/// query string), 401, 422 (a parameter's value), 429, 503.
 pub(crate) struct Listing;
 
 impl IntoResponses for Listing {
     fn responses() -> Answers {
-        merged(&[
-            Malformed::responses,
-            Unauthorized::responses,
-            Invalid::responses,
-            RateLimited::responses,
-            Unavailable::responses,
-        ])
+        problems(&[400, 401, 422, 429, 503])
     }
 }
 
-/// [`Listing`]'s failures plus 404: a listing under a resource of the path,
-/// or one a server may not keep.
+/// [`Listing`]'s failures and 404: a listing under a resource the path
+/// names, or of something a server may not keep.
 pub(crate) struct ListingOf;
 
 impl IntoResponses for ListingOf {
     fn responses() -> Answers {
-        merged(&[Listing::responses, NotFound::responses])
+        problems(&[400, 401, 404, 422, 429, 503])
     }
 }
 
-/// [`Lookup`]'s failures plus 422: a resource named by a path parameter
-/// that must be valid (a domain).
+/// [`Lookup`]'s failures and 422: the resource of a path parameter that
+/// must be valid (a domain).
 pub(crate) struct CheckedLookup;
 
 impl IntoResponses for CheckedLookup {
     fn responses() -> Answers {
-        merged(&[Lookup::responses, Invalid::responses])
+        problems(&[401, 404, 422, 429, 503])
     }
 }
 
-/// The failures of a write with a JSON body (besides [`Lookup`]'s): 400,
-/// 415, 413, 422.
+/// The failures of a write with a JSON body to a resource the path names
+/// or a server may not keep: 400, 401, 404, 413, 415, 422, 429, 503.
 pub(crate) struct BodyFailures;
 
 impl IntoResponses for BodyFailures {
     fn responses() -> Answers {
-        merged(&[
-            Lookup::responses,
-            Malformed::responses,
-            UnsupportedMediaType::responses,
-            TooLarge::responses,
-            Invalid::responses,
-        ])
+        problems(&[400, 401, 404, 413, 415, 422, 429, 503])
     }
 }
 
-/// [`BodyFailures`] plus 409: a write that creates something that may exist
-/// already or be over a limit.
+/// [`BodyFailures`] and 409: a write that creates what may exist already
+/// or be over a limit.
 pub(crate) struct Create;
 
 impl IntoResponses for Create {
     fn responses() -> Answers {
-        merged(&[BodyFailures::responses, Conflict::responses])
+        problems(&[400, 401, 404, 409, 413, 415, 422, 429, 503])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_of_a_set_has_its_answer() {
+        let sets = [
+            (Lookup::responses(), 4),
+            (Listing::responses(), 5),
+            (ListingOf::responses(), 6),
+            (CheckedLookup::responses(), 5),
+            (BodyFailures::responses(), 8),
+            (Create::responses(), 9),
+        ];
+        for (answers, statuses) in sets {
+            assert_eq!(answers.len(), statuses, "{:?}", answers.keys());
+        }
     }
 }

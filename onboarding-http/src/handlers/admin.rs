@@ -90,6 +90,16 @@ pub(crate) struct NewKeyView {
     pub(crate) key: String,
 }
 
+impl NewKeyView {
+    /// A key just made (created or rotated), with what is listed about it.
+    fn new(key: String, info: &ApiKeyInfo) -> Self {
+        Self {
+            info: info.into(),
+            key,
+        }
+    }
+}
+
 /// `GET /api/v1/admin/keys`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub(crate) struct KeysPage {
@@ -198,13 +208,7 @@ pub(crate) async fn create_key(
     let (key, record) = NewApiKey::generate(tenant, label, now());
     let info = state.run(store.create_key(&record)).await?;
     tracing::info!(tenant = %info.tenant, prefix = %info.prefix, "API key created");
-    Ok((
-        StatusCode::CREATED,
-        Json(NewKeyView {
-            info: (&info).into(),
-            key,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(NewKeyView::new(key, &info))))
 }
 
 /// Query parameters of the key listing.
@@ -293,11 +297,5 @@ pub(crate) async fn rotate(
         .await?
         .ok_or_else(not_found)?;
     tracing::info!(tenant = %info.tenant, old = %current.prefix, new = %info.prefix, "API key rotated");
-    Ok((
-        StatusCode::CREATED,
-        Json(NewKeyView {
-            info: (&info).into(),
-            key,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(NewKeyView::new(key, &info))))
 }

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use onboarding_core::model::{Domain, Organization};
+use onboarding_core::model::{Domain, Organization, TenantId};
 use onboarding_core::organizations::{OrganizationQuery, OrganizationVersion};
 use onboarding_core::validate::normalize_domain;
 use serde::{Deserialize, Serialize};
@@ -143,15 +143,26 @@ fn invalid_domain(code: &str, detail: impl Into<String>) -> Problem {
     Problem::invalid_path_parameter("domain", code, detail)
 }
 
-/// The path's domain as an extractor ([`path_domain`]), listed after the
-/// tenant so that 401 comes before 422.
-pub(crate) struct PathDomain(Domain);
+/// The authenticated tenant and the domain of the path ([`path_domain`]):
+/// the key of one of its organizations; 401 before 422.
+pub(crate) struct TenantDomain {
+    tenant: TenantId,
+    domain: Domain,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for PathDomain {
+impl FromRequestParts<AppState> for TenantDomain {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        path_domain(Path::<String>::from_request_parts(parts, state).await).map(Self)
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let Tenant(tenant) = Tenant::from_request_parts(parts, state).await?;
+        let domain = path_domain(Path::<String>::from_request_parts(parts, state).await)?;
+        Ok(Self { tenant, domain })
+    }
+}
+
+impl TenantDomain {
+    fn domain(&self) -> &str {
+        self.domain.as_str()
     }
 }
 
@@ -161,14 +172,13 @@ impl<S: Send + Sync> FromRequestParts<S> for PathDomain {
     params(("domain" = String, Path, description = "The domain, in any form a submission accepts (normalized: IDN to A-labels, lowercase)")),
     responses((status = 200, description = "The organization", body = OrganizationResponse), CheckedLookup),
 )]
-#[tracing::instrument(name = "organization_get", skip_all, fields(tenant = %tenant.0))]
+#[tracing::instrument(name = "organization_get", skip_all, fields(tenant = %key.tenant))]
 pub(crate) async fn show(
     State(state): State<AppState>,
-    tenant: Tenant,
-    PathDomain(domain): PathDomain,
+    key: TenantDomain,
 ) -> Result<Json<OrganizationResponse>, Problem> {
     let org = state
-        .run(state.service().organization(&tenant.0, domain.as_str()))
+        .run(state.service().organization(&key.tenant, key.domain()))
         .await?;
     Ok(Json(org.into()))
 }
@@ -206,21 +216,17 @@ pub(crate) async fn list(
     params(("domain" = String, Path, description = "The domain, in any form a submission accepts")),
     responses((status = 200, description = "Its versions", body = OrganizationVersions), CheckedLookup),
 )]
-#[tracing::instrument(name = "organization_versions", skip_all, fields(tenant = %tenant.0))]
+#[tracing::instrument(name = "organization_versions", skip_all, fields(tenant = %key.tenant))]
 pub(crate) async fn versions(
     State(state): State<AppState>,
-    tenant: Tenant,
-    PathDomain(domain): PathDomain,
+    key: TenantDomain,
 ) -> Result<Json<OrganizationVersions>, Problem> {
+    let service = state.service();
     let versions = state
-        .run(
-            state
-                .service()
-                .organization_versions(&tenant.0, domain.as_str()),
-        )
+        .run(service.organization_versions(&key.tenant, key.domain()))
         .await?;
     Ok(Json(OrganizationVersions {
-        domain: domain.as_str().to_owned(),
+        domain: key.domain().to_owned(),
         versions: versions.into_iter().map(Into::into).collect(),
     }))
 }
@@ -233,18 +239,14 @@ pub(crate) async fn versions(
     params(("domain" = String, Path, description = "The domain, in any form a submission accepts")),
     responses((status = 204, description = "Deleted"), CheckedLookup),
 )]
-#[tracing::instrument(name = "organization_delete", skip_all, fields(tenant = %tenant.0))]
+#[tracing::instrument(name = "organization_delete", skip_all, fields(tenant = %key.tenant))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    tenant: Tenant,
-    PathDomain(domain): PathDomain,
+    key: TenantDomain,
 ) -> Result<StatusCode, Problem> {
+    let service = state.service();
     state
-        .run(
-            state
-                .service()
-                .delete_organization(&tenant.0, domain.as_str()),
-        )
+        .run(service.delete_organization(&key.tenant, key.domain()))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,9 +1,11 @@
 //! A tenant's webhooks: endpoints (register, list, delete, rotate the
 //! secret, ping) and deliveries (list, show with attempts, replay).
 
+use std::future::Future;
+
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -17,11 +19,11 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::extract::{json_object, QueryParams, Tenant};
+use crate::extract::{json_object, PathId, QueryParams, Tenant, TenantItem};
 use crate::handlers::{limit, MAX_PAGE};
 use crate::problem::Problem;
 use crate::responses::{BodyFailures, Conflict, Create, Listing, Lookup};
-use crate::webhook::Webhooks;
+use crate::webhook::{DeliveryDetail, Webhooks};
 
 /// A webhook endpoint (never its secret).
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -63,6 +65,16 @@ pub(crate) struct EndpointWithSecret {
     pub(crate) endpoint: EndpointView,
     /// The signing secret (`whsec_…`); it is not shown again.
     pub(crate) secret: String,
+}
+
+impl From<&WebhookEndpoint> for EndpointWithSecret {
+    /// As `register` and `rotate_secret` answer: the one time it is shown.
+    fn from(endpoint: &WebhookEndpoint) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            secret: endpoint.secret.clone(),
+        }
+    }
 }
 
 /// `GET /api/v1/webhooks/endpoints`.
@@ -238,20 +250,25 @@ fn invalid(pointer: &str, code: &str, detail: &str) -> Problem {
     )
 }
 
-fn endpoint_id(path: Result<Path<String>, PathRejection>) -> Result<EndpointId, Problem> {
-    let not_found = || Problem::not_found("no such webhook endpoint");
-    let Ok(Path(raw)) = path else {
-        return Err(not_found());
-    };
-    raw.parse().map_err(|_| not_found())
+impl PathId for EndpointId {
+    const MISSING: &'static str = "no such webhook endpoint";
 }
 
-fn delivery_id(path: Result<Path<String>, PathRejection>) -> Result<DeliveryId, Problem> {
-    let not_found = || Problem::not_found("no such webhook delivery");
-    let Ok(Path(raw)) = path else {
-        return Err(not_found());
-    };
-    raw.parse().map_err(|_| not_found())
+impl PathId for DeliveryId {
+    const MISSING: &'static str = "no such webhook delivery";
+}
+
+/// A delivery with its attempts, as `ping`, `show` and `replay` answer it:
+/// `call` made on the server's webhooks (404 when there are none).
+async fn detail<'a, F>(
+    state: &'a AppState,
+    call: impl FnOnce(&'a Webhooks) -> F,
+) -> Result<Json<DeliveryDetailView>, Problem>
+where
+    F: Future<Output = onboarding_core::Result<DeliveryDetail>>,
+{
+    let detail = state.run(call(webhooks(state)?)).await?;
+    Ok(Json(DeliveryDetailView::new(&detail)))
 }
 
 /// Register a webhook endpoint; its signing secret is in the answer, once
@@ -304,10 +321,7 @@ pub(crate) async fn register(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(EndpointWithSecret {
-            endpoint: (&endpoint).into(),
-            secret: endpoint.secret.clone(),
-        }),
+        Json(EndpointWithSecret::from(&endpoint)),
     ))
 }
 
@@ -334,11 +348,11 @@ pub(crate) async fn endpoints(
 )]
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    endpoint: TenantItem<EndpointId>,
 ) -> Result<StatusCode, Problem> {
-    let id = endpoint_id(path)?;
-    state.run(webhooks(&state)?.delete(&tenant.0, id)).await?;
+    state
+        .run(webhooks(&state)?.delete(&endpoint.tenant, endpoint.id))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -351,12 +365,10 @@ pub(crate) async fn delete(
 )]
 pub(crate) async fn rotate_secret(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    endpoint: TenantItem<EndpointId>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EndpointWithSecret>, Problem> {
-    let id = endpoint_id(path)?;
     let value = json_object(&headers, body, state.config().body_limit, true)?;
     let overlap = match value.get("overlap_seconds") {
         None | Some(Value::Null) => None,
@@ -379,13 +391,10 @@ pub(crate) async fn rotate_secret(
                 })?,
         ),
     };
-    let endpoint = state
-        .run(webhooks(&state)?.rotate_secret(&tenant.0, id, overlap))
+    let rotated = state
+        .run(webhooks(&state)?.rotate_secret(&endpoint.tenant, endpoint.id, overlap))
         .await?;
-    Ok(Json(EndpointWithSecret {
-        endpoint: (&endpoint).into(),
-        secret: endpoint.secret.clone(),
-    }))
+    Ok(Json(EndpointWithSecret::from(&rotated)))
 }
 
 /// Send a test ping to an endpoint now
@@ -396,12 +405,9 @@ pub(crate) async fn rotate_secret(
 )]
 pub(crate) async fn ping(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    endpoint: TenantItem<EndpointId>,
 ) -> Result<Json<DeliveryDetailView>, Problem> {
-    let id = endpoint_id(path)?;
-    let detail = state.run(webhooks(&state)?.ping(&tenant.0, id)).await?;
-    Ok(Json(DeliveryDetailView::new(&detail)))
+    detail(&state, |w| w.ping(&endpoint.tenant, endpoint.id)).await
 }
 
 /// Query parameters of the deliveries listing.
@@ -456,12 +462,9 @@ pub(crate) async fn list(
 )]
 pub(crate) async fn show(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    delivery: TenantItem<DeliveryId>,
 ) -> Result<Json<DeliveryDetailView>, Problem> {
-    let id = delivery_id(path)?;
-    let detail = state.run(webhooks(&state)?.delivery(&tenant.0, id)).await?;
-    Ok(Json(DeliveryDetailView::new(&detail)))
+    detail(&state, |w| w.delivery(&delivery.tenant, delivery.id)).await
 }
 
 /// Send a webhook delivery again now (a new round of retries follows a failure)
@@ -470,13 +473,10 @@ pub(crate) async fn show(
     params(("id" = uuid::Uuid, Path, description = "A delivery id from the listing")),
     responses((status = 200, description = "The delivery after the attempt (see its status)", body = DeliveryDetailView), Lookup, Conflict),
 )]
-#[tracing::instrument(name = "webhook_replay", skip_all, fields(tenant = %tenant.0))]
+#[tracing::instrument(name = "webhook_replay", skip_all, fields(tenant = %delivery.tenant))]
 pub(crate) async fn replay(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    delivery: TenantItem<DeliveryId>,
 ) -> Result<Json<DeliveryDetailView>, Problem> {
-    let id = delivery_id(path)?;
-    let detail = state.run(webhooks(&state)?.replay(&tenant.0, id)).await?;
-    Ok(Json(DeliveryDetailView::new(&detail)))
+    detail(&state, |w| w.replay(&delivery.tenant, delivery.id)).await
 }
