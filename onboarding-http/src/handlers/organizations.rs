@@ -161,6 +161,7 @@ impl FromRequestParts<AppState> for TenantDomain {
 }
 
 impl TenantDomain {
+    /// The normalized domain, as the service takes it.
     fn domain(&self) -> &str {
         self.domain.as_str()
     }
