@@ -192,7 +192,8 @@ where
 /// `sql` with its `?` placeholders in the engine's spelling: `$1, $2, …`
 /// on PostgreSQL (no `?` may stand in `sql` but as a placeholder).
 fn placed<DB: sqlx::Database>(sql: &str) -> String {
-    if DB::NAME != <sqlx::Postgres as sqlx::Database>::NAME {
+    // `sqlx::Postgres::NAME` (spelled out: that type exists only with the feature).
+    if DB::NAME != "PostgreSQL" {
         return sql.to_owned();
     }
     let mut out = String::with_capacity(sql.len() + 8);
