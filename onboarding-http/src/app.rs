@@ -1,6 +1,7 @@
 //! Shared state and the middleware (metrics, request timeout);
 //! authentication is in `auth`, the tenants' rate limit in `limits`.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,6 +46,15 @@ impl AppState {
 
     pub(crate) fn problem(&self, error: &onboarding_core::Error) -> Problem {
         Problem::from_core(error, self.inner.config.retry_after)
+    }
+
+    /// Awaits a call of the service (or of a store), its error as the
+    /// problem this server answers: what most handlers do once per request.
+    pub(crate) async fn run<T>(
+        &self,
+        call: impl Future<Output = onboarding_core::Result<T>>,
+    ) -> Result<T, Problem> {
+        call.await.map_err(|e| self.problem(&e))
     }
 }
 

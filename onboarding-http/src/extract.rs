@@ -1,18 +1,22 @@
 //! The extractors handlers share: the authenticated tenant, the tenant with
-//! the batch of the path, a concurrent-submission slot, and the JSON body.
+//! the batch of the path, a concurrent-submission slot, the query string's
+//! parameters and the JSON body.
 
+use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use onboarding_core::model::{BatchId, TenantId};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::app::AppState;
+use crate::handlers::query;
 use crate::metrics::{InProgress, Refusal};
 use crate::problem::Problem;
 
@@ -106,15 +110,27 @@ pub(crate) fn json_body(
         .map_err(|e| Problem::malformed(format!("the request body is not valid JSON: {e}")))
 }
 
-/// The authenticated tenant and the batch its path names
-/// (`/api/v1/batches/{id}/…`): 401 before 404, and an id that is not a UUID
-/// is a batch that does not exist.
-pub(crate) struct TenantBatch {
-    pub(crate) tenant: TenantId,
-    pub(crate) id: BatchId,
+/// An id a path names (`/api/v1/batches/{id}`, …), for [`TenantItem`].
+pub(crate) trait PathId: FromStr {
+    /// The 404's detail when the path names none of the tenant's.
+    const MISSING: &'static str;
 }
 
-impl FromRequestParts<AppState> for TenantBatch {
+impl PathId for BatchId {
+    const MISSING: &'static str = "no such batch";
+}
+
+/// The authenticated tenant and the item its path names (`/…/{id}`): 401
+/// before 404, and an id that does not parse is an item that does not exist.
+pub(crate) struct TenantItem<T> {
+    pub(crate) tenant: TenantId,
+    pub(crate) id: T,
+}
+
+/// The tenant and the batch of a `/api/v1/batches/{id}/…` path.
+pub(crate) type TenantBatch = TenantItem<BatchId>;
+
+impl<T: PathId + Send> FromRequestParts<AppState> for TenantItem<T> {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
@@ -122,9 +138,21 @@ impl FromRequestParts<AppState> for TenantBatch {
         let id = Path::<String>::from_request_parts(parts, state)
             .await
             .ok()
-            .and_then(|Path(raw)| raw.parse::<BatchId>().ok())
-            .ok_or_else(|| Problem::not_found("no such batch"))?;
+            .and_then(|Path(raw)| raw.parse::<T>().ok())
+            .ok_or_else(|| Problem::not_found(T::MISSING))?;
         Ok(Self { tenant, id })
+    }
+}
+
+/// The query string's parameters as `T`: [`query`]'s 400 when it cannot be
+/// read. Listed after the tenant, so 401 comes first.
+pub(crate) struct QueryParams<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        query(Query::<T>::from_request_parts(parts, state).await).map(Self)
     }
 }
 

@@ -2,7 +2,7 @@
 //! links from the answers that carry an id to the routes that take it.
 
 use serde_json::{json, Map, Value};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
 
@@ -72,6 +72,12 @@ use crate::handlers::{events, failures, listing, organizations, throughput};
 )]
 pub struct ApiDoc;
 
+/// The operations that answer without authentication; every other one
+/// takes `Authorization: Bearer` (an API key, or the admin token).
+const PUBLIC: &[&str] = &["health", "openapi"];
+
+/// The `bearer` scheme, required by every operation but the [`PUBLIC`] ones
+/// (said once here rather than in each route's annotation).
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -81,6 +87,25 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let id = operation.operation_id.as_deref().unwrap_or_default();
+                if !PUBLIC.contains(&id) {
+                    let bearer = SecurityRequirement::new("bearer", Vec::<String>::new());
+                    operation.security = Some(vec![bearer]);
+                }
+            }
+        }
     }
 }
 

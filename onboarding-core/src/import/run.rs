@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use super::parse::{ImportFormat, ImportParser};
 use super::rows::{ImportRow, ParsedRow, RowError};
@@ -94,8 +95,6 @@ pub struct ImportReceipt {
     pub rows_rejected: u64,
     /// Whether this answers an earlier request with the same idempotency key (nothing new stored).
     pub replayed: bool,
-    /// Work items enqueued.
-    pub queued: u64,
 }
 
 /// Discards the upload unless it was finished: a dropped request (a client
@@ -135,8 +134,6 @@ struct StageTimes {
     stage: Duration,
     /// `finish_import`.
     finish: Duration,
-    /// Enqueueing the pending items.
-    enqueue: Duration,
 }
 
 struct Upload<'a> {
@@ -304,7 +301,7 @@ impl OnboardingService {
         let mut parsed = Vec::with_capacity(STAGE_ROWS);
         let mut body = std::pin::pin!(body);
         // Where the time goes (logged with the answer): waiting for the
-        // body, parsing and validating, staging, the finish, the enqueue.
+        // body, parsing and validating, staging, the finish.
         let mut stages = StageTimes::default();
         loop {
             let waited = Instant::now();
@@ -363,7 +360,6 @@ impl OnboardingService {
                     rows_received: upload.received,
                     rows_rejected: upload.rejected,
                     replayed: true,
-                    queued: 0,
                 })
             }
             StoreResult::KeyConflict { batch } => {
@@ -373,27 +369,50 @@ impl OnboardingService {
                 ))
             }
         };
-        let enqueueing = Instant::now();
-        let queued = self.enqueue_pending(tenant, batch.id).await;
-        stages.enqueue = enqueueing.elapsed();
         if batch.completed_at.is_some() {
             if let Ok(Some(status)) = backends.repository.batch_status(tenant, batch.id).await {
                 announce(backends, &[status]).await;
             }
+        } else {
+            self.enqueue_in_background(tenant, batch.id);
         }
         tracing::info!(batch_id = %batch.id, %tenant, organizations = batch.total,
-            rejected = upload.rejected, queued,
+            rejected = upload.rejected,
             body_ms = stages.body.as_millis(), parse_ms = stages.parse.as_millis(),
             stage_ms = stages.stage.as_millis(), finish_ms = stages.finish.as_millis(),
-            enqueue_ms = stages.enqueue.as_millis(), "import accepted");
+            "import accepted");
         Ok(ImportReceipt {
             batch_id: batch.id,
             organizations_count: batch.total,
             rows_received: upload.received,
             rows_rejected: upload.rejected,
             replayed: false,
-            queued,
         })
+    }
+
+    /// Enqueues a stored import's pending items after the answer.
+    ///
+    /// The items are durable once the finish commits, and the enqueue only
+    /// wakes workers: a million of them take seconds to list and push, which
+    /// the client need not wait for. Should this process stop before the
+    /// task ends, the sweeper enqueues what is left, as after a failed
+    /// enqueue.
+    fn enqueue_in_background(&self, tenant: &TenantId, batch: BatchId) {
+        let service = self.clone();
+        let tenant = tenant.clone();
+        let span = tracing::info_span!("import_enqueue", batch_id = %batch, %tenant);
+        tokio::spawn(
+            async move {
+                let started = Instant::now();
+                let queued = service.enqueue_pending(&tenant, batch).await;
+                tracing::info!(
+                    queued,
+                    enqueue_ms = started.elapsed().as_millis(),
+                    "import enqueued"
+                );
+            }
+            .instrument(span),
+        );
     }
 
     /// Enqueues a batch's pending items page by page (bounded memory). A

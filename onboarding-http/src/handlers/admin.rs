@@ -23,10 +23,7 @@ use crate::auth::Admin;
 use crate::extract::json_object;
 use crate::handlers::query;
 use crate::problem::Problem;
-use crate::responses::{
-    Conflict, Invalid, Malformed, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable,
-    UnsupportedMediaType,
-};
+use crate::responses::{Create, ListingOf, Lookup};
 
 /// A tenant.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -93,6 +90,16 @@ pub(crate) struct NewKeyView {
     pub(crate) key: String,
 }
 
+impl NewKeyView {
+    /// A key just made (created or rotated), with what is listed about it.
+    fn new(key: String, info: &ApiKeyInfo) -> Self {
+        Self {
+            info: info.into(),
+            key,
+        }
+    }
+}
+
 /// `GET /api/v1/admin/keys`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub(crate) struct KeysPage {
@@ -136,11 +143,7 @@ fn tenant_from(raw: &str, pointer: &str) -> Result<TenantId, Error> {
 /// Register a tenant
 #[utoipa::path(
     post, path = "/api/v1/admin/tenants", operation_id = "admin_create_tenant", tag = "admin", request_body = NewTenant,
-    responses(
-        (status = 201, description = "Registered", body = TenantView),
-        Unauthorized, NotFound, Conflict, Malformed, UnsupportedMediaType, TooLarge, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 201, description = "Registered", body = TenantView), Create),
 )]
 pub(crate) async fn create_tenant(
     State(state): State<AppState>,
@@ -152,10 +155,7 @@ pub(crate) async fn create_tenant(
     let value = json_object(&headers, body, state.config().body_limit, false)?;
     let raw = value.get("id").and_then(Value::as_str).unwrap_or_default();
     let tenant = tenant_from(raw, "/id").map_err(|e| state.problem(&e))?;
-    let record = store
-        .create_tenant(&tenant, now())
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let record = state.run(store.create_tenant(&tenant, now())).await?;
     tracing::info!(%tenant, "tenant registered");
     Ok((StatusCode::CREATED, Json((&record).into())))
 }
@@ -163,20 +163,13 @@ pub(crate) async fn create_tenant(
 /// Every tenant
 #[utoipa::path(
     get, path = "/api/v1/admin/tenants", operation_id = "admin_tenants", tag = "admin",
-    responses(
-        (status = 200, description = "Tenants", body = TenantsPage),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "Tenants", body = TenantsPage), Lookup),
 )]
 pub(crate) async fn tenants(
     State(state): State<AppState>,
     _: Admin,
 ) -> Result<Json<TenantsPage>, Problem> {
-    let list = store(&state)?
-        .tenants()
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let list = state.run(store(&state)?.tenants()).await?;
     Ok(Json(TenantsPage {
         tenants: list.iter().map(TenantView::from).collect(),
     }))
@@ -187,11 +180,7 @@ pub(crate) async fn tenants(
     post, path = "/api/v1/admin/tenants/{tenant}/keys", operation_id = "admin_create_key", tag = "admin",
     params(("tenant" = String, Path, description = "The tenant id")),
     request_body(content = Option<NewKey>, description = "Optional: a label"),
-    responses(
-        (status = 201, description = "The key (shown once)", body = NewKeyView),
-        Unauthorized, NotFound, Conflict, Malformed, UnsupportedMediaType, TooLarge, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 201, description = "The key (shown once)", body = NewKeyView), Create),
 )]
 pub(crate) async fn create_key(
     State(state): State<AppState>,
@@ -217,18 +206,9 @@ pub(crate) async fn create_key(
     };
     let label = check_label(label).map_err(|e| state.problem(&e))?;
     let (key, record) = NewApiKey::generate(tenant, label, now());
-    let info = store
-        .create_key(&record)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let info = state.run(store.create_key(&record)).await?;
     tracing::info!(tenant = %info.tenant, prefix = %info.prefix, "API key created");
-    Ok((
-        StatusCode::CREATED,
-        Json(NewKeyView {
-            info: (&info).into(),
-            key,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(NewKeyView::new(key, &info))))
 }
 
 /// Query parameters of the key listing.
@@ -241,11 +221,7 @@ pub(crate) struct KeysParams {
 #[utoipa::path(
     get, path = "/api/v1/admin/keys", operation_id = "admin_keys", tag = "admin",
     params(("tenant" = Option<String>, Query, description = "Only this tenant's keys")),
-    responses(
-        (status = 200, description = "Keys", body = KeysPage),
-        Malformed, Unauthorized, NotFound, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "Keys", body = KeysPage), ListingOf),
 )]
 pub(crate) async fn keys(
     State(state): State<AppState>,
@@ -261,10 +237,7 @@ pub(crate) async fn keys(
         ),
         None => None,
     };
-    let list = store
-        .keys(tenant.as_ref())
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let list = state.run(store.keys(tenant.as_ref())).await?;
     Ok(Json(KeysPage {
         keys: list.iter().map(KeyView::from).collect(),
     }))
@@ -278,11 +251,7 @@ fn selector(path: Result<Path<String>, PathRejection>) -> KeySelector {
 #[utoipa::path(
     post, path = "/api/v1/admin/keys/{key}/revoke", operation_id = "admin_revoke", tag = "admin",
     params(("key" = String, Path, description = "The key's id or prefix")),
-    responses(
-        (status = 200, description = "The revoked key", body = KeyView),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "The revoked key", body = KeyView), Lookup),
 )]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
@@ -290,10 +259,9 @@ pub(crate) async fn revoke(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<KeyView>, Problem> {
     let store = store(&state)?;
-    let revoked = store
-        .revoke_key(None, &selector(path), now())
-        .await
-        .map_err(|e| state.problem(&e))?
+    let revoked = state
+        .run(store.revoke_key(None, &selector(path), now()))
+        .await?
         .ok_or_else(|| Problem::not_found("no such API key"))?;
     tracing::info!(tenant = %revoked.tenant, prefix = %revoked.prefix, "API key revoked");
     Ok(Json((&revoked).into()))
@@ -303,11 +271,7 @@ pub(crate) async fn revoke(
 #[utoipa::path(
     post, path = "/api/v1/admin/keys/{key}/rotate", operation_id = "admin_rotate", tag = "admin",
     params(("key" = String, Path, description = "The key's id or prefix")),
-    responses(
-        (status = 201, description = "The new key (shown once)", body = NewKeyView),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 201, description = "The new key (shown once)", body = NewKeyView), Lookup),
 )]
 pub(crate) async fn rotate(
     State(state): State<AppState>,
@@ -317,10 +281,9 @@ pub(crate) async fn rotate(
     let store = store(&state)?;
     let selector = selector(path);
     let not_found = || Problem::not_found("no such live API key");
-    let current = store
-        .keys(None)
-        .await
-        .map_err(|e| state.problem(&e))?
+    let current = state
+        .run(store.keys(None))
+        .await?
         .into_iter()
         .find(|k| match &selector {
             KeySelector::Id(id) => &k.id == id,
@@ -329,17 +292,10 @@ pub(crate) async fn rotate(
         .ok_or_else(not_found)?;
     let (key, replacement) =
         NewApiKey::generate(current.tenant.clone(), current.label.clone(), now());
-    let info = store
-        .rotate_key(current.id, &replacement, now())
-        .await
-        .map_err(|e| state.problem(&e))?
+    let info = state
+        .run(store.rotate_key(current.id, &replacement, now()))
+        .await?
         .ok_or_else(not_found)?;
     tracing::info!(tenant = %info.tenant, old = %current.prefix, new = %info.prefix, "API key rotated");
-    Ok((
-        StatusCode::CREATED,
-        Json(NewKeyView {
-            info: (&info).into(),
-            key,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(NewKeyView::new(key, &info))))
 }

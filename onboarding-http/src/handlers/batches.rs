@@ -1,7 +1,6 @@
 //! `GET /api/v1/batches/{id}`, its organizations, retry and cancel.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use onboarding_core::import::ImportState;
@@ -15,27 +14,20 @@ use crate::dto::{
     decode_cursor, encode_cursor, BatchItemResponse, BatchItemsPage, BatchStatusResponse,
     ItemStatusDto, RetryAccepted,
 };
-use crate::extract::TenantBatch;
+use crate::extract::{QueryParams, TenantBatch};
 use crate::handlers::results::items_with_submissions;
-use crate::handlers::{limit, optional_param, query, MAX_PAGE};
+use crate::handlers::{limit, optional_param, MAX_PAGE};
 use crate::problem::Problem;
-use crate::responses::{Invalid, Malformed, NotFound, RateLimited, Unauthorized, Unavailable};
+use crate::responses::{ListingOf, Lookup};
 
 /// Default page size of `GET /api/v1/batches/{id}/organizations`.
 const DEFAULT_PAGE: u32 = 100;
 
 /// Batch status: counts per status and change, percent, ETA
 #[utoipa::path(
-    get,
-    path = "/api/v1/batches/{id}",
-    operation_id = "batch_status",
-    tag = "batches",
+    get, path = "/api/v1/batches/{id}", operation_id = "batch_status", tag = "batches",
     params(("id" = uuid::Uuid, Path, description = "The batch id")),
-    responses(
-        (status = 200, description = "The batch", body = BatchStatusResponse),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "The batch", body = BatchStatusResponse), Lookup),
 )]
 #[tracing::instrument(name = "batch_status", skip_all, fields(tenant = %batch.tenant, batch_id = %batch.id))]
 pub(crate) async fn status(
@@ -90,29 +82,21 @@ pub(crate) struct ItemsParams {
 /// attempts, the last error's code and detail; plus ids, outcome, the whole
 /// error history and times.
 #[utoipa::path(
-    get,
-    path = "/api/v1/batches/{id}/organizations",
-    operation_id = "batch_organizations",
-    tag = "batches",
+    get, path = "/api/v1/batches/{id}/organizations", operation_id = "batch_organizations", tag = "batches",
     params(
         ("id" = uuid::Uuid, Path, description = "The batch id"),
         ("status" = Option<ItemStatusDto>, Query, description = "Only items with this status"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, 1-1000 (default 100)"),
         ("cursor" = Option<String>, Query, pattern = r"^(p1\.[0-9a-fA-F]{8})?$", description = "The previous page's next_cursor (opaque); empty or absent: the first page"),
     ),
-    responses(
-        (status = 200, description = "One page", body = BatchItemsPage),
-        Malformed, Unauthorized, NotFound, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "One page", body = BatchItemsPage), ListingOf),
 )]
 #[tracing::instrument(name = "batch_items", skip_all, fields(tenant = %batch.tenant, batch_id = %batch.id))]
 pub(crate) async fn items(
     State(state): State<AppState>,
     batch: TenantBatch,
-    params: Result<Query<ItemsParams>, QueryRejection>,
+    QueryParams(params): QueryParams<ItemsParams>,
 ) -> Result<Json<BatchItemsPage>, Problem> {
-    let params = query(params)?;
     let status = optional_param(
         params.status.as_deref(),
         "status",
@@ -132,9 +116,14 @@ pub(crate) async fn items(
         limit,
         after_position,
     };
-    let (items, next) = items_with_submissions(state.service(), &batch.tenant, batch.id, &query)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let (items, next) = state
+        .run(items_with_submissions(
+            state.service(),
+            &batch.tenant,
+            batch.id,
+            &query,
+        ))
+        .await?;
     Ok(Json(BatchItemsPage {
         items: items
             .iter()
@@ -146,16 +135,9 @@ pub(crate) async fn items(
 
 /// Re-drive a batch's failed organizations
 #[utoipa::path(
-    post,
-    path = "/api/v1/batches/{id}/retry",
-    operation_id = "batch_retry",
-    tag = "batches",
+    post, path = "/api/v1/batches/{id}/retry", operation_id = "batch_retry", tag = "batches",
     params(("id" = uuid::Uuid, Path, description = "The batch id")),
-    responses(
-        (status = 202, description = "Failed items are pending again", body = RetryAccepted),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 202, description = "Failed items are pending again", body = RetryAccepted), Lookup),
 )]
 #[tracing::instrument(name = "batch_retry", skip_all, fields(tenant = %batch.tenant, batch_id = %batch.id))]
 pub(crate) async fn retry(
@@ -163,10 +145,8 @@ pub(crate) async fn retry(
     batch: TenantBatch,
 ) -> Result<(StatusCode, Json<RetryAccepted>), Problem> {
     let requeued = state
-        .service()
-        .retry_failed(&batch.tenant, batch.id)
-        .await
-        .map_err(|e| state.problem(&e))?;
+        .run(state.service().retry_failed(&batch.tenant, batch.id))
+        .await?;
     tracing::info!(requeued, "failed items re-driven");
     Ok((
         StatusCode::ACCEPTED,
@@ -179,16 +159,9 @@ pub(crate) async fn retry(
 
 /// Cancel a batch's pending organizations
 #[utoipa::path(
-    post,
-    path = "/api/v1/batches/{id}/cancel",
-    operation_id = "batch_cancel",
-    tag = "batches",
+    post, path = "/api/v1/batches/{id}/cancel", operation_id = "batch_cancel", tag = "batches",
     params(("id" = uuid::Uuid, Path, description = "The batch id")),
-    responses(
-        (status = 200, description = "Cancelled; items already processing finish", body = BatchStatusResponse),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "Cancelled; items already processing finish", body = BatchStatusResponse), Lookup),
 )]
 #[tracing::instrument(name = "batch_cancel", skip_all, fields(tenant = %batch.tenant, batch_id = %batch.id))]
 pub(crate) async fn cancel(

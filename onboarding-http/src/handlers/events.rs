@@ -34,7 +34,7 @@ use crate::app::AppState;
 use crate::dto::BatchStatusResponse;
 use crate::extract::{Tenant, TenantBatch};
 use crate::problem::Problem;
-use crate::responses::{NotFound, RateLimited, Unauthorized, Unavailable};
+use crate::responses::{Lookup, RateLimited, Unauthorized, Unavailable};
 
 /// How often a stream reads the shared status.
 pub(crate) const POLL: Duration = Duration::from_secs(1);
@@ -327,11 +327,7 @@ fn open(
     operation_id = "batch_events",
     tag = "batches",
     params(("id" = uuid::Uuid, Path, description = "The batch id")),
-    responses(
-        (status = 200, description = "The event stream (`event: batch`, `gone`, `unauthorized`, `reconnect`)", content_type = "text/event-stream", body = String),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "The event stream (`event: batch`, `gone`, `unauthorized`, `reconnect`)", content_type = "text/event-stream", body = String), Lookup),
 )]
 #[tracing::instrument(name = "batch_events", skip_all, fields(tenant = %batch.tenant, batch_id = %batch.id))]
 pub(crate) async fn batch(
@@ -365,7 +361,6 @@ pub(crate) async fn batch(
         (status = 200, description = "The event stream (`event: batch`, `stats`, `unauthorized`, `reconnect`)", content_type = "text/event-stream", body = String),
         Unauthorized, RateLimited, Unavailable,
     ),
-    security(("bearer" = []))
 )]
 #[tracing::instrument(name = "tenant_events", skip_all, fields(tenant = %tenant.0))]
 pub(crate) async fn tenant(

@@ -17,7 +17,7 @@ use crate::app::AppState;
 use crate::dto::{BatchItemResponse, RetryAccepted};
 use crate::extract::{Tenant, TenantBatch};
 use crate::problem::Problem;
-use crate::responses::{NotFound, RateLimited, Unauthorized, Unavailable};
+use crate::responses::{Lookup, RateLimited, Unauthorized, Unavailable};
 
 /// One cause of failure and how many items it covers.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -74,31 +74,26 @@ fn group_response(g: &FailureGroup, staged: Option<&ImportRow>) -> FailureGroupR
 
 /// A batch's failed organizations grouped by normalized cause
 #[utoipa::path(
-    get,
-    path = "/api/v1/batches/{id}/failures",
-    operation_id = "batch_failures",
-    tag = "batches",
+    get, path = "/api/v1/batches/{id}/failures", operation_id = "batch_failures", tag = "batches",
     params(("id" = uuid::Uuid, Path, description = "The batch id")),
-    responses(
-        (status = 200, description = "The groups, largest first", body = FailureGroupsResponse),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "The groups, largest first", body = FailureGroupsResponse), Lookup),
 )]
 #[tracing::instrument(name = "batch_failures", skip_all, fields(tenant = %batch.tenant, batch_id = %batch.id))]
 pub(crate) async fn groups(
     State(state): State<AppState>,
     batch: TenantBatch,
 ) -> Result<Json<FailureGroupsResponse>, Problem> {
-    let groups = failures::group_failures(state.service(), &batch.tenant, batch.id)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let groups = state
+        .run(failures::group_failures(
+            state.service(),
+            &batch.tenant,
+            batch.id,
+        ))
+        .await?;
     let lines: Vec<u32> = groups.groups.iter().map(|g| g.example.position).collect();
     let staged: HashMap<u32, ImportRow> = state
-        .service()
-        .staged_rows(&batch.tenant, batch.id, &lines)
-        .await
-        .map_err(|e| state.problem(&e))?
+        .run(state.service().staged_rows(&batch.tenant, batch.id, &lines))
+        .await?
         .into_iter()
         .map(|r| (r.line, r))
         .collect();
@@ -107,10 +102,7 @@ pub(crate) async fn groups(
 
 /// Re-drive the failed organizations of one cause
 #[utoipa::path(
-    post,
-    path = "/api/v1/batches/{id}/failures/{group}/retry",
-    operation_id = "batch_failure_group_retry",
-    tag = "batches",
+    post, path = "/api/v1/batches/{id}/failures/{group}/retry", operation_id = "batch_failure_group_retry", tag = "batches",
     params(
         ("id" = uuid::Uuid, Path, description = "The batch id"),
         ("group" = String, Path, pattern = "^[0-9a-f]{16}$", description = "A group's key from GET /api/v1/batches/{id}/failures"),
@@ -121,7 +113,6 @@ pub(crate) async fn groups(
         (status = 404, description = "No such batch for this tenant, or no failed item has this cause (any more)", content_type = "application/problem+json", body = crate::problem::ProblemDocument),
         RateLimited, Unavailable,
     ),
-    security(("bearer" = []))
 )]
 #[tracing::instrument(name = "batch_failure_group_retry", skip_all, fields(tenant = %tenant.0))]
 pub(crate) async fn retry(
@@ -142,9 +133,14 @@ pub(crate) async fn retry(
     if !key_ok {
         return Err(Problem::not_found("no failure group has this key"));
     }
-    let requeued = failures::retry_group(state.service(), &tenant.0, batch, &group)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let requeued = state
+        .run(failures::retry_group(
+            state.service(),
+            &tenant.0,
+            batch,
+            &group,
+        ))
+        .await?;
     if requeued == 0 {
         return Err(Problem::not_found(
             "no failed item of this batch has this cause (any more)",

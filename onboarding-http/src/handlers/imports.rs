@@ -95,7 +95,6 @@ pub(crate) struct ImportAccepted {
         Malformed, Unauthorized, IdempotencyConflict, TooLarge, UnsupportedMediaType, Invalid,
         RateLimited, Unavailable,
     ),
-    security(("bearer" = []))
 )]
 // Each argument is an axum extractor: the handler's signature is its request.
 #[allow(clippy::too_many_arguments)]

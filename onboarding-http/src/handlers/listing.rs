@@ -1,7 +1,6 @@
 //! `GET /api/v1/batches`: a tenant's batches, newest first, cursor-paginated.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use onboarding_core::model::{now, BatchId, BatchState};
@@ -12,10 +11,10 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::dto::BatchStatusResponse;
-use crate::extract::Tenant;
-use crate::handlers::{cursor_param, limit, optional_param, query};
+use crate::extract::{QueryParams, Tenant};
+use crate::handlers::{cursor_param, limit, optional_param};
 use crate::problem::Problem;
-use crate::responses::{Invalid, Malformed, RateLimited, Unauthorized, Unavailable};
+use crate::responses::Listing;
 
 /// Default page size of the listing.
 const DEFAULT_PAGE: u32 = 50;
@@ -61,29 +60,21 @@ pub(crate) fn decode_cursor(cursor: &str) -> Option<BatchId> {
 /// Without `state` and `cursor`, the page starts with the file imports still
 /// being uploaded (state `receiving`, at most 100), beyond `limit`.
 #[utoipa::path(
-    get,
-    path = "/api/v1/batches",
-    operation_id = "batch_list",
-    tag = "batches",
+    get, path = "/api/v1/batches", operation_id = "batch_list", tag = "batches",
     params(
         ("state" = Option<crate::dto::BatchState>, Query, description = "Only batches in this state"),
         ("created_after" = Option<DateTime<Utc>>, Query, description = "Only batches created after this time (RFC 3339)"),
         ("cursor" = Option<String>, Query, pattern = r"^(b1\.[0-9a-fA-F]{32})?$", description = "The previous page's next_cursor (opaque); empty or absent: the first page; anything else: 400"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, 1-200 (default 50)"),
     ),
-    responses(
-        (status = 200, description = "One page, newest first", body = BatchListPage),
-        Malformed, Unauthorized, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "One page, newest first", body = BatchListPage), Listing),
 )]
 #[tracing::instrument(name = "batch_list", skip_all, fields(tenant = %tenant.0))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     tenant: Tenant,
-    params: Result<Query<ListParams>, QueryRejection>,
+    QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Json<BatchListPage>, Problem> {
-    let params = query(params)?;
     // `receiving` (uploads still arriving) lives in the import store, not
     // among the stored batches: that filter answers those uploads alone.
     let receiving_only = params.state.as_deref() == Some("receiving");
@@ -114,10 +105,8 @@ pub(crate) async fn list(
             Vec::new()
         } else {
             state
-                .service()
-                .receiving_imports(&tenant.0)
-                .await
-                .map_err(|e| state.problem(&e))?
+                .run(state.service().receiving_imports(&tenant.0))
+                .await?
         };
         let data = uploads
             .iter()
@@ -130,28 +119,22 @@ pub(crate) async fn list(
             next_cursor: None,
         }));
     }
+    let query = BatchQuery {
+        state: batch_state,
+        created_after,
+        before,
+        limit,
+    };
     let page = state
-        .service()
-        .list_batches(
-            &tenant.0,
-            &BatchQuery {
-                state: batch_state,
-                created_after,
-                before,
-                limit,
-            },
-        )
-        .await
-        .map_err(|e| state.problem(&e))?;
+        .run(state.service().list_batches(&tenant.0, &query))
+        .await?;
     // The first page of an unfiltered listing starts with the imports still
     // being uploaded (state `receiving`): how a client finds one to follow.
     let mut data = Vec::new();
     if before.is_none() && batch_state.is_none() {
         let uploads = state
-            .service()
-            .receiving_imports(&tenant.0)
-            .await
-            .map_err(|e| state.problem(&e))?;
+            .run(state.service().receiving_imports(&tenant.0))
+            .await?;
         data.extend(
             uploads
                 .iter()

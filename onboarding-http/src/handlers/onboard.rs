@@ -46,7 +46,6 @@ const REPLAYED_HEADER: &str = "idempotent-replayed";
         Malformed, Unauthorized, TooLarge, UnsupportedMediaType, Invalid,
         RateLimited, Unavailable,
     ),
-    security(("bearer" = []))
 )]
 #[tracing::instrument(name = "bulk_onboard", skip_all, fields(tenant = %tenant.0, batch_id = tracing::field::Empty))]
 pub(crate) async fn seed(
@@ -80,7 +79,6 @@ pub(crate) async fn seed(
         Malformed, Unauthorized, TooLarge, UnsupportedMediaType, Invalid,
         RateLimited, Unavailable,
     ),
-    security(("bearer" = []))
 )]
 #[tracing::instrument(name = "bulk_onboard_v1", skip_all, fields(tenant = %tenant.0, batch_id = tracing::field::Empty))]
 pub(crate) async fn v1(
@@ -114,7 +112,6 @@ pub(crate) async fn v1(
         (status = 200, description = "Valid: what would be stored", body = ValidationSummary),
         Malformed, Unauthorized, TooLarge, UnsupportedMediaType, Invalid, RateLimited,
     ),
-    security(("bearer" = []))
 )]
 #[tracing::instrument(name = "bulk_onboard_validate", skip_all, fields(tenant = %tenant.0))]
 pub(crate) async fn validate(

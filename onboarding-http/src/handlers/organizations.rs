@@ -3,12 +3,13 @@
 //! Every answer is about the calling tenant's rows only: a domain only
 //! another tenant has is a 404 like one nobody has.
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use onboarding_core::model::{Domain, Organization};
+use onboarding_core::model::{Domain, Organization, TenantId};
 use onboarding_core::organizations::{OrganizationQuery, OrganizationVersion};
 use onboarding_core::validate::normalize_domain;
 use serde::{Deserialize, Serialize};
@@ -17,10 +18,10 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::dto::ItemStatusDto;
-use crate::extract::Tenant;
-use crate::handlers::{cursor_param, limit, query, MAX_PAGE};
+use crate::extract::{QueryParams, Tenant};
+use crate::handlers::{cursor_param, limit, MAX_PAGE};
 use crate::problem::Problem;
-use crate::responses::{Invalid, Malformed, NotFound, RateLimited, Unauthorized, Unavailable};
+use crate::responses::{CheckedLookup, Listing};
 
 /// Default page size of the listing.
 const DEFAULT_PAGE: u32 = 100;
@@ -142,64 +143,68 @@ fn invalid_domain(code: &str, detail: impl Into<String>) -> Problem {
     Problem::invalid_path_parameter("domain", code, detail)
 }
 
+/// The authenticated tenant and the domain of the path ([`path_domain`]):
+/// the key of one of its organizations; 401 before 422.
+pub(crate) struct TenantDomain {
+    tenant: TenantId,
+    domain: Domain,
+}
+
+impl FromRequestParts<AppState> for TenantDomain {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let Tenant(tenant) = Tenant::from_request_parts(parts, state).await?;
+        let domain = path_domain(Path::<String>::from_request_parts(parts, state).await)?;
+        Ok(Self { tenant, domain })
+    }
+}
+
+impl TenantDomain {
+    /// The normalized domain, as the service takes it.
+    fn domain(&self) -> &str {
+        self.domain.as_str()
+    }
+}
+
 /// The tenant's organization of a domain
 #[utoipa::path(
-    get,
-    path = "/api/v1/organizations/{domain}",
-    operation_id = "organization_get",
-    tag = "organizations",
+    get, path = "/api/v1/organizations/{domain}", operation_id = "organization_get", tag = "organizations",
     params(("domain" = String, Path, description = "The domain, in any form a submission accepts (normalized: IDN to A-labels, lowercase)")),
-    responses(
-        (status = 200, description = "The organization", body = OrganizationResponse),
-        Unauthorized, NotFound, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "The organization", body = OrganizationResponse), CheckedLookup),
 )]
-#[tracing::instrument(name = "organization_get", skip_all, fields(tenant = %tenant.0))]
+#[tracing::instrument(name = "organization_get", skip_all, fields(tenant = %key.tenant))]
 pub(crate) async fn show(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    key: TenantDomain,
 ) -> Result<Json<OrganizationResponse>, Problem> {
-    let domain = path_domain(path)?;
     let org = state
-        .service()
-        .organization(&tenant.0, domain.as_str())
-        .await
-        .map_err(|e| state.problem(&e))?;
+        .run(state.service().organization(&key.tenant, key.domain()))
+        .await?;
     Ok(Json(org.into()))
 }
 
 /// The tenant's organizations, ordered by domain, cursor-paginated
 #[utoipa::path(
-    get,
-    path = "/api/v1/organizations",
-    operation_id = "organization_list",
-    tag = "organizations",
+    get, path = "/api/v1/organizations", operation_id = "organization_list", tag = "organizations",
     params(
         ("cursor" = Option<String>, Query, pattern = r"^(o1\.[a-z0-9.-]{1,253})?$", description = "The previous page's next_cursor (opaque); empty or absent: the first page; anything else: 400"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, 1-1000 (default 100)"),
     ),
-    responses(
-        (status = 200, description = "One page, by domain", body = OrganizationListPage),
-        Malformed, Unauthorized, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "One page, by domain", body = OrganizationListPage), Listing),
 )]
 #[tracing::instrument(name = "organization_list", skip_all, fields(tenant = %tenant.0))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     tenant: Tenant,
-    params: Result<Query<ListParams>, QueryRejection>,
+    QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Json<OrganizationListPage>, Problem> {
-    let params = query(params)?;
     let after = cursor_param(params.cursor.as_deref(), decode_cursor)?;
     let limit = limit(params.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
+    let query = OrganizationQuery { after, limit };
     let page = state
-        .service()
-        .list_organizations(&tenant.0, &OrganizationQuery { after, limit })
-        .await
-        .map_err(|e| state.problem(&e))?;
+        .run(state.service().list_organizations(&tenant.0, &query))
+        .await?;
     Ok(Json(OrganizationListPage {
         data: page.organizations.into_iter().map(Into::into).collect(),
         next_cursor: page.next_cursor.as_ref().map(encode_cursor),
@@ -208,31 +213,21 @@ pub(crate) async fn list(
 
 /// Every version of the tenant's organization of a domain, oldest first
 #[utoipa::path(
-    get,
-    path = "/api/v1/organizations/{domain}/versions",
-    operation_id = "organization_versions",
-    tag = "organizations",
+    get, path = "/api/v1/organizations/{domain}/versions", operation_id = "organization_versions", tag = "organizations",
     params(("domain" = String, Path, description = "The domain, in any form a submission accepts")),
-    responses(
-        (status = 200, description = "Its versions", body = OrganizationVersions),
-        Unauthorized, NotFound, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "Its versions", body = OrganizationVersions), CheckedLookup),
 )]
-#[tracing::instrument(name = "organization_versions", skip_all, fields(tenant = %tenant.0))]
+#[tracing::instrument(name = "organization_versions", skip_all, fields(tenant = %key.tenant))]
 pub(crate) async fn versions(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    key: TenantDomain,
 ) -> Result<Json<OrganizationVersions>, Problem> {
-    let domain = path_domain(path)?;
+    let service = state.service();
     let versions = state
-        .service()
-        .organization_versions(&tenant.0, domain.as_str())
-        .await
-        .map_err(|e| state.problem(&e))?;
+        .run(service.organization_versions(&key.tenant, key.domain()))
+        .await?;
     Ok(Json(OrganizationVersions {
-        domain: domain.as_str().to_owned(),
+        domain: key.domain().to_owned(),
         versions: versions.into_iter().map(Into::into).collect(),
     }))
 }
@@ -241,29 +236,19 @@ pub(crate) async fn versions(
 /// until a submission of the domain restores it (as `created`, its version
 /// continuing); work already accepted for it still finishes
 #[utoipa::path(
-    delete,
-    path = "/api/v1/organizations/{domain}",
-    operation_id = "organization_delete",
-    tag = "organizations",
+    delete, path = "/api/v1/organizations/{domain}", operation_id = "organization_delete", tag = "organizations",
     params(("domain" = String, Path, description = "The domain, in any form a submission accepts")),
-    responses(
-        (status = 204, description = "Deleted"),
-        Unauthorized, NotFound, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 204, description = "Deleted"), CheckedLookup),
 )]
-#[tracing::instrument(name = "organization_delete", skip_all, fields(tenant = %tenant.0))]
+#[tracing::instrument(name = "organization_delete", skip_all, fields(tenant = %key.tenant))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    key: TenantDomain,
 ) -> Result<StatusCode, Problem> {
-    let domain = path_domain(path)?;
+    let service = state.service();
     state
-        .service()
-        .delete_organization(&tenant.0, domain.as_str())
-        .await
-        .map_err(|e| state.problem(&e))?;
+        .run(service.delete_organization(&key.tenant, key.domain()))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

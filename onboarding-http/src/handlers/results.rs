@@ -20,7 +20,7 @@ use crate::app::AppState;
 use crate::extract::TenantBatch;
 use crate::handlers::{optional_param, query};
 use crate::problem::Problem;
-use crate::responses::{Invalid, Malformed, NotFound, RateLimited, Unauthorized, Unavailable};
+use crate::responses::ListingOf;
 
 /// Rows read from the store per page.
 const PAGE: u32 = 1_000;
@@ -179,17 +179,13 @@ enum Format {
 /// lists the rows an import refused (one row per problem). Read page by
 /// page while it is sent.
 #[utoipa::path(
-    get,
-    path = "/api/v1/batches/{id}/results",
-    operation_id = "batch_results",
-    tag = "batches",
+    get, path = "/api/v1/batches/{id}/results", operation_id = "batch_results", tag = "batches",
     params(("id" = uuid::Uuid, Path, description = "The batch id"), ResultsParams),
     responses(
         (status = 200, description = "The file: `text/csv` (a header row, then one row per result) or `application/x-ndjson` (`format=ndjson`)",
             content((String = "text/csv"), (String = "application/x-ndjson"))),
-        Malformed, Unauthorized, NotFound, Invalid, RateLimited, Unavailable,
+        ListingOf,
     ),
-    security(("bearer" = []))
 )]
 #[tracing::instrument(name = "batch_results", skip_all, fields(tenant = %batch.tenant, batch_id = %batch.id))]
 pub(crate) async fn results(

@@ -1,8 +1,7 @@
 //! `GET /api/v1/throughput`: a tenant's finished organizations per time
 //! bucket over a recent window (the dashboard chart's history).
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, TimeDelta, Utc};
 use onboarding_core::model::now;
@@ -10,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
-use crate::extract::Tenant;
-use crate::handlers::{bounded, query};
+use crate::extract::{QueryParams, Tenant};
+use crate::handlers::bounded;
 use crate::problem::Problem;
-use crate::responses::{Invalid, Malformed, RateLimited, Unauthorized, Unavailable};
+use crate::responses::Listing;
 
 /// Longest window: a day.
 const MAX_WINDOW: u32 = 86_400;
@@ -63,24 +62,16 @@ pub(crate) struct ThroughputResponse {
 /// rate and the queue depth arrive every second as `stats` events of
 /// `GET /api/v1/events`.
 #[utoipa::path(
-    get,
-    path = "/api/v1/throughput",
-    operation_id = "throughput",
-    tag = "batches",
+    get, path = "/api/v1/throughput", operation_id = "throughput", tag = "batches",
     params(ThroughputParams),
-    responses(
-        (status = 200, description = "The buckets", body = ThroughputResponse),
-        Malformed, Unauthorized, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "The buckets", body = ThroughputResponse), Listing),
 )]
 #[tracing::instrument(name = "throughput", skip_all, fields(tenant = %tenant.0))]
 pub(crate) async fn throughput(
     State(state): State<AppState>,
     tenant: Tenant,
-    params: Result<Query<ThroughputParams>, QueryRejection>,
+    QueryParams(params): QueryParams<ThroughputParams>,
 ) -> Result<Json<ThroughputResponse>, Problem> {
-    let params = query(params)?;
     let window = bounded("window", params.window.as_deref(), 3_600, 60..=MAX_WINDOW)?;
     let bucket = bounded("bucket", params.bucket.as_deref(), 10, 1..=3_600)?;
     if window.div_ceil(bucket) > MAX_BUCKETS {
@@ -93,10 +84,8 @@ pub(crate) async fn throughput(
     let until = now();
     let since = until - TimeDelta::seconds(i64::from(window));
     let buckets = state
-        .service()
-        .throughput(&tenant.0, since, bucket)
-        .await
-        .map_err(|e| state.problem(&e))?;
+        .run(state.service().throughput(&tenant.0, since, bucket))
+        .await?;
     Ok(Json(ThroughputResponse {
         since,
         until,

@@ -1,9 +1,11 @@
 //! A tenant's webhooks: endpoints (register, list, delete, rotate the
 //! secret, ping) and deliveries (list, show with attempts, replay).
 
+use std::future::Future;
+
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -17,14 +19,11 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::extract::{json_object, Tenant};
-use crate::handlers::{limit, query, MAX_PAGE};
+use crate::extract::{json_object, PathId, QueryParams, Tenant, TenantItem};
+use crate::handlers::{limit, MAX_PAGE};
 use crate::problem::Problem;
-use crate::responses::{
-    Conflict, Invalid, Malformed, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable,
-    UnsupportedMediaType,
-};
-use crate::webhook::Webhooks;
+use crate::responses::{BodyFailures, Conflict, Create, Listing, Lookup};
+use crate::webhook::{DeliveryDetail, Webhooks};
 
 /// A webhook endpoint (never its secret).
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -66,6 +65,16 @@ pub(crate) struct EndpointWithSecret {
     pub(crate) endpoint: EndpointView,
     /// The signing secret (`whsec_…`); it is not shown again.
     pub(crate) secret: String,
+}
+
+impl From<&WebhookEndpoint> for EndpointWithSecret {
+    /// As `register` and `rotate_secret` answer: the one time it is shown.
+    fn from(endpoint: &WebhookEndpoint) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            secret: endpoint.secret.clone(),
+        }
+    }
 }
 
 /// `GET /api/v1/webhooks/endpoints`.
@@ -241,31 +250,32 @@ fn invalid(pointer: &str, code: &str, detail: &str) -> Problem {
     )
 }
 
-fn endpoint_id(path: Result<Path<String>, PathRejection>) -> Result<EndpointId, Problem> {
-    let not_found = || Problem::not_found("no such webhook endpoint");
-    let Ok(Path(raw)) = path else {
-        return Err(not_found());
-    };
-    raw.parse().map_err(|_| not_found())
+impl PathId for EndpointId {
+    const MISSING: &'static str = "no such webhook endpoint";
 }
 
-fn delivery_id(path: Result<Path<String>, PathRejection>) -> Result<DeliveryId, Problem> {
-    let not_found = || Problem::not_found("no such webhook delivery");
-    let Ok(Path(raw)) = path else {
-        return Err(not_found());
-    };
-    raw.parse().map_err(|_| not_found())
+impl PathId for DeliveryId {
+    const MISSING: &'static str = "no such webhook delivery";
+}
+
+/// A delivery with its attempts, as `ping`, `show` and `replay` answer it:
+/// `call` made on the server's webhooks (404 when there are none).
+async fn detail<'a, F>(
+    state: &'a AppState,
+    call: impl FnOnce(&'a Webhooks) -> F,
+) -> Result<Json<DeliveryDetailView>, Problem>
+where
+    F: Future<Output = onboarding_core::Result<DeliveryDetail>>,
+{
+    let detail = state.run(call(webhooks(state)?)).await?;
+    Ok(Json(DeliveryDetailView::new(&detail)))
 }
 
 /// Register a webhook endpoint; its signing secret is in the answer, once
 #[utoipa::path(
     post, path = "/api/v1/webhooks/endpoints", operation_id = "webhook_register", tag = "webhooks",
     request_body = NewEndpoint,
-    responses(
-        (status = 201, description = "Registered", body = EndpointWithSecret),
-        Unauthorized, NotFound, Conflict, Malformed, UnsupportedMediaType, TooLarge, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 201, description = "Registered", body = EndpointWithSecret), Create),
 )]
 #[tracing::instrument(name = "webhook_register", skip_all, fields(tenant = %tenant.0))]
 pub(crate) async fn register(
@@ -306,36 +316,25 @@ pub(crate) async fn register(
             ))
         }
     };
-    let endpoint = webhooks
-        .register(&tenant.0, url, &events)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let endpoint = state
+        .run(webhooks.register(&tenant.0, url, &events))
+        .await?;
     Ok((
         StatusCode::CREATED,
-        Json(EndpointWithSecret {
-            endpoint: (&endpoint).into(),
-            secret: endpoint.secret.clone(),
-        }),
+        Json(EndpointWithSecret::from(&endpoint)),
     ))
 }
 
 /// This tenant's webhook endpoints
 #[utoipa::path(
     get, path = "/api/v1/webhooks/endpoints", operation_id = "webhook_endpoints", tag = "webhooks",
-    responses(
-        (status = 200, description = "Endpoints", body = EndpointsPage),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "Endpoints", body = EndpointsPage), Lookup),
 )]
 pub(crate) async fn endpoints(
     State(state): State<AppState>,
     tenant: Tenant,
 ) -> Result<Json<EndpointsPage>, Problem> {
-    let list = webhooks(&state)?
-        .endpoints(&tenant.0)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    let list = state.run(webhooks(&state)?.endpoints(&tenant.0)).await?;
     Ok(Json(EndpointsPage {
         endpoints: list.iter().map(EndpointView::from).collect(),
     }))
@@ -345,22 +344,15 @@ pub(crate) async fn endpoints(
 #[utoipa::path(
     delete, path = "/api/v1/webhooks/endpoints/{id}", operation_id = "webhook_delete", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "The endpoint id")),
-    responses(
-        (status = 204, description = "Deleted"),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 204, description = "Deleted"), Lookup),
 )]
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    endpoint: TenantItem<EndpointId>,
 ) -> Result<StatusCode, Problem> {
-    let id = endpoint_id(path)?;
-    webhooks(&state)?
-        .delete(&tenant.0, id)
-        .await
-        .map_err(|e| state.problem(&e))?;
+    state
+        .run(webhooks(&state)?.delete(&endpoint.tenant, endpoint.id))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -369,20 +361,14 @@ pub(crate) async fn delete(
     post, path = "/api/v1/webhooks/endpoints/{id}/rotate-secret", operation_id = "webhook_rotate_secret", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "The endpoint id")),
     request_body(content = Option<Rotation>, description = "Optional: the overlap"),
-    responses(
-        (status = 200, description = "The new secret (shown once); deliveries carry both signatures until previous_secret_expires_at", body = EndpointWithSecret),
-        Unauthorized, NotFound, Malformed, UnsupportedMediaType, TooLarge, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "The new secret (shown once); deliveries carry both signatures until previous_secret_expires_at", body = EndpointWithSecret), BodyFailures),
 )]
 pub(crate) async fn rotate_secret(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    endpoint: TenantItem<EndpointId>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EndpointWithSecret>, Problem> {
-    let id = endpoint_id(path)?;
     let value = json_object(&headers, body, state.config().body_limit, true)?;
     let overlap = match value.get("overlap_seconds") {
         None | Some(Value::Null) => None,
@@ -405,37 +391,23 @@ pub(crate) async fn rotate_secret(
                 })?,
         ),
     };
-    let endpoint = webhooks(&state)?
-        .rotate_secret(&tenant.0, id, overlap)
-        .await
-        .map_err(|e| state.problem(&e))?;
-    Ok(Json(EndpointWithSecret {
-        endpoint: (&endpoint).into(),
-        secret: endpoint.secret.clone(),
-    }))
+    let rotated = state
+        .run(webhooks(&state)?.rotate_secret(&endpoint.tenant, endpoint.id, overlap))
+        .await?;
+    Ok(Json(EndpointWithSecret::from(&rotated)))
 }
 
 /// Send a test ping to an endpoint now
 #[utoipa::path(
     post, path = "/api/v1/webhooks/endpoints/{id}/ping", operation_id = "webhook_ping", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "The endpoint id")),
-    responses(
-        (status = 200, description = "The ping's delivery and attempt (see its status)", body = DeliveryDetailView),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "The ping's delivery and attempt (see its status)", body = DeliveryDetailView), Lookup),
 )]
 pub(crate) async fn ping(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    endpoint: TenantItem<EndpointId>,
 ) -> Result<Json<DeliveryDetailView>, Problem> {
-    let id = endpoint_id(path)?;
-    let detail = webhooks(&state)?
-        .ping(&tenant.0, id)
-        .await
-        .map_err(|e| state.problem(&e))?;
-    Ok(Json(DeliveryDetailView::new(&detail)))
+    detail(&state, |w| w.ping(&endpoint.tenant, endpoint.id)).await
 }
 
 /// Query parameters of the deliveries listing.
@@ -454,19 +426,14 @@ pub(crate) struct DeliveriesParams {
         ("endpoint_id" = Option<uuid::Uuid>, Query, description = "Only deliveries to this endpoint"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many, 1-1000 (default 100)"),
     ),
-    responses(
-        (status = 200, description = "Deliveries", body = DeliveriesPage),
-        Malformed, Unauthorized, Invalid, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "Deliveries", body = DeliveriesPage), Listing),
 )]
 #[tracing::instrument(name = "webhook_deliveries", skip_all, fields(tenant = %tenant.0))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     tenant: Tenant,
-    params: Result<Query<DeliveriesParams>, QueryRejection>,
+    QueryParams(params): QueryParams<DeliveriesParams>,
 ) -> Result<Json<DeliveriesPage>, Problem> {
-    let params = query(params)?;
     let mut q = DeliveryQuery::latest(limit(params.limit.as_deref(), 100, MAX_PAGE)?);
     if let Some(raw) = params.batch_id.as_deref() {
         q = q.of_batch(raw.parse::<BatchId>().map_err(|_| {
@@ -479,10 +446,7 @@ pub(crate) async fn list(
         })?);
     }
     let deliveries = match state.config().webhooks.as_ref() {
-        Some(w) => w
-            .deliveries(&tenant.0, &q)
-            .await
-            .map_err(|e| state.problem(&e))?,
+        Some(w) => state.run(w.deliveries(&tenant.0, &q)).await?,
         None => Vec::new(),
     };
     Ok(Json(DeliveriesPage {
@@ -494,45 +458,25 @@ pub(crate) async fn list(
 #[utoipa::path(
     get, path = "/api/v1/webhooks/deliveries/{id}", operation_id = "webhook_delivery", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "A delivery id from the listing")),
-    responses(
-        (status = 200, description = "The delivery", body = DeliveryDetailView),
-        Unauthorized, NotFound, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "The delivery", body = DeliveryDetailView), Lookup),
 )]
 pub(crate) async fn show(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    delivery: TenantItem<DeliveryId>,
 ) -> Result<Json<DeliveryDetailView>, Problem> {
-    let id = delivery_id(path)?;
-    let detail = webhooks(&state)?
-        .delivery(&tenant.0, id)
-        .await
-        .map_err(|e| state.problem(&e))?;
-    Ok(Json(DeliveryDetailView::new(&detail)))
+    detail(&state, |w| w.delivery(&delivery.tenant, delivery.id)).await
 }
 
 /// Send a webhook delivery again now (a new round of retries follows a failure)
 #[utoipa::path(
     post, path = "/api/v1/webhooks/deliveries/{id}/replay", operation_id = "webhook_replay", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "A delivery id from the listing")),
-    responses(
-        (status = 200, description = "The delivery after the attempt (see its status)", body = DeliveryDetailView),
-        Unauthorized, NotFound, Conflict, RateLimited, Unavailable,
-    ),
-    security(("bearer" = []))
+    responses((status = 200, description = "The delivery after the attempt (see its status)", body = DeliveryDetailView), Lookup, Conflict),
 )]
-#[tracing::instrument(name = "webhook_replay", skip_all, fields(tenant = %tenant.0))]
+#[tracing::instrument(name = "webhook_replay", skip_all, fields(tenant = %delivery.tenant))]
 pub(crate) async fn replay(
     State(state): State<AppState>,
-    tenant: Tenant,
-    path: Result<Path<String>, PathRejection>,
+    delivery: TenantItem<DeliveryId>,
 ) -> Result<Json<DeliveryDetailView>, Problem> {
-    let id = delivery_id(path)?;
-    let detail = webhooks(&state)?
-        .replay(&tenant.0, id)
-        .await
-        .map_err(|e| state.problem(&e))?;
-    Ok(Json(DeliveryDetailView::new(&detail)))
+    detail(&state, |w| w.replay(&delivery.tenant, delivery.id)).await
 }
