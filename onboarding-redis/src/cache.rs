@@ -24,13 +24,7 @@ pub struct RedisCache {
     config: RedisConfig,
 }
 
-impl std::fmt::Debug for RedisCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisCache")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
+connect::debug_config!(RedisCache);
 
 impl connect::FromConnection for RedisCache {
     fn from_connection(_: Connector, conn: Conn, config: RedisConfig) -> Self {

@@ -140,6 +140,22 @@ impl Connector {
     }
 }
 
+/// `Debug` for what is built of a connection (the queue, the cache): its
+/// type name and its config (whose `Debug` hides the password), nothing of
+/// the connection.
+macro_rules! debug_config {
+    ($t:ident) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($t))
+                    .field("config", &self.config)
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+pub(crate) use debug_config;
+
 /// What is built of a connector and its main connection (the queue, the cache).
 pub(crate) trait FromConnection: Sized {
     fn from_connection(connector: Connector, conn: Conn, config: RedisConfig) -> Self;

@@ -18,6 +18,8 @@ use onboarding_core::webhooks::{DeliveryLog, WebhookStore};
 
 mod detached;
 mod error;
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
+mod lockstep;
 mod organizations;
 mod rows;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]

@@ -21,15 +21,15 @@ pub(crate) const ITEM_COLUMNS: &str = "id, batch_id, position, organization_id, 
 /// One `organizations` row.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct OrgRow {
-    pub(crate) id: Uuid,
-    pub(crate) name: String,
-    pub(crate) domain: String,
-    pub(crate) contact_email: String,
-    pub(crate) status: String,
-    pub(crate) version: i64,
-    pub(crate) created_at: Timestamp,
-    pub(crate) updated_at: Timestamp,
-    pub(crate) deleted_at: Option<Timestamp>,
+    id: Uuid,
+    name: String,
+    domain: String,
+    contact_email: String,
+    status: String,
+    version: i64,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    deleted_at: Option<Timestamp>,
 }
 
 impl OrgRow {
@@ -120,21 +120,21 @@ impl BatchRow {
 /// One `batch_items` row.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct ItemRow {
-    pub(crate) id: Uuid,
-    pub(crate) batch_id: Uuid,
-    pub(crate) position: i64,
-    pub(crate) organization_id: Uuid,
-    pub(crate) domain: String,
-    pub(crate) status: String,
-    pub(crate) change_kind: String,
-    pub(crate) attempts: i64,
-    pub(crate) available_at: Timestamp,
-    pub(crate) lease_until: Option<Timestamp>,
-    pub(crate) errors: String,
-    pub(crate) error_count: i64,
-    pub(crate) created_at: Timestamp,
-    pub(crate) updated_at: Timestamp,
-    pub(crate) finished_at: Option<Timestamp>,
+    id: Uuid,
+    batch_id: Uuid,
+    position: i64,
+    organization_id: Uuid,
+    domain: String,
+    status: String,
+    change_kind: String,
+    attempts: i64,
+    available_at: Timestamp,
+    lease_until: Option<Timestamp>,
+    errors: String,
+    error_count: i64,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    finished_at: Option<Timestamp>,
 }
 
 impl ItemRow {

@@ -189,11 +189,27 @@ where
     Ok(organizations)
 }
 
-/// A tenant's upload's progress, read by `sql` (an engine's spelling of
-/// `SELECT {PROGRESS_COLUMNS} FROM imports WHERE batch_id = ? AND tenant = ?`).
+/// `sql` with its `?` placeholders in the engine's spelling: `$1, $2, …`
+/// on PostgreSQL (no `?` may stand in `sql` but as a placeholder).
+fn placed<DB: sqlx::Database>(sql: &str) -> String {
+    // `sqlx::Postgres::NAME` (spelled out: that type exists only with the feature).
+    if DB::NAME != "PostgreSQL" {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 8);
+    for (n, part) in sql.split('?').enumerate() {
+        if n > 0 {
+            out.push('$');
+            out.push_str(&n.to_string());
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+/// A tenant's upload's progress.
 pub(crate) async fn progress<DB>(
     pool: &sqlx::Pool<DB>,
-    sql: &str,
     tenant: &TenantId,
     batch: BatchId,
 ) -> Result<Option<ImportProgress>>
@@ -205,7 +221,10 @@ where
     uuid::Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
-    let row: Option<ProgressRow> = sqlx::query_as(sql)
+    let sql = placed::<DB>(&format!(
+        "SELECT {PROGRESS_COLUMNS} FROM imports WHERE batch_id = ? AND tenant = ?"
+    ));
+    let row: Option<ProgressRow> = sqlx::query_as(&sql)
         .bind(batch.0)
         .bind(tenant.as_str())
         .fetch_optional(pool)
@@ -215,11 +234,9 @@ where
 }
 
 /// A tenant's uploads still receiving, newest first (those under `key`
-/// when given); `numbered`: the engine's placeholders are `$1, $2, …`
-/// (PostgreSQL), else `?`.
+/// when given).
 pub(crate) async fn receiving<DB>(
     pool: &sqlx::Pool<DB>,
-    numbered: bool,
     tenant: &TenantId,
     key: Option<&str>,
 ) -> Result<Vec<ImportProgress>>
@@ -231,23 +248,12 @@ where
     for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
-    let mut places = (1..).map(|n| {
-        if numbered {
-            format!("${n}")
-        } else {
-            "?".to_owned()
-        }
-    });
-    let mut place = || places.next().unwrap_or_default();
-    let mut sql = format!(
-        "SELECT {PROGRESS_COLUMNS} FROM imports WHERE tenant = {} AND state = {}",
-        place(),
-        place()
-    );
+    let mut sql = format!("SELECT {PROGRESS_COLUMNS} FROM imports WHERE tenant = ? AND state = ?");
     if key.is_some() {
-        sql.push_str(&format!(" AND idempotency_key = {}", place()));
+        sql.push_str(" AND idempotency_key = ?");
     }
-    sql.push_str(&format!(" ORDER BY started_at DESC LIMIT {}", place()));
+    sql.push_str(" ORDER BY started_at DESC LIMIT ?");
+    let sql = placed::<DB>(&sql);
     let mut query = sqlx::query_as(&sql).bind(tenant.as_str()).bind(RECEIVING);
     if let Some(key) = key {
         query = query.bind(key);
@@ -259,3 +265,121 @@ where
         .db()?;
     rows.into_iter().map(ProgressRow::into_model).collect()
 }
+
+/// A page of a tenant's upload's refused rows after line `after_line`, in
+/// line order (`None`: no such upload).
+pub(crate) async fn rejected<DB>(
+    pool: &sqlx::Pool<DB>,
+    tenant: &TenantId,
+    batch: BatchId,
+    after_line: Option<u32>,
+    limit: u32,
+) -> Result<Option<Vec<RowError>>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'r> ProgressRow: sqlx::FromRow<'r, DB::Row>,
+    for<'r> RejectionRow: sqlx::FromRow<'r, DB::Row>,
+    uuid::Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    if progress(pool, tenant, batch).await?.is_none() {
+        return Ok(None);
+    }
+    let sql = placed::<DB>(&format!(
+        "SELECT {REJECTION_COLUMNS} FROM import_rejections
+         WHERE batch_id = ? AND line_no > ? ORDER BY line_no, seq LIMIT ?"
+    ));
+    let rows: Vec<RejectionRow> = sqlx::query_as(&sql)
+        .bind(batch.0)
+        .bind(after_line.map_or(-1, i64::from))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .db()?;
+    Ok(Some(
+        rows.into_iter().map(RejectionRow::into_model).collect(),
+    ))
+}
+
+/// The [`ImportStore`](onboarding_core::import::ImportStore) of an engine's
+/// repository `$repo` (it has `pool()`), written once for every engine.
+/// The module invoking it gives what differs between engines as functions
+/// on the pool: `begin`, `append`, `finish` and `abort` (the writes) and
+/// `staged` (rows by line); the other reads are this module's, on the
+/// engine's `super::Db`.
+macro_rules! import_store {
+    ($repo:ty) => {
+        #[async_trait::async_trait]
+        impl onboarding_core::import::ImportStore for $repo {
+            async fn begin_import(
+                &self,
+                import: &onboarding_core::import::NewImport,
+            ) -> onboarding_core::Result<()> {
+                begin(self.pool(), import).await
+            }
+
+            async fn append_import(
+                &self,
+                batch: onboarding_core::model::BatchId,
+                rows: &[onboarding_core::import::ImportRow],
+                rejected: &[onboarding_core::import::RowError],
+            ) -> onboarding_core::Result<Vec<onboarding_core::import::RowError>> {
+                append(self.pool(), batch, rows, rejected).await
+            }
+
+            async fn finish_import(
+                &self,
+                s: &onboarding_core::repository::Submission,
+            ) -> onboarding_core::Result<onboarding_core::repository::StoreResult> {
+                finish(self.pool(), s).await
+            }
+
+            async fn abort_import(
+                &self,
+                batch: onboarding_core::model::BatchId,
+            ) -> onboarding_core::Result<()> {
+                abort(self.pool(), batch).await
+            }
+
+            async fn import_progress(
+                &self,
+                tenant: &onboarding_core::model::TenantId,
+                batch: onboarding_core::model::BatchId,
+            ) -> onboarding_core::Result<Option<onboarding_core::import::ImportProgress>> {
+                crate::staging::progress::<super::Db>(self.pool(), tenant, batch).await
+            }
+
+            async fn receiving_imports(
+                &self,
+                tenant: &onboarding_core::model::TenantId,
+                key: Option<&str>,
+            ) -> onboarding_core::Result<Vec<onboarding_core::import::ImportProgress>> {
+                crate::staging::receiving::<super::Db>(self.pool(), tenant, key).await
+            }
+
+            async fn staged_rows(
+                &self,
+                tenant: &onboarding_core::model::TenantId,
+                batch: onboarding_core::model::BatchId,
+                lines: &[u32],
+            ) -> onboarding_core::Result<Vec<onboarding_core::import::ImportRow>> {
+                staged(self.pool(), tenant, batch, lines).await
+            }
+
+            async fn rejected_rows(
+                &self,
+                tenant: &onboarding_core::model::TenantId,
+                batch: onboarding_core::model::BatchId,
+                after_line: Option<u32>,
+                limit: u32,
+            ) -> onboarding_core::Result<Option<Vec<onboarding_core::import::RowError>>> {
+                crate::staging::rejected::<super::Db>(self.pool(), tenant, batch, after_line, limit)
+                    .await
+            }
+        }
+    };
+}
+pub(crate) use import_store;

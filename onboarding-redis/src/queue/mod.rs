@@ -88,13 +88,7 @@ pub struct RedisQueue {
     config: RedisConfig,
 }
 
-impl std::fmt::Debug for RedisQueue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisQueue")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
+connect::debug_config!(RedisQueue);
 
 impl connect::FromConnection for RedisQueue {
     fn from_connection(connector: Connector, conn: Conn, config: RedisConfig) -> Self {

@@ -7,22 +7,18 @@
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
-use onboarding_core::import::{ImportProgress, ImportRow, ImportStore, NewImport, RowError};
+use onboarding_core::import::{ImportRow, NewImport, RowError};
 use onboarding_core::model::{BatchId, ItemStatus, TenantId};
 use onboarding_core::repository::{StoreResult, Submission};
 use onboarding_core::{Error, ErrorKind, Result};
-use sqlx::{QueryBuilder, Row};
+use sqlx::{Pool, QueryBuilder, Row};
 
 use super::dialect;
 use super::repository::{insert_batch, org_chunk_len, store_chunk, LockRepository, Tx};
 use crate::chunk_len;
 use crate::error::{is_unique_violation, DbResultExt};
 use crate::rows::{BatchRow, BATCH_COLUMNS};
-use crate::staging::{
-    numbered, split_duplicates, RejectionRow, PROGRESS_COLUMNS, RECEIVING, REJECTION_COLUMNS,
-    STORED,
-};
+use crate::staging::{numbered, split_duplicates, RECEIVING, STORED};
 
 fn not_receiving(batch: BatchId) -> Error {
     Error::not_found(format!("no upload {batch} is being received"))
@@ -102,244 +98,206 @@ pub(super) async fn abandoned_uploads(
         .db()
 }
 
-#[async_trait]
-impl ImportStore for LockRepository {
-    async fn begin_import(&self, import: &NewImport) -> Result<()> {
-        let inserted = sqlx::query(
-            "INSERT INTO imports (batch_id, tenant, idempotency_key, state, started_at, policy, mode)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(import.batch_id.0)
-        .bind(import.tenant.as_str())
-        .bind(import.idempotency_key.as_deref())
-        .bind(RECEIVING)
-        .bind(import.now)
-        .bind(crate::rows::policy_str(import.policy))
-        .bind(crate::rows::mode_str(import.mode))
-        .execute(self.pool())
-        .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(Error::new(
-                ErrorKind::Conflict,
-                "an upload with this idempotency key is still in progress",
-            )),
-            Err(e) => Err(crate::error::driver(e)),
+// The `ImportStore` itself: its reads are shared, its writes these functions.
+crate::staging::import_store!(LockRepository);
+
+/// `ImportStore::begin_import`: the upload's row, one per idempotency key.
+async fn begin(pool: &Pool<super::Db>, import: &NewImport) -> Result<()> {
+    let inserted = sqlx::query(
+        "INSERT INTO imports (batch_id, tenant, idempotency_key, state, started_at, policy, mode)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(import.batch_id.0)
+    .bind(import.tenant.as_str())
+    .bind(import.idempotency_key.as_deref())
+    .bind(RECEIVING)
+    .bind(import.now)
+    .bind(crate::rows::policy_str(import.policy))
+    .bind(crate::rows::mode_str(import.mode))
+    .execute(pool)
+    .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => Err(Error::new(
+            ErrorKind::Conflict,
+            "an upload with this idempotency key is still in progress",
+        )),
+        Err(e) => Err(crate::error::driver(e)),
+    }
+}
+
+/// `ImportStore::append_import`: stages a chunk.
+async fn append(
+    pool: &Pool<super::Db>,
+    batch: BatchId,
+    rows: &[ImportRow],
+    rejected: &[RowError],
+) -> Result<Vec<RowError>> {
+    let mut tx = dialect::begin_write(pool).await?;
+    if lock_receiving(&mut tx, batch).await?.is_none() {
+        return Err(not_receiving(batch));
+    }
+    let mut earlier: HashMap<String, i64> = HashMap::new();
+    for chunk in rows.chunks(
+        chunk_len(usize::MAX, dialect::MAX_PARAMS, 1)
+            .saturating_sub(1)
+            .max(1),
+    ) {
+        let mut qb =
+            QueryBuilder::new("SELECT domain, line_no FROM import_rows WHERE batch_id = ");
+        qb.push_bind(batch.0).push(" AND domain IN (");
+        let mut sep = qb.separated(", ");
+        for r in chunk {
+            sep.push_bind(r.organization.domain.as_str());
+        }
+        sep.push_unseparated(")");
+        for r in qb.build().fetch_all(&mut *tx).await.db()? {
+            earlier.insert(r.try_get("domain").db()?, r.try_get("line_no").db()?);
         }
     }
+    let (fresh, duplicates) = split_duplicates(rows, &earlier);
+    for chunk in fresh.chunks(chunk_len(usize::MAX, dialect::MAX_PARAMS, 6)) {
+        let mut qb = QueryBuilder::new(
+            "INSERT INTO import_rows (batch_id, line_no, name, domain, contact_email, external_id) ",
+        );
+        qb.push_values(chunk, |mut b, r| {
+            b.push_bind(batch.0)
+                .push_bind(i64::from(r.line))
+                .push_bind(r.organization.name.as_str())
+                .push_bind(r.organization.domain.as_str())
+                .push_bind(r.organization.contact_email.as_str())
+                .push_bind(r.external_id.as_deref());
+        });
+        qb.build().execute(&mut *tx).await.db()?;
+    }
+    insert_rejections(&mut tx, batch, rejected.iter().chain(&duplicates)).await?;
+    let refused =
+        i64::try_from(onboarding_core::import::refused_rows(rejected)).unwrap_or(i64::MAX);
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    sqlx::query(
+        "UPDATE imports SET rows_received = rows_received + ?, rows_stored = rows_stored + ?,
+            rows_rejected = rows_rejected + ? WHERE batch_id = ?",
+    )
+    .bind(count(rows.len()) + refused)
+    .bind(count(fresh.len()))
+    .bind(refused + count(duplicates.len()))
+    .bind(batch.0)
+    .execute(&mut *tx)
+    .await
+    .db()?;
+    tx.commit().await.db()?;
+    Ok(duplicates)
+}
 
-    async fn append_import(
-        &self,
-        batch: BatchId,
-        rows: &[ImportRow],
-        rejected: &[RowError],
-    ) -> Result<Vec<RowError>> {
-        let mut tx = dialect::begin_write(self.pool()).await?;
-        if lock_receiving(&mut tx, batch).await?.is_none() {
-            return Err(not_receiving(batch));
-        }
-        let mut earlier: HashMap<String, i64> = HashMap::new();
-        for chunk in rows.chunks(
-            chunk_len(usize::MAX, dialect::MAX_PARAMS, 1)
-                .saturating_sub(1)
-                .max(1),
-        ) {
-            let mut qb =
-                QueryBuilder::new("SELECT domain, line_no FROM import_rows WHERE batch_id = ");
-            qb.push_bind(batch.0).push(" AND domain IN (");
-            let mut sep = qb.separated(", ");
-            for r in chunk {
-                sep.push_bind(r.organization.domain.as_str());
-            }
-            sep.push_unseparated(")");
-            for r in qb.build().fetch_all(&mut *tx).await.db()? {
-                earlier.insert(r.try_get("domain").db()?, r.try_get("line_no").db()?);
-            }
-        }
-        let (fresh, duplicates) = split_duplicates(rows, &earlier);
-        for chunk in fresh.chunks(chunk_len(usize::MAX, dialect::MAX_PARAMS, 6)) {
-            let mut qb = QueryBuilder::new(
-                "INSERT INTO import_rows (batch_id, line_no, name, domain, contact_email, external_id) ",
-            );
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(batch.0)
-                    .push_bind(i64::from(r.line))
-                    .push_bind(r.organization.name.as_str())
-                    .push_bind(r.organization.domain.as_str())
-                    .push_bind(r.organization.contact_email.as_str())
-                    .push_bind(r.external_id.as_deref());
-            });
-            qb.build().execute(&mut *tx).await.db()?;
-        }
-        insert_rejections(&mut tx, batch, rejected.iter().chain(&duplicates)).await?;
-        let refused =
-            i64::try_from(onboarding_core::import::refused_rows(rejected)).unwrap_or(i64::MAX);
-        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        sqlx::query(
-            "UPDATE imports SET rows_received = rows_received + ?, rows_stored = rows_stored + ?,
-                rows_rejected = rows_rejected + ? WHERE batch_id = ?",
-        )
-        .bind(count(rows.len()) + refused)
-        .bind(count(fresh.len()))
-        .bind(refused + count(duplicates.len()))
-        .bind(batch.0)
-        .execute(&mut *tx)
+/// `ImportStore::finish_import`: stores the staged rows as the batch.
+async fn finish(pool: &Pool<super::Db>, s: &Submission) -> Result<StoreResult> {
+    let mut tx = dialect::begin_write(pool).await?;
+    let Some(total) = lock_receiving(&mut tx, s.batch_id).await? else {
+        return Err(not_receiving(s.batch_id));
+    };
+    if let Some(key) = &s.idempotency_key {
+        let earlier: Option<BatchRow> = sqlx::query_as(&format!(
+            "SELECT {BATCH_COLUMNS} FROM batches WHERE tenant = ? AND idempotency_key = ?{}",
+            dialect::FOR_UPDATE
+        ))
+        .bind(s.tenant.as_str())
+        .bind(key)
+        .fetch_optional(&mut *tx)
         .await
         .db()?;
-        tx.commit().await.db()?;
-        Ok(duplicates)
+        if let Some(batch) = earlier {
+            delete_upload(&mut tx, s.batch_id).await?;
+            tx.commit().await.db()?;
+            let batch = batch.into_model()?;
+            return Ok(StoreResult::for_earlier(batch, &s.request_hash));
+        }
     }
-
-    async fn finish_import(&self, s: &Submission) -> Result<StoreResult> {
-        let mut tx = dialect::begin_write(self.pool()).await?;
-        let Some(total) = lock_receiving(&mut tx, s.batch_id).await? else {
-            return Err(not_receiving(s.batch_id));
-        };
-        if let Some(key) = &s.idempotency_key {
-            let earlier: Option<BatchRow> = sqlx::query_as(&format!(
-                "SELECT {BATCH_COLUMNS} FROM batches WHERE tenant = ? AND idempotency_key = ?{}",
-                dialect::FOR_UPDATE
-            ))
-            .bind(s.tenant.as_str())
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await
-            .db()?;
-            if let Some(batch) = earlier {
-                delete_upload(&mut tx, s.batch_id).await?;
-                tx.commit().await.db()?;
-                let batch = batch.into_model()?;
-                return Ok(StoreResult::for_earlier(batch, &s.request_hash));
-            }
+    insert_batch(&mut tx, s, total).await.db()?;
+    let chunk = i64::try_from(org_chunk_len(s.chunk_size)).unwrap_or(500);
+    let mut after = 0_i64;
+    let mut all_done = true;
+    loop {
+        let organizations = crate::staging::next_staged_chunk::<super::Db>(
+            &mut *tx,
+            "SELECT line_no, name, domain, contact_email, external_id FROM import_rows
+             WHERE batch_id = ? AND line_no > ? ORDER BY line_no LIMIT ?",
+            s.batch_id,
+            &mut after,
+            chunk,
+        )
+        .await?;
+        if organizations.is_empty() {
+            break;
         }
-        insert_batch(&mut tx, s, total).await.db()?;
-        let chunk = i64::try_from(org_chunk_len(s.chunk_size)).unwrap_or(500);
-        let mut after = 0_i64;
-        let mut all_done = true;
-        loop {
-            let organizations = crate::staging::next_staged_chunk::<super::Db>(
-                &mut *tx,
-                "SELECT line_no, name, domain, contact_email, external_id FROM import_rows
-                 WHERE batch_id = ? AND line_no > ? ORDER BY line_no LIMIT ?",
-                s.batch_id,
-                &mut after,
-                chunk,
-            )
-            .await?;
-            if organizations.is_empty() {
-                break;
-            }
-            let items = store_chunk(&mut tx, s, &organizations).await?;
-            all_done &= items.iter().all(|i| i.status == ItemStatus::Completed);
-        }
-        if all_done {
-            sqlx::query("UPDATE batches SET completed_at = ? WHERE id = ?")
-                .bind(s.now)
-                .bind(s.batch_id.0)
-                .execute(&mut *tx)
-                .await
-                .db()?;
-        }
-        sqlx::query("UPDATE imports SET state = ? WHERE batch_id = ?")
-            .bind(STORED)
+        let items = store_chunk(&mut tx, s, &organizations).await?;
+        all_done &= items.iter().all(|i| i.status == ItemStatus::Completed);
+    }
+    if all_done {
+        sqlx::query("UPDATE batches SET completed_at = ? WHERE id = ?")
+            .bind(s.now)
             .bind(s.batch_id.0)
             .execute(&mut *tx)
             .await
             .db()?;
-        let batch: BatchRow =
-            sqlx::query_as(&format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?"))
-                .bind(s.batch_id.0)
-                .fetch_one(&mut *tx)
-                .await
-                .db()?;
-        tx.commit().await.db()?;
-        Ok(StoreResult::Stored {
-            batch: batch.into_model()?,
-            items: Vec::new(),
-        })
     }
-
-    async fn abort_import(&self, batch: BatchId) -> Result<()> {
-        let mut tx = dialect::begin_write(self.pool()).await?;
-        if lock_receiving(&mut tx, batch).await?.is_some() {
-            delete_upload(&mut tx, batch).await?;
-        }
-        tx.commit().await.db()?;
-        Ok(())
-    }
-
-    async fn import_progress(
-        &self,
-        tenant: &TenantId,
-        batch: BatchId,
-    ) -> Result<Option<ImportProgress>> {
-        let sql =
-            format!("SELECT {PROGRESS_COLUMNS} FROM imports WHERE batch_id = ? AND tenant = ?");
-        crate::staging::progress::<super::Db>(self.pool(), &sql, tenant, batch).await
-    }
-
-    async fn receiving_imports(
-        &self,
-        tenant: &TenantId,
-        key: Option<&str>,
-    ) -> Result<Vec<ImportProgress>> {
-        crate::staging::receiving::<super::Db>(self.pool(), false, tenant, key).await
-    }
-
-    async fn staged_rows(
-        &self,
-        tenant: &TenantId,
-        batch: BatchId,
-        lines: &[u32],
-    ) -> Result<Vec<ImportRow>> {
-        let mut out = Vec::with_capacity(lines.len());
-        for chunk in lines.chunks(
-            chunk_len(usize::MAX, dialect::MAX_PARAMS, 1)
-                .saturating_sub(2)
-                .max(1),
-        ) {
-            let mut qb = QueryBuilder::new(
-                "SELECT r.line_no, r.name, r.domain, r.contact_email, r.external_id
-                 FROM import_rows r JOIN imports i ON i.batch_id = r.batch_id WHERE r.batch_id = ",
-            );
-            qb.push_bind(batch.0)
-                .push(" AND i.tenant = ")
-                .push_bind(tenant.as_str())
-                .push(" AND r.line_no IN (");
-            let mut sep = qb.separated(", ");
-            for line in chunk {
-                sep.push_bind(i64::from(*line));
-            }
-            sep.push_unseparated(")");
-            for r in qb.build().fetch_all(self.pool()).await.db()? {
-                out.push(crate::staging::staged_row(&r)?);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn rejected_rows(
-        &self,
-        tenant: &TenantId,
-        batch: BatchId,
-        after_line: Option<u32>,
-        limit: u32,
-    ) -> Result<Option<Vec<RowError>>> {
-        if self.import_progress(tenant, batch).await?.is_none() {
-            return Ok(None);
-        }
-        let rows: Vec<RejectionRow> = sqlx::query_as(&format!(
-            "SELECT {REJECTION_COLUMNS} FROM import_rejections
-             WHERE batch_id = ? AND line_no > ? ORDER BY line_no, seq LIMIT ?"
-        ))
-        .bind(batch.0)
-        .bind(after_line.map_or(-1, i64::from))
-        .bind(i64::from(limit))
-        .fetch_all(self.pool())
+    sqlx::query("UPDATE imports SET state = ? WHERE batch_id = ?")
+        .bind(STORED)
+        .bind(s.batch_id.0)
+        .execute(&mut *tx)
         .await
         .db()?;
-        Ok(Some(
-            rows.into_iter().map(RejectionRow::into_model).collect(),
-        ))
+    let batch: BatchRow =
+        sqlx::query_as(&format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?"))
+            .bind(s.batch_id.0)
+            .fetch_one(&mut *tx)
+            .await
+            .db()?;
+    tx.commit().await.db()?;
+    Ok(StoreResult::Stored {
+        batch: batch.into_model()?,
+        items: Vec::new(),
+    })
+}
+
+/// `ImportStore::abort_import`: discards an upload still receiving.
+async fn abort(pool: &Pool<super::Db>, batch: BatchId) -> Result<()> {
+    let mut tx = dialect::begin_write(pool).await?;
+    if lock_receiving(&mut tx, batch).await?.is_some() {
+        delete_upload(&mut tx, batch).await?;
     }
+    tx.commit().await.db()?;
+    Ok(())
+}
+
+/// `ImportStore::staged_rows`: staged rows by line.
+async fn staged(
+    pool: &Pool<super::Db>,
+    tenant: &TenantId,
+    batch: BatchId,
+    lines: &[u32],
+) -> Result<Vec<ImportRow>> {
+    let mut out = Vec::with_capacity(lines.len());
+    for chunk in lines.chunks(
+        chunk_len(usize::MAX, dialect::MAX_PARAMS, 1)
+            .saturating_sub(2)
+            .max(1),
+    ) {
+        let mut qb = QueryBuilder::new(
+            "SELECT r.line_no, r.name, r.domain, r.contact_email, r.external_id
+             FROM import_rows r JOIN imports i ON i.batch_id = r.batch_id WHERE r.batch_id = ",
+        );
+        qb.push_bind(batch.0)
+            .push(" AND i.tenant = ")
+            .push_bind(tenant.as_str())
+            .push(" AND r.line_no IN (");
+        let mut sep = qb.separated(", ");
+        for line in chunk {
+            sep.push_bind(i64::from(*line));
+        }
+        sep.push_unseparated(")");
+        for r in qb.build().fetch_all(pool).await.db()? {
+            out.push(crate::staging::staged_row(&r)?);
+        }
+    }
+    Ok(out)
 }

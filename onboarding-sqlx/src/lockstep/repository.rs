@@ -1081,16 +1081,7 @@ impl OrgRepository for LockRepository {
         tenant: &TenantId,
         domain: &Domain,
     ) -> Result<Option<Organization>> {
-        let row: Option<OrgRow> = sqlx::query_as(&format!(
-            "SELECT {ORG_COLUMNS} FROM organizations
-             WHERE tenant = ? AND domain = ? AND deleted_at IS NULL"
-        ))
-        .bind(tenant.as_str())
-        .bind(domain.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .db()?;
-        row.map(OrgRow::into_model).transpose()
+        super::organizations::by_domain(&self.pool, tenant, domain).await
     }
 
     async fn list_organizations(
@@ -1116,7 +1107,7 @@ impl OrgRepository for LockRepository {
         now: Timestamp,
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let deleted = super::organizations::delete(&mut tx, tenant, domain, now).await?;
+        let deleted = super::organizations::delete(&mut *tx, tenant, domain, now).await?;
         tx.commit().await.db()?;
         Ok(deleted)
     }

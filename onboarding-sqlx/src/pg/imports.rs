@@ -4,8 +4,7 @@
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
-use onboarding_core::import::{ImportProgress, ImportRow, ImportStore, NewImport, RowError};
+use onboarding_core::import::{ImportRow, NewImport, RowError};
 use onboarding_core::model::{BatchId, ItemId, OrganizationId, TenantId};
 use onboarding_core::repository::{StoreResult, Submission};
 use onboarding_core::{Error, ErrorKind, Result};
@@ -14,10 +13,7 @@ use sqlx::{PgPool, Row};
 use super::repository::{insert_batch, Decision, PgRepository, Tx};
 use crate::error::{is_unique_violation, DbResultExt};
 use crate::rows::{BatchRow, BATCH_COLUMNS};
-use crate::staging::{
-    numbered, split_duplicates, RejectionRow, PROGRESS_COLUMNS, RECEIVING, REJECTION_COLUMNS,
-    STORED,
-};
+use crate::staging::{numbered, split_duplicates, RECEIVING, STORED};
 
 fn not_receiving(batch: BatchId) -> Error {
     Error::not_found(format!("no upload {batch} is being received"))
@@ -266,208 +262,170 @@ async fn refresh_statistics(pool: &PgPool, batch: BatchId) {
     }
 }
 
-#[async_trait]
-impl ImportStore for PgRepository {
-    async fn begin_import(&self, import: &NewImport) -> Result<()> {
-        let inserted = sqlx::query(
-            "INSERT INTO imports (batch_id, tenant, idempotency_key, state, started_at, policy, mode)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        )
-        .bind(import.batch_id.0)
-        .bind(import.tenant.as_str())
-        .bind(import.idempotency_key.as_deref())
-        .bind(RECEIVING)
-        .bind(import.now)
-        .bind(crate::rows::policy_str(import.policy))
-        .bind(crate::rows::mode_str(import.mode))
-        .execute(self.pool())
-        .await
-        .db()?;
-        if inserted.rows_affected() == 0 {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                "an upload with this idempotency key is still in progress",
-            ));
-        }
-        Ok(())
-    }
+// The `ImportStore` itself: its reads are shared, its writes these functions.
+crate::staging::import_store!(PgRepository);
 
-    async fn append_import(
-        &self,
-        batch: BatchId,
-        rows: &[ImportRow],
-        rejected: &[RowError],
-    ) -> Result<Vec<RowError>> {
-        let mut tx = self.pool().begin().await.db()?;
-        if !lock_receiving(&mut tx, batch).await? {
-            return Err(not_receiving(batch));
-        }
-        // Fast path: the chunk's own repeats are refused in memory and the
-        // rest is `COPY`ed. A domain staged by an earlier chunk (rare) makes
-        // the `COPY` fail on the staging's unique (batch, domain): then the
-        // chunk is staged again in a new transaction, after looking up the
-        // domains staged before.
-        let (fresh, duplicates) = split_duplicates(rows, &HashMap::new());
-        let copied = copy_rows(&mut tx, batch, &fresh).await;
-        let (tx, fresh, duplicates) = match copied {
-            Ok(()) => (tx, fresh, duplicates),
-            Err(e) if is_unique_violation(&e) => {
-                tx.rollback().await.db()?;
-                let mut tx = self.pool().begin().await.db()?;
-                if !lock_receiving(&mut tx, batch).await? {
-                    return Err(not_receiving(batch));
-                }
-                let earlier = staged_domains(&mut tx, batch, rows).await?;
-                let (fresh, duplicates) = split_duplicates(rows, &earlier);
-                copy_rows(&mut tx, batch, &fresh).await.db()?;
-                (tx, fresh, duplicates)
+/// `ImportStore::begin_import`: the upload's row, one per idempotency key.
+async fn begin(pool: &PgPool, import: &NewImport) -> Result<()> {
+    let inserted = sqlx::query(
+        "INSERT INTO imports (batch_id, tenant, idempotency_key, state, started_at, policy, mode)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    )
+    .bind(import.batch_id.0)
+    .bind(import.tenant.as_str())
+    .bind(import.idempotency_key.as_deref())
+    .bind(RECEIVING)
+    .bind(import.now)
+    .bind(crate::rows::policy_str(import.policy))
+    .bind(crate::rows::mode_str(import.mode))
+    .execute(pool)
+    .await
+    .db()?;
+    if inserted.rows_affected() == 0 {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            "an upload with this idempotency key is still in progress",
+        ));
+    }
+    Ok(())
+}
+
+/// `ImportStore::append_import`: stages a chunk.
+async fn append(
+    pool: &PgPool,
+    batch: BatchId,
+    rows: &[ImportRow],
+    rejected: &[RowError],
+) -> Result<Vec<RowError>> {
+    let mut tx = pool.begin().await.db()?;
+    if !lock_receiving(&mut tx, batch).await? {
+        return Err(not_receiving(batch));
+    }
+    // Fast path: the chunk's own repeats are refused in memory and the
+    // rest is `COPY`ed. A domain staged by an earlier chunk (rare) makes
+    // the `COPY` fail on the staging's unique (batch, domain): then the
+    // chunk is staged again in a new transaction, after looking up the
+    // domains staged before.
+    let (fresh, duplicates) = split_duplicates(rows, &HashMap::new());
+    let copied = copy_rows(&mut tx, batch, &fresh).await;
+    let (tx, fresh, duplicates) = match copied {
+        Ok(()) => (tx, fresh, duplicates),
+        Err(e) if is_unique_violation(&e) => {
+            tx.rollback().await.db()?;
+            let mut tx = pool.begin().await.db()?;
+            if !lock_receiving(&mut tx, batch).await? {
+                return Err(not_receiving(batch));
             }
-            Err(e) => return Err(e).db(),
-        };
-        let mut tx = tx;
-        insert_rejections(&mut tx, batch, rejected.iter().chain(&duplicates)).await?;
-        let refused = onboarding_core::import::refused_rows(rejected);
-        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        sqlx::query(
-            "UPDATE imports SET rows_received = rows_received + $2, rows_stored = rows_stored + $3,
-                rows_rejected = rows_rejected + $4 WHERE batch_id = $1",
-        )
-        .bind(batch.0)
-        .bind(count(rows.len()) + i64::try_from(refused).unwrap_or(i64::MAX))
-        .bind(count(fresh.len()))
-        .bind(i64::try_from(refused).unwrap_or(i64::MAX) + count(duplicates.len()))
-        .execute(&mut *tx)
-        .await
-        .db()?;
-        tx.commit().await.db()?;
-        Ok(duplicates)
-    }
-
-    async fn finish_import(&self, s: &Submission) -> Result<StoreResult> {
-        let mut tx = self.pool().begin().await.db()?;
-        let stored: Option<i64> = sqlx::query_scalar(
-            "SELECT rows_stored FROM imports WHERE batch_id = $1 AND state = $2 FOR UPDATE",
-        )
-        .bind(s.batch_id.0)
-        .bind(RECEIVING)
-        .fetch_optional(&mut *tx)
-        .await
-        .db()?;
-        let Some(total) = stored else {
-            return Err(not_receiving(s.batch_id));
-        };
-        if !insert_batch(&mut tx, s, total).await? {
-            let batch: BatchRow = sqlx::query_as(&format!(
-                "SELECT {BATCH_COLUMNS} FROM batches WHERE tenant = $1 AND idempotency_key = $2"
-            ))
-            .bind(s.tenant.as_str())
-            .bind(s.idempotency_key.as_deref())
-            .fetch_one(&mut *tx)
-            .await
-            .db()?;
-            delete_upload(&mut tx, s.batch_id).await?;
-            tx.commit().await.db()?;
-            let batch = batch.into_model()?;
-            return Ok(StoreResult::for_earlier(batch, &s.request_hash));
+            let earlier = staged_domains(&mut tx, batch, rows).await?;
+            let (fresh, duplicates) = split_duplicates(rows, &earlier);
+            copy_rows(&mut tx, batch, &fresh).await.db()?;
+            (tx, fresh, duplicates)
         }
-        let all_done = store_staged(&mut tx, s).await?;
+        Err(e) => return Err(e).db(),
+    };
+    let mut tx = tx;
+    insert_rejections(&mut tx, batch, rejected.iter().chain(&duplicates)).await?;
+    let refused = onboarding_core::import::refused_rows(rejected);
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    sqlx::query(
+        "UPDATE imports SET rows_received = rows_received + $2, rows_stored = rows_stored + $3,
+            rows_rejected = rows_rejected + $4 WHERE batch_id = $1",
+    )
+    .bind(batch.0)
+    .bind(count(rows.len()) + i64::try_from(refused).unwrap_or(i64::MAX))
+    .bind(count(fresh.len()))
+    .bind(i64::try_from(refused).unwrap_or(i64::MAX) + count(duplicates.len()))
+    .execute(&mut *tx)
+    .await
+    .db()?;
+    tx.commit().await.db()?;
+    Ok(duplicates)
+}
+
+/// `ImportStore::finish_import`: stores the staged rows as the batch.
+async fn finish(pool: &PgPool, s: &Submission) -> Result<StoreResult> {
+    let mut tx = pool.begin().await.db()?;
+    let stored: Option<i64> = sqlx::query_scalar(
+        "SELECT rows_stored FROM imports WHERE batch_id = $1 AND state = $2 FOR UPDATE",
+    )
+    .bind(s.batch_id.0)
+    .bind(RECEIVING)
+    .fetch_optional(&mut *tx)
+    .await
+    .db()?;
+    let Some(total) = stored else {
+        return Err(not_receiving(s.batch_id));
+    };
+    if !insert_batch(&mut tx, s, total).await? {
         let batch: BatchRow = sqlx::query_as(&format!(
-            "UPDATE batches SET completed_at = CASE WHEN $2 THEN $3 END WHERE id = $1 RETURNING {BATCH_COLUMNS}"
+            "SELECT {BATCH_COLUMNS} FROM batches WHERE tenant = $1 AND idempotency_key = $2"
         ))
-        .bind(s.batch_id.0)
-        .bind(all_done)
-        .bind(s.now)
+        .bind(s.tenant.as_str())
+        .bind(s.idempotency_key.as_deref())
         .fetch_one(&mut *tx)
         .await
         .db()?;
-        sqlx::query("UPDATE imports SET state = $2 WHERE batch_id = $1")
-            .bind(s.batch_id.0)
-            .bind(STORED)
-            .execute(&mut *tx)
-            .await
-            .db()?;
+        delete_upload(&mut tx, s.batch_id).await?;
         tx.commit().await.db()?;
-        if total >= ANALYZE_AFTER_ROWS {
-            refresh_statistics(self.pool(), s.batch_id).await;
-        }
-        Ok(StoreResult::Stored {
-            batch: batch.into_model()?,
-            items: Vec::new(),
-        })
+        let batch = batch.into_model()?;
+        return Ok(StoreResult::for_earlier(batch, &s.request_hash));
     }
-
-    async fn abort_import(&self, batch: BatchId) -> Result<()> {
-        let mut tx = self.pool().begin().await.db()?;
-        if lock_receiving(&mut tx, batch).await? {
-            delete_upload(&mut tx, batch).await?;
-        }
-        tx.commit().await.db()?;
-        Ok(())
-    }
-
-    async fn import_progress(
-        &self,
-        tenant: &TenantId,
-        batch: BatchId,
-    ) -> Result<Option<ImportProgress>> {
-        let sql =
-            format!("SELECT {PROGRESS_COLUMNS} FROM imports WHERE batch_id = $1 AND tenant = $2");
-        crate::staging::progress::<sqlx::Postgres>(self.pool(), &sql, tenant, batch).await
-    }
-
-    async fn receiving_imports(
-        &self,
-        tenant: &TenantId,
-        key: Option<&str>,
-    ) -> Result<Vec<ImportProgress>> {
-        crate::staging::receiving::<sqlx::Postgres>(self.pool(), true, tenant, key).await
-    }
-
-    async fn staged_rows(
-        &self,
-        tenant: &TenantId,
-        batch: BatchId,
-        lines: &[u32],
-    ) -> Result<Vec<ImportRow>> {
-        let lines: Vec<i64> = lines.iter().map(|l| i64::from(*l)).collect();
-        let rows = sqlx::query(
-            "SELECT r.line_no, r.name, r.domain, r.contact_email, r.external_id
-             FROM import_rows r JOIN imports i ON i.batch_id = r.batch_id
-             WHERE r.batch_id = $1 AND i.tenant = $2 AND r.line_no = ANY($3)",
-        )
-        .bind(batch.0)
-        .bind(tenant.as_str())
-        .bind(lines)
-        .fetch_all(self.pool())
+    let all_done = store_staged(&mut tx, s).await?;
+    let batch: BatchRow = sqlx::query_as(&format!(
+        "UPDATE batches SET completed_at = CASE WHEN $2 THEN $3 END WHERE id = $1 RETURNING {BATCH_COLUMNS}"
+    ))
+    .bind(s.batch_id.0)
+    .bind(all_done)
+    .bind(s.now)
+    .fetch_one(&mut *tx)
+    .await
+    .db()?;
+    sqlx::query("UPDATE imports SET state = $2 WHERE batch_id = $1")
+        .bind(s.batch_id.0)
+        .bind(STORED)
+        .execute(&mut *tx)
         .await
         .db()?;
-        rows.into_iter()
-            .map(|r| crate::staging::staged_row(&r))
-            .collect()
+    tx.commit().await.db()?;
+    if total >= ANALYZE_AFTER_ROWS {
+        refresh_statistics(pool, s.batch_id).await;
     }
+    Ok(StoreResult::Stored {
+        batch: batch.into_model()?,
+        items: Vec::new(),
+    })
+}
 
-    async fn rejected_rows(
-        &self,
-        tenant: &TenantId,
-        batch: BatchId,
-        after_line: Option<u32>,
-        limit: u32,
-    ) -> Result<Option<Vec<RowError>>> {
-        if self.import_progress(tenant, batch).await?.is_none() {
-            return Ok(None);
-        }
-        let rows: Vec<RejectionRow> = sqlx::query_as(&format!(
-            "SELECT {REJECTION_COLUMNS} FROM import_rejections
-             WHERE batch_id = $1 AND line_no > $2 ORDER BY line_no, seq LIMIT $3"
-        ))
-        .bind(batch.0)
-        .bind(after_line.map_or(-1, i64::from))
-        .bind(i64::from(limit))
-        .fetch_all(self.pool())
-        .await
-        .db()?;
-        Ok(Some(
-            rows.into_iter().map(RejectionRow::into_model).collect(),
-        ))
+/// `ImportStore::abort_import`: discards an upload still receiving.
+async fn abort(pool: &PgPool, batch: BatchId) -> Result<()> {
+    let mut tx = pool.begin().await.db()?;
+    if lock_receiving(&mut tx, batch).await? {
+        delete_upload(&mut tx, batch).await?;
     }
+    tx.commit().await.db()?;
+    Ok(())
+}
+
+/// `ImportStore::staged_rows`: staged rows by line.
+async fn staged(
+    pool: &PgPool,
+    tenant: &TenantId,
+    batch: BatchId,
+    lines: &[u32],
+) -> Result<Vec<ImportRow>> {
+    let lines: Vec<i64> = lines.iter().map(|l| i64::from(*l)).collect();
+    let rows = sqlx::query(
+        "SELECT r.line_no, r.name, r.domain, r.contact_email, r.external_id
+         FROM import_rows r JOIN imports i ON i.batch_id = r.batch_id
+         WHERE r.batch_id = $1 AND i.tenant = $2 AND r.line_no = ANY($3)",
+    )
+    .bind(batch.0)
+    .bind(tenant.as_str())
+    .bind(lines)
+    .fetch_all(pool)
+    .await
+    .db()?;
+    rows.into_iter()
+        .map(|r| crate::staging::staged_row(&r))
+        .collect()
 }

@@ -9,7 +9,12 @@ use crate::detached::{DetachedQueue, DetachedRepository};
 use crate::error::{DbResultExt, SqlError};
 use crate::{DatabaseUrl, Engine, SqlBackend, SqlOptions};
 
+pub(crate) type Db = sqlx::Postgres;
+
 mod imports;
+// One source with the other engines', compiled for this module's `Db`.
+#[allow(clippy::duplicate_mod)]
+#[path = "../organizations/engine.rs"]
 mod organizations;
 mod queue;
 mod repository;

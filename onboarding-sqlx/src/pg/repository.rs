@@ -970,16 +970,7 @@ impl OrgRepository for PgRepository {
         tenant: &TenantId,
         domain: &Domain,
     ) -> Result<Option<Organization>> {
-        let row: Option<OrgRow> = sqlx::query_as(&format!(
-            "SELECT {ORG_COLUMNS} FROM organizations
-             WHERE tenant = $1 AND domain = $2 AND deleted_at IS NULL"
-        ))
-        .bind(tenant.as_str())
-        .bind(domain.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .db()?;
-        row.map(OrgRow::into_model).transpose()
+        super::organizations::by_domain(&self.pool, tenant, domain).await
     }
 
     async fn list_organizations(

@@ -3,49 +3,26 @@
 //! neither race nor deadlock), in WAL mode with a busy timeout.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 use onboarding_core::Result;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Pool, Transaction};
 
-use crate::detached::{DetachedQueue, DetachedRepository};
 use crate::error::{DbResultExt, SqlError};
 use crate::{DatabaseUrl, Engine, SqlBackend, SqlOptions};
 
-pub(crate) type Db = sqlx::Sqlite;
-
-// The same source is compiled once per engine, each time with this
-// module's `Db` and `dialect`: that is the point, not an accident.
-#[allow(clippy::duplicate_mod)]
-#[path = "../lockstep/imports.rs"]
-mod imports;
-#[allow(clippy::duplicate_mod)]
-#[path = "../lockstep/organizations.rs"]
-mod organizations;
-#[allow(clippy::duplicate_mod)]
-#[path = "../lockstep/queue.rs"]
-mod queue;
-#[allow(clippy::duplicate_mod)]
-#[path = "../lockstep/repository.rs"]
-mod repository;
-
-/// SQLite's spelling of the statements that differ between engines.
-pub(crate) mod dialect {
-    use super::{Db, DbResultExt, Pool, Result, Transaction};
-
-    /// `SQLITE_MAX_VARIABLE_NUMBER` of the bundled SQLite (3.32+).
-    pub(crate) const MAX_PARAMS: usize = 32766;
-    /// No row locks: the IMMEDIATE transaction already holds the write lock.
-    pub(crate) const FOR_UPDATE: &str = "";
-    /// Same.
-    pub(crate) const SKIP_LOCKED: &str = "";
-    /// Nothing is locked by others, so the first `max` ranked jobs suffice.
-    pub(crate) const DEQUEUE_OVERFETCH: usize = 1;
-    /// A random number, to break ties between tenants in a dequeue.
-    pub(crate) const RANDOM: &str = "RANDOM()";
-    /// Appended to the multi-row insert of new and changed organizations.
-    pub(crate) const UPSERT: &str = " ON CONFLICT (tenant, domain) DO UPDATE SET
+crate::lockstep::engine! {
+    db: sqlx::Sqlite,
+    engine: Engine::Sqlite,
+    stores: crate::stores::sqlite::stores,
+    // `SQLITE_MAX_VARIABLE_NUMBER` of the bundled SQLite (3.32+).
+    max_params: 32766,
+    // No row locks: the IMMEDIATE transaction already holds the write lock.
+    for_update: "",
+    skip_locked: "",
+    // Nothing is locked by others, so the first `max` ranked jobs suffice.
+    dequeue_overfetch: 1,
+    random: "RANDOM()",
+    upsert: " ON CONFLICT (tenant, domain) DO UPDATE SET
         name = excluded.name,
         contact_email = excluded.contact_email,
         version = organizations.version + 1,
@@ -54,20 +31,11 @@ pub(crate) mod dialect {
         deleted_at = NULL
         WHERE organizations.name IS NOT excluded.name
            OR organizations.contact_email IS NOT excluded.contact_email
-           OR organizations.deleted_at IS NOT NULL";
-
-    /// `finished_at` in whole seconds since the Unix epoch (stored in UTC).
-    pub(crate) const FINISHED_EPOCH: &str = "CAST(strftime('%s', finished_at) AS INTEGER)";
-    /// Integer division.
-    pub(crate) const INT_DIV: &str = "/";
-
-    /// Begins a write transaction holding the database's write lock.
-    pub(crate) async fn begin_write(pool: &Pool<Db>) -> Result<Transaction<'static, Db>> {
-        pool.begin_with("BEGIN IMMEDIATE").await.db()
-    }
-
-    /// The statement [`begin_write`] begins with.
-    pub(crate) const BEGIN_WRITE: Option<&str> = Some("BEGIN IMMEDIATE");
+           OR organizations.deleted_at IS NOT NULL",
+    // Takes the database's write lock up front.
+    begin_write: Some("BEGIN IMMEDIATE"),
+    finished_epoch: "CAST(strftime('%s', finished_at) AS INTEGER)",
+    int_div: "/",
 }
 
 /// Extra attempts at migrating when another process migrates the same file.
@@ -118,17 +86,5 @@ pub(crate) async fn connect(url: DatabaseUrl, options: &SqlOptions) -> Result<Sq
             }
         }
     }
-    Ok(SqlBackend {
-        engine: Engine::Sqlite,
-        url,
-        repository: Arc::new(DetachedRepository::new(repository::LockRepository::new(
-            pool.clone(),
-        ))),
-        queue: Arc::new(DetachedQueue::new(queue::LockQueue::new(
-            pool.clone(),
-            options,
-        ))),
-        stores: crate::stores::sqlite::stores(pool.clone()),
-        closer: Arc::new(pool),
-    })
+    Ok(backend(url, pool, options))
 }

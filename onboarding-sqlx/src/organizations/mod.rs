@@ -1,5 +1,6 @@
 //! What every engine's organization resource shares: the version row and
-//! the page of a listing.
+//! the page of a listing. `engine.rs` (the statements) is not a submodule:
+//! each engine compiles it as its own `organizations` module.
 
 use onboarding_core::model::{BatchId, Timestamp};
 use onboarding_core::organizations::{OrganizationPage, OrganizationVersion};
