@@ -180,12 +180,19 @@ async fn set_org_status(tx: &mut Tx, ids: &[Uuid], status: ItemStatus) -> Result
 }
 
 /// Open batches with no pending or processing item (filter on `b.id` and lock after it).
+///
+/// The open item is looked for from the end of the batch, as on
+/// PostgreSQL (see `pg::repository`): workers finish a batch roughly in
+/// position order, so a forward `NOT EXISTS` walks past every finished
+/// item on each flush of a large batch, and the backward scan of
+/// `(batch_id, position)` stops at the first entry.
 const FINISHED_OPEN: &str =
     "SELECT b.id, b.tenant, b.idempotency_key, b.request_hash, b.total, b.policy, b.mode,
     b.created_at, b.completed_at, b.cancelled_at, b.announced_at
     FROM batches b WHERE b.completed_at IS NULL
-    AND NOT EXISTS (SELECT 1 FROM batch_items i
-                    WHERE i.batch_id = b.id AND i.status IN ('pending', 'processing'))";
+    AND (SELECT i.position FROM batch_items i
+         WHERE i.batch_id = b.id AND i.status IN ('pending', 'processing')
+         ORDER BY i.position DESC LIMIT 1) IS NULL";
 
 /// Sets `completed_at` on the batches read (and locked) in `tx`, and commits.
 async fn mark_completed(
