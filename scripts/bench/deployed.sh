@@ -13,8 +13,10 @@
 # (WORKERS of each worker, default 256), RUNS (drains in a row, default 1;
 # each run fills and drains a fresh database), BIN (default
 # target/release/examples), PG (default postgres://postgres@127.0.0.1:5432),
-# REDIS (default redis://127.0.0.1:6379). Prints one line per run: the
-# ingest rate with p50/p99 of the 202 (from loadgen) and the drain rate.
+# REDIS (default redis://127.0.0.1:6379). Prints per run: the drain rate,
+# the CPU each side used during the drain (PostgreSQL, workers, server,
+# Redis; in cores busy on average, 2 on this machine), and the ingest rate
+# with p50/p99 of the 202 (from loadgen).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/examples}
@@ -39,6 +41,20 @@ esac
 pids=()
 stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 trap stop_all EXIT
+
+# CPU time (clock ticks, user + system) of the processes whose command name
+# is $1: what each side spent during a drain.
+cpu_ticks() {
+  local total=0 pid
+  for pid in $(pgrep -x "$1"); do
+    [ -r "/proc/$pid/stat" ] || continue
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+# Whole machine: busy ticks (all but idle and iowait) from /proc/stat.
+machine_busy() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+cpu_all() { echo "$(cpu_ticks postgres) $(cpu_ticks worker) $(cpu_ticks server) $(cpu_ticks redis-server) $(machine_busy)"; }
 
 # Completed organizations of every batch, read over HTTP page by page.
 completed() {
@@ -67,6 +83,7 @@ for run in $(seq 1 "$RUNS"); do
   ingest=$("$BIN/loadgen" --addr "127.0.0.1:$PORT" --api-key "$KEY" --clients 4 --requests $((ORGS / 1000)) \
     --probes 0 --completion 0 --server-pid "$server" 2>&1 | tail -n 20)
   started=$(date +%s.%N)
+  read -r pg0 wk0 sv0 rd0 m0 <<< "$(cpu_all)"
   for w in $(seq 1 "$WORKER_PROCS"); do
     "${common[@]}" WORKERS="$WORKER_SLOTS" METRICS_ADDR=127.0.0.1:0 "$BIN/worker" > "/tmp/$prefix-worker$w.log" 2>&1 &
     pids+=("$!")
@@ -77,8 +94,14 @@ for run in $(seq 1 "$RUNS"); do
     sleep 0.25
   done
   took=$(echo "$(date +%s.%N) - $started" | bc -l)
+  read -r pg1 wk1 sv1 rd1 m1 <<< "$(cpu_all)"
   printf 'run %s: queue %s, %s organizations, %s worker process(es) x %s: drained in %.2f s = %.0f organizations/s\n' \
     "$run" "$QUEUE" "$ORGS" "$WORKER_PROCS" "$WORKER_SLOTS" "$took" "$(echo "$ORGS / $took" | bc -l)"
+  hz=$(getconf CLK_TCK)
+  printf 'run %s: CPU during the drain, in cores busy on average: PostgreSQL %.2f, worker(s) %.2f, server %.2f (progress reads), Redis %.2f; whole machine %.2f of %s\n' \
+    "$run" "$(echo "($pg1 - $pg0) / $hz / $took" | bc -l)" "$(echo "($wk1 - $wk0) / $hz / $took" | bc -l)" \
+    "$(echo "($sv1 - $sv0) / $hz / $took" | bc -l)" "$(echo "($rd1 - $rd0) / $hz / $took" | bc -l)" \
+    "$(echo "($m1 - $m0) / $hz / $took" | bc -l)" "$(nproc)"
   echo "$ingest" | grep -iE "accepted|p50|202" | sed "s/^/run $run ingest: /" || true
   stop_all
   psql -q "$PG/postgres" -c "DROP DATABASE $db WITH (FORCE)"
