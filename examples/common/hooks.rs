@@ -38,6 +38,12 @@ pub struct Hooks {
     /// RabbitMQ queues unused this long are deleted by the broker, in ms (default: never).
     #[arg(long, env = "QUEUE_EXPIRY_MS", value_name = "MS")]
     pub queue_expiry_ms: Option<u64>,
+    /// Claim loops of the worker, 1-64 (default 2).
+    #[arg(long, env = "FETCHERS", value_name = "N", value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub fetchers: Option<u8>,
+    /// Result flushes of the worker in progress at once, 1-64 (default 2).
+    #[arg(long, env = "FLUSHERS", value_name = "N", value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub flushers: Option<u8>,
     /// HTTP request timeout in ms (server only; default 30000).
     #[arg(long, env = "REQUEST_TIMEOUT_MS", value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
@@ -73,6 +79,12 @@ impl Hooks {
         }
         if let Some(d) = ms(self.poll_wait_ms) {
             config = config.with_poll_wait(d);
+        }
+        if let Some(n) = self.fetchers {
+            config = config.with_fetchers(n.into());
+        }
+        if let Some(n) = self.flushers {
+            config = config.with_flushers(n.into());
         }
         config
     }

@@ -117,6 +117,12 @@ impl WorkerConfig {
         self
     }
 
+    /// Sets how many result flushes may be in progress at once (at least 1).
+    pub fn with_flushers(mut self, n: usize) -> Self {
+        self.flushers = n.max(1);
+        self
+    }
+
     /// Sets the lease and a heartbeat of a third of it.
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
