@@ -635,7 +635,7 @@ impl OnboardingService {
     }
 
     /// Refuses `incoming` organizations when the queue's backlog plus them exceeds `max`.
-    async fn check_backlog(&self, max: u64, incoming: usize) -> Result<()> {
+    pub(crate) async fn check_backlog(&self, max: u64, incoming: usize) -> Result<()> {
         let inner = &self.inner;
         let incoming = u64::try_from(incoming).unwrap_or(u64::MAX);
         let admission = inner

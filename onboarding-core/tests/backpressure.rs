@@ -338,3 +338,60 @@ async fn while_one_caller_reads_the_depth_the_others_use_the_last_reading() {
     gate.add_permits(1);
     reader.await.unwrap().unwrap();
 }
+
+/// A file import whose size is unknown until it has arrived: refused while
+/// the backlog is full (nothing read or stored), accepted whole below it.
+#[tokio::test]
+async fn an_import_is_refused_while_the_backlog_is_full() {
+    use onboarding_core::import::{ImportFormat, ImportOptions};
+    let f = fixture(limit(10));
+    fill(&f.queue, 10).await;
+    let file = "name,domain,contact_email\nAcme,acme-full.example.com,ops@acme-full.example.com\n\
+                Beta,beta-full.example.com,ops@beta-full.example.com\n";
+    let body = || futures::stream::iter([Ok::<_, onboarding_core::Error>(file.as_bytes())]);
+    let err = f
+        .service
+        .import(&f.tenant, ImportOptions::new(ImportFormat::Csv), body())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Overloaded);
+    assert!(
+        err.is_retryable(),
+        "the client may send the file again later"
+    );
+    assert!(
+        err.message().contains("10 organizations are queued"),
+        "{}",
+        err.message()
+    );
+    assert!(f
+        .service
+        .receiving_imports(&f.tenant)
+        .await
+        .unwrap()
+        .is_empty());
+    let missing = f
+        .service
+        .organization(&f.tenant, "acme-full.example.com")
+        .await
+        .unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "nothing stored");
+    assert_eq!(waiting(&f.queue).await, 10, "nothing enqueued");
+
+    // One job drained: below the limit, the whole file is accepted.
+    let taken = f.queue.dequeue(1, Duration::ZERO).await.unwrap();
+    let receipts: Vec<Receipt> = taken.into_iter().map(|d| d.receipt).collect();
+    f.queue.ack(&receipts).await.unwrap();
+    let receipt = f
+        .service
+        .import(&f.tenant, ImportOptions::new(ImportFormat::Csv), body())
+        .await
+        .unwrap();
+    assert_eq!(receipt.organizations_count, 2);
+    eventually(
+        "the import's two items enqueued after the answer",
+        Duration::from_secs(10),
+        || async { (waiting(&f.queue).await == 11).then_some(()) },
+    )
+    .await;
+}

@@ -236,6 +236,11 @@ impl OnboardingService {
     ///   `idempotency_key_reused`); the request hash covers the options and
     ///   the body's bytes. A second upload with a key in use by one still
     ///   arriving is a `Conflict` (the first request is in progress).
+    /// - Backpressure ([`IngestConfig::max_backlog`](crate::IngestConfig::max_backlog)):
+    ///   the size of a file is not known before it has arrived, so an import
+    ///   is refused with `Overloaded` (retryable, nothing read or stored)
+    ///   when the queue's backlog is already at the limit, and otherwise
+    ///   accepted whole, as a JSON submission is when no work waits.
     pub async fn import<S, B, E>(
         &self,
         tenant: &TenantId,
@@ -252,6 +257,10 @@ impl OnboardingService {
         }
         let backends = self.backends();
         let config = self.config();
+        if let Some(max) = config.max_backlog {
+            // At least one organization: refused once the backlog is full.
+            self.check_backlog(max, 1).await?;
+        }
         let store = backends.repository.imports().ok_or_else(|| {
             Error::new(
                 ErrorKind::Unavailable,

@@ -90,7 +90,7 @@ pub(crate) struct ImportAccepted {
     ),
     request_body(content = String, content_type = "text/csv", description = "CSV with a header row, or NDJSON (`application/x-ndjson`)"),
     responses(
-        (status = 202, description = "Stored as one batch and queued", body = ImportAccepted,
+        (status = 202, description = "Stored as one batch; its items are queued right after this answer", body = ImportAccepted,
             headers(("Location" = String, description = "The batch status URL"))),
         Malformed, Unauthorized, IdempotencyConflict, TooLarge, UnsupportedMediaType, Invalid,
         RateLimited, Unavailable,
