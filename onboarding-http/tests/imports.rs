@@ -684,6 +684,18 @@ async fn disconnect_mid_upload_keeps_nothing(backends: Backends) {
         "name,domain,contact_email\n{}",
         "Kept,kept-after-gone.com,a@kept.com\n"
     );
+    // The first upload has begun (its key is taken once it is listed as
+    // receiving: it checks the backlog first, and a probe sent before that
+    // would take the key itself and make the upload the one refused).
+    eventually(
+        "the first upload to be receiving",
+        Duration::from_secs(20),
+        || async {
+            let receiving = service.receiving_imports(&tenant("acme")).await.unwrap();
+            (!receiving.is_empty()).then_some(())
+        },
+    )
+    .await;
     // The first upload is in progress: the same key is refused. (The probe
     // has no valid row, so it never stores a batch under the key itself.)
     let probe = "name,domain,contact_email\n".to_owned();
