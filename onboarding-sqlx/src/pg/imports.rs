@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 
 use onboarding_core::import::{ImportRow, NewImport, RowError};
-use onboarding_core::model::{BatchId, ItemId, OrganizationId, TenantId};
+use onboarding_core::model::{BatchId, ItemId, ItemStatus, OrganizationId, TenantId};
 use onboarding_core::repository::{StoreResult, Submission};
 use onboarding_core::{Error, ErrorKind, Result};
 use sqlx::{PgPool, Row};
 
-use super::repository::{insert_batch, Decision, PgRepository, Tx};
+use super::repository::{insert_batch, store_rows, PgRepository, RowSource, Tx};
 use crate::error::{is_unique_violation, DbResultExt};
 use crate::rows::{BatchRow, BATCH_COLUMNS};
 use crate::staging::{numbered, split_duplicates, RECEIVING, STORED};
@@ -168,64 +168,26 @@ async fn delete_upload(tx: &mut Tx, batch: BatchId) -> Result<()> {
 }
 
 /// Stores every staged row of the upload as the batch's organizations and
-/// items with one statement, set-based, deciding each row as `store_chunk`
-/// does (same `ON CONFLICT` clause, same outcomes); answers whether every
-/// item is already completed.
-///
-/// The statement's parts all see the snapshot from before it: `e` is the
-/// organization as it was (absent for a row the upsert inserted), which
-/// tells a restored row (deleted before) from an updated one and gives an
-/// untouched row's id and status.
+/// items with one statement, set-based: [`store_rows`], the statement of a
+/// JSON chunk, fed by the staged rows (ids made while staging); answers
+/// whether every item is already completed.
 async fn store_staged(tx: &mut Tx, s: &Submission) -> Result<bool> {
-    let Decision {
-        kept,
-        created,
-        updated,
-        unchanged,
-        skipped,
-        pending,
-        completed,
-        on_conflict,
-    } = Decision::new(s.policy);
+    let ctes = store_rows(
+        s.policy,
+        &RowSource {
+            input: "SELECT COALESCE(organization_id, gen_random_uuid()) AS org, name, domain,
+                contact_email AS email, COALESCE(item_id, gen_random_uuid()) AS item,
+                line_no AS position, line_no AS n
+                FROM import_rows WHERE batch_id = $1",
+            now: "$3",
+            sweep_at: "$4",
+            reprocess_unchanged: "$5",
+        },
+    );
+    let completed = ItemStatus::Completed.as_str();
     let sql = format!(
-        "WITH up AS (
-            INSERT INTO organizations AS o (id, tenant, name, domain, contact_email, status, version, created_at, updated_at)
-            SELECT COALESCE(r.organization_id, gen_random_uuid()), $2, r.name, r.domain, r.contact_email, 'pending', 1, $3, $3
-            FROM import_rows r WHERE r.batch_id = $1 ORDER BY r.line_no
-            {on_conflict}
-            RETURNING o.id, o.domain, o.version, o.name, o.contact_email, (o.xmax = 0) AS inserted
-         ), versions AS (
-            INSERT INTO organization_versions (organization_id, version, name, contact_email, batch_id, created_at)
-            SELECT id, version, name, contact_email, $1, $3 FROM up
-         ), outcome AS (
-            SELECT r.line_no, r.item_id, r.domain, COALESCE(up.id, e.id) AS org, d.change,
-                CASE WHEN d.change = '{skipped}'
-                    OR (d.change = '{unchanged}' AND e.status = '{completed}' AND NOT $5)
-                THEN '{completed}' ELSE '{pending}' END AS status
-            FROM import_rows r
-            LEFT JOIN up ON up.domain = r.domain
-            LEFT JOIN organizations e ON e.tenant = $2 AND e.domain = r.domain
-            CROSS JOIN LATERAL (SELECT CASE
-                WHEN up.id IS NULL THEN '{kept}'
-                WHEN up.inserted OR e.deleted_at IS NOT NULL THEN '{created}'
-                ELSE '{updated}' END AS change) d
-            WHERE r.batch_id = $1
-         ), items AS (
-            INSERT INTO batch_items (id, batch_id, tenant, position, organization_id, domain, status,
-                change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at, finished_at)
-            SELECT COALESCE(x.item_id, gen_random_uuid()), $1, $2, x.line_no, x.org, x.domain, x.status, x.change, 0, $3, $4, '[]', $3, $3,
-                CASE WHEN x.status = '{completed}' THEN $3 END
-            -- In position order, as store_chunk writes them: the pending
-            -- items are then paged (enqueue, listings) along the heap,
-            -- not all over it (the join's order is the hash batches').
-            FROM outcome x ORDER BY x.line_no
-         ), again AS (
-            UPDATE organizations o SET status = 'pending' FROM outcome x
-            WHERE x.change = '{unchanged}' AND x.status = '{pending}'
-                AND o.tenant = $2 AND o.domain = x.domain
-         )
-         SELECT COUNT(*) FILTER (WHERE x.status <> '{completed}') AS open
-         FROM outcome x"
+        "WITH {ctes}
+         SELECT COUNT(*) FILTER (WHERE status <> '{completed}') AS open FROM outcome"
     );
     let row = sqlx::query(&sql)
         .bind(s.batch_id.0)

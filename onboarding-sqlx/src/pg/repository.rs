@@ -213,7 +213,7 @@ pub(super) fn on_conflict(policy: ConflictPolicy) -> String {
 /// What the submission statement and the import's set-based finish decide
 /// with, so both decide alike: the stored change and status words, and the
 /// `ON CONFLICT` clause of the policy.
-pub(super) struct Decision {
+struct Decision {
     /// The change of a row the upsert left alone under the policy.
     pub(super) kept: &'static str,
     pub(super) created: &'static str,
@@ -265,16 +265,7 @@ impl Decision {
 /// (not a join the planner could turn into a scan of the table) and `again`
 /// an `= ANY` of the primary key.
 fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
-    let Decision {
-        kept,
-        created,
-        updated,
-        unchanged,
-        skipped,
-        pending,
-        completed,
-        on_conflict,
-    } = Decision::new(policy);
+    let completed = ItemStatus::Completed.as_str();
     // A repeated idempotency key stores nothing: the batch insert then
     // fails on `batches_idempotency` and the caller answers with the
     // earlier batch.
@@ -295,23 +286,86 @@ fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
     } else {
         ("", String::new())
     };
-    format!(
-        "WITH input AS (
-            SELECT * FROM UNNEST($10::uuid[], $11::text[], $12::text[], $13::text[], $14::uuid[], $15::bigint[])
+    let input = format!(
+        "SELECT * FROM UNNEST($10::uuid[], $11::text[], $12::text[], $13::text[], $14::uuid[], $15::bigint[])
                 WITH ORDINALITY AS u(org, name, domain, email, item, position, n)
-            {gate}
+            {gate}"
+    );
+    let ctes = store_rows(
+        policy,
+        &RowSource {
+            input: &input,
+            now: "$8",
+            sweep_at: "$16",
+            reprocess_unchanged: "$17",
+        },
+    );
+    format!("WITH {ctes}{batch}\n         SELECT n, org, change, status FROM outcome")
+}
+
+/// Where the rows of [`store_rows`] come from, and the placeholders of its
+/// parameters besides the batch id (`$1`) and the tenant (`$2`).
+pub(super) struct RowSource<'a> {
+    /// A `SELECT` of the rows to store, with the columns `org`, `name`,
+    /// `domain`, `email`, `item` (ids made by the caller), `position` and
+    /// `n` (what the caller reads the outcome back by).
+    pub(super) input: &'a str,
+    /// The submission's time.
+    pub(super) now: &'a str,
+    /// When a pending item counts as lost.
+    pub(super) sweep_at: &'a str,
+    /// Whether an unchanged, completed organization is processed again.
+    pub(super) reprocess_unchanged: &'a str,
+}
+
+/// The common table expressions that store the rows of `source` as a
+/// batch's organizations, versions and items, deciding each row by
+/// `policy`: `input`, `up` (the upsert), `versions`, `outcome` (each row's
+/// organization, change and status), `items` and `again` (unchanged
+/// organizations made pending). A JSON chunk and an import's finish are
+/// both this statement, fed by `UNNEST` or by the staged rows.
+///
+/// Every part sees the snapshot from before the statement: `e`, read only
+/// for a domain the upsert did not insert, is the organization as it was,
+/// which tells a restored row (deleted before) from an updated one and
+/// gives an untouched row's id and status. Organizations are found by their
+/// primary key (tenant, domain) only: `e` is a per-row `LIMIT 1` lookup
+/// (not a join the planner could turn into a scan of the tenant's
+/// organizations) and `again` an `= ANY` of the primary key. Items are
+/// written in position order, so the pending items of a large batch are
+/// paged (enqueue, listings) along the heap.
+pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> String {
+    let Decision {
+        kept,
+        created,
+        updated,
+        unchanged,
+        skipped,
+        pending,
+        completed,
+        on_conflict,
+    } = Decision::new(policy);
+    let RowSource {
+        input,
+        now,
+        sweep_at,
+        reprocess_unchanged,
+    } = source;
+    format!(
+        "input AS (
+            {input}
          ), up AS (
             INSERT INTO organizations AS o (id, tenant, name, domain, contact_email, status, version, created_at, updated_at)
-            SELECT org, $2, name, domain, email, '{pending}', 1, $8, $8 FROM input
+            SELECT org, $2, name, domain, email, '{pending}', 1, {now}, {now} FROM input
             {on_conflict}
             RETURNING o.id, o.domain, o.version, o.name, o.contact_email, (o.xmax = 0) AS inserted
          ), versions AS (
             INSERT INTO organization_versions (organization_id, version, name, contact_email, batch_id, created_at)
-            SELECT id, version, name, contact_email, $1, $8 FROM up
+            SELECT id, version, name, contact_email, $1, {now} FROM up
          ), outcome AS (
             SELECT i.n, i.item, i.position, i.domain, COALESCE(up.id, e.id) AS org, d.change,
                 CASE WHEN d.change = '{skipped}'
-                    OR (d.change = '{unchanged}' AND e.status = '{completed}' AND NOT $17)
+                    OR (d.change = '{unchanged}' AND e.status = '{completed}' AND NOT {reprocess_unchanged})
                 THEN '{completed}' ELSE '{pending}' END AS status
             FROM input i
             LEFT JOIN up ON up.domain = i.domain
@@ -327,15 +381,14 @@ fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
          ), items AS (
             INSERT INTO batch_items (id, batch_id, tenant, position, organization_id, domain, status,
                 change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at, finished_at)
-            SELECT item, $1, $2, position, org, domain, status, change, 0, $8, $16, '[]', $8, $8,
-                CASE WHEN status = '{completed}' THEN $8 END
-            FROM outcome
+            SELECT item, $1, $2, position, org, domain, status, change, 0, {now}, {sweep_at}, '[]', {now}, {now},
+                CASE WHEN status = '{completed}' THEN {now} END
+            FROM outcome ORDER BY position
          ), again AS (
             UPDATE organizations SET status = '{pending}'
             WHERE tenant = $2 AND domain = ANY(ARRAY(
                 SELECT domain FROM outcome WHERE change = '{unchanged}' AND status = '{pending}'))
-         ){batch}
-         SELECT n, org, change, status FROM outcome"
+         )"
     )
 }
 
