@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 
-use onboarding_core::import::{ImportProgress, ImportRow, ImportState, RowError};
+use onboarding_core::import::{ImportProgress, ImportRow, ImportState, NewImport, RowError};
 use onboarding_core::model::{
     BatchId, ConflictPolicy, Domain, NewOrganization, SubmitMode, TenantId, Timestamp,
 };
 use sqlx::Row;
 
 use crate::error::DbResultExt;
-use onboarding_core::Result;
+use onboarding_core::{Error, ErrorKind, Result};
 
 /// The rows of a chunk to stage, and the refusals of those whose domain an
 /// earlier line has (`earlier`: domain → line of the rows staged before).
@@ -207,6 +207,42 @@ fn placed<DB: sqlx::Database>(sql: &str) -> String {
     out
 }
 
+/// `ImportStore::begin_import`: the upload's row, one per idempotency key
+/// while it receives (a second upload under the key is a `Conflict`).
+pub(crate) async fn begin<DB>(pool: &sqlx::Pool<DB>, import: &NewImport) -> Result<()>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    uuid::Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB>,
+    chrono::DateTime<chrono::Utc>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let sql = placed::<DB>(
+        "INSERT INTO imports (batch_id, tenant, idempotency_key, state, started_at, policy, mode)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    );
+    let inserted = sqlx::query(&sql)
+        .bind(import.batch_id.0)
+        .bind(import.tenant.as_str())
+        .bind(import.idempotency_key.as_deref())
+        .bind(RECEIVING)
+        .bind(import.now)
+        .bind(crate::rows::policy_str(import.policy))
+        .bind(crate::rows::mode_str(import.mode))
+        .execute(pool)
+        .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if crate::error::is_unique_violation(&e) => Err(Error::new(
+            ErrorKind::Conflict,
+            "an upload with this idempotency key is still in progress",
+        )),
+        Err(e) => Err(crate::error::driver(e)),
+    }
+}
+
 /// A tenant's upload's progress.
 pub(crate) async fn progress<DB>(
     pool: &sqlx::Pool<DB>,
@@ -307,7 +343,7 @@ where
 /// The [`ImportStore`](onboarding_core::import::ImportStore) of an engine's
 /// repository `$repo` (it has `pool()`), written once for every engine.
 /// The module invoking it gives what differs between engines as functions
-/// on the pool: `begin`, `append`, `finish` and `abort` (the writes) and
+/// on the pool: `append`, `finish` and `abort` (the writes) and
 /// `staged` (rows by line); the other reads are this module's, on the
 /// engine's `super::Db`.
 macro_rules! import_store {
@@ -318,7 +354,7 @@ macro_rules! import_store {
                 &self,
                 import: &onboarding_core::import::NewImport,
             ) -> onboarding_core::Result<()> {
-                begin(self.pool(), import).await
+                $crate::staging::begin(self.pool(), import).await
             }
 
             async fn append_import(

@@ -7,16 +7,16 @@
 
 use std::collections::HashMap;
 
-use onboarding_core::import::{ImportRow, NewImport, RowError};
+use onboarding_core::import::{ImportRow, RowError};
 use onboarding_core::model::{BatchId, ItemStatus, TenantId};
 use onboarding_core::repository::{StoreResult, Submission};
-use onboarding_core::{Error, ErrorKind, Result};
+use onboarding_core::{Error, Result};
 use sqlx::{Pool, QueryBuilder, Row};
 
 use super::dialect;
 use super::repository::{insert_batch, org_chunk_len, store_chunk, LockRepository, Tx};
 use crate::chunk_len;
-use crate::error::{is_unique_violation, DbResultExt};
+use crate::error::DbResultExt;
 use crate::rows::{BatchRow, BATCH_COLUMNS};
 use crate::staging::{numbered, split_duplicates, RECEIVING, STORED};
 
@@ -100,31 +100,6 @@ pub(super) async fn abandoned_uploads(
 
 // The `ImportStore` itself: its reads are shared, its writes these functions.
 crate::staging::import_store!(LockRepository);
-
-/// `ImportStore::begin_import`: the upload's row, one per idempotency key.
-async fn begin(pool: &Pool<super::Db>, import: &NewImport) -> Result<()> {
-    let inserted = sqlx::query(
-        "INSERT INTO imports (batch_id, tenant, idempotency_key, state, started_at, policy, mode)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(import.batch_id.0)
-    .bind(import.tenant.as_str())
-    .bind(import.idempotency_key.as_deref())
-    .bind(RECEIVING)
-    .bind(import.now)
-    .bind(crate::rows::policy_str(import.policy))
-    .bind(crate::rows::mode_str(import.mode))
-    .execute(pool)
-    .await;
-    match inserted {
-        Ok(_) => Ok(()),
-        Err(e) if is_unique_violation(&e) => Err(Error::new(
-            ErrorKind::Conflict,
-            "an upload with this idempotency key is still in progress",
-        )),
-        Err(e) => Err(crate::error::driver(e)),
-    }
-}
 
 /// `ImportStore::append_import`: stages a chunk.
 async fn append(

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use onboarding_core::import::{ImportRow, NewImport, RowError};
+use onboarding_core::import::{ImportRow, RowError};
 use onboarding_core::model::{BatchId, ItemId, ItemStatus, OrganizationId, TenantId};
 use onboarding_core::repository::{StoreResult, Submission};
-use onboarding_core::{Error, ErrorKind, Result};
+use onboarding_core::{Error, Result};
 use sqlx::{PgPool, Row};
 
 use super::repository::{insert_batch, store_rows, PgRepository, RowSource, Tx};
@@ -226,31 +226,6 @@ async fn refresh_statistics(pool: &PgPool, batch: BatchId) {
 
 // The `ImportStore` itself: its reads are shared, its writes these functions.
 crate::staging::import_store!(PgRepository);
-
-/// `ImportStore::begin_import`: the upload's row, one per idempotency key.
-async fn begin(pool: &PgPool, import: &NewImport) -> Result<()> {
-    let inserted = sqlx::query(
-        "INSERT INTO imports (batch_id, tenant, idempotency_key, state, started_at, policy, mode)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-    )
-    .bind(import.batch_id.0)
-    .bind(import.tenant.as_str())
-    .bind(import.idempotency_key.as_deref())
-    .bind(RECEIVING)
-    .bind(import.now)
-    .bind(crate::rows::policy_str(import.policy))
-    .bind(crate::rows::mode_str(import.mode))
-    .execute(pool)
-    .await
-    .db()?;
-    if inserted.rows_affected() == 0 {
-        return Err(Error::new(
-            ErrorKind::Conflict,
-            "an upload with this idempotency key is still in progress",
-        ));
-    }
-    Ok(())
-}
 
 /// `ImportStore::append_import`: stages a chunk.
 async fn append(
