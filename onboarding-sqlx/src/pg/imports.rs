@@ -10,7 +10,9 @@ use onboarding_core::repository::{StoreResult, Submission};
 use onboarding_core::{Error, Result};
 use sqlx::{PgPool, Row};
 
-use super::repository::{insert_batch, store_rows, PgRepository, RowSource, Tx};
+use super::repository::{
+    close_stored_batch, insert_batch, store_rows, PgRepository, RowSource, Tx,
+};
 use crate::error::{is_unique_violation, DbResultExt};
 use crate::rows::{BatchRow, BATCH_COLUMNS};
 use crate::staging::{numbered, split_duplicates, RECEIVING, STORED};
@@ -308,15 +310,7 @@ async fn finish(pool: &PgPool, s: &Submission) -> Result<StoreResult> {
         return Ok(StoreResult::for_earlier(batch, &s.request_hash));
     }
     let all_done = store_staged(&mut tx, s).await?;
-    let batch: BatchRow = sqlx::query_as(&format!(
-        "UPDATE batches SET completed_at = CASE WHEN $2 THEN $3 END WHERE id = $1 RETURNING {BATCH_COLUMNS}"
-    ))
-    .bind(s.batch_id.0)
-    .bind(all_done)
-    .bind(s.now)
-    .fetch_one(&mut *tx)
-    .await
-    .db()?;
+    let batch = close_stored_batch(&mut tx, s, all_done).await?;
     sqlx::query("UPDATE imports SET state = $2 WHERE batch_id = $1")
         .bind(s.batch_id.0)
         .bind(STORED)

@@ -468,6 +468,24 @@ pub(super) async fn store_chunk(
     run_chunk(&mut **tx, s, chunk, false).await
 }
 
+/// The batch row of a submission stored in several statements, completed
+/// at once when every item already was (all skipped or unchanged).
+pub(super) async fn close_stored_batch(
+    tx: &mut Tx,
+    s: &Submission,
+    all_done: bool,
+) -> Result<BatchRow> {
+    sqlx::query_as(&format!(
+        "UPDATE batches SET completed_at = CASE WHEN $2 THEN $3 END WHERE id = $1 RETURNING {BATCH_COLUMNS}"
+    ))
+    .bind(s.batch_id.0)
+    .bind(all_done)
+    .bind(s.now)
+    .fetch_one(&mut **tx)
+    .await
+    .db()
+}
+
 /// Inserts a submission's batch row (`total` items); `false` when its
 /// idempotency key names an earlier batch of the tenant.
 pub(super) async fn insert_batch(tx: &mut Tx, s: &Submission, total: i64) -> Result<bool> {
@@ -518,15 +536,7 @@ impl OrgRepository for PgRepository {
             items.extend(store_chunk(&mut tx, s, chunk).await?);
         }
         let all_done = items.iter().all(|i| i.status == ItemStatus::Completed);
-        let batch: BatchRow = sqlx::query_as(&format!(
-            "UPDATE batches SET completed_at = CASE WHEN $2 THEN $3 END WHERE id = $1 RETURNING {BATCH_COLUMNS}"
-        ))
-        .bind(s.batch_id.0)
-        .bind(all_done)
-        .bind(s.now)
-        .fetch_one(&mut *tx)
-        .await
-        .db()?;
+        let batch = close_stored_batch(&mut tx, s, all_done).await?;
         match tx.commit().await {
             Ok(()) => {}
             Err(e) => return Err(SqlError::from(e).into()),
