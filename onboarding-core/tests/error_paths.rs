@@ -106,6 +106,78 @@ async fn queue_down_after_commit_is_accepted_and_the_sweeper_delivers() {
     assert_eq!(report.stats.completed, 25);
 }
 
+/// A file import answers once its batch is stored and enqueues the items
+/// in the background: with the queue down, the enqueue fails after the
+/// answer, and the sweeper still delivers every row.
+#[tokio::test]
+async fn queue_down_after_an_import_is_accepted_and_the_sweeper_delivers() {
+    use onboarding_core::import::{ImportFormat, ImportOptions};
+    let repo = Arc::new(MemoryRepository::new());
+    let broken = Arc::new(
+        Double::new(Arc::new(MemoryQueue::default())).with_hook(|call| match call.method {
+            "enqueue" | "depth" => Action::Fail(unavailable()),
+            _ => Action::Forward,
+        }),
+    );
+    let events = RecordingEventSink::new();
+    let cache = Arc::new(MemoryCache::default());
+    let service = OnboardingService::new(
+        Backends::new(
+            repo.clone(),
+            broken.clone(),
+            cache.clone(),
+            Arc::new(events.clone()),
+        ),
+        IngestConfig::default().with_stale_after(Duration::from_millis(200)),
+    );
+    let tenant = TenantId::parse("acme").unwrap();
+    let mut file = String::from("name,domain,contact_email\n");
+    for i in 0..30 {
+        file.push_str(&format!(
+            "Org {i},org{i}-imp.example.com,ops@org{i}-imp.example.com\n"
+        ));
+    }
+    let body = futures::stream::iter([Ok::<_, onboarding_core::Error>(file.into_bytes())]);
+    let receipt = service
+        .import(&tenant, ImportOptions::new(ImportFormat::Csv), body)
+        .await
+        .expect("the upload stands although the queue is down");
+    assert_eq!(receipt.organizations_count, 30);
+    // The background enqueue ran and failed.
+    onboarding_core::testing::eventually(
+        "the background enqueue to be tried",
+        Duration::from_secs(10),
+        || async { (broken.calls("enqueue") >= 1).then_some(()) },
+    )
+    .await;
+
+    // The queue comes back empty: only the sweeper knows the work.
+    let healthy = Backends::new(
+        repo.clone(),
+        Arc::new(MemoryQueue::default()),
+        cache,
+        Arc::new(events),
+    );
+    let worker = Worker::new(
+        healthy,
+        Arc::new(NoopProcessor),
+        WorkerConfig::default().with_sweep(Duration::from_millis(50), Duration::from_millis(200)),
+    )
+    .start();
+    until_batch(
+        &*repo,
+        &tenant,
+        receipt.batch_id,
+        "the sweeper to deliver the import",
+        Duration::from_secs(20),
+        |s| s.counts.completed == 30,
+    )
+    .await;
+    let report = worker.shutdown().await;
+    assert!(report.stats.swept >= 30, "{:?}", report.stats);
+    assert_eq!(report.stats.completed, 30);
+}
+
 /// A claim that fails once is tried again at once: its deliveries, not
 /// acked, would otherwise stay invisible for the queue's whole visibility
 /// timeout (issue 17: one drain took 31.5 s instead of ~5 s, about the 30 s
