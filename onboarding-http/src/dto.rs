@@ -181,8 +181,10 @@ impl From<&ValidRequest> for ValidationSummary {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchState {
-    /// A file import whose body is still arriving: no items yet; `upload`
-    /// counts the rows received, stored (staged) and refused so far.
+    /// A file import whose body is still arriving, or has arrived (the
+    /// import was answered, `upload.arrived`) and whose batch is being
+    /// created from its rows: no items yet; `upload` counts the rows
+    /// received, stored (staged) and refused so far.
     Receiving,
     /// Items are pending or processing (or the last ones just finished and
     /// the completion is being recorded).
@@ -266,7 +268,10 @@ pub struct UploadProgress {
     pub rows_stored: u64,
     /// Rows refused so far (listed by the results route with `status=rejected`).
     pub rows_rejected: u64,
-    /// Whether the whole body arrived and the batch was stored.
+    /// Whether the whole body arrived and every row is staged (the import
+    /// was answered); the batch is created right after.
+    pub arrived: bool,
+    /// Whether the batch was created from the staged rows.
     pub stored: bool,
     /// When the upload began.
     pub started_at: DateTime<Utc>,
@@ -278,6 +283,7 @@ impl From<&ImportProgress> for UploadProgress {
             rows_received: p.rows_received,
             rows_stored: p.rows_stored,
             rows_rejected: p.rows_rejected,
+            arrived: p.state != ImportState::Receiving,
             stored: p.state == ImportState::Stored,
             started_at: p.started_at,
         }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use onboarding_core::import::{ImportProgress, ImportRow, ImportStore, NewImport, RowError};
+use onboarding_core::import::{
+    ImportProgress, ImportRow, ImportStore, NewImport, RepeatsRefused, RowError,
+};
 use onboarding_core::model::{
     BatchId, BatchStatus, Domain, ItemId, Organization, TenantId, Timestamp,
 };
@@ -309,6 +311,32 @@ impl ImportStore for DetachedRepository {
                 .await
         })
         .await
+    }
+
+    async fn refuse_repeats(&self, batch: BatchId, quote: usize) -> Result<RepeatsRefused> {
+        detached(&self.inner, |r| async move {
+            staging(r.as_ref())?.refuse_repeats(batch, quote).await
+        })
+        .await
+    }
+
+    async fn seal_import(&self, submission: &Submission) -> Result<Option<StoreResult>> {
+        let s = submission.clone();
+        detached(&self.inner, |r| async move {
+            staging(r.as_ref())?.seal_import(&s).await
+        })
+        .await
+    }
+
+    async fn sealed_imports(
+        &self,
+        before: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Submission>> {
+        staging(self.inner.as_ref())?
+            .sealed_imports(before, now, limit)
+            .await
     }
 
     async fn finish_import(&self, submission: &Submission) -> Result<StoreResult> {

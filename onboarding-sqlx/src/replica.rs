@@ -574,6 +574,29 @@ impl ImportStore for ReplicaRouted {
             .await
     }
 
+    async fn refuse_repeats(
+        &self,
+        batch: BatchId,
+        quote: usize,
+    ) -> Result<onboarding_core::import::RepeatsRefused> {
+        self.primary_imports()?.refuse_repeats(batch, quote).await
+    }
+
+    async fn seal_import(&self, submission: &Submission) -> Result<Option<StoreResult>> {
+        self.primary_imports()?.seal_import(submission).await
+    }
+
+    async fn sealed_imports(
+        &self,
+        before: onboarding_core::model::Timestamp,
+        now: onboarding_core::model::Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Submission>> {
+        self.primary_imports()?
+            .sealed_imports(before, now, limit)
+            .await
+    }
+
     async fn finish_import(&self, submission: &Submission) -> Result<StoreResult> {
         let store = self.primary_imports()?;
         self.write(Some(&submission.tenant), store.finish_import(submission))

@@ -53,7 +53,7 @@ pub(crate) fn numbered<'a>(
 
 /// The columns [`ProgressRow`] reads.
 pub(crate) const PROGRESS_COLUMNS: &str =
-    "batch_id, state, rows_received, rows_stored, rows_rejected, started_at, policy, mode";
+    "batch_id, state, rows_received, rows_stored, rows_rejected, started_at, policy, mode, sealed_at";
 
 /// One row of `imports`.
 #[derive(sqlx::FromRow)]
@@ -67,6 +67,8 @@ pub(crate) struct ProgressRow {
     /// Null for uploads begun before the column existed.
     policy: Option<String>,
     mode: Option<String>,
+    /// When the body had arrived (null while it arrives, and for older uploads).
+    sealed_at: Option<Timestamp>,
 }
 
 impl ProgressRow {
@@ -74,10 +76,10 @@ impl ProgressRow {
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(ImportProgress {
             batch_id: BatchId(self.batch_id),
-            state: if self.state == RECEIVING {
-                ImportState::Receiving
-            } else {
-                ImportState::Stored
+            state: match (self.state == RECEIVING, self.sealed_at) {
+                (true, None) => ImportState::Receiving,
+                (true, Some(_)) => ImportState::Staged,
+                (false, _) => ImportState::Stored,
             },
             rows_received: count(self.rows_received),
             rows_stored: count(self.rows_stored),
@@ -243,6 +245,119 @@ where
     }
 }
 
+/// `ImportStore::seal_import`: answers a key of an earlier batch (and
+/// discards the upload with `abort`), else marks the upload sealed with the
+/// options of its batch.
+pub(crate) async fn seal<DB, A, F>(
+    pool: &sqlx::Pool<DB>,
+    s: &onboarding_core::repository::Submission,
+    affected: fn(&DB::QueryResult) -> u64,
+    abort: A,
+) -> Result<Option<onboarding_core::repository::StoreResult>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'r> crate::rows::BatchRow: sqlx::FromRow<'r, DB::Row>,
+    uuid::Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    chrono::DateTime<chrono::Utc>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    A: FnOnce() -> F,
+    F: std::future::Future<Output = Result<()>>,
+{
+    if let Some(key) = &s.idempotency_key {
+        let sql = placed::<DB>(&format!(
+            "SELECT {} FROM batches WHERE tenant = ? AND idempotency_key = ?",
+            crate::rows::BATCH_COLUMNS
+        ));
+        let earlier: Option<crate::rows::BatchRow> = sqlx::query_as(&sql)
+            .bind(s.tenant.as_str())
+            .bind(key.as_str())
+            .fetch_optional(pool)
+            .await
+            .db()?;
+        if let Some(batch) = earlier {
+            abort().await?;
+            return Ok(Some(onboarding_core::repository::StoreResult::for_earlier(
+                batch.into_model()?,
+                &s.request_hash,
+            )));
+        }
+    }
+    let sql = placed::<DB>(
+        "UPDATE imports SET sealed_at = ?, sealed = ?
+         WHERE batch_id = ? AND state = ? AND sealed_at IS NULL",
+    );
+    let sealed = sqlx::query(&sql)
+        .bind(s.now)
+        .bind(onboarding_core::import::SealedOptions::of(s).to_json())
+        .bind(s.batch_id.0)
+        .bind(RECEIVING)
+        .execute(pool)
+        .await
+        .db()?;
+    if affected(&sealed) == 0 {
+        return Err(Error::not_found(format!(
+            "no upload {} is being received",
+            s.batch_id
+        )));
+    }
+    Ok(None)
+}
+
+/// One sealed upload and what finishes it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SealedRow {
+    #[sqlx(flatten)]
+    progress: ProgressRow,
+    tenant: crate::rows::Text,
+    idempotency_key: Option<crate::rows::Text>,
+    sealed: Option<String>,
+}
+
+/// `ImportStore::sealed_imports`: uploads sealed before `before`, not stored.
+pub(crate) async fn sealed<DB>(
+    pool: &sqlx::Pool<DB>,
+    before: Timestamp,
+    now: Timestamp,
+    limit: u32,
+) -> Result<Vec<onboarding_core::repository::Submission>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'r> SealedRow: sqlx::FromRow<'r, DB::Row>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    chrono::DateTime<chrono::Utc>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let sql = placed::<DB>(&format!(
+        "SELECT {PROGRESS_COLUMNS}, tenant, idempotency_key, sealed FROM imports
+         WHERE state = ? AND sealed_at IS NOT NULL AND sealed_at < ?
+         ORDER BY sealed_at LIMIT ?"
+    ));
+    let rows: Vec<SealedRow> = sqlx::query_as(&sql)
+        .bind(RECEIVING)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .db()?;
+    rows.into_iter()
+        .map(|r| {
+            let progress = r.progress.into_model()?;
+            onboarding_core::import::SealedOptions::submission(
+                r.sealed.as_deref().unwrap_or_default(),
+                &progress,
+                TenantId::parse(r.tenant.0)?,
+                r.idempotency_key.map(|k| k.0),
+                now,
+            )
+        })
+        .collect()
+}
+
 /// A tenant's upload's progress.
 pub(crate) async fn progress<DB>(
     pool: &sqlx::Pool<DB>,
@@ -343,7 +458,7 @@ where
 /// The [`ImportStore`](onboarding_core::import::ImportStore) of an engine's
 /// repository `$repo` (it has `pool()`), written once for every engine.
 /// The module invoking it gives what differs between engines as functions
-/// on the pool: `append`, `finish` and `abort` (the writes) and
+/// on the pool: `append`, `refuse_repeats`, `finish` and `abort` (the writes) and
 /// `staged` (rows by line); the other reads are this module's, on the
 /// engine's `super::Db`.
 macro_rules! import_store {
@@ -364,6 +479,36 @@ macro_rules! import_store {
                 rejected: &[onboarding_core::import::RowError],
             ) -> onboarding_core::Result<Vec<onboarding_core::import::RowError>> {
                 append(self.pool(), batch, rows, rejected).await
+            }
+
+            async fn refuse_repeats(
+                &self,
+                batch: onboarding_core::model::BatchId,
+                quote: usize,
+            ) -> onboarding_core::Result<onboarding_core::import::RepeatsRefused> {
+                refuse_repeats(self.pool(), batch, quote).await
+            }
+
+            async fn seal_import(
+                &self,
+                s: &onboarding_core::repository::Submission,
+            ) -> onboarding_core::Result<Option<onboarding_core::repository::StoreResult>> {
+                crate::staging::seal::<super::Db, _, _>(
+                    self.pool(),
+                    s,
+                    |done| done.rows_affected(),
+                    || abort(self.pool(), s.batch_id),
+                )
+                .await
+            }
+
+            async fn sealed_imports(
+                &self,
+                before: onboarding_core::model::Timestamp,
+                now: onboarding_core::model::Timestamp,
+                limit: u32,
+            ) -> onboarding_core::Result<Vec<onboarding_core::repository::Submission>> {
+                crate::staging::sealed::<super::Db>(self.pool(), before, now, limit).await
             }
 
             async fn finish_import(

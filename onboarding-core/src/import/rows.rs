@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::NewOrganization;
+use crate::model::{Domain, NewOrganization};
 use crate::validate::{codes, normalize_domain, normalize_email, normalize_name, FieldProblem};
 
 /// Longest `external_id`, in characters.
@@ -58,16 +58,24 @@ pub struct RowError {
 impl RowError {
     /// The refusal of `row` because line `earlier` has the same domain.
     pub fn duplicate(row: &ImportRow, earlier: u32) -> Self {
+        Self::repeat(
+            row.line,
+            &row.organization.domain,
+            row.external_id.clone(),
+            earlier,
+        )
+    }
+
+    /// The row at `line` repeats `domain`, first seen at line `earlier`
+    /// (a store that finds repeats without the rows at hand).
+    pub fn repeat(line: u32, domain: &Domain, external_id: Option<String>, earlier: u32) -> Self {
         Self {
-            line: row.line,
+            line,
             column: Some("domain".to_owned()),
             code: codes::DOMAIN_DUPLICATE.to_owned(),
-            detail: format!(
-                "domain {} already appears at line {earlier}",
-                row.organization.domain
-            ),
-            value: Some(row.organization.domain.as_str().to_owned()),
-            external_id: row.external_id.clone(),
+            detail: format!("domain {domain} already appears at line {earlier}"),
+            value: Some(domain.as_str().to_owned()),
+            external_id,
         }
     }
 

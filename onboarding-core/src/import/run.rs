@@ -10,6 +10,7 @@ use tracing::Instrument;
 use super::parse::{ImportFormat, ImportParser};
 use super::rows::{ImportRow, ParsedRow, RowError};
 use super::store::{ImportProgress, ImportStore, NewImport};
+use crate::backends::Backends;
 use crate::completion::announce;
 use crate::error::{Error, ErrorKind, FieldError, Result};
 use crate::model::{after, now, BatchId, ConflictPolicy, ItemStatus, SubmitMode, TenantId};
@@ -17,8 +18,9 @@ use crate::queue::Job;
 use crate::repository::{ItemQuery, OrgRepository, StoreResult, Submission};
 use crate::service::{check_idempotency_key, key_reused, OnboardingService};
 
-/// Rows parsed before they are staged with one call (bounds memory).
-const STAGE_ROWS: usize = 2_000;
+/// Rows parsed before they are staged with one call (bounds memory; fewer,
+/// larger chunks mean fewer commits).
+const STAGE_ROWS: usize = 5_000;
 /// Pending items enqueued per call after the batch is stored.
 const ENQUEUE_PAGE: u32 = 2_000;
 /// Row problems quoted in a refusal.
@@ -130,12 +132,13 @@ struct StageTimes {
     body: Duration,
     /// Hashing, parsing and validating them.
     parse: Duration,
-    /// Staging the rows (`append_import`).
+    /// Staging the rows (`append_import`), overlapping the parse.
     stage: Duration,
-    /// `finish_import`.
-    finish: Duration,
+    /// Refusing repeats found across chunks and sealing.
+    seal: Duration,
 }
 
+/// The staging side of an upload: its counters and the problems quoted in a refusal.
 struct Upload<'a> {
     store: &'a dyn ImportStore,
     batch: BatchId,
@@ -144,17 +147,54 @@ struct Upload<'a> {
     stored: u64,
     rejected: u64,
     quoted: Vec<RowError>,
+    repeats: RepeatFilter,
+}
+
+/// Hashes of the domains staged so far, to know whether a domain may
+/// repeat across chunks (then [`ImportStore::refuse_repeats`] finds them
+/// exactly). Bounded: past [`RepeatFilter::MAX_TRACKED`] domains it stops
+/// remembering and answers "may repeat".
+#[derive(Default)]
+struct RepeatFilter {
+    seen: std::collections::HashSet<u64>,
+    may_repeat: bool,
+}
+
+impl RepeatFilter {
+    /// Domains remembered at most: ~19 MiB of hashes (2^21 buckets).
+    const MAX_TRACKED: usize = 1_835_000;
+
+    fn note(&mut self, rows: &[ImportRow]) {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        if self.may_repeat {
+            return;
+        }
+        // One keyed hasher for the whole upload: equal domains, equal hashes.
+        static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        let keys = KEYS.get_or_init(std::collections::hash_map::RandomState::new);
+        for row in rows {
+            let mut h = keys.build_hasher();
+            row.organization.domain.as_str().hash(&mut h);
+            if !self.seen.insert(h.finish()) || self.seen.len() > Self::MAX_TRACKED {
+                // A domain seen before (or a hash collision), or too many to remember.
+                self.may_repeat = true;
+                self.seen = std::collections::HashSet::new();
+                return;
+            }
+        }
+    }
 }
 
 impl Upload<'_> {
-    async fn stage(&mut self, parsed: &mut Vec<ParsedRow>) -> Result<()> {
+    async fn stage(&mut self, parsed: Vec<ParsedRow>) -> Result<()> {
         if parsed.is_empty() {
             return Ok(());
         }
         let mut rows: Vec<ImportRow> = Vec::with_capacity(parsed.len());
         let mut refused: Vec<RowError> = Vec::new();
         let mut refused_rows = 0u64;
-        for row in parsed.drain(..) {
+        for row in parsed {
             match row {
                 ParsedRow::Valid(r) => rows.push(r),
                 ParsedRow::Rejected(errors) => {
@@ -163,6 +203,7 @@ impl Upload<'_> {
                 }
             }
         }
+        self.repeats.note(&rows);
         let duplicates = self
             .store
             .append_import(self.batch, &rows, &refused)
@@ -172,11 +213,28 @@ impl Upload<'_> {
         self.received += count + refused_rows;
         self.stored += count - dups.min(count);
         self.rejected += refused_rows + dups;
-        for e in refused.into_iter().chain(duplicates) {
+        self.quote(refused.into_iter().chain(duplicates));
+        self.check_limits()
+    }
+
+    fn quote(&mut self, errors: impl IntoIterator<Item = RowError>) {
+        for e in errors {
             if self.quoted.len() < QUOTED_ERRORS {
                 self.quoted.push(e);
             }
         }
+    }
+
+    /// Refuses the repeats across chunks that `append_import` left, when any may exist.
+    async fn refuse_repeats(&mut self) -> Result<()> {
+        if !self.repeats.may_repeat {
+            return Ok(());
+        }
+        let refused = self.store.refuse_repeats(self.batch, QUOTED_ERRORS).await?;
+        self.stored -= refused.count.min(self.stored);
+        self.rejected += refused.count;
+        self.quote(refused.first);
+        self.quoted.sort_by_key(|e| e.line);
         self.check_limits()
     }
 
@@ -217,25 +275,39 @@ fn refusal(message: String, errors: &[RowError]) -> Error {
     Error::new(ErrorKind::Invalid, message).with_field_errors(fields)
 }
 
+/// Chunks of parsed rows on their way from the parse to the staging:
+/// one being parsed, this many waiting, one being staged.
+const CHUNKS_IN_FLIGHT: usize = 2;
+
 impl OnboardingService {
-    /// Parses, validates and stages a file while it arrives, then stores it
-    /// as one batch and enqueues its work.
+    /// Parses, validates and stages a file while it arrives, answers once
+    /// every row is stored, then creates the batch and enqueues its work
+    /// after the answer.
     ///
     /// # Behavior
-    /// - Memory is bounded by one chunk of the body, 64 KiB of line and
-    ///   [`STAGE_ROWS`] rows, whatever the size of the file.
+    /// - Memory is bounded by one chunk of the body, 64 KiB of line,
+    ///   [`STAGE_ROWS`] rows per chunk with [`CHUNKS_IN_FLIGHT`] + 2 chunks
+    ///   in hand (the next chunk is parsed while one is staged), and the
+    ///   hashes of the domains (8 bytes each, at most ~19 MiB).
     /// - A body that fails (client gone, size limit) or a dropped future
     ///   discards the upload: no batch, nothing stored.
     /// - Partial mode: refused rows are kept for the results route, the rest
     ///   proceeds; `max_errors` or atomic mode refuse the whole import
     ///   (`Invalid`, quoting the first 100 problems) and store nothing.
+    ///   Every refusal, repeated domains included, is known before the answer.
     /// - A CSV header without a required column is `Invalid` at once.
     /// - No valid row at all is `Invalid`.
+    /// - The answer comes once the rows are staged and the upload sealed
+    ///   (durable, any process can finish it): the batch exists shortly
+    ///   after (its status shows the upload as `staged` meanwhile). Should
+    ///   this process stop first, a worker's sweeper creates it
+    ///   ([`ImportStore::sealed_imports`]).
     /// - The idempotency key works as on [`OnboardingService::submit_valid`]
     ///   (another payload under a used key: `Invalid`, code
     ///   `idempotency_key_reused`); the request hash covers the options and
-    ///   the body's bytes. A second upload with a key in use by one still
-    ///   arriving is a `Conflict` (the first request is in progress).
+    ///   the body's bytes. A second upload under a key in use by one still
+    ///   arriving or not yet stored as a batch is a `Conflict` (the first
+    ///   request is in progress).
     /// - Backpressure ([`IngestConfig::max_backlog`](crate::IngestConfig::max_backlog)):
     ///   the size of a file is not known before it has arrived, so an import
     ///   is refused with `Overloaded` (retryable, nothing read or stored)
@@ -293,6 +365,7 @@ impl OnboardingService {
             stored: 0,
             rejected: 0,
             quoted: Vec::new(),
+            repeats: RepeatFilter::default(),
         };
         let mut hasher = Sha256::new();
         hasher.update(b"onboarding-core/import-hash/v1\0");
@@ -306,33 +379,56 @@ impl OnboardingService {
             )
             .as_bytes(),
         );
-        let mut parser = ImportParser::new(options.format);
-        let mut parsed = Vec::with_capacity(STAGE_ROWS);
-        let mut body = std::pin::pin!(body);
         // Where the time goes (logged with the answer): waiting for the
-        // body, parsing and validating, staging, the finish.
+        // body, parsing and validating, staging (overlapping the parse),
+        // sealing.
         let mut stages = StageTimes::default();
-        loop {
-            let waited = Instant::now();
-            let Some(chunk) = body.next().await else {
-                break;
-            };
-            stages.body += waited.elapsed();
-            let chunk = chunk.map_err(Into::into)?;
-            let parsing = Instant::now();
-            hasher.update(chunk.as_ref());
-            parser.feed(chunk.as_ref(), &mut parsed)?;
-            stages.parse += parsing.elapsed();
-            if parsed.len() >= STAGE_ROWS {
-                let staging = Instant::now();
-                upload.stage(&mut parsed).await?;
-                stages.stage += staging.elapsed();
+        let (chunks, mut staged_chunks) =
+            tokio::sync::mpsc::channel::<Vec<ParsedRow>>(CHUNKS_IN_FLIGHT);
+        // The parse and the staging run side by side in this task: the
+        // database stores one chunk while the next one is parsed.
+        let parsing = async {
+            let mut parser = ImportParser::new(options.format);
+            let mut parsed = Vec::with_capacity(STAGE_ROWS);
+            let mut body = std::pin::pin!(body);
+            let (mut waiting, mut working) = (Duration::ZERO, Duration::ZERO);
+            loop {
+                let waited = Instant::now();
+                let Some(chunk) = body.next().await else {
+                    break;
+                };
+                waiting += waited.elapsed();
+                let chunk = chunk.map_err(Into::into)?;
+                let started = Instant::now();
+                hasher.update(chunk.as_ref());
+                parser.feed(chunk.as_ref(), &mut parsed)?;
+                working += started.elapsed();
+                if parsed.len() >= STAGE_ROWS {
+                    let full = std::mem::replace(&mut parsed, Vec::with_capacity(STAGE_ROWS));
+                    if chunks.send(full).await.is_err() {
+                        // The staging stopped: its error is the answer.
+                        return Ok((waiting, working));
+                    }
+                }
             }
-        }
-        parser.finish(&mut parsed)?;
-        let staging = Instant::now();
-        upload.stage(&mut parsed).await?;
-        stages.stage += staging.elapsed();
+            parser.finish(&mut parsed)?;
+            chunks.send(parsed).await.ok();
+            drop(chunks);
+            Ok::<_, Error>((waiting, working))
+        };
+        let staging = async {
+            let mut spent = Duration::ZERO;
+            while let Some(parsed) = staged_chunks.recv().await {
+                let started = Instant::now();
+                upload.stage(parsed).await?;
+                spent += started.elapsed();
+            }
+            Ok::<_, Error>(spent)
+        };
+        let ((body_wait, parse_work), stage_work) = tokio::try_join!(parsing, staging)?;
+        (stages.body, stages.parse, stages.stage) = (body_wait, parse_work, stage_work);
+        let sealing = Instant::now();
+        upload.refuse_repeats().await?;
         if upload.stored == 0 {
             return Err(refusal(
                 "the file has no valid row; nothing was stored".to_owned(),
@@ -356,115 +452,63 @@ impl OnboardingService {
             sweep_at: after(at, config.stale_after),
             trace_parent: crate::trace::current_traceparent(),
         };
-        let finishing = Instant::now();
-        let stored = store.finish_import(&submission).await?;
-        stages.finish = finishing.elapsed();
-        guard.armed = false;
-        let batch = match stored {
-            StoreResult::Stored { batch, .. } => batch,
-            StoreResult::Replayed { batch } => {
+        match store.seal_import(&submission).await? {
+            None => {}
+            Some(StoreResult::Replayed { batch }) => {
+                guard.armed = false;
                 return Ok(ImportReceipt {
                     batch_id: batch.id,
                     organizations_count: batch.total,
                     rows_received: upload.received,
                     rows_rejected: upload.rejected,
                     replayed: true,
-                })
+                });
             }
-            StoreResult::KeyConflict { batch } => {
+            Some(StoreResult::KeyConflict { batch }) => {
+                guard.armed = false;
                 return Err(key_reused(
                     options.idempotency_key.as_deref().unwrap_or_default(),
                     batch.id,
-                ))
+                ));
             }
-        };
-        if batch.completed_at.is_some() {
-            if let Ok(Some(status)) = backends.repository.batch_status(tenant, batch.id).await {
-                announce(backends, &[status]).await;
+            Some(StoreResult::Stored { .. }) => {
+                return Err(Error::internal("sealing an upload stored a batch"));
             }
-        } else {
-            self.enqueue_in_background(tenant, batch.id);
         }
-        tracing::info!(batch_id = %batch.id, %tenant, organizations = batch.total,
+        stages.seal = sealing.elapsed();
+        // Sealed: the upload is the batch's to be, no longer the request's to discard.
+        guard.armed = false;
+        tracing::info!(batch_id = %batch, %tenant, organizations = upload.stored,
             rejected = upload.rejected,
             body_ms = stages.body.as_millis(), parse_ms = stages.parse.as_millis(),
-            stage_ms = stages.stage.as_millis(), finish_ms = stages.finish.as_millis(),
+            stage_ms = stages.stage.as_millis(), seal_ms = stages.seal.as_millis(),
             "import accepted");
+        self.finish_in_background(submission);
         Ok(ImportReceipt {
-            batch_id: batch.id,
-            organizations_count: batch.total,
+            batch_id: batch,
+            organizations_count: u32::try_from(upload.stored).unwrap_or(u32::MAX),
             rows_received: upload.received,
             rows_rejected: upload.rejected,
             replayed: false,
         })
     }
 
-    /// Enqueues a stored import's pending items after the answer.
+    /// Creates a sealed import's batch and enqueues its items after the answer.
     ///
-    /// The items are durable once the finish commits, and the enqueue only
-    /// wakes workers: a million of them take seconds to list and push, which
-    /// the client need not wait for. Should this process stop before the
-    /// task ends, the sweeper enqueues what is left, as after a failed
-    /// enqueue.
-    fn enqueue_in_background(&self, tenant: &TenantId, batch: BatchId) {
+    /// The upload is durable once sealed: should this process stop before
+    /// the task ends, a worker's sweeper finishes it
+    /// ([`finish_sealed_imports`]), and pending items are swept as after
+    /// any failed enqueue.
+    fn finish_in_background(&self, submission: Submission) {
         let service = self.clone();
-        let tenant = tenant.clone();
-        let span = tracing::info_span!("import_enqueue", batch_id = %batch, %tenant);
+        let span = tracing::info_span!("import_finish", batch_id = %submission.batch_id,
+            tenant = %submission.tenant);
         tokio::spawn(
             async move {
-                let started = Instant::now();
-                let queued = service.enqueue_pending(&tenant, batch).await;
-                tracing::info!(
-                    queued,
-                    enqueue_ms = started.elapsed().as_millis(),
-                    "import enqueued"
-                );
+                finish_sealed(service.backends(), &submission).await;
             }
             .instrument(span),
         );
-    }
-
-    /// Enqueues a batch's pending items page by page (bounded memory). A
-    /// failed enqueue is left to the sweeper, as after a submission.
-    async fn enqueue_pending(&self, tenant: &TenantId, batch: BatchId) -> u64 {
-        let repository = &self.backends().repository;
-        let mut queued = 0u64;
-        let mut after_position = None;
-        loop {
-            let query = ItemQuery {
-                status: Some(ItemStatus::Pending),
-                limit: ENQUEUE_PAGE,
-                after_position,
-            };
-            let page = match repository.list_items(tenant, batch, &query).await {
-                Ok(Some(page)) => page,
-                Ok(None) => return queued,
-                Err(e) => {
-                    tracing::warn!(batch_id = %batch, error = %e,
-                        "listing pending items failed; the sweeper will deliver the work");
-                    return queued;
-                }
-            };
-            let jobs: Vec<Job> = page
-                .items
-                .iter()
-                .map(|i| Job {
-                    item_id: i.id,
-                    tenant: tenant.clone(),
-                    not_before: None,
-                })
-                .collect();
-            if let Err(e) = self.backends().queue.enqueue(&jobs).await {
-                tracing::warn!(batch_id = %batch, jobs = jobs.len(), error = %e,
-                    "enqueue after commit failed; the sweeper will deliver the work");
-            } else {
-                queued += u64::try_from(jobs.len()).unwrap_or(u64::MAX);
-            }
-            match page.next_cursor {
-                Some(cursor) => after_position = Some(cursor),
-                None => return queued,
-            }
-        }
     }
 
     /// The counters of an upload (while it arrives and after).
@@ -529,5 +573,114 @@ impl OnboardingService {
             .rejected_rows(tenant, batch, after_line, limit)
             .await?
             .ok_or_else(missing)
+    }
+}
+
+/// Creates the batch of a sealed upload and enqueues its pending items (or
+/// announces it when nothing is left to do). A failure is logged: the
+/// upload stays sealed and a sweeper finishes it later.
+async fn finish_sealed(backends: &Backends, submission: &Submission) {
+    let Some(store) = backends.repository.imports() else {
+        return;
+    };
+    let started = Instant::now();
+    let stored = match store.finish_import(submission).await {
+        Ok(stored) => stored,
+        Err(e) if e.kind() == ErrorKind::NotFound => return, // finished by another process
+        Err(e) => {
+            tracing::warn!(batch_id = %submission.batch_id, error = %e,
+                "creating an import's batch failed; a sweeper will finish it");
+            return;
+        }
+    };
+    let finish_ms = started.elapsed().as_millis();
+    let batch = match stored {
+        StoreResult::Stored { batch, .. } => batch,
+        StoreResult::Replayed { batch } | StoreResult::KeyConflict { batch } => {
+            // A JSON submission took the key between the seal and the finish.
+            tracing::error!(batch_id = %submission.batch_id, earlier = %batch.id,
+                "an import's idempotency key was used by another batch before its batch was created; the upload was discarded");
+            return;
+        }
+    };
+    if batch.completed_at.is_some() {
+        if let Ok(Some(status)) = backends
+            .repository
+            .batch_status(&submission.tenant, batch.id)
+            .await
+        {
+            announce(backends, &[status]).await;
+        }
+        tracing::info!(finish_ms, organizations = batch.total, "import stored");
+        return;
+    }
+    let enqueuing = Instant::now();
+    let queued = enqueue_pending(backends, &submission.tenant, batch.id).await;
+    tracing::info!(finish_ms, organizations = batch.total, queued,
+        enqueue_ms = enqueuing.elapsed().as_millis(), "import stored and enqueued");
+}
+
+/// Finishes uploads sealed before `before` whose process stopped before
+/// creating their batch (at most `limit`); answers how many it finished.
+///
+/// # Errors
+/// Only a backend's, listing the sealed uploads.
+pub(crate) async fn finish_sealed_imports(
+    backends: &Backends,
+    before: crate::model::Timestamp,
+    limit: u32,
+) -> Result<usize> {
+    let Some(store) = backends.repository.imports() else {
+        return Ok(0);
+    };
+    let sealed = store.sealed_imports(before, now(), limit).await?;
+    for submission in &sealed {
+        tracing::info!(batch_id = %submission.batch_id, tenant = %submission.tenant,
+            "finishing an import sealed by a process that stopped");
+        finish_sealed(backends, submission).await;
+    }
+    Ok(sealed.len())
+}
+
+/// Enqueues a batch's pending items page by page (bounded memory). A
+/// failed enqueue is left to the sweeper, as after a submission.
+async fn enqueue_pending(backends: &Backends, tenant: &TenantId, batch: BatchId) -> u64 {
+    let repository = &backends.repository;
+    let mut queued = 0u64;
+    let mut after_position = None;
+    loop {
+        let query = ItemQuery {
+            status: Some(ItemStatus::Pending),
+            limit: ENQUEUE_PAGE,
+            after_position,
+        };
+        let page = match repository.list_items(tenant, batch, &query).await {
+            Ok(Some(page)) => page,
+            Ok(None) => return queued,
+            Err(e) => {
+                tracing::warn!(batch_id = %batch, error = %e,
+                    "listing pending items failed; the sweeper will deliver the work");
+                return queued;
+            }
+        };
+        let jobs: Vec<Job> = page
+            .items
+            .iter()
+            .map(|i| Job {
+                item_id: i.id,
+                tenant: tenant.clone(),
+                not_before: None,
+            })
+            .collect();
+        if let Err(e) = backends.queue.enqueue(&jobs).await {
+            tracing::warn!(batch_id = %batch, jobs = jobs.len(), error = %e,
+                "enqueue after commit failed; the sweeper will deliver the work");
+        } else {
+            queued += u64::try_from(jobs.len()).unwrap_or(u64::MAX);
+        }
+        match page.next_cursor {
+            Some(cursor) => after_position = Some(cursor),
+            None => return queued,
+        }
     }
 }

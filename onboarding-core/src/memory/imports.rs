@@ -8,7 +8,9 @@ use async_trait::async_trait;
 
 use super::MemoryRepository;
 use crate::error::{Error, ErrorKind, Result};
-use crate::import::{ImportProgress, ImportRow, ImportState, ImportStore, NewImport, RowError};
+use crate::import::{
+    ImportProgress, ImportRow, ImportState, ImportStore, NewImport, RepeatsRefused, RowError,
+};
 use crate::model::{BatchId, Domain, TenantId, Timestamp};
 use crate::repository::{OrgRepository, StoreResult, Submission};
 
@@ -24,6 +26,23 @@ struct Upload {
     rows: Vec<ImportRow>,
     lines_by_domain: HashMap<Domain, u32>,
     rejected: Vec<RowError>,
+    /// When it was sealed, and the submission that finishes it.
+    sealed: Option<(Timestamp, Submission)>,
+}
+
+impl Upload {
+    /// Still the request's: receiving and not sealed.
+    fn open(&self) -> bool {
+        self.progress.state == ImportState::Receiving
+    }
+
+    /// Not yet a batch: receiving or sealed.
+    fn unfinished(&self) -> bool {
+        matches!(
+            self.progress.state,
+            ImportState::Receiving | ImportState::Staged
+        )
+    }
 }
 
 impl Uploads {
@@ -42,9 +61,7 @@ impl Uploads {
         for batch in pruned {
             uploads.remove(batch);
         }
-        uploads.retain(|_, u| {
-            u.progress.state != ImportState::Receiving || u.progress.started_at >= abandoned_before
-        });
+        uploads.retain(|_, u| !u.open() || u.progress.started_at >= abandoned_before);
         Ok(())
     }
 }
@@ -59,7 +76,7 @@ impl ImportStore for MemoryRepository {
         let mut uploads = self.uploads.lock()?;
         if import.idempotency_key.is_some()
             && uploads.values().any(|u| {
-                u.progress.state == ImportState::Receiving
+                u.unfinished()
                     && u.tenant == import.tenant
                     && u.key == import.idempotency_key
             })
@@ -87,6 +104,7 @@ impl ImportStore for MemoryRepository {
                 rows: Vec::new(),
                 lines_by_domain: HashMap::new(),
                 rejected: Vec::new(),
+                sealed: None,
             },
         );
         Ok(())
@@ -101,7 +119,7 @@ impl ImportStore for MemoryRepository {
         let mut uploads = self.uploads.lock()?;
         let upload = uploads
             .get_mut(&batch)
-            .filter(|u| u.progress.state == ImportState::Receiving)
+            .filter(|u| u.open())
             .ok_or_else(|| not_receiving(batch))?;
         let mut duplicates = Vec::new();
         for row in rows {
@@ -125,18 +143,92 @@ impl ImportStore for MemoryRepository {
         Ok(duplicates)
     }
 
+    async fn refuse_repeats(&self, batch: BatchId, _quote: usize) -> Result<RepeatsRefused> {
+        // `append_import` refuses every repeat (the upload's domains are in a map).
+        self.uploads
+            .lock()?
+            .get(&batch)
+            .filter(|u| u.open())
+            .map(|_| RepeatsRefused::default())
+            .ok_or_else(|| not_receiving(batch))
+    }
+
+    async fn seal_import(&self, submission: &Submission) -> Result<Option<StoreResult>> {
+        let batch = submission.batch_id;
+        if !self.uploads.lock()?.get(&batch).is_some_and(Upload::open) {
+            return Err(not_receiving(batch));
+        }
+        if let Some(key) = &submission.idempotency_key {
+            if let Some(earlier) = self.batch_by_key(&submission.tenant, key)? {
+                self.uploads.lock()?.remove(&batch);
+                return Ok(Some(StoreResult::for_earlier(
+                    earlier,
+                    &submission.request_hash,
+                )));
+            }
+        }
+        let mut uploads = self.uploads.lock()?;
+        let upload = uploads
+            .get_mut(&batch)
+            .filter(|u| u.open())
+            .ok_or_else(|| not_receiving(batch))?;
+        upload.progress.state = ImportState::Staged;
+        upload.sealed = Some((submission.now, submission.clone()));
+        Ok(None)
+    }
+
+    async fn sealed_imports(
+        &self,
+        before: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Submission>> {
+        let uploads = self.uploads.lock()?;
+        let mut found: Vec<(Timestamp, Submission)> = uploads
+            .values()
+            .filter(|u| u.progress.state == ImportState::Staged)
+            .filter_map(|u| u.sealed.clone())
+            .filter(|(at, _)| *at < before)
+            .collect();
+        found.sort_by_key(|(at, _)| *at);
+        found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(found
+            .into_iter()
+            .map(|(_, mut s)| {
+                s.sweep_at = now + (s.sweep_at - s.now);
+                s.now = now;
+                s
+            })
+            .collect())
+    }
+
     async fn finish_import(&self, submission: &Submission) -> Result<StoreResult> {
         let rows = {
-            let uploads = self.uploads.lock()?;
+            let mut uploads = self.uploads.lock()?;
             let upload = uploads
-                .get(&submission.batch_id)
-                .filter(|u| u.progress.state == ImportState::Receiving)
+                .get_mut(&submission.batch_id)
+                .filter(|u| u.unfinished())
                 .ok_or_else(|| not_receiving(submission.batch_id))?;
+            // Claimed: a second finisher finds nothing to do.
+            upload.progress.state = ImportState::Stored;
             upload.rows.clone()
         };
         let mut s = submission.clone();
         s.organizations = rows.into_iter().map(|r| (r.line, r.organization)).collect();
-        let answer = self.store_submission(&s).await?;
+        let answer = match self.store_submission(&s).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                // As it was: receiving, or sealed.
+                if let Some(upload) = self.uploads.lock()?.get_mut(&s.batch_id) {
+                    upload.progress.state = if upload.sealed.is_some() {
+                        ImportState::Staged
+                    } else {
+                        ImportState::Receiving
+                    };
+                }
+                return Err(e);
+            }
+        };
         let mut uploads = self.uploads.lock()?;
         match &answer {
             StoreResult::Stored { .. } => {
@@ -159,7 +251,10 @@ impl ImportStore for MemoryRepository {
     }
 
     async fn abort_import(&self, batch: BatchId) -> Result<()> {
-        self.uploads.lock()?.remove(&batch);
+        let mut uploads = self.uploads.lock()?;
+        if uploads.get(&batch).is_some_and(Upload::open) {
+            uploads.remove(&batch);
+        }
         Ok(())
     }
 
@@ -185,7 +280,7 @@ impl ImportStore for MemoryRepository {
         let mut found: Vec<ImportProgress> = uploads
             .values()
             .filter(|u| {
-                u.progress.state == ImportState::Receiving
+                u.unfinished()
                     && &u.tenant == tenant
                     && key.is_none_or(|k| u.key.as_deref() == Some(k))
             })

@@ -74,6 +74,16 @@ impl MemoryRepository {
         Self::default()
     }
 
+    /// The batch stored under a tenant's idempotency key, if any.
+    pub(super) fn batch_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<Batch>> {
+        let st = self.lock()?;
+        Ok(st
+            .idempotency
+            .get(&(tenant.clone(), key.to_owned()))
+            .and_then(|id| st.batches.get(id))
+            .map(|b| b.batch.clone()))
+    }
+
     pub(super) fn lock(&self) -> Result<MutexGuard<'_, State>> {
         // A poisoned lock means a panic mid-update: the state may be torn.
         self.state

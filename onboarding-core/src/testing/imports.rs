@@ -257,10 +257,24 @@ pub async fn import_refuses_duplicate_domains(backend: TestBackend) {
         line: 20,
         ..chunk[2].clone()
     });
-    let dups = store
+    let mut dups = store
         .append_import(batch, &chunk, &[])
         .await
         .expect("store call failed");
+    // Repeats of earlier chunks are refused by `append_import` or, at the
+    // latest, by `refuse_repeats` once every row is staged.
+    let later = store
+        .refuse_repeats(batch, 100)
+        .await
+        .expect("store call failed");
+    assert_eq!(later.count, u64::try_from(later.first.len()).unwrap());
+    dups.extend(later.first);
+    dups.sort_by_key(|d| d.line);
+    let again = store
+        .refuse_repeats(batch, 100)
+        .await
+        .expect("store call failed");
+    assert_eq!(again.count, 0, "a repeat is refused once");
     let got: Vec<(u32, &str)> = dups.iter().map(|d| (d.line, d.code.as_str())).collect();
     assert_eq!(
         got,
@@ -303,6 +317,125 @@ pub async fn import_refuses_duplicate_domains(backend: TestBackend) {
     let lines: Vec<u32> = rejected.iter().map(|r| r.line).collect();
     assert_eq!(lines, vec![11, 20]);
     fixtures::cancel_quietly(backend.repository.as_ref(), &tenant, &[batch]).await;
+}
+
+/// A sealed upload is no longer the request's: abort leaves it, it is
+/// listed for any process to finish with its options, and it is finished once.
+pub async fn import_seal_hands_the_upload_over(backend: TestBackend) {
+    let store = store(&backend);
+    let tenant = fixtures::tenant();
+    let batch = begin(store, &tenant, None).await;
+    store
+        .append_import(batch, &rows(2, &new_orgs(3)), &[])
+        .await
+        .expect("store call failed");
+    let mut submission = finishing(&tenant, batch, None);
+    submission.trace_parent =
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned());
+    submission.reprocess_unchanged = true;
+    assert!(store
+        .seal_import(&submission)
+        .await
+        .expect("store call failed")
+        .is_none());
+    let progress = store
+        .import_progress(&tenant, batch)
+        .await
+        .expect("store call failed")
+        .expect("the sealed upload");
+    assert_eq!(progress.state, ImportState::Staged);
+    let again = store.seal_import(&submission).await;
+    assert_eq!(
+        again.expect_err("sealed twice").kind(),
+        ErrorKind::NotFound
+    );
+    // The request that goes away now discards nothing.
+    store.abort_import(batch).await.expect("store call failed");
+    let later = submission.now + chrono::Duration::seconds(1);
+    let at = later + chrono::Duration::seconds(5);
+    let listed = store
+        .sealed_imports(later, at, 1000)
+        .await
+        .expect("store call failed");
+    let found = listed
+        .iter()
+        .find(|s| s.batch_id == batch)
+        .expect("the sealed upload is listed");
+    assert_eq!(found.tenant, tenant);
+    assert_eq!(found.request_hash, submission.request_hash);
+    assert_eq!(found.trace_parent, submission.trace_parent);
+    assert!(found.reprocess_unchanged);
+    assert_eq!(found.now, at);
+    assert_eq!(found.sweep_at - found.now, submission.sweep_at - submission.now);
+    let earlier = submission.now - chrono::Duration::seconds(1);
+    assert!(!store
+        .sealed_imports(earlier, at, 1000)
+        .await
+        .expect("store call failed")
+        .iter()
+        .any(|s| s.batch_id == batch));
+    let StoreResult::Stored { batch: stored, .. } = store
+        .finish_import(found)
+        .await
+        .expect("store call failed")
+    else {
+        panic!("not stored")
+    };
+    assert_eq!(stored.total, 3);
+    assert_eq!(
+        store
+            .finish_import(found)
+            .await
+            .expect_err("finished twice")
+            .kind(),
+        ErrorKind::NotFound
+    );
+    assert!(!store
+        .sealed_imports(later, at, 1000)
+        .await
+        .expect("store call failed")
+        .iter()
+        .any(|s| s.batch_id == batch));
+    fixtures::cancel_quietly(backend.repository.as_ref(), &tenant, &[batch]).await;
+}
+
+/// Sealing under the key of an earlier batch answers that batch (or a key
+/// conflict) and discards the upload.
+pub async fn import_seal_answers_an_earlier_key(backend: TestBackend) {
+    let store = store(&backend);
+    let tenant = fixtures::tenant();
+    let first = begin(store, &tenant, Some("seal-key")).await;
+    store
+        .append_import(first, &rows(2, &new_orgs(2)), &[])
+        .await
+        .expect("store call failed");
+    let StoreResult::Stored { .. } = store
+        .finish_import(&finishing(&tenant, first, Some("seal-key")))
+        .await
+        .expect("store call failed")
+    else {
+        panic!("not stored")
+    };
+    for (hash, replayed) in [("import-hash", true), ("another-file", false)] {
+        let second = begin(store, &tenant, Some("seal-key")).await;
+        store
+            .append_import(second, &rows(2, &new_orgs(1)), &[])
+            .await
+            .expect("store call failed");
+        let mut submission = finishing(&tenant, second, Some("seal-key"));
+        submission.request_hash = hash.to_owned();
+        let answer = store
+            .seal_import(&submission)
+            .await
+            .expect("store call failed");
+        match answer {
+            Some(StoreResult::Replayed { batch }) if replayed => assert_eq!(batch.id, first),
+            Some(StoreResult::KeyConflict { batch }) if !replayed => assert_eq!(batch.id, first),
+            other => panic!("unexpected answer {other:?}"),
+        }
+        assert_upload_gone(store, &tenant, second, &[2]).await;
+    }
+    fixtures::cancel_quietly(backend.repository.as_ref(), &tenant, &[first]).await;
 }
 
 /// Aborting keeps nothing: no batch, no organization, no counters; unknown uploads are fine.

@@ -395,6 +395,8 @@ macro_rules! __conformance_cases {
                 import_finish_creates_one_batch,
                 import_refuses_duplicate_domains,
                 import_abort_keeps_nothing,
+                import_seal_hands_the_upload_over,
+                import_seal_answers_an_earlier_key,
                 import_key_in_progress_conflicts,
                 import_replays_finished_keys,
                 import_staging_is_pruned_with_its_batch,

@@ -31,7 +31,12 @@ pub struct SweepReport {
     pub announced: usize,
     /// Batches pruned past retention.
     pub pruned: u64,
+    /// Imports whose batch the sweep created (their process stopped after answering).
+    pub imports_finished: usize,
 }
+
+/// Sealed imports one sweep finishes at most (each can take seconds).
+const SWEEP_IMPORTS: u32 = 10;
 
 /// Renews every lease in hand with one call per interval, until aborted.
 pub(crate) async fn heartbeat_loop(shared: Arc<Shared>) {
@@ -226,6 +231,14 @@ pub(crate) async fn sweep_once(shared: &Shared) -> Result<SweepReport> {
             break;
         }
     }
+    // An import answered by a process that stopped before creating its
+    // batch: its own process had `stale_after` to do it.
+    report.imports_finished = crate::import::finish_sealed_imports(
+        &shared.backends,
+        before(now(), shared.config.stale_after),
+        SWEEP_IMPORTS,
+    )
+    .await?;
     let completed = repo.complete_open_batches(now(), 1000).await?;
     report.completed_batches = completed.len();
     announce(&shared.backends, &completed).await;

@@ -36,10 +36,11 @@ pub(crate) async fn status(
 ) -> Result<Json<BatchStatusResponse>, Problem> {
     let service = state.service();
     match service.batch_status(&batch.tenant, batch.id).await {
-        // A file import still arriving has no batch yet: its upload's counters.
+        // A file import still arriving, or whose batch is being created from
+        // its rows, has no batch yet: its upload's counters.
         Err(e) if e.kind() == ErrorKind::NotFound => {
             match service.import_progress(&batch.tenant, batch.id).await {
-                Ok(p) if p.state == ImportState::Receiving => {
+                Ok(p) if p.state != ImportState::Stored => {
                     Ok(Json(BatchStatusResponse::receiving(&p)))
                 }
                 _ => Err(state.problem(&e)),

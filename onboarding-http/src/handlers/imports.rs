@@ -67,7 +67,9 @@ pub(crate) struct ImportAccepted {
 /// UTF-8 with or without BOM, CRLF or LF. `application/x-ndjson`: one JSON
 /// object per line with the same fields. The file is parsed, validated and
 /// stored in chunks while it arrives, in bounded memory; the answer comes
-/// once it is stored as one batch. Rows are numbered by line (the CSV
+/// once every row is stored, and the batch is created from them right
+/// after (its status shows `receiving` with `upload.arrived` meanwhile;
+/// should the server stop first, a worker creates it). Rows are numbered by line (the CSV
 /// header is line 1) and become items at that position. Partial mode
 /// (default): refused rows (a problem, a malformed line, a domain already
 /// seen earlier in the file) are listed by the results route, the rest
@@ -90,7 +92,7 @@ pub(crate) struct ImportAccepted {
     ),
     request_body(content = String, content_type = "text/csv", description = "CSV with a header row, or NDJSON (`application/x-ndjson`)"),
     responses(
-        (status = 202, description = "Stored as one batch; its items are queued right after this answer", body = ImportAccepted,
+        (status = 202, description = "Every row stored; the batch is created from them and its items queued right after this answer", body = ImportAccepted,
             headers(("Location" = String, description = "The batch status URL"))),
         Malformed, Unauthorized, IdempotencyConflict, TooLarge, UnsupportedMediaType, Invalid,
         RateLimited, Unavailable,

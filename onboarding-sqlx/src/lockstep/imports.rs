@@ -24,10 +24,12 @@ fn not_receiving(batch: BatchId) -> Error {
     Error::not_found(format!("no upload {batch} is being received"))
 }
 
-/// Locks the upload's row when it is still receiving.
-async fn lock_receiving(tx: &mut Tx, batch: BatchId) -> Result<Option<i64>> {
+/// Locks the upload's row when it is still receiving (sealed or not, with
+/// `sealed`; else only an unsealed one, the request's own): its staged rows.
+async fn lock_receiving(tx: &mut Tx, batch: BatchId, sealed: bool) -> Result<Option<i64>> {
+    let unsealed = if sealed { "" } else { " AND sealed_at IS NULL" };
     sqlx::query_scalar(&format!(
-        "SELECT rows_stored FROM imports WHERE batch_id = ? AND state = ?{}",
+        "SELECT rows_stored FROM imports WHERE batch_id = ? AND state = ?{unsealed}{}",
         dialect::FOR_UPDATE
     ))
     .bind(batch.0)
@@ -89,7 +91,10 @@ pub(super) async fn abandoned_uploads(
     before: onboarding_core::model::Timestamp,
     limit: u32,
 ) -> Result<Vec<uuid::Uuid>> {
-    sqlx::query_scalar("SELECT batch_id FROM imports WHERE state = ? AND started_at < ? LIMIT ?")
+    // A sealed upload is not abandoned: a sweeper finishes it.
+    sqlx::query_scalar(
+        "SELECT batch_id FROM imports WHERE state = ? AND sealed_at IS NULL AND started_at < ? LIMIT ?",
+    )
         .bind(RECEIVING)
         .bind(before)
         .bind(i64::from(limit))
@@ -109,7 +114,7 @@ async fn append(
     rejected: &[RowError],
 ) -> Result<Vec<RowError>> {
     let mut tx = dialect::begin_write(pool).await?;
-    if lock_receiving(&mut tx, batch).await?.is_none() {
+    if lock_receiving(&mut tx, batch, false).await?.is_none() {
         return Err(not_receiving(batch));
     }
     let mut earlier: HashMap<String, i64> = HashMap::new();
@@ -164,10 +169,26 @@ async fn append(
     Ok(duplicates)
 }
 
+/// `ImportStore::refuse_repeats`: nothing left to refuse, `append` refused
+/// every repeat (a unique index on the staged domains).
+async fn refuse_repeats(
+    pool: &Pool<super::Db>,
+    batch: BatchId,
+    _quote: usize,
+) -> Result<onboarding_core::import::RepeatsRefused> {
+    let mut tx = dialect::begin_write(pool).await?;
+    let open = lock_receiving(&mut tx, batch, false).await?;
+    tx.commit().await.db()?;
+    match open {
+        Some(_) => Ok(onboarding_core::import::RepeatsRefused::default()),
+        None => Err(not_receiving(batch)),
+    }
+}
+
 /// `ImportStore::finish_import`: stores the staged rows as the batch.
 async fn finish(pool: &Pool<super::Db>, s: &Submission) -> Result<StoreResult> {
     let mut tx = dialect::begin_write(pool).await?;
-    let Some(total) = lock_receiving(&mut tx, s.batch_id).await? else {
+    let Some(total) = lock_receiving(&mut tx, s.batch_id, true).await? else {
         return Err(not_receiving(s.batch_id));
     };
     if let Some(key) = &s.idempotency_key {
@@ -237,7 +258,7 @@ async fn finish(pool: &Pool<super::Db>, s: &Submission) -> Result<StoreResult> {
 /// `ImportStore::abort_import`: discards an upload still receiving.
 async fn abort(pool: &Pool<super::Db>, batch: BatchId) -> Result<()> {
     let mut tx = dialect::begin_write(pool).await?;
-    if lock_receiving(&mut tx, batch).await?.is_some() {
+    if lock_receiving(&mut tx, batch, false).await?.is_some() {
         delete_upload(&mut tx, batch).await?;
     }
     tx.commit().await.db()?;

@@ -1072,10 +1072,11 @@ impl OrgRepository for PgRepository {
                 DELETE FROM batch_items WHERE batch_id IN (SELECT id FROM gone)
             ), uploads AS (
                 -- A file's staging goes with its batch; an upload still
-                -- `receiving` past the cutoff was abandoned by a process that died.
+                -- `receiving` past the cutoff was abandoned by a process that
+                -- died (unless sealed: a sweeper finishes it).
                 DELETE FROM imports WHERE batch_id IN (SELECT id FROM gone)
                     OR batch_id IN (SELECT batch_id FROM imports
-                        WHERE state = 'receiving' AND started_at < $1 LIMIT $2)
+                        WHERE state = 'receiving' AND sealed_at IS NULL AND started_at < $1 LIMIT $2)
                 RETURNING batch_id
             ), staged AS (
                 DELETE FROM import_rows WHERE batch_id IN (SELECT batch_id FROM uploads)
