@@ -83,7 +83,15 @@ async fn hundred_thousand_rows_in_bounded_memory() {
     let body: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(body["organizations_count"], rows);
     let id: BatchId = body["batch_id"].as_str().unwrap().parse().unwrap();
-    let status = service.batch_status(&tenant("acme"), id).await.unwrap();
+    // The batch is created from the staged rows right after the answer.
+    let acme = tenant("acme");
+    let status = onboarding_core::testing::eventually_every(
+        "the import's batch",
+        std::time::Duration::from_secs(120),
+        std::time::Duration::from_millis(200),
+        || service.batch_status(&acme, id),
+    )
+    .await;
     assert_eq!(status.counts.pending as usize, rows);
 
     let grown_mib = (peak_rss_kib().saturating_sub(before)) / 1024;

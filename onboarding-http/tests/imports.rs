@@ -36,6 +36,15 @@ fn upload(uri: &str, key: &str, content_type: &str, body: impl Into<Body>) -> Re
         .unwrap()
 }
 
+/// The status of an import's batch, once created (right after the 202).
+async fn batch_of(service: &OnboardingService, id: BatchId) -> onboarding_core::model::BatchStatus {
+    let acme = tenant("acme");
+    eventually("the import's batch", Duration::from_secs(60), || {
+        service.batch_status(&acme, id)
+    })
+    .await
+}
+
 async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -74,7 +83,7 @@ async fn csv_import_is_one_batch_with_rejected_rows_listed() {
         answer.header("location").unwrap(),
         format!("/api/v1/batches/{id}")
     );
-    let status = service.batch_status(&tenant("acme"), id).await.unwrap();
+    let status = batch_of(&service, id).await;
     assert_eq!(status.batch.total, 2);
     let rejected = service
         .rejected_rows(&tenant("acme"), id, None, 100)
@@ -400,7 +409,7 @@ fn app_with_default_limits() -> (Router, OnboardingService) {
 
 #[tokio::test]
 async fn idempotent_imports_replay_and_conflict() {
-    let (app, _) = app();
+    let (app, service) = app();
     let body = format!(
         "name,domain,contact_email,external_id\n{}",
         csv_rows("idem", 0..3)
@@ -416,6 +425,9 @@ async fn idempotent_imports_replay_and_conflict() {
     )
     .await;
     assert_eq!(first.status, 202);
+    // A retry while the first import's batch is being created is a 409; once it exists, the replay.
+    let first_id: BatchId = first.body["batch_id"].as_str().unwrap().parse().unwrap();
+    batch_of(&service, first_id).await;
     let mut again = upload("/api/v1/imports", ACME_KEY, "text/csv", body.clone());
     again
         .headers_mut()
@@ -513,6 +525,13 @@ async fn import_idempotency_follows_the_draft(service: OnboardingService) {
     assert_eq!(first.status, 202, "{}", first.body);
     assert_eq!(first.header("idempotent-replayed"), None);
     assert_eq!(first.body["organizations_count"], 3);
+    // The batch is created right after the answer; then a retry replays it.
+    let first_id: BatchId = first.body["batch_id"].as_str().unwrap().parse().unwrap();
+    let acme = tenant("acme");
+    eventually("the first import's batch", Duration::from_secs(60), || {
+        service.batch_status(&acme, first_id)
+    })
+    .await;
     let again = send(&app, keyed(whole.clone())).await;
     assert_eq!(again.status, 202, "{}", again.body);
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
@@ -550,9 +569,9 @@ async fn progress_is_visible_while_uploading(service: OnboardingService) {
     let app = router(service.clone(), config().build());
     let (chunks, body) = futures::channel::mpsc::unbounded::<Result<String, std::io::Error>>();
     let head = "name,domain,contact_email,external_id\n";
-    // More than one staging chunk (2,000 rows), and a bad row.
+    // More than one staging chunk (5,000 rows), and a bad row.
     chunks
-        .unbounded_send(Ok(format!("{head}{}", csv_rows("slow", 0..2_500))))
+        .unbounded_send(Ok(format!("{head}{}", csv_rows("slow", 0..5_500))))
         .unwrap();
     chunks
         .unbounded_send(Ok("Bad,not a domain,x,\n".to_owned()))
@@ -595,14 +614,14 @@ async fn progress_is_visible_while_uploading(service: OnboardingService) {
     assert_eq!(receiving.body["data"][0]["batch_id"], id.as_str());
     let uri = format!("/api/v1/batches/{id}");
     let seen = eventually(
-        "2,000 rows stored while uploading",
+        "5,000 rows stored while uploading",
         Duration::from_secs(30),
         || {
             let (app, uri) = (app.clone(), uri.clone());
             async move {
                 let status = get(&app, &uri, Some(ACME_KEY)).await;
                 let stored = status.body["upload"]["rows_stored"].as_u64().unwrap_or(0);
-                if stored >= 2_000 {
+                if stored >= 5_000 {
                     Ok(status)
                 } else {
                     Err(status.body)
@@ -618,21 +637,33 @@ async fn progress_is_visible_while_uploading(service: OnboardingService) {
     assert!(seen.body["eta_seconds"].is_null());
     assert_eq!(seen.body["mode"], "partial");
     let received = seen.body["upload"]["rows_received"].as_u64().unwrap();
-    assert!((2_000..2_502).contains(&received), "{}", seen.body);
+    assert!((5_000..5_502).contains(&received), "{}", seen.body);
     // The rest arrives: the answer, then the batch's own status.
     chunks
-        .unbounded_send(Ok(csv_rows("slow", 2_500..3_000)))
+        .unbounded_send(Ok(csv_rows("slow", 5_500..6_000)))
         .unwrap();
     drop(chunks);
     let answer = first.await.unwrap();
     assert_eq!(answer.status, 202, "{}", answer.body);
     assert_eq!(answer.body["batch_id"], id.as_str());
-    let done = get(&app, &uri, Some(ACME_KEY)).await;
+    // Answered once every row is staged; the batch is created right after.
+    let done = eventually("the import's batch", Duration::from_secs(60), || {
+        let (app, uri) = (app.clone(), uri.clone());
+        async move {
+            let status = get(&app, &uri, Some(ACME_KEY)).await;
+            if status.body["upload"]["stored"] == true {
+                Ok(status)
+            } else {
+                assert_eq!(status.body["upload"]["arrived"], true, "{}", status.body);
+                Err(status.body)
+            }
+        }
+    })
+    .await;
     assert_eq!(done.status, 200, "{}", done.body);
     assert_ne!(done.body["state"], "receiving");
-    assert_eq!(done.body["total"], 3_000);
-    assert_eq!(done.body["upload"]["stored"], true);
-    assert_eq!(done.body["upload"]["rows_received"], 3_001);
+    assert_eq!(done.body["total"], 6_000);
+    assert_eq!(done.body["upload"]["rows_received"], 6_001);
     assert_eq!(done.body["upload"]["rows_rejected"], 1);
     assert!(done.body["percent"].is_number());
 }
@@ -738,10 +769,11 @@ async fn disconnect_mid_upload_keeps_nothing(backends: Backends) {
             "row {i} of the interrupted upload was stored: {found:?}"
         );
     }
-    assert!(service
-        .organization(&tenant("acme"), "kept-after-gone.com")
-        .await
-        .is_ok());
+    let acme = tenant("acme");
+    eventually("the retry's organization", Duration::from_secs(30), || {
+        service.organization(&acme, "kept-after-gone.com")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -897,4 +929,107 @@ async fn csv_import_end_to_end_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_import_end_to_end_on_postgres() {
     import_end_to_end(Engine::Postgres, 5_000).await;
+}
+
+/// An import answered by a process that stopped before creating its batch
+/// (simulated: its rows staged and the upload sealed through the store,
+/// nothing else) is finished by a worker's sweeper, and every row is
+/// processed (nothing lost, DESIGN §2).
+async fn a_sealed_import_left_behind_is_finished_by_a_worker(engine: Engine) {
+    use onboarding_core::import::{ImportRow, NewImport};
+    use onboarding_core::model::{after, now, ConflictPolicy, NewOrganization, SubmitMode};
+    use onboarding_core::repository::Submission;
+    let db = TestDatabase::create(engine).await;
+    let sql = db.connect(SqlOptions::default()).await;
+    let backends = sql_backends(&sql);
+    let store = backends.repository.imports().unwrap();
+    let (acme, batch, rows) = (tenant("acme"), BatchId::new(), 1_500u32);
+    store
+        .begin_import(&NewImport {
+            batch_id: batch,
+            tenant: acme.clone(),
+            idempotency_key: Some("left-behind".to_owned()),
+            now: now(),
+            policy: ConflictPolicy::Update,
+            mode: SubmitMode::Partial,
+        })
+        .await
+        .unwrap();
+    let staged: Vec<ImportRow> = (0..rows)
+        .map(|i| ImportRow {
+            line: i + 2,
+            organization: NewOrganization {
+                name: format!("Left {i}"),
+                domain: onboarding_core::validate::normalize_domain(&format!(
+                    "left{i}.example.com"
+                ))
+                .unwrap(),
+                contact_email: format!("ops@left{i}.example.com"),
+            },
+            external_id: None,
+        })
+        .collect();
+    store.append_import(batch, &staged, &[]).await.unwrap();
+    let at = now();
+    let submission = Submission {
+        batch_id: batch,
+        tenant: acme.clone(),
+        idempotency_key: Some("left-behind".to_owned()),
+        request_hash: "left-behind-file".to_owned(),
+        policy: ConflictPolicy::Update,
+        mode: SubmitMode::Partial,
+        organizations: Vec::new(),
+        chunk_size: 1000,
+        reprocess_unchanged: false,
+        now: at,
+        sweep_at: after(at, Duration::from_secs(1)),
+        trace_parent: None,
+    };
+    assert!(store.seal_import(&submission).await.unwrap().is_none());
+    // The process "stops" here. A worker elsewhere sweeps every 100 ms and
+    // takes over uploads sealed more than 500 ms ago.
+    let worker = Worker::new(
+        backends.clone(),
+        Arc::new(NoopProcessor),
+        WorkerConfig::default()
+            .with_concurrency(32)
+            .with_sweep(Duration::from_millis(100), Duration::from_millis(500)),
+    )
+    .start();
+    let service = OnboardingService::new(backends.clone(), IngestConfig::default());
+    eventually(
+        "every row to be processed",
+        Duration::from_secs(120),
+        || async {
+            let status = service
+                .batch_status(&acme, batch)
+                .await
+                .map_err(|e| e.to_string())?;
+            if status.counts.completed == rows {
+                Ok(status)
+            } else {
+                Err(format!("{:?}", status.counts))
+            }
+        },
+    )
+    .await;
+    let progress = service.import_progress(&acme, batch).await.unwrap();
+    assert_eq!(progress.state, onboarding_core::import::ImportState::Stored);
+    assert!(store
+        .sealed_imports(now(), now(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    worker.shutdown().await;
+    sql.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_import_left_behind_is_finished_by_a_worker_on_postgres() {
+    a_sealed_import_left_behind_is_finished_by_a_worker(Engine::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_import_left_behind_is_finished_by_a_worker_on_sqlite() {
+    a_sealed_import_left_behind_is_finished_by_a_worker(Engine::Sqlite).await;
 }

@@ -15,8 +15,8 @@ mod store;
 pub use lines::MAX_LINE_BYTES;
 pub use parse::{ImportFormat, ImportParser};
 pub use rows::{refused_rows, row_codes, ImportRow, ParsedRow, RowError, MAX_EXTERNAL_ID_CHARS};
-pub use run::{ImportOptions, ImportReceipt};
 pub(crate) use run::finish_sealed_imports;
+pub use run::{ImportOptions, ImportReceipt};
 pub use store::{
     ImportProgress, ImportState, ImportStore, NewImport, RepeatsRefused, SealedOptions,
     RECEIVING_LISTED,

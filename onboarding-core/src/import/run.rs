@@ -616,8 +616,13 @@ async fn finish_sealed(backends: &Backends, submission: &Submission) {
     }
     let enqueuing = Instant::now();
     let queued = enqueue_pending(backends, &submission.tenant, batch.id).await;
-    tracing::info!(finish_ms, organizations = batch.total, queued,
-        enqueue_ms = enqueuing.elapsed().as_millis(), "import stored and enqueued");
+    tracing::info!(
+        finish_ms,
+        organizations = batch.total,
+        queued,
+        enqueue_ms = enqueuing.elapsed().as_millis(),
+        "import stored and enqueued"
+    );
 }
 
 /// Finishes uploads sealed before `before` whose process stopped before

@@ -76,9 +76,7 @@ impl ImportStore for MemoryRepository {
         let mut uploads = self.uploads.lock()?;
         if import.idempotency_key.is_some()
             && uploads.values().any(|u| {
-                u.unfinished()
-                    && u.tenant == import.tenant
-                    && u.key == import.idempotency_key
+                u.unfinished() && u.tenant == import.tenant && u.key == import.idempotency_key
             })
         {
             return Err(Error::new(

@@ -345,10 +345,7 @@ pub async fn import_seal_hands_the_upload_over(backend: TestBackend) {
         .expect("the sealed upload");
     assert_eq!(progress.state, ImportState::Staged);
     let again = store.seal_import(&submission).await;
-    assert_eq!(
-        again.expect_err("sealed twice").kind(),
-        ErrorKind::NotFound
-    );
+    assert_eq!(again.expect_err("sealed twice").kind(), ErrorKind::NotFound);
     // The request that goes away now discards nothing.
     store.abort_import(batch).await.expect("store call failed");
     let later = submission.now + chrono::Duration::seconds(1);
@@ -366,7 +363,10 @@ pub async fn import_seal_hands_the_upload_over(backend: TestBackend) {
     assert_eq!(found.trace_parent, submission.trace_parent);
     assert!(found.reprocess_unchanged);
     assert_eq!(found.now, at);
-    assert_eq!(found.sweep_at - found.now, submission.sweep_at - submission.now);
+    assert_eq!(
+        found.sweep_at - found.now,
+        submission.sweep_at - submission.now
+    );
     let earlier = submission.now - chrono::Duration::seconds(1);
     assert!(!store
         .sealed_imports(earlier, at, 1000)
@@ -374,10 +374,8 @@ pub async fn import_seal_hands_the_upload_over(backend: TestBackend) {
         .expect("store call failed")
         .iter()
         .any(|s| s.batch_id == batch));
-    let StoreResult::Stored { batch: stored, .. } = store
-        .finish_import(found)
-        .await
-        .expect("store call failed")
+    let StoreResult::Stored { batch: stored, .. } =
+        store.finish_import(found).await.expect("store call failed")
     else {
         panic!("not stored")
     };

@@ -26,11 +26,11 @@ async fn lock_open(tx: &mut Tx, batch: BatchId) -> Result<bool> {
     let locked = sqlx::query(
         "SELECT 1 FROM imports WHERE batch_id = $1 AND state = $2 AND sealed_at IS NULL FOR UPDATE",
     )
-        .bind(batch.0)
-        .bind(RECEIVING)
-        .fetch_optional(&mut **tx)
-        .await
-        .db()?;
+    .bind(batch.0)
+    .bind(RECEIVING)
+    .fetch_optional(&mut **tx)
+    .await
+    .db()?;
     Ok(locked.is_some())
 }
 
