@@ -165,7 +165,7 @@ impl RepeatFilter {
     const MAX_TRACKED: usize = 1_835_000;
 
     fn note(&mut self, rows: &[ImportRow]) {
-        use std::hash::{BuildHasher, Hash, Hasher};
+        use std::hash::BuildHasher;
         if self.may_repeat {
             return;
         }
@@ -174,9 +174,8 @@ impl RepeatFilter {
             std::sync::OnceLock::new();
         let keys = KEYS.get_or_init(std::collections::hash_map::RandomState::new);
         for row in rows {
-            let mut h = keys.build_hasher();
-            row.organization.domain.as_str().hash(&mut h);
-            if !self.seen.insert(h.finish()) || self.seen.len() > Self::MAX_TRACKED {
+            let hash = keys.hash_one(row.organization.domain.as_str());
+            if !self.seen.insert(hash) || self.seen.len() > Self::MAX_TRACKED {
                 // A domain seen before (or a hash collision), or too many to remember.
                 self.may_repeat = true;
                 self.seen = std::collections::HashSet::new();

@@ -267,7 +267,7 @@ pub async fn import_refuses_duplicate_domains(backend: TestBackend) {
         .refuse_repeats(batch, 100)
         .await
         .expect("store call failed");
-    assert_eq!(later.count, u64::try_from(later.first.len()).unwrap());
+    assert_eq!(later.count, later.first.len() as u64);
     dups.extend(later.first);
     dups.sort_by_key(|d| d.line);
     let again = store
