@@ -63,11 +63,11 @@ pub async fn wait_finished_every(
             Duration::from_secs(600),
             poll,
             || async {
+                // `None`: an import's batch is created right after its answer.
                 let status = repository
                     .batch_status(tenant, *batch)
                     .await
-                    .expect("status")
-                    .expect("batch exists");
+                    .expect("status")?;
                 status.is_finished().then_some(())
             },
         )
