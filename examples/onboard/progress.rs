@@ -32,7 +32,7 @@ pub(crate) fn count(status: &Value, group: &str, field: &str) -> u64 {
     status[group][field].as_u64().unwrap_or(0)
 }
 
-/// Polls the batch until it is no longer running, showing its progress
+/// Polls the batch until it is no longer receiving or running, showing its progress
 /// (finished items of the total, percent, ETA); answers its last status.
 pub(crate) async fn wait(client: &Client, id: &str) -> CliResult<Value> {
     let bar = bar(
@@ -49,7 +49,9 @@ pub(crate) async fn wait(client: &Client, id: &str) -> CliResult<Value> {
         bar.set_length(status["total"].as_u64().unwrap_or(0));
         bar.set_position(finished);
         bar.set_message(format!("{} failed", count(&status, "counts", "failed")));
-        if status["state"].as_str() != Some("running") {
+        // `receiving` right after an import's answer: its batch is being
+        // created from the stored rows.
+        if !matches!(status["state"].as_str(), Some("running" | "receiving")) {
             bar.finish_and_clear();
             return Ok(status);
         }

@@ -488,20 +488,76 @@ impl OnboardingService {
     ) -> Result<ItemPage> {
         let mut query = query.clone();
         query.limit = query.limit.clamp(1, 1000);
-        self.repository()
-            .list_items(tenant, batch, &query)
-            .await?
-            .ok_or_else(|| batch_not_found(batch))
+        self.on_batch(tenant, batch, || {
+            self.repository().list_items(tenant, batch, &query)
+        })
+        .await
+    }
+
+    /// A batch's status once it exists: as [`OnboardingService::batch_status`],
+    /// but an import answered and still being created from its rows is
+    /// waited for (see `on_batch`).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown batch; `Unavailable` (retryable) when an
+    /// import's batch is still being created after 20 s.
+    pub async fn ready_batch(&self, tenant: &TenantId, batch: BatchId) -> Result<BatchStatus> {
+        self.on_batch(tenant, batch, || async {
+            match self.batch_status(tenant, batch).await {
+                Ok(status) => Ok(Some(status)),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// Runs `op` on a batch (`None`: no such batch). A file import is
+    /// answered once its rows are stored and its batch is created right
+    /// after: a client that acts on the batch at once (cancel, retry, list
+    /// its items) waits for it, checking every 50 ms for at most
+    /// [`IMPORT_BATCH_WAIT`], instead of being told it does not exist.
+    async fn on_batch<T, F, Fut>(&self, tenant: &TenantId, batch: BatchId, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        if let Some(found) = op().await? {
+            return Ok(found);
+        }
+        let deadline = tokio::time::Instant::now() + IMPORT_BATCH_WAIT;
+        loop {
+            let staged = match self.repository().imports() {
+                Some(store) => store
+                    .import_progress(tenant, batch)
+                    .await?
+                    .is_some_and(|p| p.state != crate::import::ImportState::Receiving),
+                None => false,
+            };
+            if !staged {
+                return Err(batch_not_found(batch));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("the batch of import {batch} is still being created from its rows; try again shortly"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Some(found) = op().await? {
+                return Ok(found);
+            }
+        }
     }
 
     /// Re-drives a batch's failed items and enqueues them.
     pub async fn retry_failed(&self, tenant: &TenantId, batch: BatchId) -> Result<u32> {
         let backends = &self.inner.backends;
-        let jobs = backends
-            .repository
-            .retry_failed(tenant, batch, now())
-            .await?
-            .ok_or_else(|| batch_not_found(batch))?;
+        let jobs = self
+            .on_batch(tenant, batch, || {
+                backends.repository.retry_failed(tenant, batch, now())
+            })
+            .await?;
         self.invalidate(batch).await;
         if let Err(e) = backends.queue.enqueue(&jobs).await {
             tracing::warn!(batch_id = %batch, error = %e, "re-driven items not enqueued; the sweeper will");
@@ -517,11 +573,11 @@ impl OnboardingService {
         items: &[ItemId],
     ) -> Result<u32> {
         let backends = &self.inner.backends;
-        let jobs = backends
-            .repository
-            .retry_items(tenant, batch, items, now())
-            .await?
-            .ok_or_else(|| batch_not_found(batch))?;
+        let jobs = self
+            .on_batch(tenant, batch, || {
+                backends.repository.retry_items(tenant, batch, items, now())
+            })
+            .await?;
         if !jobs.is_empty() {
             self.invalidate(batch).await;
         }
@@ -556,10 +612,10 @@ impl OnboardingService {
     /// Cancels a batch's pending items.
     pub async fn cancel(&self, tenant: &TenantId, batch: BatchId) -> Result<BatchStatus> {
         let status = self
-            .repository()
-            .cancel_batch(tenant, batch, now())
-            .await?
-            .ok_or_else(|| batch_not_found(batch))?;
+            .on_batch(tenant, batch, || {
+                self.repository().cancel_batch(tenant, batch, now())
+            })
+            .await?;
         self.invalidate(batch).await;
         if let Err(e) = complete_and_announce(&self.inner.backends, &[batch]).await {
             tracing::warn!(error = %e, "completing the cancelled batch failed; the sweeper will");
@@ -685,6 +741,10 @@ fn organization_not_found(domain: &Domain) -> Error {
         "this tenant has no organization with domain {domain}"
     ))
 }
+
+/// How long an action on a batch waits for an answered import's batch to be
+/// created from its stored rows (1,000,000 rows take ~15 s).
+pub(crate) const IMPORT_BATCH_WAIT: Duration = Duration::from_secs(20);
 
 fn batch_not_found(batch: BatchId) -> Error {
     Error::not_found(format!("batch {batch} does not exist"))

@@ -888,6 +888,21 @@ async fn import_end_to_end(engine: Engine, rows: usize) {
     assert_eq!(body["rows_rejected"], 0);
     let id: BatchId = body["batch_id"].as_str().unwrap().parse().unwrap();
     let acme = tenant("acme");
+    // Right after the answer the batch may still be being created from the
+    // stored rows: acting on it waits for it rather than answering 404.
+    let first_page = service
+        .list_items(
+            &acme,
+            id,
+            &onboarding_core::repository::ItemQuery {
+                status: None,
+                limit: 10,
+                after_position: None,
+            },
+        )
+        .await
+        .expect("the import's items, right after its answer");
+    assert_eq!(first_page.items.len(), 10);
     eventually(
         "every row to be processed",
         Duration::from_secs(600),

@@ -222,7 +222,7 @@ pub(crate) async fn results(
             .map_err(|e| state.problem(&e))?;
     } else {
         service
-            .batch_status(&tenant, id)
+            .ready_batch(&tenant, id)
             .await
             .map_err(|e| state.problem(&e))?;
     }
