@@ -335,10 +335,11 @@ pub(crate) async fn batch(
     batch: TenantBatch,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    // 404 before the stream starts for an unknown or another tenant's batch.
+    // 404 before the stream starts for an unknown or another tenant's batch
+    // (an import answered a moment ago is waited for while its batch is created).
     state
         .service()
-        .batch_status(&batch.tenant, batch.id)
+        .ready_batch(&batch.tenant, batch.id)
         .await
         .map_err(|e| state.problem(&e))?;
     open(state, batch.tenant, &headers, Scope::Batch(batch.id))
