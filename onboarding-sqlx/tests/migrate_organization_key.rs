@@ -18,6 +18,9 @@ use sqlx::Connection;
 
 /// The migration under test: the old schema is every migration before it.
 const KEYED_BY_DOMAIN: i64 = 20261231000000;
+/// Applied with the old schema too: it only adds the organization columns
+/// today's statements (which fill the old schema) write.
+const CURRENT_VERSION_IN_ROW: i64 = 20270103000000;
 
 /// What a tenant sees of one domain: the row and its history.
 async fn seen(
@@ -45,7 +48,7 @@ async fn postgres_keys_organizations_by_tenant_and_domain() {
     old.migrations = Cow::Owned(
         old.migrations
             .iter()
-            .filter(|m| m.version < KEYED_BY_DOMAIN)
+            .filter(|m| m.version < KEYED_BY_DOMAIN || m.version == CURRENT_VERSION_IN_ROW)
             .cloned()
             .collect(),
     );

@@ -65,16 +65,31 @@ pub(super) async fn versions(
     tenant: &TenantId,
     domain: &Domain,
 ) -> Result<Option<Vec<OrganizationVersion>>> {
-    let mut qb = QueryBuilder::new("SELECT id FROM organizations");
+    let mut qb = QueryBuilder::new("SELECT id, version FROM organizations");
     push_live(&mut qb, tenant, domain);
-    let id: Option<Uuid> = qb.build_query_scalar().fetch_optional(pool).await.db()?;
-    let Some(id) = id else {
+    let found: Option<(Uuid, i64)> = qb.build_query_as().fetch_optional(pool).await.db()?;
+    let Some((id, version)) = found else {
         return Ok(None);
     };
+    // The versions an update replaced, then the current one from the row
+    // itself (its batch and time from the row when it has them; rows
+    // written before, and engines that write every version, have it in
+    // organization_versions).
     let mut qb = QueryBuilder::new(format!(
         "SELECT {VERSION_COLUMNS} FROM organization_versions WHERE organization_id = "
     ));
-    qb.push_bind(id).push(" ORDER BY version");
+    qb.push_bind(id)
+        .push(" AND version < ")
+        .push_bind(version)
+        .push(
+            " UNION ALL SELECT o.version, o.name, o.contact_email,
+                COALESCE(o.written_by, v.batch_id), COALESCE(o.written_at, v.created_at, o.updated_at)
+             FROM organizations o LEFT JOIN organization_versions v
+                ON v.organization_id = o.id AND v.version = o.version
+             WHERE o.id = ",
+        )
+        .push_bind(id)
+        .push(" ORDER BY version");
     let rows: Vec<VersionRow> = qb.build_query_as().fetch_all(pool).await.db()?;
     Ok(Some(rows.into_iter().map(VersionRow::into_model).collect()))
 }

@@ -205,6 +205,8 @@ pub(super) fn on_conflict(policy: ConflictPolicy) -> String {
                 version = o.version + 1,
                 status = 'pending',
                 updated_at = EXCLUDED.updated_at,
+                written_by = EXCLUDED.written_by,
+                written_at = EXCLUDED.written_at,
                 deleted_at = NULL
              WHERE o.deleted_at IS NOT NULL{changed}"
     )
@@ -320,8 +322,10 @@ pub(super) struct RowSource<'a> {
 
 /// The common table expressions that store the rows of `source` as a
 /// batch's organizations, versions and items, deciding each row by
-/// `policy`: `input`, `up` (the upsert), `versions`, `outcome` (each row's
-/// organization, change and status), `items` and `again` (unchanged
+/// `policy`: `input`, `up` (the upsert), `outcome` (each row's
+/// organization, change and status, and the state it had), `items`,
+/// `versions` (the states updates replaced: copy-on-write, the current
+/// version is the organization's row) and `again` (unchanged
 /// organizations made pending). A JSON chunk and an import's finish are
 /// both this statement, fed by `UNNEST` or by the staged rows.
 ///
@@ -355,22 +359,23 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
         "input AS (
             {input}
          ), up AS (
-            INSERT INTO organizations AS o (id, tenant, name, domain, contact_email, status, version, created_at, updated_at)
-            SELECT org, $2, name, domain, email, '{pending}', 1, {now}, {now} FROM input
+            INSERT INTO organizations AS o (id, tenant, name, domain, contact_email, status, version,
+                created_at, updated_at, written_by, written_at)
+            SELECT org, $2, name, domain, email, '{pending}', 1, {now}, {now}, $1, {now} FROM input
             {on_conflict}
-            RETURNING o.id, o.domain, o.version, o.name, o.contact_email, (o.xmax = 0) AS inserted
-         ), versions AS (
-            INSERT INTO organization_versions (organization_id, version, name, contact_email, batch_id, created_at)
-            SELECT id, version, name, contact_email, $1, {now} FROM up
+            RETURNING o.id, o.domain, (o.xmax = 0) AS inserted
          ), outcome AS (
             SELECT i.n, i.item, i.position, i.domain, COALESCE(up.id, e.id) AS org, d.change,
                 CASE WHEN d.change = '{skipped}'
                     OR (d.change = '{unchanged}' AND e.status = '{completed}' AND NOT {reprocess_unchanged})
-                THEN '{completed}' ELSE '{pending}' END AS status
+                THEN '{completed}' ELSE '{pending}' END AS status,
+                e.version AS was_version, e.name AS was_name, e.contact_email AS was_email,
+                e.written_by AS was_by, COALESCE(e.written_at, e.updated_at) AS was_at
             FROM input i
             LEFT JOIN up ON up.domain = i.domain
             LEFT JOIN LATERAL (
-                SELECT p.id, p.status, p.deleted_at FROM organizations p
+                SELECT p.id, p.status, p.deleted_at, p.version, p.name, p.contact_email,
+                    p.written_by, p.written_at, p.updated_at FROM organizations p
                 WHERE NOT COALESCE(up.inserted, false) AND p.tenant = $2 AND p.domain = i.domain
                 LIMIT 1
             ) e ON true
@@ -384,6 +389,14 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             SELECT item, $1, $2, position, org, domain, status, change, 0, {now}, {sweep_at}, '[]', {now}, {now},
                 CASE WHEN status = '{completed}' THEN {now} END
             FROM outcome ORDER BY position
+         ), versions AS (
+            -- Copy-on-write: the state an update (or a restore) replaces
+            -- becomes a version; the current one is the row itself. A row
+            -- written before has its version already (nothing to add).
+            INSERT INTO organization_versions (organization_id, version, name, contact_email, batch_id, created_at)
+            SELECT org, was_version, was_name, was_email, was_by, was_at FROM outcome
+            WHERE change IN ('{created}', '{updated}') AND was_version IS NOT NULL
+            ON CONFLICT DO NOTHING
          ), again AS (
             UPDATE organizations SET status = '{pending}'
             WHERE tenant = $2 AND domain = ANY(ARRAY(
