@@ -140,6 +140,11 @@ async fn sqlite_floor(url: &str, rows: usize) -> Duration {
     started.elapsed()
 }
 
+/// `IMPORT_LOG=info`: the import's stages and the worker's counters too.
+fn verbose() -> bool {
+    std::env::var("IMPORT_LOG").is_ok_and(|l| l == "info")
+}
+
 fn per_second(rows: usize, took: Duration) -> f64 {
     rows as f64 / took.as_secs_f64()
 }
@@ -181,7 +186,35 @@ async fn run(engine: Engine, rows: usize) {
             .unwrap_or(u64::MAX)
             .clamp(50, 10_000),
     );
-    workload::wait_finished_every(&service, &tenant, &[batch], poll).await;
+    // With IMPORT_LOG=info, the worker's counters every 10 s: where its time
+    // goes (dequeue, claim, finish) while the backlog drains.
+    let finished = workload::wait_finished_every(&service, &tenant, &[batch], poll);
+    tokio::pin!(finished);
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.tick().await;
+    let mut last = worker.stats();
+    loop {
+        tokio::select! {
+            () = &mut finished => break,
+            _ = tick.tick(), if verbose() => {
+                let now = worker.stats();
+                eprintln!(
+                    "worker: {} completed (+{}/s over 10 s), {} claim misses, {} swept, {} backend errors; \
+                     ms in the last 10 s: dequeue {}, claim {}, finish {}; load {}",
+                    now.completed,
+                    (now.completed - last.completed) / 10,
+                    now.claim_misses,
+                    now.swept,
+                    now.backend_errors,
+                    (now.dequeue_micros - last.dequeue_micros) / 1000,
+                    (now.claim_micros - last.claim_micros) / 1000,
+                    (now.finish_micros - last.finish_micros) / 1000,
+                    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+                );
+                last = now;
+            }
+        }
+    }
     let end_to_end = started.elapsed();
     let rss_peak = peak_rss_mib();
     let status = service.batch_status(&tenant, batch).await.expect("status");
@@ -189,7 +222,10 @@ async fn run(engine: Engine, rows: usize) {
         status.counts.completed as usize, rows,
         "every row completed"
     );
-    worker.shutdown().await;
+    let stats = worker.shutdown().await.stats;
+    if verbose() {
+        eprintln!("worker at exit: {stats:?}");
+    }
 
     let floor = match engine {
         Engine::Postgres => postgres_floor(db.url(), rows).await,
@@ -219,7 +255,7 @@ fn main() {
     tracing_subscriber::fmt()
         // IMPORT_LOG=info shows the import's own line, with the time spent per
         // stage (body, parse, stage, finish, enqueue).
-        .with_max_level(if std::env::var("IMPORT_LOG").is_ok_and(|l| l == "info") {
+        .with_max_level(if verbose() {
             tracing::Level::INFO
         } else {
             tracing::Level::WARN

@@ -17,6 +17,7 @@ macro_rules! engine {
         random: $random:expr,
         upsert: $upsert:expr,
         begin_write: $begin_write:expr,
+        single_writer: $single_writer:expr,
         finished_epoch: $finished_epoch:expr,
         int_div: $int_div:expr $(,)?
     ) => {
@@ -57,6 +58,10 @@ macro_rules! engine {
             pub(crate) const UPSERT: &str = $upsert;
             /// The statement that begins a write transaction (`None`: the driver's `BEGIN`).
             pub(crate) const BEGIN_WRITE: Option<&str> = $begin_write;
+            /// One writer at a time (SQLite): a write transaction holds the
+            /// whole database, so what it reads under that lock must be found
+            /// through indexes, never by ranking a whole table.
+            pub(crate) const SINGLE_WRITER: bool = $single_writer;
             /// `finished_at` in whole seconds since the Unix epoch (stored in UTC).
             pub(crate) const FINISHED_EPOCH: &str = $finished_epoch;
             /// Integer division.

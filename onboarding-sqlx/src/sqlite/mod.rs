@@ -34,6 +34,7 @@ crate::lockstep::engine! {
            OR organizations.deleted_at IS NOT NULL",
     // Takes the database's write lock up front.
     begin_write: Some("BEGIN IMMEDIATE"),
+    single_writer: true,
     finished_epoch: "CAST(strftime('%s', finished_at) AS INTEGER)",
     int_div: "/",
 }
