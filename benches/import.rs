@@ -188,7 +188,8 @@ async fn run(engine: Engine, rows: usize) {
     );
     // With IMPORT_LOG=info, the worker's counters every 10 s: where its time
     // goes (dequeue, claim, finish) while the backlog drains.
-    let finished = workload::wait_finished_every(&service, &tenant, &[batch], poll);
+    let batches = [batch];
+    let finished = workload::wait_finished_every(&service, &tenant, &batches, poll);
     tokio::pin!(finished);
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.tick().await;

@@ -48,7 +48,7 @@ impl LockQueue {
         let max = max.max(1);
         // The one transaction not run in a task by `DetachedQueue` (a dequeue
         // whose caller left must stop): its `begin` at least cannot be cut off.
-        let mut tx = crate::error::begin_detached(&self.pool, dialect::BEGIN_WRITE).await?;
+        let mut tx = dialect::begin_write_detached(&self.pool).await?;
         // Rank without locks (window functions cannot be locked), over-fetch
         // so that rows a concurrent consumer holds can be skipped.
         // Ties (the n-th job of each tenant) are broken at random, so that
@@ -138,7 +138,7 @@ impl LockQueue {
     async fn take_by_tenant(&self, max: usize) -> Result<Vec<Delivery>> {
         let at = now();
         let max = max.max(1);
-        let mut tx = crate::error::begin_detached(&self.pool, dialect::BEGIN_WRITE).await?;
+        let mut tx = dialect::begin_write_detached(&self.pool).await?;
         let mut tenants: Vec<crate::rows::Text> = sqlx::query_scalar(
             "WITH RECURSIVE t(tenant) AS (
                 SELECT MIN(tenant) FROM jobs
@@ -278,6 +278,16 @@ impl JobQueue for LockQueue {
 
     async fn ack(&self, receipts: &[Receipt]) -> Result<()> {
         let ids: Vec<i64> = receipts.iter().filter_map(|r| r.0.parse().ok()).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // One writer at a time: through the write gate (a transaction),
+        // not the busy handler's sleeps.
+        let mut tx = if dialect::SINGLE_WRITER {
+            Some(dialect::begin_write(&self.pool).await?)
+        } else {
+            None
+        };
         for chunk in ids.chunks(chunk_len(usize::MAX, dialect::MAX_PARAMS, 1)) {
             let mut qb = QueryBuilder::new("DELETE FROM jobs WHERE id IN (");
             let mut sep = qb.separated(", ");
@@ -285,7 +295,13 @@ impl JobQueue for LockQueue {
                 sep.push_bind(*id);
             }
             sep.push_unseparated(")");
-            qb.build().execute(&self.pool).await.db()?;
+            match tx.as_mut() {
+                Some(tx) => qb.build().execute(&mut **tx).await.db()?,
+                None => qb.build().execute(&self.pool).await.db()?,
+            };
+        }
+        if let Some(tx) = tx {
+            tx.commit().await.db()?;
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ use onboarding_core::repository::{
 };
 use onboarding_core::Job;
 use onboarding_core::{Error, Result};
-use sqlx::{FromRow, Pool, QueryBuilder, Row, Transaction};
+use sqlx::{FromRow, Pool, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{dialect, Db};
@@ -34,7 +34,7 @@ use crate::rows::{
     ITEM_COLUMNS, ORG_COLUMNS,
 };
 
-pub(super) type Tx = Transaction<'static, Db>;
+pub(super) type Tx = crate::lockstep::WriteTx<Db>;
 
 /// The repository of this engine.
 #[derive(Debug, Clone)]
@@ -818,13 +818,20 @@ impl OrgRepository for LockRepository {
 
     async fn mark_announced(&self, batches: &[BatchId], now: Timestamp) -> Result<()> {
         let ids: Vec<Uuid> = batches.iter().map(|b| b.0).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // In a write transaction: on SQLite it waits at the write gate
+        // instead of in the busy handler.
+        let mut tx = self.begin().await?;
         for chunk in ids.chunks(rows_per(1)) {
             let mut qb = QueryBuilder::new("UPDATE batches SET announced_at = ");
             qb.push_bind(now)
                 .push(" WHERE completed_at IS NOT NULL AND announced_at IS NULL AND id IN ");
             push_in(&mut qb, chunk);
-            qb.build().execute(&self.pool).await.db()?;
+            qb.build().execute(&mut *tx).await.db()?;
         }
+        tx.commit().await.db()?;
         Ok(())
     }
 
