@@ -140,9 +140,9 @@ async fn sqlite_floor(url: &str, rows: usize) -> Duration {
     started.elapsed()
 }
 
-/// `IMPORT_LOG=info`: the import's stages and the worker's counters too.
+/// `IMPORT_LOG=info` (or `debug`): the import's stages and the worker's counters too.
 fn verbose() -> bool {
-    std::env::var("IMPORT_LOG").is_ok_and(|l| l == "info")
+    std::env::var("IMPORT_LOG").is_ok_and(|l| l == "info" || l == "debug")
 }
 
 fn per_second(rows: usize, took: Duration) -> f64 {
@@ -255,11 +255,12 @@ async fn run(engine: Engine, rows: usize) {
 fn main() {
     tracing_subscriber::fmt()
         // IMPORT_LOG=info shows the import's own line, with the time spent per
-        // stage (body, parse, stage, finish, enqueue).
-        .with_max_level(if verbose() {
-            tracing::Level::INFO
-        } else {
-            tracing::Level::WARN
+        // stage (body, parse, stage, finish, enqueue); IMPORT_LOG=debug also
+        // every SQL statement with its time (sqlx logs them at debug).
+        .with_max_level(match std::env::var("IMPORT_LOG").as_deref() {
+            Ok("debug") => tracing::Level::DEBUG,
+            Ok("info") => tracing::Level::INFO,
+            _ => tracing::Level::WARN,
         })
         .with_writer(std::io::stderr)
         .init();

@@ -384,6 +384,113 @@ pub(super) async fn insert_batch(
     .await
 }
 
+/// Reads the items just claimed (with their organizations) and commits.
+async fn read_claimed(mut tx: Tx, r: &ClaimRequest, item_ids: Vec<Uuid>) -> Result<Vec<ClaimedItem>> {
+        let org_cols = ORG_COLUMNS
+        .split(", ")
+        .map(|c| format!("o.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut out = Vec::with_capacity(item_ids.len());
+    for chunk in item_ids.chunks(rows_per(1)) {
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT i.id AS item_id, i.batch_id, i.tenant, i.attempts, i.change_kind, t.trace_parent, {org_cols}
+             FROM batch_items i JOIN organizations o ON o.id = i.organization_id
+             LEFT JOIN batches t ON t.id = i.batch_id WHERE i.id IN "
+        ));
+        push_in(&mut qb, chunk);
+        let rows = qb.build().fetch_all(&mut *tx).await.db()?;
+        for row in rows {
+            let organization = OrgRow::from_row(&row).db()?.into_model()?;
+            let id: Uuid = row.try_get("item_id").db()?;
+            let batch: Uuid = row.try_get("batch_id").db()?;
+            let tenant: Text = row.try_get("tenant").db()?;
+            let attempts: i64 = row.try_get("attempts").db()?;
+            let change: String = row.try_get("change_kind").db()?;
+            let trace_parent: Option<String> = row.try_get("trace_parent").db()?;
+            out.push(ClaimedItem {
+                lease: Lease {
+                    item_id: ItemId(id),
+                    token: r.token,
+                },
+                batch_id: BatchId(batch),
+                tenant: parse_tenant(tenant)?,
+                attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+                change: rows::change(&change)?,
+                organization,
+                trace_parent,
+            });
+        }
+}
+    tx.commit().await.db()?;
+    Ok(out)
+}
+
+/// Completes the listed items that are still processing under their lease
+/// (`UPDATE … RETURNING`, single-writer engines): the fenced write of
+/// `finish_items` in one statement per lease token when every result is a
+/// completion (nothing to read first: no error history, no attempt count).
+/// Returns (item, organization) of each completed item.
+async fn complete_returning(
+    tx: &mut Tx,
+    leases: &[Lease],
+    now: Timestamp,
+) -> Result<Vec<(Uuid, Uuid)>> {
+    // A flush holds the items of a few claims, each claim one token.
+    let mut by_token: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for l in leases {
+        by_token.entry(l.token.0).or_default().push(l.item_id.0);
+    }
+    let mut done = Vec::with_capacity(leases.len());
+    for (token, mut ids) in by_token {
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in ids.chunks(rows_per(1) - 3) {
+            let mut qb = QueryBuilder::new(
+                "UPDATE batch_items SET status = 'completed', lease_token = NULL, lease_until = NULL, finished_at = ",
+            );
+            qb.push_bind(now)
+                .push(", updated_at = ")
+                .push_bind(now)
+                .push(" WHERE status = 'processing' AND lease_token = ")
+                .push_bind(token)
+                .push(" AND id IN ");
+            push_in(&mut qb, chunk);
+            qb.push(" RETURNING id, organization_id");
+            for row in qb.build().fetch_all(&mut **tx).await.db()? {
+                done.push((row.try_get("id").db()?, row.try_get("organization_id").db()?));
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// The claim of a single-writer engine (SQLite, `UPDATE … RETURNING`): one
+/// statement finds the claimable items among `ids` and leases them, instead
+/// of a read and then a write of the same rows under the lock.
+async fn claim_returning(tx: &mut Tx, r: &ClaimRequest, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    let mut claimed = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(rows_per(1) - 5) {
+        let mut qb = QueryBuilder::new("UPDATE batch_items SET status = 'processing', lease_token = ");
+        qb.push_bind(r.token.0)
+            .push(", lease_until = ")
+            .push_bind(r.lease_until)
+            .push(", attempts = attempts + 1, updated_at = ")
+            .push_bind(r.now)
+            .push(" WHERE id IN ");
+        push_in(&mut qb, chunk);
+        qb.push(" AND ((status = 'pending' AND available_at <= ")
+            .push_bind(r.now)
+            .push(") OR (status = 'processing' AND lease_until <= ")
+            .push_bind(r.now)
+            .push(")) RETURNING id");
+        for row in qb.build().fetch_all(&mut **tx).await.db()? {
+            claimed.push(row.try_get("id").db()?);
+        }
+    }
+    Ok(claimed)
+}
+
 #[async_trait]
 impl OrgRepository for LockRepository {
     async fn store_submission(&self, s: &Submission) -> Result<StoreResult> {
@@ -435,6 +542,10 @@ impl OrgRepository for LockRepository {
         ids.sort_unstable();
         ids.dedup();
         let mut tx = self.begin().await?;
+        if dialect::SINGLE_WRITER {
+            let claimed = claim_returning(&mut tx, r, &ids).await?;
+            return read_claimed(tx, r, claimed).await;
+        }
         let mut claimable: Vec<Uuid> = Vec::new();
         for chunk in ids.chunks(rows_per(1)) {
             let mut qb = QueryBuilder::new("SELECT id FROM batch_items WHERE id IN ");
@@ -467,44 +578,7 @@ impl OrgRepository for LockRepository {
             push_in(&mut qb, chunk);
             qb.build().execute(&mut *tx).await.db()?;
         }
-        let org_cols = ORG_COLUMNS
-            .split(", ")
-            .map(|c| format!("o.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut out = Vec::with_capacity(item_ids.len());
-        for chunk in item_ids.chunks(rows_per(1)) {
-            let mut qb = QueryBuilder::new(format!(
-                "SELECT i.id AS item_id, i.batch_id, i.tenant, i.attempts, i.change_kind, t.trace_parent, {org_cols}
-                 FROM batch_items i JOIN organizations o ON o.id = i.organization_id
-                 LEFT JOIN batches t ON t.id = i.batch_id WHERE i.id IN "
-            ));
-            push_in(&mut qb, chunk);
-            let rows = qb.build().fetch_all(&mut *tx).await.db()?;
-            for row in rows {
-                let organization = OrgRow::from_row(&row).db()?.into_model()?;
-                let id: Uuid = row.try_get("item_id").db()?;
-                let batch: Uuid = row.try_get("batch_id").db()?;
-                let tenant: Text = row.try_get("tenant").db()?;
-                let attempts: i64 = row.try_get("attempts").db()?;
-                let change: String = row.try_get("change_kind").db()?;
-                let trace_parent: Option<String> = row.try_get("trace_parent").db()?;
-                out.push(ClaimedItem {
-                    lease: Lease {
-                        item_id: ItemId(id),
-                        token: r.token,
-                    },
-                    batch_id: BatchId(batch),
-                    tenant: parse_tenant(tenant)?,
-                    attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
-                    change: rows::change(&change)?,
-                    organization,
-                    trace_parent,
-                });
-            }
-        }
-        tx.commit().await.db()?;
-        Ok(out)
+        read_claimed(tx, r, item_ids).await
     }
 
     async fn extend_leases(
@@ -550,6 +624,17 @@ impl OrgRepository for LockRepository {
             .map(|f| (f.lease.item_id.0, &f.resolution))
             .collect();
         let mut tx = self.begin().await?;
+        if dialect::SINGLE_WRITER
+            && finishes
+                .iter()
+                .all(|f| matches!(f.resolution, Resolution::Completed))
+        {
+            let done = complete_returning(&mut tx, &leases, now).await?;
+            let orgs: Vec<Uuid> = done.iter().map(|d| d.1).collect();
+            set_org_status(&mut tx, &orgs, ItemStatus::Completed).await?;
+            tx.commit().await.db()?;
+            return Ok(done.into_iter().map(|d| ItemId(d.0)).collect());
+        }
         let held = leased(&mut tx, &leases).await?;
         let mut completed = Vec::new();
         let mut retried: Vec<(Uuid, Timestamp, Timestamp, String)> = Vec::new();
