@@ -185,43 +185,46 @@ async fn run(engine: Engine, rows: usize) {
     // worker counts its completions in memory (after their commit): that
     // is read every 50 ms, and the status only once it has every row, to
     // confirm the batch is finished.
-    let batches = [batch];
-    let finished = async {
-        while worker.stats().completed < rows as u64 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        workload::wait_finished_every(&service, &tenant, &batches, Duration::from_millis(50)).await;
-    };
-    let finished = async {
-        tokio::time::timeout(Duration::from_secs(600), finished)
-            .await
-            .expect("every row completed within 10 minutes");
-    };
-    tokio::pin!(finished);
-    // With IMPORT_LOG=info, the worker's counters every 10 s: where its time
-    // goes (dequeue, claim, finish) while the backlog drains.
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    tick.tick().await;
-    let mut last = worker.stats();
-    loop {
-        tokio::select! {
-            () = &mut finished => break,
-            _ = tick.tick(), if verbose() => {
-                let now = worker.stats();
-                eprintln!(
-                    "worker: {} completed (+{}/s over 10 s), {} claim misses, {} swept, {} backend errors; \
-                     ms in the last 10 s: dequeue {}, claim {}, finish {}; load {}",
-                    now.completed,
-                    (now.completed - last.completed) / 10,
-                    now.claim_misses,
-                    now.swept,
-                    now.backend_errors,
-                    (now.dequeue_micros - last.dequeue_micros) / 1000,
-                    (now.claim_micros - last.claim_micros) / 1000,
-                    (now.finish_micros - last.finish_micros) / 1000,
-                    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
-                );
-                last = now;
+    {
+        let batches = [batch];
+        let finished = async {
+            while worker.stats().completed < rows as u64 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            workload::wait_finished_every(&service, &tenant, &batches, Duration::from_millis(50))
+                .await;
+        };
+        let finished = async {
+            tokio::time::timeout(Duration::from_secs(600), finished)
+                .await
+                .expect("every row completed within 10 minutes");
+        };
+        tokio::pin!(finished);
+        // With IMPORT_LOG=info, the worker's counters every 10 s: where its time
+        // goes (dequeue, claim, finish) while the backlog drains.
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.tick().await;
+        let mut last = worker.stats();
+        loop {
+            tokio::select! {
+                () = &mut finished => break,
+                _ = tick.tick(), if verbose() => {
+                    let now = worker.stats();
+                    eprintln!(
+                        "worker: {} completed (+{}/s over 10 s), {} claim misses, {} swept, {} backend errors; \
+                         ms in the last 10 s: dequeue {}, claim {}, finish {}; load {}",
+                        now.completed,
+                        (now.completed - last.completed) / 10,
+                        now.claim_misses,
+                        now.swept,
+                        now.backend_errors,
+                        (now.dequeue_micros - last.dequeue_micros) / 1000,
+                        (now.claim_micros - last.claim_micros) / 1000,
+                        (now.finish_micros - last.finish_micros) / 1000,
+                        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+                    );
+                    last = now;
+                }
             }
         }
     }
