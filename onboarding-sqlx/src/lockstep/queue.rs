@@ -106,22 +106,34 @@ impl LockQueue {
             .into_iter()
             .map(|(_, id, item, tenant, not_before)| (id, item, tenant, not_before))
             .collect();
-        if !picked.is_empty() {
-            let until = after(at, self.visibility_timeout);
-            let mut qb = QueryBuilder::new("UPDATE jobs SET available_at = ");
-            qb.push_bind(until)
-                .push(", leased_until = ")
-                .push_bind(until)
-                .push(" WHERE id IN (");
-            let mut sep = qb.separated(", ");
-            for p in &picked {
-                sep.push_bind(p.0);
-            }
-            sep.push_unseparated(")");
-            qb.build().execute(&mut *tx).await.db()?;
-        }
+        self.lease(&mut tx, &picked, at).await?;
         tx.commit().await.db()?;
         deliveries(picked)
+    }
+
+    /// Moves the picked jobs' `available_at` past the visibility timeout.
+    async fn lease(
+        &self,
+        tx: &mut crate::lockstep::WriteTx<Db>,
+        picked: &[Picked],
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        if picked.is_empty() {
+            return Ok(());
+        }
+        let until = after(at, self.visibility_timeout);
+        let mut qb = QueryBuilder::new("UPDATE jobs SET available_at = ");
+        qb.push_bind(until)
+            .push(", leased_until = ")
+            .push_bind(until)
+            .push(" WHERE id IN (");
+        let mut sep = qb.separated(", ");
+        for p in picked {
+            sep.push_bind(p.0);
+        }
+        sep.push_unseparated(")");
+        qb.build().execute(&mut **tx).await.db()?;
+        Ok(())
     }
 
     /// The dequeue of a single-writer engine (SQLite), under its write lock.
@@ -200,20 +212,7 @@ impl LockQueue {
         picked.sort_unstable_by_key(|p| (p.0, p.1));
         picked.truncate(max);
         let picked: Vec<Picked> = picked.into_iter().map(|p| p.2).collect();
-        if !picked.is_empty() {
-            let until = after(at, self.visibility_timeout);
-            let mut qb = QueryBuilder::new("UPDATE jobs SET available_at = ");
-            qb.push_bind(until)
-                .push(", leased_until = ")
-                .push_bind(until)
-                .push(" WHERE id IN (");
-            let mut sep = qb.separated(", ");
-            for p in &picked {
-                sep.push_bind(p.0);
-            }
-            sep.push_unseparated(")");
-            qb.build().execute(&mut *tx).await.db()?;
-        }
+        self.lease(&mut tx, &picked, at).await?;
         tx.commit().await.db()?;
         deliveries(picked)
     }

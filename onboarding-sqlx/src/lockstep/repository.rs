@@ -406,8 +406,12 @@ pub(super) async fn insert_batch(
 }
 
 /// Reads the items just claimed (with their organizations) and commits.
-async fn read_claimed(mut tx: Tx, r: &ClaimRequest, item_ids: Vec<Uuid>) -> Result<Vec<ClaimedItem>> {
-        let org_cols = ORG_COLUMNS
+async fn read_claimed(
+    mut tx: Tx,
+    r: &ClaimRequest,
+    item_ids: Vec<Uuid>,
+) -> Result<Vec<ClaimedItem>> {
+    let org_cols = ORG_COLUMNS
         .split(", ")
         .map(|c| format!("o.{c}"))
         .collect::<Vec<_>>()
@@ -442,7 +446,7 @@ async fn read_claimed(mut tx: Tx, r: &ClaimRequest, item_ids: Vec<Uuid>) -> Resu
                 trace_parent,
             });
         }
-}
+    }
     tx.commit().await.db()?;
     Ok(out)
 }
