@@ -17,6 +17,8 @@ macro_rules! engine {
         random: $random:expr,
         upsert: $upsert:expr,
         begin_write: $begin_write:expr,
+        single_writer: $single_writer:expr,
+        write_gate: $write_gate:path,
         finished_epoch: $finished_epoch:expr,
         int_div: $int_div:expr $(,)?
     ) => {
@@ -57,20 +59,38 @@ macro_rules! engine {
             pub(crate) const UPSERT: &str = $upsert;
             /// The statement that begins a write transaction (`None`: the driver's `BEGIN`).
             pub(crate) const BEGIN_WRITE: Option<&str> = $begin_write;
+            /// One writer at a time (SQLite): a write transaction holds the
+            /// whole database, so what it reads under that lock must be found
+            /// through indexes, never by ranking a whole table.
+            pub(crate) const SINGLE_WRITER: bool = $single_writer;
             /// `finished_at` in whole seconds since the Unix epoch (stored in UTC).
             pub(crate) const FINISHED_EPOCH: &str = $finished_epoch;
             /// Integer division.
             pub(crate) const INT_DIV: &str = $int_div;
 
-            /// Begins a write transaction with [`BEGIN_WRITE`].
+            /// Begins a write transaction with [`BEGIN_WRITE`], first
+            /// passing this process's write gate of the database, if it has one.
             pub(crate) async fn begin_write(
                 pool: &sqlx::Pool<Db>,
-            ) -> onboarding_core::Result<sqlx::Transaction<'static, Db>> {
-                match BEGIN_WRITE {
+            ) -> onboarding_core::Result<crate::lockstep::WriteTx<Db>> {
+                let gate = crate::lockstep::pass(($write_gate)(pool)).await;
+                let tx = match BEGIN_WRITE {
                     Some(begin) => pool.begin_with(begin).await,
                     None => pool.begin().await,
                 }
-                .db()
+                .db()?;
+                Ok(crate::lockstep::WriteTx::new(tx, gate))
+            }
+
+            /// [`begin_write`] whose `BEGIN` runs in a task of its own, so
+            /// that a caller who leaves cannot cut it off half-way (see
+            /// `crate::error::begin_detached`).
+            pub(crate) async fn begin_write_detached(
+                pool: &sqlx::Pool<Db>,
+            ) -> onboarding_core::Result<crate::lockstep::WriteTx<Db>> {
+                let gate = crate::lockstep::pass(($write_gate)(pool)).await;
+                let tx = crate::error::begin_detached(pool, BEGIN_WRITE).await?;
+                Ok(crate::lockstep::WriteTx::new(tx, gate))
             }
         }
 
@@ -102,3 +122,72 @@ macro_rules! engine {
 }
 
 pub(crate) use engine;
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+/// A write transaction, holding this process's write gate of its database
+/// (SQLite) until it commits, rolls back or is dropped.
+///
+/// SQLite lets one connection write at a time. Without the gate every other
+/// connection of the pool that wants to write spins in SQLite's busy
+/// handler, which sleeps between tries (up to 100 ms each): under a busy
+/// worker most of a waiting writer's time went into those sleeps (acks of
+/// 128 jobs taking 1 to 8 s). Behind the gate the writers of this process
+/// queue in order and each begins the moment the previous one ends; the busy
+/// timeout is left for writers of other processes.
+///
+/// It dereferences to the connection, like the `sqlx::Transaction` it wraps.
+pub(crate) struct WriteTx<DB: sqlx::Database> {
+    tx: sqlx::Transaction<'static, DB>,
+    /// Released after the transaction ends (fields drop in order).
+    _gate: Option<OwnedMutexGuard<()>>,
+}
+
+impl<DB: sqlx::Database> WriteTx<DB> {
+    pub(crate) fn new(
+        tx: sqlx::Transaction<'static, DB>,
+        gate: Option<OwnedMutexGuard<()>>,
+    ) -> Self {
+        Self { tx, _gate: gate }
+    }
+
+    /// Commits, then opens the gate.
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// Rolls back, then opens the gate.
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for WriteTx<DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &DB::Connection {
+        &self.tx
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for WriteTx<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.tx
+    }
+}
+
+/// Waits for the gate, if there is one.
+pub(crate) async fn pass(gate: Option<Arc<Mutex<()>>>) -> Option<OwnedMutexGuard<()>> {
+    match gate {
+        Some(gate) => Some(gate.lock_owned().await),
+        None => None,
+    }
+}
+
+/// No write gate: the engine locks rows, so writers run side by side (MySQL).
+#[cfg(feature = "mysql")]
+pub(crate) fn no_write_gate<DB: sqlx::Database>(_: &sqlx::Pool<DB>) -> Option<Arc<Mutex<()>>> {
+    None
+}

@@ -23,7 +23,7 @@ use onboarding_core::repository::{
 };
 use onboarding_core::Job;
 use onboarding_core::{Error, Result};
-use sqlx::{FromRow, Pool, QueryBuilder, Row, Transaction};
+use sqlx::{FromRow, Pool, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{dialect, Db};
@@ -34,7 +34,7 @@ use crate::rows::{
     ITEM_COLUMNS, ORG_COLUMNS,
 };
 
-pub(super) type Tx = Transaction<'static, Db>;
+pub(super) type Tx = crate::lockstep::WriteTx<Db>;
 
 /// The repository of this engine.
 #[derive(Debug, Clone)]
@@ -193,6 +193,27 @@ const FINISHED_OPEN: &str =
     AND (SELECT i.position FROM batch_items i
          WHERE i.batch_id = b.id AND i.status IN ('pending', 'processing')
          ORDER BY i.position DESC LIMIT 1) IS NULL";
+
+/// Whether any of `ids` is an open batch without open items, read without
+/// the write lock (single-writer engines).
+///
+/// Every flush asks after its commit, and mostly the answer is no (a large
+/// batch has items left): asking under the write lock held up every other
+/// writer for it. A snapshot read may miss a batch whose last items a
+/// concurrent flush is committing; that flush asks after its own commit and
+/// sees them (and the sweeper completes whatever is left).
+async fn any_finished_open(pool: &Pool<Db>, ids: &[Uuid]) -> Result<bool> {
+    let mut conn = pool.acquire().await.db()?;
+    for chunk in ids.chunks(rows_per(1)) {
+        let mut qb = QueryBuilder::new(format!("{FINISHED_OPEN} AND b.id IN "));
+        push_in(&mut qb, chunk);
+        qb.push(" LIMIT 1");
+        if qb.build().fetch_optional(&mut *conn).await.db()?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
 
 /// Sets `completed_at` on the batches read (and locked) in `tx`, and commits.
 async fn mark_completed(
@@ -384,6 +405,117 @@ pub(super) async fn insert_batch(
     .await
 }
 
+/// Reads the items just claimed (with their organizations) and commits.
+async fn read_claimed(
+    mut tx: Tx,
+    r: &ClaimRequest,
+    item_ids: Vec<Uuid>,
+) -> Result<Vec<ClaimedItem>> {
+    let org_cols = ORG_COLUMNS
+        .split(", ")
+        .map(|c| format!("o.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut out = Vec::with_capacity(item_ids.len());
+    for chunk in item_ids.chunks(rows_per(1)) {
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT i.id AS item_id, i.batch_id, i.tenant, i.attempts, i.change_kind, t.trace_parent, {org_cols}
+             FROM batch_items i JOIN organizations o ON o.id = i.organization_id
+             LEFT JOIN batches t ON t.id = i.batch_id WHERE i.id IN "
+        ));
+        push_in(&mut qb, chunk);
+        let rows = qb.build().fetch_all(&mut *tx).await.db()?;
+        for row in rows {
+            let organization = OrgRow::from_row(&row).db()?.into_model()?;
+            let id: Uuid = row.try_get("item_id").db()?;
+            let batch: Uuid = row.try_get("batch_id").db()?;
+            let tenant: Text = row.try_get("tenant").db()?;
+            let attempts: i64 = row.try_get("attempts").db()?;
+            let change: String = row.try_get("change_kind").db()?;
+            let trace_parent: Option<String> = row.try_get("trace_parent").db()?;
+            out.push(ClaimedItem {
+                lease: Lease {
+                    item_id: ItemId(id),
+                    token: r.token,
+                },
+                batch_id: BatchId(batch),
+                tenant: parse_tenant(tenant)?,
+                attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+                change: rows::change(&change)?,
+                organization,
+                trace_parent,
+            });
+        }
+    }
+    tx.commit().await.db()?;
+    Ok(out)
+}
+
+/// Completes the listed items that are still processing under their lease
+/// (`UPDATE … RETURNING`, single-writer engines): the fenced write of
+/// `finish_items` in one statement per lease token when every result is a
+/// completion (nothing to read first: no error history, no attempt count).
+/// Returns (item, organization) of each completed item.
+async fn complete_returning(
+    tx: &mut Tx,
+    leases: &[Lease],
+    now: Timestamp,
+) -> Result<Vec<(Uuid, Uuid)>> {
+    // A flush holds the items of a few claims, each claim one token.
+    let mut by_token: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for l in leases {
+        by_token.entry(l.token.0).or_default().push(l.item_id.0);
+    }
+    let mut done = Vec::with_capacity(leases.len());
+    for (token, mut ids) in by_token {
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in ids.chunks(rows_per(1) - 3) {
+            let mut qb = QueryBuilder::new(
+                "UPDATE batch_items SET status = 'completed', lease_token = NULL, lease_until = NULL, finished_at = ",
+            );
+            qb.push_bind(now)
+                .push(", updated_at = ")
+                .push_bind(now)
+                .push(" WHERE status = 'processing' AND lease_token = ")
+                .push_bind(token)
+                .push(" AND id IN ");
+            push_in(&mut qb, chunk);
+            qb.push(" RETURNING id, organization_id");
+            for row in qb.build().fetch_all(&mut **tx).await.db()? {
+                done.push((row.try_get("id").db()?, row.try_get("organization_id").db()?));
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// The claim of a single-writer engine (SQLite, `UPDATE … RETURNING`): one
+/// statement finds the claimable items among `ids` and leases them, instead
+/// of a read and then a write of the same rows under the lock.
+async fn claim_returning(tx: &mut Tx, r: &ClaimRequest, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    let mut claimed = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(rows_per(1) - 5) {
+        let mut qb = QueryBuilder::new("UPDATE batch_items SET status = 'processing', lease_token = ");
+        qb.push_bind(r.token.0)
+            .push(", lease_until = ")
+            .push_bind(r.lease_until)
+            .push(", attempts = attempts + 1, updated_at = ")
+            .push_bind(r.now)
+            .push(" WHERE id IN ");
+        push_in(&mut qb, chunk);
+        qb.push(" AND ((status = 'pending' AND available_at <= ")
+            .push_bind(r.now)
+            .push(") OR (status = 'processing' AND lease_until <= ")
+            .push_bind(r.now)
+            .push(")) RETURNING id");
+        for row in qb.build().fetch_all(&mut **tx).await.db()? {
+            claimed.push(row.try_get("id").db()?);
+        }
+    }
+    Ok(claimed)
+}
+
 #[async_trait]
 impl OrgRepository for LockRepository {
     async fn store_submission(&self, s: &Submission) -> Result<StoreResult> {
@@ -435,6 +567,10 @@ impl OrgRepository for LockRepository {
         ids.sort_unstable();
         ids.dedup();
         let mut tx = self.begin().await?;
+        if dialect::SINGLE_WRITER {
+            let claimed = claim_returning(&mut tx, r, &ids).await?;
+            return read_claimed(tx, r, claimed).await;
+        }
         let mut claimable: Vec<Uuid> = Vec::new();
         for chunk in ids.chunks(rows_per(1)) {
             let mut qb = QueryBuilder::new("SELECT id FROM batch_items WHERE id IN ");
@@ -467,44 +603,7 @@ impl OrgRepository for LockRepository {
             push_in(&mut qb, chunk);
             qb.build().execute(&mut *tx).await.db()?;
         }
-        let org_cols = ORG_COLUMNS
-            .split(", ")
-            .map(|c| format!("o.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut out = Vec::with_capacity(item_ids.len());
-        for chunk in item_ids.chunks(rows_per(1)) {
-            let mut qb = QueryBuilder::new(format!(
-                "SELECT i.id AS item_id, i.batch_id, i.tenant, i.attempts, i.change_kind, t.trace_parent, {org_cols}
-                 FROM batch_items i JOIN organizations o ON o.id = i.organization_id
-                 LEFT JOIN batches t ON t.id = i.batch_id WHERE i.id IN "
-            ));
-            push_in(&mut qb, chunk);
-            let rows = qb.build().fetch_all(&mut *tx).await.db()?;
-            for row in rows {
-                let organization = OrgRow::from_row(&row).db()?.into_model()?;
-                let id: Uuid = row.try_get("item_id").db()?;
-                let batch: Uuid = row.try_get("batch_id").db()?;
-                let tenant: Text = row.try_get("tenant").db()?;
-                let attempts: i64 = row.try_get("attempts").db()?;
-                let change: String = row.try_get("change_kind").db()?;
-                let trace_parent: Option<String> = row.try_get("trace_parent").db()?;
-                out.push(ClaimedItem {
-                    lease: Lease {
-                        item_id: ItemId(id),
-                        token: r.token,
-                    },
-                    batch_id: BatchId(batch),
-                    tenant: parse_tenant(tenant)?,
-                    attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
-                    change: rows::change(&change)?,
-                    organization,
-                    trace_parent,
-                });
-            }
-        }
-        tx.commit().await.db()?;
-        Ok(out)
+        read_claimed(tx, r, item_ids).await
     }
 
     async fn extend_leases(
@@ -550,6 +649,17 @@ impl OrgRepository for LockRepository {
             .map(|f| (f.lease.item_id.0, &f.resolution))
             .collect();
         let mut tx = self.begin().await?;
+        if dialect::SINGLE_WRITER
+            && finishes
+                .iter()
+                .all(|f| matches!(f.resolution, Resolution::Completed))
+        {
+            let done = complete_returning(&mut tx, &leases, now).await?;
+            let orgs: Vec<Uuid> = done.iter().map(|d| d.1).collect();
+            set_org_status(&mut tx, &orgs, ItemStatus::Completed).await?;
+            tx.commit().await.db()?;
+            return Ok(done.into_iter().map(|d| ItemId(d.0)).collect());
+        }
         let held = leased(&mut tx, &leases).await?;
         let mut completed = Vec::new();
         let mut retried: Vec<(Uuid, Timestamp, Timestamp, String)> = Vec::new();
@@ -769,6 +879,9 @@ impl OrgRepository for LockRepository {
         }
         ids.sort_unstable();
         ids.dedup();
+        if dialect::SINGLE_WRITER && !any_finished_open(&self.pool, &ids).await? {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin().await?;
         let mut done: Vec<BatchRow> = Vec::new();
         for chunk in ids.chunks(rows_per(1)) {
@@ -818,13 +931,20 @@ impl OrgRepository for LockRepository {
 
     async fn mark_announced(&self, batches: &[BatchId], now: Timestamp) -> Result<()> {
         let ids: Vec<Uuid> = batches.iter().map(|b| b.0).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // In a write transaction: on SQLite it waits at the write gate
+        // instead of in the busy handler.
+        let mut tx = self.begin().await?;
         for chunk in ids.chunks(rows_per(1)) {
             let mut qb = QueryBuilder::new("UPDATE batches SET announced_at = ");
             qb.push_bind(now)
                 .push(" WHERE completed_at IS NOT NULL AND announced_at IS NULL AND id IN ");
             push_in(&mut qb, chunk);
-            qb.build().execute(&self.pool).await.db()?;
+            qb.build().execute(&mut *tx).await.db()?;
         }
+        tx.commit().await.db()?;
         Ok(())
     }
 

@@ -31,6 +31,8 @@ crate::lockstep::engine! {
         contact_email = VALUES(contact_email),
         deleted_at = NULL",
     begin_write: None,
+    single_writer: false,
+    write_gate: crate::lockstep::no_write_gate,
     finished_epoch: "TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', finished_at)",
     int_div: "DIV",
 }

@@ -2,7 +2,10 @@
 //! transaction (it takes the write lock up front, so a read-then-write can
 //! neither race nor deadlock), in WAL mode with a busy timeout.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use onboarding_core::Result;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -34,9 +37,41 @@ crate::lockstep::engine! {
            OR organizations.deleted_at IS NOT NULL",
     // Takes the database's write lock up front.
     begin_write: Some("BEGIN IMMEDIATE"),
+    single_writer: true,
+    write_gate: crate::sqlite::write_gate,
     finished_epoch: "CAST(strftime('%s', finished_at) AS INTEGER)",
     int_div: "/",
 }
+
+/// This process's write gate of the database file of `pool` (see
+/// `lockstep::WriteTx`): one per file, shared by every pool on it, so that
+/// two backends on one file (a server and a worker in one process) queue
+/// behind each other too. `None` for an in-memory database, whose one
+/// connection already lets one writer in at a time.
+pub(crate) fn write_gate(pool: &sqlx::Pool<sqlx::Sqlite>) -> Option<Arc<tokio::sync::Mutex<()>>> {
+    static GATES: LazyLock<Mutex<HashMap<PathBuf, Weak<tokio::sync::Mutex<()>>>>> =
+        LazyLock::new(Mutex::default);
+    let options = pool.connect_options();
+    let file = options.get_filename();
+    if pool.options().get_max_connections() <= 1 || file.as_os_str().is_empty() {
+        return None;
+    }
+    // A poisoned map only means a panic elsewhere while it was held; its
+    // contents are still whole (every change is one insert or retain).
+    let mut gates = GATES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(gate) = gates.get(file).and_then(Weak::upgrade) {
+        return Some(gate);
+    }
+    gates.retain(|_, gate| gate.strong_count() > 0);
+    let gate = Arc::new(tokio::sync::Mutex::new(()));
+    gates.insert(file.to_path_buf(), Arc::downgrade(&gate));
+    Some(gate)
+}
+
+/// Rows a connection's thread may hand over before its reader takes them.
+const ROW_BUFFER: usize = 4096;
 
 /// Extra attempts at migrating when another process migrates the same file.
 const MIGRATION_TRIES: u32 = 5;
@@ -49,6 +84,12 @@ pub(crate) async fn connect(url: DatabaseUrl, options: &SqlOptions) -> Result<Sq
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(options.busy_timeout)
+        // sqlx runs each connection on a thread of its own and hands every
+        // row over a channel of this many: with the default 50 a claim or a
+        // page of 2,000 items stalled the connection's thread every 50 rows
+        // until the reader caught up (most of a busy worker's time went into
+        // those thread switches). Rows are only buffered while the reader lags.
+        .row_buffer_size(ROW_BUFFER)
         .foreign_keys(false);
     let memory = url.expose().contains(":memory:") || url.expose().contains("mode=memory");
     let pool = SqlitePoolOptions::new()
