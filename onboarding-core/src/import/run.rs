@@ -164,6 +164,9 @@ impl RepeatFilter {
     /// Domains remembered at most: ~19 MiB of hashes (2^21 buckets).
     const MAX_TRACKED: usize = 1_835_000;
 
+    /// Notes the domains of one chunk. A repeat inside the chunk is not a
+    /// "may repeat": `append_import` refuses those itself; only a domain an
+    /// earlier chunk may have had is.
     fn note(&mut self, rows: &[ImportRow]) {
         use std::hash::BuildHasher;
         if self.may_repeat {
@@ -173,15 +176,19 @@ impl RepeatFilter {
         static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
             std::sync::OnceLock::new();
         let keys = KEYS.get_or_init(std::collections::hash_map::RandomState::new);
-        for row in rows {
-            let hash = keys.hash_one(row.organization.domain.as_str());
-            if !self.seen.insert(hash) || self.seen.len() > Self::MAX_TRACKED {
-                // A domain seen before (or a hash collision), or too many to remember.
-                self.may_repeat = true;
-                self.seen = std::collections::HashSet::new();
-                return;
-            }
+        let chunk: std::collections::HashSet<u64> = rows
+            .iter()
+            .map(|row| keys.hash_one(row.organization.domain.as_str()))
+            .collect();
+        if chunk.iter().any(|h| self.seen.contains(h))
+            || self.seen.len() + chunk.len() > Self::MAX_TRACKED
+        {
+            // Seen in an earlier chunk (or a hash collision), or too many to remember.
+            self.may_repeat = true;
+            self.seen = std::collections::HashSet::new();
+            return;
         }
+        self.seen.extend(chunk);
     }
 }
 

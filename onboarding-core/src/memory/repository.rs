@@ -76,12 +76,7 @@ impl MemoryRepository {
 
     /// The batch stored under a tenant's idempotency key, if any.
     pub(super) fn batch_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<Batch>> {
-        let st = self.lock()?;
-        Ok(st
-            .idempotency
-            .get(&(tenant.clone(), key.to_owned()))
-            .and_then(|id| st.batches.get(id))
-            .map(|b| b.batch.clone()))
+        self.lock()?.batch_by_key(tenant, key)
     }
 
     pub(super) fn lock(&self) -> Result<MutexGuard<'_, State>> {
@@ -177,6 +172,19 @@ impl State {
         }
     }
 
+    /// The batch stored under a tenant's idempotency key, if any.
+    fn batch_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<Batch>> {
+        self.idempotency
+            .get(&(tenant.clone(), key.to_owned()))
+            .map(|id| {
+                self.batches
+                    .get(id)
+                    .map(|b| b.batch.clone())
+                    .ok_or_else(|| Error::internal("idempotency key points to no batch"))
+            })
+            .transpose()
+    }
+
     /// The item row of a live lease, if the token still holds it.
     fn leased_mut(&mut self, lease: &Lease) -> Option<&mut ItemRow> {
         self.items.get_mut(&lease.item_id).filter(|row| {
@@ -190,12 +198,7 @@ impl OrgRepository for MemoryRepository {
     async fn store_submission(&self, s: &Submission) -> Result<StoreResult> {
         let mut st = self.lock()?;
         if let Some(key) = &s.idempotency_key {
-            if let Some(id) = st.idempotency.get(&(s.tenant.clone(), key.clone())) {
-                let batch = st
-                    .batches
-                    .get(id)
-                    .map(|b| b.batch.clone())
-                    .ok_or_else(|| Error::internal("idempotency key points to no batch"))?;
+            if let Some(batch) = st.batch_by_key(&s.tenant, key)? {
                 return Ok(StoreResult::for_earlier(batch, &s.request_hash));
             }
         }

@@ -84,6 +84,19 @@ async fn assert_upload_gone(
         .is_empty());
 }
 
+/// The counters of an upload that exists.
+async fn progress_of(
+    store: &dyn ImportStore,
+    tenant: &TenantId,
+    batch: BatchId,
+) -> crate::import::ImportProgress {
+    store
+        .import_progress(tenant, batch)
+        .await
+        .expect("store call failed")
+        .expect("the upload's progress")
+}
+
 fn bad_row(line: u32) -> RowError {
     RowError::line(line, "invalid_utf8", "the line is not UTF-8")
 }
@@ -114,11 +127,7 @@ pub async fn import_is_invisible_until_finished(backend: TestBackend) {
         .await
         .expect("store call failed")
         .is_none());
-    let progress = store
-        .import_progress(&tenant, batch)
-        .await
-        .expect("store call failed")
-        .expect("progress of a receiving upload");
+    let progress = progress_of(store, &tenant, batch).await;
     assert_eq!(progress.state, ImportState::Receiving);
     assert_eq!(
         (
@@ -197,11 +206,7 @@ pub async fn import_finish_creates_one_batch(backend: TestBackend) {
         .expect("store call failed")
         .expect("store call failed");
     assert_eq!(org.name, orgs[1200].name);
-    let progress = store
-        .import_progress(&tenant, batch)
-        .await
-        .expect("store call failed")
-        .expect("store call failed");
+    let progress = progress_of(store, &tenant, batch).await;
     assert_eq!(progress.state, ImportState::Stored);
     assert_eq!((progress.rows_stored, progress.rows_rejected), (1201, 1));
     let rejected = store
@@ -288,11 +293,7 @@ pub async fn import_refuses_duplicate_domains(backend: TestBackend) {
     assert!(dups[1].detail.contains("line 2"), "{}", dups[1].detail);
     assert!(dups[2].detail.contains("line 12"), "{}", dups[2].detail);
     assert_eq!(dups[0].external_id.as_deref(), Some("ext-10"));
-    let progress = store
-        .import_progress(&tenant, batch)
-        .await
-        .expect("store call failed")
-        .expect("store call failed");
+    let progress = progress_of(store, &tenant, batch).await;
     assert_eq!(
         (
             progress.rows_received,
@@ -316,6 +317,12 @@ pub async fn import_refuses_duplicate_domains(backend: TestBackend) {
         .expect("store call failed");
     let lines: Vec<u32> = rejected.iter().map(|r| r.line).collect();
     assert_eq!(lines, vec![11, 20]);
+    // What is kept is what was answered, word for word (a store may write
+    // the refusals of repeats without the rows at hand).
+    for kept in &rejected {
+        let answered = dups.iter().find(|d| d.line == kept.line).expect("answered");
+        assert_eq!(kept, answered);
+    }
     fixtures::cancel_quietly(backend.repository.as_ref(), &tenant, &[batch]).await;
 }
 
@@ -338,11 +345,7 @@ pub async fn import_seal_hands_the_upload_over(backend: TestBackend) {
         .await
         .expect("store call failed")
         .is_none());
-    let progress = store
-        .import_progress(&tenant, batch)
-        .await
-        .expect("store call failed")
-        .expect("the sealed upload");
+    let progress = progress_of(store, &tenant, batch).await;
     assert_eq!(progress.state, ImportState::Staged);
     let again = store.seal_import(&submission).await;
     assert_eq!(again.expect_err("sealed twice").kind(), ErrorKind::NotFound);
@@ -631,11 +634,7 @@ pub async fn import_staging_is_pruned_with_its_batch(backend: TestBackend) {
     }
     // The abandoned upload's key is free again.
     let again = begin(store, &tenant, Some("died")).await;
-    let progress = store
-        .import_progress(&tenant, live)
-        .await
-        .expect("store call failed")
-        .expect("the upload in progress stays");
+    let progress = progress_of(store, &tenant, live).await;
     assert_eq!(progress.state, ImportState::Receiving);
     store.abort_import(again).await.expect("store call failed");
     store.abort_import(live).await.expect("store call failed");

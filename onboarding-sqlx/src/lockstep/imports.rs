@@ -170,15 +170,21 @@ async fn append(
 }
 
 /// `ImportStore::refuse_repeats`: nothing left to refuse, `append` refused
-/// every repeat (a unique index on the staged domains).
+/// every repeat (a unique index on the staged domains); a read that the
+/// upload is still the request's, without taking the write lock.
 async fn refuse_repeats(
     pool: &Pool<super::Db>,
     batch: BatchId,
     _quote: usize,
 ) -> Result<onboarding_core::import::RepeatsRefused> {
-    let mut tx = dialect::begin_write(pool).await?;
-    let open = lock_receiving(&mut tx, batch, false).await?;
-    tx.commit().await.db()?;
+    let open: Option<i64> = sqlx::query_scalar(
+        "SELECT rows_stored FROM imports WHERE batch_id = ? AND state = ? AND sealed_at IS NULL",
+    )
+    .bind(batch.0)
+    .bind(RECEIVING)
+    .fetch_optional(pool)
+    .await
+    .db()?;
     match open {
         Some(_) => Ok(onboarding_core::import::RepeatsRefused::default()),
         None => Err(not_receiving(batch)),
