@@ -21,6 +21,9 @@ const KEYED_BY_DOMAIN: i64 = 20261231000000;
 /// Applied with the old schema too: it only adds the organization columns
 /// today's statements (which fill the old schema) write.
 const CURRENT_VERSION_IN_ROW: i64 = 20270103000000;
+/// Applied with the old schema too: today's statements count finishes in
+/// the table it adds.
+const THROUGHPUT_SECONDS: i64 = 20270106000000;
 
 /// What a tenant sees of one domain: the row and its history.
 async fn seen(
@@ -48,7 +51,11 @@ async fn postgres_keys_organizations_by_tenant_and_domain() {
     old.migrations = Cow::Owned(
         old.migrations
             .iter()
-            .filter(|m| m.version < KEYED_BY_DOMAIN || m.version == CURRENT_VERSION_IN_ROW)
+            .filter(|m| {
+                m.version < KEYED_BY_DOMAIN
+                    || m.version == CURRENT_VERSION_IN_ROW
+                    || m.version == THROUGHPUT_SECONDS
+            })
             .cloned()
             .collect(),
     );

@@ -16,7 +16,12 @@
 # REDIS (default redis://127.0.0.1:6379). Prints per run: the drain rate,
 # the CPU each side used during the drain (PostgreSQL, workers, server,
 # Redis; in cores busy on average, 2 on this machine), and the ingest rate
-# with p50/p99 of the 202 (from loadgen).
+# with p50/p99 of the 202 (from loadgen). When PostgreSQL preloads
+# `pg_stat_statements` (shared_preload_libraries), also the statements of
+# the drain by total execution time (STATEMENTS, default 8; 0: none), with
+# their calls, rows and share of the database's time. BEFORE_DRAIN_SQL:
+# statements run on the filled database before the workers start (for
+# experiments, e.g. dropping an index to measure what it costs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/examples}
@@ -29,6 +34,11 @@ PG=${PG:-postgres://postgres@127.0.0.1:5432}
 REDIS=${REDIS:-redis://127.0.0.1:6379}
 PORT=${PORT:-18480}
 KEY=deployed-bench-key-0123456789
+STATEMENTS=${STATEMENTS:-8}
+pg_stats=false
+if [ "$STATEMENTS" -gt 0 ] && psql -Atq "$PG/postgres" -c "SHOW shared_preload_libraries" | grep -q pg_stat_statements; then
+  pg_stats=true
+fi
 for b in server worker loadgen; do
   [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: cargo build --release --all-features --example server --example worker --example loadgen" >&2; exit 2; }
 done
@@ -82,6 +92,11 @@ for run in $(seq 1 "$RUNS"); do
   for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && break; sleep 0.1; done
   ingest=$("$BIN/loadgen" --addr "127.0.0.1:$PORT" --api-key "$KEY" --clients 4 --requests $((ORGS / 1000)) \
     --probes 0 --completion 0 --server-pid "$server" 2>&1 | tail -n 20)
+  if [ -n "${BEFORE_DRAIN_SQL:-}" ]; then psql -q "$PG/$db" -c "$BEFORE_DRAIN_SQL"; fi
+  if $pg_stats; then
+    psql -q "$PG/$db" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+      -c "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)" > /dev/null
+  fi
   started=$(date +%s.%N)
   read -r pg0 wk0 sv0 rd0 m0 <<< "$(cpu_all)"
   for w in $(seq 1 "$WORKER_PROCS"); do
@@ -102,6 +117,15 @@ for run in $(seq 1 "$RUNS"); do
     "$run" "$(echo "($pg1 - $pg0) / $hz / $took" | bc -l)" "$(echo "($wk1 - $wk0) / $hz / $took" | bc -l)" \
     "$(echo "($sv1 - $sv0) / $hz / $took" | bc -l)" "$(echo "($rd1 - $rd0) / $hz / $took" | bc -l)" \
     "$(echo "($m1 - $m0) / $hz / $took" | bc -l)" "$(nproc)"
+  if $pg_stats; then
+    echo "run $run: statements of the drain by total time (pg_stat_statements; ms, share of the database's time, per organization):"
+    psql -q "$PG/$db" -P pager=off -F ' | ' -A -c "
+      WITH s AS (SELECT * FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()))
+      SELECT calls, round(total_exec_time) AS total_ms, round((100 * total_exec_time / sum(total_exec_time) OVER ())::numeric, 1) AS pct,
+        round((1000 * total_exec_time / $ORGS)::numeric, 2) AS us_per_org, rows, round((total_exec_time / calls)::numeric, 2) AS mean_ms,
+        left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query
+      FROM s ORDER BY total_exec_time DESC LIMIT $STATEMENTS" | sed "s/^/run $run:   /"
+  fi
   echo "$ingest" | grep -iE "accepted|p50|202" | sed "s/^/run $run ingest: /" || true
   stop_all
   psql -q "$PG/postgres" -c "DROP DATABASE $db WITH (FORCE)"

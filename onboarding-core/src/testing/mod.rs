@@ -332,6 +332,7 @@ macro_rules! __conformance_cases {
                 list_batches_pages_newest_first_for_the_tenant,
                 list_batches_filters_by_state_and_created_after,
                 throughput_counts_the_tenants_finished_items_per_bucket,
+                throughput_counts_arrivals_and_forgets_pruned_batches,
                 retry_items_of_unknown_or_foreign_batch_is_none,
                 retry_items_redrives_only_listed_failed_items,
                 organization_by_domain_finds_stored_rows,

@@ -18,6 +18,7 @@ mod imports;
 mod organizations;
 mod queue;
 mod repository;
+mod throughput;
 
 pub(crate) use queue::PgQueue;
 pub(crate) use repository::PgRepository;

@@ -18,6 +18,7 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{FromRow, Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use super::throughput::{self, count_finishes, Direction};
 use crate::error::{DbResultExt, SqlError};
 use crate::rows::{
     self, bind_new_batch, BatchRow, CountRow, ItemRow, OrgRow, BATCH_COLUMNS, ITEM_COLUMNS,
@@ -56,18 +57,24 @@ impl PgRepository {
         if tenant_batch(&mut *tx, tenant, batch).await?.is_none() {
             return Ok(None);
         }
-        let rows = sqlx::query(
-            "WITH u AS (
-                UPDATE batch_items SET status = 'pending', attempts = 0, available_at = $2,
-                    finished_at = NULL, updated_at = $2, sweep_at = $2
+        let rows = sqlx::query(&format!(
+            "WITH was AS (
+                SELECT id, finished_at FROM batch_items
                 WHERE batch_id = $1 AND status = 'failed' AND ($3::uuid[] IS NULL OR id = ANY($3))
-                RETURNING id, tenant, domain
+            ), u AS (
+                UPDATE batch_items b SET status = 'pending', attempts = 0, available_at = $2,
+                    finished_at = NULL, updated_at = $2, sweep_at = $2
+                FROM was WHERE b.id = was.id AND b.status = 'failed'
+                RETURNING b.id, b.tenant, b.domain, 'failed' AS status, was.finished_at
             ), o AS (
                 UPDATE organizations o SET status = 'pending'
                 FROM u WHERE o.tenant = u.tenant AND o.domain = u.domain
+            ), uncounted AS (
+                {uncounted}
             )
             SELECT id, tenant FROM u",
-        )
+            uncounted = count_finishes("u", Direction::Remove),
+        ))
         .bind(batch.0)
         .bind(now)
         .bind(only)
@@ -401,7 +408,14 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             UPDATE organizations SET status = '{pending}'
             WHERE tenant = $2 AND domain = ANY(ARRAY(
                 SELECT domain FROM outcome WHERE change = '{unchanged}' AND status = '{pending}'))
-         )"
+         ), counted AS (
+            -- Items completed on arrival (skipped, or unchanged and done).
+            {counted}
+         )",
+        counted = count_finishes(
+            &format!("(SELECT $2::text AS tenant, status, {now}::timestamptz AS finished_at FROM outcome) arrived"),
+            Direction::Add
+        ),
     )
 }
 
@@ -670,7 +684,7 @@ impl OrgRepository for PgRepository {
             messages.push(msg);
             permanent.push(perm);
         }
-        let rows = sqlx::query(
+        let sql = format!(
             "WITH f AS (
                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[],
                     $5::timestamptz[], $6::text[], $7::bool[])
@@ -696,26 +710,30 @@ impl OrgRepository for PgRepository {
                         WHERE h.n > jsonb_array_length(b.errors::jsonb) + 1 - $10) END
                 FROM f
                 WHERE b.id = f.id AND b.lease_token = f.token AND b.status = 'processing'
-                RETURNING b.id, b.tenant, b.domain, b.status
+                RETURNING b.id, b.tenant, b.domain, b.status, b.finished_at
             ), o AS (
                 UPDATE organizations o SET status = u.status
                 FROM u WHERE o.tenant = u.tenant AND o.domain = u.domain
+            ), counted AS (
+                {counted}
             )
             SELECT id FROM u",
-        )
-        .bind(ids)
-        .bind(tokens)
-        .bind(kinds)
-        .bind(available)
-        .bind(sweep)
-        .bind(messages)
-        .bind(permanent)
-        .bind(now)
-        .bind(now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        .bind(i64::try_from(ERROR_HISTORY_LIMIT).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .db()?;
+            counted = count_finishes("u", Direction::Add),
+        );
+        let rows = sqlx::query(&sql)
+            .bind(ids)
+            .bind(tokens)
+            .bind(kinds)
+            .bind(available)
+            .bind(sweep)
+            .bind(messages)
+            .bind(permanent)
+            .bind(now)
+            .bind(now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .bind(i64::try_from(ERROR_HISTORY_LIMIT).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .db()?;
         rows.into_iter()
             .map(|r| Ok(ItemId(r.try_get("id").db()?)))
             .collect()
@@ -1024,21 +1042,7 @@ impl OrgRepository for PgRepository {
         since: Timestamp,
         bucket_seconds: u32,
     ) -> Result<Vec<ThroughputBucket>> {
-        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT (floor(extract(epoch FROM finished_at) / $3::bigint) * $3::bigint)::bigint AS bucket,
-                    count(*) FILTER (WHERE status = 'completed'),
-                    count(*) FILTER (WHERE status = 'failed')
-             FROM batch_items
-             WHERE tenant = $1 AND finished_at >= $2 AND status IN ('completed', 'failed')
-             GROUP BY bucket ORDER BY bucket",
-        )
-        .bind(tenant.as_str())
-        .bind(since)
-        .bind(i64::from(bucket_seconds.max(1)))
-        .fetch_all(&self.pool)
-        .await
-        .db()?;
-        Ok(rows.into_iter().map(rows::throughput_bucket).collect())
+        throughput::buckets(&self.pool, tenant, since, bucket_seconds).await
     }
 
     async fn organization_by_domain(
@@ -1076,13 +1080,16 @@ impl OrgRepository for PgRepository {
 
     async fn prune(&self, finished_before: Timestamp, limit: u32) -> Result<u64> {
         // Items have no foreign key (it cost a trigger per inserted row): delete them explicitly.
-        let done = sqlx::query(
+        let sql = format!(
             "WITH gone AS (
                 DELETE FROM batches WHERE id IN (
                     SELECT id FROM batches WHERE completed_at < $1 ORDER BY completed_at LIMIT $2)
                 RETURNING id
             ), items AS (
                 DELETE FROM batch_items WHERE batch_id IN (SELECT id FROM gone)
+                RETURNING tenant, status, finished_at
+            ), uncounted AS (
+                {uncounted}
             ), uploads AS (
                 -- A file's staging goes with its batch; an upload still
                 -- `receiving` past the cutoff was abandoned by a process that
@@ -1097,12 +1104,19 @@ impl OrgRepository for PgRepository {
                 DELETE FROM import_rejections WHERE batch_id IN (SELECT batch_id FROM uploads)
             )
             SELECT id FROM gone",
-        )
-        .bind(finished_before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .db()?;
+            uncounted = count_finishes("items", Direction::Remove),
+        );
+        let done = sqlx::query(&sql)
+            .bind(finished_before)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .db()?;
+        sqlx::query(throughput::FORGET_EMPTY)
+            .bind(finished_before)
+            .execute(&self.pool)
+            .await
+            .db()?;
         Ok(u64::try_from(done.len()).unwrap_or(u64::MAX))
     }
 

@@ -14,7 +14,7 @@ pub async fn throughput_counts_the_tenants_finished_items_per_bucket(backend: Te
     // A whole minute, in the future: every item is claimable by then.
     let start = (crate::model::now().timestamp() / 60 + 2) * 60;
     let t0 = chrono::DateTime::from_timestamp(start, 0).expect("a valid time");
-    let (_, items) = fixtures::store(
+    let (batch, items) = fixtures::store(
         repo,
         &fixtures::submission(&tenant, 6, ConflictPolicy::Update),
     )
@@ -80,11 +80,79 @@ pub async fn throughput_counts_the_tenants_finished_items_per_bucket(backend: Te
         vec![(-10, 1, 0), (0, 1, 0), (50, 1, 0), (60, 1, 0), (70, 0, 1)],
         "10-second buckets aligned on the epoch"
     );
+    // A failed item retried is no longer counted: the history counts the
+    // items completed or failed now.
+    let retried = repo
+        .retry_items(&tenant, batch.id, &ids[4..5], t0 + secs(80))
+        .await
+        .expect("retry_items failed")
+        .expect("the batch exists");
+    assert_eq!(retried.len(), 1, "the failed item was retried");
+    assert_eq!(
+        repo.throughput(&tenant, t0, 60)
+            .await
+            .expect("throughput failed"),
+        vec![
+            ThroughputBucket {
+                start,
+                completed: 2,
+                failed: 0
+            },
+            ThroughputBucket {
+                start: start + 60,
+                completed: 1,
+                failed: 0
+            },
+        ],
+        "the retried item's failure left the history"
+    );
     assert_eq!(
         repo.throughput(&fixtures::tenant(), t0 - secs(60), 60)
             .await
             .expect("throughput failed"),
         vec![],
         "a tenant without items has no buckets"
+    );
+}
+
+/// Items completed on arrival (skipped) count at their batch's time, and a
+/// pruned batch's items leave the history with it.
+pub async fn throughput_counts_arrivals_and_forgets_pruned_batches(backend: TestBackend) {
+    let repo = &*backend.repository;
+    let tenant = fixtures::tenant();
+    // After every other case's prune cutoff (theirs could take this batch
+    // before the first read), before now.
+    let t = fixtures::time_in_past(2010);
+    let earlier = fixtures::submission(&tenant, 2, ConflictPolicy::Update);
+    fixtures::store(repo, &earlier).await;
+    let skip = fixtures::submission_at(
+        &tenant,
+        fixtures::organizations_of(&earlier),
+        ConflictPolicy::Skip,
+        t,
+    );
+    let (skipped, _) = fixtures::store(repo, &skip).await;
+    assert_eq!(skipped.completed_at, Some(t), "skipped on arrival");
+    let start = t.timestamp() / 60 * 60;
+    let since = t - secs(120);
+    assert_eq!(
+        repo.throughput(&tenant, since, 60)
+            .await
+            .expect("throughput failed"),
+        vec![ThroughputBucket {
+            start,
+            completed: 2,
+            failed: 0
+        }],
+        "the two skipped items count when they arrived"
+    );
+    let pruned = repo.prune(t + secs(1), 1000).await.expect("prune failed");
+    assert!(pruned >= 1, "the skipped batch was due");
+    assert_eq!(
+        repo.throughput(&tenant, since, 60)
+            .await
+            .expect("throughput failed"),
+        vec![],
+        "a pruned batch's items are no longer counted"
     );
 }
