@@ -24,6 +24,9 @@ const CURRENT_VERSION_IN_ROW: i64 = 20270103000000;
 /// Applied with the old schema too: today's statements count finishes in
 /// the table it adds.
 const THROUGHPUT_SECONDS: i64 = 20270106000000;
+/// Applied with the old schema too: today's statements write the column it
+/// adds.
+const STATUS_FROM_LATEST_ITEM: i64 = 20270107000000;
 
 /// What a tenant sees of one domain: the row and its history.
 async fn seen(
@@ -55,6 +58,7 @@ async fn postgres_keys_organizations_by_tenant_and_domain() {
                 m.version < KEYED_BY_DOMAIN
                     || m.version == CURRENT_VERSION_IN_ROW
                     || m.version == THROUGHPUT_SECONDS
+                    || m.version == STATUS_FROM_LATEST_ITEM
             })
             .cloned()
             .collect(),

@@ -23,6 +23,8 @@ macro_rules! engine {
         int_div: $int_div:expr $(,)?
     ) => {
         pub(crate) type Db = $db;
+        /// What organizations are read from (their status is the row's own).
+        pub(crate) const ORGANIZATIONS_READ: &str = "organizations";
 
         // The same source is compiled once per engine, each time with this
         // module's `Db` and `dialect`: that is the point, not an accident.

@@ -10,7 +10,7 @@ use onboarding_core::Result;
 use sqlx::{Pool, QueryBuilder};
 use uuid::Uuid;
 
-use super::Db;
+use super::{Db, ORGANIZATIONS_READ};
 use crate::error::DbResultExt;
 use crate::organizations::{org_page, VersionRow, VERSION_COLUMNS};
 use crate::rows::{OrgRow, ORG_COLUMNS};
@@ -31,7 +31,7 @@ pub(super) async fn by_domain(
     tenant: &TenantId,
     domain: &Domain,
 ) -> Result<Option<Organization>> {
-    let mut qb = QueryBuilder::new(format!("SELECT {ORG_COLUMNS} FROM organizations"));
+    let mut qb = QueryBuilder::new(format!("SELECT {ORG_COLUMNS} FROM {ORGANIZATIONS_READ}"));
     push_live(&mut qb, tenant, domain);
     let row: Option<OrgRow> = qb.build_query_as().fetch_optional(pool).await.db()?;
     row.map(OrgRow::into_model).transpose()
@@ -47,7 +47,7 @@ pub(super) async fn list(
     // Every domain sorts after '': one condition for the first page and the
     // next ones (no `IS NULL OR` for a planner to trip on).
     let mut qb = QueryBuilder::new(format!(
-        "SELECT {ORG_COLUMNS} FROM organizations WHERE tenant = "
+        "SELECT {ORG_COLUMNS} FROM {ORGANIZATIONS_READ} WHERE tenant = "
     ));
     qb.push_bind(tenant.as_str())
         .push(" AND domain > ")

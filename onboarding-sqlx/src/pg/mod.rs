@@ -10,6 +10,10 @@ use crate::error::{DbResultExt, SqlError};
 use crate::{DatabaseUrl, Engine, SqlBackend, SqlOptions};
 
 pub(crate) type Db = sqlx::Postgres;
+/// What organizations are read from: the view that takes each one's status
+/// from its latest item (a finish does not write the organization;
+/// migration `20270107000000_status_from_latest_item`).
+pub(crate) const ORGANIZATIONS_READ: &str = "organization_states";
 
 mod imports;
 // One source with the other engines', compiled for this module's `Db`.

@@ -214,6 +214,7 @@ pub(super) fn on_conflict(policy: ConflictPolicy) -> String {
                 updated_at = EXCLUDED.updated_at,
                 written_by = EXCLUDED.written_by,
                 written_at = EXCLUDED.written_at,
+                latest_item = EXCLUDED.latest_item,
                 deleted_at = NULL
              WHERE o.deleted_at IS NOT NULL{changed}"
     )
@@ -367,8 +368,8 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             {input}
          ), up AS (
             INSERT INTO organizations AS o (id, tenant, name, domain, contact_email, status, version,
-                created_at, updated_at, written_by, written_at)
-            SELECT org, $2, name, domain, email, '{pending}', 1, {now}, {now}, $1, {now} FROM input
+                created_at, updated_at, written_by, written_at, latest_item)
+            SELECT org, $2, name, domain, email, '{pending}', 1, {now}, {now}, $1, {now}, item FROM input
             {on_conflict}
             RETURNING o.id, o.domain, (o.xmax = 0) AS inserted
          ), outcome AS (
@@ -381,7 +382,7 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             FROM input i
             LEFT JOIN up ON up.domain = i.domain
             LEFT JOIN LATERAL (
-                SELECT p.id, p.status, p.deleted_at, p.version, p.name, p.contact_email,
+                SELECT p.id, {was_status} AS status, p.deleted_at, p.version, p.name, p.contact_email,
                     p.written_by, p.written_at, p.updated_at FROM organizations p
                 WHERE NOT COALESCE(up.inserted, false) AND p.tenant = $2 AND p.domain = i.domain
                 LIMIT 1
@@ -405,7 +406,12 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             WHERE change IN ('{created}', '{updated}') AND was_version IS NOT NULL
             ON CONFLICT DO NOTHING
          ), again AS (
-            UPDATE organizations SET status = '{pending}'
+            -- Found by `= ANY` of the key (a join could be planned as a
+            -- scan of the table); the new item by a scan of the chunk's
+            -- unchanged rows, which only a reprocessing submission has.
+            UPDATE organizations o SET status = '{pending}',
+                latest_item = (SELECT a.item FROM outcome a
+                    WHERE a.domain = o.domain AND a.change = '{unchanged}' LIMIT 1)
             WHERE tenant = $2 AND domain = ANY(ARRAY(
                 SELECT domain FROM outcome WHERE change = '{unchanged}' AND status = '{pending}'))
          ), counted AS (
@@ -416,6 +422,19 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             &format!("(SELECT $2::text AS tenant, status, {now}::timestamptz AS finished_at FROM outcome) arrived"),
             Direction::Add
         ),
+        was_status = status_of("p"),
+    )
+}
+
+/// The status of the organization row `alias`: its latest item's (an item
+/// being processed shows as pending), or the row's own when that item is
+/// gone or was never recorded (migration
+/// `20270107000000_status_from_latest_item`; the view
+/// `organization_states` spells the same).
+fn status_of(alias: &str) -> String {
+    format!(
+        "COALESCE((SELECT CASE li.status WHEN 'processing' THEN 'pending' ELSE li.status END
+            FROM batch_items li WHERE li.id = {alias}.latest_item), {alias}.status)"
     )
 }
 
@@ -711,10 +730,9 @@ impl OrgRepository for PgRepository {
                 FROM f
                 WHERE b.id = f.id AND b.lease_token = f.token AND b.status = 'processing'
                 RETURNING b.id, b.tenant, b.domain, b.status, b.finished_at
-            ), o AS (
-                UPDATE organizations o SET status = u.status
-                FROM u WHERE o.tenant = u.tenant AND o.domain = u.domain
             ), counted AS (
+                -- The organization is not written: its status is its
+                -- latest item's (see `status_of`).
                 {counted}
             )
             SELECT id FROM u",
@@ -1087,7 +1105,13 @@ impl OrgRepository for PgRepository {
                 RETURNING id
             ), items AS (
                 DELETE FROM batch_items WHERE batch_id IN (SELECT id FROM gone)
-                RETURNING tenant, status, finished_at
+                RETURNING id, tenant, domain, status, finished_at
+            ), settled AS (
+                -- An organization whose latest item goes keeps its status.
+                UPDATE organizations o SET latest_item = NULL,
+                    status = CASE d.status WHEN 'processing' THEN 'pending' ELSE d.status END
+                FROM items d
+                WHERE o.tenant = d.tenant AND o.domain = d.domain AND o.latest_item = d.id
             ), uncounted AS (
                 {uncounted}
             ), uploads AS (

@@ -1,6 +1,6 @@
 //! Cases of a tenant's throughput history (`throughput`).
 
-use crate::model::ConflictPolicy;
+use crate::model::{ConflictPolicy, ItemStatus};
 use crate::repository::{Resolution, ThroughputBucket};
 use crate::testing::fixtures::{self, secs};
 use crate::testing::TestBackend;
@@ -116,7 +116,8 @@ pub async fn throughput_counts_the_tenants_finished_items_per_bucket(backend: Te
 }
 
 /// Items completed on arrival (skipped) count at their batch's time, and a
-/// pruned batch's items leave the history with it.
+/// pruned batch's items leave the history with it (their organizations
+/// keep their status).
 pub async fn throughput_counts_arrivals_and_forgets_pruned_batches(backend: TestBackend) {
     let repo = &*backend.repository;
     let tenant = fixtures::tenant();
@@ -133,6 +134,20 @@ pub async fn throughput_counts_arrivals_and_forgets_pruned_batches(backend: Test
     );
     let (skipped, _) = fixtures::store(repo, &skip).await;
     assert_eq!(skipped.completed_at, Some(t), "skipped on arrival");
+    // A batch processed then: its organization's status outlives the prune.
+    let processed = fixtures::submission_at(
+        &tenant,
+        vec![fixtures::organization(&fixtures::domain())],
+        ConflictPolicy::Update,
+        t,
+    );
+    let (done, items) = fixtures::store(repo, &processed).await;
+    fixtures::process(repo, &fixtures::ids(&items), t).await;
+    let completed = repo
+        .complete_batches(&[done.id], t)
+        .await
+        .expect("complete_batches failed");
+    assert_eq!(completed.len(), 1, "the processed batch completes");
     let start = t.timestamp() / 60 * 60;
     let since = t - secs(120);
     assert_eq!(
@@ -141,10 +156,10 @@ pub async fn throughput_counts_arrivals_and_forgets_pruned_batches(backend: Test
             .expect("throughput failed"),
         vec![ThroughputBucket {
             start,
-            completed: 2,
+            completed: 3,
             failed: 0
         }],
-        "the two skipped items count when they arrived"
+        "the two skipped items count when they arrived, the processed one when it finished"
     );
     let pruned = repo.prune(t + secs(1), 1000).await.expect("prune failed");
     assert!(pruned >= 1, "the skipped batch was due");
@@ -154,5 +169,12 @@ pub async fn throughput_counts_arrivals_and_forgets_pruned_batches(backend: Test
             .expect("throughput failed"),
         vec![],
         "a pruned batch's items are no longer counted"
+    );
+    let org =
+        fixtures::stored_organization(repo, &tenant, &processed.organizations[0].1.domain).await;
+    assert_eq!(
+        org.status,
+        ItemStatus::Completed,
+        "an organization keeps its status when its batch is pruned"
     );
 }
