@@ -132,3 +132,57 @@ macro_rules! engine_tests {
 engine_tests!(postgres, Engine::Postgres);
 engine_tests!(mysql, Engine::MySql);
 engine_tests!(sqlite, Engine::Sqlite);
+
+/// PostgreSQL's queue refreshes the planner's statistics of `jobs` after a
+/// burst of enqueues: without them a dequeue behind a deep backlog is
+/// planned as a scan and sort of every job of the tenant (`PgQueue`'s
+/// `Statistics`). Counted by `pg_stat_user_tables.analyze_count`, which
+/// only an explicit `ANALYZE` moves (autovacuum has its own counter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_queue_analyzes_jobs_after_a_burst() {
+    use onboarding_core::model::ItemId;
+    use onboarding_core::Job;
+
+    let db = TestDatabase::create(Engine::Postgres).await;
+    let backend = db.connect(TestDatabase::options()).await;
+    let queue = backend.queue();
+    let analyzed = || async {
+        let mut c = sqlx::PgConnection::connect(backend.url().expose())
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'jobs'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        n
+    };
+    let before = analyzed().await;
+    let tenant = fixtures::tenant();
+    let jobs: Vec<Job> = (0..1_000)
+        .map(|_| Job {
+            item_id: ItemId::new(),
+            tenant: tenant.clone(),
+            not_before: None,
+        })
+        .collect();
+    for _ in 0..9 {
+        queue.enqueue(&jobs).await.unwrap();
+    }
+    assert_eq!(analyzed().await, before, "9,000 jobs: not yet");
+    queue.enqueue(&jobs).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        // The statistics collector reports with a delay: poll.
+        if analyzed().await > before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ANALYZE of jobs within 20 s of the 10,000th enqueued job"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    backend.close().await;
+}

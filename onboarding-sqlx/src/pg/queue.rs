@@ -1,7 +1,8 @@
 //! The PostgreSQL `jobs` table queue.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -26,6 +27,27 @@ pub(crate) struct PgQueue {
     poll_interval: Duration,
     waker: Waker,
     cursors: Mutex<Cursors>,
+    statistics: Arc<Statistics>,
+}
+
+/// Jobs enqueued by this process between two `ANALYZE jobs`.
+const ANALYZE_EVERY: u64 = 10_000;
+
+/// When this process last refreshed the planner's statistics of `jobs`.
+///
+/// The dequeue's plan depends on them: without statistics of a burst (the
+/// table was empty when autovacuum last analyzed it, and autovacuum looks
+/// again only every minute) the planner estimates a few rows per tenant and
+/// bitmap-scans and sorts every job of the tenant to lock the first ones
+/// (measured: 40 ms per dequeue at 100,000 jobs instead of 1.3 ms; a
+/// 100,000-job drain 19k → 25k/s). So every [`ANALYZE_EVERY`] jobs an
+/// enqueue starts an `ANALYZE jobs` in the background (one at a time per
+/// process; it samples at most 30,000 rows and blocks no reader or writer),
+/// as the import does for its tables after a large finish.
+#[derive(Debug, Default)]
+struct Statistics {
+    enqueued: AtomicU64,
+    analyzing: AtomicBool,
 }
 
 /// How long keyset dequeues run before the next full one (see [`Cursors`]).
@@ -114,7 +136,32 @@ impl PgQueue {
             poll_interval: options.poll_interval,
             waker: Waker::default(),
             cursors: Mutex::new(Cursors::default()),
+            statistics: Arc::default(),
         }
+    }
+
+    /// Counts `enqueued` jobs and, every [`ANALYZE_EVERY`], starts an
+    /// `ANALYZE jobs` unless one of this process is running (see [`Statistics`]).
+    fn refresh_statistics(&self, enqueued: usize) {
+        let stats = &self.statistics;
+        let total = stats
+            .enqueued
+            .fetch_add(
+                u64::try_from(enqueued).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            )
+            .saturating_add(u64::try_from(enqueued).unwrap_or(u64::MAX));
+        if total < ANALYZE_EVERY || stats.analyzing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        stats.enqueued.store(0, Ordering::Relaxed);
+        let (pool, stats) = (self.pool.clone(), self.statistics.clone());
+        tokio::spawn(async move {
+            if let Err(e) = sqlx::query("ANALYZE jobs").execute(&pool).await {
+                tracing::warn!(error = %e, "ANALYZE jobs failed; dequeues may be planned from stale statistics");
+            }
+            stats.analyzing.store(false, Ordering::Release);
+        });
     }
 
     fn cursors(&self) -> MutexGuard<'_, Cursors> {
@@ -231,6 +278,7 @@ impl JobQueue for PgQueue {
         .await
         .db()?;
         self.waker.wake();
+        self.refresh_statistics(jobs.len());
         Ok(())
     }
 
