@@ -66,17 +66,21 @@ cpu_ticks() {
 machine_busy() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 cpu_all() { echo "$(cpu_ticks postgres) $(cpu_ticks worker) $(cpu_ticks server) $(cpu_ticks redis-server) $(machine_busy)"; }
 
-# Completed organizations of every batch, read over HTTP page by page.
+# Completed organizations, read over HTTP: the total less what the running
+# batches (`state=running`) have still to do. Completed batches drop out of
+# that listing, so a poll costs the database the counts of the running
+# batches only (reading every batch's counts each 250 ms was 17-19 % of the
+# database's time in a 100,000-organization drain).
 completed() {
-  local total=0 cursor="" page
+  local left=0 cursor="" page
   while :; do
     page=$(curl -sf -H "Authorization: Bearer $KEY" \
-      "http://127.0.0.1:$PORT/api/v1/batches?limit=200${cursor:+&cursor=$cursor}") || { echo 0; return; }
-    total=$((total + $(jq "[.data[].counts.completed] | add // 0" <<< "$page")))
+      "http://127.0.0.1:$PORT/api/v1/batches?state=running&limit=200${cursor:+&cursor=$cursor}") || { echo 0; return; }
+    left=$((left + $(jq "[.data[] | .total - .counts.completed] | add // 0" <<< "$page")))
     cursor=$(jq -r ".next_cursor // empty" <<< "$page")
     [ -n "$cursor" ] || break
   done
-  echo "$total"
+  echo $((ORGS - left))
 }
 
 for run in $(seq 1 "$RUNS"); do
@@ -118,11 +122,12 @@ for run in $(seq 1 "$RUNS"); do
     "$(echo "($sv1 - $sv0) / $hz / $took" | bc -l)" "$(echo "($rd1 - $rd0) / $hz / $took" | bc -l)" \
     "$(echo "($m1 - $m0) / $hz / $took" | bc -l)" "$(nproc)"
   if $pg_stats; then
-    echo "run $run: statements of the drain by total time (pg_stat_statements; ms, share of the database's time, per organization):"
+    echo "run $run: statements of the drain by total time (pg_stat_statements; ms, share of the database's time, µs per organization, WAL bytes per organization, full-page images):"
     psql -q "$PG/$db" -P pager=off -F ' | ' -A -c "
       WITH s AS (SELECT * FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()))
       SELECT calls, round(total_exec_time) AS total_ms, round((100 * total_exec_time / sum(total_exec_time) OVER ())::numeric, 1) AS pct,
         round((1000 * total_exec_time / $ORGS)::numeric, 2) AS us_per_org, rows, round((total_exec_time / calls)::numeric, 2) AS mean_ms,
+        round(wal_bytes / $ORGS) AS wal_bytes_per_org, wal_fpi,
         left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query
       FROM s ORDER BY total_exec_time DESC LIMIT $STATEMENTS" | sed "s/^/run $run:   /"
   fi
