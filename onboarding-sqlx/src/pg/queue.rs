@@ -128,6 +128,23 @@ WITH heads AS (
     lease_picked!()
 );
 
+/// [`DEQUEUE_AFTER`] when the marks name one tenant, the common case of a
+/// deep backlog: no ranking across tenants (there is one), so no window,
+/// no sort and no join; `rn` is the order of the ids, which the caller
+/// sorts by. Measured on a 100,000-job drain: the ranking form spent
+/// ~5.5 µs per job executing and ~1.7 µs planning. `= ANY(ARRAY(…))`
+/// rather than `IN (…)`: one plan shape, planned in 0.1 ms instead of
+/// 1 ms (a semi-join the planner weighs anew for every call).
+const DEQUEUE_AFTER_ONE: &str = "
+UPDATE jobs SET available_at = $3, leased_until = $3
+WHERE id = ANY(ARRAY(
+    SELECT j.id FROM jobs j
+    WHERE j.tenant = ($4::text[])[1] AND j.id > ($5::bigint[])[1] AND j.available_at <= $1
+    ORDER BY j.id LIMIT $2
+    FOR UPDATE SKIP LOCKED
+))
+RETURNING id, item_id, tenant, not_before, id AS rn";
+
 impl PgQueue {
     pub(crate) fn new(pool: PgPool, options: &SqlOptions) -> Self {
         Self {
@@ -199,7 +216,11 @@ impl PgQueue {
         let at = now();
         let max = max.max(1);
         let full = marks.is_none();
-        let sql = if full { DEQUEUE } else { DEQUEUE_AFTER };
+        let sql = match &marks {
+            None => DEQUEUE,
+            Some((tenants, _)) if tenants.len() == 1 => DEQUEUE_AFTER_ONE,
+            Some(_) => DEQUEUE_AFTER,
+        };
         let mut query = sqlx::query(sql)
             .bind(at)
             .bind(i64::try_from(max).unwrap_or(i64::MAX))

@@ -95,6 +95,40 @@ impl PgRepository {
         Ok(Some(jobs))
     }
 
+    /// [`OrgRepository::finish_items`] when every finish is a completion,
+    /// the common case: two arrays instead of seven and no per-row choice
+    /// of status, retry time or error history (measured: the general
+    /// statement spent ~9.5 µs per item in a drain, BENCHMARKS.md).
+    async fn complete_items(&self, finishes: &[Finish], now: Timestamp) -> Result<Vec<ItemId>> {
+        let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) = finishes
+            .iter()
+            .map(|f| (f.lease.item_id.0, f.lease.token.0))
+            .unzip();
+        let sql = format!(
+            "WITH u AS (
+                UPDATE batch_items b SET status = 'completed', lease_token = NULL, lease_until = NULL,
+                    updated_at = $3, finished_at = $3
+                FROM UNNEST($1::uuid[], $2::uuid[]) AS f(id, token)
+                WHERE b.id = f.id AND b.lease_token = f.token AND b.status = 'processing'
+                RETURNING b.id, b.tenant, b.status, b.finished_at
+            ), counted AS (
+                {counted}
+            )
+            SELECT id FROM u",
+            counted = count_finishes("u", Direction::Add),
+        );
+        let rows = sqlx::query(&sql)
+            .bind(ids)
+            .bind(tokens)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .db()?;
+        rows.into_iter()
+            .map(|r| Ok(ItemId(r.try_get("id").db()?)))
+            .collect()
+    }
+
     /// A submission of one chunk: batch, organizations, versions and items
     /// in one statement (its own transaction), the batch row made here
     /// from what was stored rather than read back.
@@ -675,6 +709,12 @@ impl OrgRepository for PgRepository {
     ) -> Result<Vec<ItemId>> {
         if finishes.is_empty() {
             return Ok(Vec::new());
+        }
+        if finishes
+            .iter()
+            .all(|f| matches!(f.resolution, Resolution::Completed))
+        {
+            return self.complete_items(finishes, now).await;
         }
         let n = finishes.len();
         let mut ids = Vec::with_capacity(n);
