@@ -124,9 +124,7 @@ impl PgRepository {
             .fetch_all(&self.pool)
             .await
             .db()?;
-        rows.into_iter()
-            .map(|r| Ok(ItemId(r.try_get("id").db()?)))
-            .collect()
+        item_ids(rows)
     }
 
     /// A submission of one chunk: batch, organizations, versions and items
@@ -211,6 +209,13 @@ async fn batch_by_key(pool: &PgPool, tenant: &TenantId, key: &str) -> Result<Opt
     .fetch_optional(pool)
     .await
     .db()
+}
+
+/// The `id` column of each row, as item ids.
+fn item_ids(rows: Vec<PgRow>) -> Result<Vec<ItemId>> {
+    rows.into_iter()
+        .map(|r| Ok(ItemId(r.try_get("id").db()?)))
+        .collect()
 }
 
 fn job_rows(rows: Vec<PgRow>) -> Result<Vec<Job>> {
@@ -696,9 +701,7 @@ impl OrgRepository for PgRepository {
         .fetch_all(&self.pool)
         .await
         .db()?;
-        rows.into_iter()
-            .map(|r| Ok(ItemId(r.try_get("id").db()?)))
-            .collect()
+        item_ids(rows)
     }
 
     async fn finish_items(
@@ -769,7 +772,7 @@ impl OrgRepository for PgRepository {
                         WHERE h.n > jsonb_array_length(b.errors::jsonb) + 1 - $10) END
                 FROM f
                 WHERE b.id = f.id AND b.lease_token = f.token AND b.status = 'processing'
-                RETURNING b.id, b.tenant, b.domain, b.status, b.finished_at
+                RETURNING b.id, b.tenant, b.status, b.finished_at
             ), counted AS (
                 -- The organization is not written: its status is its
                 -- latest item's (see `status_of`).
@@ -792,9 +795,7 @@ impl OrgRepository for PgRepository {
             .fetch_all(&self.pool)
             .await
             .db()?;
-        rows.into_iter()
-            .map(|r| Ok(ItemId(r.try_get("id").db()?)))
-            .collect()
+        item_ids(rows)
     }
 
     async fn release_items(&self, leases: &[Lease], now: Timestamp) -> Result<Vec<Job>> {
