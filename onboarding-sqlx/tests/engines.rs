@@ -186,3 +186,43 @@ async fn postgres_queue_analyzes_jobs_after_a_burst() {
     }
     backend.close().await;
 }
+
+/// PostgreSQL counts finished items per (tenant, second) in
+/// `throughput_seconds`; a prune takes its items' counts away and deletes
+/// the counters it emptied, so the table does not keep a row per second
+/// of history forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_prune_deletes_the_counters_it_empties() {
+    let db = TestDatabase::create(Engine::Postgres).await;
+    let backend = db.connect(TestDatabase::options()).await;
+    let repo = backend.repository();
+    let tenant = fixtures::tenant();
+    let t = fixtures::time_in_past(2010);
+    let open = fixtures::submission(&tenant, 3, ConflictPolicy::Update);
+    fixtures::store(&*repo, &open).await;
+    // Skipped on arrival at `t`: completed, counted at `t`.
+    let skip = fixtures::submission_at(
+        &tenant,
+        fixtures::organizations_of(&open),
+        ConflictPolicy::Skip,
+        t,
+    );
+    fixtures::store(&*repo, &skip).await;
+    let counters = || async {
+        let mut c = sqlx::PgConnection::connect(backend.url().expose())
+            .await
+            .unwrap();
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT second, completed FROM throughput_seconds WHERE tenant = $1",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        rows
+    };
+    assert_eq!(counters().await, vec![(t.timestamp(), 3)], "counted at arrival");
+    assert_eq!(repo.prune(t + secs(1), 1000).await.unwrap(), 1);
+    assert_eq!(counters().await, vec![], "the emptied counter is gone");
+    backend.close().await;
+}

@@ -1168,21 +1168,21 @@ impl OrgRepository for PgRepository {
             ), refused AS (
                 DELETE FROM import_rejections WHERE batch_id IN (SELECT batch_id FROM uploads)
             )
-            SELECT id FROM gone",
+            SELECT (SELECT count(*) FROM gone) AS pruned,
+                COALESCE(k.tenants, '{{}}') AS tenants, COALESCE(k.seconds, '{{}}') AS seconds
+            FROM (SELECT array_agg(tenant) AS tenants, array_agg(second) AS seconds FROM uncounted) k",
             uncounted = count_finishes("items", Direction::Remove),
         );
-        let done = sqlx::query(&sql)
+        let (pruned, tenants, seconds): (i64, Vec<String>, Vec<i64>) = sqlx::query_as(&sql)
             .bind(finished_before)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_one(&self.pool)
             .await
             .db()?;
-        sqlx::query(throughput::FORGET_EMPTY)
-            .bind(finished_before)
-            .execute(&self.pool)
-            .await
-            .db()?;
-        Ok(u64::try_from(done.len()).unwrap_or(u64::MAX))
+        // The counters the prune emptied (a separate statement: one
+        // statement cannot update a row and then delete it).
+        throughput::forget_empty(&self.pool, tenants, seconds).await?;
+        Ok(u64::try_from(pruned).unwrap_or(0))
     }
 
     fn imports(&self) -> Option<&dyn onboarding_core::import::ImportStore> {

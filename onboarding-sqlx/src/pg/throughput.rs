@@ -52,7 +52,8 @@ pub(super) fn count_finishes(source: &str, direction: Direction) -> String {
             GROUP BY 1, 2 ORDER BY 1, 2
             ON CONFLICT (tenant, second, shard) DO UPDATE SET
                 completed = t.completed + EXCLUDED.completed,
-                failed = t.failed + EXCLUDED.failed"
+                failed = t.failed + EXCLUDED.failed
+            RETURNING t.tenant, t.second"
     )
 }
 
@@ -82,9 +83,22 @@ pub(super) async fn buckets(
     Ok(rows.into_iter().map(rows::throughput_bucket).collect())
 }
 
-/// Removes counters that count nothing any more (their items were pruned)
-/// from before `before`; finishes are counted at their own time, so no
-/// statement adds to them again.
-pub(super) const FORGET_EMPTY: &str =
-    "DELETE FROM throughput_seconds WHERE second < floor(extract(epoch FROM $1::timestamptz))::bigint
-        AND completed = 0 AND failed = 0";
+/// Removes the counters of `keys` (tenant, second) that count nothing any
+/// more, after [`Direction::Remove`] took their items away (a prune): one
+/// primary-key lookup per key, so the table is never scanned.
+pub(super) async fn forget_empty(pool: &PgPool, tenants: Vec<String>, seconds: Vec<i64>) -> Result<()> {
+    if tenants.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM throughput_seconds t
+         USING (SELECT DISTINCT * FROM UNNEST($1::text[], $2::bigint[])) AS k(tenant, second)
+         WHERE t.tenant = k.tenant AND t.second = k.second AND t.completed = 0 AND t.failed = 0",
+    )
+    .bind(tenants)
+    .bind(seconds)
+    .execute(pool)
+    .await
+    .db()?;
+    Ok(())
+}
