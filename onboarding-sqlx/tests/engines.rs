@@ -212,16 +212,19 @@ async fn postgres_prune_deletes_the_counters_it_empties() {
         let mut c = sqlx::PgConnection::connect(backend.url().expose())
             .await
             .unwrap();
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT second, completed FROM throughput_seconds WHERE tenant = $1",
-        )
-        .bind(tenant.as_str())
-        .fetch_all(&mut c)
-        .await
-        .unwrap();
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT second, completed FROM throughput_seconds WHERE tenant = $1")
+                .bind(tenant.as_str())
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
         rows
     };
-    assert_eq!(counters().await, vec![(t.timestamp(), 3)], "counted at arrival");
+    assert_eq!(
+        counters().await,
+        vec![(t.timestamp(), 3)],
+        "counted at arrival"
+    );
     assert_eq!(repo.prune(t + secs(1), 1000).await.unwrap(), 1);
     assert_eq!(counters().await, vec![], "the emptied counter is gone");
     backend.close().await;

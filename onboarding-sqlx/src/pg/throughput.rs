@@ -86,7 +86,11 @@ pub(super) async fn buckets(
 /// Removes the counters of `keys` (tenant, second) that count nothing any
 /// more, after [`Direction::Remove`] took their items away (a prune): one
 /// primary-key lookup per key, so the table is never scanned.
-pub(super) async fn forget_empty(pool: &PgPool, tenants: Vec<String>, seconds: Vec<i64>) -> Result<()> {
+pub(super) async fn forget_empty(
+    pool: &PgPool,
+    tenants: Vec<String>,
+    seconds: Vec<i64>,
+) -> Result<()> {
     if tenants.is_empty() {
         return Ok(());
     }
