@@ -6,7 +6,8 @@
 
 use std::borrow::Cow;
 
-use onboarding_core::model::{Change, ConflictPolicy, Domain, ItemId, TenantId};
+use onboarding_core::model::{Change, ConflictPolicy, Domain, ItemId, ItemStatus, TenantId};
+use onboarding_core::repository::Resolution;
 use onboarding_core::testing::fixtures;
 use onboarding_sqlx::testing::TestDatabase;
 use onboarding_sqlx::Engine;
@@ -257,6 +258,23 @@ async fn migrates_and_keeps_working(engine: Engine) {
             beta_row.id
         };
         assert_eq!(c.organization.id, expected, "{engine:?}");
+    }
+    // Work pending at the upgrade still completes its organizations.
+    let finished = fixtures::finish(
+        &*repo,
+        &fixtures::leases(&claimed),
+        Resolution::Completed,
+        onboarding_core::model::now(),
+    )
+    .await;
+    assert_eq!(finished.len(), 2, "{engine:?}: both claims finish");
+    for tenant in [&d.alpha, &d.beta] {
+        let row = fixtures::stored_organization(&*repo, tenant, &d.shared).await;
+        assert_eq!(
+            row.status,
+            ItemStatus::Completed,
+            "{engine:?}: an item pending at the upgrade completes its organization"
+        );
     }
 
     // New submissions work on the migrated rows: beta's update is beta's only.

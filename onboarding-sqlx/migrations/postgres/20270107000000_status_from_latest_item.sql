@@ -11,6 +11,17 @@
 -- migration (NULL `latest_item`).
 ALTER TABLE organizations ADD COLUMN latest_item UUID;
 
+-- Work accepted before this migration: its finish no longer writes the
+-- organization, so each organization with a pending or processing item
+-- points at its newest one (the rest keep the status they have).
+UPDATE organizations o SET latest_item = i.id
+FROM (
+    SELECT DISTINCT ON (tenant, domain) id, tenant, domain FROM batch_items
+    WHERE status IN ('pending', 'processing')
+    ORDER BY tenant, domain, created_at DESC, position DESC
+) i
+WHERE o.tenant = i.tenant AND o.domain = i.domain;
+
 CREATE VIEW organization_states AS
 SELECT o.id, o.tenant, o.name, o.domain, o.contact_email,
     COALESCE(CASE i.status WHEN 'processing' THEN 'pending' ELSE i.status END, o.status) AS status,
