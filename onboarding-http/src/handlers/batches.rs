@@ -35,27 +35,28 @@ pub(crate) async fn status(
     batch: TenantBatch,
 ) -> Result<Json<BatchStatusResponse>, Problem> {
     let service = state.service();
-    match service.batch_status(&batch.tenant, batch.id).await {
+    let status = match service.batch_status(&batch.tenant, batch.id).await {
         // A file import still arriving, or whose batch is being created from
         // its rows, has no batch yet: its upload's counters.
         Err(e) if e.kind() == ErrorKind::NotFound => {
             match service.import_progress(&batch.tenant, batch.id).await {
                 Ok(p) if p.state != ImportState::Stored => {
-                    Ok(Json(BatchStatusResponse::receiving(&p)))
+                    return Ok(Json(BatchStatusResponse::receiving(&p)));
                 }
-                _ => Err(state.problem(&e)),
+                // Stored between the two reads: the batch exists now.
+                Ok(_) => service.batch_status(&batch.tenant, batch.id).await,
+                Err(_) => Err(e),
             }
         }
-        Ok(status) => {
-            let mut answer = BatchStatusResponse::new(&status, now());
-            // Only an import has an upload (a JSON batch's lookup finds none).
-            if let Ok(p) = service.import_progress(&batch.tenant, batch.id).await {
-                answer.upload = Some((&p).into());
-            }
-            Ok(Json(answer))
-        }
-        Err(e) => Err(state.problem(&e)),
+        other => other,
+    };
+    let status = status.map_err(|e| state.problem(&e))?;
+    let mut answer = BatchStatusResponse::new(&status, now());
+    // Only an import has an upload (a JSON batch's lookup finds none).
+    if let Ok(p) = service.import_progress(&batch.tenant, batch.id).await {
+        answer.upload = Some((&p).into());
     }
+    Ok(Json(answer))
 }
 
 /// A batch's status as answered by `status` and `cancel`.
