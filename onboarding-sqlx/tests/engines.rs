@@ -225,7 +225,22 @@ async fn postgres_prune_deletes_the_counters_it_empties() {
         vec![(t.timestamp(), 3)],
         "counted at arrival"
     );
+    // Counted on a shard no connection's prune lands on (shards are a
+    // backend's pid modulo 8): the prune's removal goes to another row, as
+    // it does whenever the prune runs on another connection than the count.
+    let mut c = sqlx::PgConnection::connect(backend.url().expose())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE throughput_seconds SET shard = 100 WHERE tenant = $1")
+        .bind(tenant.as_str())
+        .execute(&mut c)
+        .await
+        .unwrap();
     assert_eq!(repo.prune(t + secs(1), 1000).await.unwrap(), 1);
-    assert_eq!(counters().await, vec![], "the emptied counter is gone");
+    assert_eq!(
+        counters().await,
+        vec![],
+        "the emptied counter is gone, with the shard that emptied it"
+    );
     backend.close().await;
 }

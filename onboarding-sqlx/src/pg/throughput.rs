@@ -84,8 +84,11 @@ pub(super) async fn buckets(
 }
 
 /// Removes the counters of `keys` (tenant, second) that count nothing any
-/// more, after [`Direction::Remove`] took their items away (a prune): one
-/// primary-key lookup per key, so the table is never scanned.
+/// more, after [`Direction::Remove`] took their items away (a prune): found
+/// by primary-key prefix, so the table is never scanned. A removal lands on
+/// the shard of the connection that makes it, not on the one that counted
+/// the items, so a (tenant, second) is empty when its shards sum to zero
+/// (each alone need not be), and then all of them go.
 pub(super) async fn forget_empty(
     pool: &PgPool,
     tenants: Vec<String>,
@@ -96,8 +99,14 @@ pub(super) async fn forget_empty(
     }
     sqlx::query(
         "DELETE FROM throughput_seconds t
-         USING (SELECT DISTINCT * FROM UNNEST($1::text[], $2::bigint[])) AS k(tenant, second)
-         WHERE t.tenant = k.tenant AND t.second = k.second AND t.completed = 0 AND t.failed = 0",
+         USING (
+            SELECT s.tenant, s.second FROM throughput_seconds s
+            JOIN (SELECT DISTINCT * FROM UNNEST($1::text[], $2::bigint[])) AS k(tenant, second)
+                ON s.tenant = k.tenant AND s.second = k.second
+            GROUP BY s.tenant, s.second
+            HAVING sum(s.completed) = 0 AND sum(s.failed) = 0
+         ) AS empty
+         WHERE t.tenant = empty.tenant AND t.second = empty.second",
     )
     .bind(tenants)
     .bind(seconds)
