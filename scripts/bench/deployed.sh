@@ -66,6 +66,36 @@ cpu_ticks() {
 machine_busy() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 cpu_all() { echo "$(cpu_ticks postgres) $(cpu_ticks worker) $(cpu_ticks server) $(cpu_ticks redis-server) $(machine_busy)"; }
 
+# pg_stat_statements of the bench database: reset, and the top statements
+# since the reset ($1: what they are of, for the heading).
+reset_statements() {
+  $pg_stats || return 0
+  psql -q "$PG/$db" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+    -c "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)" > /dev/null
+}
+print_statements() {
+  $pg_stats || return 0
+  echo "run $run: statements of the $1 by total time (pg_stat_statements; ms, share of the database's time, µs per organization, WAL bytes per organization, full-page images, planning µs per organization):"
+  psql -q "$PG/$db" -P pager=off -F ' | ' -A -c "
+    WITH s AS (SELECT * FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()))
+    SELECT calls, round(total_exec_time) AS total_ms, round((100 * total_exec_time / sum(total_exec_time) OVER ())::numeric, 1) AS pct,
+      round((1000 * total_exec_time / $ORGS)::numeric, 2) AS us_per_org, rows, round((total_exec_time / NULLIF(calls, 0))::numeric, 2) AS mean_ms,
+      round(wal_bytes / $ORGS) AS wal_bytes_per_org, wal_fpi, round((1000 * total_plan_time / $ORGS)::numeric, 2) AS plan_us_per_org,
+      left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query
+    FROM s ORDER BY total_exec_time DESC LIMIT $STATEMENTS" | sed "s/^/run $run:   /"
+}
+# CPU each side used between two `cpu_all` readings, over $1 seconds.
+print_cpu() {
+  local what=$1 took=$2 hz
+  hz=$(getconf CLK_TCK)
+  read -r a0 b0 c0 d0 e0 <<< "$3"
+  read -r a1 b1 c1 d1 e1 <<< "$4"
+  printf 'run %s: CPU during the %s, in cores busy on average: PostgreSQL %.2f, worker(s) %.2f, server %.2f, Redis %.2f; whole machine %.2f of %s\n' \
+    "$run" "$what" "$(echo "($a1 - $a0) / $hz / $took" | bc -l)" "$(echo "($b1 - $b0) / $hz / $took" | bc -l)" \
+    "$(echo "($c1 - $c0) / $hz / $took" | bc -l)" "$(echo "($d1 - $d0) / $hz / $took" | bc -l)" \
+    "$(echo "($e1 - $e0) / $hz / $took" | bc -l)" "$(nproc)"
+}
+
 # Whether every batch is completed, read over HTTP: the first page of the
 # running batches (`state=running`, limit 1) is empty once the last batch's
 # completion is recorded, which a worker does right after its last finish.
@@ -91,15 +121,20 @@ for run in $(seq 1 "$RUNS"); do
   server=$!
   pids+=("$server")
   for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && break; sleep 0.1; done
+  reset_statements
+  fill_started=$(date +%s.%N)
+  fill_cpu=$(cpu_all)
   ingest=$("$BIN/loadgen" --addr "127.0.0.1:$PORT" --api-key "$KEY" --clients 4 --requests $((ORGS / 1000)) \
     --probes 0 --completion 0 --server-pid "$server" 2>&1 | tail -n 20)
+  fill_took=$(echo "$(date +%s.%N) - $fill_started" | bc -l)
+  # The fill's shares: the server (JSON, validation, events, logging) beside
+  # the database (the client, loadgen, is not counted).
+  print_cpu "fill (ingest)" "$fill_took" "$fill_cpu" "$(cpu_all)"
+  print_statements "fill (ingest)"
   if [ -n "${BEFORE_DRAIN_SQL:-}" ]; then psql -q "$PG/$db" -c "$BEFORE_DRAIN_SQL"; fi
-  if $pg_stats; then
-    psql -q "$PG/$db" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
-      -c "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)" > /dev/null
-  fi
+  reset_statements
   started=$(date +%s.%N)
-  read -r pg0 wk0 sv0 rd0 m0 <<< "$(cpu_all)"
+  drain_cpu=$(cpu_all)
   for w in $(seq 1 "$WORKER_PROCS"); do
     "${common[@]}" WORKERS="$WORKER_SLOTS" METRICS_ADDR=127.0.0.1:0 "$BIN/worker" > "/tmp/$prefix-worker$w.log" 2>&1 &
     pids+=("$!")
@@ -110,24 +145,10 @@ for run in $(seq 1 "$RUNS"); do
     sleep 0.25
   done
   took=$(echo "$(date +%s.%N) - $started" | bc -l)
-  read -r pg1 wk1 sv1 rd1 m1 <<< "$(cpu_all)"
   printf 'run %s: queue %s, %s organizations, %s worker process(es) x %s: drained in %.2f s = %.0f organizations/s\n' \
     "$run" "$QUEUE" "$ORGS" "$WORKER_PROCS" "$WORKER_SLOTS" "$took" "$(echo "$ORGS / $took" | bc -l)"
-  hz=$(getconf CLK_TCK)
-  printf 'run %s: CPU during the drain, in cores busy on average: PostgreSQL %.2f, worker(s) %.2f, server %.2f (progress reads), Redis %.2f; whole machine %.2f of %s\n' \
-    "$run" "$(echo "($pg1 - $pg0) / $hz / $took" | bc -l)" "$(echo "($wk1 - $wk0) / $hz / $took" | bc -l)" \
-    "$(echo "($sv1 - $sv0) / $hz / $took" | bc -l)" "$(echo "($rd1 - $rd0) / $hz / $took" | bc -l)" \
-    "$(echo "($m1 - $m0) / $hz / $took" | bc -l)" "$(nproc)"
-  if $pg_stats; then
-    echo "run $run: statements of the drain by total time (pg_stat_statements; ms, share of the database's time, µs per organization, WAL bytes per organization, full-page images):"
-    psql -q "$PG/$db" -P pager=off -F ' | ' -A -c "
-      WITH s AS (SELECT * FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()))
-      SELECT calls, round(total_exec_time) AS total_ms, round((100 * total_exec_time / sum(total_exec_time) OVER ())::numeric, 1) AS pct,
-        round((1000 * total_exec_time / $ORGS)::numeric, 2) AS us_per_org, rows, round((total_exec_time / NULLIF(calls, 0))::numeric, 2) AS mean_ms,
-        round(wal_bytes / $ORGS) AS wal_bytes_per_org, wal_fpi, round((1000 * total_plan_time / $ORGS)::numeric, 2) AS plan_us_per_org,
-        left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query
-      FROM s ORDER BY total_exec_time DESC LIMIT $STATEMENTS" | sed "s/^/run $run:   /"
-  fi
+  print_cpu "drain" "$took" "$drain_cpu" "$(cpu_all)"
+  print_statements "drain"
   echo "$ingest" | grep -iE "accepted|p50|202" | sed "s/^/run $run ingest: /" || true
   stop_all
   psql -q "$PG/postgres" -c "DROP DATABASE $db WITH (FORCE)"
