@@ -244,3 +244,51 @@ async fn postgres_prune_deletes_the_counters_it_empties() {
     );
     backend.close().await;
 }
+
+/// A re-drive on PostgreSQL, where an organization's status is its latest
+/// item's: an organization whose latest item is gone (pruned, or last
+/// written before `latest_item` existed, as here) follows the re-driven
+/// item, so its status ends `completed` when that item completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redrive_of_an_unlinked_organization_follows_its_item() {
+    use onboarding_core::model::ItemStatus;
+    use onboarding_core::repository::Resolution;
+
+    let db = TestDatabase::create(Engine::Postgres).await;
+    let backend = db.connect(TestDatabase::options()).await;
+    let repo = backend.repository();
+    let tenant = fixtures::tenant();
+    let s = fixtures::submission(&tenant, 1, ConflictPolicy::Update);
+    let (batch, items) = fixtures::store(&*repo, &s).await;
+    let ids = fixtures::ids(&items);
+    let claimed = fixtures::claim(&*repo, &ids, now()).await;
+    let failure = Resolution::Failed {
+        error: "crm_down: no answer".into(),
+        permanent: true,
+    };
+    fixtures::finish(&*repo, &fixtures::leases(&claimed), failure, now()).await;
+    // The row as the migration leaves one whose work had all finished.
+    let mut c = sqlx::PgConnection::connect(backend.url().expose())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE organizations SET latest_item = NULL, status = 'failed' WHERE tenant = $1")
+        .bind(tenant.as_str())
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let domain = &s.organizations[0].1.domain;
+    let redriven = repo
+        .retry_items(&tenant, batch.id, &ids, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(redriven.len(), 1);
+    fixtures::process(&*repo, &ids, now()).await;
+    let org = fixtures::stored_organization(&*repo, &tenant, domain).await;
+    assert_eq!(
+        org.status,
+        ItemStatus::Completed,
+        "the re-driven item decides"
+    );
+    backend.close().await;
+}

@@ -67,8 +67,11 @@ impl PgRepository {
                 FROM was WHERE b.id = was.id AND b.status = 'failed'
                 RETURNING b.id, b.tenant, b.domain, 'failed' AS status, was.finished_at
             ), o AS (
-                UPDATE organizations o SET status = 'pending'
-                FROM u WHERE o.tenant = u.tenant AND o.domain = u.domain
+                -- The status follows the latest item (the view `organization_states`); an
+                -- organization whose latest item is gone (pruned, or last
+                -- written before `latest_item` existed) follows this one.
+                UPDATE organizations o SET latest_item = u.id
+                FROM u WHERE o.tenant = u.tenant AND o.domain = u.domain AND o.latest_item IS NULL
             ), uncounted AS (
                 {uncounted}
             )
@@ -421,8 +424,8 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             FROM input i
             LEFT JOIN up ON up.domain = i.domain
             LEFT JOIN LATERAL (
-                SELECT p.id, {was_status} AS status, p.deleted_at, p.version, p.name, p.contact_email,
-                    p.written_by, p.written_at, p.updated_at FROM organizations p
+                SELECT p.id, p.status, p.deleted_at, p.version, p.name, p.contact_email,
+                    p.written_by, p.written_at, p.updated_at FROM organization_states p
                 WHERE NOT COALESCE(up.inserted, false) AND p.tenant = $2 AND p.domain = i.domain
                 LIMIT 1
             ) e ON true
@@ -461,19 +464,6 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             &format!("(SELECT $2::text AS tenant, status, {now}::timestamptz AS finished_at FROM outcome) arrived"),
             Direction::Add
         ),
-        was_status = status_of("p"),
-    )
-}
-
-/// The status of the organization row `alias`: its latest item's (an item
-/// being processed shows as pending), or the row's own when that item is
-/// gone or was never recorded (migration
-/// `20270107000000_status_from_latest_item`; the view
-/// `organization_states` spells the same).
-fn status_of(alias: &str) -> String {
-    format!(
-        "COALESCE((SELECT CASE li.status WHEN 'processing' THEN 'pending' ELSE li.status END
-            FROM batch_items li WHERE li.id = {alias}.latest_item), {alias}.status)"
     )
 }
 
@@ -775,7 +765,7 @@ impl OrgRepository for PgRepository {
                 RETURNING b.id, b.tenant, b.status, b.finished_at
             ), counted AS (
                 -- The organization is not written: its status is its
-                -- latest item's (see `status_of`).
+                -- latest item's (the view `organization_states`).
                 {counted}
             )
             SELECT id FROM u",
@@ -809,11 +799,10 @@ impl OrgRepository for PgRepository {
                     available_at = $3, attempts = GREATEST(b.attempts - 1, 0), updated_at = $3
                 FROM UNNEST($1::uuid[], $2::uuid[]) AS l(id, token)
                 WHERE b.id = l.id AND b.lease_token = l.token AND b.status = 'processing'
-                RETURNING b.id, b.tenant, b.domain
-            ), o AS (
-                UPDATE organizations o SET status = 'pending'
-                FROM u WHERE o.tenant = u.tenant AND o.domain = u.domain
+                RETURNING b.id, b.tenant
             )
+            -- The organization is not written: its status is its latest
+            -- item's (the view `organization_states`).
             SELECT id, tenant FROM u",
         )
         .bind(ids)
@@ -1003,11 +992,9 @@ impl OrgRepository for PgRepository {
             "WITH u AS (
                 UPDATE batch_items SET status = 'cancelled', finished_at = $2, updated_at = $2
                 WHERE batch_id = $1 AND status = 'pending'
-                RETURNING tenant, domain
-            ), o AS (
-                UPDATE organizations o SET status = 'cancelled'
-                FROM u WHERE o.tenant = u.tenant AND o.domain = u.domain
             )
+            -- The organizations are not written: their status is their
+            -- latest item's (the view `organization_states`).
             UPDATE batches SET cancelled_at = COALESCE(cancelled_at, $2) WHERE id = $1
             RETURNING {BATCH_COLUMNS}"
         ))
