@@ -84,6 +84,31 @@ uuid_id!(
     OrganizationId
 );
 
+impl ItemId {
+    /// The id of the item at `position` of `batch`: the batch id's first
+    /// twelve bytes, then the position (big-endian).
+    ///
+    /// A batch's items are then one range of ids, in position order, so a
+    /// store can find, page and delete them by the id's index alone, with no
+    /// second index on `(batch, position)` to write for every item (see
+    /// [`ItemId::batch_range`]). Ids made by [`BatchId::new`] in one process
+    /// differ within their first twelve bytes (a UUIDv7's timestamp and
+    /// counter), so two batches' items never share an id; across processes,
+    /// two batches made in the same millisecond share those bytes with a
+    /// chance of one in 2^42.
+    pub fn in_batch(batch: BatchId, position: u32) -> Self {
+        let mut bytes = *batch.0.as_bytes();
+        bytes[12..].copy_from_slice(&position.to_be_bytes());
+        Self(Uuid::from_bytes(bytes))
+    }
+
+    /// The first and the last id a [`ItemId::in_batch`] of `batch` can have:
+    /// positions `0` and `u32::MAX`.
+    pub fn batch_range(batch: BatchId) -> (Self, Self) {
+        (Self::in_batch(batch, 0), Self::in_batch(batch, u32::MAX))
+    }
+}
+
 /// A fencing token handed out with each claim; every later write of that
 /// attempt must present it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -555,6 +580,27 @@ impl BatchItem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batchs_item_ids_are_one_range_in_position_order() {
+        let batch = BatchId::new();
+        let (first, last) = ItemId::batch_range(batch);
+        let ids: Vec<ItemId> = [0, 1, 255, 256, 70_000, u32::MAX]
+            .into_iter()
+            .map(|p| ItemId::in_batch(batch, p))
+            .collect();
+        assert_eq!(ids.first(), Some(&first));
+        assert_eq!(ids.last(), Some(&last));
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        // Keyed by the batch: the next batch's items are after, never inside.
+        let next = BatchId::new();
+        assert!(ItemId::batch_range(next).0 > last);
+        assert_eq!(
+            ItemId::in_batch(batch, 7).0.as_bytes()[..12],
+            batch.0.as_bytes()[..12]
+        );
+        assert_eq!(ItemId::in_batch(batch, 7).0.get_version_num(), 7);
+    }
 
     #[test]
     fn tenant_ids_are_checked() {

@@ -6,8 +6,10 @@
 
 use std::borrow::Cow;
 
-use onboarding_core::model::{Change, ConflictPolicy, Domain, ItemId, ItemStatus, TenantId};
-use onboarding_core::repository::Resolution;
+use onboarding_core::model::{
+    BatchId, Change, ConflictPolicy, Domain, ItemId, ItemStatus, TenantId,
+};
+use onboarding_core::repository::{ItemQuery, Resolution};
 use onboarding_core::testing::fixtures;
 use onboarding_sqlx::testing::TestDatabase;
 use onboarding_sqlx::Engine;
@@ -62,6 +64,8 @@ struct OldData {
     alpha_items: [Uuid; 2],
     beta_item: Uuid,
     shared_org: Uuid,
+    alpha_batch: Uuid,
+    beta_batch: Uuid,
 }
 
 /// Rows as the old schema held them: one `shared` organization row (at
@@ -76,9 +80,11 @@ fn old_rows(l: &Literals) -> (OldData, Vec<String>) {
         alpha_items: [Uuid::now_v7(), Uuid::now_v7()],
         beta_item: Uuid::now_v7(),
         shared_org: Uuid::now_v7(),
+        alpha_batch: Uuid::now_v7(),
+        beta_batch: Uuid::now_v7(),
     };
     let (alpha_only_org, orphan_org) = (Uuid::now_v7(), Uuid::now_v7());
-    let (alpha_batch, beta_batch) = (Uuid::now_v7(), Uuid::now_v7());
+    let (alpha_batch, beta_batch) = (d.alpha_batch, d.beta_batch);
     let t = l.time();
     let org = |id: Uuid, name: &str, domain: &Domain, version: i64| {
         format!(
@@ -244,10 +250,38 @@ async fn migrates_and_keeps_working(engine: Engine) {
         "{engine:?}: items point at their own tenant's row"
     );
 
-    // Claims read the item's own tenant's row.
+    // Claims read the item's own tenant's row. The items are claimed by the
+    // ids their batches list now (PostgreSQL gives old items ids keyed by
+    // batch and position, `20270109000000_item_ids_by_position`).
+    let first_item = |tenant: TenantId, batch: Uuid| {
+        let repo = repo.clone();
+        async move {
+            let page = repo
+                .list_items(
+                    &tenant,
+                    BatchId(batch),
+                    &ItemQuery {
+                        limit: 10,
+                        ..ItemQuery::default()
+                    },
+                )
+                .await
+                .unwrap()
+                .expect("the batch is still there");
+            page.items.first().expect("its items are listed").id
+        }
+    };
+    let alpha_item = first_item(d.alpha.clone(), d.alpha_batch).await;
+    let beta_item = first_item(d.beta.clone(), d.beta_batch).await;
+    if engine == Engine::Postgres {
+        assert_eq!(alpha_item, ItemId::in_batch(BatchId(d.alpha_batch), 0));
+    } else {
+        assert_eq!(alpha_item, ItemId(d.alpha_items[0]), "{engine:?}");
+    }
+    assert_eq!(beta_item.0 == d.beta_item, engine != Engine::Postgres);
     let claimed = fixtures::claim(
         &*repo,
-        &[ItemId(d.alpha_items[0]), ItemId(d.beta_item)],
+        &[alpha_item, beta_item],
         onboarding_core::model::now(),
     )
     .await;

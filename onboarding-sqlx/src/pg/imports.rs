@@ -56,14 +56,16 @@ fn copy_field(out: &mut Vec<u8>, value: Option<&[u8]>) {
 fn copy_binary(batch: BatchId, rows: &[&ImportRow]) -> Vec<u8> {
     let mut out = Vec::with_capacity(COPY_HEADER.len() + rows.len() * 160 + 2);
     out.extend_from_slice(COPY_HEADER);
+    let batch_id = batch;
     let batch = batch.0.into_bytes();
     for row in rows {
+        let item_id = ItemId::in_batch(batch_id, row.line);
         out.extend_from_slice(&8_i16.to_be_bytes());
         copy_field(&mut out, Some(&batch));
         copy_field(&mut out, Some(&i64::from(row.line).to_be_bytes()));
         // The ids the finish gives the row's organization (if new) and item.
         copy_field(&mut out, Some(&OrganizationId::new().0.into_bytes()));
-        copy_field(&mut out, Some(&ItemId::new().0.into_bytes()));
+        copy_field(&mut out, Some(&item_id.0.into_bytes()));
         copy_field(&mut out, Some(row.organization.name.as_bytes()));
         copy_field(&mut out, Some(row.organization.domain.as_str().as_bytes()));
         copy_field(&mut out, Some(row.organization.contact_email.as_bytes()));
@@ -153,7 +155,7 @@ async fn store_staged(tx: &mut Tx, s: &Submission) -> Result<bool> {
         s.policy,
         &RowSource {
             input: "SELECT COALESCE(organization_id, gen_random_uuid()) AS org, name, domain,
-                contact_email AS email, COALESCE(item_id, gen_random_uuid()) AS item,
+                contact_email AS email, COALESCE(item_id, batch_item_id($1, line_no)) AS item,
                 line_no AS position, line_no AS n
                 FROM import_rows WHERE batch_id = $1",
             now: "$3",

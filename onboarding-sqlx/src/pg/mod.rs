@@ -15,6 +15,18 @@ pub(crate) type Db = sqlx::Postgres;
 /// migration `20270107000000_status_from_latest_item`).
 pub(crate) const ORGANIZATIONS_READ: &str = "organization_states";
 
+/// The condition that `batch_items` row `{alias}` is an item of the batch
+/// `batch` (an SQL expression): its id in the batch's range of the primary
+/// key (`ItemId::in_batch`; there is no index on `batch_id`, migration
+/// `20270109000000_item_ids_by_position`), ordered by position. `alias`
+/// is the table's name or alias, with its dot (or empty).
+pub(crate) fn in_batch(alias: &str, batch: &str) -> String {
+    format!(
+        "{alias}id BETWEEN batch_item_first({batch}) AND batch_item_last({batch}) \
+         AND {alias}batch_id = {batch}"
+    )
+}
+
 mod imports;
 // One source with the other engines', compiled for this module's `Db`.
 #[allow(clippy::duplicate_mod)]

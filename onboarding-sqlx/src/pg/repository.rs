@@ -18,6 +18,7 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{FromRow, Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use super::in_batch;
 use super::throughput::{self, count_finishes, Direction};
 use crate::error::{DbResultExt, SqlError};
 use crate::rows::{
@@ -60,7 +61,7 @@ impl PgRepository {
         let rows = sqlx::query(&format!(
             "WITH was AS (
                 SELECT id, finished_at FROM batch_items
-                WHERE batch_id = $1 AND status = 'failed' AND ($3::uuid[] IS NULL OR id = ANY($3))
+                WHERE {of_batch} AND status = 'failed' AND ($3::uuid[] IS NULL OR id = ANY($3))
             ), u AS (
                 UPDATE batch_items b SET status = 'pending', attempts = 0, available_at = $2,
                     finished_at = NULL, updated_at = $2, sweep_at = $2
@@ -77,6 +78,7 @@ impl PgRepository {
             )
             SELECT id, tenant FROM u",
             uncounted = count_finishes("u", Direction::Remove),
+            of_batch = in_batch("", "$1"),
         ))
         .bind(batch.0)
         .bind(now)
@@ -178,10 +180,14 @@ where
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = batches.iter().map(|b| b.id).collect();
-    let counts: Vec<CountRow> = sqlx::query_as(
-        "SELECT batch_id, status, change_kind, COUNT(*) AS n FROM batch_items
-         WHERE batch_id = ANY($1) GROUP BY batch_id, status, change_kind",
-    )
+    let counts: Vec<CountRow> = sqlx::query_as(&format!(
+        "SELECT b.id AS batch_id, c.status, c.change_kind, c.n FROM UNNEST($1::uuid[]) AS b(id)
+         CROSS JOIN LATERAL (
+            SELECT i.status, i.change_kind, COUNT(*) AS n FROM batch_items i
+            WHERE {of_batch} GROUP BY i.status, i.change_kind
+         ) c",
+        of_batch = in_batch("i.", "b.id"),
+    ))
     .bind(ids)
     .fetch_all(exec)
     .await
@@ -486,7 +492,10 @@ where
         .iter()
         .map(|(_, o)| o.contact_email.as_str())
         .collect();
-    let items: Vec<Uuid> = chunk.iter().map(|_| ItemId::new().0).collect();
+    let items: Vec<Uuid> = chunk
+        .iter()
+        .map(|(p, _)| ItemId::in_batch(s.batch_id, *p).0)
+        .collect();
     let positions: Vec<i64> = chunk.iter().map(|(p, _)| i64::from(*p)).collect();
     let sql = chunk_statement(s.policy, batch);
     let rows = bind_new_batch(sqlx::query(&sql), s, total)
@@ -583,15 +592,20 @@ pub(super) async fn insert_batch(tx: &mut Tx, s: &Submission, total: i64) -> Res
 /// when none is left), looked for from the end of the batch.
 ///
 /// Workers finish a batch roughly in position order, so while it runs its
-/// last items are still open and the backward scan of `(batch_id,
-/// position)` stops at the first entry. A `NOT EXISTS` does not: the
+/// last items are still open and the backward scan of the batch's range of
+/// item ids (in position order) stops at the first entry. A `NOT EXISTS` does not: the
 /// planner turns it into an anti-join that scans forward (or the whole
 /// table), past every finished item first; for each flush of a
 /// 1,000,000-item batch, up to a million index entries and heap visits.
 /// A scalar subquery keeps its `ORDER BY … LIMIT 1` (`EXISTS` drops it).
-const LAST_OPEN_ITEM: &str = "SELECT i.position FROM batch_items i
-    WHERE i.batch_id = b.id AND i.status IN ('pending', 'processing')
-    ORDER BY i.position DESC LIMIT 1";
+fn last_open_item() -> String {
+    format!(
+        "SELECT i.position FROM batch_items i
+         WHERE {of_batch} AND i.status IN ('pending', 'processing')
+         ORDER BY i.id DESC LIMIT 1",
+        of_batch = in_batch("i.", "b.id")
+    )
+}
 
 #[async_trait]
 impl OrgRepository for PgRepository {
@@ -822,7 +836,8 @@ impl OrgRepository for PgRepository {
         limit: u32,
     ) -> Result<Vec<Job>> {
         // Batch by batch: the least recently swept open batches, each read
-        // through `(batch_id, position)` from where its last sweep stopped,
+        // through its range of item ids (in position order) from where its
+        // last sweep stopped,
         // at most `SWEEP_WINDOW` items per batch and call (a pass over a
         // 1,000,000-item batch takes several calls, none a full scan of it).
         // No item index reads the columns claims and finishes change, which
@@ -841,8 +856,9 @@ impl OrgRepository for PgRepository {
                     SELECT i.id, i.batch_id, i.position, i.tenant, i.available_at,
                         i.status, i.sweep_at, i.lease_until
                     FROM batch_items i
-                    WHERE i.batch_id = d.id AND i.position >= d.sweep_position
-                    ORDER BY i.position LIMIT $5
+                    WHERE i.id BETWEEN batch_item_id(d.id, d.sweep_position) AND batch_item_last(d.id)
+                        AND i.batch_id = d.id
+                    ORDER BY i.id LIMIT $5
                 ) w
             ), found AS (
                 SELECT id, tenant, available_at, status FROM scanned
@@ -907,8 +923,9 @@ impl OrgRepository for PgRepository {
         let ids: Vec<Uuid> = batches.iter().map(|b| b.0).collect();
         let done: Vec<BatchRow> = sqlx::query_as(&format!(
             "UPDATE batches b SET completed_at = $2
-             WHERE b.id = ANY($1) AND b.completed_at IS NULL AND ({LAST_OPEN_ITEM}) IS NULL
-             RETURNING {BATCH_COLUMNS}"
+             WHERE b.id = ANY($1) AND b.completed_at IS NULL AND ({last_open}) IS NULL
+             RETURNING {BATCH_COLUMNS}",
+            last_open = last_open_item(),
         ))
         .bind(ids)
         .bind(now)
@@ -922,7 +939,7 @@ impl OrgRepository for PgRepository {
         let done: Vec<BatchRow> = sqlx::query_as(&format!(
             "WITH open AS (
                 SELECT b.id FROM batches b
-                WHERE b.completed_at IS NULL AND ({LAST_OPEN_ITEM}) IS NULL
+                WHERE b.completed_at IS NULL AND ({last_open}) IS NULL
                 ORDER BY b.created_at LIMIT $2
                 FOR UPDATE SKIP LOCKED
             )
@@ -933,7 +950,8 @@ impl OrgRepository for PgRepository {
                 .split(", ")
                 .map(|c| format!("b.{c}"))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            last_open = last_open_item(),
         ))
         .bind(now)
         .bind(i64::from(limit))
@@ -991,12 +1009,13 @@ impl OrgRepository for PgRepository {
         let row: BatchRow = sqlx::query_as(&format!(
             "WITH u AS (
                 UPDATE batch_items SET status = 'cancelled', finished_at = $2, updated_at = $2
-                WHERE batch_id = $1 AND status = 'pending'
+                WHERE {of_batch} AND status = 'pending'
             )
             -- The organizations are not written: their status is their
             -- latest item's (the view `organization_states`).
             UPDATE batches SET cancelled_at = COALESCE(cancelled_at, $2) WHERE id = $1
-            RETURNING {BATCH_COLUMNS}"
+            RETURNING {BATCH_COLUMNS}",
+            of_batch = in_batch("", "$1"),
         ))
         .bind(batch.0)
         .bind(now)
@@ -1067,14 +1086,23 @@ impl OrgRepository for PgRepository {
             return Ok(None);
         }
         let limit = query.limit.max(1);
+        // The batch's ids after `after_position`, in position order.
+        let first = match query.after_position {
+            None => Some(0),
+            Some(after) => after.checked_add(1),
+        };
+        let Some(first) = first else {
+            return rows::page(Vec::new(), limit);
+        };
         let rows: Vec<ItemRow> = sqlx::query_as(&format!(
             "SELECT {ITEM_COLUMNS} FROM batch_items
-             WHERE batch_id = $1 AND ($2::text IS NULL OR status = $2) AND position > $3
-             ORDER BY position LIMIT $4"
+             WHERE id BETWEEN $3 AND $4 AND batch_id = $1 AND ($2::text IS NULL OR status = $2)
+             ORDER BY id LIMIT $5"
         ))
         .bind(batch.0)
         .bind(query.status.map(ItemStatus::as_str))
-        .bind(query.after_position.map_or(-1, i64::from))
+        .bind(ItemId::in_batch(batch, first).0)
+        .bind(ItemId::batch_range(batch).1 .0)
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.pool)
         .await
@@ -1132,8 +1160,8 @@ impl OrgRepository for PgRepository {
                     SELECT id FROM batches WHERE completed_at < $1 ORDER BY completed_at LIMIT $2)
                 RETURNING id
             ), items AS (
-                DELETE FROM batch_items WHERE batch_id IN (SELECT id FROM gone)
-                RETURNING id, tenant, domain, status, finished_at
+                DELETE FROM batch_items i USING gone g WHERE {of_batch}
+                RETURNING i.id, i.tenant, i.domain, i.status, i.finished_at
             ), settled AS (
                 -- An organization whose latest item goes keeps its status.
                 UPDATE organizations o SET latest_item = NULL,
@@ -1159,6 +1187,7 @@ impl OrgRepository for PgRepository {
                 COALESCE(k.tenants, '{{}}') AS tenants, COALESCE(k.seconds, '{{}}') AS seconds
             FROM (SELECT array_agg(tenant) AS tenants, array_agg(second) AS seconds FROM uncounted) k",
             uncounted = count_finishes("items", Direction::Remove),
+            of_batch = in_batch("i.", "g.id"),
         );
         let (pruned, tenants, seconds): (i64, Vec<String>, Vec<i64>) = sqlx::query_as(&sql)
             .bind(finished_before)
