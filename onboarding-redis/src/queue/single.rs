@@ -1,6 +1,7 @@
 //! The queue on one Redis server: every operation is one script call that
 //! moves entries between the global group and the tenant groups atomically.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use onboarding_core::{Job, QueueDepth, Receipt, Result};
@@ -11,7 +12,8 @@ use super::{forget_deliveries, Taken, ENQUEUE_CHUNK, MOVE_LIMIT};
 use crate::connect::Conn;
 use crate::error::from_redis;
 
-/// All jobs in one round trip (one script call per `ENQUEUE_CHUNK` jobs).
+/// All jobs in one round trip (one script call per `ENQUEUE_CHUNK` jobs),
+/// grouped by tenant, ready ones apart from delayed ones (`enqueue.lua`).
 pub(super) async fn enqueue(conn: &mut Conn, keys: &Keys, jobs: &[Job]) -> Result<()> {
     let mut pipe = redis::pipe();
     for chunk in jobs.chunks(ENQUEUE_CHUNK) {
@@ -20,10 +22,31 @@ pub(super) async fn enqueue(conn: &mut Conn, keys: &Keys, jobs: &[Job]) -> Resul
             .arg(keys.global().len())
             .arg(&keys.global()[..])
             .arg(keys.tenant_head());
+        // Tenants in their first job's order; a submission has one.
+        let mut tenants: Vec<(&str, Vec<String>, Vec<(i64, String)>)> = Vec::new();
+        let mut places: HashMap<&str, usize> = HashMap::new();
         for job in chunk {
-            pipe.arg(job.tenant.as_str())
-                .arg(due_ms(job))
-                .arg(encode(job)?);
+            let tenant = job.tenant.as_str();
+            let at = *places.entry(tenant).or_insert_with(|| {
+                tenants.push((tenant, Vec::new(), Vec::new()));
+                tenants.len() - 1
+            });
+            let Some((_, ready, delayed)) = tenants.get_mut(at) else {
+                continue;
+            };
+            match due_ms(job) {
+                0 => ready.push(encode(job)?),
+                due => delayed.push((due, encode(job)?)),
+            }
+        }
+        for (tenant, ready, delayed) in &tenants {
+            pipe.arg(*tenant).arg(ready.len()).arg(delayed.len());
+            for entry in ready {
+                pipe.arg(entry);
+            }
+            for (due, entry) in delayed {
+                pipe.arg(*due).arg(entry);
+            }
         }
     }
     run_pipeline(conn, &pipe, &ENQUEUE, "enqueue").await?;

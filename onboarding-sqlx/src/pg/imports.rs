@@ -161,6 +161,7 @@ async fn store_staged(tx: &mut Tx, s: &Submission) -> Result<bool> {
             now: "$3",
             sweep_at: "$4",
             reprocess_unchanged: "$5",
+            ordered: true,
         },
     );
     let completed = ItemStatus::Completed.as_str();

@@ -356,6 +356,7 @@ fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
             now: "$8",
             sweep_at: "$16",
             reprocess_unchanged: "$17",
+            ordered: false,
         },
     );
     format!("WITH {ctes}{batch}\n         SELECT n, org, change, status FROM outcome")
@@ -374,6 +375,11 @@ pub(super) struct RowSource<'a> {
     pub(super) sweep_at: &'a str,
     /// Whether an unchanged, completed organization is processed again.
     pub(super) reprocess_unchanged: &'a str,
+    /// Whether the items are inserted in position order (sorted). An
+    /// import's are, so that its pending items are paged along the heap;
+    /// a chunk of at most `chunk_size` lands on a few pages either way, and
+    /// the sort of its outcome was ~0.4 ms of a 1000-row statement.
+    pub(super) ordered: bool,
 }
 
 /// The common table expressions that store the rows of `source` as a
@@ -391,9 +397,9 @@ pub(super) struct RowSource<'a> {
 /// gives an untouched row's id and status. Organizations are found by their
 /// primary key (tenant, domain) only: `e` is a per-row `LIMIT 1` lookup
 /// (not a join the planner could turn into a scan of the tenant's
-/// organizations) and `again` an `= ANY` of the primary key. Items are
-/// written in position order, so the pending items of a large batch are
-/// paged (enqueue, listings) along the heap.
+/// organizations) and `again` an `= ANY` of the primary key. The items of
+/// an `ordered` source are written in position order, so the pending items
+/// of a large batch are paged (enqueue, listings) along the heap.
 pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> String {
     let Decision {
         kept,
@@ -410,7 +416,9 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
         now,
         sweep_at,
         reprocess_unchanged,
+        ordered,
     } = source;
+    let item_order = if *ordered { "ORDER BY position" } else { "" };
     format!(
         "input AS (
             {input}
@@ -444,7 +452,7 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
                 change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at, finished_at)
             SELECT item, $1, $2, position, org, domain, status, change, 0, {now}, {sweep_at}, '[]', {now}, {now},
                 CASE WHEN status = '{completed}' THEN {now} END
-            FROM outcome ORDER BY position
+            FROM outcome {item_order}
          ), versions AS (
             -- Copy-on-write: the state an update (or a restore) replaces
             -- becomes a version; the current one is the row itself. A row
@@ -457,10 +465,15 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             -- Found by `= ANY` of the key (a join could be planned as a
             -- scan of the table); the new item by a scan of the chunk's
             -- unchanged rows, which only a reprocessing submission has.
+            -- The `EXISTS` is a one-time filter: without such rows the
+            -- table is not read at all. (Seen without it: a bitmap scan of
+            -- every organization of the tenant, `domain = ANY` as a mere
+            -- filter, when the statistics thought the tenant small.)
             UPDATE organizations o SET status = '{pending}',
                 latest_item = (SELECT a.item FROM outcome a
                     WHERE a.domain = o.domain AND a.change = '{unchanged}' LIMIT 1)
-            WHERE tenant = $2 AND domain = ANY(ARRAY(
+            WHERE EXISTS (SELECT 1 FROM outcome WHERE change = '{unchanged}' AND status = '{pending}')
+                AND tenant = $2 AND domain = ANY(ARRAY(
                 SELECT domain FROM outcome WHERE change = '{unchanged}' AND status = '{pending}'))
          ), counted AS (
             -- Items completed on arrival (skipped, or unchanged and done).
