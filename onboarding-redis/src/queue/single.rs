@@ -12,6 +12,10 @@ use super::{forget_deliveries, Taken, ENQUEUE_CHUNK, MOVE_LIMIT};
 use crate::connect::Conn;
 use crate::error::from_redis;
 
+/// A tenant's entries of one enqueue: the ready ones, and the delayed ones
+/// with their due time (ms).
+type TenantEntries<'a> = (&'a str, Vec<String>, Vec<(i64, String)>);
+
 /// All jobs in one round trip (one script call per `ENQUEUE_CHUNK` jobs),
 /// grouped by tenant, ready ones apart from delayed ones (`enqueue.lua`).
 pub(super) async fn enqueue(conn: &mut Conn, keys: &Keys, jobs: &[Job]) -> Result<()> {
@@ -23,7 +27,7 @@ pub(super) async fn enqueue(conn: &mut Conn, keys: &Keys, jobs: &[Job]) -> Resul
             .arg(&keys.global()[..])
             .arg(keys.tenant_head());
         // Tenants in their first job's order; a submission has one.
-        let mut tenants: Vec<(&str, Vec<String>, Vec<(i64, String)>)> = Vec::new();
+        let mut tenants: Vec<TenantEntries<'_>> = Vec::new();
         let mut places: HashMap<&str, usize> = HashMap::new();
         for job in chunk {
             let tenant = job.tenant.as_str();
