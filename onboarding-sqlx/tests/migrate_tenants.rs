@@ -115,6 +115,12 @@ fn old_rows(l: &Literals) -> (OldData, Vec<String>) {
             l.uuid(org)
         )
     };
+    let job = |item: Uuid, tenant: &TenantId| {
+        format!(
+            "INSERT INTO jobs (item_id, tenant, available_at) VALUES ({}, '{tenant}', {t})",
+            l.uuid(item)
+        )
+    };
     let statements = vec![
         org(d.shared_org, "Shared v3", &d.shared, 3),
         org(alpha_only_org, "Alpha only", &d.alpha_only, 1),
@@ -138,6 +144,9 @@ fn old_rows(l: &Literals) -> (OldData, Vec<String>) {
             &d.alpha_only,
         ),
         item(d.beta_item, beta_batch, &d.beta, 0, d.shared_org, &d.shared),
+        // The SQL queue's messages for two of them.
+        job(d.alpha_items[0], &d.alpha),
+        job(d.beta_item, &d.beta),
     ];
     (d, statements)
 }
@@ -279,6 +288,17 @@ async fn migrates_and_keeps_working(engine: Engine) {
         assert_eq!(alpha_item, ItemId(d.alpha_items[0]), "{engine:?}");
     }
     assert_eq!(beta_item.0 == d.beta_item, engine != Engine::Postgres);
+    // The SQL queue's messages name the items by the ids they have now.
+    let queue = backend.queue();
+    let delivered = queue
+        .dequeue(10, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    let mut named: Vec<ItemId> = delivered.iter().map(|d| d.job.item_id).collect();
+    named.sort();
+    let mut listed = vec![alpha_item, beta_item];
+    listed.sort();
+    assert_eq!(named, listed, "{engine:?}: queued jobs follow their items");
     let claimed = fixtures::claim(
         &*repo,
         &[alpha_item, beta_item],
