@@ -68,6 +68,44 @@ async fn many_jobs_in_one_call_round_trip_and_acked_jobs_leave_nothing() {
     );
 }
 
+/// Drops every script from the server, as a restart does.
+async fn flush_scripts() {
+    let client = redis::Client::open(onboarding_redis::testing::url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_enqueue_after_the_server_lost_its_scripts_delivers_each_job_once() {
+    let prefix = TestPrefix::create().await;
+    let q = prefix.queue(Duration::from_secs(30)).await;
+    // Ready jobs only (a plain push, then the tenant's activation), then a
+    // delayed job beside a ready one (one script call): each after a flush.
+    let ready: Vec<Job> = (0..3).map(|_| job("acme")).collect();
+    let mut later = job("acme");
+    later.not_before = Some(now() + chrono::TimeDelta::seconds(60));
+    let mixed = vec![later, job("acme")];
+    for jobs in [ready, mixed] {
+        flush_scripts().await;
+        q.enqueue(&jobs).await.unwrap();
+        let expected: HashSet<ItemId> = jobs
+            .iter()
+            .filter(|j| j.not_before.is_none())
+            .map(|j| j.item_id)
+            .collect();
+        let got = q.dequeue(10, Duration::from_secs(1)).await.unwrap();
+        let ids: Vec<ItemId> = got.iter().map(|d| d.job.item_id).collect();
+        assert_eq!(ids.len(), expected.len(), "each job once: {ids:?}");
+        assert_eq!(ids.into_iter().collect::<HashSet<_>>(), expected);
+        q.ack(&receipts(&got)).await.unwrap();
+    }
+    assert_eq!(q.depth().await.unwrap().delayed, 1);
+}
+
 #[tokio::test]
 async fn jobs_keep_their_fields() {
     let prefix = TestPrefix::create().await;

@@ -23,6 +23,7 @@ macro_rules! queue_script {
 
 // One Redis server: each call does all its work at once.
 pub(super) static ENQUEUE: LazyLock<Script> = queue_script!("enqueue.lua");
+pub(super) static ACTIVATE: LazyLock<Script> = queue_script!("activate.lua");
 pub(super) static TAKE: LazyLock<Script> = queue_script!("take.lua");
 pub(super) static DEPTH: LazyLock<Script> = queue_script!("depth.lua");
 pub(super) static FORGET_IDLE: LazyLock<Script> = queue_script!("forget_idle.lua");
@@ -38,22 +39,38 @@ fn is_noscript(err: &redis::RedisError) -> bool {
     err.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript)
 }
 
-/// Sends a pipeline of `EVALSHA`s of `script` in one round trip. When the
-/// server lacks the script (it restarted), no call ran: load it, send again.
+/// Sends a pipeline of `EVALSHA`s of `scripts` in one round trip. When the
+/// server lacks a script (it restarted), no call ran: load them, send again.
 pub(super) async fn run_pipeline(
     conn: &mut Conn,
     pipe: &Pipeline,
-    script: &Script,
+    scripts: &[&Script],
+    what: &str,
+) -> Result<Vec<Value>> {
+    run_pipeline_or(conn, pipe, pipe, scripts, what).await
+}
+
+/// [`run_pipeline`] for a pipeline with other commands than `EVALSHA`s of
+/// `scripts`: those ran even when the scripts were missing, so the second
+/// attempt sends `scripts_only` (the script calls of `pipe`).
+pub(super) async fn run_pipeline_or(
+    conn: &mut Conn,
+    pipe: &Pipeline,
+    scripts_only: &Pipeline,
+    scripts: &[&Script],
     what: &str,
 ) -> Result<Vec<Value>> {
     match pipe.query_async::<Vec<Value>>(conn).await {
         Ok(values) => Ok(values),
         Err(e) if is_noscript(&e) => {
-            script
-                .load_async(conn)
-                .await
-                .map_err(|e| from_redis(what, e))?;
-            pipe.query_async(conn)
+            for script in scripts {
+                script
+                    .load_async(conn)
+                    .await
+                    .map_err(|e| from_redis(what, e))?;
+            }
+            scripts_only
+                .query_async(conn)
                 .await
                 .map_err(|e| from_redis(what, e))
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use onboarding_core::{Job, QueueDepth, Receipt, Result};
 
 use super::keys::{by_tenant, due_ms, encode, Keys};
-use super::scripts::{run_pipeline, DEPTH, ENQUEUE, FORGET_IDLE, TAKE};
+use super::scripts::{run_pipeline, run_pipeline_or, ACTIVATE, DEPTH, ENQUEUE, FORGET_IDLE, TAKE};
 use super::{forget_deliveries, Taken, ENQUEUE_CHUNK, MOVE_LIMIT};
 use crate::connect::Conn;
 use crate::error::from_redis;
@@ -16,45 +16,83 @@ use crate::error::from_redis;
 /// with their due time (ms).
 type TenantEntries<'a> = (&'a str, Vec<String>, Vec<(i64, String)>);
 
-/// All jobs in one round trip (one script call per `ENQUEUE_CHUNK` jobs),
-/// grouped by tenant, ready ones apart from delayed ones (`enqueue.lua`).
+/// All jobs in one round trip, grouped by tenant per `ENQUEUE_CHUNK` jobs.
+///
+/// A chunk of ready jobs only (a submission) is one plain `RPUSH` per tenant
+/// and an `activate.lua` call that puts the tenant in the rotation: the
+/// entries never pass through Lua. A chunk with delayed jobs is one
+/// `enqueue.lua` call. The pipeline is not a transaction: a consumer
+/// serving the tenant already may take the entries before the activation,
+/// which is harmless (activating a tenant with an empty lane is too).
 pub(super) async fn enqueue(conn: &mut Conn, keys: &Keys, jobs: &[Job]) -> Result<()> {
     let mut pipe = redis::pipe();
+    // What to send again when the scripts were missing: the pushes ran.
+    let mut scripts_only = redis::pipe();
     for chunk in jobs.chunks(ENQUEUE_CHUNK) {
-        pipe.cmd("EVALSHA")
-            .arg(ENQUEUE.get_hash())
-            .arg(keys.global().len())
-            .arg(&keys.global()[..])
-            .arg(keys.tenant_head());
-        // Tenants in their first job's order; a submission has one.
-        let mut tenants: Vec<TenantEntries<'_>> = Vec::new();
-        let mut places: HashMap<&str, usize> = HashMap::new();
-        for job in chunk {
-            let tenant = job.tenant.as_str();
-            let at = *places.entry(tenant).or_insert_with(|| {
-                tenants.push((tenant, Vec::new(), Vec::new()));
-                tenants.len() - 1
-            });
-            let Some((_, ready, delayed)) = tenants.get_mut(at) else {
-                continue;
-            };
-            match due_ms(job) {
-                0 => ready.push(encode(job)?),
-                due => delayed.push((due, encode(job)?)),
+        let tenants = by_tenant_ready(chunk)?;
+        if tenants.iter().all(|(_, _, delayed)| delayed.is_empty()) {
+            for (tenant, ready, _) in &tenants {
+                let [lane, ..] = keys.tenant(tenant);
+                pipe.cmd("RPUSH").arg(lane).arg(ready);
+                for p in [&mut pipe, &mut scripts_only] {
+                    p.cmd("EVALSHA")
+                        .arg(ACTIVATE.get_hash())
+                        .arg(keys.global().len())
+                        .arg(&keys.global()[..])
+                        .arg(*tenant)
+                        .arg(ready.len());
+                }
             }
+            continue;
         }
-        for (tenant, ready, delayed) in &tenants {
-            pipe.arg(*tenant).arg(ready.len()).arg(delayed.len());
-            for entry in ready {
-                pipe.arg(entry);
-            }
-            for (due, entry) in delayed {
-                pipe.arg(*due).arg(entry);
+        for p in [&mut pipe, &mut scripts_only] {
+            p.cmd("EVALSHA")
+                .arg(ENQUEUE.get_hash())
+                .arg(keys.global().len())
+                .arg(&keys.global()[..])
+                .arg(keys.tenant_head());
+            for (tenant, ready, delayed) in &tenants {
+                p.arg(*tenant).arg(ready.len()).arg(delayed.len());
+                for entry in ready {
+                    p.arg(entry);
+                }
+                for (due, entry) in delayed {
+                    p.arg(*due).arg(entry);
+                }
             }
         }
     }
-    run_pipeline(conn, &pipe, &ENQUEUE, "enqueue").await?;
+    run_pipeline_or(
+        conn,
+        &pipe,
+        &scripts_only,
+        &[&ENQUEUE, &ACTIVATE],
+        "enqueue",
+    )
+    .await?;
     Ok(())
+}
+
+/// `jobs` by tenant, in the order of each tenant's first job (a submission
+/// has one), each tenant's ready entries apart from its delayed ones.
+fn by_tenant_ready(jobs: &[Job]) -> Result<Vec<TenantEntries<'_>>> {
+    let mut tenants: Vec<TenantEntries<'_>> = Vec::new();
+    let mut places: HashMap<&str, usize> = HashMap::new();
+    for job in jobs {
+        let tenant = job.tenant.as_str();
+        let at = *places.entry(tenant).or_insert_with(|| {
+            tenants.push((tenant, Vec::new(), Vec::new()));
+            tenants.len() - 1
+        });
+        let Some((_, ready, delayed)) = tenants.get_mut(at) else {
+            continue;
+        };
+        match due_ms(job) {
+            0 => ready.push(encode(job)?),
+            due => delayed.push((due, encode(job)?)),
+        }
+    }
+    Ok(tenants)
 }
 
 /// Moves due entries, then takes up to `max` round-robin across tenants.
@@ -117,7 +155,7 @@ pub(super) async fn ack(conn: &mut Conn, keys: &Keys, receipts: &[Receipt]) -> R
         .arg(keys.tenant_head())
         .arg(by_tenant.keys().collect::<Vec<_>>())
         .ignore();
-    run_pipeline(conn, &pipe, &FORGET_IDLE, "ack").await?;
+    run_pipeline(conn, &pipe, &[&FORGET_IDLE], "ack").await?;
     Ok(())
 }
 
