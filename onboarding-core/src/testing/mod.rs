@@ -315,6 +315,7 @@ macro_rules! __conformance_cases {
                 sweep_never_returns_cancelled_items,
                 sweep_respects_limit,
                 sweep_reaches_every_open_batch,
+                sweep_reaches_every_item_of_a_large_batch,
                 complete_batches_marks_finished_batches_once,
                 complete_open_batches_completes_each_finished_batch_once,
                 complete_batches_once_under_concurrency,

@@ -270,3 +270,43 @@ pub async fn sweep_reaches_every_open_batch(backend: TestBackend) {
     }
     fixtures::cancel_quietly(repo, &tenant, &batches).await;
 }
+
+/// A batch larger than what one sweep call reads of a batch (PostgreSQL
+/// reads 20,000 items per batch and call, from where the last call
+/// stopped) is swept whole over successive calls: every lost item once
+/// within 100 calls of at most 1000 jobs.
+pub async fn sweep_reaches_every_item_of_a_large_batch(backend: TestBackend) {
+    let _exclusive = fixtures::exclusive().await;
+    let repo = &*backend.repository;
+    let tenant = fixtures::tenant();
+    let submission = fixtures::submission(&tenant, 25_000, ConflictPolicy::Update);
+    let sweep_at = submission.sweep_at;
+    let (batch, items) = fixtures::store(repo, &submission).await;
+    // A call may find nothing in one part of the batch and move on to the
+    // next (`sweep_all` would stop there): call it as the sweeper does, a
+    // bounded number of times, until every item came back.
+    let wanted: std::collections::HashSet<_> = items.iter().map(|i| i.item_id).collect();
+    let mut jobs = Vec::new();
+    for _ in 0..100 {
+        jobs.extend(
+            repo.sweep(sweep_at, sweep_at, fixtures::STALE_AFTER, ALL)
+                .await
+                .expect("sweep failed"),
+        );
+        if jobs.iter().filter(|j| wanted.contains(&j.item_id)).count() >= wanted.len() {
+            break;
+        }
+    }
+    let missed: Vec<u32> = items
+        .iter()
+        .filter(|i| count_jobs(&jobs, i.item_id) != 1)
+        .map(|i| i.position)
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "{} of 25,000 lost items were not swept exactly once, the first at positions {:?}",
+        missed.len(),
+        missed.iter().take(5).collect::<Vec<_>>()
+    );
+    fixtures::cancel_quietly(repo, &tenant, &[batch.id]).await;
+}
