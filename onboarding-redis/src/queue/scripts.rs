@@ -47,16 +47,17 @@ pub(super) async fn run_pipeline(
     scripts: &[&Script],
     what: &str,
 ) -> Result<Vec<Value>> {
-    run_pipeline_or(conn, pipe, pipe, scripts, what).await
+    run_pipeline_or(conn, pipe, || pipe.clone(), scripts, what).await
 }
 
 /// [`run_pipeline`] for a pipeline with other commands than `EVALSHA`s of
 /// `scripts`: those ran even when the scripts were missing, so the second
-/// attempt sends `scripts_only` (the script calls of `pipe`).
+/// attempt sends what `scripts_only` builds (the script calls of `pipe`),
+/// built only then.
 pub(super) async fn run_pipeline_or(
     conn: &mut Conn,
     pipe: &Pipeline,
-    scripts_only: &Pipeline,
+    scripts_only: impl FnOnce() -> Pipeline,
     scripts: &[&Script],
     what: &str,
 ) -> Result<Vec<Value>> {
@@ -69,7 +70,7 @@ pub(super) async fn run_pipeline_or(
                     .await
                     .map_err(|e| from_redis(what, e))?;
             }
-            scripts_only
+            scripts_only()
                 .query_async(conn)
                 .await
                 .map_err(|e| from_redis(what, e))

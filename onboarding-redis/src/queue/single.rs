@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use redis::Pipeline;
+
 use onboarding_core::{Job, QueueDepth, Receipt, Result};
 
 use super::keys::{by_tenant, due_ms, encode, Keys};
@@ -25,52 +27,59 @@ type TenantEntries<'a> = (&'a str, Vec<String>, Vec<(i64, String)>);
 /// serving the tenant already may take the entries before the activation,
 /// which is harmless (activating a tenant with an empty lane is too).
 pub(super) async fn enqueue(conn: &mut Conn, keys: &Keys, jobs: &[Job]) -> Result<()> {
-    let mut pipe = redis::pipe();
-    // What to send again when the scripts were missing: the pushes ran.
-    let mut scripts_only = redis::pipe();
-    for chunk in jobs.chunks(ENQUEUE_CHUNK) {
-        let tenants = by_tenant_ready(chunk)?;
-        if tenants.iter().all(|(_, _, delayed)| delayed.is_empty()) {
-            for (tenant, ready, _) in &tenants {
-                let [lane, ..] = keys.tenant(tenant);
-                pipe.cmd("RPUSH").arg(lane).arg(ready);
-                for p in [&mut pipe, &mut scripts_only] {
-                    p.cmd("EVALSHA")
-                        .arg(ACTIVATE.get_hash())
-                        .arg(keys.global().len())
-                        .arg(&keys.global()[..])
-                        .arg(*tenant)
-                        .arg(ready.len());
-                }
-            }
-            continue;
-        }
-        for p in [&mut pipe, &mut scripts_only] {
-            p.cmd("EVALSHA")
-                .arg(ENQUEUE.get_hash())
-                .arg(keys.global().len())
-                .arg(&keys.global()[..])
-                .arg(keys.tenant_head());
-            for (tenant, ready, delayed) in &tenants {
-                p.arg(*tenant).arg(ready.len()).arg(delayed.len());
-                for entry in ready {
-                    p.arg(entry);
-                }
-                for (due, entry) in delayed {
-                    p.arg(*due).arg(entry);
-                }
-            }
-        }
-    }
+    let chunks = jobs
+        .chunks(ENQUEUE_CHUNK)
+        .map(by_tenant_ready)
+        .collect::<Result<Vec<_>>>()?;
+    // When the scripts were missing, the pushes ran: only the script calls
+    // go again.
     run_pipeline_or(
         conn,
-        &pipe,
-        &scripts_only,
+        &enqueue_pipeline(keys, &chunks, true),
+        || enqueue_pipeline(keys, &chunks, false),
         &[&ENQUEUE, &ACTIVATE],
         "enqueue",
     )
     .await?;
     Ok(())
+}
+
+/// The commands of [`enqueue`] for `chunks` (each grouped by tenant), the
+/// plain pushes only `with_pushes`.
+fn enqueue_pipeline(keys: &Keys, chunks: &[Vec<TenantEntries<'_>>], with_pushes: bool) -> Pipeline {
+    let mut pipe = redis::pipe();
+    for tenants in chunks {
+        if tenants.iter().all(|(_, _, delayed)| delayed.is_empty()) {
+            for (tenant, ready, _) in tenants {
+                if with_pushes {
+                    let [lane, ..] = keys.tenant(tenant);
+                    pipe.cmd("RPUSH").arg(lane).arg(ready);
+                }
+                pipe.cmd("EVALSHA")
+                    .arg(ACTIVATE.get_hash())
+                    .arg(keys.global().len())
+                    .arg(&keys.global()[..])
+                    .arg(*tenant)
+                    .arg(ready.len());
+            }
+            continue;
+        }
+        pipe.cmd("EVALSHA")
+            .arg(ENQUEUE.get_hash())
+            .arg(keys.global().len())
+            .arg(&keys.global()[..])
+            .arg(keys.tenant_head());
+        for (tenant, ready, delayed) in tenants {
+            pipe.arg(*tenant).arg(ready.len()).arg(delayed.len());
+            for entry in ready {
+                pipe.arg(entry);
+            }
+            for (due, entry) in delayed {
+                pipe.arg(*due).arg(entry);
+            }
+        }
+    }
+    pipe
 }
 
 /// `jobs` by tenant, in the order of each tenant's first job (a submission
