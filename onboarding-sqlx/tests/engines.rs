@@ -10,6 +10,13 @@ use onboarding_sqlx::testing::TestDatabase;
 use onboarding_sqlx::{Engine, SqlBackend};
 use sqlx::Connection;
 
+/// A PostgreSQL connection of its own to `backend`'s database.
+async fn pg_connection(backend: &SqlBackend) -> sqlx::PgConnection {
+    sqlx::PgConnection::connect(backend.url().expose())
+        .await
+        .unwrap()
+}
+
 /// Rows of `batch_items` left for `batch`, read with a connection of its own
 /// (what no trait method can show: orphaned rows).
 async fn item_rows(backend: &SqlBackend, batch: BatchId) -> i64 {
@@ -147,9 +154,7 @@ async fn postgres_queue_analyzes_jobs_after_a_burst() {
     let backend = db.connect(TestDatabase::options()).await;
     let queue = backend.queue();
     let analyzed = || async {
-        let mut c = sqlx::PgConnection::connect(backend.url().expose())
-            .await
-            .unwrap();
+        let mut c = pg_connection(&backend).await;
         let n: i64 = sqlx::query_scalar(
             "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'jobs'",
         )
@@ -209,9 +214,7 @@ async fn postgres_prune_deletes_the_counters_it_empties() {
     );
     fixtures::store(&*repo, &skip).await;
     let counters = || async {
-        let mut c = sqlx::PgConnection::connect(backend.url().expose())
-            .await
-            .unwrap();
+        let mut c = pg_connection(&backend).await;
         let rows: Vec<(i64, i64)> =
             sqlx::query_as("SELECT second, completed FROM throughput_seconds WHERE tenant = $1")
                 .bind(tenant.as_str())
@@ -228,9 +231,7 @@ async fn postgres_prune_deletes_the_counters_it_empties() {
     // Counted on a shard no connection's prune lands on (shards are a
     // backend's pid modulo 8): the prune's removal goes to another row, as
     // it does whenever the prune runs on another connection than the count.
-    let mut c = sqlx::PgConnection::connect(backend.url().expose())
-        .await
-        .unwrap();
+    let mut c = pg_connection(&backend).await;
     sqlx::query("UPDATE throughput_seconds SET shard = 100 WHERE tenant = $1")
         .bind(tenant.as_str())
         .execute(&mut c)
@@ -268,9 +269,7 @@ async fn postgres_redrive_of_an_unlinked_organization_follows_its_item() {
     };
     fixtures::finish(&*repo, &fixtures::leases(&claimed), failure, now()).await;
     // The row as the migration leaves one whose work had all finished.
-    let mut c = sqlx::PgConnection::connect(backend.url().expose())
-        .await
-        .unwrap();
+    let mut c = pg_connection(&backend).await;
     sqlx::query("UPDATE organizations SET latest_item = NULL, status = 'failed' WHERE tenant = $1")
         .bind(tenant.as_str())
         .execute(&mut c)
