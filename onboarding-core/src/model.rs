@@ -107,6 +107,27 @@ impl ItemId {
     pub fn batch_range(batch: BatchId) -> (Self, Self) {
         (Self::in_batch(batch, 0), Self::in_batch(batch, u32::MAX))
     }
+
+    /// The position an [`ItemId::in_batch`] id holds (its last four bytes).
+    pub fn position(self) -> u32 {
+        let b = self.0.as_bytes();
+        u32::from_be_bytes([b[12], b[13], b[14], b[15]])
+    }
+}
+
+impl OrganizationId {
+    /// The id of an organization first stored by `item`: the item's id
+    /// with the UUID version 8 ("custom") in place of its 7.
+    ///
+    /// Unique because item ids are (a bijection of them), never equal to an
+    /// item id, and made without drawing random bytes: a submission of
+    /// 1000 new organizations drew 1000 UUIDv7s, a `getrandom` system call
+    /// each (BENCHMARKS.md, session 11).
+    pub fn first_stored_by(item: ItemId) -> Self {
+        let mut bytes = *item.0.as_bytes();
+        bytes[6] = (bytes[6] & 0x0f) | 0x80;
+        Self(Uuid::from_bytes(bytes))
+    }
 }
 
 /// A fencing token handed out with each claim; every later write of that
@@ -600,6 +621,32 @@ mod tests {
             batch.0.as_bytes()[..12]
         );
         assert_eq!(ItemId::in_batch(batch, 7).0.get_version_num(), 7);
+        for p in [0, 1, 255, 256, 70_000, u32::MAX] {
+            assert_eq!(ItemId::in_batch(batch, p).position(), p);
+        }
+    }
+
+    #[test]
+    fn an_organization_first_stored_by_an_item_has_an_id_of_its_own() {
+        let batch = BatchId::new();
+        let items: Vec<ItemId> = (0..1000).map(|p| ItemId::in_batch(batch, p)).collect();
+        let orgs: std::collections::HashSet<OrganizationId> = items
+            .iter()
+            .map(|i| OrganizationId::first_stored_by(*i))
+            .collect();
+        assert_eq!(orgs.len(), items.len(), "one id per item");
+        for (item, org) in items
+            .iter()
+            .zip(items.iter().map(|i| OrganizationId::first_stored_by(*i)))
+        {
+            assert_ne!(org.0, item.0);
+            assert_eq!(org.0.get_version_num(), 8);
+            assert_eq!(
+                org,
+                OrganizationId::first_stored_by(*item),
+                "the same item, the same id"
+            );
+        }
     }
 
     #[test]
