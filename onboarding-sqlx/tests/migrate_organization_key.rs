@@ -27,6 +27,9 @@ const THROUGHPUT_SECONDS: i64 = 20270106000000;
 /// Applied with the old schema too: today's statements write the column it
 /// adds.
 const STATUS_FROM_LATEST_ITEM: i64 = 20270107000000;
+/// Applied with the old schema too: today's submission statement calls the
+/// function it adds.
+const ITEM_POSITION: i64 = 20270110000000;
 
 /// What a tenant sees of one domain: the row and its history.
 async fn seen(
@@ -59,6 +62,7 @@ async fn postgres_keys_organizations_by_tenant_and_domain() {
                     || m.version == CURRENT_VERSION_IN_ROW
                     || m.version == THROUGHPUT_SECONDS
                     || m.version == STATUS_FROM_LATEST_ITEM
+                    || m.version == ITEM_POSITION
             })
             .cloned()
             .collect(),

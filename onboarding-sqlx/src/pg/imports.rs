@@ -64,7 +64,10 @@ fn copy_binary(batch: BatchId, rows: &[&ImportRow]) -> Vec<u8> {
         copy_field(&mut out, Some(&batch));
         copy_field(&mut out, Some(&i64::from(row.line).to_be_bytes()));
         // The ids the finish gives the row's organization (if new) and item.
-        copy_field(&mut out, Some(&OrganizationId::new().0.into_bytes()));
+        copy_field(
+            &mut out,
+            Some(&OrganizationId::first_stored_by(item_id).0.into_bytes()),
+        );
         copy_field(&mut out, Some(&item_id.0.into_bytes()));
         copy_field(&mut out, Some(row.organization.name.as_bytes()));
         copy_field(&mut out, Some(row.organization.domain.as_str().as_bytes()));
@@ -156,7 +159,7 @@ async fn store_staged(tx: &mut Tx, s: &Submission) -> Result<bool> {
         &RowSource {
             input: "SELECT COALESCE(organization_id, gen_random_uuid()) AS org, name, domain,
                 contact_email AS email, COALESCE(item_id, batch_item_id($1, line_no)) AS item,
-                line_no AS position, line_no AS n
+                line_no AS position
                 FROM import_rows WHERE batch_id = $1",
             now: "$3",
             sweep_at: "$4",
