@@ -343,6 +343,10 @@ pub trait OrgRepository: Send + Sync + 'static {
     /// - `Processing` items with `lease_until <= now` are returned (their
     ///   next claim takes them over), and `lease_until` is not changed.
     /// - At most `limit` jobs, oldest due first where the backend can order cheaply.
+    /// - A backend may read large batches in parts over successive calls,
+    ///   but a call answers no job only after reading every open item or at
+    ///   least 200,000 of them (so lost work deep in a large batch is found
+    ///   within a few sweeps, not one sweep per part).
     /// - `Cancelled` items are never returned; an expired lease of a
     ///   cancelled batch is (the item must still reach a terminal status).
     async fn sweep(

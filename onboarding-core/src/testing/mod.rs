@@ -316,6 +316,7 @@ macro_rules! __conformance_cases {
                 sweep_respects_limit,
                 sweep_reaches_every_open_batch,
                 sweep_reaches_every_item_of_a_large_batch,
+                one_sweep_finds_a_lost_item_deep_in_a_large_batch,
                 complete_batches_marks_finished_batches_once,
                 complete_open_batches_completes_each_finished_batch_once,
                 complete_batches_once_under_concurrency,

@@ -30,8 +30,13 @@ use crate::rows::{
 /// sweep's scan to this many batches' items however deep the backlog; with
 /// more open batches, each is visited every few sweeps.
 const SWEEP_BATCHES: i64 = 64;
-/// Items of one batch one sweep call reads at most (BENCHMARKS.md, "Backlog drain").
+/// Items of one batch one sweep statement reads at most (BENCHMARKS.md, "Backlog drain").
 const SWEEP_WINDOW: i64 = 20_000;
+/// Items one sweep call reads before it may answer that it found nothing:
+/// while its windows find nothing and some batch has more beyond them, it
+/// reads the next ones (a lost item near the end of a 1,000,000-item batch
+/// is found within 5 calls, not 50).
+const SWEEP_BUDGET: i64 = 10 * SWEEP_WINDOW;
 
 /// The PostgreSQL repository.
 #[derive(Debug, Clone)]
@@ -655,6 +660,111 @@ pub(super) async fn insert_batch(tx: &mut Tx, s: &Submission, total: i64) -> Res
     Ok(inserted.rows_affected() == 1)
 }
 
+/// What one sweep statement found: the jobs, the items it read, and
+/// whether some batch has items beyond the window it read.
+struct SweepPass {
+    jobs: Vec<Job>,
+    read: i64,
+    more: bool,
+}
+
+/// One sweep statement (see [`OrgRepository::sweep`] of [`PgRepository`]).
+async fn sweep_windows(
+    pool: &PgPool,
+    now: Timestamp,
+    pending_due: Timestamp,
+    stale_after: Duration,
+    limit: u32,
+) -> Result<SweepPass> {
+    // Batch by batch: the least recently swept open batches, each read
+    // through its range of item ids (in position order) from where its last
+    // sweep stopped, at most `SWEEP_WINDOW` items per batch and statement
+    // (a pass over a 1,000,000-item batch takes several, none a full scan
+    // of it). No item index reads the columns claims and finishes change,
+    // which keeps those HOT. A pending item a claim holds is left out (the
+    // claim is taking it): the sweep waits for no item lock, so it cannot
+    // deadlock with a claim, whose failure would leave its messages
+    // invisible until the queue's visibility timeout. The last row (no
+    // `id`) tells how many items were read and whether a window stopped
+    // before the end of its batch.
+    let rows = sqlx::query(
+        "WITH due AS (
+            SELECT id, sweep_position FROM batches WHERE completed_at IS NULL
+            ORDER BY swept_at NULLS FIRST, created_at
+            LIMIT $4
+            FOR UPDATE SKIP LOCKED
+        ), scanned AS (
+            SELECT w.* FROM due d CROSS JOIN LATERAL (
+                SELECT i.id, i.batch_id, i.position, i.tenant, i.available_at,
+                    i.status, i.sweep_at, i.lease_until
+                FROM batch_items i
+                WHERE i.id BETWEEN batch_item_id(d.id, d.sweep_position) AND batch_item_last(d.id)
+                    AND i.batch_id = d.id
+                ORDER BY i.id LIMIT $5
+            ) w
+        ), found AS (
+            SELECT id, tenant, available_at, status FROM scanned
+            WHERE CASE status
+                WHEN 'pending' THEN sweep_at <= $6
+                WHEN 'processing' THEN lease_until <= $1
+                ELSE false END
+            ORDER BY sweep_at
+            LIMIT $3
+        ), locked AS (
+            SELECT b.id FROM batch_items b JOIN found f ON b.id = f.id
+            WHERE f.status = 'pending' AND b.status = 'pending' AND b.sweep_at <= $6
+            FOR UPDATE OF b SKIP LOCKED
+        ), bumped AS (
+            UPDATE batch_items b SET sweep_at = $2 FROM locked l WHERE b.id = l.id
+        ), windows AS (
+            SELECT batch_id, count(*) AS n, max(position) AS last FROM scanned GROUP BY batch_id
+        ), marked AS (
+            -- Next time: past this window, or from the start after the
+            -- last one; the same window while `found` was cut short.
+            UPDATE batches b SET swept_at = $1, sweep_position = CASE
+                WHEN (SELECT count(*) FROM found) >= $3 THEN b.sweep_position
+                WHEN w.n >= $5 THEN w.last + 1
+                ELSE 0 END
+            FROM due LEFT JOIN windows w ON w.batch_id = due.id
+            WHERE b.id = due.id
+        )
+        SELECT id, tenant, available_at, NULL::bigint AS read, NULL::bool AS more FROM found
+        WHERE status = 'processing' OR id IN (SELECT id FROM locked)
+        UNION ALL
+        SELECT NULL, NULL, NULL, (SELECT count(*) FROM scanned),
+            EXISTS (SELECT 1 FROM windows WHERE n >= $5)",
+    )
+    .bind(now)
+    .bind(after(now, stale_after))
+    .bind(i64::from(limit))
+    .bind(SWEEP_BATCHES)
+    .bind(SWEEP_WINDOW)
+    .bind(pending_due)
+    .fetch_all(pool)
+    .await
+    .db()?;
+    let mut pass = SweepPass {
+        jobs: Vec::with_capacity(rows.len()),
+        read: 0,
+        more: false,
+    };
+    for r in rows {
+        let Some(id) = r.try_get::<Option<Uuid>, _>("id").db()? else {
+            pass.read = r.try_get::<Option<i64>, _>("read").db()?.unwrap_or(0);
+            pass.more = r.try_get::<Option<bool>, _>("more").db()?.unwrap_or(false);
+            continue;
+        };
+        let available: Timestamp = r.try_get("available_at").db()?;
+        let tenant: String = r.try_get("tenant").db()?;
+        pass.jobs.push(Job {
+            item_id: ItemId(id),
+            tenant: TenantId::parse(tenant)?,
+            not_before: (available > now).then_some(available),
+        });
+    }
+    Ok(pass)
+}
+
 /// The position of batch `b`'s open item of the highest position (NULL
 /// when none is left), looked for from the end of the batch.
 ///
@@ -902,81 +1012,14 @@ impl OrgRepository for PgRepository {
         stale_after: Duration,
         limit: u32,
     ) -> Result<Vec<Job>> {
-        // Batch by batch: the least recently swept open batches, each read
-        // through its range of item ids (in position order) from where its
-        // last sweep stopped,
-        // at most `SWEEP_WINDOW` items per batch and call (a pass over a
-        // 1,000,000-item batch takes several calls, none a full scan of it).
-        // No item index reads the columns claims and finishes change, which
-        // keeps those HOT. A pending item a claim holds is left out (the
-        // claim is taking it): the sweep waits for no item lock, so it
-        // cannot deadlock with a claim, whose failure would leave its
-        // messages invisible until the queue's visibility timeout.
-        let found = sqlx::query(
-            "WITH due AS (
-                SELECT id, sweep_position FROM batches WHERE completed_at IS NULL
-                ORDER BY swept_at NULLS FIRST, created_at
-                LIMIT $4
-                FOR UPDATE SKIP LOCKED
-            ), scanned AS (
-                SELECT w.* FROM due d CROSS JOIN LATERAL (
-                    SELECT i.id, i.batch_id, i.position, i.tenant, i.available_at,
-                        i.status, i.sweep_at, i.lease_until
-                    FROM batch_items i
-                    WHERE i.id BETWEEN batch_item_id(d.id, d.sweep_position) AND batch_item_last(d.id)
-                        AND i.batch_id = d.id
-                    ORDER BY i.id LIMIT $5
-                ) w
-            ), found AS (
-                SELECT id, tenant, available_at, status FROM scanned
-                WHERE CASE status
-                    WHEN 'pending' THEN sweep_at <= $6
-                    WHEN 'processing' THEN lease_until <= $1
-                    ELSE false END
-                ORDER BY sweep_at
-                LIMIT $3
-            ), locked AS (
-                SELECT b.id FROM batch_items b JOIN found f ON b.id = f.id
-                WHERE f.status = 'pending' AND b.status = 'pending' AND b.sweep_at <= $6
-                FOR UPDATE OF b SKIP LOCKED
-            ), bumped AS (
-                UPDATE batch_items b SET sweep_at = $2 FROM locked l WHERE b.id = l.id
-            ), windows AS (
-                SELECT batch_id, count(*) AS n, max(position) AS last FROM scanned GROUP BY batch_id
-            ), marked AS (
-                -- Next time: past this window, or from the start after the
-                -- last one; the same window while `found` was cut short.
-                UPDATE batches b SET swept_at = $1, sweep_position = CASE
-                    WHEN (SELECT count(*) FROM found) >= $3 THEN b.sweep_position
-                    WHEN w.n >= $5 THEN w.last + 1
-                    ELSE 0 END
-                FROM due LEFT JOIN windows w ON w.batch_id = due.id
-                WHERE b.id = due.id
-            )
-            SELECT id, tenant, available_at FROM found
-            WHERE status = 'processing' OR id IN (SELECT id FROM locked)",
-        )
-        .bind(now)
-        .bind(after(now, stale_after))
-        .bind(i64::from(limit))
-        .bind(SWEEP_BATCHES)
-        .bind(SWEEP_WINDOW)
-        .bind(pending_due)
-        .fetch_all(&self.pool)
-        .await
-        .db()?;
-        found
-            .into_iter()
-            .map(|r| {
-                let available: Timestamp = r.try_get("available_at").db()?;
-                let tenant: String = r.try_get("tenant").db()?;
-                Ok(Job {
-                    item_id: ItemId(r.try_get("id").db()?),
-                    tenant: TenantId::parse(tenant)?,
-                    not_before: (available > now).then_some(available),
-                })
-            })
-            .collect()
+        let mut read = 0;
+        loop {
+            let pass = sweep_windows(&self.pool, now, pending_due, stale_after, limit).await?;
+            read += pass.read;
+            if !pass.jobs.is_empty() || !pass.more || read >= SWEEP_BUDGET {
+                return Ok(pass.jobs);
+            }
+        }
     }
 
     async fn complete_batches(

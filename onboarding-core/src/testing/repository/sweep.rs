@@ -310,3 +310,36 @@ pub async fn sweep_reaches_every_item_of_a_large_batch(backend: TestBackend) {
     );
     fixtures::cancel_quietly(repo, &tenant, &[batch.id]).await;
 }
+
+/// A call that finds no lost work has looked far: here one pending item
+/// lost at the end of a 45,000-item batch (the others held by live leases)
+/// is found by the first call. (PostgreSQL reads a batch in windows of
+/// 20,000 items; a call that found nothing in one window used to answer
+/// "nothing", and the item waited for the sweeps that reached its window.)
+pub async fn one_sweep_finds_a_lost_item_deep_in_a_large_batch(backend: TestBackend) {
+    const ITEMS: usize = 45_000;
+    let _exclusive = fixtures::exclusive().await;
+    let repo = &*backend.repository;
+    let tenant = fixtures::tenant();
+    let submission = fixtures::submission(&tenant, ITEMS, ConflictPolicy::Update);
+    let sweep_at = submission.sweep_at;
+    let (batch, items) = fixtures::store(repo, &submission).await;
+    let Some((lost, held)) = items.split_last() else {
+        panic!("no items stored");
+    };
+    for chunk in held.chunks(5_000) {
+        fixtures::claim(repo, &fixtures::ids(chunk), sweep_at).await;
+    }
+    let jobs = repo
+        .sweep(sweep_at, sweep_at, fixtures::STALE_AFTER, ALL)
+        .await
+        .expect("sweep failed");
+    let found: Vec<_> = jobs.iter().map(|j| j.item_id).collect();
+    assert_eq!(
+        found,
+        vec![lost.item_id],
+        "one sweep call should return the one lost item (position {})",
+        lost.position
+    );
+    fixtures::cancel_quietly(repo, &tenant, &[batch.id]).await;
+}
