@@ -241,6 +241,45 @@ fn bench_floor(
     group.finish();
 }
 
+/// The floor's connections, for the phases that run it after each submission.
+struct Floor {
+    pg: sqlx::PgConnection,
+    redis: redis::aio::MultiplexedConnection,
+    redis_key: String,
+}
+
+impl Floor {
+    async fn connect(pg_url: &str, redis_key: &str) -> Self {
+        Self {
+            pg: sqlx::PgConnection::connect(pg_url).await.expect("pg"),
+            redis: redis::Client::open(backends::redis_url())
+                .expect("redis url")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("redis"),
+            redis_key: redis_key.to_owned(),
+        }
+    }
+
+    /// One floor of fresh rows (made before the clock starts); its time.
+    async fn run(&mut self, probe: &OnboardingService) -> Duration {
+        let cols = columns(&fresh(probe, 1)[0]);
+        let msgs = messages();
+        let started = Instant::now();
+        floor_upsert(&mut self.pg, &cols).await;
+        floor_push(&mut self.redis, &self.redis_key, &msgs).await;
+        started.elapsed()
+    }
+
+    /// Removes the messages the floor pushed.
+    async fn clear(&mut self) {
+        let _: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(&self.redis_key)
+            .query_async(&mut self.redis)
+            .await;
+    }
+}
+
 /// The paired phase (see the module's documentation).
 fn bench_paired(
     rt: &Runtime,
@@ -257,12 +296,7 @@ fn bench_paired(
     let service = OnboardingService::new(backends, IngestConfig::default().with_max_backlog(None));
     let tenant = TenantId::parse("bench").expect("tenant");
     rt.block_on(async {
-        let mut pg = sqlx::PgConnection::connect(pg_url).await.expect("pg");
-        let mut redis_conn = redis::Client::open(backends::redis_url())
-            .expect("redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
+        let mut floor = Floor::connect(pg_url, redis_key).await;
         for round in 0..rounds + 3 {
             // The first three warm connections, statements and caches.
             let record = |id: &str, took: Duration| {
@@ -278,13 +312,9 @@ fn bench_paired(
                 .expect("stored");
             record("paired_postgres_redis", started.elapsed());
 
-            let cols = columns(&fresh(probe, 1)[0]);
-            let msgs = messages();
-            let started = Instant::now();
-            floor_upsert(&mut pg, &cols).await;
-            floor_push(&mut redis_conn, redis_key, &msgs).await;
-            record("paired_floor", started.elapsed());
+            record("paired_floor", floor.run(probe).await);
         }
+        floor.clear().await;
     });
 }
 
@@ -350,12 +380,7 @@ fn bench_http(
         let service = OnboardingService::new(backends, IngestConfig::default());
         let tenant = TenantId::parse("bench").expect("tenant");
         let addr = onboarding_bench::http::serve_local(service, tenant, KEY).await;
-        let mut pg = sqlx::PgConnection::connect(pg_url).await.expect("pg");
-        let mut redis_conn = redis::Client::open(backends::redis_url())
-            .expect("redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
+        let mut floor = Floor::connect(pg_url, redis_key).await;
         let mut conn = BufReader::new(TcpStream::connect(addr).await.expect("connect"));
         // Warm-up: connections, prepared statements, caches.
         for _ in 0..3 {
@@ -370,17 +395,9 @@ fn bench_http(
             post_accepted(&mut conn, KEY, &body).await;
             report::record("http_postgres_redis", started.elapsed(), 1);
 
-            let cols = columns(&fresh(probe, 1)[0]);
-            let msgs = messages();
-            let started = Instant::now();
-            floor_upsert(&mut pg, &cols).await;
-            floor_push(&mut redis_conn, redis_key, &msgs).await;
-            report::record("http_floor", started.elapsed(), 1);
+            report::record("http_floor", floor.run(probe).await, 1);
         }
-        let _: redis::RedisResult<()> = redis::cmd("DEL")
-            .arg(redis_key)
-            .query_async(&mut redis_conn)
-            .await;
+        floor.clear().await;
     });
 }
 
