@@ -58,12 +58,11 @@ fn copy_field(out: &mut Vec<u8>, value: Option<&[u8]>) {
 fn copy_binary(batch: BatchId, rows: &[&ImportRow]) -> Vec<u8> {
     let mut out = Vec::with_capacity(COPY_HEADER.len() + rows.len() * 160 + 2);
     out.extend_from_slice(COPY_HEADER);
-    let batch_id = batch;
-    let batch = batch.0.into_bytes();
+    let batch_bytes = batch.0.into_bytes();
     for row in rows {
-        let item_id = ItemId::in_batch(batch_id, row.line);
+        let item_id = ItemId::in_batch(batch, row.line);
         out.extend_from_slice(&8_i16.to_be_bytes());
-        copy_field(&mut out, Some(&batch));
+        copy_field(&mut out, Some(&batch_bytes));
         copy_field(&mut out, Some(&i64::from(row.line).to_be_bytes()));
         // The ids the finish gives the row's organization (if new) and item.
         copy_field(

@@ -314,8 +314,10 @@ impl Decision {
 /// one round trip and one implicit transaction.
 ///
 /// Parameters: `$1`..`$9` those of [`bind_new_batch`], then the chunk's
-/// organization ids, names, domains, contact emails, item ids, positions
-/// (`$10`..`$15`), the sweep time (`$16`) and `reprocess_unchanged` (`$17`).
+/// organization ids, names, domains, contact emails and item ids
+/// (`$10`..`$14`), the sweep time (`$15`) and `reprocess_unchanged` (`$16`).
+/// An item's position is the one its id holds (`batch_item_position`), not
+/// a parameter of its own.
 ///
 /// Answers the items that are not new organizations, in any order, each
 /// named by its item id, and a row with only `stored`: how many items it
@@ -343,8 +345,9 @@ fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
         ("", String::new())
     };
     let input = format!(
-        "SELECT * FROM UNNEST($10::uuid[], $11::text[], $12::text[], $13::text[], $14::uuid[], $15::bigint[])
-                AS u(org, name, domain, email, item, position)
+        "SELECT org, name, domain, email, item, batch_item_position(item) AS position
+                FROM UNNEST($10::uuid[], $11::text[], $12::text[], $13::text[], $14::uuid[])
+                AS u(org, name, domain, email, item)
             {gate}"
     );
     let ctes = store_rows(
@@ -352,8 +355,8 @@ fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
         &RowSource {
             input: &input,
             now: "$8",
-            sweep_at: "$16",
-            reprocess_unchanged: "$17",
+            sweep_at: "$15",
+            reprocess_unchanged: "$16",
             ordered: false,
         },
     );
@@ -525,13 +528,14 @@ where
     E: sqlx::Executor<'e, Database = Postgres>,
 {
     let total = i64::try_from(s.organizations.len()).unwrap_or(i64::MAX);
-    let items: Vec<Uuid> = chunk
+    let item_ids: Vec<ItemId> = chunk
         .iter()
-        .map(|(p, _)| ItemId::in_batch(s.batch_id, *p).0)
+        .map(|(p, _)| ItemId::in_batch(s.batch_id, *p))
         .collect();
-    let orgs: Vec<Uuid> = items
+    let items: Vec<Uuid> = item_ids.iter().map(|i| i.0).collect();
+    let orgs: Vec<Uuid> = item_ids
         .iter()
-        .map(|i| OrganizationId::first_stored_by(ItemId(*i)).0)
+        .map(|i| OrganizationId::first_stored_by(*i).0)
         .collect();
     let names: Vec<&str> = chunk.iter().map(|(_, o)| o.name.as_str()).collect();
     let domains: Vec<&str> = chunk.iter().map(|(_, o)| o.domain.as_str()).collect();
@@ -539,7 +543,6 @@ where
         .iter()
         .map(|(_, o)| o.contact_email.as_str())
         .collect();
-    let positions: Vec<i64> = chunk.iter().map(|(p, _)| i64::from(*p)).collect();
     let sql = chunk_statement(s.policy, batch);
     let rows = bind_new_batch(sqlx::query(&sql), s, total)
         .bind(&orgs)
@@ -547,7 +550,6 @@ where
         .bind(&domains)
         .bind(&emails)
         .bind(&items)
-        .bind(&positions)
         .bind(s.sweep_at)
         .bind(s.reprocess_unchanged)
         .fetch_all(exec)
@@ -596,18 +598,16 @@ where
     // The rest are new organizations (see `chunk_statement`).
     chunk
         .iter()
+        .zip(item_ids)
         .zip(stored)
-        .map(|((position, org), stored)| {
-            Ok(stored.unwrap_or_else(|| {
-                let item_id = ItemId::in_batch(s.batch_id, *position);
-                StoredItem {
-                    item_id,
-                    position: *position,
-                    organization_id: OrganizationId::first_stored_by(item_id),
-                    domain: org.domain.clone(),
-                    change: Change::Created,
-                    status: ItemStatus::Pending,
-                }
+        .map(|(((position, org), item_id), stored)| {
+            Ok(stored.unwrap_or_else(|| StoredItem {
+                item_id,
+                position: *position,
+                organization_id: OrganizationId::first_stored_by(item_id),
+                domain: org.domain.clone(),
+                change: Change::Created,
+                status: ItemStatus::Pending,
             }))
         })
         .collect()
