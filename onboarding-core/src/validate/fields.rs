@@ -82,7 +82,10 @@ pub fn normalize_email(input: &str) -> Result<String, FieldProblem> {
         // `parse` requires an `@`; kept as an error rather than a panic.
         return Err(invalid(email, "has no @"));
     };
-    let normalized = format!("{local}@{}", lowercase_domain(domain));
+    let mut normalized = String::with_capacity(email.len());
+    normalized.push_str(local);
+    normalized.push('@');
+    push_lowercase_domain(&mut normalized, domain);
     if normalized.len() > MAX_EMAIL_BYTES {
         return Err(too_long(normalized.len()));
     }
@@ -121,20 +124,22 @@ fn too_long(len: usize) -> FieldProblem {
     )
 }
 
-/// Lowercases a domain character by character, keeping characters whose
-/// lowercase form is not a single character (so the result stays stable
-/// when lowercased again).
-fn lowercase_domain(domain: &str) -> String {
-    domain
-        .chars()
-        .map(|c| {
-            let mut lower = c.to_lowercase();
-            match (lower.next(), lower.next()) {
-                (Some(l), None) => l,
-                _ => c,
-            }
-        })
-        .collect()
+/// Appends `domain` lowercased character by character, keeping characters
+/// whose lowercase form is not a single character (so the result stays
+/// stable when lowercased again). An ASCII domain, the common case, is
+/// lowercased byte by byte.
+fn push_lowercase_domain(out: &mut String, domain: &str) {
+    if domain.is_ascii() {
+        out.extend(domain.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        return;
+    }
+    out.extend(domain.chars().map(|c| {
+        let mut lower = c.to_lowercase();
+        match (lower.next(), lower.next()) {
+            (Some(l), None) => l,
+            _ => c,
+        }
+    }));
 }
 
 #[cfg(test)]

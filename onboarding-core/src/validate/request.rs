@@ -267,15 +267,17 @@ where
 fn check_items<'a>(
     items: impl Iterator<Item = RawItem<'a>>,
 ) -> Vec<(u32, Result<NewOrganization, Vec<FieldError>>)> {
-    let mut first_seen: HashMap<String, u32> = HashMap::new();
-    let mut checked = Vec::with_capacity(items.size_hint().0);
+    let expected = items.size_hint().0;
+    let mut first_seen: HashMap<String, u32> = HashMap::with_capacity(expected);
+    let mut checked = Vec::with_capacity(expected);
     // `zip` with `0u32..` caps positions at u32::MAX; the size check keeps
     // every request below that.
     for (item, position) in items.zip(0u32..) {
-        let base = format!("/organizations/{position}");
+        // Only a rejected item needs its pointer: not formatted per item.
+        let base = || format!("/organizations/{position}");
         let org = match item {
             RawItem::NotAnObject(problem) => {
-                checked.push((position, Err(vec![problem.into_field_error(base)])));
+                checked.push((position, Err(vec![problem.into_field_error(base())])));
                 continue;
             }
             RawItem::Org(org) => org,
@@ -309,7 +311,7 @@ fn check_items<'a>(
             ]
             .into_iter()
             .filter_map(|(field, problem)| {
-                problem.map(|p| p.into_field_error(format!("{base}/{field}")))
+                problem.map(|p| p.into_field_error(format!("{}/{field}", base())))
             })
             .collect()),
         };
