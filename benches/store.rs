@@ -11,7 +11,8 @@
 //! Then in turn (not a criterion benchmark: it runs whatever the filter):
 //! `STORE_PAIRED_ROUNDS` (default 100) rounds of one `submit_valid` on
 //! PostgreSQL + Redis followed by the floor. Reported: the median of each
-//! (`paired_*` rows). The criterion groups above measure the floor and the
+//! (`paired_*` rows), and below the table the median of the rounds' own
+//! ratios with its interquartile range. The criterion groups above measure the floor and the
 //! submission seconds apart, and on this noisy machine their ratio moved
 //! between 1.6x and 2.4x from run to run; side by side, both see the same
 //! moment of the machine.
@@ -22,7 +23,8 @@
 //! to a server in this process (PostgreSQL + Redis, no worker, the default
 //! ingest settings); after each 202 the same floor runs once. Reported: the
 //! median of the 202 (parsing, validation, store, enqueue, events) against
-//! the median of the floor (`http_*` rows).
+//! the median of the floor (`http_*` rows), and the requests' own ratios as
+//! in the paired phase.
 //!
 //! Run: `cargo bench --bench store`. Needs PostgreSQL,
 //! MariaDB and Redis (see `benches/backends.rs` for the URLs); it creates its
@@ -535,4 +537,8 @@ fn main() {
             },
         ],
     );
+    report::print_paired_ratios(&[
+        ("paired_postgres_redis", "paired_floor"),
+        ("http_postgres_redis", "http_floor"),
+    ]);
 }

@@ -35,6 +35,35 @@ pub fn median(id: &str) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
+/// The ratio of `id` to `baseline` sample by sample (the i-th of each,
+/// recorded in turn): its median and interquartile range, when both ran
+/// the same number of times. Each pair saw the same moment of a noisy
+/// machine, so this moves less from run to run than the ratio of the two
+/// medians.
+pub fn paired_ratio(id: &str, baseline: &str) -> Option<(f64, f64, f64)> {
+    let s = SAMPLES.lock().ok()?;
+    let (a, b) = (s.get(id)?, s.get(baseline)?);
+    if a.is_empty() || a.len() != b.len() {
+        return None;
+    }
+    let mut r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    r.sort_by(f64::total_cmp);
+    let at = |q: usize| r[(r.len() - 1) * q / 4];
+    Some((at(2), at(1), at(3)))
+}
+
+/// Prints [`paired_ratio`] of each `(id, baseline)` that ran.
+pub fn print_paired_ratios(pairs: &[(&str, &str)]) {
+    for (id, baseline) in pairs {
+        if let Some((median, p25, p75)) = paired_ratio(id, baseline) {
+            println!(
+                "`{id}` / `{baseline}`, round by round: median {median:.2}x \
+                 (interquartile {p25:.2}x-{p75:.2}x)"
+            );
+        }
+    }
+}
+
 /// One row of a report.
 pub struct Row {
     /// The benchmark id (as recorded).
