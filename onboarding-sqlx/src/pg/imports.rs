@@ -188,7 +188,8 @@ fn staged_statement(policy: ConflictPolicy) -> String {
     let completed = ItemStatus::Completed.as_str();
     format!(
         "WITH {ctes}
-         SELECT COUNT(*) FILTER (WHERE status <> '{completed}') AS open FROM outcome"
+         SELECT (SELECT COUNT(*) FILTER (WHERE status <> '{completed}') FROM outcome)
+            + (SELECT COUNT(*) FROM up WHERE inserted) AS open"
     )
 }
 

@@ -319,9 +319,9 @@ impl Decision {
 /// An item's position is the one its id holds (`batch_item_position`), not
 /// a parameter of its own.
 ///
-/// Answers the items that are not new organizations, in any order, each
-/// named by its item id, and a row with only `stored`: how many items it
-/// stored.
+/// Answers the items that are not new organizations (`outcome`), in any
+/// order, each named by its item id, and a row with only `stored`: how many
+/// items it stored (those and the new organizations' `fresh` ones).
 fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
     let completed = ItemStatus::Completed.as_str();
     // A repeated idempotency key stores nothing: the batch insert then
@@ -336,7 +336,8 @@ fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
             INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode,
                 created_at, trace_parent, completed_at)
             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9,
-                CASE WHEN COALESCE(bool_and(status = '{completed}'), true) THEN $8 END
+                CASE WHEN COALESCE(bool_and(status = '{completed}'), true)
+                    AND NOT EXISTS (SELECT 1 FROM up WHERE inserted) THEN $8 END
             FROM outcome
          )"
             ),
@@ -366,8 +367,9 @@ fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
     // case of new organizations.
     format!(
         "WITH {ctes}{batch}
-         SELECT item, org, change, status, NULL::bigint AS stored FROM outcome WHERE NOT inserted
-         UNION ALL SELECT NULL, NULL, NULL, NULL, count(*) FROM outcome"
+         SELECT item, org, change, status, NULL::bigint AS stored FROM outcome
+         UNION ALL SELECT NULL, NULL, NULL, NULL,
+            (SELECT count(*) FROM outcome) + (SELECT count(*) FROM up WHERE inserted)"
     )
 }
 
@@ -394,17 +396,25 @@ pub(super) struct RowSource<'a> {
 
 /// The common table expressions that store the rows of `source` as a
 /// batch's organizations, versions and items, deciding each row by
-/// `policy`: `input`, `up` (the upsert), `outcome` (each row's
-/// organization, change and status, and the state it had), `items`,
-/// `versions` (the states updates replaced: copy-on-write, the current
-/// version is the organization's row) and `again` (unchanged
-/// organizations made pending). A JSON chunk and an import's finish are
-/// both this statement, fed by `UNNEST` or by the staged rows.
+/// `policy`: `input`, `up` (the upsert), `fresh` (the items of the
+/// organizations it inserted), `outcome` (every other row's organization,
+/// change and status, and the state it had), `items` (theirs), `versions`
+/// (the states updates replaced: copy-on-write, the current version is the
+/// organization's row) and `again` (unchanged organizations made pending).
+/// A JSON chunk and an import's finish are both this statement, fed by
+/// `UNNEST` or by the staged rows. The caller counts the stored items as
+/// `outcome`'s rows plus `up`'s inserted ones.
 ///
-/// `outcome` takes the rows the upsert wrote from its `RETURNING` (their
-/// item is the row's `latest_item`, the position the one that id holds)
-/// and the rows it left alone from `input`, by an anti-join on the
-/// written items (a hash anti-join, at any size): no join of input and
+/// A new organization, most rows of most submissions, needs no decision:
+/// its item is created and pending, written by `fresh` straight from the
+/// upsert's `RETURNING`. Before, every row went through `outcome` (1000
+/// rows stored and scanned by six parts): ~0.1x of the floor per
+/// 1000-organization submission (BENCHMARKS.md, session 12).
+///
+/// `outcome` takes the rows the upsert updated or restored from its
+/// `RETURNING` (their item is the row's `latest_item`, the position the
+/// one that id holds) and the rows it left alone from `input`, by an
+/// anti-join on the written items (a hash anti-join, at any size): no join of input and
 /// upsert, which the planner made a merge join with two sorts (~1 ms of a
 /// 1000-row chunk). Not `NOT IN (SELECT …)`: for an import of 1,000,000
 /// rows that is planned as a subplan scanned once per row (a hashed one
@@ -447,29 +457,37 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             SELECT org, $2, name, domain, email, '{pending}', 1, {now}, {now}, $1, {now}, item FROM input
             {on_conflict}
             RETURNING o.id, o.domain, o.latest_item AS item, (o.xmax = 0) AS inserted
+         ), fresh AS (
+            -- A new organization's item, straight from the upsert: created
+            -- and pending, with nothing replaced (no row of `outcome`).
+            INSERT INTO batch_items (id, batch_id, tenant, position, organization_id, domain, status,
+                change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at)
+            SELECT item, $1, $2, batch_item_position(item) AS position, id, domain, '{pending}', '{created}', 0,
+                {now}, {sweep_at}, '[]', {now}, {now}
+            FROM up WHERE inserted {item_order}
          ), outcome AS (
-            -- The rows the upsert wrote: its RETURNING has all but the
-            -- replaced state (`e`, read only for an update or a restore).
+            -- The rows the upsert updated or restored: its RETURNING has
+            -- all but the replaced state (`e`).
             SELECT up.item, batch_item_position(up.item) AS position, up.domain, up.id AS org,
-                CASE WHEN up.inserted OR e.deleted_at IS NOT NULL THEN '{created}' ELSE '{updated}' END AS change,
+                CASE WHEN e.deleted_at IS NOT NULL THEN '{created}' ELSE '{updated}' END AS change,
                 '{pending}' AS status,
                 e.version AS was_version, e.name AS was_name, e.contact_email AS was_email,
-                e.written_by AS was_by, COALESCE(e.written_at, e.updated_at) AS was_at,
-                up.inserted
+                e.written_by AS was_by, COALESCE(e.written_at, e.updated_at) AS was_at
             FROM up
             LEFT JOIN LATERAL (
                 SELECT p.deleted_at, p.version, p.name, p.contact_email, p.written_by, p.written_at,
                     p.updated_at FROM organizations p
-                WHERE NOT up.inserted AND p.tenant = $2 AND p.domain = up.domain
+                WHERE p.tenant = $2 AND p.domain = up.domain
                 LIMIT 1
             ) e ON true
+            WHERE NOT up.inserted
             UNION ALL
             -- The rows it left alone: an anti-join on the items it wrote
             -- (see above: not `NOT IN`, quadratic for a large import).
             SELECT i.item, i.position, i.domain, e.id, '{kept}',
                 CASE WHEN '{kept}' = '{skipped}' OR (e.status = '{completed}' AND NOT {reprocess_unchanged})
                 THEN '{completed}' ELSE '{pending}' END,
-                NULL, NULL, NULL, NULL, NULL, false
+                NULL, NULL, NULL, NULL, NULL
             FROM input i
             LEFT JOIN LATERAL (
                 SELECT p.id, p.status FROM organization_states p

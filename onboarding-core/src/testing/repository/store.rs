@@ -334,7 +334,41 @@ pub async fn store_skips_existing_domains(backend: TestBackend) {
     }
     let status = fixtures::status(repo, &tenant, second_batch.id).await;
     assert_eq!((status.counts.skipped, status.counts.completed), (2, 2));
-    fixtures::cancel_quietly(repo, &tenant, &[first_batch.id]).await;
+    assert_eq!(
+        status.batch.completed_at,
+        Some(t1),
+        "a batch of skipped items is completed on arrival"
+    );
+
+    // A skipped domain beside a new one: the batch waits for the new one.
+    let t2 = t1 + secs(10);
+    let new_org = fixtures::organization(&fixtures::domain());
+    let third = fixtures::submission_at(
+        &tenant,
+        vec![orgs[0].clone(), new_org.clone()],
+        ConflictPolicy::Skip,
+        t2,
+    );
+    let (third_batch, items) = fixtures::store(repo, &third).await;
+    let got: Vec<_> = items.iter().map(|i| (i.change, i.status)).collect();
+    assert_eq!(
+        got,
+        [
+            (Change::Skipped, ItemStatus::Completed),
+            (Change::Created, ItemStatus::Pending)
+        ]
+    );
+    let status = fixtures::status(repo, &tenant, third_batch.id).await;
+    assert_eq!(
+        (
+            status.counts.skipped,
+            status.counts.pending,
+            status.batch.completed_at
+        ),
+        (1, 1, None),
+        "a batch with a new organization is not completed on arrival"
+    );
+    fixtures::cancel_quietly(repo, &tenant, &[first_batch.id, third_batch.id]).await;
 }
 
 /// Skipped items, and unchanged items whose organization is `Completed`
