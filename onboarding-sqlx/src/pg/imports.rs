@@ -176,8 +176,7 @@ fn staged_statement(policy: ConflictPolicy) -> String {
         policy,
         &RowSource {
             input: "SELECT COALESCE(organization_id, gen_random_uuid()) AS org, name, domain,
-                contact_email AS email, COALESCE(item_id, batch_item_id($1, line_no)) AS item,
-                line_no AS position
+                contact_email AS email, COALESCE(item_id, batch_item_id($1, line_no)) AS item
                 FROM import_rows WHERE batch_id = $1",
             now: "$3",
             sweep_at: "$4",

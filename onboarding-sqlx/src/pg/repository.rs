@@ -346,7 +346,7 @@ fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
         ("", String::new())
     };
     let input = format!(
-        "SELECT org, name, domain, email, item, batch_item_position(item) AS position
+        "SELECT org, name, domain, email, item
                 FROM UNNEST($10::uuid[], $11::text[], $12::text[], $13::text[], $14::uuid[])
                 AS u(org, name, domain, email, item)
             {gate}"
@@ -377,9 +377,11 @@ fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
 /// parameters besides the batch id (`$1`) and the tenant (`$2`).
 pub(super) struct RowSource<'a> {
     /// A `SELECT` of the rows to store, with the columns `org`, `name`,
-    /// `domain`, `email`, `item` (ids made by the caller: an
-    /// [`ItemId::in_batch`], which the outcome is read back by) and
-    /// `position` (the one the item id holds).
+    /// `domain`, `email` and `item` (ids made by the caller: an
+    /// [`ItemId::in_batch`], which the outcome is read back by). An item's
+    /// position is the one its id holds (`batch_item_position`), computed
+    /// only where it is written: once per item (~0.33 µs a call; a column
+    /// of the input computed it for every row, again for the new ones).
     pub(super) input: &'a str,
     /// The submission's time.
     pub(super) now: &'a str,
@@ -484,7 +486,7 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             UNION ALL
             -- The rows it left alone: an anti-join on the items it wrote
             -- (see above: not `NOT IN`, quadratic for a large import).
-            SELECT i.item, i.position, i.domain, e.id, '{kept}',
+            SELECT i.item, batch_item_position(i.item), i.domain, e.id, '{kept}',
                 CASE WHEN '{kept}' = '{skipped}' OR (e.status = '{completed}' AND NOT {reprocess_unchanged})
                 THEN '{completed}' ELSE '{pending}' END,
                 NULL, NULL, NULL, NULL, NULL
