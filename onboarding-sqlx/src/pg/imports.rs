@@ -5,9 +5,7 @@
 use std::collections::HashMap;
 
 use onboarding_core::import::{ImportRow, RepeatsRefused, RowError};
-use onboarding_core::model::{
-    BatchId, ConflictPolicy, Domain, ItemId, ItemStatus, OrganizationId, TenantId,
-};
+use onboarding_core::model::{BatchId, ConflictPolicy, Domain, ItemId, OrganizationId, TenantId};
 use onboarding_core::repository::{StoreResult, Submission};
 use onboarding_core::{Error, Result};
 use sqlx::{PgPool, Row};
@@ -184,12 +182,7 @@ fn staged_statement(policy: ConflictPolicy) -> String {
             ordered: true,
         },
     );
-    let completed = ItemStatus::Completed.as_str();
-    format!(
-        "WITH {ctes}
-         SELECT (SELECT COUNT(*) FILTER (WHERE status <> '{completed}') FROM outcome)
-            + (SELECT COUNT(*) FROM up WHERE inserted) AS open"
-    )
+    format!("WITH {ctes} SELECT open FROM arrived")
 }
 
 /// Rows of a finished import from which the statistics of the tables it

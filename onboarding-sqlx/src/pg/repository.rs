@@ -321,9 +321,8 @@ impl Decision {
 ///
 /// Answers the items that are not new organizations (`outcome`), in any
 /// order, each named by its item id, and a row with only `stored`: how many
-/// items it stored (those and the new organizations' `fresh` ones).
+/// items it stored (`arrived`).
 fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
-    let completed = ItemStatus::Completed.as_str();
     // A repeated idempotency key stores nothing: the batch insert then
     // fails on `batches_idempotency` and the caller answers with the
     // earlier batch.
@@ -331,19 +330,15 @@ fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
         (
             "WHERE $3::text IS NULL
                OR NOT EXISTS (SELECT 1 FROM batches WHERE tenant = $2 AND idempotency_key = $3)",
-            format!(
-                ", batch AS (
+            ", batch AS (
             INSERT INTO batches (id, tenant, idempotency_key, request_hash, total, policy, mode,
                 created_at, trace_parent, completed_at)
-            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9,
-                CASE WHEN COALESCE(bool_and(status = '{completed}'), true)
-                    AND NOT EXISTS (SELECT 1 FROM up WHERE inserted) THEN $8 END
-            FROM outcome
-         )"
-            ),
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN open = 0 THEN $8 END
+            FROM arrived
+         )",
         )
     } else {
-        ("", String::new())
+        ("", "")
     };
     let input = format!(
         "SELECT org, name, domain, email, item
@@ -368,8 +363,7 @@ fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
     format!(
         "WITH {ctes}{batch}
          SELECT item, org, change, status, NULL::bigint AS stored FROM outcome
-         UNION ALL SELECT NULL, NULL, NULL, NULL,
-            (SELECT count(*) FROM outcome) + (SELECT count(*) FROM up WHERE inserted)"
+         UNION ALL SELECT NULL, NULL, NULL, NULL, stored FROM arrived"
     )
 }
 
@@ -398,18 +392,18 @@ pub(super) struct RowSource<'a> {
 
 /// The common table expressions that store the rows of `source` as a
 /// batch's organizations, versions and items, deciding each row by
-/// `policy`: `input`, `up` (the upsert), `fresh` (the items of the
-/// organizations it inserted), `outcome` (every other row's organization,
-/// change and status, and the state it had), `items` (theirs), `versions`
-/// (the states updates replaced: copy-on-write, the current version is the
-/// organization's row) and `again` (unchanged organizations made pending).
-/// A JSON chunk and an import's finish are both this statement, fed by
-/// `UNNEST` or by the staged rows. The caller counts the stored items as
-/// `outcome`'s rows plus `up`'s inserted ones.
+/// `policy`: `input`, `up` (the upsert), `outcome` (the organization,
+/// change and status of every row it did not insert, and the state it
+/// had), `items` (all of them), `arrived` (how many items were stored, how
+/// many are open: what the callers answer), `versions` (the states updates
+/// replaced: copy-on-write, the current version is the organization's row)
+/// and `again` (unchanged organizations made pending). A JSON chunk and an
+/// import's finish are both this statement, fed by `UNNEST` or by the
+/// staged rows.
 ///
 /// A new organization, most rows of most submissions, needs no decision:
-/// its item is created and pending, written by `fresh` straight from the
-/// upsert's `RETURNING`. Before, every row went through `outcome` (1000
+/// its item is created and pending, written straight from the upsert's
+/// `RETURNING`. Before, every row went through `outcome` (1000
 /// rows stored and scanned by six parts): ~0.1x of the floor per
 /// 1000-organization submission (BENCHMARKS.md, session 12).
 ///
@@ -459,14 +453,6 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             SELECT org, $2, name, domain, email, '{pending}', 1, {now}, {now}, $1, {now}, item FROM input
             {on_conflict}
             RETURNING o.id, o.domain, o.latest_item AS item, (o.xmax = 0) AS inserted
-         ), fresh AS (
-            -- A new organization's item, straight from the upsert: created
-            -- and pending, with nothing replaced (no row of `outcome`).
-            INSERT INTO batch_items (id, batch_id, tenant, position, organization_id, domain, status,
-                change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at)
-            SELECT item, $1, $2, batch_item_position(item) AS position, id, domain, '{pending}', '{created}', 0,
-                {now}, {sweep_at}, '[]', {now}, {now}
-            FROM up WHERE inserted {item_order}
          ), outcome AS (
             -- The rows the upsert updated or restored: its RETURNING has
             -- all but the replaced state (`e`).
@@ -498,11 +484,26 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             ) e ON true
             WHERE NOT EXISTS (SELECT 1 FROM up WHERE up.item = i.item)
          ), items AS (
+            -- A new organization's item comes straight from the upsert:
+            -- created and pending, nothing replaced, no row of `outcome`.
             INSERT INTO batch_items (id, batch_id, tenant, position, organization_id, domain, status,
                 change_kind, attempts, available_at, sweep_at, errors, created_at, updated_at, finished_at)
             SELECT item, $1, $2, position, org, domain, status, change, 0, {now}, {sweep_at}, '[]', {now}, {now},
                 CASE WHEN status = '{completed}' THEN {now} END
-            FROM outcome {item_order}
+            FROM (
+                SELECT item, batch_item_position(item) AS position, id AS org, domain,
+                    '{pending}' AS status, '{created}' AS change
+                FROM up WHERE inserted
+                UNION ALL
+                SELECT item, position, org, domain, status, change FROM outcome
+            ) stored {item_order}
+         ), arrived AS (
+            -- What the callers answer: how many items were stored, and
+            -- how many of them are still to process.
+            SELECT (SELECT count(*) FROM up WHERE inserted) + count(*) AS stored,
+                (SELECT count(*) FROM up WHERE inserted)
+                    + count(*) FILTER (WHERE status <> '{completed}') AS open
+            FROM outcome
          ), versions AS (
             -- Copy-on-write: the state an update (or a restore) replaces
             -- becomes a version; the current one is the row itself. A row
