@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use onboarding::model::TenantId;
-use onboarding::validate::{validate_json, Limits};
+use onboarding::validate::{validate_json, JsonBody, Limits};
 use onboarding::{Backends, IngestConfig, OnboardingService, SubmitOptions};
 use onboarding_bench::workload;
 
@@ -18,6 +18,24 @@ fn validation(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1000));
     group.bench_function("1000_organizations_json", |b| {
         b.iter(|| validate_json(std::hint::black_box(&body), &limits).expect("valid"))
+    });
+    // From the bytes, as over HTTP: parsed into a `Value` (before), or
+    // read by `JsonBody`'s typed fast path.
+    let bytes = serde_json::to_vec(&body).expect("json");
+    group.bench_function("1000_organizations_bytes_via_value", |b| {
+        b.iter(|| {
+            let value: serde_json::Value =
+                serde_json::from_slice(std::hint::black_box(&bytes)).expect("json");
+            validate_json(&value, &limits).expect("valid")
+        })
+    });
+    group.bench_function("1000_organizations_bytes_typed", |b| {
+        b.iter(|| {
+            JsonBody::parse(std::hint::black_box(&bytes))
+                .expect("json")
+                .validate(&limits)
+                .expect("valid")
+        })
     });
     group.finish();
 }

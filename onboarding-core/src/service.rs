@@ -25,7 +25,7 @@ use crate::repository::{
     BatchPage, BatchQuery, ItemPage, ItemQuery, OrgRepository, StoreResult, Submission,
     ThroughputBucket,
 };
-use crate::validate::{self, Limits, Rejection, SubmitRequest, ValidRequest};
+use crate::validate::{self, JsonBody, Limits, Rejection, SubmitRequest, ValidRequest};
 
 /// How the ingest service behaves. Every field has a sane default.
 #[derive(Debug, Clone)]
@@ -267,6 +267,12 @@ impl OnboardingService {
         validate::validate_json(body, &self.inner.config.limits)
     }
 
+    /// Validates a JSON body read from its bytes without storing anything
+    /// (dry run); as [`validate_json`](Self::validate_json).
+    pub fn validate_body(&self, body: &JsonBody<'_>) -> Result<ValidRequest> {
+        body.validate(&self.inner.config.limits)
+    }
+
     /// Validates and stores a typed request, then enqueues its work.
     pub async fn submit(
         &self,
@@ -286,6 +292,18 @@ impl OnboardingService {
         options: SubmitOptions,
     ) -> Result<Accepted> {
         let valid = self.validate_json(body)?;
+        self.submit_valid(tenant, valid, options).await
+    }
+
+    /// Validates and stores a JSON body read from its bytes, then enqueues
+    /// its work; as [`submit_json`](Self::submit_json).
+    pub async fn submit_body(
+        &self,
+        tenant: &TenantId,
+        body: &JsonBody<'_>,
+        options: SubmitOptions,
+    ) -> Result<Accepted> {
+        let valid = self.validate_body(body)?;
         self.submit_valid(tenant, valid, options).await
     }
 

@@ -2,8 +2,8 @@
 
 use onboarding_core::model::{ConflictPolicy, SubmitMode};
 use onboarding_core::validate::{
-    normalize_domain, normalize_email, normalize_name, validate_json, validate_request, Limits,
-    OrganizationInput, SubmitRequest, ValidRequest,
+    normalize_domain, normalize_email, normalize_name, validate_json, validate_request, JsonBody,
+    Limits, OrganizationInput, SubmitRequest, ValidRequest,
 };
 use onboarding_core::{ErrorKind, FieldError};
 use proptest::prelude::*;
@@ -394,6 +394,17 @@ proptest! {
         let limits = Limits::default().with_max_organizations(max);
         let result = validate_json(&body, &limits);
         check_outcome(&body, &limits, &result);
+    }
+
+    #[test]
+    fn bytes_and_value_entry_points_agree(body in prop_oneof![any_json(), request_value()], max in prop_oneof![Just(1000usize), 0usize..8]) {
+        // What the HTTP layer reads (`JsonBody`, typed fast path) answers as
+        // what it reads on the slow path (`validate_json` of a `Value`).
+        let limits = Limits::default().with_max_organizations(max);
+        let bytes = serde_json::to_vec(&body).expect("serializes");
+        let fast = JsonBody::parse(&bytes).expect("json").validate(&limits);
+        let slow = validate_json(&body, &limits);
+        prop_assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use onboarding_core::model::{BatchId, TenantId};
+use onboarding_core::validate::JsonBody;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -75,6 +76,27 @@ pub(crate) fn json_body(
     body: Result<Bytes, BytesRejection>,
     limit: usize,
 ) -> Result<Value, Problem> {
+    let bytes = json_bytes(headers, body, limit)?;
+    serde_json::from_slice(&bytes).map_err(not_json)
+}
+
+/// A submission's body, parsed for validation ([`JsonBody`]: no `Value`
+/// for a well-typed body), with [`json_body`]'s answers.
+pub(crate) fn submission_body(bytes: &Bytes) -> Result<JsonBody<'_>, Problem> {
+    JsonBody::parse(bytes).map_err(not_json)
+}
+
+fn not_json(e: serde_json::Error) -> Problem {
+    Problem::malformed(format!("the request body is not valid JSON: {e}"))
+}
+
+/// The checks of [`json_body`] before parsing: the content type, the body
+/// limit and an empty body.
+pub(crate) fn json_bytes(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, Problem> {
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let raw = content_type.to_str().unwrap_or("<not text>");
         let mime = raw
@@ -106,8 +128,7 @@ pub(crate) fn json_body(
             "the request body is empty; expected a JSON object",
         ));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Problem::malformed(format!("the request body is not valid JSON: {e}")))
+    Ok(bytes)
 }
 
 /// An id a path names (`/api/v1/batches/{id}`, …), for [`TenantItem`].

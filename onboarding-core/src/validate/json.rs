@@ -59,15 +59,15 @@ pub fn validate_json(body: &Value, limits: &Limits) -> Result<ValidRequest> {
         }
     };
     let policy = choice(
-        body,
         "on_conflict",
+        sent(body, "on_conflict"),
         &[ConflictPolicy::Update, ConflictPolicy::Skip],
         policy_str,
         &mut errors,
     );
     let mode = choice(
-        body,
         "mode",
+        sent(body, "mode"),
         &[SubmitMode::Atomic, SubmitMode::Partial],
         mode_str,
         &mut errors,
@@ -96,24 +96,45 @@ fn raw_item(value: &Value) -> RawItem<'_> {
 fn string_field<'a>(object: &'a Map<String, Value>, key: &str) -> Result<&'a str, FieldProblem> {
     match object.get(key) {
         Some(Value::String(s)) => Ok(s),
-        Some(Value::Null) | None => Err(FieldProblem::new(
-            codes::REQUIRED,
-            format!("{key} is required"),
-        )),
+        Some(Value::Null) | None => Err(required(key)),
         Some(other) => Err(wrong_type(key, "a string", other)),
+    }
+}
+
+/// The problem of a missing or `null` required field.
+pub(super) fn required(key: &str) -> FieldProblem {
+    FieldProblem::new(codes::REQUIRED, format!("{key} is required"))
+}
+
+/// What a body holds at an optional string key.
+pub(super) enum Sent<'a> {
+    /// Missing or `null`: the default applies.
+    Nothing,
+    /// A string.
+    Text(&'a str),
+    /// Another JSON type (its name, for the message).
+    Other(&'static str),
+}
+
+/// What `object` holds at `key`.
+fn sent<'a>(object: &'a Map<String, Value>, key: &str) -> Sent<'a> {
+    match object.get(key) {
+        None | Some(Value::Null) => Sent::Nothing,
+        Some(Value::String(s)) => Sent::Text(s),
+        Some(other) => Sent::Other(type_name(other)),
     }
 }
 
 /// An optional string field with a fixed set of values; records a problem
 /// and returns the default when it is unusable.
-fn choice<T: Copy + Default>(
-    object: &Map<String, Value>,
+pub(super) fn choice<T: Copy + Default>(
     key: &str,
+    got: Sent<'_>,
     values: &[T],
     name: fn(T) -> &'static str,
     errors: &mut Vec<FieldError>,
 ) -> T {
-    let pointer = format!("/{key}");
+    let pointer = || format!("/{key}");
     let allowed = || {
         values
             .iter()
@@ -121,24 +142,28 @@ fn choice<T: Copy + Default>(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    match object.get(key) {
-        None | Some(Value::Null) => T::default(),
-        Some(Value::String(s)) => match values.iter().find(|v| name(**v) == s) {
+    match got {
+        Sent::Nothing => T::default(),
+        Sent::Text(s) => match values.iter().find(|v| name(**v) == s) {
             Some(value) => *value,
             None => {
                 errors.push(FieldError::new(
-                    pointer,
+                    pointer(),
                     codes::INVALID_VALUE,
                     format!("{key} must be one of {}, got {}", allowed(), preview(s)),
                 ));
                 T::default()
             }
         },
-        Some(other) => {
-            errors.push(
-                wrong_type(key, &format!("a string (one of {})", allowed()), other)
-                    .into_field_error(pointer),
-            );
+        Sent::Other(type_name) => {
+            errors.push(FieldError::new(
+                pointer(),
+                codes::WRONG_TYPE,
+                format!(
+                    "{key} must be a string (one of {}), got {type_name}",
+                    allowed()
+                ),
+            ));
             T::default()
         }
     }

@@ -6,7 +6,8 @@
 //!   build requests in Rust);
 //! - [`validate_json`] takes the raw JSON body (for the HTTP layer), so that
 //!   wrong JSON types become field errors with pointers instead of a
-//!   deserialization failure.
+//!   deserialization failure; [`JsonBody`] does the same from the body's
+//!   bytes, without building a `Value` for a well-typed body.
 //!
 //! Every problem is reported as a [`FieldError`](crate::FieldError) with an
 //! RFC 6901 pointer into the body and a stable code from [`codes`]. Errors are
@@ -18,6 +19,7 @@
 //! The single-field rules are available on their own: [`normalize_name`],
 //! [`normalize_domain`] and [`normalize_email`].
 
+mod body;
 mod domain;
 mod fields;
 mod json;
@@ -26,6 +28,7 @@ mod request;
 
 pub(crate) use request::hex;
 
+pub use body::JsonBody;
 pub use domain::normalize_domain;
 pub use fields::{normalize_email, normalize_name};
 pub use json::validate_json;

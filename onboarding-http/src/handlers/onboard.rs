@@ -10,15 +10,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use onboarding_core::model::TenantId;
+use onboarding_core::validate::JsonBody;
 use onboarding_core::{Accepted, ErrorKind, SubmitOptions};
-use serde_json::Value;
 
 use crate::app::{AppState, StoreStep};
 use crate::dto::{
     BulkOnboardAccepted, BulkOnboardRequest, SeedBulkOnboardRequest, ValidationSummary,
     ACCEPTED_MESSAGE,
 };
-use crate::extract::{json_body, SubmissionSlot, Tenant};
+use crate::extract::{json_bytes, submission_body, SubmissionSlot, Tenant};
 use crate::metrics::{Refusal, SubmissionOutcome};
 use crate::problem::Problem;
 use crate::responses::{
@@ -56,12 +56,9 @@ pub(crate) async fn seed(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let mut value = json_body(&headers, body, state.config().body_limit)?;
-    if let Some(object) = value.as_object_mut() {
-        object.remove("on_conflict");
-        object.remove("mode");
-    }
-    let accepted = submit(&state, &tenant.0, store, &headers, &value).await?;
+    let bytes = json_bytes(&headers, body, state.config().body_limit)?;
+    let parsed = submission_body(&bytes)?.without_options();
+    let accepted = submit(&state, &tenant.0, store, &headers, &parsed).await?;
     Ok(answer(&accepted, None, false))
 }
 
@@ -90,9 +87,10 @@ pub(crate) async fn v1(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let value = json_body(&headers, body, state.config().body_limit)?;
-    let partial = value.get("mode").and_then(Value::as_str) == Some("partial");
-    let accepted = submit(&state, &tenant.0, store, &headers, &value).await?;
+    let bytes = json_bytes(&headers, body, state.config().body_limit)?;
+    let parsed = submission_body(&bytes)?;
+    let accepted = submit(&state, &tenant.0, store, &headers, &parsed).await?;
+    let partial = parsed.asks_partial();
     let prefix = uri
         .path()
         .strip_suffix("/bulk-onboard")
@@ -120,10 +118,10 @@ pub(crate) async fn validate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ValidationSummary>, Problem> {
-    let value = json_body(&headers, body, state.config().body_limit)?;
+    let bytes = json_bytes(&headers, body, state.config().body_limit)?;
     let valid = state
         .service()
-        .validate_json(&value)
+        .validate_body(&submission_body(&bytes)?)
         .map_err(|e| state.problem(&e))?;
     Ok(Json(ValidationSummary::from(&valid)))
 }
@@ -135,7 +133,7 @@ async fn submit(
     tenant: &TenantId,
     store: Option<Extension<StoreStep>>,
     headers: &HeaderMap,
-    body: &Value,
+    body: &JsonBody<'_>,
 ) -> Result<Accepted, Problem> {
     let mut options = SubmitOptions::default();
     if let Some(key) = headers.get("idempotency-key") {
@@ -153,7 +151,7 @@ async fn submit(
     }
     let metrics = &state.config().metrics;
     let started = Instant::now();
-    let result = state.service().submit_json(tenant, body, options).await;
+    let result = state.service().submit_body(tenant, body, options).await;
     let outcome = match &result {
         Ok(accepted) if accepted.replayed => SubmissionOutcome::Replayed,
         Ok(_) => SubmissionOutcome::Accepted,

@@ -1,0 +1,378 @@
+//! A JSON body read straight from its bytes: the fast path of
+//! [`validate_json`](super::validate_json).
+//!
+//! Parsing a 1000-organization body into a [`serde_json::Value`] builds a
+//! map and four owned strings per organization, only for validation to read
+//! three of them and drop the rest. A well-typed body (what every working
+//! client sends) is read into borrowed fields instead, with no allocation
+//! per organization unless a string holds escapes. Any body the typed form
+//! cannot take (a number where a string belongs, an organization that is not
+//! an object, a repeated key) is read again as a `Value` and validated by
+//! [`validate_json`](super::validate_json), which names each problem; so
+//! both paths accept, reject and report alike. A body that is not JSON
+//! fails both parses and answers the `Value` parser's error.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::json::{choice, required, Sent};
+use super::request::{mode_str, policy_str, validate_items, Header, RawItem, RawOrg};
+use super::{Limits, ValidRequest};
+use crate::error::Result;
+use crate::model::{ConflictPolicy, SubmitMode};
+
+/// A request body parsed for validation (see the module documentation).
+#[derive(Debug)]
+pub struct JsonBody<'a>(Parsed<'a>);
+
+#[derive(Debug)]
+enum Parsed<'a> {
+    /// The well-typed shape, fields borrowed from the bytes.
+    Typed(TypedRequest<'a>),
+    /// Anything else that is JSON.
+    Value(Value),
+}
+
+impl<'a> JsonBody<'a> {
+    /// Parses `bytes`: into the typed shape when it fits, else into a
+    /// [`Value`].
+    ///
+    /// # Errors
+    ///
+    /// `serde_json`'s error when `bytes` are not JSON (the error of the
+    /// `Value` parse, which names the line and column).
+    pub fn parse(bytes: &'a [u8]) -> std::result::Result<Self, serde_json::Error> {
+        match serde_json::from_slice::<TypedRequest<'a>>(bytes) {
+            Ok(typed) => Ok(Self(Parsed::Typed(typed))),
+            Err(_) => serde_json::from_slice::<Value>(bytes).map(|v| Self(Parsed::Value(v))),
+        }
+    }
+
+    /// A body already parsed into a [`Value`].
+    pub fn from_value(value: Value) -> Self {
+        Self(Parsed::Value(value))
+    }
+
+    /// The body with `on_conflict` and `mode` left out, so that their
+    /// defaults apply (the original route, which has neither).
+    pub fn without_options(self) -> Self {
+        match self.0 {
+            Parsed::Typed(mut typed) => {
+                typed.on_conflict = None;
+                typed.mode = None;
+                Self(Parsed::Typed(typed))
+            }
+            Parsed::Value(mut value) => {
+                if let Some(object) = value.as_object_mut() {
+                    object.remove("on_conflict");
+                    object.remove("mode");
+                }
+                Self(Parsed::Value(value))
+            }
+        }
+    }
+
+    /// Whether the body asks for partial mode (`"mode": "partial"`), as sent.
+    pub fn asks_partial(&self) -> bool {
+        let sent = match &self.0 {
+            Parsed::Typed(typed) => typed.mode.as_ref().map(|m| m.0.as_ref()),
+            Parsed::Value(value) => value.get("mode").and_then(Value::as_str),
+        };
+        sent == Some(mode_str(SubmitMode::Partial))
+    }
+
+    /// Validates the body by the rules of
+    /// [`validate_json`](super::validate_json), with its answers.
+    ///
+    /// # Errors
+    ///
+    /// As [`validate_json`](super::validate_json).
+    pub fn validate(&self, limits: &Limits) -> Result<ValidRequest> {
+        let typed = match &self.0 {
+            Parsed::Typed(typed) => typed,
+            Parsed::Value(value) => return super::validate_json(value, limits),
+        };
+        let mut errors = Vec::new();
+        let items = match &typed.organizations {
+            Some(list) => Some(list.iter().map(raw_item)),
+            None => {
+                errors.push(required("organizations").into_field_error("/organizations"));
+                None
+            }
+        };
+        let policy = choice(
+            "on_conflict",
+            sent(typed.on_conflict.as_ref()),
+            &[ConflictPolicy::Update, ConflictPolicy::Skip],
+            policy_str,
+            &mut errors,
+        );
+        let mode = choice(
+            "mode",
+            sent(typed.mode.as_ref()),
+            &[SubmitMode::Atomic, SubmitMode::Partial],
+            mode_str,
+            &mut errors,
+        );
+        let header = Header {
+            policy,
+            mode,
+            errors,
+        };
+        validate_items(header, items, limits)
+    }
+}
+
+fn sent<'t>(text: Option<&'t Text<'_>>) -> Sent<'t> {
+    match text {
+        Some(text) => Sent::Text(&text.0),
+        None => Sent::Nothing,
+    }
+}
+
+fn raw_item<'t>(org: &'t TypedOrg<'_>) -> RawItem<'t> {
+    let field = |text: &'t Option<Text<'_>>, key: &str| match text {
+        Some(text) => Ok(text.0.as_ref()),
+        None => Err(required(key)),
+    };
+    RawItem::Org(RawOrg {
+        name: field(&org.name, "name"),
+        domain: field(&org.domain, "domain"),
+        contact_email: field(&org.contact_email, "contact_email"),
+    })
+}
+
+/// The well-typed body: an object whose every known key is missing, `null`
+/// or of its type; unknown keys ignored, as by
+/// [`validate_json`](super::validate_json). Read by hand, not derived: a
+/// derived struct would also take an array of its fields (`[[…]]` for an
+/// organization), which [`validate_json`](super::validate_json) rejects.
+#[derive(Debug, Default)]
+struct TypedRequest<'a> {
+    organizations: Option<Vec<TypedOrg<'a>>>,
+    on_conflict: Option<Text<'a>>,
+    mode: Option<Text<'a>>,
+}
+
+#[derive(Debug, Default)]
+struct TypedOrg<'a> {
+    name: Option<Text<'a>>,
+    domain: Option<Text<'a>>,
+    contact_email: Option<Text<'a>>,
+}
+
+/// Reads the value of a known key once; a repeated key is an error (the
+/// `Value` path then decides: the last one wins there).
+fn once<'de, A, T>(
+    map: &mut A,
+    slot: &mut Option<T>,
+    seen: &mut bool,
+) -> std::result::Result<(), A::Error>
+where
+    A: MapAccess<'de>,
+    T: Deserialize<'de>,
+{
+    if std::mem::replace(seen, true) {
+        return Err(de::Error::custom("repeated key"));
+    }
+    *slot = map.next_value()?;
+    Ok(())
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TypedRequest<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct RequestVisitor;
+
+        impl<'de> Visitor<'de> for RequestVisitor {
+            type Value = TypedRequest<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a request object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut request = TypedRequest::default();
+                let mut seen = [false; 3];
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    match key.0.as_ref() {
+                        "organizations" => {
+                            once(&mut map, &mut request.organizations, &mut seen[0])?
+                        }
+                        "on_conflict" => once(&mut map, &mut request.on_conflict, &mut seen[1])?,
+                        "mode" => once(&mut map, &mut request.mode, &mut seen[2])?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(request)
+            }
+        }
+
+        deserializer.deserialize_map(RequestVisitor)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TypedOrg<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct OrgVisitor;
+
+        impl<'de> Visitor<'de> for OrgVisitor {
+            type Value = TypedOrg<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an organization object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut org = TypedOrg::default();
+                let mut seen = [false; 3];
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    match key.0.as_ref() {
+                        "name" => once(&mut map, &mut org.name, &mut seen[0])?,
+                        "domain" => once(&mut map, &mut org.domain, &mut seen[1])?,
+                        "contact_email" => once(&mut map, &mut org.contact_email, &mut seen[2])?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(org)
+            }
+        }
+
+        deserializer.deserialize_map(OrgVisitor)
+    }
+}
+
+/// A JSON string, borrowed from the body unless it holds escapes. (Serde's
+/// own `Cow<str>` always copies inside an `Option`.)
+#[derive(Debug)]
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct TextVisitor;
+
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(
+                self,
+                s: &'de str,
+            ) -> std::result::Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+
+            fn visit_string<E: de::Error>(self, s: String) -> std::result::Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(s)))
+            }
+        }
+
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::error::ErrorKind;
+
+    /// Both paths' answers for `body`: accepted organizations with policy
+    /// and mode, or the error's kind and field errors.
+    fn both(body: &str) -> (String, String) {
+        let limits = Limits::default().with_max_organizations(3);
+        let fast = JsonBody::parse(body.as_bytes()).map(|b| b.validate(&limits));
+        let slow =
+            serde_json::from_str::<Value>(body).map(|v| super::super::validate_json(&v, &limits));
+        (format!("{fast:?}"), format!("{slow:?}"))
+    }
+
+    #[test]
+    fn answers_as_the_value_path_for_good_and_ugly_bodies() {
+        let org = r#"{"name":"Acme","domain":"ACME.com.","contact_email":"ops@acme.com"}"#;
+        let bodies = [
+            format!(r#"{{"organizations":[{org}],"on_conflict":"skip","mode":"partial","x":[1]}}"#),
+            format!(r#"{{"organizations":[{org},{org}]}}"#),
+            format!(r#"{{"organizations":[{org},{org},{org},{org}]}}"#),
+            r#"{"organizations":[]}"#.to_owned(),
+            r#"{"organizations":null,"on_conflict":null,"mode":null}"#.to_owned(),
+            r#"{"organizations":[{"name":null,"domain":"a.com"}],"mode":"Atomic"}"#.to_owned(),
+            r#"{"organizations":[{"name":"A\u0000\"<b>","domain":"b\u00fccher.de","contact_email":"a@b.de"}]}"#.to_owned(),
+            r#"{"organizations":[{"name":7,"domain":"a.com","contact_email":"a@a.com"}],"mode":"partial"}"#.to_owned(),
+            r#"{"organizations":[1,{"name":"A"}],"on_conflict":false}"#.to_owned(),
+            r#"{"organizations":[{"name":"A","name":"B","domain":"a.com","contact_email":"a@a.com"}]}"#.to_owned(),
+            r#"{"organizations":{"0":{}}}"#.to_owned(),
+            r#"{"organizations":[["A","a.com","a@a.com"]]}"#.to_owned(),
+            r#"{"organizations":[{"name":"A","domain":"a.com","contact_email":"a@a.com"}],"organizations":[]}"#.to_owned(),
+            r#"{"organizations":[{"name":"A","domain":"a.com","contact_email":"a@a.com","name":null}]}"#.to_owned(),
+            r#"{"organizations":[{"name":"A","domain":"a.com","contact_email":"a@a.com"}],"mode":"partial","mode":7}"#.to_owned(),
+            r#"{"organizations":[{"n\u0061me":"A","domain":"a.com","contact_email":"a@a.com"}]}"#.to_owned(),
+            "[]".to_owned(),
+            "null".to_owned(),
+            r#""x""#.to_owned(),
+        ];
+        for body in &bodies {
+            let (fast, slow) = both(body);
+            assert_eq!(fast, slow, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_well_typed_body_is_read_without_a_value() {
+        let body = r#"{"organizations":[{"name":"A","domain":"a.com","contact_email":"a@a.com"}]}"#;
+        let parsed = JsonBody::parse(body.as_bytes()).expect("json");
+        assert!(matches!(parsed.0, Parsed::Typed(_)));
+        let wrong = r#"{"organizations":[{"name":1}]}"#;
+        let parsed = JsonBody::parse(wrong.as_bytes()).expect("json");
+        assert!(matches!(parsed.0, Parsed::Value(_)));
+    }
+
+    #[test]
+    fn not_json_answers_the_value_parsers_error() {
+        let err = JsonBody::parse(b"{\"organizations\": [").expect_err("not json");
+        let expected =
+            serde_json::from_slice::<Value>(b"{\"organizations\": [").expect_err("not json");
+        assert_eq!(err.to_string(), expected.to_string());
+    }
+
+    #[test]
+    fn partial_and_options() {
+        let body = r#"{"organizations":[{"name":"A","domain":"a.com","contact_email":"a@a.com"}],"mode":"partial","on_conflict":"skip"}"#;
+        for parsed in [
+            JsonBody::parse(body.as_bytes()).expect("json"),
+            JsonBody::from_value(serde_json::from_str(body).expect("json")),
+        ] {
+            assert!(parsed.asks_partial());
+            let plain = parsed.without_options();
+            assert!(!plain.asks_partial());
+            let valid = plain.validate(&Limits::default()).expect("valid");
+            assert_eq!(valid.policy, ConflictPolicy::Update);
+            assert_eq!(valid.mode, SubmitMode::Atomic);
+        }
+        let err = JsonBody::from_value(json!({"organizations": "x"}))
+            .validate(&Limits::default())
+            .expect_err("invalid");
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+    }
+}
