@@ -24,7 +24,10 @@
 //! ingest settings); after each 202 the same floor runs once. Reported: the
 //! median of the 202 (parsing, validation, store, enqueue, events) against
 //! the median of the floor (`http_*` rows), and the requests' own ratios as
-//! in the paired phase.
+//! in the paired phase. After each floor the same body is posted to the dry
+//! run (`/api/v1/bulk-onboard/validate`): HTTP, parsing and validation
+//! without the store (`http_dry_run`; an upper bound, as its answer also
+//! lists the 1000 normalized organizations).
 //!
 //! Run: `cargo bench --bench store`. Needs PostgreSQL,
 //! MariaDB and Redis (see `benches/backends.rs` for the URLs); it creates its
@@ -322,17 +325,22 @@ fn bench_paired(
 
 /// Posts `body` on the keep-alive `conn`; answers the status and the body
 /// once the whole response is read.
-async fn post(conn: &mut BufReader<TcpStream>, key: &str, body: &[u8]) -> (u16, String) {
+async fn post(
+    conn: &mut BufReader<TcpStream>,
+    path: &str,
+    key: &str,
+    body: &[u8],
+) -> (u16, String) {
     let head = format!(
-        "POST /api/v1/bulk-onboard HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    conn.get_mut()
-        .write_all(head.as_bytes())
-        .await
-        .expect("send");
-    conn.get_mut().write_all(body).await.expect("send");
+    // One write of head and body, as an HTTP client library sends it.
+    let mut request = Vec::with_capacity(head.len() + body.len());
+    request.extend_from_slice(head.as_bytes());
+    request.extend_from_slice(body);
+    conn.get_mut().write_all(&request).await.expect("send");
     let mut line = String::new();
     conn.read_line(&mut line).await.expect("status line");
     let status = line
@@ -361,7 +369,7 @@ async fn post(conn: &mut BufReader<TcpStream>, key: &str, body: &[u8]) -> (u16, 
 
 /// Posts `body` and checks that it was accepted.
 async fn post_accepted(conn: &mut BufReader<TcpStream>, key: &str, body: &[u8]) {
-    let (status, answer) = post(conn, key, body).await;
+    let (status, answer) = post(conn, "/api/v1/bulk-onboard", key, body).await;
     assert_eq!(status, 202, "{answer}");
 }
 
@@ -383,7 +391,11 @@ fn bench_http(
         let tenant = TenantId::parse("bench").expect("tenant");
         let addr = onboarding_bench::http::serve_local(service, tenant, KEY).await;
         let mut floor = Floor::connect(pg_url, redis_key).await;
-        let mut conn = BufReader::new(TcpStream::connect(addr).await.expect("connect"));
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        // As the server does (`serve`): no Nagle delay on the request's
+        // last segment, which would time the client's TCP stack.
+        stream.set_nodelay(true).expect("nodelay");
+        let mut conn = BufReader::new(stream);
         // Warm-up: connections, prepared statements, caches.
         for _ in 0..3 {
             let body =
@@ -398,6 +410,14 @@ fn bench_http(
             report::record("http_postgres_redis", started.elapsed(), 1);
 
             report::record("http_floor", floor.run(probe).await, 1);
+
+            // The same body's dry run: what the 202 spends outside the
+            // store (HTTP, parsing, validation).
+            let started = Instant::now();
+            let (status, answer) =
+                post(&mut conn, "/api/v1/bulk-onboard/validate", KEY, &body).await;
+            assert_eq!(status, 200, "{answer}");
+            report::record("http_dry_run", started.elapsed(), 1);
         }
         floor.clear().await;
     });
@@ -534,6 +554,12 @@ fn main() {
                 label: "over HTTP: the floor after each request (p50)",
                 elements: N as u64,
                 baseline: None,
+            },
+            Row {
+                id: "http_dry_run",
+                label: "over HTTP: the same body's dry run, `/validate` (p50)",
+                elements: N as u64,
+                baseline: Some("http_floor"),
             },
         ],
     );

@@ -180,6 +180,7 @@ fn staged_statement(policy: ConflictPolicy) -> String {
             sweep_at: "$4",
             reprocess_unchanged: "$5",
             ordered: true,
+            input_rows: None,
         },
     );
     format!("WITH {ctes} SELECT open FROM arrived")

@@ -354,6 +354,7 @@ fn chunk_statement(policy: ConflictPolicy, batch: bool) -> String {
             sweep_at: "$15",
             reprocess_unchanged: "$16",
             ordered: false,
+            input_rows: Some("cardinality($14::uuid[])"),
         },
     );
     // A new organization's item is `created` and `pending`, its row the one
@@ -388,11 +389,21 @@ pub(super) struct RowSource<'a> {
     /// a chunk of at most `chunk_size` lands on a few pages either way, and
     /// the sort of its outcome was ~0.4 ms of a 1000-row statement.
     pub(super) ordered: bool,
+    /// How many rows `input` has, as an expression that does not read it
+    /// (a chunk: the length of its item array), or `None`. With it, `input`
+    /// is not materialized (the upsert reads it straight), and the rows the
+    /// upsert left alone are looked for only when it wrote fewer rows than
+    /// that: a submission of new organizations, the common case, skips the
+    /// anti-join and a copy of its 1000 input rows (~0.6-0.9 ms of a
+    /// 1000-row statement, BENCHMARKS.md session 13). An import's input
+    /// (its staged rows) is read once and kept.
+    pub(super) input_rows: Option<&'a str>,
 }
 
 /// The common table expressions that store the rows of `source` as a
 /// batch's organizations, versions and items, deciding each row by
-/// `policy`: `input`, `up` (the upsert), `outcome` (the organization,
+/// `policy`: `input`, `up` (the upsert), `up_count` (how many rows it
+/// wrote, how many it inserted), `outcome` (the organization,
 /// change and status of every row it did not insert, and the state it
 /// had), `items` (all of them), `arrived` (how many items were stored, how
 /// many are open: what the callers answer), `versions` (the states updates
@@ -442,10 +453,19 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
         sweep_at,
         reprocess_unchanged,
         ordered,
+        input_rows,
     } = source;
     let item_order = if *ordered { "ORDER BY position" } else { "" };
+    // Read once by the upsert, or twice when some rows were left alone.
+    let (materialized, left_alone) = match input_rows {
+        Some(rows) => (
+            "NOT MATERIALIZED",
+            format!("(SELECT written FROM up_count) < {rows} AND "),
+        ),
+        None => ("", String::new()),
+    };
     format!(
-        "input AS (
+        "input AS {materialized} (
             {input}
          ), up AS (
             INSERT INTO organizations AS o (id, tenant, name, domain, contact_email, status, version,
@@ -453,6 +473,9 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             SELECT org, $2, name, domain, email, '{pending}', 1, {now}, {now}, $1, {now}, item FROM input
             {on_conflict}
             RETURNING o.id, o.domain, o.latest_item AS item, (o.xmax = 0) AS inserted
+         ), up_count AS (
+            -- One scan of the upsert's rows for every count.
+            SELECT count(*) AS written, count(*) FILTER (WHERE inserted) AS inserted FROM up
          ), outcome AS (
             -- The rows the upsert updated or restored: its RETURNING has
             -- all but the replaced state (`e`).
@@ -482,7 +505,7 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
                 WHERE p.tenant = $2 AND p.domain = i.domain
                 LIMIT 1
             ) e ON true
-            WHERE NOT EXISTS (SELECT 1 FROM up WHERE up.item = i.item)
+            WHERE {left_alone}NOT EXISTS (SELECT 1 FROM up WHERE up.item = i.item)
          ), items AS (
             -- A new organization's item comes straight from the upsert:
             -- created and pending, nothing replaced, no row of `outcome`.
@@ -500,8 +523,8 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
          ), arrived AS (
             -- What the callers answer: how many items were stored, and
             -- how many of them are still to process.
-            SELECT (SELECT count(*) FROM up WHERE inserted) + count(*) AS stored,
-                (SELECT count(*) FROM up WHERE inserted)
+            SELECT (SELECT inserted FROM up_count) + count(*) AS stored,
+                (SELECT inserted FROM up_count)
                     + count(*) FILTER (WHERE status <> '{completed}') AS open
             FROM outcome
          ), versions AS (
