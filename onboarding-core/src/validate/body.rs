@@ -14,16 +14,17 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::json::{choice, required, Sent};
-use super::request::{mode_str, policy_str, validate_items, Header, RawItem, RawOrg};
+use super::json::{header, required, Sent};
+use super::request::{mode_str, validate_items, RawItem, RawOrg};
 use super::{Limits, ValidRequest};
 use crate::error::Result;
-use crate::model::{ConflictPolicy, SubmitMode};
+use crate::model::SubmitMode;
 
 /// A request body parsed for validation (see the module documentation).
 #[derive(Debug)]
@@ -104,25 +105,11 @@ impl<'a> JsonBody<'a> {
                 None
             }
         };
-        let policy = choice(
-            "on_conflict",
-            sent(typed.on_conflict.as_ref()),
-            &[ConflictPolicy::Update, ConflictPolicy::Skip],
-            policy_str,
-            &mut errors,
-        );
-        let mode = choice(
-            "mode",
-            sent(typed.mode.as_ref()),
-            &[SubmitMode::Atomic, SubmitMode::Partial],
-            mode_str,
-            &mut errors,
-        );
-        let header = Header {
-            policy,
-            mode,
+        let header = header(
             errors,
-        };
+            sent(typed.on_conflict.as_ref()),
+            sent(typed.mode.as_ref()),
+        );
         validate_items(header, items, limits)
     }
 }
@@ -165,93 +152,111 @@ struct TypedOrg<'a> {
     contact_email: Option<Text<'a>>,
 }
 
-/// Reads the value of a known key once; a repeated key is an error (the
-/// `Value` path then decides: the last one wins there).
+/// An object read key by key: each known key once, the others ignored.
+trait Fields<'de>: Default {
+    /// What the object is, for serde's error message.
+    const EXPECTING: &'static str;
+
+    /// Reads the value of `key` when it is a known one (`Ok(false)` when
+    /// not). A repeated key is an error: the `Value` path then decides
+    /// (the last one wins there).
+    fn read<A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+        seen: &mut [bool; 3],
+    ) -> std::result::Result<bool, A::Error>;
+}
+
+/// Reads the value of the known key number `index` into `slot`.
 fn once<'de, A, T>(
     map: &mut A,
     slot: &mut Option<T>,
-    seen: &mut bool,
-) -> std::result::Result<(), A::Error>
+    seen: &mut [bool; 3],
+    index: usize,
+) -> std::result::Result<bool, A::Error>
 where
     A: MapAccess<'de>,
     T: Deserialize<'de>,
 {
-    if std::mem::replace(seen, true) {
+    if seen
+        .get_mut(index)
+        .is_some_and(|s| std::mem::replace(s, true))
+    {
         return Err(de::Error::custom("repeated key"));
     }
     *slot = map.next_value()?;
-    Ok(())
+    Ok(true)
+}
+
+/// Implements [`Fields`] for a struct whose fields are named as its keys.
+macro_rules! fields {
+    ($object:ident, $expecting:literal, $($field:ident = $index:literal),+) => {
+        impl<'de> Fields<'de> for $object<'de> {
+            const EXPECTING: &'static str = $expecting;
+
+            fn read<A: MapAccess<'de>>(
+                &mut self,
+                key: &str,
+                map: &mut A,
+                seen: &mut [bool; 3],
+            ) -> std::result::Result<bool, A::Error> {
+                match key {
+                    $(stringify!($field) => once(map, &mut self.$field, seen, $index),)+
+                    _ => Ok(false),
+                }
+            }
+        }
+    };
+}
+
+fields!(
+    TypedRequest,
+    "a request object",
+    organizations = 0,
+    on_conflict = 1,
+    mode = 2
+);
+fields!(
+    TypedOrg,
+    "an organization object",
+    name = 0,
+    domain = 1,
+    contact_email = 2
+);
+
+/// Reads a [`Fields`] object; only an object (a derived `Deserialize`
+/// would also take an array of the fields).
+struct ObjectVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Fields<'de>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(T::EXPECTING)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<T, A::Error> {
+        let mut object = T::default();
+        let mut seen = [false; 3];
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            if !object.read(&key.0, &mut map, &mut seen)? {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(object)
+    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for TypedRequest<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        struct RequestVisitor;
-
-        impl<'de> Visitor<'de> for RequestVisitor {
-            type Value = TypedRequest<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a request object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Self::Value, A::Error> {
-                let mut request = TypedRequest::default();
-                let mut seen = [false; 3];
-                while let Some(key) = map.next_key::<Text<'de>>()? {
-                    match key.0.as_ref() {
-                        "organizations" => {
-                            once(&mut map, &mut request.organizations, &mut seen[0])?
-                        }
-                        "on_conflict" => once(&mut map, &mut request.on_conflict, &mut seen[1])?,
-                        "mode" => once(&mut map, &mut request.mode, &mut seen[2])?,
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(request)
-            }
-        }
-
-        deserializer.deserialize_map(RequestVisitor)
+        deserializer.deserialize_map(ObjectVisitor::<TypedRequest<'de>>(PhantomData))
     }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for TypedOrg<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        struct OrgVisitor;
-
-        impl<'de> Visitor<'de> for OrgVisitor {
-            type Value = TypedOrg<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an organization object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Self::Value, A::Error> {
-                let mut org = TypedOrg::default();
-                let mut seen = [false; 3];
-                while let Some(key) = map.next_key::<Text<'de>>()? {
-                    match key.0.as_ref() {
-                        "name" => once(&mut map, &mut org.name, &mut seen[0])?,
-                        "domain" => once(&mut map, &mut org.domain, &mut seen[1])?,
-                        "contact_email" => once(&mut map, &mut org.contact_email, &mut seen[2])?,
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(org)
-            }
-        }
-
-        deserializer.deserialize_map(OrgVisitor)
+        deserializer.deserialize_map(ObjectVisitor::<TypedOrg<'de>>(PhantomData))
     }
 }
 
@@ -297,6 +302,7 @@ mod tests {
 
     use super::*;
     use crate::error::ErrorKind;
+    use crate::model::ConflictPolicy;
 
     /// Both paths' answers for `body`: accepted organizations with policy
     /// and mode, or the error's kind and field errors.

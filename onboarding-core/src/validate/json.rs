@@ -58,26 +58,32 @@ pub fn validate_json(body: &Value, limits: &Limits) -> Result<ValidRequest> {
             None
         }
     };
+    let header = header(errors, sent(body, "on_conflict"), sent(body, "mode"));
+    validate_items(header, items, limits)
+}
+
+/// The request-level part: `on_conflict` and `mode` as sent, checked, after
+/// the problems already found in `errors`.
+pub(super) fn header(mut errors: Vec<FieldError>, policy: Sent<'_>, mode: Sent<'_>) -> Header {
     let policy = choice(
         "on_conflict",
-        sent(body, "on_conflict"),
+        policy,
         &[ConflictPolicy::Update, ConflictPolicy::Skip],
         policy_str,
         &mut errors,
     );
     let mode = choice(
         "mode",
-        sent(body, "mode"),
+        mode,
         &[SubmitMode::Atomic, SubmitMode::Partial],
         mode_str,
         &mut errors,
     );
-    let header = Header {
+    Header {
         policy,
         mode,
         errors,
-    };
-    validate_items(header, items, limits)
+    }
 }
 
 /// Reads one entry of `organizations`.
@@ -127,7 +133,7 @@ fn sent<'a>(object: &'a Map<String, Value>, key: &str) -> Sent<'a> {
 
 /// An optional string field with a fixed set of values; records a problem
 /// and returns the default when it is unusable.
-pub(super) fn choice<T: Copy + Default>(
+fn choice<T: Copy + Default>(
     key: &str,
     got: Sent<'_>,
     values: &[T],
