@@ -7,10 +7,11 @@
 //! client sends) is read into borrowed fields instead, with no allocation
 //! per organization unless a string holds escapes. Any body the typed form
 //! cannot take (a number where a string belongs, an organization that is not
-//! an object, a repeated key) is read again as a `Value` and validated by
+//! an object) is read again as a `Value` and validated by
 //! [`validate_json`](super::validate_json), which names each problem; so
 //! both paths accept, reject and report alike. A body that is not JSON
-//! fails both parses and answers the `Value` parser's error.
+//! fails both parses and answers the `Value` parser's error. A repeated key
+//! is read as a `Value` reads it: the last one wins.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -152,46 +153,25 @@ struct TypedOrg<'a> {
     contact_email: Option<Text<'a>>,
 }
 
-/// An object read key by key: each known key once, the others ignored.
+/// An object read key by key, the unknown keys ignored. A repeated key
+/// overwrites the earlier value: the last one wins, as in a parsed `Value`,
+/// so both paths read the same fields.
 trait Fields<'de>: Default {
     /// What the object is, for serde's error message.
     const EXPECTING: &'static str;
 
     /// Reads the value of `key` when it is a known one (`Ok(false)` when
-    /// not). A repeated key is an error: the `Value` path then decides
-    /// (the last one wins there).
+    /// not, its value still unread).
     fn read<A: MapAccess<'de>>(
         &mut self,
         key: &str,
         map: &mut A,
-        seen: &mut [bool; 3],
     ) -> std::result::Result<bool, A::Error>;
-}
-
-/// Reads the value of the known key number `index` into `slot`.
-fn once<'de, A, T>(
-    map: &mut A,
-    slot: &mut Option<T>,
-    seen: &mut [bool; 3],
-    index: usize,
-) -> std::result::Result<bool, A::Error>
-where
-    A: MapAccess<'de>,
-    T: Deserialize<'de>,
-{
-    if seen
-        .get_mut(index)
-        .is_some_and(|s| std::mem::replace(s, true))
-    {
-        return Err(de::Error::custom("repeated key"));
-    }
-    *slot = map.next_value()?;
-    Ok(true)
 }
 
 /// Implements [`Fields`] for a struct whose fields are named as its keys.
 macro_rules! fields {
-    ($object:ident, $expecting:literal, $($field:ident = $index:literal),+) => {
+    ($object:ident, $expecting:literal, $($field:ident),+) => {
         impl<'de> Fields<'de> for $object<'de> {
             const EXPECTING: &'static str = $expecting;
 
@@ -199,12 +179,12 @@ macro_rules! fields {
                 &mut self,
                 key: &str,
                 map: &mut A,
-                seen: &mut [bool; 3],
             ) -> std::result::Result<bool, A::Error> {
                 match key {
-                    $(stringify!($field) => once(map, &mut self.$field, seen, $index),)+
-                    _ => Ok(false),
+                    $(stringify!($field) => self.$field = map.next_value()?,)+
+                    _ => return Ok(false),
                 }
+                Ok(true)
             }
         }
     };
@@ -213,16 +193,16 @@ macro_rules! fields {
 fields!(
     TypedRequest,
     "a request object",
-    organizations = 0,
-    on_conflict = 1,
-    mode = 2
+    organizations,
+    on_conflict,
+    mode
 );
 fields!(
     TypedOrg,
     "an organization object",
-    name = 0,
-    domain = 1,
-    contact_email = 2
+    name,
+    domain,
+    contact_email
 );
 
 /// Reads a [`Fields`] object; only an object (a derived `Deserialize`
@@ -238,9 +218,8 @@ impl<'de, T: Fields<'de>> Visitor<'de> for ObjectVisitor<T> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<T, A::Error> {
         let mut object = T::default();
-        let mut seen = [false; 3];
         while let Some(key) = map.next_key::<Text<'de>>()? {
-            if !object.read(&key.0, &mut map, &mut seen)? {
+            if !object.read(&key.0, &mut map)? {
                 map.next_value::<IgnoredAny>()?;
             }
         }

@@ -419,9 +419,10 @@ pub(super) struct RowSource<'a> {
 /// 1000-organization submission (BENCHMARKS.md, session 12).
 ///
 /// `outcome` takes the rows the upsert updated or restored from its
-/// `RETURNING` (their item is the row's `latest_item`, the position the
-/// one that id holds) and the rows it left alone from `input`, by an
-/// anti-join on the written items (a hash anti-join, at any size): no join of input and
+/// `RETURNING` (their item is the row's `latest_item`; every item's
+/// position is the one its id holds, computed once where `items` writes
+/// it) and the rows it left alone from `input`, by an anti-join on the
+/// written items (a hash anti-join, at any size): no join of input and
 /// upsert, which the planner made a merge join with two sorts (~1 ms of a
 /// 1000-row chunk). Not `NOT IN (SELECT …)`: for an import of 1,000,000
 /// rows that is planned as a subplan scanned once per row (a hashed one
@@ -479,7 +480,7 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
          ), outcome AS (
             -- The rows the upsert updated or restored: its RETURNING has
             -- all but the replaced state (`e`).
-            SELECT up.item, batch_item_position(up.item) AS position, up.domain, up.id AS org,
+            SELECT up.item, up.domain, up.id AS org,
                 CASE WHEN e.deleted_at IS NOT NULL THEN '{created}' ELSE '{updated}' END AS change,
                 '{pending}' AS status,
                 e.version AS was_version, e.name AS was_name, e.contact_email AS was_email,
@@ -495,7 +496,7 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             UNION ALL
             -- The rows it left alone: an anti-join on the items it wrote
             -- (see above: not `NOT IN`, quadratic for a large import).
-            SELECT i.item, batch_item_position(i.item), i.domain, e.id, '{kept}',
+            SELECT i.item, i.domain, e.id, '{kept}',
                 CASE WHEN '{kept}' = '{skipped}' OR (e.status = '{completed}' AND NOT {reprocess_unchanged})
                 THEN '{completed}' ELSE '{pending}' END,
                 NULL, NULL, NULL, NULL, NULL
@@ -514,11 +515,15 @@ pub(super) fn store_rows(policy: ConflictPolicy, source: &RowSource<'_>) -> Stri
             SELECT item, $1, $2, position, org, domain, status, change, 0, {now}, {sweep_at}, '[]', {now}, {now},
                 CASE WHEN status = '{completed}' THEN {now} END
             FROM (
-                SELECT item, batch_item_position(item) AS position, id AS org, domain,
-                    '{pending}' AS status, '{created}' AS change
-                FROM up WHERE inserted
-                UNION ALL
-                SELECT item, position, org, domain, status, change FROM outcome
+                -- An item's position is the one its id holds, computed
+                -- here once for every stored item.
+                SELECT item, batch_item_position(item) AS position, org, domain, status, change
+                FROM (
+                    SELECT item, id AS org, domain, '{pending}' AS status, '{created}' AS change
+                    FROM up WHERE inserted
+                    UNION ALL
+                    SELECT item, org, domain, status, change FROM outcome
+                ) decided
             ) stored {item_order}
          ), arrived AS (
             -- What the callers answer: how many items were stored, and
